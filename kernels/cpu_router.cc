@@ -1,0 +1,136 @@
+#include "kernels/cpu_router.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu_dot.h"
+#include "kernels/routing_epilogue.h"
+#include "kernels/status_macros.h"
+
+namespace moe {
+namespace {
+
+// Hidden elements converted per step of a task: 4 KB of floats stays in L1.
+constexpr int kKStep = 1024;
+
+size_t AlignUp(size_t n) { return (n + 63) / 64 * 64; }
+
+struct WorkspaceLayout {
+  size_t hidden_f32 = 0;  // [tokens, hidden] float
+  size_t partials = 0;    // [k_splits, tokens, experts] float
+  size_t scratch = 0;     // [tokens, EpilogueScratchFloats + experts] float
+  size_t total = 0;
+};
+
+WorkspaceLayout Layout(const RouteProblem& p, const CpuSplit& split) {
+  WorkspaceLayout l;
+  const size_t t = p.tokens, h = p.spec.hidden, e = p.spec.experts;
+  size_t offset = 0;
+  l.hidden_f32 = offset;
+  offset += AlignUp(t * h * 4);
+  l.partials = offset;
+  offset += AlignUp(size_t(split.k_splits) * t * e * 4);
+  l.scratch = offset;
+  offset += AlignUp(t * (EpilogueScratchFloats(p.spec) + e) * 4);
+  l.total = offset;
+  return l;
+}
+
+}  // namespace
+
+CpuRouter::CpuRouter(int threads) : pool_(std::make_unique<ThreadPool>(threads)) {}
+
+absl::Status CpuRouter::CanRoute(const RouteProblem& problem) {
+  return CheckRouteProblem(problem);
+}
+
+CpuSplit CpuRouter::ChooseSplit(const RouteProblem& p) const {
+  // Enough tasks for every thread (x4 for balance), but chunks of at least kKStep.
+  CpuSplit split;
+  split.expert_block = 16;
+  const int expert_blocks = (p.spec.experts + split.expert_block - 1) / split.expert_block;
+  const int want_tasks = 4 * threads();
+  const int max_splits = std::max(1, p.spec.hidden / kKStep);
+  split.k_splits = std::clamp((want_tasks + expert_blocks - 1) / expert_blocks, 1, max_splits);
+  return split;
+}
+
+size_t CpuRouter::WorkspaceBytes(const RouteProblem& problem) const {
+  return Layout(problem, ChooseSplit(problem)).total;
+}
+
+absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void* workspace,
+                              size_t workspace_bytes) {
+  RETURN_IF_ERROR(CanRoute(p));
+  RETURN_IF_ERROR(CheckRouteArgs(p, args));
+  const CpuSplit split = ChooseSplit(p);
+  const WorkspaceLayout layout = Layout(p, split);
+  if (workspace == nullptr || workspace_bytes < layout.total)
+    return absl::InvalidArgumentError(absl::StrCat("workspace: ", workspace_bytes,
+                                                   " bytes given, ", layout.total, " needed"));
+  char* ws = static_cast<char*>(workspace);
+  float* hidden_f32 = reinterpret_cast<float*>(ws + layout.hidden_f32);
+  float* partials = reinterpret_cast<float*>(ws + layout.partials);
+  float* scratch = reinterpret_cast<float*>(ws + layout.scratch);
+
+  const int tokens = p.tokens, hidden = p.spec.hidden, experts = p.spec.experts;
+  // Hidden states to float once; every task reads them from cache.
+  pool_->ParallelFor(tokens, [&](int t) {
+    ConvertToFloat(args.hidden, p.hidden_dtype, size_t(t) * hidden, hidden,
+                   hidden_f32 + size_t(t) * hidden);
+  });
+
+  // Decompose-K: task (s, b) computes the partial logits of K chunk s for expert block b.
+  const int chunk = (hidden / split.k_splits + kHiddenMultiple - 1) / kHiddenMultiple *
+                    kHiddenMultiple;
+  const int expert_blocks = (experts + split.expert_block - 1) / split.expert_block;
+  pool_->ParallelFor(split.k_splits * expert_blocks, [&](int task) {
+    const int s = task / expert_blocks, b = task % expert_blocks;
+    const int k_begin = std::min(hidden, s * chunk);
+    const int k_end = std::min(hidden, k_begin + chunk);
+    const int e_end = std::min(experts, (b + 1) * split.expert_block);
+    float* part = partials + size_t(s) * tokens * experts;
+    float w_row[kKStep];
+    for (int e = b * split.expert_block; e < e_end; ++e) {
+      for (int t = 0; t < tokens; ++t) part[size_t(t) * experts + e] = 0.0f;
+      for (int k = k_begin; k < k_end; k += kKStep) {
+        const int n = std::min(kKStep, k_end - k);
+        ConvertToFloat(args.weight, p.weight_dtype, size_t(e) * hidden + k, n, w_row);
+        for (int t = 0; t < tokens; ++t)
+          part[size_t(t) * experts + e] += DotFloat(hidden_f32 + size_t(t) * hidden + k, w_row, n);
+      }
+    }
+  });
+
+  // Reduce the partials and run the epilogue, one token per iteration.
+  const int scratch_floats = EpilogueScratchFloats(p.spec) + experts;
+  pool_->ParallelFor(tokens, [&](int t) {
+    float* token_scratch = scratch + size_t(t) * scratch_floats;
+    float* logits = token_scratch + EpilogueScratchFloats(p.spec);
+    for (int e = 0; e < experts; ++e) {
+      float sum = 0.0f;
+      for (int s = 0; s < split.k_splits; ++s)
+        sum += partials[(size_t(s) * tokens + t) * experts + e];
+      logits[e] = sum + (p.spec.has_router_bias ? args.router_bias[e] : 0.0f);
+    }
+    if (args.logits != nullptr)
+      std::copy(logits, logits + experts, args.logits + size_t(t) * experts);
+    RouteOneToken(p.spec, logits, args.correction_bias, args.expert_ids + size_t(t) * p.spec.top_k,
+                  args.expert_weights + size_t(t) * p.spec.top_k, token_scratch);
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CheckFinite(const void* data, DType dtype, size_t count, const char* field) {
+  for (size_t i = 0; i < count; ++i) {
+    const float v = LoadAsFloat(data, dtype, i);
+    if (!std::isfinite(v))
+      return absl::InvalidArgumentError(absl::StrCat(field, ": element ", i, " is not finite (",
+                                                     v, "); values must be finite"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe

@@ -1,0 +1,299 @@
+// CPU backend vs the double-precision reference: every family preset, many shapes, all
+// dtypes, the tie rule, limits and non-finite inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "kernels/cpu_router.h"
+#include "kernels/routing_epilogue.h"
+#include "tests/test_data.h"
+
+namespace moe::testing {
+namespace {
+
+struct Outputs {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  std::vector<float> logits;
+};
+
+// Runs the CPU backend on poisoned outputs.
+Outputs RunCpu(CpuRouter& router, const RouterInputs& in, bool want_logits = false) {
+  RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
+  Outputs out;
+  out.ids.assign(size_t(in.tokens) * in.spec.top_k, -7);
+  out.weights.assign(out.ids.size(), std::numeric_limits<float>::quiet_NaN());
+  if (want_logits)
+    out.logits.assign(size_t(in.tokens) * in.spec.experts, std::numeric_limits<float>::quiet_NaN());
+  RouteArgs args;
+  args.hidden = in.hidden.data();
+  args.weight = in.weight.data();
+  args.router_bias = in.router_bias.empty() ? nullptr : in.router_bias.data();
+  args.correction_bias = in.correction_bias.empty() ? nullptr : in.correction_bias.data();
+  args.expert_ids = out.ids.data();
+  args.expert_weights = out.weights.data();
+  args.logits = want_logits ? out.logits.data() : nullptr;
+  std::vector<uint8_t> ws(router.WorkspaceBytes(p));
+  auto status = router.Route(p, args, ws.data(), ws.size());
+  EXPECT_TRUE(status.ok()) << status;
+  return out;
+}
+
+void ExpectMatchesReference(CpuRouter& router, const RouterInputs& in, uint64_t seed) {
+  Outputs out = RunCpu(router, in);
+  const std::string diff =
+      CompareWithReference(in.spec, in.Reference(), out.ids.data(), out.weights.data(), 1e-3);
+  EXPECT_EQ(diff, "") << in.spec.family << " tokens=" << in.tokens << " experts=" << in.spec.experts
+                      << " hidden=" << in.spec.hidden << " x=" << DTypeName(in.hidden_dtype)
+                      << " w=" << DTypeName(in.weight_dtype) << " seed=" << seed;
+}
+
+class FamilyTest : public ::testing::TestWithParam<FamilyPreset> {};
+
+TEST_P(FamilyTest, MatchesReferenceOnFreshRandomInputs) {
+  CpuRouter router(2);
+  const FamilyPreset& preset = GetParam();
+  const DType dtypes[] = {DType::kBF16, DType::kFP16, DType::kFP32};
+  for (int tokens : {1, 7, 64}) {
+    for (DType dt : dtypes) {
+      const uint64_t seed = FreshSeed();
+      ExpectMatchesReference(router, MakeRouterInputs(preset.spec, tokens, dt, dt, seed), seed);
+    }
+  }
+  // Mixed dtypes: fp32 activations against bf16 weights (DeepSeek-V3 routes in fp32).
+  const uint64_t seed = FreshSeed();
+  ExpectMatchesReference(
+      router, MakeRouterInputs(preset.spec, 3, DType::kFP32, DType::kBF16, seed), seed);
+}
+
+TEST_P(FamilyTest, FullBatchOf256Tokens) {
+  CpuRouter router(2);
+  const uint64_t seed = FreshSeed();
+  ExpectMatchesReference(
+      router, MakeRouterInputs(GetParam().spec, 256, DType::kBF16, DType::kBF16, seed), seed);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFamilies, FamilyTest, ::testing::ValuesIn(FamilyPresets()),
+                         [](const auto& info) { return info.param.name; });
+
+// Shapes across the whole supported range, with randomly drawn routing variants.
+TEST(CpuRouterShapes, SweepExpertsHiddenTokens) {
+  CpuRouter router(2);
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  const int experts_list[] = {8, 16, 32, 64, 128, 160, 256, 384, 512};
+  const int hidden_list[] = {2048, 2880, 4096, 7168, 8};
+  const int tokens_list[] = {1, 2, 31, 128, 256};
+  int cases = 0;
+  for (int experts : experts_list) {
+    for (int hidden : hidden_list) {
+      RouterSpec s;
+      s.family = "sweep";
+      s.hidden = hidden;
+      s.experts = experts;
+      s.top_k = std::min<int>(experts, 1 + pick() % kMaxTopK);
+      s.scoring = static_cast<Scoring>(pick() % 3);
+      s.order = static_cast<RoutingOrder>(pick() % 2);
+      s.has_router_bias = pick() % 2;
+      s.has_correction_bias = pick() % 2;
+      s.renormalize = pick() % 2;
+      s.scaling_factor = pick() % 2 ? 1.0f : 2.5f;
+      if (experts % 8 == 0 && experts >= 64) {
+        s.n_group = 8;
+        s.topk_group = 4;
+        s.top_k = std::min(s.top_k, 4 * experts / 8);
+      }
+      ASSERT_TRUE(ValidateSpec(s).ok()) << ValidateSpec(s);
+      // Keep the reference's double work bounded: big hidden with few tokens.
+      const int tokens = tokens_list[pick() % 5];
+      const int t = hidden * experts * int64_t{tokens} > 100'000'000 ? 7 : tokens;
+      const uint64_t seed = FreshSeed();
+      ExpectMatchesReference(router, MakeRouterInputs(s, t, DType::kBF16, DType::kBF16, seed), seed);
+      ++cases;
+    }
+  }
+  EXPECT_EQ(cases, 45);
+}
+
+TEST(CpuRouterTies, EqualScoresPickTheLowerExpertId) {
+  CpuRouter router(2);
+  // Every weight row equal: every logit equal, so the tie rule alone decides.
+  for (const char* family : {"deepseek_v3", "qwen3_30b", "mixtral", "gpt_oss_20b", "llama4_scout"}) {
+    FamilyPreset preset = FindPreset(family).value();
+    RouterSpec spec = preset.spec;
+    spec.hidden = 64;
+    RouterInputs in = MakeRouterInputs(spec, 3, DType::kBF16, DType::kBF16, FreshSeed());
+    for (int e = 1; e < spec.experts; ++e)
+      std::copy(in.weight.begin(), in.weight.begin() + spec.hidden * 2,
+                in.weight.begin() + size_t(e) * spec.hidden * 2);
+    std::fill(in.router_bias.begin(), in.router_bias.end(), 0.25f);
+    std::fill(in.correction_bias.begin(), in.correction_bias.end(), 0.0f);
+    Outputs out = RunCpu(router, in);
+    for (int t = 0; t < 3; ++t)
+      for (int i = 0; i < spec.top_k; ++i)
+        EXPECT_EQ(out.ids[t * spec.top_k + i], i) << family << " token " << t;
+  }
+}
+
+TEST(CpuRouterTies, TiedPairIsOrderedByIdAndGroupsTooBreakByLowerId) {
+  // Logits given directly to the epilogue: experts 5 and 3 tie at the top.
+  RouterSpec spec = FindPreset("qwen3_30b").value().spec;
+  std::vector<float> logits(spec.experts, 0.0f);
+  logits[5] = 4.0f;
+  logits[3] = 4.0f;
+  logits[9] = 3.0f;
+  std::vector<float> scratch(EpilogueScratchFloats(spec));
+  std::vector<int32_t> ids(spec.top_k);
+  std::vector<float> w(spec.top_k);
+  RouteOneToken(spec, logits.data(), nullptr, ids.data(), w.data(), scratch.data());
+  EXPECT_EQ(ids[0], 3);
+  EXPECT_EQ(ids[1], 5);
+  EXPECT_EQ(ids[2], 9);
+  EXPECT_EQ(ids[3], 0);  // the rest tie at 0: lowest ids first
+  EXPECT_EQ(ids[4], 1);
+  EXPECT_FLOAT_EQ(w[0], w[1]);
+
+  // DeepSeek-V3 groups: groups 2 and 6 tie for the last kept place; group 2 wins.
+  RouterSpec ds = FindPreset("deepseek_v3").value().spec;
+  std::vector<float> l(ds.experts, -10.0f);
+  std::vector<float> cb(ds.experts, 0.0f);
+  for (int g : {0, 1, 4}) l[g * 32] = l[g * 32 + 1] = 5.0f;
+  for (int g : {6, 2}) l[g * 32 + 7] = l[g * 32 + 8] = 1.0f;
+  std::vector<float> s2(EpilogueScratchFloats(ds));
+  std::vector<int32_t> ids2(ds.top_k);
+  std::vector<float> w2(ds.top_k);
+  RouteOneToken(ds, l.data(), cb.data(), ids2.data(), w2.data(), s2.data());
+  std::vector<int32_t> want = {0, 1, 32, 33, 128, 129, 71, 72};
+  EXPECT_EQ(ids2, want);
+}
+
+TEST(CpuRouterLogits, ReturnedLogitsMatchReference) {
+  CpuRouter router(2);
+  RouterSpec spec = FindPreset("gpt_oss_20b").value().spec;
+  RouterInputs in = MakeRouterInputs(spec, 5, DType::kBF16, DType::kBF16, FreshSeed());
+  Outputs out = RunCpu(router, in, /*want_logits=*/true);
+  auto ref = in.Reference();
+  for (int t = 0; t < 5; ++t)
+    for (int e = 0; e < spec.experts; ++e)
+      EXPECT_NEAR(out.logits[t * spec.experts + e], ref[t].logits[e], 1e-4);
+}
+
+TEST(CpuRouterLimits, RejectsProblemsOutsideTheLimitsNamingTheField) {
+  RouterSpec ok = FindPreset("deepseek_v3").value().spec;
+  ASSERT_TRUE(ValidateSpec(ok).ok());
+  auto expect_bad = [](RouterSpec s, int tokens, const char* field) {
+    auto status = CpuRouter::CanRoute({s, tokens, DType::kBF16, DType::kBF16});
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(status.message().find(field), absl::string_view::npos) << status;
+  };
+  RouterSpec s = ok;
+  expect_bad(s, 0, "tokens");
+  expect_bad(s, kMaxTokens + 1, "tokens");
+  s = ok; s.hidden = 7170; expect_bad(s, 1, "hidden");
+  s = ok; s.hidden = kMaxHidden + 8; expect_bad(s, 1, "hidden");
+  s = ok; s.experts = kMaxExperts + 1; s.n_group = 1; s.topk_group = 1; expect_bad(s, 1, "experts");
+  s = ok; s.top_k = kMaxTopK + 1; expect_bad(s, 1, "top_k");
+  s = ok; s.experts = 8; s.n_group = 1; s.topk_group = 1; s.top_k = 9; expect_bad(s, 1, "top_k");
+  s = ok; s.n_group = 7; expect_bad(s, 1, "n_group");
+  s = ok; s.topk_group = 9; expect_bad(s, 1, "topk_group");
+  s = ok; s.scaling_factor = std::nanf(""); expect_bad(s, 1, "scaling_factor");
+  // Just inside the limits is fine.
+  s = ok; s.hidden = kMaxHidden; s.experts = kMaxExperts; s.top_k = kMaxTopK;
+  EXPECT_TRUE(CpuRouter::CanRoute({s, kMaxTokens, DType::kBF16, DType::kBF16}).ok());
+}
+
+TEST(CpuRouterLimits, WorkspaceTooSmallIsAnError) {
+  CpuRouter router(2);
+  RouterInputs in = MakeRouterInputs(FindPreset("mixtral").value().spec, 2, DType::kBF16,
+                                     DType::kBF16, FreshSeed());
+  RouteProblem p{in.spec, 2, DType::kBF16, DType::kBF16};
+  std::vector<int32_t> ids(4);
+  std::vector<float> w(4);
+  RouteArgs args{in.hidden.data(), in.weight.data(), nullptr, nullptr, ids.data(), w.data(), nullptr};
+  std::vector<uint8_t> ws(router.WorkspaceBytes(p) - 1);
+  EXPECT_EQ(router.Route(p, args, ws.data(), ws.size()).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CheckFinite, FindsNanAndInfInEveryDtype) {
+  for (DType dt : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+    std::vector<uint8_t> buf(16 * DTypeSize(dt));
+    for (int i = 0; i < 16; ++i) StoreFromFloat(buf.data(), dt, i, 0.5f * i);
+    EXPECT_TRUE(CheckFinite(buf.data(), dt, 16, "hidden_states").ok());
+    for (float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                      std::numeric_limits<float>::quiet_NaN()}) {
+      auto copy = buf;
+      StoreFromFloat(copy.data(), dt, 11, bad);
+      auto status = CheckFinite(copy.data(), dt, 16, "hidden_states");
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(status.message().find("hidden_states: element 11"), absl::string_view::npos)
+          << status;
+    }
+  }
+}
+
+TEST(DTypeConversions, RoundTripAndRounding) {
+  EXPECT_EQ(FloatToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(Bf16ToFloat(0x3f80), 1.0f);
+  EXPECT_EQ(FloatToBf16(1.00390625f), 0x3f80);  // halfway: round to even
+  EXPECT_EQ(FloatToFp16(1.0f), 0x3c00);
+  EXPECT_EQ(Fp16ToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(FloatToFp16(65520.0f), 0x7c00);  // overflows to infinity
+  EXPECT_EQ(Fp16ToFloat(0x0001), 5.9604644775390625e-8f);
+  EXPECT_EQ(FloatToFp16(5.9604644775390625e-8f), 0x0001);
+  EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(std::nanf("")))));
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-1000.0f, 1000.0f);
+  for (int i = 0; i < 10000; ++i) {
+    float v = u(rng);
+    EXPECT_EQ(FloatToFp16(Fp16ToFloat(FloatToFp16(v))), FloatToFp16(v));
+    EXPECT_NEAR(Fp16ToFloat(FloatToFp16(v)), v, std::fabs(v) / 1024);
+    EXPECT_NEAR(Bf16ToFloat(FloatToBf16(v)), v, std::fabs(v) / 128);
+  }
+}
+
+}  // namespace
+}  // namespace moe::testing
+
+namespace moe {
+// Short names in test listings instead of the struct's bytes.
+void PrintTo(const FamilyPreset& p, std::ostream* os) { *os << p.name; }
+}  // namespace moe
+
+namespace moe::testing {
+namespace {
+
+TEST(CompareWithReference, CatchesWrongIdsWeightsAndNan) {
+  RouterSpec spec = FindPreset("qwen3_30b").value().spec;
+  RouterInputs in = MakeRouterInputs(spec, 4, DType::kBF16, DType::kBF16, FreshSeed());
+  auto ref = in.Reference();
+  std::vector<int32_t> ids;
+  std::vector<float> w;
+  for (const auto& r : ref) {
+    ids.insert(ids.end(), r.ids.begin(), r.ids.end());
+    for (double v : r.weights) w.push_back(static_cast<float>(v));
+  }
+  EXPECT_EQ(CompareWithReference(spec, ref, ids.data(), w.data(), 1e-3), "");
+  auto bad_w = w;
+  bad_w[5] *= 1.01f;
+  EXPECT_NE(CompareWithReference(spec, ref, ids.data(), bad_w.data(), 1e-3), "");
+  bad_w = w;
+  bad_w[2] = std::nanf("");
+  EXPECT_NE(CompareWithReference(spec, ref, ids.data(), bad_w.data(), 1e-3), "");
+  auto bad_ids = ids;
+  // Replace the top choice with the reference's lowest-scoring expert.
+  int worst = 0;
+  for (int e = 0; e < spec.experts; ++e)
+    if (ref[0].selection[e] < ref[0].selection[worst]) worst = e;
+  bad_ids[0] = worst;
+  EXPECT_NE(CompareWithReference(spec, ref, bad_ids.data(), w.data(), 1e-3), "");
+  bad_ids = ids;
+  std::swap(bad_ids[0], bad_ids[7]);  // wrong order
+  EXPECT_NE(CompareWithReference(spec, ref, bad_ids.data(), w.data(), 1e-3), "");
+  bad_ids = ids;
+  bad_ids[1] = bad_ids[0];  // repeated
+  EXPECT_NE(CompareWithReference(spec, ref, bad_ids.data(), w.data(), 1e-3), "");
+}
+
+}  // namespace
+}  // namespace moe::testing

@@ -1,0 +1,49 @@
+#include "tests/test_data.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+
+namespace moe::testing {
+
+uint64_t FreshSeed() {
+  static uint64_t base = [] {
+    if (const char* s = std::getenv("MOE_TEST_SEED")) return uint64_t{std::strtoull(s, nullptr, 10)};
+    return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }();
+  return base++;
+}
+
+RouterInputs MakeRouterInputs(const RouterSpec& spec, int tokens, DType hidden_dtype,
+                              DType weight_dtype, uint64_t seed) {
+  RouterInputs in;
+  in.spec = spec;
+  in.tokens = tokens;
+  in.hidden_dtype = hidden_dtype;
+  in.weight_dtype = weight_dtype;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float w_scale = 1.0f / std::sqrt(static_cast<float>(spec.hidden));
+  auto fill = [&](size_t count, DType dt, float scale, std::vector<uint8_t>* raw,
+                  std::vector<float>* exact) {
+    raw->resize(count * DTypeSize(dt));
+    exact->resize(count);
+    for (size_t i = 0; i < count; ++i) {
+      StoreFromFloat(raw->data(), dt, i, scale * normal(rng));
+      (*exact)[i] = LoadAsFloat(raw->data(), dt, i);
+    }
+  };
+  fill(size_t(tokens) * spec.hidden, hidden_dtype, 1.0f, &in.hidden, &in.hidden_f);
+  fill(size_t(spec.experts) * spec.hidden, weight_dtype, w_scale, &in.weight, &in.weight_f);
+  if (spec.has_router_bias) {
+    in.router_bias.resize(spec.experts);
+    for (float& b : in.router_bias) b = 0.1f * normal(rng);
+  }
+  if (spec.has_correction_bias) {
+    in.correction_bias.resize(spec.experts);
+    for (float& b : in.correction_bias) b = 0.05f * normal(rng);
+  }
+  return in;
+}
+
+}  // namespace moe::testing
