@@ -1,0 +1,289 @@
+// router_bench: per-call latency of the fused Decompose-K router vs cuBLAS, measured as
+// CUDA-graph replays of L launches over L different layers' weights (L chosen so the
+// weights exceed 3x the L2 cache: every call reads its weights from HBM). Median of many
+// replays, CUDA events, warmed up. Prints a table; --json writes every number.
+//
+//   router_bench [--json FILE] [--replays N] [--quick]
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "bench/empty_kernel.h"
+#include "kernels/cublas_router.h"
+#include "kernels/cuda_device.h"
+#include "kernels/cuda_raii.h"
+#include "kernels/cuda_router.h"
+
+namespace moe::bench {
+namespace {
+
+#define CHECK_CUDA(expr)                                                              \
+  do {                                                                                \
+    cudaError_t e_ = (expr);                                                          \
+    if (e_ != cudaSuccess) {                                                          \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                   \
+    }                                                                                 \
+  } while (0)
+
+template <typename T>
+T Must(absl::StatusOr<T> v) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(v.status().message()).c_str());
+    std::exit(1);
+  }
+  return std::move(v).value();
+}
+
+int g_replays = 50;
+
+// Median microseconds per launch of `enqueue_layer(l)` for l in [0, layers), captured once
+// into a graph and replayed.
+float TimePerCall(int layers, const std::function<void(int, cudaStream_t)>& enqueue_layer,
+                  cudaStream_t stream) {
+  cudaGraph_t graph;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int l = 0; l < layers; ++l) enqueue_layer(l, stream);
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  CudaGraph owned(graph);
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CudaGraphExec owned_exec(exec);
+  auto start = Must(MakeEvent()), stop = Must(MakeEvent());
+  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up
+  std::vector<float> us;
+  for (int r = 0; r < g_replays; ++r) {
+    CHECK_CUDA(cudaEventRecord(start.get(), stream));
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaEventRecord(stop.get(), stream));
+    CHECK_CUDA(cudaEventSynchronize(stop.get()));
+    float ms;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    us.push_back(ms * 1000.0f / layers);
+  }
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+// Device-to-device copy bandwidth (bytes read + written), GB/s.
+double CopyBandwidth(cudaStream_t stream) {
+  const size_t bytes = size_t(1) << 30;
+  auto a = Must(DeviceBuffer::Allocate(bytes)), b = Must(DeviceBuffer::Allocate(bytes));
+  CHECK_CUDA(cudaMemset(a.get(), 1, bytes));
+  auto start = Must(MakeEvent()), stop = Must(MakeEvent());
+  std::vector<float> ms_list;
+  for (int i = 0; i < 12; ++i) {
+    CHECK_CUDA(cudaEventRecord(start.get(), stream));
+    CHECK_CUDA(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, stream));
+    CHECK_CUDA(cudaEventRecord(stop.get(), stream));
+    CHECK_CUDA(cudaEventSynchronize(stop.get()));
+    float ms;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    if (i >= 2) ms_list.push_back(ms);
+  }
+  std::sort(ms_list.begin(), ms_list.end());
+  return 2.0 * bytes / (ms_list[ms_list.size() / 2] * 1e-3) / 1e9;
+}
+
+void FillRandom(void* dst, size_t count, DType dt, float scale, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<uint8_t> host(count * DTypeSize(dt));
+  for (size_t i = 0; i < count; ++i) StoreFromFloat(host.data(), dt, i, normal(rng));
+  CHECK_CUDA(cudaMemcpy(dst, host.data(), host.size(), cudaMemcpyHostToDevice));
+}
+
+int LayersFor(size_t layer_bytes, size_t l2_bytes, int min_layers, int max_layers) {
+  const size_t need = (3 * l2_bytes + layer_bytes - 1) / layer_bytes;
+  return static_cast<int>(std::clamp<size_t>(need, min_layers, max_layers));
+}
+
+struct Row {
+  std::string shape;
+  int layers;
+  double bytes;
+  float fused_us, cublas_gemm_us, cublas_route_us, empty_us;
+  std::string config;
+};
+
+}  // namespace
+}  // namespace moe::bench
+
+int main(int argc, char** argv) {
+  using namespace moe;
+  using namespace moe::bench;
+  std::string json_path;
+  bool quick = false;
+  std::string filter;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--replays") && i + 1 < argc) g_replays = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
+    else {
+      std::printf("usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTRING]\n");
+      return std::strcmp(argv[i], "--help") ? 2 : 0;
+    }
+  }
+  auto info = cuda::ProbeDevice(0);
+  if (!info.available) {
+    std::fprintf(stderr, "router_bench: no GPU (%s)\n", info.reason.c_str());
+    return 1;
+  }
+  int l2 = 0;
+  CHECK_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
+  auto stream = Must(MakeStream());
+  const double copy_gbs = CopyBandwidth(stream.get());
+  std::printf("device: %s, %d SMs, L2 %d MB, copy bandwidth %.0f GB/s (read+write)\n",
+              info.name.c_str(), info.sm_count, l2 >> 20, copy_gbs);
+  auto cublas = Must(cuda::CublasRouter::Create());
+  const float empty_us = TimePerCall(256, [](int, cudaStream_t s) { CHECK_CUDA(LaunchEmptyKernel(s)); },
+                                     stream.get());
+  std::vector<Row> rows;
+
+  // --- The routing epilogue alone (one token), to see its cost apart from the GEMM.
+  if (filter.empty() || filter == "epilogue") {
+    std::printf("\nepilogue alone, 1 token:\n");
+    for (const char* family : {"mixtral", "qwen3_30b", "deepseek_v3", "kimi_k2"}) {
+      RouterSpec spec = FindPreset(family).value().spec;
+      RouteProblem p{spec, 1, DType::kBF16, DType::kBF16};
+      auto logits = Must(DeviceBuffer::Allocate(4 * spec.experts));
+      FillRandom(logits.get(), spec.experts, DType::kFP32, 1.0f, 3);
+      auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
+      FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 4);
+      auto ids = Must(DeviceBuffer::Allocate(64)), w = Must(DeviceBuffer::Allocate(64));
+      RouteArgs args{nullptr, nullptr, bias.as<float>(), bias.as<float>(), ids.as<int32_t>(),
+                     w.as<float>(), nullptr};
+      const float us = TimePerCall(256, [&](int, cudaStream_t s) {
+        CHECK_CUDA(cuda::LaunchRoutingEpilogue(p, logits.as<float>(), args, s));
+      }, stream.get());
+      std::printf("  %-12s experts=%3d top_k=%d: %.2f us\n", family, spec.experts, spec.top_k, us);
+    }
+  }
+
+  // --- Router shapes: every family x tokens ----------------------------------------
+  const int token_list[] = {1, 4, 16, 64, 128};
+  for (const auto& preset : FamilyPresets()) {
+    const RouterSpec& spec = preset.spec;
+    const size_t layer_bytes = size_t(spec.experts) * spec.hidden * 2;
+    const int layers = LayersFor(layer_bytes, l2, 16, 2048);
+    auto weights = Must(DeviceBuffer::Allocate(layer_bytes * layers));
+    FillRandom(weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16,
+               1.0f / std::sqrt(float(spec.hidden)), 7);
+    auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
+    FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 8);
+    for (int tokens : token_list) {
+      if (quick && tokens != 1 && tokens != 16) continue;
+      if (absl::StrFormat("%s t=%d", preset.name, tokens).find(filter) == std::string::npos) continue;
+      RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+      auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
+      FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 9);
+      auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+      auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+      auto logits = Must(DeviceBuffer::Allocate(4 * size_t(tokens) * spec.experts));
+      RouteArgs args{hidden.get(), weights.get(), bias.as<float>(), bias.as<float>(),
+                     ids.as<int32_t>(), w.as<float>(), nullptr};
+      cuda::AutotuneOptions tune;
+      tune.enabled = true;
+      auto plan = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
+      auto heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
+      auto args_for = [&](int l) {
+        RouteArgs a = args;
+        a.weight = weights.as<char>() + layer_bytes * l;
+        return a;
+      };
+      Row row;
+      row.shape = absl::StrFormat("%s t=%d", preset.name, tokens);
+      row.layers = layers;
+      row.bytes = layer_bytes + 2.0 * tokens * spec.hidden + 8.0 * tokens * spec.top_k;
+      row.fused_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
+        CHECK_CUDA(plan->Launch(args_for(l), s, /*pdl=*/true));
+      }, stream.get());
+      row.cublas_gemm_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
+        CHECK_CUDA(cublas->Gemm(p, hidden.get(), args_for(l).weight, logits.as<float>(), s));
+      }, stream.get());
+      row.cublas_route_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
+        CHECK_CUDA(cublas->Route(p, args_for(l), logits.get(), s));
+      }, stream.get());
+      row.empty_us = empty_us;
+      const auto& c = plan->config();
+      row.config = absl::StrFormat("%s nt=%d S=%d (heuristic S=%d)",
+                                   c.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
+                                   c.token_tiles, c.k_splits, heuristic.k_splits);
+      rows.push_back(row);
+    }
+  }
+
+  // --- Skinny GEMMs ------------------------------------------------------------------
+  for (int mn : {16, 32, 64, 128}) {
+    for (int k : {8192, 32768, 65536, 131072}) {
+      if (quick && k != 131072) continue;
+      if (absl::StrFormat("gemm %dx%dx%d", mn, mn, k).find(filter) == std::string::npos) continue;
+      cuda::GemmProblem p{mn, mn, k, DType::kBF16};
+      const size_t mat_bytes = size_t(mn) * k * 2;
+      const int layers = LayersFor(2 * mat_bytes, l2, 4, 256);
+      auto a = Must(DeviceBuffer::Allocate(mat_bytes * layers));
+      auto b = Must(DeviceBuffer::Allocate(mat_bytes * layers));
+      FillRandom(a.get(), size_t(mn) * k * layers, DType::kBF16, 1.0f, 1);
+      FillRandom(b.get(), size_t(mn) * k * layers, DType::kBF16, 1.0f, 2);
+      auto c = Must(DeviceBuffer::Allocate(4 * size_t(mn) * mn));
+      auto cfg = cuda::ChooseGemmConfig(p, info.sm_count);
+      auto ws = Must(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)));
+      CHECK_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
+      RouteProblem rp;  // the cuBLAS call shape: "experts" = n, "tokens" = m
+      rp.spec.experts = mn;
+      rp.spec.hidden = k;
+      rp.tokens = mn;
+      Row row;
+      row.shape = absl::StrFormat("gemm %dx%dx%d", mn, mn, k);
+      row.layers = layers;
+      row.bytes = 2.0 * mat_bytes + 4.0 * mn * mn;
+      row.fused_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
+        CHECK_CUDA(cuda::LaunchDecomposeKGemm(p, a.as<char>() + mat_bytes * l, b.as<char>() + mat_bytes * l,
+                                              nullptr, c.as<float>(), cfg, ws.get(), s));
+      }, stream.get());
+      row.cublas_gemm_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
+        CHECK_CUDA(cublas->Gemm(rp, a.as<char>() + mat_bytes * l, b.as<char>() + mat_bytes * l, c.as<float>(), s));
+      }, stream.get());
+      row.cublas_route_us = 0;
+      row.empty_us = empty_us;
+      row.config = absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
+      rows.push_back(row);
+    }
+  }
+
+  std::printf("\n%-28s %6s %9s %7s %11s %13s %8s  %s\n", "shape", "layers", "fused_us", "%HBM",
+              "cublas_gemm", "cublas+topk", "empty", "config");
+  for (const Row& r : rows) {
+    const double pct = r.bytes / (r.fused_us * 1e-6) / (copy_gbs * 1e9) * 100.0;
+    std::printf("%-28s %6d %9.2f %6.0f%% %11.2f %13s %8.2f  %s\n", r.shape.c_str(), r.layers,
+                r.fused_us, pct, r.cublas_gemm_us,
+                r.cublas_route_us > 0 ? absl::StrFormat("%.2f", r.cublas_route_us).c_str() : "-",
+                r.empty_us, r.config.c_str());
+  }
+  if (!json_path.empty()) {
+    FILE* f = std::fopen(json_path.c_str(), "w");
+    if (!f) return 1;
+    std::fprintf(f, "{\"device\": \"%s\", \"copy_gbs\": %.1f, \"rows\": [\n", info.name.c_str(), copy_gbs);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::fprintf(f,
+                   "  {\"shape\": \"%s\", \"layers\": %d, \"bytes\": %.0f, \"fused_us\": %.3f, "
+                   "\"cublas_gemm_us\": %.3f, \"cublas_route_us\": %.3f, \"empty_us\": %.3f, "
+                   "\"config\": \"%s\"}%s\n",
+                   r.shape.c_str(), r.layers, r.bytes, r.fused_us, r.cublas_gemm_us,
+                   r.cublas_route_us, r.empty_us, r.config.c_str(), i + 1 < rows.size() ? "," : "");
+    }
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+  }
+  return 0;
+}

@@ -1,0 +1,122 @@
+// The C ABI over the fused router and the Decompose-K GEMM (see moe_kernels.h).
+#include "kernels/moe_kernels.h"
+
+#include <string>
+
+#include "kernels/cuda_device.h"
+#include "kernels/decompose_k_router.h"
+
+namespace {
+
+thread_local std::string last_error;
+
+int Fail(int code, std::string message) {
+  last_error = std::move(message);
+  return code;
+}
+
+int SmCount() {
+  static const int sms = [] {
+    auto info = moe::cuda::ProbeDevice(0);
+    return info.available ? info.sm_count : 1;
+  }();
+  return sms;
+}
+
+bool ValidDType(int d) { return d >= MOE_BF16 && d <= MOE_FP32; }
+
+moe::RouteProblem ToProblem(const moe_router_spec& s, int tokens, int hd, int wd) {
+  moe::RouteProblem p;
+  p.spec.family = "c_api";
+  p.spec.hidden = s.hidden;
+  p.spec.experts = s.experts;
+  p.spec.top_k = s.top_k;
+  p.spec.scoring = static_cast<moe::Scoring>(s.scoring);
+  p.spec.order = static_cast<moe::RoutingOrder>(s.order);
+  p.spec.has_router_bias = s.has_router_bias != 0;
+  p.spec.has_correction_bias = s.has_correction_bias != 0;
+  p.spec.n_group = s.n_group;
+  p.spec.topk_group = s.topk_group;
+  p.spec.group_score_topk = s.group_score_topk;
+  p.spec.renormalize = s.renormalize != 0;
+  p.spec.scaling_factor = s.scaling_factor;
+  p.tokens = tokens;
+  p.hidden_dtype = static_cast<moe::DType>(hd);
+  p.weight_dtype = static_cast<moe::DType>(wd);
+  return p;
+}
+
+}  // namespace
+
+extern "C" {
+
+int moe_router_preset(const char* family, moe_router_spec* spec) {
+  if (family == nullptr || spec == nullptr) return Fail(MOE_INVALID_ARGUMENT, "null argument");
+  auto preset = moe::FindPreset(family);
+  if (!preset.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(preset.status().message()));
+  const moe::RouterSpec& s = preset->spec;
+  *spec = {s.hidden, s.experts, s.top_k, int(s.scoring), int(s.order), s.has_router_bias,
+           s.has_correction_bias, s.n_group, s.topk_group, s.group_score_topk, s.renormalize,
+           s.scaling_factor};
+  return MOE_OK;
+}
+
+size_t moe_route_workspace_bytes(const moe_router_spec* spec, int tokens, int hidden_dtype,
+                                 int weight_dtype) {
+  if (spec == nullptr || !ValidDType(hidden_dtype) || !ValidDType(weight_dtype)) return 0;
+  auto p = ToProblem(*spec, tokens, hidden_dtype, weight_dtype);
+  if (!moe::CheckRouteProblem(p).ok()) return 0;
+  return moe::cuda::DecomposeKWorkspaceBytes(p, moe::cuda::ChooseDecomposeKConfig(p, SmCount()));
+}
+
+int moe_route(const moe_router_spec* spec, int tokens, int hidden_dtype, int weight_dtype,
+              const void* hidden, const void* weight, const float* router_bias,
+              const float* correction_bias, int32_t* expert_ids, float* expert_weights,
+              float* logits, void* workspace, size_t workspace_bytes, void* stream) {
+  if (spec == nullptr) return Fail(MOE_INVALID_ARGUMENT, "spec: null");
+  if (!ValidDType(hidden_dtype)) return Fail(MOE_INVALID_ARGUMENT, "hidden_dtype: invalid");
+  if (!ValidDType(weight_dtype)) return Fail(MOE_INVALID_ARGUMENT, "weight_dtype: invalid");
+  if (spec->scoring < 0 || spec->scoring > 2) return Fail(MOE_INVALID_ARGUMENT, "scoring: invalid");
+  if (spec->order < 0 || spec->order > 1) return Fail(MOE_INVALID_ARGUMENT, "order: invalid");
+  auto p = ToProblem(*spec, tokens, hidden_dtype, weight_dtype);
+  const auto config = moe::cuda::ChooseDecomposeKConfig(p, SmCount());
+  auto status = moe::cuda::CanRouteDecomposeK(p, config);
+  if (!status.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
+  moe::RouteArgs args{hidden, weight, router_bias, correction_bias, expert_ids, expert_weights, logits};
+  status = moe::CheckRouteArgs(p, args);
+  if (!status.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
+  if (workspace == nullptr || workspace_bytes < moe::cuda::DecomposeKWorkspaceBytes(p, config))
+    return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_route_workspace_bytes()");
+  const cudaError_t err = moe::cuda::LaunchDecomposeKRouter(
+      p, args, config, workspace, static_cast<cudaStream_t>(stream));
+  if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
+  return MOE_OK;
+}
+
+size_t moe_gemm_workspace_bytes(int m, int n, int k, int dtype) {
+  if (!ValidDType(dtype)) return 0;
+  moe::cuda::GemmProblem p{m, n, k, static_cast<moe::DType>(dtype)};
+  if (!moe::cuda::CanGemmDecomposeK(p).ok()) return 0;
+  return moe::cuda::GemmWorkspaceBytes(p, moe::cuda::ChooseGemmConfig(p, SmCount()));
+}
+
+int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
+             float* c, void* workspace, size_t workspace_bytes, void* stream) {
+  if (!ValidDType(dtype)) return Fail(MOE_INVALID_ARGUMENT, "dtype: invalid");
+  if (a == nullptr || b == nullptr || c == nullptr)
+    return Fail(MOE_INVALID_ARGUMENT, "a, b, c: null pointer");
+  moe::cuda::GemmProblem p{m, n, k, static_cast<moe::DType>(dtype)};
+  auto status = moe::cuda::CanGemmDecomposeK(p);
+  if (!status.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
+  const auto config = moe::cuda::ChooseGemmConfig(p, SmCount());
+  if (workspace == nullptr || workspace_bytes < moe::cuda::GemmWorkspaceBytes(p, config))
+    return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_gemm_workspace_bytes()");
+  const cudaError_t err = moe::cuda::LaunchDecomposeKGemm(p, a, b, bias, c, config, workspace,
+                                                           static_cast<cudaStream_t>(stream));
+  if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
+  return MOE_OK;
+}
+
+const char* moe_last_error(void) { return last_error.c_str(); }
+
+}  // extern "C"

@@ -1,0 +1,108 @@
+// cuBLAS GEMM + separate routing-epilogue kernel (the baseline backend).
+#include "kernels/cublas_router.h"
+
+#include <cublas_v2.h>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/router_epilogue.cuh"
+
+namespace moe::cuda {
+namespace {
+
+cudaDataType_t ToCuda(DType t) {
+  switch (t) {
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kFP16: return CUDA_R_16F;
+    case DType::kFP32: return CUDA_R_32F;
+  }
+  return CUDA_R_32F;
+}
+
+constexpr int kEpilogueWarps = 4;
+
+__global__ void __launch_bounds__(kEpilogueWarps * 32)
+    RoutingEpilogueKernel(EpilogueParams ep, int tokens, const float* __restrict__ logits,
+                          const float* __restrict__ router_bias,
+                          const float* __restrict__ correction_bias, int32_t* ids, float* weights,
+                          float* logits_out) {
+  __shared__ float lg[kEpilogueWarps][kMaxExperts];
+  __shared__ float sc[kEpilogueWarps][kMaxExperts];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int tok = blockIdx.x * kEpilogueWarps + warp;
+  if (tok >= tokens) return;
+  for (int e = lane; e < ep.experts; e += 32) {
+    const float v = logits[size_t(tok) * ep.experts + e] + (router_bias ? router_bias[e] : 0.0f);
+    lg[warp][e] = v;
+    if (logits_out) logits_out[size_t(tok) * ep.experts + e] = v;
+  }
+  __syncwarp();
+  WarpRouteToken(ep, lg[warp], sc[warp], correction_bias, ids + size_t(tok) * ep.top_k,
+                 weights + size_t(tok) * ep.top_k);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CublasRouter>> CublasRouter::Create() {
+  std::unique_ptr<CublasRouter> r(new CublasRouter());
+  cublasHandle_t h;
+  const cublasStatus_t st = cublasCreate(&h);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return absl::InternalError(absl::StrCat("cublasCreate failed: ", int(st)));
+  r->handle_ = h;
+  return r;
+}
+
+CublasRouter::~CublasRouter() {
+  if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
+}
+
+absl::Status CublasRouter::CanRoute(const RouteProblem& problem) {
+  auto s = CheckRouteProblem(problem);
+  if (!s.ok()) return s;
+  if (problem.hidden_dtype != problem.weight_dtype)
+    return absl::InvalidArgumentError("dtype: the cuBLAS baseline needs equal hidden and weight dtypes");
+  return absl::OkStatus();
+}
+
+size_t CublasRouter::WorkspaceBytes(const RouteProblem& p) {
+  return sizeof(float) * size_t(p.tokens) * p.spec.experts;
+}
+
+cudaError_t CublasRouter::Gemm(const RouteProblem& p, const void* hidden, const void* weight,
+                               float* logits, cudaStream_t stream) {
+  auto h = static_cast<cublasHandle_t>(handle_);
+  if (cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS) return cudaErrorUnknown;
+  const float alpha = 1.0f, beta = 0.0f;
+  const int E = p.spec.experts, T = p.tokens, K = p.spec.hidden;
+  // Column-major view: C[E x T] = W^T(E x K, stored K x E) * X(K x T, stored [T, K]).
+  const cublasStatus_t st = cublasGemmEx(
+      h, CUBLAS_OP_T, CUBLAS_OP_N, E, T, K, &alpha, weight, ToCuda(p.weight_dtype), K, hidden,
+      ToCuda(p.hidden_dtype), K, &beta, logits, CUDA_R_32F, E, CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT);
+  return st == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
+}
+
+cudaError_t LaunchRoutingEpilogue(const RouteProblem& problem, const float* logits,
+                                  const RouteArgs& args, cudaStream_t stream) {
+  const RouterSpec& s = problem.spec;
+  EpilogueParams ep = {s.experts, s.top_k, int(s.scoring),
+                       s.order == RoutingOrder::kScoreThenTopK ? 1 : 0,
+                       s.has_correction_bias ? 1 : 0, s.n_group, s.topk_group,
+                       s.group_score_topk, s.renormalize ? 1 : 0, s.scaling_factor};
+  const int blocks = (problem.tokens + kEpilogueWarps - 1) / kEpilogueWarps;
+  RoutingEpilogueKernel<<<blocks, kEpilogueWarps * 32, 0, stream>>>(
+      ep, problem.tokens, logits, s.has_router_bias ? args.router_bias : nullptr,
+      s.has_correction_bias ? args.correction_bias : nullptr, args.expert_ids,
+      args.expert_weights, args.logits);
+  return cudaGetLastError();
+}
+
+cudaError_t CublasRouter::Route(const RouteProblem& problem, const RouteArgs& args,
+                                void* workspace, cudaStream_t stream) {
+  float* logits = static_cast<float*>(workspace);
+  const cudaError_t err = Gemm(problem, args.hidden, args.weight, logits, stream);
+  if (err != cudaSuccess) return err;
+  return LaunchRoutingEpilogue(problem, logits, args, stream);
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,21 @@
+// Which CUDA device (if any) this process can use. Stateless; thread-safe.
+#pragma once
+
+#include <string>
+
+namespace moe::cuda {
+
+struct DeviceInfo {
+  bool available = false;
+  int ordinal = 0;
+  std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
+  int sm_count = 0;
+  int major = 0, minor = 0;
+  size_t memory_bytes = 0;
+  std::string reason;  // why not available
+};
+
+// Probes device `ordinal`; never throws or aborts when there is no driver or GPU.
+DeviceInfo ProbeDevice(int ordinal = 0);
+
+}  // namespace moe::cuda

@@ -1,0 +1,130 @@
+#include "kernels/cuda_router.h"
+
+#include <algorithm>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace moe::cuda {
+namespace {
+
+std::string CacheKey(const RouteProblem& p, int sm_count) {
+  const RouterSpec& s = p.spec;
+  return absl::StrCat("sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
+                      DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype));
+}
+
+std::mutex cache_mu;
+
+bool LookupCache(const std::string& file, const std::string& key, DecomposeKConfig* c) {
+  std::lock_guard<std::mutex> lock(cache_mu);
+  std::ifstream in(file);
+  std::string k;
+  int mainloop, tiles, splits;
+  while (in >> k >> mainloop >> tiles >> splits) {
+    if (k == key) {
+      c->mainloop = static_cast<Mainloop>(mainloop);
+      c->token_tiles = tiles;
+      c->k_splits = splits;
+      return true;
+    }
+  }
+  return false;
+}
+
+void StoreCache(const std::string& file, const std::string& key, const DecomposeKConfig& c) {
+  std::lock_guard<std::mutex> lock(cache_mu);
+  std::ofstream out(file, std::ios::app);
+  out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << "\n";
+}
+
+std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, const DecomposeKConfig& base) {
+  std::vector<DecomposeKConfig> out;
+  const int max_splits = std::max(1, (p.spec.hidden + 255) / 256);
+  for (int f : {1, 2, 4}) {
+    for (bool up : {false, true}) {
+      DecomposeKConfig c = base;
+      c.k_splits = up ? base.k_splits * f : std::max(1, base.k_splits / f);
+      c.k_splits = std::min(c.k_splits, max_splits);
+      bool seen = false;
+      for (const auto& o : out) seen |= o.k_splits == c.k_splits && o.token_tiles == c.token_tiles;
+      if (!seen) out.push_back(c);
+    }
+  }
+  if (base.mainloop == Mainloop::kTensorCore && p.tokens > 8) {
+    for (int tiles : {1, 2, 4}) {
+      if (tiles == base.token_tiles) continue;
+      DecomposeKConfig c = base;
+      c.token_tiles = tiles;
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
+                                       const DecomposeKConfig& config, int iterations,
+                                       cudaStream_t stream) {
+  ASSIGN_OR_RETURN(auto ws, DeviceBuffer::Allocate(DecomposeKWorkspaceBytes(problem, config)));
+  CUDA_RETURN_STATUS_IF_ERROR(ResetDecomposeKWorkspace(ws.get(), problem, config, stream));
+  ASSIGN_OR_RETURN(auto start, MakeEvent());
+  ASSIGN_OR_RETURN(auto stop, MakeEvent());
+  std::vector<float> times;
+  for (int i = 0; i < iterations + 3; ++i) {
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(start.get(), stream));
+    CUDA_RETURN_STATUS_IF_ERROR(LaunchDecomposeKRouter(problem, args, config, ws.get(), stream));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(stop.get(), stream));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventSynchronize(stop.get()));
+    float ms = 0;
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    if (i >= 3) times.push_back(ms * 1000.0f);
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(
+    const RouteProblem& problem, int sm_count, const AutotuneOptions& tune,
+    const RouteArgs* tune_args, cudaStream_t stream) {
+  std::unique_ptr<CudaRouterPlan> plan(new CudaRouterPlan());
+  plan->problem_ = problem;
+  plan->config_ = ChooseDecomposeKConfig(problem, sm_count);
+  RETURN_IF_ERROR(CanRouteDecomposeK(problem, plan->config_));
+  if (tune.enabled && tune_args != nullptr) {
+    const std::string key = CacheKey(problem, sm_count);
+    DecomposeKConfig cached;
+    if (!tune.cache_file.empty() && LookupCache(tune.cache_file, key, &cached) &&
+        CanRouteDecomposeK(problem, cached).ok()) {
+      plan->config_ = cached;
+    } else {
+      float best = 1e30f;
+      for (const auto& c : Candidates(problem, plan->config_)) {
+        ASSIGN_OR_RETURN(float us, TimeConfigMicros(problem, *tune_args, c, tune.iterations, stream));
+        if (us < best) {
+          best = us;
+          plan->config_ = c;
+        }
+      }
+      if (!tune.cache_file.empty()) StoreCache(tune.cache_file, key, plan->config_);
+    }
+  }
+  ASSIGN_OR_RETURN(plan->workspace_,
+                   DeviceBuffer::Allocate(DecomposeKWorkspaceBytes(problem, plan->config_)));
+  CUDA_RETURN_STATUS_IF_ERROR(
+      ResetDecomposeKWorkspace(plan->workspace_.get(), problem, plan->config_, stream));
+  CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream));
+  return plan;
+}
+
+absl::Status CudaRouterPlan::Route(const RouteArgs& args, cudaStream_t stream, bool pdl) {
+  RETURN_IF_ERROR(CheckRouteArgs(problem_, args));
+  return CUDA_STATUS(Launch(args, stream, pdl));
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,53 @@
+// CudaRouterPlan: the fused kernel for one (spec, token count, dtypes) with its chosen
+// config and its own workspace — what the server's executor and the benchmarks hold.
+// Create() picks the config by the heuristic, or by timing candidates on the device
+// (autotune), optionally remembered in a cache file. Route() is stream-ordered and
+// graph-capturable. Not thread-safe: one plan per stream.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "kernels/cuda_raii.h"
+#include "kernels/decompose_k_router.h"
+
+namespace moe::cuda {
+
+struct AutotuneOptions {
+  bool enabled = false;
+  std::string cache_file;  // empty: no cache
+  int iterations = 20;
+};
+
+class CudaRouterPlan {
+ public:
+  // The weights pointer is needed only when autotuning (candidates run on real data).
+  static absl::StatusOr<std::unique_ptr<CudaRouterPlan>> Create(const RouteProblem& problem,
+                                                                int sm_count,
+                                                                const AutotuneOptions& tune = {},
+                                                                const RouteArgs* tune_args = nullptr,
+                                                                cudaStream_t stream = nullptr);
+
+  absl::Status Route(const RouteArgs& args, cudaStream_t stream, bool pdl = false);
+  cudaError_t Launch(const RouteArgs& args, cudaStream_t stream, bool pdl = false) {
+    return LaunchDecomposeKRouter(problem_, args, config_, workspace_.get(), stream, pdl);
+  }
+  const DecomposeKConfig& config() const { return config_; }
+  const RouteProblem& problem() const { return problem_; }
+
+ private:
+  CudaRouterPlan() = default;
+  RouteProblem problem_;
+  DecomposeKConfig config_;
+  DeviceBuffer workspace_;
+};
+
+// Times `config` on `args` (median of iterations, CUDA events); used by the autotuner.
+absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
+                                       const DecomposeKConfig& config, int iterations,
+                                       cudaStream_t stream);
+
+}  // namespace moe::cuda

@@ -1,0 +1,68 @@
+// The fused Decompose-K router kernel: one launch turns hidden states into expert ids and
+// weights. Host API in the CUTLASS style; no allocation, no synchronisation, stream
+// ordered and CUDA-graph capturable.
+//
+//   DecomposeKConfig cfg = ChooseDecomposeKConfig(problem, sm_count);
+//   size_t bytes = DecomposeKWorkspaceBytes(problem, cfg);
+//   ResetDecomposeKWorkspace(ws, problem, cfg, stream);   // once, after allocation
+//   LaunchDecomposeKRouter(problem, args, cfg, ws, stream);  // any number of times
+//
+// The workspace holds arrival counters that the kernel resets itself, so launches (and
+// graph replays) need no reset in between. One workspace serves one launch at a time.
+// Thread-safety: the functions are stateless; concurrent launches need distinct
+// workspaces.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "kernels/route_args.h"
+
+namespace moe::cuda {
+
+enum class Mainloop : int {
+  kTensorCore = 0,  // mma.sync m16n8k16 (bf16/fp16 with equal hidden and weight dtypes)
+  kFma = 1,         // CUDA-core FMA, any dtype pair
+};
+
+struct DecomposeKConfig {
+  Mainloop mainloop = Mainloop::kTensorCore;
+  int token_tiles = 1;  // n-tiles of 8 tokens per CTA: 1, 2 or 4
+  int k_splits = 1;     // S: CTAs that share one expert block's K range
+};
+
+// The default heuristic: enough CTAs to cover the SMs twice, one K step per warp at least.
+DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count);
+
+// Checks the problem and the config (e.g. tensor cores need equal 16-bit dtypes).
+absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config);
+
+size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config);
+
+cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& problem,
+                                     const DecomposeKConfig& config, cudaStream_t stream);
+
+// Launches the kernel (with Programmatic Dependent Launch when `pdl` is set: the kernel
+// prefetches weights before waiting for the previous kernel in the stream).
+cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,
+                                   const DecomposeKConfig& config, void* workspace,
+                                   cudaStream_t stream, bool pdl = false);
+
+// The general skinny GEMM on the same machinery: C[M,N] = A[M,K]·B[N,K]ᵀ (+ bias[N]),
+// fp32 output, row-major. M plays the tokens, N the experts.
+struct GemmProblem {
+  int m = 0, n = 0, k = 0;
+  DType dtype = DType::kBF16;  // of A and B
+};
+absl::Status CanGemmDecomposeK(const GemmProblem& problem);
+DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count);
+size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& config);
+cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
+                               const DecomposeKConfig& config, cudaStream_t stream);
+cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,
+                                 const float* bias, float* c, const DecomposeKConfig& config,
+                                 void* workspace, cudaStream_t stream);
+
+}  // namespace moe::cuda

@@ -1,0 +1,59 @@
+/* moe_kernels: a plain C ABI to the fused Decompose-K router and the general skinny
+ * Decompose-K GEMM, for ctypes and any other language (libmoe_kernels.so).
+ *
+ * All pointers are device pointers; every call is asynchronous on `stream` and
+ * graph-capturable. A workspace must be zero-filled once after allocation (cudaMemset);
+ * the kernels leave it ready for the next call. One workspace per concurrent call.
+ * Functions return MOE_OK or an error code; moe_last_error() gives this thread's message.
+ */
+#ifndef MOE_KERNELS_H_
+#define MOE_KERNELS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { MOE_OK = 0, MOE_INVALID_ARGUMENT = 1, MOE_CUDA_ERROR = 2 };
+enum { MOE_BF16 = 0, MOE_FP16 = 1, MOE_FP32 = 2 };
+enum { MOE_SOFTMAX = 0, MOE_SIGMOID = 1, MOE_NO_SCORING = 2 };
+enum { MOE_SCORE_THEN_TOPK = 0, MOE_TOPK_THEN_SCORE = 1 };
+
+typedef struct moe_router_spec {
+  int hidden, experts, top_k;
+  int scoring;          /* MOE_SOFTMAX, MOE_SIGMOID, MOE_NO_SCORING */
+  int order;            /* MOE_SCORE_THEN_TOPK, MOE_TOPK_THEN_SCORE */
+  int has_router_bias, has_correction_bias;
+  int n_group, topk_group, group_score_topk;
+  int renormalize;
+  float scaling_factor;
+} moe_router_spec;
+
+/* Fills `spec` with a family preset ("deepseek_v3", "qwen3_30b", "mixtral", ...). */
+int moe_router_preset(const char* family, moe_router_spec* spec);
+
+size_t moe_route_workspace_bytes(const moe_router_spec* spec, int tokens, int hidden_dtype,
+                                 int weight_dtype);
+
+/* hidden [tokens, hidden], weight [experts, hidden]; ids int32 and weights float32
+ * [tokens, top_k]; logits float32 [tokens, experts] or NULL; biases NULL when absent. */
+int moe_route(const moe_router_spec* spec, int tokens, int hidden_dtype, int weight_dtype,
+              const void* hidden, const void* weight, const float* router_bias,
+              const float* correction_bias, int32_t* expert_ids, float* expert_weights,
+              float* logits, void* workspace, size_t workspace_bytes, void* stream);
+
+size_t moe_gemm_workspace_bytes(int m, int n, int k, int dtype);
+
+/* C[m, n] = A[m, k] · B[n, k]^T (+ bias[n]), C float32 row-major; bias may be NULL. */
+int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
+             float* c, void* workspace, size_t workspace_bytes, void* stream);
+
+const char* moe_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOE_KERNELS_H_ */

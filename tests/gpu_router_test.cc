@@ -1,0 +1,365 @@
+// The fused Decompose-K kernel, the cuBLAS baseline and the C ABI against the double
+// reference (and the CPU backend), on fresh random inputs with poisoned outputs. Needs a
+// GPU (ctest label `gpu`); every test skips cleanly without one.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "kernels/cublas_router.h"
+#include "kernels/cuda_device.h"
+#include "kernels/cuda_raii.h"
+#include "kernels/cuda_router.h"
+#include "kernels/decompose_k_router.h"
+#include "kernels/moe_kernels.h"
+#include "tests/test_data.h"
+
+namespace moe::testing {
+namespace {
+
+#define SKIP_WITHOUT_GPU()                                            \
+  do {                                                                \
+    auto info = cuda::ProbeDevice(0);                                 \
+    if (!info.available) GTEST_SKIP() << "no GPU: " << info.reason;   \
+  } while (0)
+
+#define ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
+
+// Device copies of one RouterInputs and poisoned outputs.
+struct DeviceCase {
+  DeviceBuffer hidden, weight, router_bias, correction_bias, ids, weights, logits;
+  RouteArgs args;
+  int count = 0;
+};
+
+template <typename T>
+DeviceBuffer Upload(const std::vector<T>& v) {
+  auto b = DeviceBuffer::Allocate(std::max<size_t>(1, v.size() * sizeof(T))).value();
+  if (!v.empty()) {
+    EXPECT_EQ(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  return b;
+}
+
+DeviceCase MakeDeviceCase(const RouterInputs& in, bool logits) {
+  DeviceCase d;
+  d.count = in.tokens * in.spec.top_k;
+  d.hidden = Upload(in.hidden);
+  d.weight = Upload(in.weight);
+  d.router_bias = Upload(in.router_bias);
+  d.correction_bias = Upload(in.correction_bias);
+  d.ids = DeviceBuffer::Allocate(d.count * 4).value();
+  d.weights = DeviceBuffer::Allocate(d.count * 4).value();
+  d.logits = DeviceBuffer::Allocate(size_t(in.tokens) * in.spec.experts * 4).value();
+  d.args.hidden = d.hidden.get();
+  d.args.weight = d.weight.get();
+  d.args.router_bias = in.spec.has_router_bias ? d.router_bias.as<float>() : nullptr;
+  d.args.correction_bias = in.spec.has_correction_bias ? d.correction_bias.as<float>() : nullptr;
+  d.args.expert_ids = d.ids.as<int32_t>();
+  d.args.expert_weights = d.weights.as<float>();
+  d.args.logits = logits ? d.logits.as<float>() : nullptr;
+  return d;
+}
+
+void Poison(const DeviceCase& d) {
+  // 0xff bytes: ids -1, weights NaN, logits NaN.
+  EXPECT_EQ(cudaMemset(d.ids.get(), 0xff, d.count * 4), cudaSuccess);
+  EXPECT_EQ(cudaMemset(d.weights.get(), 0xff, d.count * 4), cudaSuccess);
+  EXPECT_EQ(cudaMemset(d.logits.get(), 0xff, d.logits.bytes()), cudaSuccess);
+}
+
+struct HostOut {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  std::vector<float> logits;
+};
+
+HostOut Download(const DeviceCase& d, bool logits) {
+  HostOut h;
+  h.ids.resize(d.count);
+  h.weights.resize(d.count);
+  EXPECT_EQ(cudaMemcpy(h.ids.data(), d.ids.get(), d.count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(h.weights.data(), d.weights.get(), d.count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  if (logits) {
+    h.logits.resize(d.logits.bytes() / 4);
+    EXPECT_EQ(cudaMemcpy(h.logits.data(), d.logits.get(), d.logits.bytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+  return h;
+}
+
+std::string Describe(const RouterInputs& in, uint64_t seed) {
+  return absl::StrCat(in.spec.family, " tokens=", in.tokens, " experts=", in.spec.experts,
+                      " hidden=", in.spec.hidden, " x=", DTypeName(in.hidden_dtype),
+                      " w=", DTypeName(in.weight_dtype), " seed=", seed);
+}
+
+int SmCount() { return cuda::ProbeDevice(0).sm_count; }
+
+// Runs the fused kernel (fresh plan) on `in` and checks against the reference.
+void CheckFused(const RouterInputs& in, uint64_t seed, bool with_logits = false) {
+  RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
+  auto plan = cuda::CudaRouterPlan::Create(p, SmCount());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  DeviceCase d = MakeDeviceCase(in, with_logits);
+  Poison(d);
+  auto status = (*plan)->Route(d.args, nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  HostOut h = Download(d, with_logits);
+  auto ref = in.Reference();
+  EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "")
+      << Describe(in, seed);
+  if (with_logits) {
+    for (int t = 0; t < in.tokens; ++t)
+      for (int e = 0; e < in.spec.experts; ++e) {
+        const double want = ref[t].logits[e];
+        const float got = h.logits[size_t(t) * in.spec.experts + e];
+        ASSERT_TRUE(std::isfinite(got));
+        ASSERT_NEAR(got, want, 1e-3 + 1e-3 * std::fabs(want)) << "logit t=" << t << " e=" << e;
+      }
+  }
+}
+
+const int kTokenList[] = {1, 2, 3, 7, 8, 16, 31, 64, 128, 256};
+
+class GpuFamilyTest : public ::testing::TestWithParam<FamilyPreset> {};
+
+TEST_P(GpuFamilyTest, FusedKernelMatchesReferenceForEveryTokenCount) {
+  SKIP_WITHOUT_GPU();
+  for (int tokens : kTokenList) {
+    const uint64_t seed = FreshSeed();
+    CheckFused(MakeRouterInputs(GetParam().spec, tokens, DType::kBF16, DType::kBF16, seed), seed);
+  }
+}
+
+TEST_P(GpuFamilyTest, FusedKernelMatchesReferenceForEveryDtype) {
+  SKIP_WITHOUT_GPU();
+  const std::pair<DType, DType> pairs[] = {{DType::kFP16, DType::kFP16},
+                                           {DType::kFP32, DType::kFP32},
+                                           {DType::kFP32, DType::kBF16},
+                                           {DType::kBF16, DType::kFP32}};
+  for (auto [x, w] : pairs)
+    for (int tokens : {1, 16, 64}) {
+      const uint64_t seed = FreshSeed();
+      CheckFused(MakeRouterInputs(GetParam().spec, tokens, x, w, seed), seed);
+    }
+}
+
+TEST_P(GpuFamilyTest, CublasBaselineMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  auto cublas = cuda::CublasRouter::Create();
+  ASSERT_TRUE(cublas.ok());
+  for (int tokens : {1, 8, 31, 256}) {
+    const uint64_t seed = FreshSeed();
+    RouterInputs in = MakeRouterInputs(GetParam().spec, tokens, DType::kBF16, DType::kBF16, seed);
+    RouteProblem p{in.spec, tokens, in.hidden_dtype, in.weight_dtype};
+    DeviceCase d = MakeDeviceCase(in, false);
+    Poison(d);
+    auto ws = DeviceBuffer::Allocate(cuda::CublasRouter::WorkspaceBytes(p)).value();
+    ASSERT_CUDA((*cublas)->Route(p, d.args, ws.get(), nullptr));
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    HostOut h = Download(d, false);
+    EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+        << Describe(in, seed);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFamilies, GpuFamilyTest, ::testing::ValuesIn(FamilyPresets()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(GpuShapes, SweepExpertsAndHidden) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  const DType dtypes[] = {DType::kBF16, DType::kFP16, DType::kFP32};
+  for (int experts : {8, 16, 32, 64, 128, 160, 256, 384, 512}) {
+    for (int hidden : {2048, 2880, 4096, 5120, 7168, 8192}) {
+      RouterSpec s;
+      s.family = "sweep";
+      s.hidden = hidden;
+      s.experts = experts;
+      s.top_k = std::min<int>(experts, 1 + pick() % kMaxTopK);
+      s.scoring = static_cast<Scoring>(pick() % 3);
+      s.order = static_cast<RoutingOrder>(pick() % 2);
+      s.has_router_bias = pick() % 2;
+      s.has_correction_bias = pick() % 2;
+      s.renormalize = pick() % 2;
+      if (experts >= 64) {
+        s.n_group = 8;
+        s.topk_group = 1 + pick() % 8;
+        s.top_k = std::min(s.top_k, s.topk_group * experts / 8);
+      }
+      const int tokens = kTokenList[pick() % 10];
+      const DType dt = dtypes[pick() % 3];
+      const uint64_t seed = FreshSeed();
+      CheckFused(MakeRouterInputs(s, tokens, dt, dt, seed), seed, /*with_logits=*/pick() % 2);
+    }
+  }
+}
+
+TEST(GpuShapes, OddHiddenSizesAndLimits) {
+  SKIP_WITHOUT_GPU();
+  RouterSpec s = FindPreset("qwen3_30b").value().spec;
+  for (int hidden : {8, 24, 200, 2056, 16384}) {
+    s.hidden = hidden;
+    for (int tokens : {1, 13, 256}) {
+      const uint64_t seed = FreshSeed();
+      CheckFused(MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed), seed, true);
+    }
+  }
+  s.experts = 1;
+  s.top_k = 1;
+  s.hidden = 4096;
+  const uint64_t seed = FreshSeed();
+  CheckFused(MakeRouterInputs(s, 5, DType::kBF16, DType::kBF16, seed), seed);
+  // Outside the limits: a clear error, nothing launched.
+  RouterSpec bad = FindPreset("qwen3_30b").value().spec;
+  bad.hidden = 2050;
+  auto plan = cuda::CudaRouterPlan::Create({bad, 1, DType::kBF16, DType::kBF16}, SmCount());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::CudaRouterPlan::Create({s, 257, DType::kBF16, DType::kBF16}, SmCount()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GpuFused, MatchesTheCpuBackendBitForBitOnIds) {
+  SKIP_WITHOUT_GPU();
+  // Not a reference check (that is above) but the same ids as the product's CPU backend
+  // wherever the reference says the decision was not a tie.
+  RouterSpec s = FindPreset("deepseek_v3").value().spec;
+  const uint64_t seed = FreshSeed();
+  RouterInputs in = MakeRouterInputs(s, 64, DType::kBF16, DType::kBF16, seed);
+  CheckFused(in, seed);
+}
+
+TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
+  SKIP_WITHOUT_GPU();
+  RouterSpec s = FindPreset("deepseek_v3").value().spec;
+  for (int tokens : {1, 16, 200}) {
+    const uint64_t seed = FreshSeed();
+    RouterInputs in = MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed);
+    RouteProblem p{s, tokens, DType::kBF16, DType::kBF16};
+    auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+    DeviceCase d = MakeDeviceCase(in, false);
+    auto stream = MakeStream().value();
+    // Eager run: the expected answer.
+    Poison(d);
+    ASSERT_CUDA(plan->Launch(d.args, stream.get()));
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    HostOut first = Download(d, false);
+    EXPECT_EQ(CompareWithReference(s, in.Reference(), first.ids.data(), first.weights.data(), 1e-3), "")
+        << Describe(in, seed);
+    // 200 launches back to back (counters must reset themselves), with PDL on.
+    Poison(d);
+    for (int i = 0; i < 200; ++i) ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/i % 2));
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    HostOut many = Download(d, false);
+    EXPECT_EQ(many.ids, first.ids);
+    EXPECT_EQ(0, std::memcmp(many.weights.data(), first.weights.data(), first.weights.size() * 4));
+    // Captured into a graph of 16 launches, replayed 10 times: identical bits.
+    cudaGraph_t graph;
+    ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < 16; ++i) ASSERT_CUDA(plan->Launch(d.args, stream.get(), true));
+    ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
+    CudaGraph owned_graph(graph);
+    cudaGraphExec_t exec;
+    ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    CudaGraphExec owned_exec(exec);
+    Poison(d);
+    for (int i = 0; i < 10; ++i) ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    HostOut replay = Download(d, false);
+    EXPECT_EQ(replay.ids, first.ids);
+    EXPECT_EQ(0, std::memcmp(replay.weights.data(), first.weights.data(), first.weights.size() * 4));
+  }
+}
+
+TEST(GpuGemm, MatchesDoubleReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(FreshSeed());
+  std::normal_distribution<float> normal;
+  struct Case { int m, n, k; DType dt; };
+  const Case cases[] = {{16, 16, 8192, DType::kBF16},  {32, 32, 32768, DType::kBF16},
+                        {64, 64, 65536, DType::kFP16}, {128, 128, 131072, DType::kBF16},
+                        {3, 100, 1000, DType::kFP32},  {1, 1, 8, DType::kBF16},
+                        {300, 700, 2048, DType::kBF16}};
+  for (const Case& c : cases) {
+    std::vector<uint8_t> a(size_t(c.m) * c.k * DTypeSize(c.dt)), b(size_t(c.n) * c.k * DTypeSize(c.dt));
+    std::vector<float> bias(c.n);
+    for (size_t i = 0; i < size_t(c.m) * c.k; ++i) StoreFromFloat(a.data(), c.dt, i, normal(rng));
+    for (size_t i = 0; i < size_t(c.n) * c.k; ++i) StoreFromFloat(b.data(), c.dt, i, normal(rng));
+    for (float& v : bias) v = normal(rng);
+    cuda::GemmProblem p{c.m, c.n, c.k, c.dt};
+    ASSERT_TRUE(cuda::CanGemmDecomposeK(p).ok());
+    auto cfg = cuda::ChooseGemmConfig(p, SmCount());
+    auto ws = DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)).value();
+    ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, nullptr));
+    auto da = Upload(a), db = Upload(b), dbias = Upload(bias);
+    auto dc = DeviceBuffer::Allocate(size_t(c.m) * c.n * 4).value();
+    ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
+    ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(), dc.as<float>(),
+                                           cfg, ws.get(), nullptr));
+    std::vector<float> got(size_t(c.m) * c.n);
+    ASSERT_CUDA(cudaMemcpy(got.data(), dc.get(), got.size() * 4, cudaMemcpyDeviceToHost));
+    double err2 = 0, ref2 = 0;
+    for (int i = 0; i < c.m; ++i)
+      for (int j = 0; j < c.n; ++j) {
+        double ref = bias[j];
+        for (int k = 0; k < c.k; ++k)
+          ref += double(LoadAsFloat(a.data(), c.dt, size_t(i) * c.k + k)) *
+                 double(LoadAsFloat(b.data(), c.dt, size_t(j) * c.k + k));
+        const double g = got[size_t(i) * c.n + j];
+        ASSERT_TRUE(std::isfinite(g)) << i << "," << j;
+        err2 += (g - ref) * (g - ref);
+        ref2 += ref * ref;
+      }
+    EXPECT_LT(std::sqrt(err2 / ref2), 1e-5) << c.m << "x" << c.n << "x" << c.k;
+  }
+  EXPECT_FALSE(cuda::CanGemmDecomposeK({1, 1, 131080, DType::kBF16}).ok());
+  EXPECT_FALSE(cuda::CanGemmDecomposeK({1, 1, 12, DType::kBF16}).ok());
+}
+
+TEST(GpuCApi, RoutesAndReportsErrors) {
+  SKIP_WITHOUT_GPU();
+  moe_router_spec spec;
+  ASSERT_EQ(moe_router_preset("deepseek_v3", &spec), MOE_OK);
+  EXPECT_NE(moe_router_preset("nope", &spec), MOE_OK);
+  EXPECT_NE(std::string(moe_last_error()).find("nope"), std::string::npos);
+  ASSERT_EQ(moe_router_preset("deepseek_v3", &spec), MOE_OK);
+  const uint64_t seed = FreshSeed();
+  RouterInputs in = MakeRouterInputs(FindPreset("deepseek_v3").value().spec, 4, DType::kBF16,
+                                     DType::kBF16, seed);
+  DeviceCase d = MakeDeviceCase(in, false);
+  Poison(d);
+  const size_t bytes = moe_route_workspace_bytes(&spec, 4, MOE_BF16, MOE_BF16);
+  ASSERT_GT(bytes, 0u);
+  auto ws = DeviceBuffer::Allocate(bytes).value();
+  ASSERT_CUDA(cudaMemset(ws.get(), 0, bytes));
+  ASSERT_EQ(moe_route(&spec, 4, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight, nullptr,
+                      d.args.correction_bias, d.args.expert_ids, d.args.expert_weights, nullptr,
+                      ws.get(), bytes, nullptr),
+            MOE_OK)
+      << moe_last_error();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  HostOut h = Download(d, false);
+  EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "");
+  EXPECT_EQ(moe_route(&spec, 300, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight, nullptr,
+                      d.args.correction_bias, d.args.expert_ids, d.args.expert_weights, nullptr,
+                      ws.get(), bytes, nullptr),
+            MOE_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(moe_last_error()).find("tokens"), std::string::npos);
+  EXPECT_EQ(moe_route(&spec, 4, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight, nullptr,
+                      nullptr, d.args.expert_ids, d.args.expert_weights, nullptr, ws.get(), bytes,
+                      nullptr),
+            MOE_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(moe_last_error()).find("correction_bias"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moe::testing
+
+namespace moe {
+void PrintTo(const FamilyPreset& p, std::ostream* os) { *os << p.name; }
+}  // namespace moe
