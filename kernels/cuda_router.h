@@ -36,6 +36,7 @@ class CudaRouterPlan {
     return LaunchDecomposeKRouter(problem_, args, config_, workspace_.get(), stream, pdl);
   }
   const DecomposeKConfig& config() const { return config_; }
+  void* workspace() const { return workspace_.get(); }
   const RouteProblem& problem() const { return problem_; }
 
  private:

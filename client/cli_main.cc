@@ -1,0 +1,121 @@
+// moe-router: command-line client.
+//   moe-router [--address HOST:PORT] models
+//   moe-router [--address HOST:PORT] health
+//   moe-router [--address HOST:PORT] route MODEL [--layer N] [--tokens N] [--seed N]
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "client/router_client.h"
+#include "kernels/dtype.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: moe-router [--address HOST:PORT] COMMAND\n"
+    "commands:\n"
+    "  models                         list the loaded models\n"
+    "  health                         SERVING / NOT_SERVING (exit 0 when serving)\n"
+    "  route MODEL [--layer N] [--tokens N] [--seed N]\n"
+    "                                 route random bf16 hidden states, print experts\n"
+    "default address: localhost:50051\n";
+
+int Error(const grpc::Status& s, const std::string& address) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
+    std::fprintf(stderr, "moe-router: cannot reach the server at %s: %s\n", address.c_str(),
+                 s.error_message().c_str());
+  else
+    std::fprintf(stderr, "moe-router: error %d: %s\n", int(s.error_code()), s.error_message().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string address = "localhost:50051";
+  std::vector<std::string> args;
+  int layer = 0, tokens = 4;
+  unsigned seed = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "moe-router: %s needs a value\n%s", a.c_str(), kUsage);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--address") {
+      address = value();
+    } else if (a == "--layer") {
+      layer = std::atoi(value().c_str());
+    } else if (a == "--tokens") {
+      tokens = std::atoi(value().c_str());
+    } else if (a == "--seed") {
+      seed = static_cast<unsigned>(std::atoi(value().c_str()));
+    } else if (a.rfind("--", 0) == 0) {
+      std::fprintf(stderr, "moe-router: unknown option %s\n%s", a.c_str(), kUsage);
+      return 2;
+    } else {
+      args.push_back(a);
+    }
+  }
+  if (args.empty()) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  moe::RouterClient client(address);
+  if (args[0] == "models") {
+    moe_router::v1::ListModelsResponse resp;
+    auto s = client.ListModels(&resp);
+    if (!s.ok()) return Error(s, address);
+    for (const auto& m : resp.models())
+      std::printf("%-24s family=%-16s hidden=%d experts=%d top_k=%d layers=%d backend=%s device=%s\n",
+                  m.name().c_str(), m.family().c_str(), m.hidden(), m.experts(), m.top_k(),
+                  m.layers(), m.backend().c_str(), m.device().c_str());
+    return 0;
+  }
+  if (args[0] == "health") {
+    bool serving = false;
+    auto s = client.Health(&serving);
+    if (!s.ok()) return Error(s, address);
+    std::printf("%s\n", serving ? "SERVING" : "NOT_SERVING");
+    return serving ? 0 : 1;
+  }
+  if (args[0] == "route" && args.size() == 2) {
+    moe_router::v1::ListModelsResponse models;
+    auto s = client.ListModels(&models);
+    if (!s.ok()) return Error(s, address);
+    int hidden = 0;
+    for (const auto& m : models.models())
+      if (m.name() == args[1]) hidden = m.hidden();
+    if (hidden == 0) {
+      std::fprintf(stderr, "moe-router: model '%s' is not loaded (see 'moe-router models')\n", args[1].c_str());
+      return 1;
+    }
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal;
+    std::string bytes(size_t(tokens > 0 ? tokens : 0) * hidden * 2, '\0');
+    for (size_t i = 0; i < bytes.size() / 2; ++i) moe::StoreFromFloat(bytes.data(), moe::DType::kBF16, i, normal(rng));
+    moe::Routed out;
+    s = client.Route(args[1], layer, moe_router::v1::DTYPE_BF16, tokens, hidden, bytes, &out);
+    if (!s.ok()) return Error(s, address);
+    for (int t = 0; t < out.tokens; ++t) {
+      std::printf("token %d:", t);
+      for (int k = 0; k < out.top_k; ++k)
+        std::printf(" %d(%.4f)", out.ids[t * out.top_k + k], out.weights[t * out.top_k + k]);
+      std::printf("\n");
+    }
+    std::printf("queue %.1f us, compute %.1f us, batch of %d tokens\n", out.timing.queue_us(),
+                out.timing.compute_us(), out.timing.batch_tokens());
+    return 0;
+  }
+  std::fputs(kUsage, stderr);
+  return 2;
+}

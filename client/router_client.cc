@@ -1,0 +1,67 @@
+#include "client/router_client.h"
+
+#include <chrono>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace moe {
+namespace v1 = moe_router::v1;
+
+RouterClient::RouterClient(const std::string& address, const ClientOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, options.keepalive_ms);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!options.tls_ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_ca;
+    ssl.pem_cert_chain = options.tls_cert;
+    ssl.pem_private_key = options.tls_key;
+    creds = grpc::SslCredentials(ssl);
+  }
+  channel_ = grpc::CreateCustomChannel(address, creds, args);
+  stub_ = v1::Router::NewStub(channel_);
+}
+
+grpc::Status RouterClient::Route(const std::string& model, int layer, v1::DType dtype, int tokens,
+                                 int hidden, const std::string& bytes, Routed* out,
+                                 int timeout_ms) {
+  v1::RouteRequest req;
+  req.set_model(model);
+  req.set_layer(layer);
+  auto* t = req.mutable_hidden_states();
+  t->set_dtype(dtype);
+  t->add_shape(tokens);
+  t->add_shape(hidden);
+  t->set_data(bytes);
+  v1::RouteResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+  grpc::Status s = stub_->Route(&ctx, req, &resp);
+  if (!s.ok()) return s;
+  out->tokens = resp.tokens();
+  out->top_k = resp.top_k();
+  out->ids.assign(resp.expert_ids().begin(), resp.expert_ids().end());
+  out->weights.assign(resp.expert_weights().begin(), resp.expert_weights().end());
+  out->timing = resp.timing();
+  return s;
+}
+
+grpc::Status RouterClient::ListModels(v1::ListModelsResponse* out) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return stub_->ListModels(&ctx, v1::ListModelsRequest(), out);
+}
+
+grpc::Status RouterClient::Health(bool* serving) {
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
+  *serving = s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  return s;
+}
+
+}  // namespace moe

@@ -1,0 +1,173 @@
+#include "server/batcher.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+namespace moe {
+namespace {
+
+int64_t Micros(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+Batcher::Batcher(RouterBackend* backend, BatcherOptions options, ServerMetrics* metrics)
+    : backend_(backend), options_(options), metrics_(metrics) {
+  worker_ = std::thread([this] { WorkerMain(); });
+}
+
+Batcher::~Batcher() {
+  Shutdown();
+  worker_.join();
+}
+
+void Batcher::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  cv_.SignalAll();
+}
+
+int Batcher::queued() const {
+  absl::MutexLock lock(&mu_);
+  return queued_;
+}
+
+void Batcher::Submit(std::unique_ptr<RouteWork> work) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_ && queued_ < options_.max_queued_requests) {
+      queues_[Key(work->model, work->layer, int(work->dtype))].push_back(std::move(work));
+      ++queued_;
+      metrics_->queue_depth->Set({}, queued_);
+      cv_.Signal();
+      return;
+    }
+  }
+  if (work->done == nullptr) return;
+  bool stopping;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping = stopping_;
+  }
+  if (stopping) {
+    work->done(absl::UnavailableError("server is shutting down"), {});
+  } else {
+    metrics_->shed->Increment({{"model", work->model}});
+    work->done(absl::ResourceExhaustedError(absl::StrCat(
+                   "queue full: ", options_.max_queued_requests, " requests waiting; retry later")),
+               {});
+  }
+}
+
+void Batcher::WorkerMain() {
+  for (;;) {
+    std::vector<std::unique_ptr<RouteWork>> batch;
+    std::vector<std::unique_ptr<RouteWork>> dropped;
+    {
+      absl::MutexLock lock(&mu_);
+      for (;;) {
+        if (queued_ == 0) {
+          if (stopping_) return;
+          cv_.Wait(&mu_);
+          continue;
+        }
+        // The queue whose head waited longest goes first (FIFO across queues).
+        auto oldest = queues_.end();
+        for (auto it = queues_.begin(); it != queues_.end(); ++it)
+          if (!it->second.empty() &&
+              (oldest == queues_.end() || it->second.front()->arrival < oldest->second.front()->arrival))
+            oldest = it;
+        auto& q = oldest->second;
+        int tokens = 0;
+        for (const auto& w : q) tokens += w->tokens;
+        const auto now = Clock::now();
+        const BatchDecision d = DecideBatch(Micros(now), Micros(q.front()->arrival), tokens, options_.limits);
+        if (!d.launch_now && !stopping_) {
+          cv_.WaitWithTimeout(&mu_, absl::Microseconds(d.wait_until_us - Micros(now)));
+          continue;
+        }
+        int batch_tokens = 0;
+        while (!q.empty()) {
+          auto& w = q.front();
+          const bool expired = now > w->deadline || (w->cancelled && w->cancelled());
+          if (!expired && batch_tokens + w->tokens > options_.limits.max_batch_tokens && !batch.empty())
+            break;
+          if (expired) {
+            dropped.push_back(std::move(w));
+          } else {
+            batch_tokens += w->tokens;
+            batch.push_back(std::move(w));
+          }
+          q.pop_front();
+          --queued_;
+        }
+        if (q.empty()) queues_.erase(oldest);
+        metrics_->queue_depth->Set({}, queued_);
+        break;
+      }
+    }
+    for (auto& w : dropped) {
+      // A passed deadline also cancels the call; report the deadline, the real cause.
+      const bool late = Clock::now() > w->deadline;
+      w->done(late ? absl::DeadlineExceededError("deadline passed while queued")
+                   : absl::CancelledError("request cancelled by the client"),
+              {});
+    }
+    if (!batch.empty()) Execute(std::move(batch));
+  }
+}
+
+void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
+  const RouteWork& first = *batch.front();
+  const int top_k = first.top_k, experts = first.experts;
+  int tokens = 0;
+  bool want_logits = false;
+  for (const auto& w : batch) {
+    tokens += w->tokens;
+    want_logits |= w->want_logits;
+  }
+  // Gather the hidden states of every request into one batch.
+  std::string hidden;
+  hidden.reserve(size_t(tokens) * first.hidden * DTypeSize(first.dtype));
+  for (const auto& w : batch) hidden += w->hidden_bytes;
+  std::vector<int32_t> ids(size_t(tokens) * top_k);
+  std::vector<float> weights(ids.size());
+  std::vector<float> logits(want_logits ? size_t(tokens) * experts : 0);
+  BatchIO io{hidden.data(), first.dtype, tokens, ids.data(), weights.data(),
+             want_logits ? logits.data() : nullptr};
+  const auto start = Clock::now();
+  auto compute = backend_->Route(first.model, first.layer, io);
+  const Labels backend_label = {{"backend", backend_->name()}};
+  if (compute.ok()) {
+    metrics_->compute_seconds->Observe(backend_label, *compute);
+    metrics_->batch_tokens->Observe(backend_label, tokens);
+  }
+  // Scatter: each request gets its own rows.
+  int row = 0;
+  for (auto& w : batch) {
+    if (!compute.ok()) {
+      w->done(compute.status(), {});
+      continue;
+    }
+    RouteResult r;
+    r.ids.assign(ids.begin() + size_t(row) * top_k, ids.begin() + size_t(row + w->tokens) * top_k);
+    r.weights.assign(weights.begin() + size_t(row) * top_k,
+                     weights.begin() + size_t(row + w->tokens) * top_k);
+    if (w->want_logits)
+      r.logits.assign(logits.begin() + size_t(row) * experts,
+                      logits.begin() + size_t(row + w->tokens) * experts);
+    r.queue_seconds = std::chrono::duration<double>(start - w->arrival).count();
+    r.compute_seconds = *compute;
+    r.batch_tokens = tokens;
+    r.batch_requests = static_cast<int>(batch.size());
+    metrics_->queue_seconds->Observe({{"model", w->model}}, r.queue_seconds);
+    row += w->tokens;
+    w->done(absl::OkStatus(), std::move(r));
+  }
+}
+
+}  // namespace moe

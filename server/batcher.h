@@ -1,0 +1,87 @@
+// The dynamic batcher: one queue per (model, layer, dtype), one worker per backend. A
+// batch launches as soon as the worker is free and work is queued (or after
+// max_queue_delay_us to let it fill), up to max_batch_tokens; results are scattered back
+// to each request through its callback. Requests whose deadline passed or that were
+// cancelled are answered without being computed. A bounded queue sheds load.
+// Thread-safe: Submit may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "server/backend.h"
+#include "server/batching_policy.h"
+#include "server/metrics.h"
+
+namespace moe {
+
+using Clock = std::chrono::steady_clock;
+
+struct RouteResult {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  std::vector<float> logits;
+  double queue_seconds = 0, compute_seconds = 0;
+  int batch_tokens = 0, batch_requests = 0;
+};
+
+struct RouteWork {
+  std::string model;
+  int layer = 0;
+  DType dtype = DType::kBF16;
+  int tokens = 0;
+  int top_k = 0, experts = 0, hidden = 0;
+  std::string hidden_bytes;  // [tokens, hidden] raw
+  bool want_logits = false;
+  Clock::time_point arrival;
+  Clock::time_point deadline = Clock::time_point::max();
+  std::function<bool()> cancelled;  // may be empty
+  std::function<void(absl::Status, RouteResult)> done;
+};
+
+struct BatcherOptions {
+  BatchingLimits limits;
+  int max_queued_requests = 4096;
+};
+
+class Batcher {
+ public:
+  Batcher(RouterBackend* backend, BatcherOptions options, ServerMetrics* metrics);
+  ~Batcher();  // drains: finishes every queued request, then stops
+
+  // Queues the work or answers it at once (RESOURCE_EXHAUSTED when the queue is full,
+  // UNAVAILABLE after Shutdown).
+  void Submit(std::unique_ptr<RouteWork> work);
+  // Stops accepting; the worker finishes what is queued. Idempotent.
+  void Shutdown();
+  int queued() const;
+
+ private:
+  using Key = std::tuple<std::string, int, int>;
+  void WorkerMain();
+  void Execute(std::vector<std::unique_ptr<RouteWork>> batch);
+
+  RouterBackend* const backend_;
+  const BatcherOptions options_;
+  ServerMetrics* const metrics_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::map<Key, std::deque<std::unique_ptr<RouteWork>>> queues_ ABSL_GUARDED_BY(mu_);
+  int queued_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
+};
+
+}  // namespace moe

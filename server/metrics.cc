@@ -1,0 +1,166 @@
+#include "server/metrics.h"
+
+#include <civetweb.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+
+namespace moe {
+namespace {
+
+std::string FormatValue(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v)) return "NaN";
+  return absl::StrFormat("%.17g", v);
+}
+
+std::string EscapeLabel(const std::string& v) {
+  return absl::StrReplaceAll(v, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
+}
+
+std::string LabelText(const Labels& labels, const std::string& extra_key = "",
+                      const std::string& extra_value = "") {
+  std::string out;
+  for (const auto& [k, v] : labels) absl::StrAppend(&out, out.empty() ? "" : ",", k, "=\"", EscapeLabel(v), "\"");
+  if (!extra_key.empty())
+    absl::StrAppend(&out, out.empty() ? "" : ",", extra_key, "=\"", extra_value, "\"");
+  return out.empty() ? "" : "{" + out + "}";
+}
+
+}  // namespace
+
+std::vector<double> ExponentialBuckets(double start, double factor, int count) {
+  std::vector<double> b;
+  for (int i = 0; i < count; ++i, start *= factor) b.push_back(start);
+  return b;
+}
+
+MetricFamily::MetricFamily(std::string name, std::string help, Type type, std::vector<double> buckets)
+    : name_(std::move(name)), help_(std::move(help)), type_(type), buckets_(std::move(buckets)) {}
+
+MetricFamily::Series& MetricFamily::SeriesFor(const Labels& labels) {
+  auto& s = series_[labels];
+  if (type_ == Type::kHistogram && s.bucket_counts.empty()) s.bucket_counts.assign(buckets_.size(), 0);
+  return s;
+}
+
+void MetricFamily::Increment(const Labels& labels, double by) {
+  absl::MutexLock lock(&mu_);
+  SeriesFor(labels).value += by;
+}
+
+void MetricFamily::Set(const Labels& labels, double value) {
+  absl::MutexLock lock(&mu_);
+  SeriesFor(labels).value = value;
+}
+
+void MetricFamily::Observe(const Labels& labels, double value) {
+  absl::MutexLock lock(&mu_);
+  Series& s = SeriesFor(labels);
+  for (size_t i = 0; i < buckets_.size(); ++i)
+    if (value <= buckets_[i]) ++s.bucket_counts[i];
+  s.sum += value;
+  ++s.count;
+}
+
+void MetricFamily::Render(std::string* out) const {
+  const char* type = type_ == Type::kCounter ? "counter" : type_ == Type::kGauge ? "gauge" : "histogram";
+  absl::StrAppend(out, "# HELP ", name_, " ", help_, "\n# TYPE ", name_, " ", type, "\n");
+  absl::MutexLock lock(&mu_);
+  for (const auto& [labels, s] : series_) {
+    if (type_ != Type::kHistogram) {
+      absl::StrAppend(out, name_, LabelText(labels), " ", FormatValue(s.value), "\n");
+      continue;
+    }
+    for (size_t i = 0; i < buckets_.size(); ++i)
+      absl::StrAppend(out, name_, "_bucket", LabelText(labels, "le", absl::StrCat(buckets_[i])), " ",
+                      s.bucket_counts[i], "\n");
+    absl::StrAppend(out, name_, "_bucket", LabelText(labels, "le", "+Inf"), " ", s.count, "\n");
+    absl::StrAppend(out, name_, "_sum", LabelText(labels), " ", FormatValue(s.sum), "\n");
+    absl::StrAppend(out, name_, "_count", LabelText(labels), " ", s.count, "\n");
+  }
+}
+
+MetricFamily* MetricsRegistry::AddCounter(const std::string& name, const std::string& help) {
+  absl::MutexLock lock(&mu_);
+  families_.push_back(std::make_unique<MetricFamily>(name, help, MetricFamily::Type::kCounter));
+  return families_.back().get();
+}
+MetricFamily* MetricsRegistry::AddGauge(const std::string& name, const std::string& help) {
+  absl::MutexLock lock(&mu_);
+  families_.push_back(std::make_unique<MetricFamily>(name, help, MetricFamily::Type::kGauge));
+  return families_.back().get();
+}
+MetricFamily* MetricsRegistry::AddHistogram(const std::string& name, const std::string& help,
+                                            std::vector<double> buckets) {
+  absl::MutexLock lock(&mu_);
+  families_.push_back(std::make_unique<MetricFamily>(name, help, MetricFamily::Type::kHistogram,
+                                                     std::move(buckets)));
+  return families_.back().get();
+}
+
+std::string MetricsRegistry::Render() const {
+  std::string out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& f : families_) f->Render(&out);
+  return out;
+}
+
+ServerMetrics::ServerMetrics(MetricsRegistry* r) {
+  const auto latency = ExponentialBuckets(10e-6, 2.0, 16);  // 10 us .. 0.33 s
+  requests = r->AddCounter("moe_router_requests_total", "Route requests by model and gRPC status code.");
+  request_seconds = r->AddHistogram("moe_router_request_duration_seconds",
+                                    "Time from arrival to response of Route requests.", latency);
+  queue_seconds = r->AddHistogram("moe_router_queue_wait_seconds",
+                                  "Time requests waited in the batch queue.", latency);
+  compute_seconds = r->AddHistogram("moe_router_batch_compute_seconds",
+                                    "Compute time of one batch (device time on the GPU).", latency);
+  batch_tokens = r->AddHistogram("moe_router_batch_tokens", "Tokens per executed batch.",
+                                 ExponentialBuckets(1, 2, 10));
+  queue_depth = r->AddGauge("moe_router_queue_depth", "Requests waiting in batch queues.");
+  in_flight = r->AddGauge("moe_router_in_flight_requests", "Route requests accepted and not yet answered.");
+  shed = r->AddCounter("moe_router_shed_total", "Requests rejected because the queue was full.");
+  model_info = r->AddGauge("moe_router_model_info", "Loaded models (value 1).");
+  weight_bytes = r->AddGauge("moe_router_weight_memory_bytes", "Bytes of router weights held per model.");
+  build_info = r->AddGauge("moe_router_build_info", "Build information (value 1).");
+}
+
+std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& address,
+                                                            const MetricsRegistry* registry,
+                                                            std::string* error) {
+  std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
+  s->registry_ = registry;
+  const char* options[] = {"listening_ports", address.c_str(), "num_threads", "2", nullptr};
+  mg_callbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  s->ctx_ = mg_start(&callbacks, nullptr, options);
+  if (s->ctx_ == nullptr) {
+    *error = absl::StrCat("metrics_address: cannot listen on '", address, "'");
+    return nullptr;
+  }
+  mg_set_request_handler(s->ctx_, "/metrics$", &MetricsHttpServer::Handle, s.get());
+  mg_server_port ports[4];
+  const int n = mg_get_server_ports(s->ctx_, 4, ports);
+  if (n > 0) s->port_ = ports[0].port;
+  return s;
+}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  if (ctx_) mg_stop(ctx_);
+}
+
+int MetricsHttpServer::Handle(mg_connection* conn, void* self) {
+  const std::string body = static_cast<MetricsHttpServer*>(self)->registry_->Render();
+  mg_printf(conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+            body.size());
+  mg_write(conn, body.data(), body.size());
+  return 200;
+}
+
+}  // namespace moe

@@ -1,0 +1,30 @@
+// Turning a RouteRequest into batcher work: every check of the API contract, each
+// failure an INVALID_ARGUMENT/NOT_FOUND status naming the field and the expected value.
+// Stateless; thread-safe.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "moe_router/v1/router.pb.h"
+#include "server/batcher.h"
+#include "server/router_model.h"
+
+namespace moe {
+
+// What the service knows of a loaded model (its weights live in the backend).
+struct ModelDescription {
+  std::string name;
+  RouterSpec spec;
+  DType weight_dtype = DType::kBF16;
+  int layers = 0;
+  int64_t weight_bytes = 0;
+};
+
+absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
+    const moe_router::v1::RouteRequest& request, const std::map<std::string, ModelDescription>& models,
+    int max_tokens);
+
+}  // namespace moe

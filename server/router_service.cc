@@ -1,0 +1,232 @@
+#include "server/router_service.h"
+
+#include <deque>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
+
+namespace moe {
+namespace v1 = moe_router::v1;
+
+namespace {
+
+v1::DType ToProto(DType t) {
+  switch (t) {
+    case DType::kBF16: return v1::DTYPE_BF16;
+    case DType::kFP16: return v1::DTYPE_FP16;
+    case DType::kFP32: return v1::DTYPE_FP32;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+std::string CodeName(absl::StatusCode c) { return absl::StatusCodeToString(c); }
+
+}  // namespace
+
+RouterService::RouterService(std::map<std::string, ModelDescription> models, Batcher* batcher,
+                             RouterBackend* backend, ServerMetrics* metrics, int max_tokens)
+    : models_(std::move(models)), batcher_(batcher), backend_(backend), metrics_(metrics),
+      max_tokens_(max_tokens) {}
+
+void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerContext* ctx,
+                           std::function<void(absl::Status, v1::RouteResponse)> done) {
+  const auto arrival = Clock::now();
+  const std::string model = req.model();
+  const uint64_t request_id = req.request_id();
+  auto finish = [this, model, arrival, done = std::move(done)](absl::Status s, v1::RouteResponse r) {
+    metrics_->requests->Increment({{"model", model}, {"code", CodeName(s.code())}});
+    metrics_->request_seconds->Observe(
+        {{"model", model}}, std::chrono::duration<double>(Clock::now() - arrival).count());
+    metrics_->in_flight->Increment({}, -1);
+    done(std::move(s), std::move(r));
+  };
+  metrics_->in_flight->Increment({}, 1);
+  auto work = ValidateRouteRequest(req, models_, max_tokens_);
+  if (!work.ok()) {
+    finish(work.status(), {});
+    return;
+  }
+  (*work)->arrival = arrival;
+  if (ctx != nullptr) {
+    const auto deadline = ctx->deadline();
+    if (deadline != std::chrono::system_clock::time_point::max()) {
+      const auto remaining = deadline - std::chrono::system_clock::now();
+      (*work)->deadline = arrival + std::chrono::duration_cast<Clock::duration>(remaining);
+    }
+    (*work)->cancelled = [ctx] { return ctx->IsCancelled(); };
+  }
+  const int top_k = (*work)->top_k, tokens = (*work)->tokens;
+  (*work)->done = [finish, request_id, top_k, tokens](absl::Status s, RouteResult r) {
+    v1::RouteResponse resp;
+    if (s.ok()) {
+      resp.set_request_id(request_id);
+      resp.set_tokens(tokens);
+      resp.set_top_k(top_k);
+      *resp.mutable_expert_ids() = {r.ids.begin(), r.ids.end()};
+      *resp.mutable_expert_weights() = {r.weights.begin(), r.weights.end()};
+      *resp.mutable_logits() = {r.logits.begin(), r.logits.end()};
+      auto* t = resp.mutable_timing();
+      t->set_queue_us(r.queue_seconds * 1e6);
+      t->set_compute_us(r.compute_seconds * 1e6);
+      t->set_batch_tokens(r.batch_tokens);
+      t->set_batch_requests(r.batch_requests);
+    }
+    finish(std::move(s), std::move(resp));
+  };
+  batcher_->Submit(std::move(*work));
+}
+
+grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
+                                               const v1::RouteRequest* req, v1::RouteResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  Submit(*req, ctx, [reactor, resp](absl::Status s, v1::RouteResponse r) {
+    if (s.ok()) *resp = std::move(r);
+    reactor->Finish(ToGrpcStatus(s));
+  });
+  return reactor;
+}
+
+namespace {
+
+// Answers each streamed request in arrival order; a failed request gets an error entry
+// and the stream goes on.
+class RouteStreamReactor
+    : public grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse> {
+ public:
+  RouteStreamReactor(RouterService* service, grpc::CallbackServerContext* ctx)
+      : service_(service), ctx_(ctx) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      std::lock_guard<std::recursive_mutex> lock(mu_);
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    uint64_t seq;
+    {
+      std::lock_guard<std::recursive_mutex> lock(mu_);
+      seq = next_seq_++;
+      pending_.emplace_back();
+    }
+    const uint64_t request_id = request_.request_id();
+    service_->Submit(request_, ctx_, [this, seq, request_id](absl::Status s, v1::RouteResponse r) {
+      std::lock_guard<std::recursive_mutex> lock(mu_);
+      Slot& slot = pending_[seq - first_seq_];
+      slot.ready = true;
+      slot.message.set_request_id(request_id);
+      if (s.ok()) {
+        *slot.message.mutable_response() = std::move(r);
+      } else {
+        slot.message.mutable_error()->set_code(static_cast<int>(s.code()));
+        slot.message.mutable_error()->set_message(std::string(s.message()));
+      }
+      WriteNextLocked();
+    });
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    pending_.pop_front();
+    ++first_seq_;
+    writing_ = false;
+    if (!ok) write_failed_ = true;
+    WriteNextLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  struct Slot {
+    bool ready = false;
+    v1::RouteStreamResponse message;
+  };
+
+  void WriteNextLocked() {
+    if (writing_ || pending_.empty() || !pending_.front().ready) return;
+    if (write_failed_) {  // the client is gone: drop answers, keep the bookkeeping
+      pending_.pop_front();
+      ++first_seq_;
+      WriteNextLocked();
+      return;
+    }
+    writing_ = true;
+    StartWrite(&pending_.front().message);
+  }
+
+  void MaybeFinishLocked() {
+    if (reads_done_ && pending_.empty() && !writing_ && !finished_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  RouterService* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::RouteRequest request_;
+  std::recursive_mutex mu_;
+  std::deque<Slot> pending_;  // answers not yet written, in request order
+  uint64_t first_seq_ = 0, next_seq_ = 0;
+  bool reads_done_ = false, writing_ = false, finished_ = false, write_failed_ = false;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse>* RouterService::RouteStream(
+    grpc::CallbackServerContext* ctx) {
+  return new RouteStreamReactor(this, ctx);
+}
+
+void RouterService::FillInfo(const ModelDescription& m, v1::ModelInfo* info) const {
+  info->set_name(m.name);
+  info->set_family(m.spec.family);
+  info->set_hidden(m.spec.hidden);
+  info->set_experts(m.spec.experts);
+  info->set_top_k(m.spec.top_k);
+  info->set_layers(m.layers);
+  auto* r = info->mutable_routing();
+  r->set_scoring(std::string(ScoringName(m.spec.scoring)));
+  r->set_order(std::string(RoutingOrderName(m.spec.order)));
+  r->set_router_bias(m.spec.has_router_bias);
+  r->set_correction_bias(m.spec.has_correction_bias);
+  r->set_n_group(m.spec.n_group);
+  r->set_topk_group(m.spec.topk_group);
+  r->set_renormalize(m.spec.renormalize);
+  r->set_scaling_factor(m.spec.scaling_factor);
+  info->set_weight_dtype(ToProto(m.weight_dtype));
+  info->set_backend(backend_->name());
+  info->set_device(backend_->device());
+  info->set_weight_bytes(m.weight_bytes);
+  info->set_max_tokens(max_tokens_);
+}
+
+grpc::ServerUnaryReactor* RouterService::ListModels(grpc::CallbackServerContext* ctx,
+                                                    const v1::ListModelsRequest*,
+                                                    v1::ListModelsResponse* resp) {
+  for (const auto& [name, m] : models_) FillInfo(m, resp->add_models());
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RouterService::GetModel(grpc::CallbackServerContext* ctx,
+                                                  const v1::GetModelRequest* req,
+                                                  v1::ModelInfo* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto it = models_.find(req->name());
+  if (it == models_.end()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 absl::StrCat("name: model '", req->name(), "' is not loaded")));
+  } else {
+    FillInfo(it->second, resp);
+    reactor->Finish(grpc::Status::OK);
+  }
+  return reactor;
+}
+
+}  // namespace moe

@@ -1,0 +1,191 @@
+// moe-router-server: wires flags, models, the backend, the batcher, the gRPC services and
+// the metrics endpoint; handles SIGTERM/SIGINT with a drain.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "server/backend.h"
+#include "server/batcher.h"
+#include "server/checkpoint.h"
+#include "server/demo_models.h"
+#include "server/json_util.h"
+#include "server/metrics.h"
+#include "server/router_service.h"
+
+ABSL_FLAG(std::string, address, "0.0.0.0:50051", "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
+          "Prometheus /metrics HTTP listen address (host:port or port); empty disables");
+ABSL_FLAG(std::vector<std::string>, model, {"demo-deepseek-v3"},
+          "Models to load, comma-separated: a demo name (demo-deepseek-v3, demo-qwen3-30b, "
+          "demo-mixtral, demo-gpt-oss-20b, ...) or NAME=PATH where PATH is a Hugging Face "
+          "checkpoint directory or a router .safetensors file from moe-router-extract");
+ABSL_FLAG(int, demo_layers, 0, "Layers of demo models (0: the real model's count)");
+ABSL_FLAG(std::string, backend, "auto", "auto (cuda if a GPU is usable, else cpu), cuda or cpu");
+ABSL_FLAG(int, device, 0, "CUDA device ordinal");
+ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: all hardware threads)");
+ABSL_FLAG(bool, autotune, true, "Time kernel configurations on the GPU when a token bucket is first used");
+ABSL_FLAG(std::string, autotune_cache, "", "File remembering autotuned configurations");
+ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
+ABSL_FLAG(int, max_queue_delay_us, 0, "How long a batch may wait to fill (0: launch when the device is free)");
+ABSL_FLAG(int, max_queued_requests, 4096, "Queue bound; beyond it requests get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
+ABSL_FLAG(double, grace_period_s, 10.0, "On SIGTERM/SIGINT: how long queued requests may take to finish");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM server private key");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA for client certificates (enables mutual TLS)");
+ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC and metrics ports here (for tests)");
+
+namespace {
+
+std::atomic<int> g_signal{0};
+void OnSignal(int sig) { g_signal = sig; }
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "moe-router-server: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Routes tokens to experts for Mixture-of-Experts models over gRPC.\n"
+      "  moe-router-server --model demo-deepseek-v3\n"
+      "  moe-router-server --model ds=/models/DeepSeek-V3 --address 0.0.0.0:50051");
+  absl::ParseCommandLine(argc, argv);
+  using namespace moe;
+
+  const int max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  if (max_batch_tokens < 1 || max_batch_tokens > kMaxTokens)
+    return Fail(absl::StrCat("--max_batch_tokens: ", max_batch_tokens, " is outside 1..", kMaxTokens));
+
+  // Backend.
+  std::unique_ptr<RouterBackend> backend;
+  const std::string backend_flag = absl::GetFlag(FLAGS_backend);
+  if (backend_flag != "auto" && backend_flag != "cuda" && backend_flag != "cpu")
+    return Fail("--backend: expected auto, cuda or cpu");
+  if (backend_flag != "cpu") {
+    std::string error;
+    backend = MakeCudaBackend(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_autotune),
+                              absl::GetFlag(FLAGS_autotune_cache), &error);
+    if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
+    if (!backend) std::fprintf(stderr, "moe-router-server: %s; using the CPU backend\n", error.c_str());
+  }
+  if (!backend) backend = MakeCpuBackend(absl::GetFlag(FLAGS_cpu_threads));
+  std::fprintf(stderr, "moe-router-server: backend %s (%s)\n", backend->name().c_str(),
+               backend->device().c_str());
+
+  // Models.
+  MetricsRegistry registry;
+  ServerMetrics metrics(&registry);
+  metrics.build_info->Set({{"version", "0.1.0"}}, 1);
+  std::map<std::string, ModelDescription> models;
+  for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
+    if (spec.empty()) continue;
+    std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<RouterModel> model =
+        parts.size() == 2 ? LoadModelSource(parts[1], parts[0])
+                          : MakeDemoModel(parts[0], absl::GetFlag(FLAGS_demo_layers));
+    if (!model.ok()) return Fail(absl::StrCat("--model ", spec, ": ", model.status().message()));
+    if (models.count(model->name)) return Fail(absl::StrCat("--model: '", model->name, "' given twice"));
+    auto status = backend->LoadModel(*model);
+    if (!status.ok()) return Fail(absl::StrCat("loading ", model->name, ": ", status.message()));
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "moe-router-server: loaded %s (%s, %d layers, %d experts x %d hidden, %.1f MB) in %.2f s\n",
+                 model->name.c_str(), model->spec.family.c_str(), model->num_layers(),
+                 model->spec.experts, model->spec.hidden, model->WeightBytes() / 1e6, secs);
+    models[model->name] = {model->name, model->spec, model->weight_dtype, model->num_layers(),
+                           model->WeightBytes()};
+    metrics.model_info->Set({{"model", model->name}, {"family", model->spec.family},
+                             {"backend", backend->name()}, {"device", backend->device()}}, 1);
+    metrics.weight_bytes->Set({{"model", model->name}}, model->WeightBytes());
+  }
+  if (models.empty()) return Fail("--model: no models to serve");
+
+  BatcherOptions batcher_options;
+  batcher_options.limits.max_batch_tokens = max_batch_tokens;
+  batcher_options.limits.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  batcher_options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  Batcher batcher(backend.get(), batcher_options, &metrics);
+  RouterService service(models, &batcher, backend.get(), &metrics, kMaxTokens);
+
+  // Warm up every model's first layer once so the first client does not pay for it.
+  for (const auto& [name, m] : models) {
+    std::string zeros(size_t(m.spec.hidden) * 2, '\0');
+    std::vector<int32_t> ids(m.spec.top_k);
+    std::vector<float> w(m.spec.top_k);
+    auto warm = backend->Route(name, 0, {zeros.data(), DType::kBF16, 1, ids.data(), w.data(), nullptr});
+    if (!warm.ok()) return Fail(absl::StrCat("warm-up of ", name, ": ", warm.status().message()));
+  }
+
+  // gRPC.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
+    auto cert = ReadWholeFile(absl::GetFlag(FLAGS_tls_cert));
+    auto key = ReadWholeFile(absl::GetFlag(FLAGS_tls_key));
+    if (!cert.ok()) return Fail(absl::StrCat("--tls_cert: ", cert.status().message()));
+    if (!key.ok()) return Fail(absl::StrCat("--tls_key: ", key.status().message()));
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+      auto ca = ReadWholeFile(absl::GetFlag(FLAGS_tls_client_ca));
+      if (!ca.ok()) return Fail(absl::StrCat("--tls_client_ca: ", ca.status().message()));
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  int grpc_port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_address), creds, &grpc_port);
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0)
+    return Fail(absl::StrCat("--address: cannot listen on ", absl::GetFlag(FLAGS_address)));
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  std::unique_ptr<MetricsHttpServer> http;
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    std::string error;
+    http = MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry, &error);
+    if (!http) return Fail(error);
+  }
+  std::fprintf(stderr, "moe-router-server: serving gRPC on port %d, metrics on http://%s/metrics (port %d)\n",
+               grpc_port, absl::GetFlag(FLAGS_metrics_address).c_str(), http ? http->port() : 0);
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w");
+    if (f) {
+      std::fprintf(f, "%d %d\n", grpc_port, http ? http->port() : 0);
+      std::fclose(f);
+    }
+  }
+
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::fprintf(stderr, "moe-router-server: signal %d, draining\n", g_signal.load());
+  server->GetHealthCheckService()->SetServingStatus(false);
+  // Stop accepting new calls; calls already accepted finish (up to the grace period).
+  const auto grace = std::chrono::duration_cast<std::chrono::system_clock::duration>(
+      std::chrono::duration<double>(absl::GetFlag(FLAGS_grace_period_s)));
+  server->Shutdown(std::chrono::system_clock::now() + grace);
+  batcher.Shutdown();
+  std::fprintf(stderr, "moe-router-server: stopped\n");
+  return 0;
+}

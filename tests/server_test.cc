@@ -1,0 +1,383 @@
+// The real moe-router-server binary on loopback (CPU backend by default; set
+// MOE_TEST_BACKEND=cuda on a GPU machine): routing checked against the reference,
+// concurrency, streaming, every validation error, deadlines, shedding, metrics through
+// promtool, health, SIGTERM drain and TLS.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/router_client.h"
+#include "server/demo_models.h"
+#include "tests/reference_router.h"
+
+namespace moe {
+namespace {
+namespace v1 = moe_router::v1;
+
+constexpr int kLayers = 3;
+
+std::string Backend() {
+  const char* b = std::getenv("MOE_TEST_BACKEND");
+  return b ? b : "cpu";
+}
+
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> extra = {}) {
+    port_file_ = absl::StrCat("/tmp/moe_server_test_ports_", getpid(), "_", counter_++);
+    std::remove(port_file_.c_str());
+    std::vector<std::string> args = {MOE_SERVER_BINARY,
+                                     "--model=demo-deepseek-v3,demo-mixtral,demo-gpt-oss-20b",
+                                     absl::StrCat("--demo_layers=", kLayers),
+                                     "--address=127.0.0.1:0",
+                                     "--metrics_address=127.0.0.1:0",
+                                     "--backend=" + Backend(),
+                                     "--cpu_threads=2",
+                                     "--port_file=" + port_file_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      freopen("/dev/null", "w", stdout);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    for (int i = 0; i < 600 && grpc_port_ == 0; ++i) {
+      std::ifstream in(port_file_);
+      in >> grpc_port_ >> metrics_port_;
+      if (grpc_port_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ~ServerProcess() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    std::remove(port_file_.c_str());
+  }
+  // SIGTERM; returns the exit status.
+  int Terminate() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    exited_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  std::string address() const { return absl::StrCat("127.0.0.1:", grpc_port_); }
+  int metrics_port() const { return metrics_port_; }
+  bool up() const { return grpc_port_ != 0; }
+
+ private:
+  static inline int counter_ = 0;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  std::string port_file_;
+  int grpc_port_ = 0, metrics_port_ = 0;
+};
+
+// Random bf16 hidden states and the reference answer for a demo model's layer.
+struct Case {
+  std::string bytes;
+  std::vector<testing::ReferenceToken> ref;
+};
+
+const RouterModel& Demo(const std::string& name) {
+  static std::map<std::string, RouterModel>* models = new std::map<std::string, RouterModel>();
+  auto it = models->find(name);
+  if (it == models->end()) it = models->emplace(name, MakeDemoModel(name, kLayers).value()).first;
+  return it->second;
+}
+
+Case MakeCase(const std::string& model, int layer, int tokens, uint64_t seed) {
+  const RouterModel& m = Demo(model);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  Case c;
+  c.bytes.resize(size_t(tokens) * m.spec.hidden * 2);
+  std::vector<float> hidden_f(size_t(tokens) * m.spec.hidden);
+  for (size_t i = 0; i < hidden_f.size(); ++i) {
+    StoreFromFloat(c.bytes.data(), DType::kBF16, i, normal(rng));
+    hidden_f[i] = LoadAsFloat(c.bytes.data(), DType::kBF16, i);
+  }
+  const auto& l = m.layers[layer];
+  std::vector<float> w_f(size_t(m.spec.experts) * m.spec.hidden);
+  for (size_t i = 0; i < w_f.size(); ++i) w_f[i] = LoadAsFloat(l.weight.data(), m.weight_dtype, i);
+  c.ref = testing::ReferenceRoute(m.spec, tokens, hidden_f, w_f, l.router_bias, l.correction_bias);
+  return c;
+}
+
+std::string Check(const std::string& model, const Case& c, const Routed& r) {
+  return testing::CompareWithReference(Demo(model).spec, c.ref, r.ids.data(), r.weights.data(), 1e-3);
+}
+
+v1::RouteRequest Request(const std::string& model, int layer, int tokens, const std::string& bytes) {
+  v1::RouteRequest req;
+  req.set_model(model);
+  req.set_layer(layer);
+  auto* t = req.mutable_hidden_states();
+  t->set_dtype(v1::DTYPE_BF16);
+  t->add_shape(tokens);
+  t->add_shape(Demo(model).spec.hidden);
+  t->set_data(bytes);
+  return req;
+}
+
+std::string Scrape(int port) {
+  const std::string cmd = absl::StrCat("curl -sf http://127.0.0.1:", port, "/metrics");
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+TEST(Server, RoutesLikeTheReferenceAndServesHealthAndModels) {
+  ServerProcess server;
+  ASSERT_TRUE(server.up());
+  RouterClient client(server.address());
+  bool serving = false;
+  ASSERT_TRUE(client.Health(&serving).ok());
+  EXPECT_TRUE(serving);
+  v1::ListModelsResponse models;
+  ASSERT_TRUE(client.ListModels(&models).ok());
+  EXPECT_EQ(models.models_size(), 3);
+  for (const char* model : {"demo-deepseek-v3", "demo-mixtral", "demo-gpt-oss-20b"}) {
+    for (int tokens : {1, 5, 64}) {
+      const int layer = tokens % kLayers;
+      Case c = MakeCase(model, layer, tokens, 31 * tokens + layer);
+      Routed r;
+      auto s = client.Route(model, layer, v1::DTYPE_BF16, tokens, Demo(model).spec.hidden, c.bytes, &r);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      EXPECT_EQ(Check(model, c, r), "") << model << " tokens=" << tokens;
+    }
+  }
+  grpc::ClientContext ctx;
+  v1::GetModelRequest get;
+  get.set_name("nope");
+  v1::ModelInfo info;
+  EXPECT_EQ(client.stub()->GetModel(&ctx, get, &info).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(Server, SixtyFourConcurrentCallersEachGetTheirOwnAnswer) {
+  ServerProcess server;
+  ASSERT_TRUE(server.up());
+  RouterClient client(server.address());
+  std::atomic<int> ok{0}, wrong{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 64; ++i) {
+    callers.emplace_back([&, i] {
+      const char* model = i % 2 ? "demo-deepseek-v3" : "demo-gpt-oss-20b";
+      for (int round = 0; round < 3; ++round) {
+        const int tokens = 1 + (i * 7 + round) % 9;
+        Case c = MakeCase(model, i % kLayers, tokens, 1000 * i + round);
+        Routed r;
+        auto s = client.Route(model, i % kLayers, v1::DTYPE_BF16, tokens, Demo(model).spec.hidden,
+                              c.bytes, &r, 60000);
+        if (s.ok() && Check(model, c, r).empty()) ++ok;
+        else ++wrong;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(ok.load(), 64 * 3);
+}
+
+TEST(Server, EveryValidationErrorHasItsCodeAndNamesTheField) {
+  ServerProcess server;
+  ASSERT_TRUE(server.up());
+  RouterClient client(server.address());
+  const std::string m = "demo-mixtral";
+  const int hidden = Demo(m).spec.hidden;
+  Case good = MakeCase(m, 0, 2, 5);
+  struct Bad {
+    v1::RouteRequest req;
+    grpc::StatusCode code;
+    std::string field;
+  };
+  std::vector<Bad> bad;
+  auto base = Request(m, 0, 2, good.bytes);
+  { auto r = base; r.set_model("nope"); bad.push_back({r, grpc::StatusCode::NOT_FOUND, "model"}); }
+  { auto r = base; r.set_layer(kLayers); bad.push_back({r, grpc::StatusCode::NOT_FOUND, "layer"}); }
+  { auto r = base; r.set_layer(-1); bad.push_back({r, grpc::StatusCode::NOT_FOUND, "layer"}); }
+  { auto r = base; r.mutable_hidden_states()->set_dtype(v1::DTYPE_UNSPECIFIED);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.dtype"}); }
+  { auto r = base; r.mutable_hidden_states()->add_shape(1);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape"}); }
+  { auto r = base; r.mutable_hidden_states()->set_shape(1, hidden + 8);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[1]"}); }
+  { auto r = base; r.mutable_hidden_states()->set_shape(0, 0);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[0]"}); }
+  { auto r = base; r.mutable_hidden_states()->set_shape(0, 257);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[0]"}); }
+  { auto r = base; r.mutable_hidden_states()->mutable_data()->pop_back();
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.data"}); }
+  { auto r = base; (*r.mutable_hidden_states()->mutable_data())[6] = '\x80';
+    (*r.mutable_hidden_states()->mutable_data())[7] = '\x7f';  // bf16 NaN
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "not finite"}); }
+  { auto r = base; r.mutable_hidden_states()->set_dtype(v1::DTYPE_FP32);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.data"}); }
+  for (const Bad& b : bad) {
+    grpc::ClientContext ctx;
+    v1::RouteResponse resp;
+    auto s = client.stub()->Route(&ctx, b.req, &resp);
+    EXPECT_EQ(s.error_code(), b.code) << b.field << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find(b.field), std::string::npos) << s.error_message();
+  }
+  // The server is unharmed: a good request still routes correctly.
+  Routed r;
+  ASSERT_TRUE(client.Route(m, 0, v1::DTYPE_BF16, 2, hidden, good.bytes, &r).ok());
+  EXPECT_EQ(Check(m, good, r), "");
+}
+
+TEST(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
+  ServerProcess server;
+  ASSERT_TRUE(server.up());
+  RouterClient client(server.address());
+  grpc::ClientContext ctx;
+  auto stream = client.stub()->RouteStream(&ctx);
+  std::vector<Case> cases;
+  const std::string m = "demo-deepseek-v3";
+  for (int i = 0; i < 20; ++i) {
+    cases.push_back(MakeCase(m, i % kLayers, 1 + i % 4, 77 + i));
+    auto req = Request(m, i % kLayers, 1 + i % 4, cases.back().bytes);
+    req.set_request_id(100 + i);
+    if (i == 7) req.set_layer(99);  // fails alone
+    ASSERT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  v1::RouteStreamResponse resp;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(stream->Read(&resp)) << i;
+    EXPECT_EQ(resp.request_id(), uint64_t(100 + i));
+    if (i == 7) {
+      ASSERT_TRUE(resp.has_error());
+      EXPECT_EQ(resp.error().code(), int(grpc::StatusCode::NOT_FOUND));
+      continue;
+    }
+    ASSERT_TRUE(resp.has_response()) << resp.error().message();
+    Routed r;
+    r.ids.assign(resp.response().expert_ids().begin(), resp.response().expert_ids().end());
+    r.weights.assign(resp.response().expert_weights().begin(), resp.response().expert_weights().end());
+    EXPECT_EQ(Check(m, cases[i], r), "") << i;
+  }
+  EXPECT_FALSE(stream->Read(&resp));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST(Server, DeadlinesSheddingAndMetrics) {
+  ServerProcess server({"--max_queued_requests=2", "--max_queue_delay_us=20000"});
+  ASSERT_TRUE(server.up());
+  RouterClient client(server.address());
+  const std::string m = "demo-deepseek-v3";
+  Case c = MakeCase(m, 0, 4, 9);
+  // A deadline shorter than the queue delay: DEADLINE_EXCEEDED, not computed.
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(2));
+    v1::RouteResponse resp;
+    auto s = client.stub()->Route(&ctx, Request(m, 0, 4, c.bytes), &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  }
+  // Many callers against a queue of 2: some are shed with RESOURCE_EXHAUSTED; none wrong.
+  std::atomic<int> ok{0}, shed{0}, other{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 16; ++i)
+    callers.emplace_back([&] {
+      Routed r;
+      auto s = client.Route(m, 0, v1::DTYPE_BF16, 4, Demo(m).spec.hidden, c.bytes, &r, 30000);
+      if (s.ok() && Check(m, c, r).empty()) ++ok;
+      else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++shed;
+      else ++other;
+    });
+  for (auto& t : callers) t.join();
+  EXPECT_GT(shed.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  const std::string metrics = Scrape(server.metrics_port());
+  EXPECT_NE(metrics.find("moe_router_shed_total{model=\"demo-deepseek-v3\"}"), std::string::npos);
+  EXPECT_NE(metrics.find("code=\"RESOURCE_EXHAUSTED\""), std::string::npos);
+  EXPECT_NE(metrics.find("code=\"DEADLINE_EXCEEDED\""), std::string::npos);
+  EXPECT_NE(metrics.find("moe_router_batch_compute_seconds_bucket"), std::string::npos);
+  EXPECT_NE(metrics.find("moe_router_model_info{model=\"demo-mixtral\""), std::string::npos);
+  const std::string file = absl::StrCat("/tmp/moe_metrics_", getpid(), ".txt");
+  std::ofstream(file) << metrics;
+  EXPECT_EQ(std::system(("promtool check metrics < " + file).c_str()), 0);
+  std::remove(file.c_str());
+}
+
+TEST(Server, SigtermDrainsAcceptedRequestsAndExitsZero) {
+  ServerProcess server({"--max_queue_delay_us=200000"});
+  ASSERT_TRUE(server.up());
+  RouterClient client(server.address());
+  const std::string m = "demo-mixtral";
+  Case c = MakeCase(m, 1, 3, 11);
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 8; ++i)
+    callers.emplace_back([&] {
+      Routed r;
+      auto s = client.Route(m, 1, v1::DTYPE_BF16, 3, Demo(m).spec.hidden, c.bytes, &r, 30000);
+      if (s.ok() && Check(m, c, r).empty()) ++ok;
+      else ++failed;
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // queued, waiting to fill
+  EXPECT_EQ(server.Terminate(), 0);
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_EQ(failed.load(), 0);
+}
+
+TEST(Server, MutualTlsWithGeneratedCertificates) {
+  const std::string dir = absl::StrCat("/tmp/moe_tls_", getpid());
+  const std::string gen = absl::StrCat(
+      "set -e; mkdir -p ", dir, "; cd ", dir, "; ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca 2>/dev/null; ",
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; ",
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; ",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext 2>/dev/null; ",
+      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client 2>/dev/null; ",
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 2>/dev/null");
+  ASSERT_EQ(std::system(gen.c_str()), 0);
+  auto read = [&](const std::string& f) {
+    std::ifstream in(dir + "/" + f);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  ServerProcess server({"--tls_cert=" + dir + "/server.pem", "--tls_key=" + dir + "/server.key",
+                        "--tls_client_ca=" + dir + "/ca.pem"});
+  ASSERT_TRUE(server.up());
+  const std::string m = "demo-mixtral";
+  Case c = MakeCase(m, 0, 2, 3);
+  ClientOptions tls;
+  tls.tls_ca = read("ca.pem");
+  tls.tls_cert = read("client.pem");
+  tls.tls_key = read("client.key");
+  RouterClient secure(server.address(), tls);
+  Routed r;
+  auto s = secure.Route(m, 0, v1::DTYPE_BF16, 2, Demo(m).spec.hidden, c.bytes, &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Check(m, c, r), "");
+  // Without a client certificate, or in plaintext: refused.
+  ClientOptions no_cert;
+  no_cert.tls_ca = tls.tls_ca;
+  EXPECT_FALSE(RouterClient(server.address(), no_cert).Route(m, 0, v1::DTYPE_BF16, 2, Demo(m).spec.hidden, c.bytes, &r, 3000).ok());
+  EXPECT_FALSE(RouterClient(server.address()).Route(m, 0, v1::DTYPE_BF16, 2, Demo(m).spec.hidden, c.bytes, &r, 3000).ok());
+  std::system(("rm -rf " + dir).c_str());
+}
+
+}  // namespace
+}  // namespace moe
