@@ -25,13 +25,13 @@
 namespace moe::bench {
 namespace {
 
-#define CHECK_CUDA(expr)                                                              \
-  do {                                                                                \
-    cudaError_t e_ = (expr);                                                          \
-    if (e_ != cudaSuccess) {                                                          \
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    cudaError_t e_ = (expr);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
 
 template <typename T>
@@ -124,12 +124,17 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string filter;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
-    else if (!std::strcmp(argv[i], "--replays") && i + 1 < argc) g_replays = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
+      json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--replays") && i + 1 < argc)
+      g_replays = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc)
+      filter = argv[++i];
     else {
-      std::printf("usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTRING]\n");
+      std::printf(
+          "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTRING]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -145,8 +150,8 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs, L2 %d MB, copy bandwidth %.0f GB/s (read+write)\n",
               info.name.c_str(), info.sm_count, l2 >> 20, copy_gbs);
   auto cublas = Must(cuda::CublasRouter::Create());
-  const float empty_us = TimePerCall(256, [](int, cudaStream_t s) { CHECK_CUDA(LaunchEmptyKernel(s)); },
-                                     stream.get());
+  const float empty_us = TimePerCall(
+      256, [](int, cudaStream_t s) { CHECK_CUDA(LaunchEmptyKernel(s)); }, stream.get());
   std::vector<Row> rows;
 
   // --- The routing epilogue alone (one token), to see its cost apart from the GEMM.
@@ -160,11 +165,14 @@ int main(int argc, char** argv) {
       auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
       FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 4);
       auto ids = Must(DeviceBuffer::Allocate(64)), w = Must(DeviceBuffer::Allocate(64));
-      RouteArgs args{nullptr, nullptr, bias.as<float>(), bias.as<float>(), ids.as<int32_t>(),
-                     w.as<float>(), nullptr};
-      const float us = TimePerCall(256, [&](int, cudaStream_t s) {
-        CHECK_CUDA(cuda::LaunchRoutingEpilogue(p, logits.as<float>(), args, s));
-      }, stream.get());
+      RouteArgs args{nullptr,           nullptr,       bias.as<float>(), bias.as<float>(),
+                     ids.as<int32_t>(), w.as<float>(), nullptr};
+      const float us = TimePerCall(
+          256,
+          [&](int, cudaStream_t s) {
+            CHECK_CUDA(cuda::LaunchRoutingEpilogue(p, logits.as<float>(), args, s));
+          },
+          stream.get());
       std::printf("  %-12s experts=%3d top_k=%d: %.2f us\n", family, spec.experts, spec.top_k, us);
     }
   }
@@ -182,14 +190,15 @@ int main(int argc, char** argv) {
     FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 8);
     for (int tokens : token_list) {
       if (quick && tokens != 1 && tokens != 16) continue;
-      if (absl::StrFormat("%s t=%d", preset.name, tokens).find(filter) == std::string::npos) continue;
+      if (absl::StrFormat("%s t=%d", preset.name, tokens).find(filter) == std::string::npos)
+        continue;
       RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
       auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
       FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 9);
       auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
       auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
       auto logits = Must(DeviceBuffer::Allocate(4 * size_t(tokens) * spec.experts));
-      RouteArgs args{hidden.get(), weights.get(), bias.as<float>(), bias.as<float>(),
+      RouteArgs args{hidden.get(),      weights.get(), bias.as<float>(), bias.as<float>(),
                      ids.as<int32_t>(), w.as<float>(), nullptr};
       cuda::AutotuneOptions tune;
       tune.enabled = true;
@@ -204,15 +213,22 @@ int main(int argc, char** argv) {
       row.shape = absl::StrFormat("%s t=%d", preset.name, tokens);
       row.layers = layers;
       row.bytes = layer_bytes + 2.0 * tokens * spec.hidden + 8.0 * tokens * spec.top_k;
-      row.fused_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
-        CHECK_CUDA(plan->Launch(args_for(l), s, /*pdl=*/true));
-      }, stream.get());
-      row.cublas_gemm_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
-        CHECK_CUDA(cublas->Gemm(p, hidden.get(), args_for(l).weight, logits.as<float>(), s));
-      }, stream.get());
-      row.cublas_route_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
-        CHECK_CUDA(cublas->Route(p, args_for(l), logits.get(), s));
-      }, stream.get());
+      row.fused_us = TimePerCall(
+          layers,
+          [&](int l, cudaStream_t s) { CHECK_CUDA(plan->Launch(args_for(l), s, /*pdl=*/true)); },
+          stream.get());
+      row.cublas_gemm_us = TimePerCall(
+          layers,
+          [&](int l, cudaStream_t s) {
+            CHECK_CUDA(cublas->Gemm(p, hidden.get(), args_for(l).weight, logits.as<float>(), s));
+          },
+          stream.get());
+      row.cublas_route_us = TimePerCall(
+          layers,
+          [&](int l, cudaStream_t s) {
+            CHECK_CUDA(cublas->Route(p, args_for(l), logits.get(), s));
+          },
+          stream.get());
       row.empty_us = empty_us;
       const auto& c = plan->config();
       row.config = absl::StrFormat("%s nt=%d S=%d (heuristic S=%d)",
@@ -246,13 +262,21 @@ int main(int argc, char** argv) {
       row.shape = absl::StrFormat("gemm %dx%dx%d", mn, mn, k);
       row.layers = layers;
       row.bytes = 2.0 * mat_bytes + 4.0 * mn * mn;
-      row.fused_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
-        CHECK_CUDA(cuda::LaunchDecomposeKGemm(p, a.as<char>() + mat_bytes * l, b.as<char>() + mat_bytes * l,
-                                              nullptr, c.as<float>(), cfg, ws.get(), s));
-      }, stream.get());
-      row.cublas_gemm_us = TimePerCall(layers, [&](int l, cudaStream_t s) {
-        CHECK_CUDA(cublas->Gemm(rp, a.as<char>() + mat_bytes * l, b.as<char>() + mat_bytes * l, c.as<float>(), s));
-      }, stream.get());
+      row.fused_us = TimePerCall(
+          layers,
+          [&](int l, cudaStream_t s) {
+            CHECK_CUDA(cuda::LaunchDecomposeKGemm(p, a.as<char>() + mat_bytes * l,
+                                                  b.as<char>() + mat_bytes * l, nullptr,
+                                                  c.as<float>(), cfg, ws.get(), s));
+          },
+          stream.get());
+      row.cublas_gemm_us = TimePerCall(
+          layers,
+          [&](int l, cudaStream_t s) {
+            CHECK_CUDA(cublas->Gemm(rp, a.as<char>() + mat_bytes * l, b.as<char>() + mat_bytes * l,
+                                    c.as<float>(), s));
+          },
+          stream.get());
       row.cublas_route_us = 0;
       row.empty_us = empty_us;
       row.config = absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
@@ -272,7 +296,8 @@ int main(int argc, char** argv) {
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) return 1;
-    std::fprintf(f, "{\"device\": \"%s\", \"copy_gbs\": %.1f, \"rows\": [\n", info.name.c_str(), copy_gbs);
+    std::fprintf(f, "{\"device\": \"%s\", \"copy_gbs\": %.1f, \"rows\": [\n", info.name.c_str(),
+                 copy_gbs);
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::fprintf(f,

@@ -28,7 +28,8 @@ int Error(const grpc::Status& s, const std::string& address) {
     std::fprintf(stderr, "moe-router: cannot reach the server at %s: %s\n", address.c_str(),
                  s.error_message().c_str());
   else
-    std::fprintf(stderr, "moe-router: error %d: %s\n", int(s.error_code()), s.error_message().c_str());
+    std::fprintf(stderr, "moe-router: error %d: %s\n", int(s.error_code()),
+                 s.error_message().c_str());
   return 1;
 }
 
@@ -76,9 +77,10 @@ int main(int argc, char** argv) {
     auto s = client.ListModels(&resp);
     if (!s.ok()) return Error(s, address);
     for (const auto& m : resp.models())
-      std::printf("%-24s family=%-16s hidden=%d experts=%d top_k=%d layers=%d backend=%s device=%s\n",
-                  m.name().c_str(), m.family().c_str(), m.hidden(), m.experts(), m.top_k(),
-                  m.layers(), m.backend().c_str(), m.device().c_str());
+      std::printf(
+          "%-24s family=%-16s hidden=%d experts=%d top_k=%d layers=%d backend=%s device=%s\n",
+          m.name().c_str(), m.family().c_str(), m.hidden(), m.experts(), m.top_k(), m.layers(),
+          m.backend().c_str(), m.device().c_str());
     return 0;
   }
   if (args[0] == "health") {
@@ -96,13 +98,15 @@ int main(int argc, char** argv) {
     for (const auto& m : models.models())
       if (m.name() == args[1]) hidden = m.hidden();
     if (hidden == 0) {
-      std::fprintf(stderr, "moe-router: model '%s' is not loaded (see 'moe-router models')\n", args[1].c_str());
+      std::fprintf(stderr, "moe-router: model '%s' is not loaded (see 'moe-router models')\n",
+                   args[1].c_str());
       return 1;
     }
     std::mt19937 rng(seed);
     std::normal_distribution<float> normal;
     std::string bytes(size_t(tokens > 0 ? tokens : 0) * hidden * 2, '\0');
-    for (size_t i = 0; i < bytes.size() / 2; ++i) moe::StoreFromFloat(bytes.data(), moe::DType::kBF16, i, normal(rng));
+    for (size_t i = 0; i < bytes.size() / 2; ++i)
+      moe::StoreFromFloat(bytes.data(), moe::DType::kBF16, i, normal(rng));
     moe::Routed out;
     s = client.Route(args[1], layer, moe_router::v1::DTYPE_BF16, tokens, hidden, bytes, &out);
     if (!s.ok()) return Error(s, address);

@@ -1,10 +1,9 @@
 // The C ABI over the fused router and the Decompose-K GEMM (see moe_kernels.h).
-#include "kernels/moe_kernels.h"
-
 #include <string>
 
 #include "kernels/cuda_device.h"
 #include "kernels/decompose_k_router.h"
+#include "kernels/moe_kernels.h"
 
 namespace {
 
@@ -55,8 +54,17 @@ int moe_router_preset(const char* family, moe_router_spec* spec) {
   auto preset = moe::FindPreset(family);
   if (!preset.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(preset.status().message()));
   const moe::RouterSpec& s = preset->spec;
-  *spec = {s.hidden, s.experts, s.top_k, int(s.scoring), int(s.order), s.has_router_bias,
-           s.has_correction_bias, s.n_group, s.topk_group, s.group_score_topk, s.renormalize,
+  *spec = {s.hidden,
+           s.experts,
+           s.top_k,
+           int(s.scoring),
+           int(s.order),
+           s.has_router_bias,
+           s.has_correction_bias,
+           s.n_group,
+           s.topk_group,
+           s.group_score_topk,
+           s.renormalize,
            s.scaling_factor};
   return MOE_OK;
 }
@@ -82,13 +90,14 @@ int moe_route(const moe_router_spec* spec, int tokens, int hidden_dtype, int wei
   const auto config = moe::cuda::ChooseDecomposeKConfig(p, SmCount());
   auto status = moe::cuda::CanRouteDecomposeK(p, config);
   if (!status.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
-  moe::RouteArgs args{hidden, weight, router_bias, correction_bias, expert_ids, expert_weights, logits};
+  moe::RouteArgs args{hidden,     weight,         router_bias, correction_bias,
+                      expert_ids, expert_weights, logits};
   status = moe::CheckRouteArgs(p, args);
   if (!status.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
   if (workspace == nullptr || workspace_bytes < moe::cuda::DecomposeKWorkspaceBytes(p, config))
     return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_route_workspace_bytes()");
-  const cudaError_t err = moe::cuda::LaunchDecomposeKRouter(
-      p, args, config, workspace, static_cast<cudaStream_t>(stream));
+  const cudaError_t err = moe::cuda::LaunchDecomposeKRouter(p, args, config, workspace,
+                                                            static_cast<cudaStream_t>(stream));
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
 }
@@ -112,7 +121,7 @@ int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const
   if (workspace == nullptr || workspace_bytes < moe::cuda::GemmWorkspaceBytes(p, config))
     return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_gemm_workspace_bytes()");
   const cudaError_t err = moe::cuda::LaunchDecomposeKGemm(p, a, b, bias, c, config, workspace,
-                                                           static_cast<cudaStream_t>(stream));
+                                                          static_cast<cudaStream_t>(stream));
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
 }

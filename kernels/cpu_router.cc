@@ -42,9 +42,7 @@ WorkspaceLayout Layout(const RouteProblem& p, const CpuSplit& split) {
 
 CpuRouter::CpuRouter(int threads) : pool_(std::make_unique<ThreadPool>(threads)) {}
 
-absl::Status CpuRouter::CanRoute(const RouteProblem& problem) {
-  return CheckRouteProblem(problem);
-}
+absl::Status CpuRouter::CanRoute(const RouteProblem& problem) { return CheckRouteProblem(problem); }
 
 CpuSplit CpuRouter::ChooseSplit(const RouteProblem& p) const {
   // Enough tasks for every thread (x4 for balance), but chunks of at least kKStep.
@@ -68,8 +66,8 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
   const CpuSplit split = ChooseSplit(p);
   const WorkspaceLayout layout = Layout(p, split);
   if (workspace == nullptr || workspace_bytes < layout.total)
-    return absl::InvalidArgumentError(absl::StrCat("workspace: ", workspace_bytes,
-                                                   " bytes given, ", layout.total, " needed"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("workspace: ", workspace_bytes, " bytes given, ", layout.total, " needed"));
   char* ws = static_cast<char*>(workspace);
   float* hidden_f32 = reinterpret_cast<float*>(ws + layout.hidden_f32);
   float* partials = reinterpret_cast<float*>(ws + layout.partials);
@@ -83,8 +81,8 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
   });
 
   // Decompose-K: task (s, b) computes the partial logits of K chunk s for expert block b.
-  const int chunk = (hidden / split.k_splits + kHiddenMultiple - 1) / kHiddenMultiple *
-                    kHiddenMultiple;
+  const int chunk =
+      (hidden / split.k_splits + kHiddenMultiple - 1) / kHiddenMultiple * kHiddenMultiple;
   const int expert_blocks = (experts + split.expert_block - 1) / split.expert_block;
   pool_->ParallelFor(split.k_splits * expert_blocks, [&](int task) {
     const int s = task / expert_blocks, b = task % expert_blocks;
@@ -127,8 +125,8 @@ absl::Status CheckFinite(const void* data, DType dtype, size_t count, const char
   for (size_t i = 0; i < count; ++i) {
     const float v = LoadAsFloat(data, dtype, i);
     if (!std::isfinite(v))
-      return absl::InvalidArgumentError(absl::StrCat(field, ": element ", i, " is not finite (",
-                                                     v, "); values must be finite"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": element ", i, " is not finite (", v, "); values must be finite"));
   }
   return absl::OkStatus();
 }

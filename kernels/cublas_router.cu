@@ -1,9 +1,8 @@
 // cuBLAS GEMM + separate routing-epilogue kernel (the baseline backend).
-#include "kernels/cublas_router.h"
-
 #include <cublas_v2.h>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cublas_router.h"
 #include "kernels/router_epilogue.cuh"
 
 namespace moe::cuda {
@@ -11,9 +10,12 @@ namespace {
 
 cudaDataType_t ToCuda(DType t) {
   switch (t) {
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kFP16: return CUDA_R_16F;
-    case DType::kFP32: return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kFP16:
+      return CUDA_R_16F;
+    case DType::kFP32:
+      return CUDA_R_32F;
   }
   return CUDA_R_32F;
 }
@@ -60,7 +62,8 @@ absl::Status CublasRouter::CanRoute(const RouteProblem& problem) {
   auto s = CheckRouteProblem(problem);
   if (!s.ok()) return s;
   if (problem.hidden_dtype != problem.weight_dtype)
-    return absl::InvalidArgumentError("dtype: the cuBLAS baseline needs equal hidden and weight dtypes");
+    return absl::InvalidArgumentError(
+        "dtype: the cuBLAS baseline needs equal hidden and weight dtypes");
   return absl::OkStatus();
 }
 
@@ -75,30 +78,36 @@ cudaError_t CublasRouter::Gemm(const RouteProblem& p, const void* hidden, const 
   const float alpha = 1.0f, beta = 0.0f;
   const int E = p.spec.experts, T = p.tokens, K = p.spec.hidden;
   // Column-major view: C[E x T] = W^T(E x K, stored K x E) * X(K x T, stored [T, K]).
-  const cublasStatus_t st = cublasGemmEx(
-      h, CUBLAS_OP_T, CUBLAS_OP_N, E, T, K, &alpha, weight, ToCuda(p.weight_dtype), K, hidden,
-      ToCuda(p.hidden_dtype), K, &beta, logits, CUDA_R_32F, E, CUBLAS_COMPUTE_32F,
-      CUBLAS_GEMM_DEFAULT);
+  const cublasStatus_t st =
+      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, E, T, K, &alpha, weight, ToCuda(p.weight_dtype), K,
+                   hidden, ToCuda(p.hidden_dtype), K, &beta, logits, CUDA_R_32F, E,
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   return st == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
 }
 
 cudaError_t LaunchRoutingEpilogue(const RouteProblem& problem, const float* logits,
                                   const RouteArgs& args, cudaStream_t stream) {
   const RouterSpec& s = problem.spec;
-  EpilogueParams ep = {s.experts, s.top_k, int(s.scoring),
+  EpilogueParams ep = {s.experts,
+                       s.top_k,
+                       int(s.scoring),
                        s.order == RoutingOrder::kScoreThenTopK ? 1 : 0,
-                       s.has_correction_bias ? 1 : 0, s.n_group, s.topk_group,
-                       s.group_score_topk, s.renormalize ? 1 : 0, s.scaling_factor};
+                       s.has_correction_bias ? 1 : 0,
+                       s.n_group,
+                       s.topk_group,
+                       s.group_score_topk,
+                       s.renormalize ? 1 : 0,
+                       s.scaling_factor};
   const int blocks = (problem.tokens + kEpilogueWarps - 1) / kEpilogueWarps;
   RoutingEpilogueKernel<<<blocks, kEpilogueWarps * 32, 0, stream>>>(
       ep, problem.tokens, logits, s.has_router_bias ? args.router_bias : nullptr,
-      s.has_correction_bias ? args.correction_bias : nullptr, args.expert_ids,
-      args.expert_weights, args.logits);
+      s.has_correction_bias ? args.correction_bias : nullptr, args.expert_ids, args.expert_weights,
+      args.logits);
   return cudaGetLastError();
 }
 
-cudaError_t CublasRouter::Route(const RouteProblem& problem, const RouteArgs& args,
-                                void* workspace, cudaStream_t stream) {
+cudaError_t CublasRouter::Route(const RouteProblem& problem, const RouteArgs& args, void* workspace,
+                                cudaStream_t stream) {
   float* logits = static_cast<float*>(workspace);
   const cudaError_t err = Gemm(problem, args.hidden, args.weight, logits, stream);
   if (err != cudaSuccess) return err;

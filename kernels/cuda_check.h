@@ -8,9 +8,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-#define CUDA_RETURN_IF_ERROR(expr)             \
-  do {                                         \
-    const cudaError_t moe_cuda_err_ = (expr);  \
+#define CUDA_RETURN_IF_ERROR(expr)                          \
+  do {                                                      \
+    const cudaError_t moe_cuda_err_ = (expr);               \
     if (moe_cuda_err_ != cudaSuccess) return moe_cuda_err_; \
   } while (0)
 
@@ -25,8 +25,8 @@ inline absl::Status CudaStatus(cudaError_t err, const char* what) {
 }  // namespace moe
 
 #define CUDA_STATUS(expr) ::moe::CudaStatus((expr), #expr)
-#define CUDA_RETURN_STATUS_IF_ERROR(expr)                      \
-  do {                                                         \
-    ::absl::Status moe_cuda_status_ = CUDA_STATUS(expr);       \
-    if (!moe_cuda_status_.ok()) return moe_cuda_status_;       \
+#define CUDA_RETURN_STATUS_IF_ERROR(expr)                \
+  do {                                                   \
+    ::absl::Status moe_cuda_status_ = CUDA_STATUS(expr); \
+    if (!moe_cuda_status_.ok()) return moe_cuda_status_; \
   } while (0)

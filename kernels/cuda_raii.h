@@ -86,7 +86,9 @@ class DeviceBuffer {
   }
   void* get() const { return mem_.get(); }
   template <typename T>
-  T* as() const { return static_cast<T*>(mem_.get()); }
+  T* as() const {
+    return static_cast<T*>(mem_.get());
+  }
   size_t bytes() const { return bytes_; }
 
  private:
@@ -110,7 +112,9 @@ class PinnedBuffer {
   }
   void* get() const { return mem_.get(); }
   template <typename T>
-  T* as() const { return static_cast<T*>(mem_.get()); }
+  T* as() const {
+    return static_cast<T*>(mem_.get());
+  }
   size_t bytes() const { return bytes_; }
 
  private:

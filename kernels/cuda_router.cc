@@ -89,9 +89,11 @@ absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteA
   return times[times.size() / 2];
 }
 
-absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(
-    const RouteProblem& problem, int sm_count, const AutotuneOptions& tune,
-    const RouteArgs* tune_args, cudaStream_t stream) {
+absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const RouteProblem& problem,
+                                                                       int sm_count,
+                                                                       const AutotuneOptions& tune,
+                                                                       const RouteArgs* tune_args,
+                                                                       cudaStream_t stream) {
   std::unique_ptr<CudaRouterPlan> plan(new CudaRouterPlan());
   plan->problem_ = problem;
   plan->config_ = ChooseDecomposeKConfig(problem, sm_count);
@@ -105,7 +107,8 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(
     } else {
       float best = 1e30f;
       for (const auto& c : Candidates(problem, plan->config_)) {
-        ASSIGN_OR_RETURN(float us, TimeConfigMicros(problem, *tune_args, c, tune.iterations, stream));
+        ASSIGN_OR_RETURN(float us,
+                         TimeConfigMicros(problem, *tune_args, c, tune.iterations, stream));
         if (us < best) {
           best = us;
           plan->config_ = c;

@@ -25,11 +25,9 @@ struct AutotuneOptions {
 class CudaRouterPlan {
  public:
   // The weights pointer is needed only when autotuning (candidates run on real data).
-  static absl::StatusOr<std::unique_ptr<CudaRouterPlan>> Create(const RouteProblem& problem,
-                                                                int sm_count,
-                                                                const AutotuneOptions& tune = {},
-                                                                const RouteArgs* tune_args = nullptr,
-                                                                cudaStream_t stream = nullptr);
+  static absl::StatusOr<std::unique_ptr<CudaRouterPlan>> Create(
+      const RouteProblem& problem, int sm_count, const AutotuneOptions& tune = {},
+      const RouteArgs* tune_args = nullptr, cudaStream_t stream = nullptr);
 
   absl::Status Route(const RouteArgs& args, cudaStream_t stream, bool pdl = false);
   cudaError_t Launch(const RouteArgs& args, cudaStream_t stream, bool pdl = false) {

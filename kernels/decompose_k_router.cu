@@ -161,7 +161,14 @@ template <>
 __device__ __forceinline__ void Load8<float>(const float* p, float (&v)[8]) {
   const float4 a = __ldg(reinterpret_cast<const float4*>(p));
   const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
-  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  v[0] = a.x;
+  v[1] = a.y;
+  v[2] = a.z;
+  v[3] = a.w;
+  v[4] = b.x;
+  v[5] = b.y;
+  v[6] = b.z;
+  v[7] = b.w;
 }
 template <>
 __device__ __forceinline__ void Load8<__nv_bfloat16>(const __nv_bfloat16* p, float (&v)[8]) {
@@ -230,8 +237,8 @@ __device__ bool ReduceSplits(const KernelParams& p, SharedStorage& smem, int m_b
   __shared__ bool is_last;
   const int tid = threadIdx.x;
   const int epad = p.m_blocks * kBlockExperts;
-  float* my_partials =
-      p.partials + ((size_t(z) * p.m_blocks + m_block) * p.k_splits + split) * kBlockExperts * kChunk;
+  float* my_partials = p.partials + ((size_t(z) * p.m_blocks + m_block) * p.k_splits + split) *
+                                        kBlockExperts * kChunk;
   __syncthreads();
   for (int i = tid; i < kBlockExperts * kChunk; i += kThreads) {
     const int el = i / kChunk, n = i % kChunk;
@@ -317,7 +324,8 @@ __device__ void FinishChunk(const KernelParams& p, SharedStorage& smem, int m_bl
     const int tok = z * kChunk + n;
     if (tok >= p.tokens) break;
     float* lg = smem.epilogue.logits[warp];
-    for (int e = lane; e < p.experts; e += 32) lg[e] = __ldcg(p.logits_ws + (size_t(z) * kChunk + n) * epad + e);
+    for (int e = lane; e < p.experts; e += 32)
+      lg[e] = __ldcg(p.logits_ws + (size_t(z) * kChunk + n) * epad + e);
     __syncwarp();
     WarpRouteToken(p.ep, lg, smem.epilogue.scores[warp], p.correction_bias,
                    p.ids + size_t(tok) * p.ep.top_k, p.weights + size_t(tok) * p.ep.top_k);
@@ -432,7 +440,8 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
       return absl::InvalidArgumentError("config: token_tiles must be 1, 2 or 4");
   }
   if (c.k_splits < 1 || c.k_splits > 4096)
-    return absl::InvalidArgumentError(absl::StrCat("config: k_splits ", c.k_splits, " outside [1, 4096]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: k_splits ", c.k_splits, " outside [1, 4096]"));
   return absl::OkStatus();
 }
 
@@ -467,14 +476,17 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
     const bool bf16 = s.w_dtype == DType::kBF16;
     switch (c.token_tiles) {
       case 1:
-        return bf16 ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 1>, grid, params, stream, pdl)
-                    : Launch(DecomposeKTensorCoreKernel<__half, 1>, grid, params, stream, pdl);
+        return bf16
+                   ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 1>, grid, params, stream, pdl)
+                   : Launch(DecomposeKTensorCoreKernel<__half, 1>, grid, params, stream, pdl);
       case 2:
-        return bf16 ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 2>, grid, params, stream, pdl)
-                    : Launch(DecomposeKTensorCoreKernel<__half, 2>, grid, params, stream, pdl);
+        return bf16
+                   ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 2>, grid, params, stream, pdl)
+                   : Launch(DecomposeKTensorCoreKernel<__half, 2>, grid, params, stream, pdl);
       default:
-        return bf16 ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 4>, grid, params, stream, pdl)
-                    : Launch(DecomposeKTensorCoreKernel<__half, 4>, grid, params, stream, pdl);
+        return bf16
+                   ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 4>, grid, params, stream, pdl)
+                   : Launch(DecomposeKTensorCoreKernel<__half, 4>, grid, params, stream, pdl);
     }
   }
   // FMA mainloop: dispatch on the (hidden, weight) dtype pair.
@@ -483,15 +495,24 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
   using H = __half;
   using F = float;
   switch (pair) {
-    case 0: return Launch(DecomposeKFmaKernel<B, B>, grid, params, stream, pdl);
-    case 1: return Launch(DecomposeKFmaKernel<B, H>, grid, params, stream, pdl);
-    case 2: return Launch(DecomposeKFmaKernel<B, F>, grid, params, stream, pdl);
-    case 3: return Launch(DecomposeKFmaKernel<H, B>, grid, params, stream, pdl);
-    case 4: return Launch(DecomposeKFmaKernel<H, H>, grid, params, stream, pdl);
-    case 5: return Launch(DecomposeKFmaKernel<H, F>, grid, params, stream, pdl);
-    case 6: return Launch(DecomposeKFmaKernel<F, B>, grid, params, stream, pdl);
-    case 7: return Launch(DecomposeKFmaKernel<F, H>, grid, params, stream, pdl);
-    default: return Launch(DecomposeKFmaKernel<F, F>, grid, params, stream, pdl);
+    case 0:
+      return Launch(DecomposeKFmaKernel<B, B>, grid, params, stream, pdl);
+    case 1:
+      return Launch(DecomposeKFmaKernel<B, H>, grid, params, stream, pdl);
+    case 2:
+      return Launch(DecomposeKFmaKernel<B, F>, grid, params, stream, pdl);
+    case 3:
+      return Launch(DecomposeKFmaKernel<H, B>, grid, params, stream, pdl);
+    case 4:
+      return Launch(DecomposeKFmaKernel<H, H>, grid, params, stream, pdl);
+    case 5:
+      return Launch(DecomposeKFmaKernel<H, F>, grid, params, stream, pdl);
+    case 6:
+      return Launch(DecomposeKFmaKernel<F, B>, grid, params, stream, pdl);
+    case 7:
+      return Launch(DecomposeKFmaKernel<F, H>, grid, params, stream, pdl);
+    default:
+      return Launch(DecomposeKFmaKernel<F, F>, grid, params, stream, pdl);
   }
 }
 
@@ -518,7 +539,8 @@ size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKCon
 
 cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& problem,
                                      const DecomposeKConfig& config, cudaStream_t stream) {
-  return cudaMemsetAsync(workspace, 0, MakeLayout(RouteShape(problem), config).counters_bytes, stream);
+  return cudaMemsetAsync(workspace, 0, MakeLayout(RouteShape(problem), config).counters_bytes,
+                         stream);
 }
 
 cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,
@@ -537,17 +559,27 @@ cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs&
   params.weights = args.expert_weights;
   params.logits_out = args.logits;
   params.gemm_mode = 0;
-  params.ep = {s.experts, s.top_k, int(s.scoring), s.order == RoutingOrder::kScoreThenTopK ? 1 : 0,
-               s.has_correction_bias ? 1 : 0, s.n_group, s.topk_group, s.group_score_topk,
-               s.renormalize ? 1 : 0, s.scaling_factor};
+  params.ep = {s.experts,
+               s.top_k,
+               int(s.scoring),
+               s.order == RoutingOrder::kScoreThenTopK ? 1 : 0,
+               s.has_correction_bias ? 1 : 0,
+               s.n_group,
+               s.topk_group,
+               s.group_score_topk,
+               s.renormalize ? 1 : 0,
+               s.scaling_factor};
   return LaunchForShape(RouteShape(problem), config, params, workspace, stream, pdl);
 }
 
 absl::Status CanGemmDecomposeK(const GemmProblem& p) {
-  if (p.m < 1 || p.m > 1024) return absl::InvalidArgumentError(absl::StrCat("m: ", p.m, " outside [1, 1024]"));
-  if (p.n < 1 || p.n > 4096) return absl::InvalidArgumentError(absl::StrCat("n: ", p.n, " outside [1, 4096]"));
+  if (p.m < 1 || p.m > 1024)
+    return absl::InvalidArgumentError(absl::StrCat("m: ", p.m, " outside [1, 1024]"));
+  if (p.n < 1 || p.n > 4096)
+    return absl::InvalidArgumentError(absl::StrCat("n: ", p.n, " outside [1, 4096]"));
   if (p.k < 8 || p.k > 131072 || p.k % 8 != 0)
-    return absl::InvalidArgumentError(absl::StrCat("k: ", p.k, " is not a multiple of 8 in [8, 131072]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("k: ", p.k, " is not a multiple of 8 in [8, 131072]"));
   return absl::OkStatus();
 }
 
@@ -561,7 +593,8 @@ size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& co
 
 cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
                                const DecomposeKConfig& config, cudaStream_t stream) {
-  return cudaMemsetAsync(workspace, 0, MakeLayout(GemmShape(problem), config).counters_bytes, stream);
+  return cudaMemsetAsync(workspace, 0, MakeLayout(GemmShape(problem), config).counters_bytes,
+                         stream);
 }
 
 cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,

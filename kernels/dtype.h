@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+
 #include "absl/strings/string_view.h"
 
 namespace moe {
@@ -15,9 +16,12 @@ inline constexpr size_t DTypeSize(DType t) { return t == DType::kFP32 ? 4 : 2; }
 
 inline constexpr absl::string_view DTypeName(DType t) {
   switch (t) {
-    case DType::kBF16: return "bf16";
-    case DType::kFP16: return "fp16";
-    case DType::kFP32: return "fp32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kFP16:
+      return "fp16";
+    case DType::kFP32:
+      return "fp32";
   }
   return "unknown";
 }
@@ -80,9 +84,12 @@ inline uint16_t FloatToFp16(float f) {
 // Reads element i of a raw little-endian array of type t as float.
 inline float LoadAsFloat(const void* data, DType t, size_t i) {
   switch (t) {
-    case DType::kBF16: return Bf16ToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DType::kFP16: return Fp16ToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DType::kFP32: return static_cast<const float*>(data)[i];
+    case DType::kBF16:
+      return Bf16ToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DType::kFP16:
+      return Fp16ToFloat(static_cast<const uint16_t*>(data)[i]);
+    case DType::kFP32:
+      return static_cast<const float*>(data)[i];
   }
   return 0.0f;
 }
@@ -90,9 +97,15 @@ inline float LoadAsFloat(const void* data, DType t, size_t i) {
 // Writes v as type t into element i of a raw array.
 inline void StoreFromFloat(void* data, DType t, size_t i, float v) {
   switch (t) {
-    case DType::kBF16: static_cast<uint16_t*>(data)[i] = FloatToBf16(v); break;
-    case DType::kFP16: static_cast<uint16_t*>(data)[i] = FloatToFp16(v); break;
-    case DType::kFP32: static_cast<float*>(data)[i] = v; break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(data)[i] = FloatToBf16(v);
+      break;
+    case DType::kFP16:
+      static_cast<uint16_t*>(data)[i] = FloatToFp16(v);
+      break;
+    case DType::kFP32:
+      static_cast<float*>(data)[i] = v;
+      break;
   }
 }
 

@@ -23,8 +23,8 @@ enum { MOE_SCORE_THEN_TOPK = 0, MOE_TOPK_THEN_SCORE = 1 };
 
 typedef struct moe_router_spec {
   int hidden, experts, top_k;
-  int scoring;          /* MOE_SOFTMAX, MOE_SIGMOID, MOE_NO_SCORING */
-  int order;            /* MOE_SCORE_THEN_TOPK, MOE_TOPK_THEN_SCORE */
+  int scoring; /* MOE_SOFTMAX, MOE_SIGMOID, MOE_NO_SCORING */
+  int order;   /* MOE_SCORE_THEN_TOPK, MOE_TOPK_THEN_SCORE */
   int has_router_bias, has_correction_bias;
   int n_group, topk_group, group_score_topk;
   int renormalize;

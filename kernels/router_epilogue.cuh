@@ -67,18 +67,33 @@ __device__ __forceinline__ float GroupScoresTop2(const EpilogueParams& p, const 
   if (group < p.n_group) {
     for (int e = group * per_group + part; e < (group + 1) * per_group; e += lanes) {
       const float v = sel[e];
-      if (After(b1, i1, v, e)) { b2 = b1; i2 = i1; b1 = v; i1 = e; }
-      else if (After(b2, i2, v, e)) { b2 = v; i2 = e; }
+      if (After(b1, i1, v, e)) {
+        b2 = b1;
+        i2 = i1;
+        b1 = v;
+        i1 = e;
+      } else if (After(b2, i2, v, e)) {
+        b2 = v;
+        i2 = e;
+      }
     }
   }
   for (int o = 1; o < lanes; o <<= 1) {  // merge two top-2 lists
     const float c1 = __shfl_xor_sync(0xffffffffu, b1, o), c2 = __shfl_xor_sync(0xffffffffu, b2, o);
     const int j1 = __shfl_xor_sync(0xffffffffu, i1, o), j2 = __shfl_xor_sync(0xffffffffu, i2, o);
     if (After(b1, i1, c1, j1)) {  // theirs first: new b1 = c1, b2 = best of (b1, c2)
-      if (After(b1, i1, c2, j2)) { b2 = c2; i2 = j2; } else { b2 = b1; i2 = i1; }
-      b1 = c1; i1 = j1;
+      if (After(b1, i1, c2, j2)) {
+        b2 = c2;
+        i2 = j2;
+      } else {
+        b2 = b1;
+        i2 = i1;
+      }
+      b1 = c1;
+      i1 = j1;
     } else if (After(b2, i2, c1, j1)) {
-      b2 = c1; i2 = j1;
+      b2 = c1;
+      i2 = j1;
     }
   }
   const float score = p.group_score_topk == 1 ? b1 : b1 + b2;
@@ -99,7 +114,10 @@ __device__ __forceinline__ float GroupScoresGeneric(const EpilogueParams& p, con
       for (int e = lane * per_group; e < (lane + 1) * per_group; ++e) {
         const float v = sel[e];
         if (!After(v, e, prev, prev_id)) continue;  // already counted
-        if (best_id < 0 || After(best, best_id, v, e)) { best = v; best_id = e; }
+        if (best_id < 0 || After(best, best_id, v, e)) {
+          best = v;
+          best_id = e;
+        }
       }
       score += best;
       prev = best;
@@ -144,8 +162,10 @@ __device__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits, fl
     const int e = lane + 32 * j;
     float v = l[j];
     if (p.score_first) {
-      if (p.scoring == kScoringSoftmax) v = expf(v - softmax_max) * softmax_inv;
-      else if (p.scoring == kScoringSigmoid) v = 1.0f / (1.0f + expf(-v));
+      if (p.scoring == kScoringSoftmax)
+        v = expf(v - softmax_max) * softmax_inv;
+      else if (p.scoring == kScoringSigmoid)
+        v = 1.0f / (1.0f + expf(-v));
     }
     sel[j] = e < E ? v + (p.has_correction_bias ? correction_bias[e] : 0.0f) : -INFINITY;
   }
@@ -156,8 +176,8 @@ __device__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits, fl
     for (int j = 0; j < P; ++j)
       if (lane + 32 * j < E) scratch[lane + 32 * j] = sel[j];
     __syncwarp();
-    const float group_score = p.group_score_topk <= 2 ? GroupScoresTop2(p, scratch)
-                                                      : GroupScoresGeneric(p, scratch);
+    const float group_score =
+        p.group_score_topk <= 2 ? GroupScoresTop2(p, scratch) : GroupScoresGeneric(p, scratch);
     __syncwarp();
     uint32_t kept = 0;
     for (int j = 0; j < p.topk_group; ++j) {
@@ -178,7 +198,10 @@ __device__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits, fl
     int best_j = 0;
 #pragma unroll
     for (int j = 1; j < P; ++j)
-      if (sel[j] > best) { best = sel[j]; best_j = j; }
+      if (sel[j] > best) {
+        best = sel[j];
+        best_j = j;
+      }
     const uint32_t key = best == -INFINITY ? 0u : OrderedKey(best);
     const uint32_t mine = uint32_t(lane + 32 * best_j);
     const uint32_t chosen = WarpArgBest(key, mine);
@@ -203,9 +226,12 @@ __device__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits, fl
   const float lc = my_logit;
   float w;
   if (p.score_first) {
-    if (p.scoring == kScoringSoftmax) w = expf(lc - softmax_max) * softmax_inv;
-    else if (p.scoring == kScoringSigmoid) w = 1.0f / (1.0f + expf(-lc));
-    else w = lc;
+    if (p.scoring == kScoringSoftmax)
+      w = expf(lc - softmax_max) * softmax_inv;
+    else if (p.scoring == kScoringSigmoid)
+      w = 1.0f / (1.0f + expf(-lc));
+    else
+      w = lc;
   } else if (p.scoring == kScoringSoftmax) {
     const float m = WarpMax(active ? lc : -INFINITY);
     const float e = active ? expf(lc - m) : 0.0f;
@@ -231,11 +257,16 @@ __device__ inline void WarpRouteToken(const EpilogueParams& p, const float* logi
                                       const float* __restrict__ correction_bias,
                                       int32_t* __restrict__ ids_out,
                                       float* __restrict__ weights_out) {
-  if (p.experts <= 32) WarpRouteTokenP<1>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else if (p.experts <= 64) WarpRouteTokenP<2>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else if (p.experts <= 128) WarpRouteTokenP<4>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else if (p.experts <= 256) WarpRouteTokenP<8>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else WarpRouteTokenP<16>(p, logits, scratch, correction_bias, ids_out, weights_out);
+  if (p.experts <= 32)
+    WarpRouteTokenP<1>(p, logits, scratch, correction_bias, ids_out, weights_out);
+  else if (p.experts <= 64)
+    WarpRouteTokenP<2>(p, logits, scratch, correction_bias, ids_out, weights_out);
+  else if (p.experts <= 128)
+    WarpRouteTokenP<4>(p, logits, scratch, correction_bias, ids_out, weights_out);
+  else if (p.experts <= 256)
+    WarpRouteTokenP<8>(p, logits, scratch, correction_bias, ids_out, weights_out);
+  else
+    WarpRouteTokenP<16>(p, logits, scratch, correction_bias, ids_out, weights_out);
 }
 
 }  // namespace moe::cuda

@@ -1,16 +1,19 @@
-#include "absl/strings/string_view.h"
 #include "kernels/router_spec.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
 
 namespace moe {
 
 absl::string_view ScoringName(Scoring s) {
   switch (s) {
-    case Scoring::kSoftmax: return "softmax";
-    case Scoring::kSigmoid: return "sigmoid";
-    case Scoring::kNone: return "none";
+    case Scoring::kSoftmax:
+      return "softmax";
+    case Scoring::kSigmoid:
+      return "sigmoid";
+    case Scoring::kNone:
+      return "none";
   }
   return "unknown";
 }
@@ -42,8 +45,7 @@ absl::Status ValidateSpec(const RouterSpec& s) {
   if (s.experts < 1 || s.experts > kMaxExperts)
     return bad("experts: ", s.experts, " is outside [1, ", kMaxExperts, "]");
   if (s.top_k < 1 || s.top_k > kMaxTopK || s.top_k > s.experts)
-    return bad("top_k: ", s.top_k, " is outside [1, min(", kMaxTopK, ", experts=", s.experts,
-               ")]");
+    return bad("top_k: ", s.top_k, " is outside [1, min(", kMaxTopK, ", experts=", s.experts, ")]");
   if (s.n_group < 1 || s.experts % s.n_group != 0)
     return bad("n_group: ", s.n_group, " does not divide experts=", s.experts);
   if (s.n_group > 32) return bad("n_group: ", s.n_group, " is above the limit of 32");
@@ -51,8 +53,8 @@ absl::Status ValidateSpec(const RouterSpec& s) {
     return bad("topk_group: ", s.topk_group, " is outside [1, n_group=", s.n_group, "]");
   const int per_group = s.experts / s.n_group;
   if (s.n_group > 1 && (s.group_score_topk < 1 || s.group_score_topk > per_group))
-    return bad("group_score_topk: ", s.group_score_topk, " is outside [1, experts per group=",
-               per_group, "]");
+    return bad("group_score_topk: ", s.group_score_topk,
+               " is outside [1, experts per group=", per_group, "]");
   if (s.top_k > s.topk_group * per_group)
     return bad("top_k: ", s.top_k, " exceeds the experts in the kept groups (",
                s.topk_group * per_group, ")");
@@ -99,8 +101,8 @@ std::vector<FamilyPreset> BuildPresets() {
   deepseek_like("glm4_moe", 5120, 160, 1, 1, 2.5f, 89);
 
   auto plain = [&](std::string name, int hidden, int experts, int top_k, Scoring scoring,
-                   RoutingOrder order, bool renorm, float scale, int layers,
-                   std::string weight, std::string bias = "") {
+                   RoutingOrder order, bool renorm, float scale, int layers, std::string weight,
+                   std::string bias = "") {
     FamilyPreset f;
     f.name = name;
     f.spec = MakeSpec(name, hidden, experts, top_k, scoring, order, renorm, scale);
@@ -120,11 +122,9 @@ std::vector<FamilyPreset> BuildPresets() {
   plain("gpt_oss_20b", 2880, 32, 4, Scoring::kSoftmax, kTks, false, 1.0f, 24,
         "model.layers.{L}.mlp.router.weight", "model.layers.{L}.mlp.router.bias");
   const std::string llama_router = "language_model.model.layers.{L}.feed_forward.router.weight";
-  plain("llama4_maverick", 5120, 128, 1, Scoring::kSigmoid, kTks, false, 1.0f, 24,
-        llama_router);
+  plain("llama4_maverick", 5120, 128, 1, Scoring::kSigmoid, kTks, false, 1.0f, 24, llama_router);
   plain("llama4_scout", 5120, 16, 1, Scoring::kSigmoid, kTks, false, 1.0f, 48, llama_router);
-  plain("deepseek_v2_lite", 2048, 64, 6, Scoring::kSoftmax, kStk, false, 1.0f, 26,
-        qwen_gate);
+  plain("deepseek_v2_lite", 2048, 64, 6, Scoring::kSoftmax, kStk, false, 1.0f, 26, qwen_gate);
   return p;
 }
 

@@ -22,11 +22,11 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/dtype.h"
 
 namespace moe {
@@ -67,10 +67,10 @@ absl::Status ValidateSpec(const RouterSpec& spec);
 
 // A model family preset: the spec plus the checkpoint conventions needed to load it.
 struct FamilyPreset {
-  std::string name;          // e.g. "deepseek_v3"
+  std::string name;  // e.g. "deepseek_v3"
   RouterSpec spec;
-  int layers = 0;            // MoE layers in the released model (demo models use this)
-  std::string weight_name;   // tensor name pattern, "{L}" replaced by the decoder layer
+  int layers = 0;                    // MoE layers in the released model (demo models use this)
+  std::string weight_name;           // tensor name pattern, "{L}" replaced by the decoder layer
   std::string router_bias_name;      // empty when the family has none
   std::string correction_bias_name;  // empty when the family has none
 };

@@ -10,10 +10,10 @@
 #define MOE_STATUS_CONCAT_INNER(a, b) a##b
 #define MOE_STATUS_CONCAT(a, b) MOE_STATUS_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::absl::Status moe_status_ = (expr);               \
-    if (!moe_status_.ok()) return moe_status_;         \
+#define RETURN_IF_ERROR(expr)                  \
+  do {                                         \
+    ::absl::Status moe_status_ = (expr);       \
+    if (!moe_status_.ok()) return moe_status_; \
   } while (0)
 
 #define MOE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

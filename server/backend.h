@@ -18,9 +18,9 @@ struct BatchIO {
   const void* hidden = nullptr;  // [tokens, hidden]
   DType hidden_dtype = DType::kBF16;
   int tokens = 0;
-  int32_t* ids = nullptr;      // [tokens, top_k]
-  float* weights = nullptr;    // [tokens, top_k]
-  float* logits = nullptr;     // optional [tokens, experts]
+  int32_t* ids = nullptr;    // [tokens, top_k]
+  float* weights = nullptr;  // [tokens, top_k]
+  float* logits = nullptr;   // optional [tokens, experts]
 };
 
 class RouterBackend {

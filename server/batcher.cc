@@ -79,13 +79,15 @@ void Batcher::WorkerMain() {
         auto oldest = queues_.end();
         for (auto it = queues_.begin(); it != queues_.end(); ++it)
           if (!it->second.empty() &&
-              (oldest == queues_.end() || it->second.front()->arrival < oldest->second.front()->arrival))
+              (oldest == queues_.end() ||
+               it->second.front()->arrival < oldest->second.front()->arrival))
             oldest = it;
         auto& q = oldest->second;
         int tokens = 0;
         for (const auto& w : q) tokens += w->tokens;
         const auto now = Clock::now();
-        const BatchDecision d = DecideBatch(Micros(now), Micros(q.front()->arrival), tokens, options_.limits);
+        const BatchDecision d =
+            DecideBatch(Micros(now), Micros(q.front()->arrival), tokens, options_.limits);
         if (!d.launch_now && !stopping_) {
           cv_.WaitWithTimeout(&mu_, absl::Microseconds(d.wait_until_us - Micros(now)));
           continue;
@@ -94,7 +96,8 @@ void Batcher::WorkerMain() {
         while (!q.empty()) {
           auto& w = q.front();
           const bool expired = now > w->deadline || (w->cancelled && w->cancelled());
-          if (!expired && batch_tokens + w->tokens > options_.limits.max_batch_tokens && !batch.empty())
+          if (!expired && batch_tokens + w->tokens > options_.limits.max_batch_tokens &&
+              !batch.empty())
             break;
           if (expired) {
             dropped.push_back(std::move(w));
@@ -137,8 +140,8 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
   std::vector<int32_t> ids(size_t(tokens) * top_k);
   std::vector<float> weights(ids.size());
   std::vector<float> logits(want_logits ? size_t(tokens) * experts : 0);
-  BatchIO io{hidden.data(), first.dtype, tokens, ids.data(), weights.data(),
-             want_logits ? logits.data() : nullptr};
+  BatchIO io{hidden.data(), first.dtype,    tokens,
+             ids.data(),    weights.data(), want_logits ? logits.data() : nullptr};
   const auto start = Clock::now();
   auto compute = backend_->Route(first.model, first.layer, io);
   const Labels backend_label = {{"backend", backend_->name()}};

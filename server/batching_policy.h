@@ -20,8 +20,7 @@ struct BatchDecision {
 // now_us and oldest_arrival_us on the same clock; queued_tokens > 0.
 inline BatchDecision DecideBatch(int64_t now_us, int64_t oldest_arrival_us, int queued_tokens,
                                  const BatchingLimits& limits) {
-  if (queued_tokens >= limits.max_batch_tokens || limits.max_queue_delay_us <= 0)
-    return {true, 0};
+  if (queued_tokens >= limits.max_batch_tokens || limits.max_queue_delay_us <= 0) return {true, 0};
   const int64_t deadline = oldest_arrival_us + limits.max_queue_delay_us;
   if (now_us >= deadline) return {true, 0};
   return {false, deadline};

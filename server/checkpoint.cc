@@ -36,8 +36,8 @@ absl::StatusOr<std::string> PresetForModelType(const std::string& model_type) {
   if (model_type == "gpt_oss") return std::string("gpt_oss_20b");
   if (model_type == "llama4" || model_type == "llama4_text") return std::string("llama4_scout");
   if (model_type == "deepseek_v2") return std::string("deepseek_v2_lite");
-  return absl::InvalidArgumentError(absl::StrCat("config.json: model_type '", model_type,
-                                                 "' is not a supported MoE family"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("config.json: model_type '", model_type, "' is not a supported MoE family"));
 }
 
 // Applies the routing keys present in config.json on top of the preset.
@@ -59,7 +59,8 @@ absl::Status ApplyConfig(const google::protobuf::Struct& cfg, const std::string&
     ASSIGN_OR_RETURN(spec->scoring, ParseScoring(*v));
   }
   if (auto v = JsonBool(cfg, "norm_topk_prob")) spec->renormalize = *v;
-  if (auto v = JsonNumber(cfg, "routed_scaling_factor")) spec->scaling_factor = static_cast<float>(*v);
+  if (auto v = JsonNumber(cfg, "routed_scaling_factor"))
+    spec->scaling_factor = static_cast<float>(*v);
   auto valid = ValidateSpec(*spec);
   if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", valid.message()));
   return absl::OkStatus();
@@ -93,12 +94,15 @@ absl::StatusOr<std::map<std::string, std::string>> TensorFiles(const std::string
 
 absl::StatusOr<DType> WeightDType(StDType t, const std::string& where) {
   switch (t) {
-    case StDType::kBF16: return DType::kBF16;
-    case StDType::kF16: return DType::kFP16;
-    case StDType::kF32: return DType::kFP32;
+    case StDType::kBF16:
+      return DType::kBF16;
+    case StDType::kF16:
+      return DType::kFP16;
+    case StDType::kF32:
+      return DType::kFP32;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(where, ": dtype ", StDTypeName(t),
-                                                     " is not supported (BF16, F16, F32)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": dtype ", StDTypeName(t), " is not supported (BF16, F16, F32)"));
   }
 }
 
@@ -141,7 +145,8 @@ absl::StatusOr<RouterModel> LoadCheckpointDir(const std::string& dir, const std:
 
   ASSIGN_OR_RETURN(auto tensor_files, TensorFiles(dir));
   // The MoE layers are those whose router weight exists (dense layers have none).
-  std::string pattern = absl::StrReplaceAll(preset.weight_name, {{".", "\\."}, {"{L}", "([0-9]+)"}});
+  std::string pattern =
+      absl::StrReplaceAll(preset.weight_name, {{".", "\\."}, {"{L}", "([0-9]+)"}});
   const std::regex weight_re(pattern);
   std::vector<int> moe_layers;
   for (const auto& [tensor, file] : tensor_files) {

@@ -37,16 +37,21 @@ class CpuBackend : public RouterBackend {
     {
       absl::MutexLock lock(&mu_);
       auto it = models_.find(name);
-      if (it == models_.end()) return absl::NotFoundError(absl::StrCat("model: '", name, "' not loaded"));
+      if (it == models_.end())
+        return absl::NotFoundError(absl::StrCat("model: '", name, "' not loaded"));
       model = it->second;
     }
     if (layer < 0 || layer >= model->num_layers())
       return absl::NotFoundError(absl::StrCat("layer: ", layer, " out of range"));
     const RouterLayer& l = model->layers[layer];
     RouteProblem p{model->spec, io.tokens, io.hidden_dtype, model->weight_dtype};
-    RouteArgs args{io.hidden, l.weight.data(), l.router_bias.empty() ? nullptr : l.router_bias.data(),
-                   l.correction_bias.empty() ? nullptr : l.correction_bias.data(), io.ids,
-                   io.weights, io.logits};
+    RouteArgs args{io.hidden,
+                   l.weight.data(),
+                   l.router_bias.empty() ? nullptr : l.router_bias.data(),
+                   l.correction_bias.empty() ? nullptr : l.correction_bias.data(),
+                   io.ids,
+                   io.weights,
+                   io.logits};
     std::vector<uint8_t> workspace(router_.WorkspaceBytes(p));
     const auto start = std::chrono::steady_clock::now();
     auto status = router_.Route(p, args, workspace.data(), workspace.size());

@@ -44,7 +44,8 @@ class CudaBackend : public RouterBackend {
     ASSIGN_OR_RETURN(pinned_in_, PinnedBuffer::Allocate(hidden_bytes));
     ASSIGN_OR_RETURN(pinned_out_, PinnedBuffer::Allocate(2 * out_bytes));
     ASSIGN_OR_RETURN(dev_in_, DeviceBuffer::Allocate(hidden_bytes));
-    ASSIGN_OR_RETURN(dev_out_, DeviceBuffer::Allocate(2 * out_bytes + 2 * size_t(kMaxTokens) * kMaxTopK * 4));
+    ASSIGN_OR_RETURN(dev_out_,
+                     DeviceBuffer::Allocate(2 * out_bytes + 2 * size_t(kMaxTokens) * kMaxTopK * 4));
     return absl::OkStatus();
   }
 
@@ -65,8 +66,9 @@ class CudaBackend : public RouterBackend {
       CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r.weights.as<char>() + wbytes * l, layer.weight.data(),
                                              wbytes, cudaMemcpyHostToDevice));
       if (!layer.router_bias.empty())
-        CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r.biases.as<float>() + 2 * e * l, layer.router_bias.data(),
-                                               4 * e, cudaMemcpyHostToDevice));
+        CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r.biases.as<float>() + 2 * e * l,
+                                               layer.router_bias.data(), 4 * e,
+                                               cudaMemcpyHostToDevice));
       if (!layer.correction_bias.empty())
         CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r.biases.as<float>() + 2 * e * l + e,
                                                layer.correction_bias.data(), 4 * e,
@@ -79,7 +81,8 @@ class CudaBackend : public RouterBackend {
   absl::StatusOr<double> Route(const std::string& name, int layer, const BatchIO& io) override {
     absl::MutexLock lock(&mu_);
     auto it = models_.find(name);
-    if (it == models_.end()) return absl::NotFoundError(absl::StrCat("model: '", name, "' not loaded"));
+    if (it == models_.end())
+      return absl::NotFoundError(absl::StrCat("model: '", name, "' not loaded"));
     Resident& r = it->second;
     const RouterModel& m = *r.model;
     if (layer < 0 || layer >= m.num_layers())
@@ -92,10 +95,13 @@ class CudaBackend : public RouterBackend {
     float* dev_logits = dev_out_.as<float>();
     int32_t* dev_ids = reinterpret_cast<int32_t*>(dev_logits + size_t(kMaxTokens) * kMaxExperts);
     float* dev_w = reinterpret_cast<float*>(dev_ids + size_t(kMaxTokens) * kMaxTopK);
-    RouteArgs args{dev_in_.get(), r.weights.as<char>() + wbytes * layer,
+    RouteArgs args{dev_in_.get(),
+                   r.weights.as<char>() + wbytes * layer,
                    m.spec.has_router_bias ? r.biases.as<float>() + 2 * e * layer : nullptr,
                    m.spec.has_correction_bias ? r.biases.as<float>() + 2 * e * layer + e : nullptr,
-                   dev_ids, dev_w, io.logits ? dev_logits : nullptr};
+                   dev_ids,
+                   dev_w,
+                   io.logits ? dev_logits : nullptr};
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
     std::memcpy(pinned_in_.get(), io.hidden, in_bytes);
     CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(dev_in_.get(), pinned_in_.get(), in_bytes,
@@ -105,22 +111,24 @@ class CudaBackend : public RouterBackend {
       cuda::AutotuneOptions tune{autotune_, cache_, 20};
       RouteArgs tune_args = args;
       tune_args.logits = nullptr;
-      ASSIGN_OR_RETURN(plan, cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args,
-                                                          stream_.get()));
+      ASSIGN_OR_RETURN(
+          plan, cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args, stream_.get()));
     }
     RouteProblem p{m.spec, io.tokens, io.hidden_dtype, m.weight_dtype};
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(start_.get(), stream_.get()));
     // The bucket's plan: its config and workspace serve any smaller token count.
-    CUDA_RETURN_STATUS_IF_ERROR(cuda::LaunchDecomposeKRouter(p, args, plan->config(),
-                                                             plan->workspace(), stream_.get()));
+    CUDA_RETURN_STATUS_IF_ERROR(
+        cuda::LaunchDecomposeKRouter(p, args, plan->config(), plan->workspace(), stream_.get()));
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(stop_.get(), stream_.get()));
     char* out = pinned_out_.as<char>();
-    CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(out, dev_ids, io.tokens * k * 4, cudaMemcpyDeviceToHost, stream_.get()));
+    CUDA_RETURN_STATUS_IF_ERROR(
+        cudaMemcpyAsync(out, dev_ids, io.tokens * k * 4, cudaMemcpyDeviceToHost, stream_.get()));
     CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(out + io.tokens * k * 4, dev_w, io.tokens * k * 4,
                                                 cudaMemcpyDeviceToHost, stream_.get()));
     if (io.logits)
       CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(out + 2 * io.tokens * k * 4, dev_logits,
-                                                  io.tokens * e * 4, cudaMemcpyDeviceToHost, stream_.get()));
+                                                  io.tokens * e * 4, cudaMemcpyDeviceToHost,
+                                                  stream_.get()));
     CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream_.get()));
     std::memcpy(io.ids, out, io.tokens * k * 4);
     std::memcpy(io.weights, out + io.tokens * k * 4, io.tokens * k * 4);

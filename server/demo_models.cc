@@ -48,7 +48,8 @@ RouterModel MakeSyntheticModel(const RouterSpec& spec, int layers, DType weight_
     RouterLayer layer;
     layer.source_layer = l;
     layer.weight.resize(count * DTypeSize(weight_dtype));
-    for (size_t i = 0; i < count; ++i) StoreFromFloat(layer.weight.data(), weight_dtype, i, a * rng.Symmetric());
+    for (size_t i = 0; i < count; ++i)
+      StoreFromFloat(layer.weight.data(), weight_dtype, i, a * rng.Symmetric());
     if (spec.has_router_bias) {
       layer.router_bias.resize(spec.experts);
       for (float& b : layer.router_bias) b = 0.1f * rng.Symmetric();

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "server/json_util.h"
 
 #include <fstream>
@@ -6,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace moe {
@@ -15,8 +15,7 @@ absl::StatusOr<google::protobuf::Struct> ParseJsonObject(absl::string_view json,
   google::protobuf::Struct s;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;
-  auto status =
-      google::protobuf::util::JsonStringToMessage(std::string(json), &s, options);
+  auto status = google::protobuf::util::JsonStringToMessage(std::string(json), &s, options);
   if (!status.ok())
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": invalid JSON: ", std::string(status.message())));
@@ -59,11 +58,21 @@ std::string JsonQuote(absl::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
           out += absl::StrFormat("\\u%04x", static_cast<unsigned char>(c));

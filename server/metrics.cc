@@ -25,7 +25,8 @@ std::string EscapeLabel(const std::string& v) {
 std::string LabelText(const Labels& labels, const std::string& extra_key = "",
                       const std::string& extra_value = "") {
   std::string out;
-  for (const auto& [k, v] : labels) absl::StrAppend(&out, out.empty() ? "" : ",", k, "=\"", EscapeLabel(v), "\"");
+  for (const auto& [k, v] : labels)
+    absl::StrAppend(&out, out.empty() ? "" : ",", k, "=\"", EscapeLabel(v), "\"");
   if (!extra_key.empty())
     absl::StrAppend(&out, out.empty() ? "" : ",", extra_key, "=\"", extra_value, "\"");
   return out.empty() ? "" : "{" + out + "}";
@@ -39,12 +40,14 @@ std::vector<double> ExponentialBuckets(double start, double factor, int count) {
   return b;
 }
 
-MetricFamily::MetricFamily(std::string name, std::string help, Type type, std::vector<double> buckets)
+MetricFamily::MetricFamily(std::string name, std::string help, Type type,
+                           std::vector<double> buckets)
     : name_(std::move(name)), help_(std::move(help)), type_(type), buckets_(std::move(buckets)) {}
 
 MetricFamily::Series& MetricFamily::SeriesFor(const Labels& labels) {
   auto& s = series_[labels];
-  if (type_ == Type::kHistogram && s.bucket_counts.empty()) s.bucket_counts.assign(buckets_.size(), 0);
+  if (type_ == Type::kHistogram && s.bucket_counts.empty())
+    s.bucket_counts.assign(buckets_.size(), 0);
   return s;
 }
 
@@ -68,7 +71,9 @@ void MetricFamily::Observe(const Labels& labels, double value) {
 }
 
 void MetricFamily::Render(std::string* out) const {
-  const char* type = type_ == Type::kCounter ? "counter" : type_ == Type::kGauge ? "gauge" : "histogram";
+  const char* type = type_ == Type::kCounter ? "counter"
+                     : type_ == Type::kGauge ? "gauge"
+                                             : "histogram";
   absl::StrAppend(out, "# HELP ", name_, " ", help_, "\n# TYPE ", name_, " ", type, "\n");
   absl::MutexLock lock(&mu_);
   for (const auto& [labels, s] : series_) {
@@ -77,8 +82,8 @@ void MetricFamily::Render(std::string* out) const {
       continue;
     }
     for (size_t i = 0; i < buckets_.size(); ++i)
-      absl::StrAppend(out, name_, "_bucket", LabelText(labels, "le", absl::StrCat(buckets_[i])), " ",
-                      s.bucket_counts[i], "\n");
+      absl::StrAppend(out, name_, "_bucket", LabelText(labels, "le", absl::StrCat(buckets_[i])),
+                      " ", s.bucket_counts[i], "\n");
     absl::StrAppend(out, name_, "_bucket", LabelText(labels, "le", "+Inf"), " ", s.count, "\n");
     absl::StrAppend(out, name_, "_sum", LabelText(labels), " ", FormatValue(s.sum), "\n");
     absl::StrAppend(out, name_, "_count", LabelText(labels), " ", s.count, "\n");
@@ -112,7 +117,8 @@ std::string MetricsRegistry::Render() const {
 
 ServerMetrics::ServerMetrics(MetricsRegistry* r) {
   const auto latency = ExponentialBuckets(10e-6, 2.0, 16);  // 10 us .. 0.33 s
-  requests = r->AddCounter("moe_router_requests_total", "Route requests by model and gRPC status code.");
+  requests =
+      r->AddCounter("moe_router_requests_total", "Route requests by model and gRPC status code.");
   request_seconds = r->AddHistogram("moe_router_request_duration_seconds",
                                     "Time from arrival to response of Route requests.", latency);
   queue_seconds = r->AddHistogram("moe_router_queue_wait_seconds",
@@ -122,10 +128,12 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r) {
   batch_tokens = r->AddHistogram("moe_router_batch_tokens", "Tokens per executed batch.",
                                  ExponentialBuckets(1, 2, 10));
   queue_depth = r->AddGauge("moe_router_queue_depth", "Requests waiting in batch queues.");
-  in_flight = r->AddGauge("moe_router_in_flight_requests", "Route requests accepted and not yet answered.");
+  in_flight =
+      r->AddGauge("moe_router_in_flight_requests", "Route requests accepted and not yet answered.");
   shed = r->AddCounter("moe_router_shed_total", "Requests rejected because the queue was full.");
   model_info = r->AddGauge("moe_router_model_info", "Loaded models (value 1).");
-  weight_bytes = r->AddGauge("moe_router_weight_memory_bytes", "Bytes of router weights held per model.");
+  weight_bytes =
+      r->AddGauge("moe_router_weight_memory_bytes", "Bytes of router weights held per model.");
   build_info = r->AddGauge("moe_router_build_info", "Build information (value 1).");
 }
 

@@ -26,8 +26,8 @@ class MetricFamily {
   MetricFamily(std::string name, std::string help, Type type, std::vector<double> buckets = {});
 
   void Increment(const Labels& labels, double by = 1.0);  // counters and gauges
-  void Set(const Labels& labels, double value);            // gauges
-  void Observe(const Labels& labels, double value);        // histograms
+  void Set(const Labels& labels, double value);           // gauges
+  void Observe(const Labels& labels, double value);       // histograms
   void Render(std::string* out) const;
 
  private:

@@ -18,12 +18,19 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
   const auto& t = req.hidden_states();
   DType dtype;
   switch (t.dtype()) {
-    case moe_router::v1::DTYPE_BF16: dtype = DType::kBF16; break;
-    case moe_router::v1::DTYPE_FP16: dtype = DType::kFP16; break;
-    case moe_router::v1::DTYPE_FP32: dtype = DType::kFP32; break;
+    case moe_router::v1::DTYPE_BF16:
+      dtype = DType::kBF16;
+      break;
+    case moe_router::v1::DTYPE_FP16:
+      dtype = DType::kFP16;
+      break;
+    case moe_router::v1::DTYPE_FP32:
+      dtype = DType::kFP32;
+      break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "hidden_states.dtype: ", t.dtype(), " is not a supported dtype (DTYPE_BF16, DTYPE_FP16, DTYPE_FP32)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden_states.dtype: ", t.dtype(),
+                       " is not a supported dtype (DTYPE_BF16, DTYPE_FP16, DTYPE_FP32)"));
   }
   if (t.shape_size() != 2)
     return absl::InvalidArgumentError(absl::StrCat("hidden_states.shape: expected [tokens, ",
@@ -31,8 +38,8 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
                                                    " dimensions"));
   const int64_t tokens = t.shape(0), hidden = t.shape(1);
   if (tokens < 1 || tokens > max_tokens)
-    return absl::InvalidArgumentError(absl::StrCat("hidden_states.shape[0]: tokens = ", tokens,
-                                                   ", expected 1..", max_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("hidden_states.shape[0]: tokens = ", tokens, ", expected 1..", max_tokens));
   if (hidden != m.spec.hidden)
     return absl::InvalidArgumentError(absl::StrCat("hidden_states.shape[1]: hidden = ", hidden,
                                                    ", expected ", m.spec.hidden, " for model '",

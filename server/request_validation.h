@@ -24,7 +24,7 @@ struct ModelDescription {
 };
 
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
-    const moe_router::v1::RouteRequest& request, const std::map<std::string, ModelDescription>& models,
-    int max_tokens);
+    const moe_router::v1::RouteRequest& request,
+    const std::map<std::string, ModelDescription>& models, int max_tokens);
 
 }  // namespace moe

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "server/router_model.h"
 
 #include <cstring>
@@ -6,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "kernels/status_macros.h"
 #include "server/safetensors.h"
 
@@ -14,9 +14,12 @@ namespace {
 
 StDType ToStDType(DType t) {
   switch (t) {
-    case DType::kBF16: return StDType::kBF16;
-    case DType::kFP16: return StDType::kF16;
-    case DType::kFP32: return StDType::kF32;
+    case DType::kBF16:
+      return StDType::kBF16;
+    case DType::kFP16:
+      return StDType::kF16;
+    case DType::kFP32:
+      return StDType::kF32;
   }
   return StDType::kF32;
 }
@@ -38,7 +41,8 @@ absl::Status ValidateModel(const RouterModel& m, const std::string& source) {
   auto spec_status = ValidateSpec(m.spec);
   if (!spec_status.ok())
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", spec_status.message()));
-  if (m.layers.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": no router layers"));
+  if (m.layers.empty())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": no router layers"));
   const size_t expect = size_t(m.spec.experts) * m.spec.hidden * DTypeSize(m.weight_dtype);
   for (size_t i = 0; i < m.layers.size(); ++i) {
     const auto& l = m.layers[i];
@@ -132,13 +136,17 @@ absl::Status WriteRouterFile(const RouterModel& m, const std::string& path) {
   for (int i = 0; i < m.num_layers(); ++i) {
     const auto& l = m.layers[i];
     absl::StrAppend(&source_layers, i ? "," : "", l.source_layer);
-    tensors.push_back({absl::StrCat("layers.", i, ".weight"), ToStDType(m.weight_dtype), {e, h},
+    tensors.push_back({absl::StrCat("layers.", i, ".weight"),
+                       ToStDType(m.weight_dtype),
+                       {e, h},
                        {reinterpret_cast<const char*>(l.weight.data()), l.weight.size()}});
     if (!l.router_bias.empty())
-      tensors.push_back({absl::StrCat("layers.", i, ".router_bias"), StDType::kF32, {e},
-                         AsBytes(l.router_bias)});
+      tensors.push_back(
+          {absl::StrCat("layers.", i, ".router_bias"), StDType::kF32, {e}, AsBytes(l.router_bias)});
     if (!l.correction_bias.empty())
-      tensors.push_back({absl::StrCat("layers.", i, ".correction_bias"), StDType::kF32, {e},
+      tensors.push_back({absl::StrCat("layers.", i, ".correction_bias"),
+                         StDType::kF32,
+                         {e},
                          AsBytes(l.correction_bias)});
   }
   auto metadata = SpecToMetadata(m.spec);
@@ -156,7 +164,8 @@ absl::StatusOr<RouterModel> ReadRouterFile(const std::string& path, const std::s
   int layers = 0;
   if (layers_it == file->metadata().end() || !absl::SimpleAtoi(layers_it->second, &layers) ||
       layers < 1 || layers > 100000)
-    return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ 'layers' is missing or invalid"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": __metadata__ 'layers' is missing or invalid"));
   std::vector<std::string> source_layers;
   if (auto it = file->metadata().find("source_layers"); it != file->metadata().end())
     source_layers = absl::StrSplit(it->second, ',');
@@ -165,26 +174,32 @@ absl::StatusOr<RouterModel> ReadRouterFile(const std::string& path, const std::s
   for (int i = 0; i < layers; ++i) {
     RouterLayer layer;
     layer.source_layer = i;
-    if (i < static_cast<int>(source_layers.size())) (void)absl::SimpleAtoi(source_layers[i], &layer.source_layer);
+    if (i < static_cast<int>(source_layers.size()))
+      (void)absl::SimpleAtoi(source_layers[i], &layer.source_layer);
     const std::string wname = absl::StrCat("layers.", i, ".weight");
     ASSIGN_OR_RETURN(const TensorInfo* w, file->Find(wname));
     if (w->shape != std::vector<int64_t>{e, h})
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", wname,
-                                                     "': wrong shape for the model, expected [",
-                                                     e, ", ", h, "]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor '", wname, "': wrong shape for the model, expected [", e, ", ", h, "]"));
     DType dt;
     switch (w->dtype) {
-      case StDType::kBF16: dt = DType::kBF16; break;
-      case StDType::kF16: dt = DType::kFP16; break;
-      case StDType::kF32: dt = DType::kFP32; break;
+      case StDType::kBF16:
+        dt = DType::kBF16;
+        break;
+      case StDType::kF16:
+        dt = DType::kFP16;
+        break;
+      case StDType::kF32:
+        dt = DType::kFP32;
+        break;
       default:
         return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", wname, "': dtype ",
                                                        StDTypeName(w->dtype),
                                                        " is not supported (BF16, F16, F32)"));
     }
     if (dtype_set && dt != m.weight_dtype)
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", wname,
-                                                     "': dtype differs from layer 0's"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", wname, "': dtype differs from layer 0's"));
     m.weight_dtype = dt;
     dtype_set = true;
     layer.weight.assign(file->Data(*w), file->Data(*w) + (w->end - w->begin));
@@ -200,7 +215,8 @@ absl::StatusOr<RouterModel> ReadRouterFile(const std::string& path, const std::s
       return absl::OkStatus();
     };
     RETURN_IF_ERROR(read_bias("router_bias", m.spec.has_router_bias, &layer.router_bias));
-    RETURN_IF_ERROR(read_bias("correction_bias", m.spec.has_correction_bias, &layer.correction_bias));
+    RETURN_IF_ERROR(
+        read_bias("correction_bias", m.spec.has_correction_bias, &layer.correction_bias));
     m.layers.push_back(std::move(layer));
   }
   RETURN_IF_ERROR(ValidateModel(m, path));

@@ -13,9 +13,12 @@ namespace {
 
 v1::DType ToProto(DType t) {
   switch (t) {
-    case DType::kBF16: return v1::DTYPE_BF16;
-    case DType::kFP16: return v1::DTYPE_FP16;
-    case DType::kFP32: return v1::DTYPE_FP32;
+    case DType::kBF16:
+      return v1::DTYPE_BF16;
+    case DType::kFP16:
+      return v1::DTYPE_FP16;
+    case DType::kFP32:
+      return v1::DTYPE_FP32;
   }
   return v1::DTYPE_UNSPECIFIED;
 }
@@ -26,7 +29,10 @@ std::string CodeName(absl::StatusCode c) { return absl::StatusCodeToString(c); }
 
 RouterService::RouterService(std::map<std::string, ModelDescription> models, Batcher* batcher,
                              RouterBackend* backend, ServerMetrics* metrics, int max_tokens)
-    : models_(std::move(models)), batcher_(batcher), backend_(backend), metrics_(metrics),
+    : models_(std::move(models)),
+      batcher_(batcher),
+      backend_(backend),
+      metrics_(metrics),
       max_tokens_(max_tokens) {}
 
 void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerContext* ctx,
@@ -34,7 +40,8 @@ void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerCont
   const auto arrival = Clock::now();
   const std::string model = req.model();
   const uint64_t request_id = req.request_id();
-  auto finish = [this, model, arrival, done = std::move(done)](absl::Status s, v1::RouteResponse r) {
+  auto finish = [this, model, arrival, done = std::move(done)](absl::Status s,
+                                                               v1::RouteResponse r) {
     metrics_->requests->Increment({{"model", model}, {"code", CodeName(s.code())}});
     metrics_->request_seconds->Observe(
         {{"model", model}}, std::chrono::duration<double>(Clock::now() - arrival).count());
@@ -78,7 +85,8 @@ void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerCont
 }
 
 grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
-                                               const v1::RouteRequest* req, v1::RouteResponse* resp) {
+                                               const v1::RouteRequest* req,
+                                               v1::RouteResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   Submit(*req, ctx, [reactor, resp](absl::Status s, v1::RouteResponse r) {
     if (s.ok()) *resp = std::move(r);

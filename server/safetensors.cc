@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "server/safetensors.h"
 
 #include <fcntl.h>
@@ -12,6 +11,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "server/json_util.h"
 
 namespace moe {
@@ -23,11 +23,11 @@ struct DTypeEntry {
   size_t size;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {StDType::kBF16, "BF16", 2},   {StDType::kF16, "F16", 2},       {StDType::kF32, "F32", 4},
-    {StDType::kF64, "F64", 8},     {StDType::kI8, "I8", 1},         {StDType::kU8, "U8", 1},
-    {StDType::kI16, "I16", 2},     {StDType::kI32, "I32", 4},       {StDType::kI64, "I64", 8},
-    {StDType::kBool, "BOOL", 1},   {StDType::kF8E4M3, "F8_E4M3", 1}, {StDType::kF8E5M2, "F8_E5M2", 1},
-    {StDType::kU16, "U16", 2},     {StDType::kU32, "U32", 4},       {StDType::kU64, "U64", 8},
+    {StDType::kBF16, "BF16", 2}, {StDType::kF16, "F16", 2},        {StDType::kF32, "F32", 4},
+    {StDType::kF64, "F64", 8},   {StDType::kI8, "I8", 1},          {StDType::kU8, "U8", 1},
+    {StDType::kI16, "I16", 2},   {StDType::kI32, "I32", 4},        {StDType::kI64, "I64", 8},
+    {StDType::kBool, "BOOL", 1}, {StDType::kF8E4M3, "F8_E4M3", 1}, {StDType::kF8E5M2, "F8_E5M2", 1},
+    {StDType::kU16, "U16", 2},   {StDType::kU32, "U32", 4},        {StDType::kU64, "U64", 8},
 };
 
 // Headers above this are rejected: real ones are a few MB at most.
@@ -54,9 +54,12 @@ size_t StDTypeSize(StDType t) {
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  auto err = [&](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(path, ": ", parts...)); };
+  auto err = [&](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parts...));
+  };
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
@@ -79,9 +82,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | file->map_[i];
   if (header_len > size - 8)
     return err("header length ", header_len, " runs past the end of the file (", size, " bytes)");
-  if (header_len > kMaxHeaderBytes) return err("header length ", header_len, " is implausibly large");
+  if (header_len > kMaxHeaderBytes)
+    return err("header length ", header_len, " is implausibly large");
   absl::string_view header(reinterpret_cast<const char*>(file->map_ + 8), header_len);
-  if (header.empty() || header.front() != '{') return err("invalid JSON header: does not start with '{'");
+  if (header.empty() || header.front() != '{')
+    return err("invalid JSON header: does not start with '{'");
   auto parsed = ParseJsonObject(header, path + " header");
   if (!parsed.ok()) return parsed.status();
   file->data_ = file->map_ + 8 + header_len;
@@ -182,11 +187,11 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
     uint64_t elements = 1;
     for (int64_t d : t.shape) elements *= static_cast<uint64_t>(d);
     if (elements * StDTypeSize(t.dtype) != t.bytes.size())
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", t.name,
-                                                     "': shape and byte length disagree"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", t.name, "': shape and byte length disagree"));
     header += metadata.empty() && &t == &tensors.front() ? "" : ",";
-    header += JsonQuote(t.name) + ":{\"dtype\":\"" + std::string(StDTypeName(t.dtype)) +
-              "\",\"shape\":[";
+    header +=
+        JsonQuote(t.name) + ":{\"dtype\":\"" + std::string(StDTypeName(t.dtype)) + "\",\"shape\":[";
     for (size_t i = 0; i < t.shape.size(); ++i) header += (i ? "," : "") + absl::StrCat(t.shape[i]);
     header += absl::StrCat("],\"data_offsets\":[", offset, ",", offset + t.bytes.size(), "]}");
     offset += t.bytes.size();
@@ -199,7 +204,8 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t{header.size()} >> (8 * i));
   out.write(reinterpret_cast<const char*>(len), 8);
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  for (const auto& t : tensors) out.write(t.bytes.data(), static_cast<std::streamsize>(t.bytes.size()));
+  for (const auto& t : tensors)
+    out.write(t.bytes.data(), static_cast<std::streamsize>(t.bytes.size()));
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
   return absl::OkStatus();

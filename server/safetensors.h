@@ -9,15 +9,30 @@
 #include <map>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace moe {
 
-enum class StDType { kBF16, kF16, kF32, kF64, kI8, kU8, kI16, kI32, kI64, kBool, kF8E4M3, kF8E5M2,
-                     kU16, kU32, kU64 };
+enum class StDType {
+  kBF16,
+  kF16,
+  kF32,
+  kF64,
+  kI8,
+  kU8,
+  kI16,
+  kI32,
+  kI64,
+  kBool,
+  kF8E4M3,
+  kF8E5M2,
+  kU16,
+  kU32,
+  kU64
+};
 
 absl::StatusOr<StDType> ParseStDType(absl::string_view name);
 absl::string_view StDTypeName(StDType t);

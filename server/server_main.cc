@@ -23,7 +23,8 @@
 #include "server/metrics.h"
 #include "server/router_service.h"
 
-ABSL_FLAG(std::string, address, "0.0.0.0:50051", "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(std::string, address, "0.0.0.0:50051",
+          "gRPC listen address (host:port; port 0 picks one)");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
           "Prometheus /metrics HTTP listen address (host:port or port); empty disables");
 ABSL_FLAG(std::vector<std::string>, model, {"demo-deepseek-v3"},
@@ -34,13 +35,16 @@ ABSL_FLAG(int, demo_layers, 0, "Layers of demo models (0: the real model's count
 ABSL_FLAG(std::string, backend, "auto", "auto (cuda if a GPU is usable, else cpu), cuda or cpu");
 ABSL_FLAG(int, device, 0, "CUDA device ordinal");
 ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: all hardware threads)");
-ABSL_FLAG(bool, autotune, true, "Time kernel configurations on the GPU when a token bucket is first used");
+ABSL_FLAG(bool, autotune, true,
+          "Time kernel configurations on the GPU when a token bucket is first used");
 ABSL_FLAG(std::string, autotune_cache, "", "File remembering autotuned configurations");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
-ABSL_FLAG(int, max_queue_delay_us, 0, "How long a batch may wait to fill (0: launch when the device is free)");
+ABSL_FLAG(int, max_queue_delay_us, 0,
+          "How long a batch may wait to fill (0: launch when the device is free)");
 ABSL_FLAG(int, max_queued_requests, 4096, "Queue bound; beyond it requests get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest gRPC message accepted");
-ABSL_FLAG(double, grace_period_s, 10.0, "On SIGTERM/SIGINT: how long queued requests may take to finish");
+ABSL_FLAG(double, grace_period_s, 10.0,
+          "On SIGTERM/SIGINT: how long queued requests may take to finish");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM server private key");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA for client certificates (enables mutual TLS)");
@@ -68,7 +72,8 @@ int main(int argc, char** argv) {
 
   const int max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   if (max_batch_tokens < 1 || max_batch_tokens > kMaxTokens)
-    return Fail(absl::StrCat("--max_batch_tokens: ", max_batch_tokens, " is outside 1..", kMaxTokens));
+    return Fail(
+        absl::StrCat("--max_batch_tokens: ", max_batch_tokens, " is outside 1..", kMaxTokens));
 
   // Backend.
   std::unique_ptr<RouterBackend> backend;
@@ -80,7 +85,8 @@ int main(int argc, char** argv) {
     backend = MakeCudaBackend(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_autotune),
                               absl::GetFlag(FLAGS_autotune_cache), &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
-    if (!backend) std::fprintf(stderr, "moe-router-server: %s; using the CPU backend\n", error.c_str());
+    if (!backend)
+      std::fprintf(stderr, "moe-router-server: %s; using the CPU backend\n", error.c_str());
   }
   if (!backend) backend = MakeCpuBackend(absl::GetFlag(FLAGS_cpu_threads));
   std::fprintf(stderr, "moe-router-server: backend %s (%s)\n", backend->name().c_str(),
@@ -99,17 +105,24 @@ int main(int argc, char** argv) {
         parts.size() == 2 ? LoadModelSource(parts[1], parts[0])
                           : MakeDemoModel(parts[0], absl::GetFlag(FLAGS_demo_layers));
     if (!model.ok()) return Fail(absl::StrCat("--model ", spec, ": ", model.status().message()));
-    if (models.count(model->name)) return Fail(absl::StrCat("--model: '", model->name, "' given twice"));
+    if (models.count(model->name))
+      return Fail(absl::StrCat("--model: '", model->name, "' given twice"));
     auto status = backend->LoadModel(*model);
     if (!status.ok()) return Fail(absl::StrCat("loading ", model->name, ": ", status.message()));
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(stderr, "moe-router-server: loaded %s (%s, %d layers, %d experts x %d hidden, %.1f MB) in %.2f s\n",
-                 model->name.c_str(), model->spec.family.c_str(), model->num_layers(),
-                 model->spec.experts, model->spec.hidden, model->WeightBytes() / 1e6, secs);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(
+        stderr,
+        "moe-router-server: loaded %s (%s, %d layers, %d experts x %d hidden, %.1f MB) in %.2f s\n",
+        model->name.c_str(), model->spec.family.c_str(), model->num_layers(), model->spec.experts,
+        model->spec.hidden, model->WeightBytes() / 1e6, secs);
     models[model->name] = {model->name, model->spec, model->weight_dtype, model->num_layers(),
                            model->WeightBytes()};
-    metrics.model_info->Set({{"model", model->name}, {"family", model->spec.family},
-                             {"backend", backend->name()}, {"device", backend->device()}}, 1);
+    metrics.model_info->Set({{"model", model->name},
+                             {"family", model->spec.family},
+                             {"backend", backend->name()},
+                             {"device", backend->device()}},
+                            1);
     metrics.weight_bytes->Set({{"model", model->name}}, model->WeightBytes());
   }
   if (models.empty()) return Fail("--model: no models to serve");
@@ -126,7 +139,8 @@ int main(int argc, char** argv) {
     std::string zeros(size_t(m.spec.hidden) * 2, '\0');
     std::vector<int32_t> ids(m.spec.top_k);
     std::vector<float> w(m.spec.top_k);
-    auto warm = backend->Route(name, 0, {zeros.data(), DType::kBF16, 1, ids.data(), w.data(), nullptr});
+    auto warm =
+        backend->Route(name, 0, {zeros.data(), DType::kBF16, 1, ids.data(), w.data(), nullptr});
     if (!warm.ok()) return Fail(absl::StrCat("warm-up of ", name, ": ", warm.status().message()));
   }
 
@@ -166,8 +180,10 @@ int main(int argc, char** argv) {
     http = MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry, &error);
     if (!http) return Fail(error);
   }
-  std::fprintf(stderr, "moe-router-server: serving gRPC on port %d, metrics on http://%s/metrics (port %d)\n",
-               grpc_port, absl::GetFlag(FLAGS_metrics_address).c_str(), http ? http->port() : 0);
+  std::fprintf(
+      stderr,
+      "moe-router-server: serving gRPC on port %d, metrics on http://%s/metrics (port %d)\n",
+      grpc_port, absl::GetFlag(FLAGS_metrics_address).c_str(), http ? http->port() : 0);
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w");
     if (f) {

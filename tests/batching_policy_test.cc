@@ -1,7 +1,7 @@
 // The batching decision with a fake clock.
-#include <gtest/gtest.h>
-
 #include "server/batching_policy.h"
+
+#include <gtest/gtest.h>
 
 namespace moe {
 namespace {

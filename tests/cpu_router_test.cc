@@ -1,12 +1,13 @@
 // CPU backend vs the double-precision reference: every family preset, many shapes, all
 // dtypes, the tie rule, limits and non-finite inputs.
+#include "kernels/cpu_router.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 #include <random>
 
-#include "kernels/cpu_router.h"
 #include "kernels/routing_epilogue.h"
 #include "tests/test_data.h"
 
@@ -64,8 +65,8 @@ TEST_P(FamilyTest, MatchesReferenceOnFreshRandomInputs) {
   }
   // Mixed dtypes: fp32 activations against bf16 weights (DeepSeek-V3 routes in fp32).
   const uint64_t seed = FreshSeed();
-  ExpectMatchesReference(
-      router, MakeRouterInputs(preset.spec, 3, DType::kFP32, DType::kBF16, seed), seed);
+  ExpectMatchesReference(router, MakeRouterInputs(preset.spec, 3, DType::kFP32, DType::kBF16, seed),
+                         seed);
 }
 
 TEST_P(FamilyTest, FullBatchOf256Tokens) {
@@ -109,7 +110,8 @@ TEST(CpuRouterShapes, SweepExpertsHiddenTokens) {
       const int tokens = tokens_list[pick() % 5];
       const int t = hidden * experts * int64_t{tokens} > 100'000'000 ? 7 : tokens;
       const uint64_t seed = FreshSeed();
-      ExpectMatchesReference(router, MakeRouterInputs(s, t, DType::kBF16, DType::kBF16, seed), seed);
+      ExpectMatchesReference(router, MakeRouterInputs(s, t, DType::kBF16, DType::kBF16, seed),
+                             seed);
       ++cases;
     }
   }
@@ -119,7 +121,8 @@ TEST(CpuRouterShapes, SweepExpertsHiddenTokens) {
 TEST(CpuRouterTies, EqualScoresPickTheLowerExpertId) {
   CpuRouter router(2);
   // Every weight row equal: every logit equal, so the tie rule alone decides.
-  for (const char* family : {"deepseek_v3", "qwen3_30b", "mixtral", "gpt_oss_20b", "llama4_scout"}) {
+  for (const char* family :
+       {"deepseek_v3", "qwen3_30b", "mixtral", "gpt_oss_20b", "llama4_scout"}) {
     FamilyPreset preset = FindPreset(family).value();
     RouterSpec spec = preset.spec;
     spec.hidden = 64;
@@ -190,16 +193,40 @@ TEST(CpuRouterLimits, RejectsProblemsOutsideTheLimitsNamingTheField) {
   RouterSpec s = ok;
   expect_bad(s, 0, "tokens");
   expect_bad(s, kMaxTokens + 1, "tokens");
-  s = ok; s.hidden = 7170; expect_bad(s, 1, "hidden");
-  s = ok; s.hidden = kMaxHidden + 8; expect_bad(s, 1, "hidden");
-  s = ok; s.experts = kMaxExperts + 1; s.n_group = 1; s.topk_group = 1; expect_bad(s, 1, "experts");
-  s = ok; s.top_k = kMaxTopK + 1; expect_bad(s, 1, "top_k");
-  s = ok; s.experts = 8; s.n_group = 1; s.topk_group = 1; s.top_k = 9; expect_bad(s, 1, "top_k");
-  s = ok; s.n_group = 7; expect_bad(s, 1, "n_group");
-  s = ok; s.topk_group = 9; expect_bad(s, 1, "topk_group");
-  s = ok; s.scaling_factor = std::nanf(""); expect_bad(s, 1, "scaling_factor");
+  s = ok;
+  s.hidden = 7170;
+  expect_bad(s, 1, "hidden");
+  s = ok;
+  s.hidden = kMaxHidden + 8;
+  expect_bad(s, 1, "hidden");
+  s = ok;
+  s.experts = kMaxExperts + 1;
+  s.n_group = 1;
+  s.topk_group = 1;
+  expect_bad(s, 1, "experts");
+  s = ok;
+  s.top_k = kMaxTopK + 1;
+  expect_bad(s, 1, "top_k");
+  s = ok;
+  s.experts = 8;
+  s.n_group = 1;
+  s.topk_group = 1;
+  s.top_k = 9;
+  expect_bad(s, 1, "top_k");
+  s = ok;
+  s.n_group = 7;
+  expect_bad(s, 1, "n_group");
+  s = ok;
+  s.topk_group = 9;
+  expect_bad(s, 1, "topk_group");
+  s = ok;
+  s.scaling_factor = std::nanf("");
+  expect_bad(s, 1, "scaling_factor");
   // Just inside the limits is fine.
-  s = ok; s.hidden = kMaxHidden; s.experts = kMaxExperts; s.top_k = kMaxTopK;
+  s = ok;
+  s.hidden = kMaxHidden;
+  s.experts = kMaxExperts;
+  s.top_k = kMaxTopK;
   EXPECT_TRUE(CpuRouter::CanRoute({s, kMaxTokens, DType::kBF16, DType::kBF16}).ok());
 }
 
@@ -210,7 +237,8 @@ TEST(CpuRouterLimits, WorkspaceTooSmallIsAnError) {
   RouteProblem p{in.spec, 2, DType::kBF16, DType::kBF16};
   std::vector<int32_t> ids(4);
   std::vector<float> w(4);
-  RouteArgs args{in.hidden.data(), in.weight.data(), nullptr, nullptr, ids.data(), w.data(), nullptr};
+  RouteArgs args{in.hidden.data(), in.weight.data(), nullptr, nullptr,
+                 ids.data(),       w.data(),         nullptr};
   std::vector<uint8_t> ws(router.WorkspaceBytes(p) - 1);
   EXPECT_EQ(router.Route(p, args, ws.data(), ws.size()).code(), absl::StatusCode::kInvalidArgument);
 }
@@ -220,8 +248,9 @@ TEST(CheckFinite, FindsNanAndInfInEveryDtype) {
     std::vector<uint8_t> buf(16 * DTypeSize(dt));
     for (int i = 0; i < 16; ++i) StoreFromFloat(buf.data(), dt, i, 0.5f * i);
     EXPECT_TRUE(CheckFinite(buf.data(), dt, 16, "hidden_states").ok());
-    for (float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                      std::numeric_limits<float>::quiet_NaN()}) {
+    for (float bad :
+         {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+          std::numeric_limits<float>::quiet_NaN()}) {
       auto copy = buf;
       StoreFromFloat(copy.data(), dt, 11, bad);
       auto status = CheckFinite(copy.data(), dt, 16, "hidden_states");

@@ -20,10 +20,10 @@
 namespace moe::testing {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                            \
-  do {                                                                \
-    auto info = cuda::ProbeDevice(0);                                 \
-    if (!info.available) GTEST_SKIP() << "no GPU: " << info.reason;   \
+#define SKIP_WITHOUT_GPU()                                          \
+  do {                                                              \
+    auto info = cuda::ProbeDevice(0);                               \
+    if (!info.available) GTEST_SKIP() << "no GPU: " << info.reason; \
   } while (0)
 
 #define ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
@@ -82,11 +82,14 @@ HostOut Download(const DeviceCase& d, bool logits) {
   HostOut h;
   h.ids.resize(d.count);
   h.weights.resize(d.count);
-  EXPECT_EQ(cudaMemcpy(h.ids.data(), d.ids.get(), d.count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(h.weights.data(), d.weights.get(), d.count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(h.ids.data(), d.ids.get(), d.count * 4, cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(h.weights.data(), d.weights.get(), d.count * 4, cudaMemcpyDeviceToHost),
+            cudaSuccess);
   if (logits) {
     h.logits.resize(d.logits.bytes() / 4);
-    EXPECT_EQ(cudaMemcpy(h.logits.data(), d.logits.get(), d.logits.bytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(h.logits.data(), d.logits.get(), d.logits.bytes(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
   }
   return h;
 }
@@ -163,7 +166,8 @@ TEST_P(GpuFamilyTest, CublasBaselineMatchesReference) {
     ASSERT_CUDA((*cublas)->Route(p, d.args, ws.get(), nullptr));
     ASSERT_CUDA(cudaDeviceSynchronize());
     HostOut h = Download(d, false);
-    EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+    EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
+              "")
         << Describe(in, seed);
   }
 }
@@ -220,8 +224,9 @@ TEST(GpuShapes, OddHiddenSizesAndLimits) {
   bad.hidden = 2050;
   auto plan = cuda::CudaRouterPlan::Create({bad, 1, DType::kBF16, DType::kBF16}, SmCount());
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(cuda::CudaRouterPlan::Create({s, 257, DType::kBF16, DType::kBF16}, SmCount()).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      cuda::CudaRouterPlan::Create({s, 257, DType::kBF16, DType::kBF16}, SmCount()).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GpuFused, MatchesTheCpuBackendBitForBitOnIds) {
@@ -249,7 +254,8 @@ TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
     ASSERT_CUDA(plan->Launch(d.args, stream.get()));
     ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
     HostOut first = Download(d, false);
-    EXPECT_EQ(CompareWithReference(s, in.Reference(), first.ids.data(), first.weights.data(), 1e-3), "")
+    EXPECT_EQ(CompareWithReference(s, in.Reference(), first.ids.data(), first.weights.data(), 1e-3),
+              "")
         << Describe(in, seed);
     // 200 launches back to back (counters must reset themselves), with PDL on.
     Poison(d);
@@ -272,7 +278,8 @@ TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
     ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
     HostOut replay = Download(d, false);
     EXPECT_EQ(replay.ids, first.ids);
-    EXPECT_EQ(0, std::memcmp(replay.weights.data(), first.weights.data(), first.weights.size() * 4));
+    EXPECT_EQ(0,
+              std::memcmp(replay.weights.data(), first.weights.data(), first.weights.size() * 4));
   }
 }
 
@@ -280,13 +287,17 @@ TEST(GpuGemm, MatchesDoubleReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(FreshSeed());
   std::normal_distribution<float> normal;
-  struct Case { int m, n, k; DType dt; };
+  struct Case {
+    int m, n, k;
+    DType dt;
+  };
   const Case cases[] = {{16, 16, 8192, DType::kBF16},  {32, 32, 32768, DType::kBF16},
                         {64, 64, 65536, DType::kFP16}, {128, 128, 131072, DType::kBF16},
                         {3, 100, 1000, DType::kFP32},  {1, 1, 8, DType::kBF16},
                         {300, 700, 2048, DType::kBF16}};
   for (const Case& c : cases) {
-    std::vector<uint8_t> a(size_t(c.m) * c.k * DTypeSize(c.dt)), b(size_t(c.n) * c.k * DTypeSize(c.dt));
+    std::vector<uint8_t> a(size_t(c.m) * c.k * DTypeSize(c.dt)),
+        b(size_t(c.n) * c.k * DTypeSize(c.dt));
     std::vector<float> bias(c.n);
     for (size_t i = 0; i < size_t(c.m) * c.k; ++i) StoreFromFloat(a.data(), c.dt, i, normal(rng));
     for (size_t i = 0; i < size_t(c.n) * c.k; ++i) StoreFromFloat(b.data(), c.dt, i, normal(rng));
@@ -329,8 +340,8 @@ TEST(GpuCApi, RoutesAndReportsErrors) {
   EXPECT_NE(std::string(moe_last_error()).find("nope"), std::string::npos);
   ASSERT_EQ(moe_router_preset("deepseek_v3", &spec), MOE_OK);
   const uint64_t seed = FreshSeed();
-  RouterInputs in = MakeRouterInputs(FindPreset("deepseek_v3").value().spec, 4, DType::kBF16,
-                                     DType::kBF16, seed);
+  RouterInputs in =
+      MakeRouterInputs(FindPreset("deepseek_v3").value().spec, 4, DType::kBF16, DType::kBF16, seed);
   DeviceCase d = MakeDeviceCase(in, false);
   Poison(d);
   const size_t bytes = moe_route_workspace_bytes(&spec, 4, MOE_BF16, MOE_BF16);
@@ -344,15 +355,15 @@ TEST(GpuCApi, RoutesAndReportsErrors) {
       << moe_last_error();
   ASSERT_CUDA(cudaDeviceSynchronize());
   HostOut h = Download(d, false);
-  EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "");
+  EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
+            "");
   EXPECT_EQ(moe_route(&spec, 300, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight, nullptr,
                       d.args.correction_bias, d.args.expert_ids, d.args.expert_weights, nullptr,
                       ws.get(), bytes, nullptr),
             MOE_INVALID_ARGUMENT);
   EXPECT_NE(std::string(moe_last_error()).find("tokens"), std::string::npos);
-  EXPECT_EQ(moe_route(&spec, 4, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight, nullptr,
-                      nullptr, d.args.expert_ids, d.args.expert_weights, nullptr, ws.get(), bytes,
-                      nullptr),
+  EXPECT_EQ(moe_route(&spec, 4, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight, nullptr, nullptr,
+                      d.args.expert_ids, d.args.expert_weights, nullptr, ws.get(), bytes, nullptr),
             MOE_INVALID_ARGUMENT);
   EXPECT_NE(std::string(moe_last_error()).find("correction_bias"), std::string::npos);
 }

@@ -138,7 +138,8 @@ std::string CompareWithReference(const RouterSpec& spec, const std::vector<Refer
     auto where = [&](int i) { return absl::StrCat("token ", t, " slot ", i, ": "); };
     std::set<int> seen;
     for (int i = 0; i < K; ++i) {
-      if (got[i] < 0 || got[i] >= spec.experts) return absl::StrCat(where(i), "id ", got[i], " out of range");
+      if (got[i] < 0 || got[i] >= spec.experts)
+        return absl::StrCat(where(i), "id ", got[i], " out of range");
       if (!seen.insert(got[i]).second) return absl::StrCat(where(i), "id ", got[i], " repeated");
       if (!std::isfinite(got_w[i])) return absl::StrCat(where(i), "weight is not finite");
     }
@@ -160,8 +161,8 @@ std::string CompareWithReference(const RouterSpec& spec, const std::vector<Refer
     for (int i = 1; i < K && !r.group_near_tie; ++i) {
       const double prev = r.selection[got[i - 1]], cur = r.selection[got[i]];
       if (cur > prev + r.tolerance[got[i - 1]] + r.tolerance[got[i]])
-        return absl::StrCat(where(i), "expert ", got[i], " (score ", cur,
-                            ") ranked after expert ", got[i - 1], " (score ", prev, ")");
+        return absl::StrCat(where(i), "expert ", got[i], " (score ", cur, ") ranked after expert ",
+                            got[i - 1], " (score ", prev, ")");
     }
     if (!same_set) continue;  // weights of a near-tie swap are not comparable
     for (int i = 0; i < K; ++i) {

@@ -12,12 +12,12 @@
 namespace moe::testing {
 
 struct ReferenceToken {
-  std::vector<int32_t> ids;        // [top_k], descending selection order
-  std::vector<double> weights;     // [top_k]
-  std::vector<double> selection;   // [experts] selection scores
-  std::vector<double> logits;      // [experts], router bias included
-  std::vector<double> tolerance;   // [experts] rounding tolerance of each selection score
-  bool group_near_tie = false;     // the kept groups were decided within rounding
+  std::vector<int32_t> ids;       // [top_k], descending selection order
+  std::vector<double> weights;    // [top_k]
+  std::vector<double> selection;  // [experts] selection scores
+  std::vector<double> logits;     // [experts], router bias included
+  std::vector<double> tolerance;  // [experts] rounding tolerance of each selection score
+  bool group_near_tie = false;    // the kept groups were decided within rounding
 };
 
 // hidden: [tokens, hidden] and weight: [experts, hidden] as exact float values of the

@@ -119,10 +119,12 @@ Case MakeCase(const std::string& model, int layer, int tokens, uint64_t seed) {
 }
 
 std::string Check(const std::string& model, const Case& c, const Routed& r) {
-  return testing::CompareWithReference(Demo(model).spec, c.ref, r.ids.data(), r.weights.data(), 1e-3);
+  return testing::CompareWithReference(Demo(model).spec, c.ref, r.ids.data(), r.weights.data(),
+                                       1e-3);
 }
 
-v1::RouteRequest Request(const std::string& model, int layer, int tokens, const std::string& bytes) {
+v1::RouteRequest Request(const std::string& model, int layer, int tokens,
+                         const std::string& bytes) {
   v1::RouteRequest req;
   req.set_model(model);
   req.set_layer(layer);
@@ -160,7 +162,8 @@ TEST(Server, RoutesLikeTheReferenceAndServesHealthAndModels) {
       const int layer = tokens % kLayers;
       Case c = MakeCase(model, layer, tokens, 31 * tokens + layer);
       Routed r;
-      auto s = client.Route(model, layer, v1::DTYPE_BF16, tokens, Demo(model).spec.hidden, c.bytes, &r);
+      auto s =
+          client.Route(model, layer, v1::DTYPE_BF16, tokens, Demo(model).spec.hidden, c.bytes, &r);
       ASSERT_TRUE(s.ok()) << s.error_message();
       EXPECT_EQ(Check(model, c, r), "") << model << " tokens=" << tokens;
     }
@@ -187,8 +190,10 @@ TEST(Server, SixtyFourConcurrentCallersEachGetTheirOwnAnswer) {
         Routed r;
         auto s = client.Route(model, i % kLayers, v1::DTYPE_BF16, tokens, Demo(model).spec.hidden,
                               c.bytes, &r, 60000);
-        if (s.ok() && Check(model, c, r).empty()) ++ok;
-        else ++wrong;
+        if (s.ok() && Check(model, c, r).empty())
+          ++ok;
+        else
+          ++wrong;
       }
     });
   }
@@ -211,26 +216,62 @@ TEST(Server, EveryValidationErrorHasItsCodeAndNamesTheField) {
   };
   std::vector<Bad> bad;
   auto base = Request(m, 0, 2, good.bytes);
-  { auto r = base; r.set_model("nope"); bad.push_back({r, grpc::StatusCode::NOT_FOUND, "model"}); }
-  { auto r = base; r.set_layer(kLayers); bad.push_back({r, grpc::StatusCode::NOT_FOUND, "layer"}); }
-  { auto r = base; r.set_layer(-1); bad.push_back({r, grpc::StatusCode::NOT_FOUND, "layer"}); }
-  { auto r = base; r.mutable_hidden_states()->set_dtype(v1::DTYPE_UNSPECIFIED);
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.dtype"}); }
-  { auto r = base; r.mutable_hidden_states()->add_shape(1);
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape"}); }
-  { auto r = base; r.mutable_hidden_states()->set_shape(1, hidden + 8);
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[1]"}); }
-  { auto r = base; r.mutable_hidden_states()->set_shape(0, 0);
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[0]"}); }
-  { auto r = base; r.mutable_hidden_states()->set_shape(0, 257);
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[0]"}); }
-  { auto r = base; r.mutable_hidden_states()->mutable_data()->pop_back();
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.data"}); }
-  { auto r = base; (*r.mutable_hidden_states()->mutable_data())[6] = '\x80';
+  {
+    auto r = base;
+    r.set_model("nope");
+    bad.push_back({r, grpc::StatusCode::NOT_FOUND, "model"});
+  }
+  {
+    auto r = base;
+    r.set_layer(kLayers);
+    bad.push_back({r, grpc::StatusCode::NOT_FOUND, "layer"});
+  }
+  {
+    auto r = base;
+    r.set_layer(-1);
+    bad.push_back({r, grpc::StatusCode::NOT_FOUND, "layer"});
+  }
+  {
+    auto r = base;
+    r.mutable_hidden_states()->set_dtype(v1::DTYPE_UNSPECIFIED);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.dtype"});
+  }
+  {
+    auto r = base;
+    r.mutable_hidden_states()->add_shape(1);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape"});
+  }
+  {
+    auto r = base;
+    r.mutable_hidden_states()->set_shape(1, hidden + 8);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[1]"});
+  }
+  {
+    auto r = base;
+    r.mutable_hidden_states()->set_shape(0, 0);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[0]"});
+  }
+  {
+    auto r = base;
+    r.mutable_hidden_states()->set_shape(0, 257);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.shape[0]"});
+  }
+  {
+    auto r = base;
+    r.mutable_hidden_states()->mutable_data()->pop_back();
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.data"});
+  }
+  {
+    auto r = base;
+    (*r.mutable_hidden_states()->mutable_data())[6] = '\x80';
     (*r.mutable_hidden_states()->mutable_data())[7] = '\x7f';  // bf16 NaN
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "not finite"}); }
-  { auto r = base; r.mutable_hidden_states()->set_dtype(v1::DTYPE_FP32);
-    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.data"}); }
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "not finite"});
+  }
+  {
+    auto r = base;
+    r.mutable_hidden_states()->set_dtype(v1::DTYPE_FP32);
+    bad.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "hidden_states.data"});
+  }
   for (const Bad& b : bad) {
     grpc::ClientContext ctx;
     v1::RouteResponse resp;
@@ -272,7 +313,8 @@ TEST(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
     ASSERT_TRUE(resp.has_response()) << resp.error().message();
     Routed r;
     r.ids.assign(resp.response().expert_ids().begin(), resp.response().expert_ids().end());
-    r.weights.assign(resp.response().expert_weights().begin(), resp.response().expert_weights().end());
+    r.weights.assign(resp.response().expert_weights().begin(),
+                     resp.response().expert_weights().end());
     EXPECT_EQ(Check(m, cases[i], r), "") << i;
   }
   EXPECT_FALSE(stream->Read(&resp));
@@ -300,9 +342,12 @@ TEST(Server, DeadlinesSheddingAndMetrics) {
     callers.emplace_back([&] {
       Routed r;
       auto s = client.Route(m, 0, v1::DTYPE_BF16, 4, Demo(m).spec.hidden, c.bytes, &r, 30000);
-      if (s.ok() && Check(m, c, r).empty()) ++ok;
-      else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++shed;
-      else ++other;
+      if (s.ok() && Check(m, c, r).empty())
+        ++ok;
+      else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+        ++shed;
+      else
+        ++other;
     });
   for (auto& t : callers) t.join();
   EXPECT_GT(shed.load(), 0);
@@ -332,8 +377,10 @@ TEST(Server, SigtermDrainsAcceptedRequestsAndExitsZero) {
     callers.emplace_back([&] {
       Routed r;
       auto s = client.Route(m, 1, v1::DTYPE_BF16, 3, Demo(m).spec.hidden, c.bytes, &r, 30000);
-      if (s.ok() && Check(m, c, r).empty()) ++ok;
-      else ++failed;
+      if (s.ok() && Check(m, c, r).empty())
+        ++ok;
+      else
+        ++failed;
     });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // queued, waiting to fill
   EXPECT_EQ(server.Terminate(), 0);
@@ -344,14 +391,19 @@ TEST(Server, SigtermDrainsAcceptedRequestsAndExitsZero) {
 
 TEST(Server, MutualTlsWithGeneratedCertificates) {
   const std::string dir = absl::StrCat("/tmp/moe_tls_", getpid());
-  const std::string gen = absl::StrCat(
-      "set -e; mkdir -p ", dir, "; cd ", dir, "; ",
-      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=test-ca 2>/dev/null; ",
-      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; ",
-      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; ",
-      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext 2>/dev/null; ",
-      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client 2>/dev/null; ",
-      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 1 2>/dev/null");
+  const std::string gen =
+      absl::StrCat("set -e; mkdir -p ", dir, "; cd ", dir, "; ",
+                   "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
+                   "-subj /CN=test-ca 2>/dev/null; ",
+                   "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "
+                   "/CN=localhost 2>/dev/null; ",
+                   "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; ",
+                   "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+                   "server.pem -days 1 -extfile san.ext 2>/dev/null; ",
+                   "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "
+                   "/CN=client 2>/dev/null; ",
+                   "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+                   "client.pem -days 1 2>/dev/null");
   ASSERT_EQ(std::system(gen.c_str()), 0);
   auto read = [&](const std::string& f) {
     std::ifstream in(dir + "/" + f);
@@ -374,8 +426,12 @@ TEST(Server, MutualTlsWithGeneratedCertificates) {
   // Without a client certificate, or in plaintext: refused.
   ClientOptions no_cert;
   no_cert.tls_ca = tls.tls_ca;
-  EXPECT_FALSE(RouterClient(server.address(), no_cert).Route(m, 0, v1::DTYPE_BF16, 2, Demo(m).spec.hidden, c.bytes, &r, 3000).ok());
-  EXPECT_FALSE(RouterClient(server.address()).Route(m, 0, v1::DTYPE_BF16, 2, Demo(m).spec.hidden, c.bytes, &r, 3000).ok());
+  EXPECT_FALSE(RouterClient(server.address(), no_cert)
+                   .Route(m, 0, v1::DTYPE_BF16, 2, Demo(m).spec.hidden, c.bytes, &r, 3000)
+                   .ok());
+  EXPECT_FALSE(RouterClient(server.address())
+                   .Route(m, 0, v1::DTYPE_BF16, 2, Demo(m).spec.hidden, c.bytes, &r, 3000)
+                   .ok());
   std::system(("rm -rf " + dir).c_str());
 }
 

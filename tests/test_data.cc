@@ -8,7 +8,8 @@ namespace moe::testing {
 
 uint64_t FreshSeed() {
   static uint64_t base = [] {
-    if (const char* s = std::getenv("MOE_TEST_SEED")) return uint64_t{std::strtoull(s, nullptr, 10)};
+    if (const char* s = std::getenv("MOE_TEST_SEED"))
+      return uint64_t{std::strtoull(s, nullptr, 10)};
     return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   }();
   return base++;

@@ -144,7 +144,9 @@ TEST(RouterFile, MissingTensorAndWrongShapeAreNamed) {
   RouterModel model = MakeDemoModel("demo-mixtral", 2).value();
   auto md = SpecToMetadata(model.spec);
   md["layers"] = "2";
-  std::vector<TensorToWrite> t = {{"layers.0.weight", StDType::kBF16, {8, 4096},
+  std::vector<TensorToWrite> t = {{"layers.0.weight",
+                                   StDType::kBF16,
+                                   {8, 4096},
                                    {reinterpret_cast<const char*>(model.layers[0].weight.data()),
                                     model.layers[0].weight.size()}}};
   const std::string p = dir.File("m.safetensors");
@@ -184,18 +186,24 @@ FakeCheckpoint WriteDeepSeekCheckpoint(const TempDir& tmp, bool sharded) {
   std::vector<float> other(64 * 8, 0.5f);
   absl::string_view other_bytes(reinterpret_cast<const char*>(other.data()), other.size() * 4);
   std::vector<TensorToWrite> shard[2];
-  shard[0].push_back({"model.layers.0.self_attn.q_proj.weight", StDType::kF32, {8, 64}, other_bytes});
+  shard[0].push_back(
+      {"model.layers.0.self_attn.q_proj.weight", StDType::kF32, {8, 64}, other_bytes});
   for (int l = 0; l < 3; ++l) {
     auto& layer = ck.truth.layers[l];
     layer.source_layer = l + 1;
     auto& dst = shard[sharded ? (l == 0 ? 0 : 1) : 0];
-    dst.push_back({absl::StrCat("model.layers.", l + 1, ".mlp.gate.weight"), StDType::kBF16, {16, 64},
+    dst.push_back({absl::StrCat("model.layers.", l + 1, ".mlp.gate.weight"),
+                   StDType::kBF16,
+                   {16, 64},
                    {reinterpret_cast<const char*>(layer.weight.data()), layer.weight.size()}});
     dst.push_back({absl::StrCat("model.layers.", l + 1, ".mlp.gate.e_score_correction_bias"),
-                   StDType::kF32, {16},
+                   StDType::kF32,
+                   {16},
                    {reinterpret_cast<const char*>(layer.correction_bias.data()), 64}});
     dst.push_back({absl::StrCat("model.layers.", l + 1, ".mlp.experts.0.up_proj.weight"),
-                   StDType::kF32, {8, 64}, other_bytes});
+                   StDType::kF32,
+                   {8, 64},
+                   other_bytes});
   }
   if (sharded) {
     std::string index = R"({"metadata":{"total_size":1},"weight_map":{)";
@@ -254,8 +262,9 @@ TEST(Checkpoint, ErrorsNameTheFileAndTensor) {
   WriteText(tmp.File("config.json"),
             R"({"model_type":"deepseek_v3","hidden_size":128,"n_routed_experts":16,)"
             R"("num_experts_per_tok":4,"n_group":4,"topk_group":2})");
-  ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
-              {"model-00001-of-00002.safetensors", "model.layers.1.mlp.gate.weight", "wrong shape"});
+  ExpectError(
+      LoadCheckpointDir(tmp.path(), "ck").status(),
+      {"model-00001-of-00002.safetensors", "model.layers.1.mlp.gate.weight", "wrong shape"});
   // A family we do not know.
   WriteText(tmp.File("config.json"), R"({"model_type":"llama"})");
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(), {"model_type 'llama'"});
@@ -266,8 +275,9 @@ TEST(Checkpoint, ErrorsNameTheFileAndTensor) {
   WriteText(tmp.File("config.json"),
             R"({"model_type":"deepseek_v3","hidden_size":64,"n_routed_experts":16,)"
             R"("num_experts_per_tok":4,"n_group":4,"topk_group":2})");
-  WriteText(tmp.File("model.safetensors.index.json"),
-            R"({"weight_map":{"model.layers.1.mlp.gate.weight":"model-00001-of-00002.safetensors"}})");
+  WriteText(
+      tmp.File("model.safetensors.index.json"),
+      R"({"weight_map":{"model.layers.1.mlp.gate.weight":"model-00001-of-00002.safetensors"}})");
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
               {"missing tensor 'model.layers.1.mlp.gate.e_score_correction_bias'"});
   // No routers at all.
@@ -275,8 +285,9 @@ TEST(Checkpoint, ErrorsNameTheFileAndTensor) {
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
               {"missing tensor 'model.layers.0.mlp.gate.weight'"});
   // A shard that is truncated.
-  WriteText(tmp.File("model.safetensors.index.json"),
-            R"({"weight_map":{"model.layers.1.mlp.gate.weight":"model-00001-of-00002.safetensors"}})");
+  WriteText(
+      tmp.File("model.safetensors.index.json"),
+      R"({"weight_map":{"model.layers.1.mlp.gate.weight":"model-00001-of-00002.safetensors"}})");
   WriteText(tmp.File("model-00001-of-00002.safetensors"), "1234");
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
               {"model-00001-of-00002.safetensors", "truncated"});
@@ -293,13 +304,16 @@ TEST(ExtractTool, WritesARouterFileThatLoadsToTheSameModel) {
   ASSERT_TRUE(model.ok()) << model.status();
   ExpectSameModel(*model, ck.truth);
   // Bad use exits non-zero with a message.
-  EXPECT_NE(std::system((std::string(MOE_EXTRACT_BINARY) + " /nonexistent " + out +
-                         " 2>/dev/null").c_str()), 0);
+  EXPECT_NE(
+      std::system(
+          (std::string(MOE_EXTRACT_BINARY) + " /nonexistent " + out + " 2>/dev/null").c_str()),
+      0);
   EXPECT_NE(std::system((std::string(MOE_EXTRACT_BINARY) + " 2>/dev/null").c_str()), 0);
 }
 
 TEST(DemoModels, HaveRealShapesAndAreDeterministic) {
-  for (const char* name : {"demo-deepseek-v3", "demo-qwen3-30b", "demo-mixtral", "demo-gpt-oss-20b"}) {
+  for (const char* name :
+       {"demo-deepseek-v3", "demo-qwen3-30b", "demo-mixtral", "demo-gpt-oss-20b"}) {
     auto a = MakeDemoModel(name, 1);
     ASSERT_TRUE(a.ok()) << a.status();
     auto b = MakeDemoModel(name, 1);
