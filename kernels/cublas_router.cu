@@ -88,16 +88,7 @@ cudaError_t CublasRouter::Gemm(const RouteProblem& p, const void* hidden, const 
 cudaError_t LaunchRoutingEpilogue(const RouteProblem& problem, const float* logits,
                                   const RouteArgs& args, cudaStream_t stream) {
   const RouterSpec& s = problem.spec;
-  EpilogueParams ep = {s.experts,
-                       s.top_k,
-                       int(s.scoring),
-                       s.order == RoutingOrder::kScoreThenTopK ? 1 : 0,
-                       s.has_correction_bias ? 1 : 0,
-                       s.n_group,
-                       s.topk_group,
-                       s.group_score_topk,
-                       s.renormalize ? 1 : 0,
-                       s.scaling_factor};
+  EpilogueParams ep = MakeEpilogueParams(s);
   const int blocks = (problem.tokens + kEpilogueWarps - 1) / kEpilogueWarps;
   RoutingEpilogueKernel<<<blocks, kEpilogueWarps * 32, 0, stream>>>(
       ep, problem.tokens, logits, s.has_router_bias ? args.router_bias : nullptr,

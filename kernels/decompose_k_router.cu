@@ -559,16 +559,7 @@ cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs&
   params.weights = args.expert_weights;
   params.logits_out = args.logits;
   params.gemm_mode = 0;
-  params.ep = {s.experts,
-               s.top_k,
-               int(s.scoring),
-               s.order == RoutingOrder::kScoreThenTopK ? 1 : 0,
-               s.has_correction_bias ? 1 : 0,
-               s.n_group,
-               s.topk_group,
-               s.group_score_topk,
-               s.renormalize ? 1 : 0,
-               s.scaling_factor};
+  params.ep = MakeEpilogueParams(s);
   return LaunchForShape(RouteShape(problem), config, params, workspace, stream, pdl);
 }
 

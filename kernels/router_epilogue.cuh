@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/router_spec.h"
+
 namespace moe::cuda {
 
 struct EpilogueParams {
@@ -23,6 +25,20 @@ struct EpilogueParams {
   int renormalize;
   float scaling_factor;
 };
+
+// The device copy of a RouterSpec's routing parameters.
+inline EpilogueParams MakeEpilogueParams(const RouterSpec& s) {
+  return {s.experts,
+          s.top_k,
+          int(s.scoring),
+          s.order == RoutingOrder::kScoreThenTopK,
+          s.has_correction_bias,
+          s.n_group,
+          s.topk_group,
+          s.group_score_topk,
+          s.renormalize,
+          s.scaling_factor};
+}
 
 constexpr int kScoringSoftmax = 0;
 constexpr int kScoringSigmoid = 1;
