@@ -70,17 +70,18 @@ using CudaEvent = CudaHandle<EventRelease>;
 using CudaGraphExec = CudaHandle<GraphExecRelease>;
 using CudaGraph = CudaHandle<GraphRelease>;
 
-// Device memory of a fixed size.
-class DeviceBuffer {
+// Memory of a fixed size from one CUDA allocator (device or page-locked host memory).
+template <typename Release, cudaError_t (*Alloc)(void**, size_t), const char* kAllocName>
+class CudaMemory {
  public:
-  DeviceBuffer() = default;
-  static absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) {
-    DeviceBuffer b;
+  CudaMemory() = default;
+  static absl::StatusOr<CudaMemory> Allocate(size_t bytes) {
+    CudaMemory b;
     if (bytes == 0) return b;
     void* p = nullptr;
-    const cudaError_t err = cudaMalloc(&p, bytes);
-    if (err != cudaSuccess) return CudaStatus(err, "cudaMalloc");
-    b.mem_ = CudaHandle<DeviceMemRelease>(p);
+    const cudaError_t err = Alloc(&p, bytes);
+    if (err != cudaSuccess) return CudaStatus(err, kAllocName);
+    b.mem_ = CudaHandle<Release>(p);
     b.bytes_ = bytes;
     return b;
   }
@@ -92,35 +93,19 @@ class DeviceBuffer {
   size_t bytes() const { return bytes_; }
 
  private:
-  CudaHandle<DeviceMemRelease> mem_;
+  CudaHandle<Release> mem_;
   size_t bytes_ = 0;
 };
 
+inline cudaError_t DeviceAlloc(void** p, size_t bytes) { return cudaMalloc(p, bytes); }
+inline cudaError_t PinnedAlloc(void** p, size_t bytes) { return cudaMallocHost(p, bytes); }
+inline constexpr char kCudaMallocName[] = "cudaMalloc";
+inline constexpr char kCudaMallocHostName[] = "cudaMallocHost";
+
+// Device memory.
+using DeviceBuffer = CudaMemory<DeviceMemRelease, DeviceAlloc, kCudaMallocName>;
 // Page-locked host memory, for asynchronous copies.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  static absl::StatusOr<PinnedBuffer> Allocate(size_t bytes) {
-    PinnedBuffer b;
-    if (bytes == 0) return b;
-    void* p = nullptr;
-    const cudaError_t err = cudaMallocHost(&p, bytes);
-    if (err != cudaSuccess) return CudaStatus(err, "cudaMallocHost");
-    b.mem_ = CudaHandle<PinnedMemRelease>(p);
-    b.bytes_ = bytes;
-    return b;
-  }
-  void* get() const { return mem_.get(); }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(mem_.get());
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  CudaHandle<PinnedMemRelease> mem_;
-  size_t bytes_ = 0;
-};
+using PinnedBuffer = CudaMemory<PinnedMemRelease, PinnedAlloc, kCudaMallocHostName>;
 
 inline absl::StatusOr<CudaStream> MakeStream() {
   cudaStream_t s;

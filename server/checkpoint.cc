@@ -92,20 +92,6 @@ absl::StatusOr<std::map<std::string, std::string>> TensorFiles(const std::string
   return files;
 }
 
-absl::StatusOr<DType> WeightDType(StDType t, const std::string& where) {
-  switch (t) {
-    case StDType::kBF16:
-      return DType::kBF16;
-    case StDType::kF16:
-      return DType::kFP16;
-    case StDType::kF32:
-      return DType::kFP32;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": dtype ", StDTypeName(t), " is not supported (BF16, F16, F32)"));
-  }
-}
-
 // Reads a bias vector of `experts` elements (F32, BF16 or F16) as float.
 absl::StatusOr<std::vector<float>> ReadBias(const SafetensorsFile& file, const std::string& name,
                                             int experts) {
@@ -114,7 +100,7 @@ absl::StatusOr<std::vector<float>> ReadBias(const SafetensorsFile& file, const s
   if (t->shape != std::vector<int64_t>{experts})
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": wrong shape for the model, expected [", experts, "]"));
-  ASSIGN_OR_RETURN(DType dt, WeightDType(t->dtype, where));
+  ASSIGN_OR_RETURN(DType dt, ToDType(t->dtype, where));
   std::vector<float> out(experts);
   for (int e = 0; e < experts; ++e) out[e] = LoadAsFloat(file.Data(*t), dt, e);
   return out;
@@ -181,7 +167,7 @@ absl::StatusOr<RouterModel> LoadCheckpointDir(const std::string& dir, const std:
     if (w->shape != std::vector<int64_t>{e, h})
       return absl::InvalidArgumentError(absl::StrCat(
           where, ": wrong shape for the model, expected [", e, ", ", h, "] from config.json"));
-    ASSIGN_OR_RETURN(DType dt, WeightDType(w->dtype, where));
+    ASSIGN_OR_RETURN(DType dt, ToDType(w->dtype, where));
     if (layer_index != moe_layers.front() && dt != model.weight_dtype)
       return absl::InvalidArgumentError(absl::StrCat(where, ": dtype differs from other layers"));
     model.weight_dtype = dt;

@@ -1,4 +1,5 @@
 // The CPU backend: the models' weights in host memory, CpuRouter for each batch.
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -52,7 +53,9 @@ class CpuBackend : public RouterBackend {
                    io.ids,
                    io.weights,
                    io.logits};
-    std::vector<uint8_t> workspace(router_.WorkspaceBytes(p));
+    // Reused across batches: a fresh multi-MB allocation per batch costs page faults.
+    thread_local std::vector<uint8_t> workspace;
+    workspace.resize(std::max(workspace.size(), router_.WorkspaceBytes(p)));
     const auto start = std::chrono::steady_clock::now();
     auto status = router_.Route(p, args, workspace.data(), workspace.size());
     if (!status.ok()) return status;

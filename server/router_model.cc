@@ -12,18 +12,6 @@
 namespace moe {
 namespace {
 
-StDType ToStDType(DType t) {
-  switch (t) {
-    case DType::kBF16:
-      return StDType::kBF16;
-    case DType::kFP16:
-      return StDType::kF16;
-    case DType::kFP32:
-      return StDType::kF32;
-  }
-  return StDType::kF32;
-}
-
 absl::string_view AsBytes(const std::vector<float>& v) {
   return {reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)};
 }
@@ -181,22 +169,7 @@ absl::StatusOr<RouterModel> ReadRouterFile(const std::string& path, const std::s
     if (w->shape != std::vector<int64_t>{e, h})
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": tensor '", wname, "': wrong shape for the model, expected [", e, ", ", h, "]"));
-    DType dt;
-    switch (w->dtype) {
-      case StDType::kBF16:
-        dt = DType::kBF16;
-        break;
-      case StDType::kF16:
-        dt = DType::kFP16;
-        break;
-      case StDType::kF32:
-        dt = DType::kFP32;
-        break;
-      default:
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", wname, "': dtype ",
-                                                       StDTypeName(w->dtype),
-                                                       " is not supported (BF16, F16, F32)"));
-    }
+    ASSIGN_OR_RETURN(DType dt, ToDType(w->dtype, absl::StrCat(path, ": tensor '", wname, "'")));
     if (dtype_set && dt != m.weight_dtype)
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": tensor '", wname, "': dtype differs from layer 0's"));

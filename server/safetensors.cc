@@ -47,6 +47,32 @@ absl::string_view StDTypeName(StDType t) {
   return "?";
 }
 
+absl::StatusOr<DType> ToDType(StDType t, absl::string_view where) {
+  switch (t) {
+    case StDType::kBF16:
+      return DType::kBF16;
+    case StDType::kF16:
+      return DType::kFP16;
+    case StDType::kF32:
+      return DType::kFP32;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": dtype ", StDTypeName(t), " is not supported (BF16, F16, F32)"));
+  }
+}
+
+StDType ToStDType(DType t) {
+  switch (t) {
+    case DType::kBF16:
+      return StDType::kBF16;
+    case DType::kFP16:
+      return StDType::kF16;
+    case DType::kFP32:
+      return StDType::kF32;
+  }
+  return StDType::kF32;
+}
+
 size_t StDTypeSize(StDType t) {
   for (const auto& d : kDTypes)
     if (d.type == t) return d.size;

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "kernels/dtype.h"
 
 namespace moe {
 
@@ -35,6 +36,9 @@ enum class StDType {
 };
 
 absl::StatusOr<StDType> ParseStDType(absl::string_view name);
+// The element types router weights may have: BF16, F16, F32. The error names `where`.
+absl::StatusOr<DType> ToDType(StDType t, absl::string_view where);
+StDType ToStDType(DType t);
 absl::string_view StDTypeName(StDType t);
 size_t StDTypeSize(StDType t);
 
