@@ -19,8 +19,10 @@ int main(int argc, char** argv) {
   using namespace moe;
   int threads = 0, runs = 30;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--runs") && i + 1 < argc) runs = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--runs") && i + 1 < argc)
+      runs = std::atoi(argv[++i]);
     else {
       std::printf("usage: cpu_router_bench [--threads N] [--runs N]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
@@ -45,10 +47,13 @@ int main(int argc, char** argv) {
       std::vector<double> us;
       for (int r = 0; r < runs + 3; ++r) {
         const RouterLayer& l = model.layers[r % layers];
-        RouteArgs args{hidden.data(), l.weight.data(),
+        RouteArgs args{hidden.data(),
+                       l.weight.data(),
                        l.router_bias.empty() ? nullptr : l.router_bias.data(),
                        l.correction_bias.empty() ? nullptr : l.correction_bias.data(),
-                       ids.data(), weights.data(), nullptr};
+                       ids.data(),
+                       weights.data(),
+                       nullptr};
         const auto start = std::chrono::steady_clock::now();
         auto status = router.Route(p, args, ws.data(), ws.size());
         const auto stop = std::chrono::steady_clock::now();

@@ -202,6 +202,8 @@ int main(int argc, char** argv) {
                      ids.as<int32_t>(), w.as<float>(), nullptr};
       cuda::AutotuneOptions tune;
       tune.enabled = true;
+      tune.rotate_layers = layers;
+      tune.layer_stride_bytes = layer_bytes;
       auto plan = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
       auto heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
       auto args_for = [&](int l) {
@@ -231,9 +233,12 @@ int main(int argc, char** argv) {
           stream.get());
       row.empty_us = empty_us;
       const auto& c = plan->config();
-      row.config = absl::StrFormat("%s nt=%d S=%d (heuristic S=%d)",
-                                   c.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
-                                   c.token_tiles, c.k_splits, heuristic.k_splits);
+      auto describe = [](const cuda::DecomposeKConfig& k) {
+        return absl::StrFormat("%s nt=%d S=%d%s",
+                               k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
+                               k.token_tiles, k.k_splits, k.cluster ? " cluster" : "");
+      };
+      row.config = describe(c) + " (heuristic " + describe(heuristic) + ")";
       rows.push_back(row);
     }
   }

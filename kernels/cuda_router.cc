@@ -24,12 +24,13 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ifstream in(file);
   std::string k;
-  int mainloop, tiles, splits;
-  while (in >> k >> mainloop >> tiles >> splits) {
+  int mainloop, tiles, splits, cluster;
+  while (in >> k >> mainloop >> tiles >> splits >> cluster) {
     if (k == key) {
       c->mainloop = static_cast<Mainloop>(mainloop);
       c->token_tiles = tiles;
       c->k_splits = splits;
+      c->cluster = cluster;
       return true;
     }
   }
@@ -39,7 +40,8 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
 void StoreCache(const std::string& file, const std::string& key, const DecomposeKConfig& c) {
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ofstream out(file, std::ios::app);
-  out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << "\n";
+  out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
+      << c.cluster << "\n";
 }
 
 std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, const DecomposeKConfig& base) {
@@ -48,11 +50,21 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, const DecomposeK
   for (int f : {1, 2, 4}) {
     for (bool up : {false, true}) {
       DecomposeKConfig c = base;
+      c.cluster = 0;
       c.k_splits = up ? base.k_splits * f : std::max(1, base.k_splits / f);
       c.k_splits = std::min(c.k_splits, max_splits);
       bool seen = false;
-      for (const auto& o : out) seen |= o.k_splits == c.k_splits && o.token_tiles == c.token_tiles;
+      for (const auto& o : out)
+        seen |= o.k_splits == c.k_splits && o.token_tiles == c.token_tiles && o.cluster == 0;
       if (!seen) out.push_back(c);
+    }
+  }
+  if (base.mainloop == Mainloop::kTensorCore) {
+    // Cluster variants (the heuristic's choice is among them when clusters are supported).
+    for (int cluster : {4, 8, 16}) {
+      DecomposeKConfig c = base;
+      c.cluster = c.k_splits = cluster;
+      if (CanRouteDecomposeK(p, c).ok()) out.push_back(c);
     }
   }
   if (base.mainloop == Mainloop::kTensorCore && p.tokens > 8) {
@@ -69,8 +81,9 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, const DecomposeK
 }  // namespace
 
 absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
-                                       const DecomposeKConfig& config, int iterations,
+                                       const DecomposeKConfig& config, const AutotuneOptions& tune,
                                        cudaStream_t stream) {
+  const int iterations = tune.iterations;
   ASSIGN_OR_RETURN(auto ws, DeviceBuffer::Allocate(DecomposeKWorkspaceBytes(problem, config)));
   CUDA_RETURN_STATUS_IF_ERROR(ResetDecomposeKWorkspace(ws.get(), problem, config, stream));
   ASSIGN_OR_RETURN(auto start, MakeEvent());
@@ -78,7 +91,12 @@ absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteA
   std::vector<float> times;
   for (int i = 0; i < iterations + 3; ++i) {
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(start.get(), stream));
-    CUDA_RETURN_STATUS_IF_ERROR(LaunchDecomposeKRouter(problem, args, config, ws.get(), stream));
+    // Rotate over the layers' weights so that they come from HBM, as in service.
+    RouteArgs layer_args = args;
+    layer_args.weight = static_cast<const char*>(args.weight) +
+                        size_t(i % std::max(1, tune.rotate_layers)) * tune.layer_stride_bytes;
+    CUDA_RETURN_STATUS_IF_ERROR(
+        LaunchDecomposeKRouter(problem, layer_args, config, ws.get(), stream));
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(stop.get(), stream));
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventSynchronize(stop.get()));
     float ms = 0;
@@ -107,10 +125,15 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
     } else {
       float best = 1e30f;
       for (const auto& c : Candidates(problem, plan->config_)) {
-        ASSIGN_OR_RETURN(float us,
-                         TimeConfigMicros(problem, *tune_args, c, tune.iterations, stream));
-        if (us < best) {
-          best = us;
+        // A candidate the device cannot run (e.g. a cluster too large to schedule) is
+        // skipped, not fatal; clear the error it left.
+        auto us = TimeConfigMicros(problem, *tune_args, c, tune, stream);
+        if (!us.ok()) {
+          cudaGetLastError();
+          continue;
+        }
+        if (*us < best) {
+          best = *us;
           plan->config_ = c;
         }
       }

@@ -20,6 +20,10 @@ struct AutotuneOptions {
   bool enabled = false;
   std::string cache_file;  // empty: no cache
   int iterations = 20;
+  // Timing rotates over this many layers' weights, `layer_stride_bytes` apart from the
+  // weight pointer, so candidates are timed with weights coming from HBM, not L2.
+  int rotate_layers = 1;
+  size_t layer_stride_bytes = 0;
 };
 
 class CudaRouterPlan {
@@ -44,9 +48,10 @@ class CudaRouterPlan {
   DeviceBuffer workspace_;
 };
 
-// Times `config` on `args` (median of iterations, CUDA events); used by the autotuner.
+// Times `config` on `args` (median of tune.iterations, CUDA events, rotating layers as
+// `tune` says); used by the autotuner.
 absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
-                                       const DecomposeKConfig& config, int iterations,
+                                       const DecomposeKConfig& config, const AutotuneOptions& tune,
                                        cudaStream_t stream);
 
 }  // namespace moe::cuda

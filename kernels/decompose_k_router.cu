@@ -27,206 +27,12 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/decompose_k_cluster.h"
+#include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_router.h"
-#include "kernels/router_epilogue.cuh"
 
 namespace moe::cuda {
 namespace {
-
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kBlockExperts = 32;  // experts per CTA (two m16 tiles)
-constexpr int kStepK = 32;         // hidden elements per warp step (4 lanes x 8)
-constexpr int kMaxChunk = 32;      // tokens per CTA (NT = 4)
-
-struct KernelParams {
-  const void* w;  // [experts, K]
-  const void* x;  // [tokens, K]
-  int tokens, K, experts;
-  int m_blocks, k_splits, steps_per_warp, total_steps;
-  const float* router_bias;
-  const float* correction_bias;
-  float* partials;     // [z][m][s][32][chunk]
-  float* logits_ws;    // [z * chunk][m_blocks * 32]
-  unsigned* counters;  // [z * m_blocks] level 1, then [z] level 2
-  int32_t* ids;
-  float* weights;
-  float* logits_out;  // optional [tokens, experts]; the GEMM's C
-  int gemm_mode;      // 1: write C = logits (+bias) and stop
-  EpilogueParams ep;
-};
-
-union SharedStorage {
-  float reduce[kWarps][kBlockExperts][kMaxChunk];  // per-warp accumulators
-  struct {
-    float logits[kWarps][kMaxExperts];
-    float scores[kWarps][kMaxExperts];
-  } epilogue;
-};
-
-__device__ __forceinline__ void WaitForPrerequisiteGrid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-template <typename T>
-__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                    uint32_t a3, uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void Mma<__nv_bfloat16>(float (&c)[4], uint32_t a0, uint32_t a1,
-                                                   uint32_t a2, uint32_t a3, uint32_t b0,
-                                                   uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void Mma<__half>(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                            uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// 16 bytes of row `row` at column k, or zeros past the edges. Weights are read once:
-// bypass L1 (ld.global.nc with no L1 allocation would be the same here).
-__device__ __forceinline__ uint4 LoadRow16(const void* base, int row, int rows, int k, int K,
-                                           int elem_bytes) {
-  if (row >= rows || k >= K) return make_uint4(0, 0, 0, 0);
-  const char* p = static_cast<const char*>(base) + (size_t(row) * K + k) * elem_bytes;
-  return __ldg(reinterpret_cast<const uint4*>(p));
-}
-
-// Tensor-core mainloop: accumulates this warp's K range into acc[m-tile][n-tile][4].
-template <typename T, int NT>
-__device__ __forceinline__ void TensorCoreMainloop(const KernelParams& p, int m_block, int split,
-                                                   int token_base, float (&acc)[2][NT][4]) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int global_warp = split * kWarps + warp;
-  const int step_begin = global_warp * p.steps_per_warp;
-  const int step_end = min(step_begin + p.steps_per_warp, p.total_steps);
-  const int row0 = m_block * kBlockExperts + g;
-  constexpr int kUnroll = NT <= 2 ? 4 : 2;
-  bool waited = false;
-  for (int step = step_begin; step < step_end || !waited; step += kUnroll) {
-    uint4 a[kUnroll][4];
-    uint4 b[kUnroll][NT];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (step + u) * kStepK + 8 * t;
-      const bool in = step + u < step_end;
-#pragma unroll
-      for (int r = 0; r < 4; ++r)  // rows g, g+8, g+16, g+24 of the block
-        a[u][r] = in ? LoadRow16(p.w, row0 + 8 * r, p.experts, k, p.K, sizeof(T))
-                     : make_uint4(0, 0, 0, 0);
-    }
-    if (!waited) {  // hidden states may be written by the previous kernel
-      WaitForPrerequisiteGrid();
-      waited = true;
-      if (step >= step_end) break;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (step + u) * kStepK + 8 * t;
-      const bool in = step + u < step_end;
-#pragma unroll
-      for (int n = 0; n < NT; ++n)
-        b[u][n] = in ? LoadRow16(p.x, token_base + 8 * n + g, p.tokens, k, p.K, sizeof(T))
-                     : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const uint4 lo = a[u][2 * mt], hi = a[u][2 * mt + 1];  // rows g and g+8 of m-tile
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          Mma<T>(acc[mt][n], lo.x, hi.x, lo.y, hi.y, b[u][n].x, b[u][n].y);
-          Mma<T>(acc[mt][n], lo.z, hi.z, lo.w, hi.w, b[u][n].z, b[u][n].w);
-        }
-      }
-    }
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ void Load8(const T* p, float (&v)[8]);
-template <>
-__device__ __forceinline__ void Load8<float>(const float* p, float (&v)[8]) {
-  const float4 a = __ldg(reinterpret_cast<const float4*>(p));
-  const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
-  v[0] = a.x;
-  v[1] = a.y;
-  v[2] = a.z;
-  v[3] = a.w;
-  v[4] = b.x;
-  v[5] = b.y;
-  v[6] = b.z;
-  v[7] = b.w;
-}
-template <>
-__device__ __forceinline__ void Load8<__nv_bfloat16>(const __nv_bfloat16* p, float (&v)[8]) {
-  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-template <>
-__device__ __forceinline__ void Load8<__half>(const __half* p, float (&v)[8]) {
-  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-  const __half2* h = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __half22float2(h[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
-}
-
-// FMA mainloop for any dtype pair, 8 tokens per CTA: writes the warp's partial sums of its
-// K range straight into shared memory.
-template <typename TX, typename TW>
-__device__ __forceinline__ void FmaMainloop(const KernelParams& p, int m_block, int split,
-                                            int token_base, SharedStorage& smem) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  const int global_warp = split * kWarps + warp;
-  const int k_begin = global_warp * p.steps_per_warp * kStepK;
-  const int k_end = min(k_begin + p.steps_per_warp * kStepK, p.K);
-  WaitForPrerequisiteGrid();
-  for (int el = 0; el < kBlockExperts; ++el) {
-    const int e = m_block * kBlockExperts + el;
-    float acc[8] = {};
-    if (e < p.experts) {
-      for (int k = k_begin + 8 * lane; k < k_end; k += 256) {
-        float w[8];
-        Load8(static_cast<const TW*>(p.w) + size_t(e) * p.K + k, w);
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          const int tok = token_base + n;
-          if (tok >= p.tokens) break;
-          float x[8];
-          Load8(static_cast<const TX*>(p.x) + size_t(tok) * p.K + k, x);
-#pragma unroll
-          for (int i = 0; i < 8; ++i) acc[n] = fmaf(x[i], w[i], acc[n]);
-        }
-      }
-    }
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      const float s = WarpSum(acc[n]);
-      if (lane == 0) smem.reduce[warp][el][n] = s;
-    }
-  }
-}
 
 // Sums the warps' accumulators; then, with S > 1, publishes the CTA's partials and
 // returns whether this CTA is the last of its (m-block, chunk) to arrive; the last one
@@ -234,18 +40,15 @@ __device__ __forceinline__ void FmaMainloop(const KernelParams& p, int m_block, 
 template <int kChunk>
 __device__ bool ReduceSplits(const KernelParams& p, SharedStorage& smem, int m_block, int split,
                              int z) {
-  __shared__ bool is_last;
   const int tid = threadIdx.x;
   const int epad = p.m_blocks * kBlockExperts;
   float* my_partials = p.partials + ((size_t(z) * p.m_blocks + m_block) * p.k_splits + split) *
                                         kBlockExperts * kChunk;
   __syncthreads();
   for (int i = tid; i < kBlockExperts * kChunk; i += kThreads) {
-    const int el = i / kChunk, n = i % kChunk;
-    float s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) s += smem.reduce[w][el][n];
+    const float s = SumWarps<kChunk>(smem, i);
     if (p.k_splits == 1) {
+      const int el = i / kChunk, n = i % kChunk;
       p.logits_ws[(size_t(z) * kChunk + n) * epad + m_block * kBlockExperts + el] = s;
     } else {
       my_partials[i] = s;
@@ -255,16 +58,8 @@ __device__ bool ReduceSplits(const KernelParams& p, SharedStorage& smem, int m_b
     __syncthreads();
     return true;
   }
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    unsigned* counter = p.counters + size_t(z) * p.m_blocks + m_block;
-    is_last = atomicAdd(counter, 1u) == unsigned(p.k_splits - 1);
-    if (is_last) *counter = 0;  // ready for the next launch
-  }
-  __syncthreads();
-  if (!is_last) return false;
-  __threadfence();
+  if (!ArriveLast(p.counters + size_t(z) * p.m_blocks + m_block, unsigned(p.k_splits)))
+    return false;
   const float* block_partials =
       p.partials + (size_t(z) * p.m_blocks + m_block) * p.k_splits * kBlockExperts * kChunk;
   for (int i = tid; i < kBlockExperts * kChunk; i += kThreads) {
@@ -289,59 +84,17 @@ __device__ bool ReduceSplits(const KernelParams& p, SharedStorage& smem, int m_b
   return true;
 }
 
+// After the split reduction: bias, then the last m-block of the chunk routes its tokens.
 template <int kChunk>
 __device__ void FinishChunk(const KernelParams& p, SharedStorage& smem, int m_block, int z) {
-  __shared__ bool is_last;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
-  const int epad = p.m_blocks * kBlockExperts;
-  // Bias and the optional logits output (the GEMM's C) for this block's experts.
-  for (int i = tid; i < kBlockExperts * kChunk; i += kThreads) {
-    const int n = i / kBlockExperts, el = i % kBlockExperts;
-    const int tok = z * kChunk + n, e = m_block * kBlockExperts + el;
-    if (tok >= p.tokens || e >= p.experts) continue;
-    float* slot = p.logits_ws + (size_t(z) * kChunk + n) * epad + e;
-    const float v = __ldcg(slot) + (p.router_bias ? p.router_bias[e] : 0.0f);
-    *slot = v;
-    if (p.logits_out) p.logits_out[size_t(tok) * p.experts + e] = v;
-  }
+  AddBiasAndPublish<kChunk>(p, m_block, z);
   if (p.gemm_mode) return;
   if (p.m_blocks > 1) {
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-      unsigned* counter = p.counters + size_t(gridDim.y) * p.m_blocks + z;
-      is_last = atomicAdd(counter, 1u) == unsigned(p.m_blocks - 1);
-      if (is_last) *counter = 0;
-    }
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
+    if (!ArriveLast(p.counters + size_t(gridDim.y) * p.m_blocks + z, unsigned(p.m_blocks))) return;
   } else {
     __syncthreads();
   }
-  // Routing epilogue: one warp per token of the chunk.
-  for (int n = warp; n < kChunk; n += kWarps) {
-    const int tok = z * kChunk + n;
-    if (tok >= p.tokens) break;
-    float* lg = smem.epilogue.logits[warp];
-    for (int e = lane; e < p.experts; e += 32)
-      lg[e] = __ldcg(p.logits_ws + (size_t(z) * kChunk + n) * epad + e);
-    __syncwarp();
-    WarpRouteToken(p.ep, lg, smem.epilogue.scores[warp], p.correction_bias,
-                   p.ids + size_t(tok) * p.ep.top_k, p.weights + size_t(tok) * p.ep.top_k);
-    __syncwarp();
-  }
-}
-
-// The biases are read by whichever CTA finishes last; have the first CTA pull them into
-// L2 while the weights stream, so that read is an L2 hit rather than a DRAM round trip.
-__device__ __forceinline__ void PrefetchEpilogueInputs(const KernelParams& p) {
-  if (blockIdx.x != 0 || blockIdx.y != 0) return;
-  const int line = threadIdx.x * 32;  // 128-byte lines of floats
-  if (p.router_bias && line < p.experts)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p.router_bias + line));
-  if (p.correction_bias && line < p.experts)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p.correction_bias + line));
+  RouteChunk<kChunk>(p, smem, z);
 }
 
 template <typename T, int NT>
@@ -352,17 +105,7 @@ __global__ void __launch_bounds__(kThreads) DecomposeKTensorCoreKernel(const Ker
   PrefetchEpilogueInputs(p);
   float acc[2][NT][4] = {};
   TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      smem.reduce[warp][mt * 16 + g][n * 8 + 2 * t] = acc[mt][n][0];
-      smem.reduce[warp][mt * 16 + g][n * 8 + 2 * t + 1] = acc[mt][n][1];
-      smem.reduce[warp][mt * 16 + g + 8][n * 8 + 2 * t] = acc[mt][n][2];
-      smem.reduce[warp][mt * 16 + g + 8][n * 8 + 2 * t + 1] = acc[mt][n][3];
-    }
+  StoreAccumulators<NT>(smem, acc);
   if (!ReduceSplits<kChunk>(p, smem, m_block, split, z)) return;
   FinishChunk<kChunk>(p, smem, m_block, z);
 }
@@ -405,16 +148,17 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
   auto align = [](size_t n) { return (n + 255) / 256 * 256; };
   l.counters_bytes = align(sizeof(unsigned) * (size_t(l.z_chunks) * l.m_blocks + l.z_chunks));
   l.partials_offset = l.counters_bytes;
-  l.partials_bytes = c.k_splits > 1 ? align(sizeof(float) * size_t(l.z_chunks) * l.m_blocks *
-                                            c.k_splits * kBlockExperts * l.chunk)
-                                    : 0;
+  l.partials_bytes = c.k_splits > 1 && c.cluster == 0
+                         ? align(sizeof(float) * size_t(l.z_chunks) * l.m_blocks * c.k_splits *
+                                 kBlockExperts * l.chunk)
+                         : 0;
   l.logits_offset = l.partials_offset + l.partials_bytes;
   l.logits_bytes = align(sizeof(float) * size_t(l.z_chunks) * l.chunk * l.m_blocks * kBlockExperts);
   l.total = l.logits_offset + l.logits_bytes;
   return l;
 }
 
-DecomposeKConfig ChooseConfig(const Shape& s, int sm_count) {
+DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster) {
   DecomposeKConfig c;
   const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
   c.mainloop = tensor ? Mainloop::kTensorCore : Mainloop::kFma;
@@ -427,6 +171,12 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count) {
   const int per_split = m_blocks * z_chunks;
   const int max_splits = std::max(1, total_steps / kWarps);
   c.k_splits = std::clamp((target_ctas + per_split - 1) / per_split, 1, max_splits);
+  if (tensor && allow_cluster && ClustersSupported()) {
+    // Portable cluster size; the autotuner also tries 4 and 16.
+    c.cluster = std::min(8, c.k_splits);
+    while (c.cluster & (c.cluster - 1)) --c.cluster;  // a power of two
+    c.k_splits = c.cluster;
+  }
   return c;
 }
 
@@ -439,25 +189,20 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
     if (c.token_tiles != 1 && c.token_tiles != 2 && c.token_tiles != 4)
       return absl::InvalidArgumentError("config: token_tiles must be 1, 2 or 4");
   }
+  if (c.cluster != 0) {
+    if (c.cluster != 1 && c.cluster != 2 && c.cluster != 4 && c.cluster != 8 && c.cluster != 16)
+      return absl::InvalidArgumentError(
+          absl::StrCat("config: cluster ", c.cluster, " is not 0, 1, 2, 4, 8 or 16"));
+    if (c.mainloop != Mainloop::kTensorCore || c.k_splits != c.cluster)
+      return absl::InvalidArgumentError(
+          "config: clusters need the tensor-core mainloop and k_splits == cluster");
+    if (!ClustersSupported())
+      return absl::InvalidArgumentError("config: thread-block clusters need an sm_90+ GPU");
+  }
   if (c.k_splits < 1 || c.k_splits > 4096)
     return absl::InvalidArgumentError(
         absl::StrCat("config: k_splits ", c.k_splits, " outside [1, 4096]"));
   return absl::OkStatus();
-}
-
-template <typename Kernel>
-cudaError_t Launch(Kernel kernel, dim3 grid, const KernelParams& params, cudaStream_t stream,
-                   bool pdl) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(kThreads);
-  config.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attr;
-  config.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, params);
 }
 
 cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelParams params,
@@ -472,6 +217,9 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
   params.total_steps = l.total_steps;
   params.steps_per_warp = l.steps_per_warp;
   const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
+  if (c.cluster > 0)
+    return LaunchClusterKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, c.cluster,
+                               stream, pdl);
   if (c.mainloop == Mainloop::kTensorCore) {
     const bool bf16 = s.w_dtype == DType::kBF16;
     switch (c.token_tiles) {
@@ -524,7 +272,7 @@ Shape GemmShape(const GemmProblem& p) { return {p.m, p.n, p.k, p.dtype, p.dtype}
 }  // namespace
 
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count) {
-  return ChooseConfig(RouteShape(problem), sm_count);
+  return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true);
 }
 
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config) {
@@ -575,7 +323,7 @@ absl::Status CanGemmDecomposeK(const GemmProblem& p) {
 }
 
 DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
-  return ChooseConfig(GemmShape(problem), sm_count);
+  return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false);
 }
 
 size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& config) {

@@ -31,6 +31,10 @@ struct DecomposeKConfig {
   Mainloop mainloop = Mainloop::kTensorCore;
   int token_tiles = 1;  // n-tiles of 8 tokens per CTA: 1, 2 or 4
   int k_splits = 1;     // S: CTAs that share one expert block's K range
+  // 0: the S CTAs reduce through global memory and an arrival counter. 1..16: they form
+  // a thread-block cluster of this size (== k_splits) and reduce through distributed
+  // shared memory (sm_90+, tensor-core mainloop).
+  int cluster = 0;
 };
 
 // The default heuristic: enough CTAs to cover the SMs twice, one K step per warp at least.

@@ -108,8 +108,13 @@ class CudaBackend : public RouterBackend {
                                                 cudaMemcpyHostToDevice, stream_.get()));
     if (!plan) {
       RouteProblem bp{m.spec, bucket, io.hidden_dtype, m.weight_dtype};
-      cuda::AutotuneOptions tune{autotune_, cache_, 20};
+      cuda::AutotuneOptions tune;
+      tune.enabled = autotune_;
+      tune.cache_file = cache_;
+      tune.rotate_layers = m.num_layers();
+      tune.layer_stride_bytes = wbytes;
       RouteArgs tune_args = args;
+      tune_args.weight = r.weights.get();  // layer 0; the tuner rotates over the layers
       tune_args.logits = nullptr;
       ASSIGN_OR_RETURN(
           plan, cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args, stream_.get()));

@@ -239,6 +239,53 @@ TEST(GpuFused, MatchesTheCpuBackendBitForBitOnIds) {
   CheckFused(in, seed);
 }
 
+// Every reduction strategy and tile choice the autotuner may pick, not just the heuristic's.
+TEST(GpuConfigs, EveryStrategyMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"deepseek_v3", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
+    for (int tokens : {1, 9, 40}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(FindPreset(family).value().spec, tokens, DType::kBF16,
+                                         DType::kBF16, seed);
+      RouteProblem p{in.spec, tokens, DType::kBF16, DType::kBF16};
+      const auto ref = in.Reference();
+      std::vector<cuda::DecomposeKConfig> configs;
+      for (int tiles : {1, 2, 4}) {
+        for (int splits : {1, 3, 8, 64})
+          configs.push_back({cuda::Mainloop::kTensorCore, tiles, splits, 0});
+        for (int cluster : {1, 2, 4, 8, 16})
+          configs.push_back({cuda::Mainloop::kTensorCore, tiles, cluster, cluster});
+      }
+      configs.push_back({cuda::Mainloop::kFma, 1, 5, 0});
+      for (const auto& c : configs) {
+        if (!cuda::CanRouteDecomposeK(p, c).ok()) continue;  // e.g. clusters before sm_90
+        auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)).value();
+        ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, nullptr));
+        DeviceCase d = MakeDeviceCase(in, true);
+        for (int rep = 0; rep < 2; ++rep) {  // the second run checks the counter reset
+          Poison(d);
+          const cudaError_t err = cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), nullptr);
+          if (c.cluster == 16 && err != cudaSuccess) {
+            cudaGetLastError();
+            break;  // a 16-CTA cluster this device cannot schedule: skipped, not wrong
+          }
+          ASSERT_CUDA(err);
+          ASSERT_CUDA(cudaDeviceSynchronize());
+          HostOut h = Download(d, true);
+          EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "")
+              << Describe(in, seed) << " tiles=" << c.token_tiles << " splits=" << c.k_splits
+              << " cluster=" << c.cluster << " rep=" << rep;
+          for (int t = 0; t < tokens; ++t)
+            for (int e = 0; e < in.spec.experts; ++e)
+              ASSERT_NEAR(h.logits[size_t(t) * in.spec.experts + e], ref[t].logits[e],
+                          1e-3 + 1e-3 * std::fabs(ref[t].logits[e]))
+                  << "cluster=" << c.cluster << " splits=" << c.k_splits;
+        }
+      }
+    }
+  }
+}
+
 TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
   SKIP_WITHOUT_GPU();
   RouterSpec s = FindPreset("deepseek_v3").value().spec;
