@@ -106,6 +106,82 @@ int LayersFor(size_t layer_bytes, size_t l2_bytes, int min_layers, int max_layer
   return static_cast<int>(std::clamp<size_t>(need, min_layers, max_layers));
 }
 
+// Where one launch's time goes: every CTA stamps its phase boundaries (globaltimer, ns);
+// printed relative to the first CTA's start, for a few shapes and both reduction paths.
+void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
+  std::printf(
+      "\nphase timeline of one launch (us from the first CTA's start; median of 20 launches)\n");
+  std::printf("%-22s %-16s %8s %10s %9s %9s %9s %10s\n", "shape", "config", "ctas", "mainloop",
+              "reduced", "arrived", "routed", "epi_cycles");
+  for (auto [family, tokens] : std::vector<std::pair<const char*, int>>{{"deepseek_v3", 1},
+                                                                        {"deepseek_v3", 64},
+                                                                        {"qwen3_30b", 1},
+                                                                        {"mixtral", 1},
+                                                                        {"kimi_k2", 1}}) {
+    const RouterSpec spec = FindPreset(family).value().spec;
+    RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+    const size_t wbytes = size_t(spec.experts) * spec.hidden * 2;
+    const int layers = LayersFor(wbytes, 50u << 20, 2, 512);
+    auto weights = Must(DeviceBuffer::Allocate(wbytes * layers));
+    FillRandom(weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16, 0.02f, 5);
+    auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
+    FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 6);
+    auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
+    FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 7);
+    auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+    auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+    std::vector<cuda::DecomposeKConfig> configs = {cuda::ChooseDecomposeKConfig(p, info.sm_count)};
+    cuda::DecomposeKConfig global = configs[0];
+    global.cluster = 0;
+    global.k_splits = 8;
+    configs.push_back(global);
+    for (const auto& c : configs) {
+      auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
+      CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
+      const size_t entries = cuda::TimelineEntries(p, c);
+      auto tl = Must(DeviceBuffer::Allocate(entries * 8));
+      std::vector<unsigned long long> host(entries);
+      std::vector<double> phase[4], epilogue_cycles;
+      for (int rep = 0; rep < 20; ++rep) {
+        RouteArgs args{hidden.get(),
+                       weights.as<char>() + wbytes * (rep % layers),
+                       bias.as<float>(),
+                       bias.as<float>(),
+                       ids.as<int32_t>(),
+                       w.as<float>(),
+                       nullptr};
+        CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8, stream));
+        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(p, args, c, ws.get(), stream, false,
+                                                            tl.as<unsigned long long>()));
+        CHECK_CUDA(
+            cudaMemcpyAsync(host.data(), tl.get(), entries * 8, cudaMemcpyDeviceToHost, stream));
+        CHECK_CUDA(cudaStreamSynchronize(stream));
+        unsigned long long start = ~0ull, slot_max[5] = {};
+        for (size_t i = 0; i < entries; i += 2) {
+          const int slot = static_cast<int>((i / 2) % 5);
+          if (host[i] == 0) continue;
+          if (slot == 0) start = std::min(start, host[i]);
+          slot_max[slot] = std::max(slot_max[slot], host[i]);
+        }
+        for (size_t i = 0; i < entries; i += 10)  // the CTA that routed: clock64 of its epilogue
+          if (host[i + 8] != 0) epilogue_cycles.push_back(double(host[i + 9] - host[i + 7]));
+        for (int k = 1; k < 5; ++k)
+          phase[k - 1].push_back(slot_max[k] ? (slot_max[k] - start) / 1000.0 : 0.0);
+      }
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      if (epilogue_cycles.empty()) epilogue_cycles.push_back(0);
+      std::printf("%-22s %-16s %8zu %10.2f %9.2f %9.2f %9.2f %10.0f\n",
+                  absl::StrFormat("%s t=%d", family, tokens).c_str(),
+                  absl::StrFormat("S=%d%s", c.k_splits, c.cluster ? " cluster" : " global").c_str(),
+                  entries / 10, median(phase[0]), median(phase[1]), median(phase[2]),
+                  median(phase[3]), median(epilogue_cycles));
+    }
+  }
+}
+
 struct Row {
   std::string shape;
   int layers;
@@ -123,6 +199,7 @@ int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
   std::string filter;
+  bool timeline = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
@@ -132,9 +209,12 @@ int main(int argc, char** argv) {
       quick = true;
     else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc)
       filter = argv[++i];
+    else if (!std::strcmp(argv[i], "--timeline"))
+      timeline = true;
     else {
       std::printf(
-          "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTRING]\n");
+          "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTRING] "
+          "[--timeline]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -153,6 +233,11 @@ int main(int argc, char** argv) {
   const float empty_us = TimePerCall(
       256, [](int, cudaStream_t s) { CHECK_CUDA(LaunchEmptyKernel(s)); }, stream.get());
   std::vector<Row> rows;
+
+  if (timeline) {
+    PrintTimelines(info, stream.get());
+    return 0;
+  }
 
   // --- The routing epilogue alone (one token), to see its cost apart from the GEMM.
   if (filter.empty() || filter == "epilogue") {

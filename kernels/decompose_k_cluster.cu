@@ -21,7 +21,7 @@ namespace {
 namespace cg = cooperative_groups;
 
 template <typename T, int NT>
-__global__ void __launch_bounds__(kThreads) DecomposeKClusterKernel(const KernelParams p) {
+__global__ void __launch_bounds__(kThreads, 1) DecomposeKClusterKernel(const KernelParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ SharedStorage smem;
   constexpr int kChunk = 8 * NT;
@@ -31,11 +31,13 @@ __global__ void __launch_bounds__(kThreads) DecomposeKClusterKernel(const Kernel
   const int rank = static_cast<int>(cluster.block_rank());
   const int m_block = blockIdx.x / C, z = blockIdx.y;
   const int tid = threadIdx.x;
+  Stamp(p, kStampStart);
   PrefetchEpilogueInputs(p);
   float acc[2][NT][4] = {};
   TensorCoreMainloop<T, NT>(p, m_block, rank, z * kChunk, acc);
   StoreAccumulators<NT>(smem, acc);
   __syncthreads();
+  Stamp(p, kStampMainloop);
   for (int i = tid; i < kBlockExperts * kChunk; i += kThreads)
     cta_sum[i] = SumWarps<kChunk>(smem, i);
   cluster.sync();
@@ -49,14 +51,17 @@ __global__ void __launch_bounds__(kThreads) DecomposeKClusterKernel(const Kernel
     const int el = i / kChunk, n = i % kChunk;
     p.logits_ws[(size_t(z) * kChunk + n) * epad + m_block * kBlockExperts + el] = s;
   }
-  __threadfence();
   cluster.sync();  // every slice written; peers' shared memory no longer read
+  Stamp(p, kStampReduced);
   if (rank != 0) return;
   AddBiasAndPublish<kChunk>(p, m_block, z);
   if (p.gemm_mode) return;
   if (p.m_blocks > 1 && !ArriveLast(p.counters + z, unsigned(p.m_blocks))) return;
   __syncthreads();
+  Stamp(p, kStampArrived);
   RouteChunk<kChunk>(p, smem, z);
+  __syncthreads();
+  Stamp(p, kStampRouted);
 #else
   __trap();  // launched only on sm_90+ (see ClustersSupported)
 #endif

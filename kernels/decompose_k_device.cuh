@@ -7,6 +7,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cuda/atomic>
+
 #include "kernels/router_epilogue.cuh"
 #include "kernels/router_spec.h"
 
@@ -33,6 +35,7 @@ struct KernelParams {
   float* logits_out;  // optional [tokens, experts]; the GEMM's C
   int gemm_mode;      // 1: write C = logits (+bias) and stop
   EpilogueParams ep;
+  unsigned long long* timeline;  // diagnostics: per-CTA phase stamps, or null
 };
 
 union SharedStorage {
@@ -207,6 +210,20 @@ __device__ __forceinline__ void FmaMainloop(const KernelParams& p, int m_block, 
   }
 }
 
+// Diagnostics: phase stamps per CTA, [cta][kTimelineSlots][2] = (globaltimer ns, clock64),
+// written by thread 0 when the launch asked for a timeline (never in service).
+constexpr int kTimelineSlots = 5;
+enum TimelineSlot { kStampStart, kStampMainloop, kStampReduced, kStampArrived, kStampRouted };
+__device__ __forceinline__ void Stamp(const KernelParams& p, int slot) {
+  if (p.timeline == nullptr || threadIdx.x != 0) return;
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  unsigned long long* out =
+      p.timeline + ((size_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTimelineSlots + slot) * 2;
+  out[0] = t;
+  out[1] = clock64();
+}
+
 // Adds the router bias to this block's logits in logits_ws and writes the optional logits
 // output (the GEMM's C).
 template <int kChunk>
@@ -226,16 +243,20 @@ __device__ void AddBiasAndPublish(const KernelParams& p, int m_block, int z) {
 // Publishes this CTA's global writes and counts it in; true (in every thread) for the
 // arrival that makes `expected`. That last CTA resets the counter for the next launch
 // and may then read what every earlier arrival wrote.
+//
+// Ordering without a full fence: the CTA barrier orders every thread's writes before
+// thread 0's release-RMW at GPU scope (release is cumulative over what thread 0 has
+// observed, including through the barrier); the last arrival's RMW also acquires, and
+// the barrier after it passes that on to the CTA's other threads.
 __device__ inline bool ArriveLast(unsigned* counter, unsigned expected) {
   __shared__ bool is_last;
-  __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    is_last = atomicAdd(counter, 1u) == expected - 1;
-    if (is_last) *counter = 0;
+    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> count(*counter);
+    is_last = count.fetch_add(1u, ::cuda::memory_order_acq_rel) == expected - 1;
+    if (is_last) count.store(0u, ::cuda::memory_order_relaxed);
   }
   __syncthreads();
-  if (is_last) __threadfence();
   return is_last;
 }
 

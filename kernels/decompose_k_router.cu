@@ -94,24 +94,31 @@ __device__ void FinishChunk(const KernelParams& p, SharedStorage& smem, int m_bl
   } else {
     __syncthreads();
   }
+  Stamp(p, kStampArrived);
   RouteChunk<kChunk>(p, smem, z);
+  __syncthreads();
+  Stamp(p, kStampRouted);
 }
 
 template <typename T, int NT>
-__global__ void __launch_bounds__(kThreads) DecomposeKTensorCoreKernel(const KernelParams p) {
+__global__ void __launch_bounds__(kThreads, 1) DecomposeKTensorCoreKernel(const KernelParams p) {
   __shared__ SharedStorage smem;
   constexpr int kChunk = 8 * NT;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
+  Stamp(p, kStampStart);
   PrefetchEpilogueInputs(p);
   float acc[2][NT][4] = {};
   TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
   StoreAccumulators<NT>(smem, acc);
+  __syncthreads();
+  Stamp(p, kStampMainloop);
   if (!ReduceSplits<kChunk>(p, smem, m_block, split, z)) return;
+  Stamp(p, kStampReduced);
   FinishChunk<kChunk>(p, smem, m_block, z);
 }
 
 template <typename TX, typename TW>
-__global__ void __launch_bounds__(kThreads) DecomposeKFmaKernel(const KernelParams p) {
+__global__ void __launch_bounds__(kThreads, 1) DecomposeKFmaKernel(const KernelParams p) {
   __shared__ SharedStorage smem;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
   PrefetchEpilogueInputs(p);
@@ -294,6 +301,18 @@ cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& proble
 cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,
                                    const DecomposeKConfig& config, void* workspace,
                                    cudaStream_t stream, bool pdl) {
+  return LaunchDecomposeKRouterWithTimeline(problem, args, config, workspace, stream, pdl, nullptr);
+}
+
+size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config) {
+  const Layout l = MakeLayout(RouteShape(problem), config);
+  return size_t(l.m_blocks) * config.k_splits * l.z_chunks * kTimelineSlots * 2;
+}
+
+cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, const RouteArgs& args,
+                                               const DecomposeKConfig& config, void* workspace,
+                                               cudaStream_t stream, bool pdl,
+                                               unsigned long long* timeline) {
   const RouterSpec& s = problem.spec;
   KernelParams params = {};
   params.w = args.weight;
@@ -308,6 +327,7 @@ cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs&
   params.logits_out = args.logits;
   params.gemm_mode = 0;
   params.ep = MakeEpilogueParams(s);
+  params.timeline = timeline;
   return LaunchForShape(RouteShape(problem), config, params, workspace, stream, pdl);
 }
 

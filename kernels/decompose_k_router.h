@@ -54,6 +54,16 @@ cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs&
                                    const DecomposeKConfig& config, void* workspace,
                                    cudaStream_t stream, bool pdl = false);
 
+// Diagnostics: the same launch, with every CTA's thread 0 writing (globaltimer ns,
+// clock64) pairs at its phase boundaries — start, mainloop done, split reduction done,
+// chunk arrival done (last CTA), routing done (last CTA) — into `timeline`, which holds
+// TimelineEntries() zero-filled uint64s laid out [z][cta][slot][2]. For router_bench.
+size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config);
+cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, const RouteArgs& args,
+                                               const DecomposeKConfig& config, void* workspace,
+                                               cudaStream_t stream, bool pdl,
+                                               unsigned long long* timeline);
+
 // The general skinny GEMM on the same machinery: C[M,N] = A[M,K]·B[N,K]ᵀ (+ bias[N]),
 // fp32 output, row-major. M plays the tokens, N the experts.
 struct GemmProblem {
