@@ -32,6 +32,10 @@ class RouterBackend {
   virtual absl::Status LoadModel(const RouterModel& model) = 0;
   // Computes a batch; returns the compute time in seconds (device time on the GPU).
   virtual absl::StatusOr<double> Route(const std::string& model, int layer, const BatchIO& io) = 0;
+  // Batches this backend can compute at once (the batcher runs that many workers).
+  virtual int concurrency() const { return 1; }
+  // False once the device failed in a way the process cannot recover from.
+  virtual bool healthy() const { return true; }
 };
 
 std::unique_ptr<RouterBackend> MakeCpuBackend(int threads);

@@ -17,12 +17,13 @@ int64_t Micros(Clock::time_point t) {
 
 Batcher::Batcher(RouterBackend* backend, BatcherOptions options, ServerMetrics* metrics)
     : backend_(backend), options_(options), metrics_(metrics) {
-  worker_ = std::thread([this] { WorkerMain(); });
+  for (int i = 0; i < std::max(1, backend->concurrency()); ++i)
+    workers_.emplace_back([this] { WorkerMain(); });
 }
 
 Batcher::~Batcher() {
   Shutdown();
-  worker_.join();
+  for (auto& w : workers_) w.join();
 }
 
 void Batcher::Shutdown() {
@@ -144,6 +145,8 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
              ids.data(),    weights.data(), want_logits ? logits.data() : nullptr};
   const auto start = Clock::now();
   auto compute = backend_->Route(first.model, first.layer, io);
+  if (!backend_->healthy() && options_.on_backend_failure && !failure_reported_.exchange(true))
+    options_.on_backend_failure();
   const Labels backend_label = {{"backend", backend_->name()}};
   if (compute.ok()) {
     metrics_->compute_seconds->Observe(backend_label, *compute);

@@ -1,5 +1,6 @@
-// The dynamic batcher: one queue per (model, layer, dtype), one worker per backend. A
-// batch launches as soon as the worker is free and work is queued (or after
+// The dynamic batcher: one queue per (model, layer, dtype) and backend->concurrency()
+// workers, so the GPU backend keeps two batches in flight. A batch launches as soon as a
+// worker is free and work is queued (or after
 // max_queue_delay_us to let it fill), up to max_batch_tokens; results are scattered back
 // to each request through its callback. Requests whose deadline passed or that were
 // cancelled are answered without being computed. A bounded queue sheds load.
@@ -54,6 +55,8 @@ struct RouteWork {
 struct BatcherOptions {
   BatchingLimits limits;
   int max_queued_requests = 4096;
+  // Called once, from a worker, when the backend reports itself unhealthy after a batch.
+  std::function<void()> on_backend_failure;
 };
 
 class Batcher {
@@ -81,7 +84,8 @@ class Batcher {
   std::map<Key, std::deque<std::unique_ptr<RouteWork>>> queues_ ABSL_GUARDED_BY(mu_);
   int queued_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread worker_;
+  std::vector<std::thread> workers_;
+  std::atomic<bool> failure_reported_{false};
 };
 
 }  // namespace moe

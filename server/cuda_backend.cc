@@ -1,6 +1,11 @@
-// The CUDA backend: weights uploaded once per model; each batch is staged through pinned
-// buffers, routed by a CudaRouterPlan per (model, token bucket, dtype) and timed with
-// CUDA events. Route calls are serialised by a mutex (one stream).
+// The CUDA backend: weights uploaded once per model. Batches run on kSlots executor slots
+// — each a stream, its events, pinned staging buffers, device buffers and its own
+// CudaRouterPlans per (model, token bucket, dtype) — so two batches are in flight at once
+// (one copying while the other computes). Device time comes from CUDA events. Any CUDA
+// failure marks the backend unhealthy (fail-stop: the health service then says
+// NOT_SERVING and an orchestrator restarts the process).
+#include <atomic>
+#include <deque>
 #include <map>
 #include <tuple>
 
@@ -22,12 +27,30 @@ namespace moe {
 #ifdef MOE_HAVE_CUDA
 namespace {
 
+constexpr int kSlots = 2;
+
 // Plans are made per power-of-two token bucket; a plan serves any count up to its bucket.
 int TokenBucket(int tokens) {
   int b = 1;
   while (b < tokens) b *= 2;
   return std::min(b, kMaxTokens);
 }
+
+struct ResidentModel {
+  std::shared_ptr<const RouterModel> model;  // host copy: spec and shapes
+  DeviceBuffer weights;                      // [layers, experts, hidden]
+  DeviceBuffer biases;                       // [layers, 2, experts]: router, correction
+  size_t layer_bytes = 0;
+};
+
+// One executor: everything a batch in flight needs for itself.
+struct Slot {
+  CudaStream stream;
+  CudaEvent start, stop;
+  PinnedBuffer pinned_in, pinned_out;
+  DeviceBuffer dev_in, dev_out;
+  std::map<std::tuple<std::string, int, int>, std::unique_ptr<cuda::CudaRouterPlan>> plans;
+};
 
 class CudaBackend : public RouterBackend {
  public:
@@ -36,129 +59,157 @@ class CudaBackend : public RouterBackend {
 
   absl::Status Init() {
     CUDA_RETURN_STATUS_IF_ERROR(cudaSetDevice(info_.ordinal));
-    ASSIGN_OR_RETURN(stream_, MakeStream());
-    ASSIGN_OR_RETURN(start_, MakeEvent());
-    ASSIGN_OR_RETURN(stop_, MakeEvent());
     const size_t hidden_bytes = size_t(kMaxTokens) * kMaxHidden * 4;
-    const size_t out_bytes = size_t(kMaxTokens) * kMaxExperts * 4;
-    ASSIGN_OR_RETURN(pinned_in_, PinnedBuffer::Allocate(hidden_bytes));
-    ASSIGN_OR_RETURN(pinned_out_, PinnedBuffer::Allocate(2 * out_bytes));
-    ASSIGN_OR_RETURN(dev_in_, DeviceBuffer::Allocate(hidden_bytes));
-    ASSIGN_OR_RETURN(dev_out_,
-                     DeviceBuffer::Allocate(2 * out_bytes + 2 * size_t(kMaxTokens) * kMaxTopK * 4));
+    const size_t out_bytes = size_t(kMaxTokens) * (kMaxExperts + 2 * kMaxTopK) * 4;
+    for (int i = 0; i < kSlots; ++i) {
+      auto slot = std::make_unique<Slot>();
+      ASSIGN_OR_RETURN(slot->stream, MakeStream());
+      ASSIGN_OR_RETURN(slot->start, MakeEvent());
+      ASSIGN_OR_RETURN(slot->stop, MakeEvent());
+      ASSIGN_OR_RETURN(slot->pinned_in, PinnedBuffer::Allocate(hidden_bytes));
+      ASSIGN_OR_RETURN(slot->pinned_out, PinnedBuffer::Allocate(out_bytes));
+      ASSIGN_OR_RETURN(slot->dev_in, DeviceBuffer::Allocate(hidden_bytes));
+      ASSIGN_OR_RETURN(slot->dev_out, DeviceBuffer::Allocate(out_bytes));
+      free_slots_.push_back(slot.get());
+      slots_.push_back(std::move(slot));
+    }
     return absl::OkStatus();
   }
 
   std::string name() const override { return "cuda"; }
   std::string device() const override { return info_.name; }
+  int concurrency() const override { return kSlots; }
+  bool healthy() const override { return healthy_.load(); }
 
   absl::Status LoadModel(const RouterModel& model) override {
-    absl::MutexLock lock(&mu_);
     CUDA_RETURN_STATUS_IF_ERROR(cudaSetDevice(info_.ordinal));
-    Resident r;
-    r.model = std::make_shared<RouterModel>(model);
-    const size_t wbytes = model.layers[0].weight.size();
+    auto r = std::make_shared<ResidentModel>();
+    r->model = std::make_shared<const RouterModel>(model);
+    r->layer_bytes = model.layers[0].weight.size();
     const size_t e = model.spec.experts;
-    ASSIGN_OR_RETURN(r.weights, DeviceBuffer::Allocate(wbytes * model.num_layers()));
-    ASSIGN_OR_RETURN(r.biases, DeviceBuffer::Allocate(2 * 4 * e * model.num_layers()));
+    ASSIGN_OR_RETURN(r->weights, DeviceBuffer::Allocate(r->layer_bytes * model.num_layers()));
+    ASSIGN_OR_RETURN(r->biases, DeviceBuffer::Allocate(2 * 4 * e * model.num_layers()));
     for (int l = 0; l < model.num_layers(); ++l) {
       const auto& layer = model.layers[l];
-      CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r.weights.as<char>() + wbytes * l, layer.weight.data(),
-                                             wbytes, cudaMemcpyHostToDevice));
+      CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r->weights.as<char>() + r->layer_bytes * l,
+                                             layer.weight.data(), r->layer_bytes,
+                                             cudaMemcpyHostToDevice));
       if (!layer.router_bias.empty())
-        CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r.biases.as<float>() + 2 * e * l,
+        CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r->biases.as<float>() + 2 * e * l,
                                                layer.router_bias.data(), 4 * e,
                                                cudaMemcpyHostToDevice));
       if (!layer.correction_bias.empty())
-        CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r.biases.as<float>() + 2 * e * l + e,
+        CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpy(r->biases.as<float>() + 2 * e * l + e,
                                                layer.correction_bias.data(), 4 * e,
                                                cudaMemcpyHostToDevice));
     }
+    absl::MutexLock lock(&mu_);
     models_[model.name] = std::move(r);
     return absl::OkStatus();
   }
 
   absl::StatusOr<double> Route(const std::string& name, int layer, const BatchIO& io) override {
-    absl::MutexLock lock(&mu_);
-    auto it = models_.find(name);
-    if (it == models_.end())
-      return absl::NotFoundError(absl::StrCat("model: '", name, "' not loaded"));
-    Resident& r = it->second;
-    const RouterModel& m = *r.model;
-    if (layer < 0 || layer >= m.num_layers())
+    std::shared_ptr<ResidentModel> r;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = models_.find(name);
+      if (it == models_.end())
+        return absl::NotFoundError(absl::StrCat("model: '", name, "' not loaded"));
+      r = it->second;
+    }
+    if (layer < 0 || layer >= r->model->num_layers())
       return absl::NotFoundError(absl::StrCat("layer: ", layer, " out of range"));
-    const int bucket = TokenBucket(io.tokens);
-    auto key = std::make_tuple(bucket, int(io.hidden_dtype));
-    auto& plan = r.plans[key];
+    if (!healthy_) return absl::UnavailableError("the GPU failed earlier; restart the server");
+    Slot* slot = AcquireSlot();
+    auto result = RouteOnSlot(*r, layer, io, *slot);
+    ReleaseSlot(slot);
+    if (!result.ok() && result.status().code() == absl::StatusCode::kInternal) healthy_ = false;
+    return result;
+  }
+
+ private:
+  Slot* AcquireSlot() {
+    absl::MutexLock lock(&slots_mu_);
+    slots_mu_.Await(absl::Condition(
+        +[](std::deque<Slot*>* free) { return !free->empty(); }, &free_slots_));
+    Slot* s = free_slots_.front();
+    free_slots_.pop_front();
+    return s;
+  }
+  void ReleaseSlot(Slot* s) {
+    absl::MutexLock lock(&slots_mu_);
+    free_slots_.push_back(s);
+  }
+
+  absl::StatusOr<double> RouteOnSlot(const ResidentModel& r, int layer, const BatchIO& io,
+                                     Slot& slot) {
+    CUDA_RETURN_STATUS_IF_ERROR(cudaSetDevice(info_.ordinal));
+    const RouterModel& m = *r.model;
     const size_t e = m.spec.experts, k = m.spec.top_k;
-    const size_t wbytes = m.layers[0].weight.size();
-    float* dev_logits = dev_out_.as<float>();
+    cudaStream_t stream = slot.stream.get();
+    float* dev_logits = slot.dev_out.as<float>();
     int32_t* dev_ids = reinterpret_cast<int32_t*>(dev_logits + size_t(kMaxTokens) * kMaxExperts);
     float* dev_w = reinterpret_cast<float*>(dev_ids + size_t(kMaxTokens) * kMaxTopK);
-    RouteArgs args{dev_in_.get(),
-                   r.weights.as<char>() + wbytes * layer,
+    RouteArgs args{slot.dev_in.get(),
+                   r.weights.as<char>() + r.layer_bytes * layer,
                    m.spec.has_router_bias ? r.biases.as<float>() + 2 * e * layer : nullptr,
                    m.spec.has_correction_bias ? r.biases.as<float>() + 2 * e * layer + e : nullptr,
                    dev_ids,
                    dev_w,
                    io.logits ? dev_logits : nullptr};
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
-    std::memcpy(pinned_in_.get(), io.hidden, in_bytes);
-    CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(dev_in_.get(), pinned_in_.get(), in_bytes,
-                                                cudaMemcpyHostToDevice, stream_.get()));
+    std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
+    CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(slot.dev_in.get(), slot.pinned_in.get(), in_bytes,
+                                                cudaMemcpyHostToDevice, stream));
+    const int bucket = TokenBucket(io.tokens);
+    auto& plan = slot.plans[{m.name, bucket, int(io.hidden_dtype)}];
     if (!plan) {
       RouteProblem bp{m.spec, bucket, io.hidden_dtype, m.weight_dtype};
       cuda::AutotuneOptions tune;
       tune.enabled = autotune_;
       tune.cache_file = cache_;
       tune.rotate_layers = m.num_layers();
-      tune.layer_stride_bytes = wbytes;
+      tune.layer_stride_bytes = r.layer_bytes;
       RouteArgs tune_args = args;
       tune_args.weight = r.weights.get();  // layer 0; the tuner rotates over the layers
       tune_args.logits = nullptr;
-      ASSIGN_OR_RETURN(
-          plan, cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args, stream_.get()));
+      auto created = cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args, stream);
+      if (!created.ok()) return created.status();
+      plan = std::move(*created);
     }
     RouteProblem p{m.spec, io.tokens, io.hidden_dtype, m.weight_dtype};
-    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(start_.get(), stream_.get()));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(slot.start.get(), stream));
     // The bucket's plan: its config and workspace serve any smaller token count.
     CUDA_RETURN_STATUS_IF_ERROR(
-        cuda::LaunchDecomposeKRouter(p, args, plan->config(), plan->workspace(), stream_.get()));
-    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(stop_.get(), stream_.get()));
-    char* out = pinned_out_.as<char>();
+        cuda::LaunchDecomposeKRouter(p, args, plan->config(), plan->workspace(), stream));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(slot.stop.get(), stream));
+    char* out = slot.pinned_out.as<char>();
+    const size_t ids_bytes = io.tokens * k * 4, logits_bytes = io.tokens * e * 4;
     CUDA_RETURN_STATUS_IF_ERROR(
-        cudaMemcpyAsync(out, dev_ids, io.tokens * k * 4, cudaMemcpyDeviceToHost, stream_.get()));
-    CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(out + io.tokens * k * 4, dev_w, io.tokens * k * 4,
-                                                cudaMemcpyDeviceToHost, stream_.get()));
+        cudaMemcpyAsync(out, dev_ids, ids_bytes, cudaMemcpyDeviceToHost, stream));
+    CUDA_RETURN_STATUS_IF_ERROR(
+        cudaMemcpyAsync(out + ids_bytes, dev_w, ids_bytes, cudaMemcpyDeviceToHost, stream));
     if (io.logits)
-      CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(out + 2 * io.tokens * k * 4, dev_logits,
-                                                  io.tokens * e * 4, cudaMemcpyDeviceToHost,
-                                                  stream_.get()));
-    CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream_.get()));
-    std::memcpy(io.ids, out, io.tokens * k * 4);
-    std::memcpy(io.weights, out + io.tokens * k * 4, io.tokens * k * 4);
-    if (io.logits) std::memcpy(io.logits, out + 2 * io.tokens * k * 4, io.tokens * e * 4);
+      CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(out + 2 * ids_bytes, dev_logits, logits_bytes,
+                                                  cudaMemcpyDeviceToHost, stream));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream));
+    std::memcpy(io.ids, out, ids_bytes);
+    std::memcpy(io.weights, out + ids_bytes, ids_bytes);
+    if (io.logits) std::memcpy(io.logits, out + 2 * ids_bytes, logits_bytes);
     float ms = 0;
-    CUDA_RETURN_STATUS_IF_ERROR(cudaEventElapsedTime(&ms, start_.get(), stop_.get()));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventElapsedTime(&ms, slot.start.get(), slot.stop.get()));
     return ms * 1e-3;
   }
 
- private:
-  struct Resident {
-    std::shared_ptr<RouterModel> model;
-    DeviceBuffer weights;  // [layers, experts, hidden]
-    DeviceBuffer biases;   // [layers, 2, experts]: router bias, correction bias
-    std::map<std::tuple<int, int>, std::unique_ptr<cuda::CudaRouterPlan>> plans;
-  };
   const cuda::DeviceInfo info_;
   const bool autotune_;
   const std::string cache_;
+  std::atomic<bool> healthy_{true};
   absl::Mutex mu_;
-  std::map<std::string, Resident> models_ ABSL_GUARDED_BY(mu_);
-  CudaStream stream_;
-  CudaEvent start_, stop_;
-  PinnedBuffer pinned_in_, pinned_out_;
-  DeviceBuffer dev_in_, dev_out_;
+  std::map<std::string, std::shared_ptr<ResidentModel>> models_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Slot>> slots_;
+  absl::Mutex slots_mu_;
+  std::deque<Slot*> free_slots_ ABSL_GUARDED_BY(slots_mu_);
 };
 
 }  // namespace

@@ -27,13 +27,20 @@ std::string CodeName(absl::StatusCode c) { return absl::StatusCodeToString(c); }
 
 }  // namespace
 
-RouterService::RouterService(std::map<std::string, ModelDescription> models, Batcher* batcher,
-                             RouterBackend* backend, ServerMetrics* metrics, int max_tokens)
-    : models_(std::move(models)),
-      batcher_(batcher),
-      backend_(backend),
-      metrics_(metrics),
-      max_tokens_(max_tokens) {}
+RouterService::RouterService(Batcher* batcher, RouterBackend* backend, ServerMetrics* metrics,
+                             int max_tokens)
+    : batcher_(batcher), backend_(backend), metrics_(metrics), max_tokens_(max_tokens) {}
+
+void RouterService::SetModels(ModelTable models) {
+  auto table = std::make_shared<const ModelTable>(std::move(models));
+  absl::MutexLock lock(&mu_);
+  models_ = std::move(table);
+}
+
+std::shared_ptr<const RouterService::ModelTable> RouterService::Models() const {
+  absl::MutexLock lock(&mu_);
+  return models_;
+}
 
 void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerContext* ctx,
                            std::function<void(absl::Status, v1::RouteResponse)> done) {
@@ -49,7 +56,12 @@ void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerCont
     done(std::move(s), std::move(r));
   };
   metrics_->in_flight->Increment({}, 1);
-  auto work = ValidateRouteRequest(req, models_, max_tokens_);
+  const auto models = Models();
+  if (models == nullptr) {
+    finish(absl::UnavailableError("models are still loading; retry shortly"), {});
+    return;
+  }
+  auto work = ValidateRouteRequest(req, *models, max_tokens_);
   if (!work.ok()) {
     finish(work.status(), {});
     return;
@@ -216,7 +228,8 @@ void RouterService::FillInfo(const ModelDescription& m, v1::ModelInfo* info) con
 grpc::ServerUnaryReactor* RouterService::ListModels(grpc::CallbackServerContext* ctx,
                                                     const v1::ListModelsRequest*,
                                                     v1::ListModelsResponse* resp) {
-  for (const auto& [name, m] : models_) FillInfo(m, resp->add_models());
+  if (const auto models = Models())
+    for (const auto& [name, m] : *models) FillInfo(m, resp->add_models());
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -226,8 +239,9 @@ grpc::ServerUnaryReactor* RouterService::GetModel(grpc::CallbackServerContext* c
                                                   const v1::GetModelRequest* req,
                                                   v1::ModelInfo* resp) {
   auto* reactor = ctx->DefaultReactor();
-  auto it = models_.find(req->name());
-  if (it == models_.end()) {
+  const auto models = Models();
+  auto it = models ? models->find(req->name()) : ModelTable::const_iterator();
+  if (models == nullptr || it == models->end()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                  absl::StrCat("name: model '", req->name(), "' is not loaded")));
   } else {

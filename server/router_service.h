@@ -1,10 +1,13 @@
 // The moe_router.v1.Router gRPC service (callback API): validate -> submit to the batcher
-// -> finish. Thread-safe; the model table is fixed after construction.
+// -> finish. Thread-safe. The service starts with no models (Route answers UNAVAILABLE
+// while they load) and gets its model table once, from SetModels.
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "moe_router/v1/router.grpc.pb.h"
 #include "server/backend.h"
 #include "server/batcher.h"
@@ -15,8 +18,11 @@ namespace moe {
 
 class RouterService final : public moe_router::v1::Router::CallbackService {
  public:
-  RouterService(std::map<std::string, ModelDescription> models, Batcher* batcher,
-                RouterBackend* backend, ServerMetrics* metrics, int max_tokens);
+  using ModelTable = std::map<std::string, ModelDescription>;
+  RouterService(Batcher* batcher, RouterBackend* backend, ServerMetrics* metrics, int max_tokens);
+
+  // Publishes the loaded models; requests are served from then on.
+  void SetModels(ModelTable models);
 
   grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* ctx,
                                   const moe_router::v1::RouteRequest* req,
@@ -37,7 +43,10 @@ class RouterService final : public moe_router::v1::Router::CallbackService {
  private:
   void FillInfo(const ModelDescription& m, moe_router::v1::ModelInfo* info) const;
 
-  const std::map<std::string, ModelDescription> models_;
+  std::shared_ptr<const ModelTable> Models() const;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const ModelTable> models_ ABSL_GUARDED_BY(mu_);
   Batcher* const batcher_;
   RouterBackend* const backend_;
   ServerMetrics* const metrics_;

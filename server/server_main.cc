@@ -22,6 +22,7 @@
 #include "server/json_util.h"
 #include "server/metrics.h"
 #include "server/router_service.h"
+#include "server/server_config.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:50051",
           "gRPC listen address (host:port; port 0 picks one)");
@@ -48,7 +49,12 @@ ABSL_FLAG(double, grace_period_s, 10.0,
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM server private key");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA for client certificates (enables mutual TLS)");
-ABSL_FLAG(std::string, port_file, "", "Write the bound gRPC and metrics ports here (for tests)");
+ABSL_FLAG(std::string, port_file, "",
+          "Once listening (before the models load), write the bound gRPC and metrics ports here");
+ABSL_FLAG(
+    std::string, config, "",
+    "JSON file of flag values, e.g. {\"model\": [\"demo-mixtral\"], \"max_batch_tokens\": 128}; "
+    "flags given on the command line override it");
 
 namespace {
 
@@ -60,13 +66,87 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// Loads every --model into the backend, logging progress; the service's model table.
+absl::StatusOr<moe::RouterService::ModelTable> LoadModels(moe::RouterBackend& backend,
+                                                          moe::ServerMetrics& metrics) {
+  using namespace moe;
+  RouterService::ModelTable models;
+  for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
+    if (spec.empty()) continue;
+    std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<RouterModel> model =
+        parts.size() == 2 ? LoadModelSource(parts[1], parts[0])
+                          : MakeDemoModel(parts[0], absl::GetFlag(FLAGS_demo_layers));
+    if (!model.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model ", spec, ": ", model.status().message()));
+    if (models.count(model->name))
+      return absl::InvalidArgumentError(absl::StrCat("--model: '", model->name, "' given twice"));
+    auto status = backend.LoadModel(*model);
+    if (!status.ok())
+      return absl::InternalError(absl::StrCat("loading ", model->name, ": ", status.message()));
+    // Warm up one layer so the first client does not pay for plan creation or autotuning.
+    std::string zeros(size_t(model->spec.hidden) * 2, '\0');
+    std::vector<int32_t> ids(model->spec.top_k);
+    std::vector<float> w(model->spec.top_k);
+    auto warm = backend.Route(model->name, 0,
+                              {zeros.data(), DType::kBF16, 1, ids.data(), w.data(), nullptr});
+    if (!warm.ok())
+      return absl::InternalError(
+          absl::StrCat("warm-up of ", model->name, ": ", warm.status().message()));
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(
+        stderr,
+        "moe-router-server: loaded %s (%s, %d layers, %d experts x %d hidden, %.1f MB) in %.2f s\n",
+        model->name.c_str(), model->spec.family.c_str(), model->num_layers(), model->spec.experts,
+        model->spec.hidden, model->WeightBytes() / 1e6, secs);
+    models[model->name] = {model->name, model->spec, model->weight_dtype, model->num_layers(),
+                           model->WeightBytes()};
+    metrics.model_info->Set({{"model", model->name},
+                             {"family", model->spec.family},
+                             {"backend", backend.name()},
+                             {"device", backend.device()}},
+                            1);
+    metrics.weight_bytes->Set({{"model", model->name}}, model->WeightBytes());
+  }
+  if (models.empty()) return absl::InvalidArgumentError("--model: no models to serve");
+  return models;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
+  using moe::ReadWholeFile;
+  if (absl::GetFlag(FLAGS_tls_cert).empty() && absl::GetFlag(FLAGS_tls_key).empty())
+    return grpc::InsecureServerCredentials();
+  auto cert = ReadWholeFile(absl::GetFlag(FLAGS_tls_cert));
+  auto key = ReadWholeFile(absl::GetFlag(FLAGS_tls_key));
+  if (!cert.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--tls_cert: ", cert.status().message()));
+  if (!key.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--tls_key: ", key.status().message()));
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+    auto ca = ReadWholeFile(absl::GetFlag(FLAGS_tls_client_ca));
+    if (!ca.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--tls_client_ca: ", ca.status().message()));
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Routes tokens to experts for Mixture-of-Experts models over gRPC.\n"
       "  moe-router-server --model demo-deepseek-v3\n"
-      "  moe-router-server --model ds=/models/DeepSeek-V3 --address 0.0.0.0:50051");
+      "  moe-router-server --model ds=/models/DeepSeek-V3 --address 0.0.0.0:50051\n"
+      "  moe-router-server --config server.json");
+  if (auto status = moe::ApplyConfigFileFlag(argc, argv); !status.ok())
+    return Fail(std::string(status.message()));
   absl::ParseCommandLine(argc, argv);
   using namespace moe;
 
@@ -92,87 +172,38 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "moe-router-server: backend %s (%s)\n", backend->name().c_str(),
                backend->device().c_str());
 
-  // Models.
   MetricsRegistry registry;
   ServerMetrics metrics(&registry);
   metrics.build_info->Set({{"version", "0.1.0"}}, 1);
-  std::map<std::string, ModelDescription> models;
-  for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
-    if (spec.empty()) continue;
-    std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<RouterModel> model =
-        parts.size() == 2 ? LoadModelSource(parts[1], parts[0])
-                          : MakeDemoModel(parts[0], absl::GetFlag(FLAGS_demo_layers));
-    if (!model.ok()) return Fail(absl::StrCat("--model ", spec, ": ", model.status().message()));
-    if (models.count(model->name))
-      return Fail(absl::StrCat("--model: '", model->name, "' given twice"));
-    auto status = backend->LoadModel(*model);
-    if (!status.ok()) return Fail(absl::StrCat("loading ", model->name, ": ", status.message()));
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::fprintf(
-        stderr,
-        "moe-router-server: loaded %s (%s, %d layers, %d experts x %d hidden, %.1f MB) in %.2f s\n",
-        model->name.c_str(), model->spec.family.c_str(), model->num_layers(), model->spec.experts,
-        model->spec.hidden, model->WeightBytes() / 1e6, secs);
-    models[model->name] = {model->name, model->spec, model->weight_dtype, model->num_layers(),
-                           model->WeightBytes()};
-    metrics.model_info->Set({{"model", model->name},
-                             {"family", model->spec.family},
-                             {"backend", backend->name()},
-                             {"device", backend->device()}},
-                            1);
-    metrics.weight_bytes->Set({{"model", model->name}}, model->WeightBytes());
-  }
-  if (models.empty()) return Fail("--model: no models to serve");
 
+  // gRPC first, NOT_SERVING, so orchestrators see a live but unready process while the
+  // models load.
+  std::unique_ptr<grpc::Server> server;
   BatcherOptions batcher_options;
   batcher_options.limits.max_batch_tokens = max_batch_tokens;
   batcher_options.limits.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   batcher_options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  batcher_options.on_backend_failure = [&server] {
+    std::fprintf(stderr, "moe-router-server: the device failed; health is now NOT_SERVING\n");
+    server->GetHealthCheckService()->SetServingStatus(false);
+  };
   Batcher batcher(backend.get(), batcher_options, &metrics);
-  RouterService service(models, &batcher, backend.get(), &metrics, kMaxTokens);
+  RouterService service(&batcher, backend.get(), &metrics, kMaxTokens);
 
-  // Warm up every model's first layer once so the first client does not pay for it.
-  for (const auto& [name, m] : models) {
-    std::string zeros(size_t(m.spec.hidden) * 2, '\0');
-    std::vector<int32_t> ids(m.spec.top_k);
-    std::vector<float> w(m.spec.top_k);
-    auto warm =
-        backend->Route(name, 0, {zeros.data(), DType::kBF16, 1, ids.data(), w.data(), nullptr});
-    if (!warm.ok()) return Fail(absl::StrCat("warm-up of ", name, ": ", warm.status().message()));
-  }
-
-  // gRPC.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-  if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
-    auto cert = ReadWholeFile(absl::GetFlag(FLAGS_tls_cert));
-    auto key = ReadWholeFile(absl::GetFlag(FLAGS_tls_key));
-    if (!cert.ok()) return Fail(absl::StrCat("--tls_cert: ", cert.status().message()));
-    if (!key.ok()) return Fail(absl::StrCat("--tls_key: ", key.status().message()));
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({*key, *cert});
-    if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
-      auto ca = ReadWholeFile(absl::GetFlag(FLAGS_tls_client_ca));
-      if (!ca.ok()) return Fail(absl::StrCat("--tls_client_ca: ", ca.status().message()));
-      ssl.pem_root_certs = *ca;
-      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-    }
-    creds = grpc::SslServerCredentials(ssl);
-  }
+  auto creds = ServerCredentials();
+  if (!creds.ok()) return Fail(std::string(creds.status().message()));
   int grpc_port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_address), creds, &grpc_port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_address), *creds, &grpc_port);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  server = builder.BuildAndStart();
   if (!server || grpc_port == 0)
     return Fail(absl::StrCat("--address: cannot listen on ", absl::GetFlag(FLAGS_address)));
-  server->GetHealthCheckService()->SetServingStatus(true);
+  server->GetHealthCheckService()->SetServingStatus(false);
 
   std::unique_ptr<MetricsHttpServer> http;
   if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
@@ -180,10 +211,7 @@ int main(int argc, char** argv) {
     http = MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry, &error);
     if (!http) return Fail(error);
   }
-  std::fprintf(
-      stderr,
-      "moe-router-server: serving gRPC on port %d, metrics on http://%s/metrics (port %d)\n",
-      grpc_port, absl::GetFlag(FLAGS_metrics_address).c_str(), http ? http->port() : 0);
+
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w");
     if (f) {
@@ -192,6 +220,17 @@ int main(int argc, char** argv) {
     }
   }
 
+  auto models = LoadModels(*backend, metrics);
+  if (!models.ok()) {
+    server->Shutdown();
+    return Fail(std::string(models.status().message()));
+  }
+  service.SetModels(std::move(*models));
+  server->GetHealthCheckService()->SetServingStatus(true);
+  std::fprintf(
+      stderr,
+      "moe-router-server: serving gRPC on port %d, metrics on http://%s/metrics (port %d)\n",
+      grpc_port, absl::GetFlag(FLAGS_metrics_address).c_str(), http ? http->port() : 0);
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
   while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
