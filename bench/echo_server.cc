@@ -1,0 +1,110 @@
+// echo_server: the transport's ceiling for the service benchmark. It speaks the
+// moe_router.v1.Router API and answers Route/RouteStream with a response of the same
+// size as moe-router-server's (tokens x top_k ids and weights) without batching or
+// computing, so load-generator numbers against it measure gRPC alone.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "moe_router/v1/router.grpc.pb.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50052", "Listen address");
+ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model name it pretends to serve");
+ABSL_FLAG(int, hidden, 7168, "Hidden size reported by ListModels");
+ABSL_FLAG(int, top_k, 8, "Experts per token in each response");
+
+namespace {
+namespace v1 = moe_router::v1;
+
+std::atomic<bool> g_stop{false};
+
+void Fill(const v1::RouteRequest& req, int top_k, v1::RouteResponse* resp) {
+  const int tokens = req.hidden_states().shape_size() > 0 ? int(req.hidden_states().shape(0)) : 0;
+  resp->set_request_id(req.request_id());
+  resp->set_tokens(tokens);
+  resp->set_top_k(top_k);
+  resp->mutable_expert_ids()->Resize(tokens * top_k, 0);
+  resp->mutable_expert_weights()->Resize(tokens * top_k, 0.0f);
+}
+
+class EchoService final : public v1::Router::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* ctx, const v1::RouteRequest* req,
+                                  v1::RouteResponse* resp) override {
+    Fill(*req, absl::GetFlag(FLAGS_top_k), resp);
+    auto* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+  grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse>* RouteStream(
+      grpc::CallbackServerContext*) override {
+    class Reactor : public grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse> {
+     public:
+      Reactor() { StartRead(&req_); }
+      void OnReadDone(bool ok) override {
+        if (!ok) {
+          Finish(grpc::Status::OK);
+          return;
+        }
+        resp_.set_request_id(req_.request_id());
+        Fill(req_, absl::GetFlag(FLAGS_top_k), resp_.mutable_response());
+        StartWrite(&resp_);
+      }
+      void OnWriteDone(bool ok) override {
+        if (ok)
+          StartRead(&req_);
+        else
+          Finish(grpc::Status::OK);
+      }
+      void OnDone() override { delete this; }
+
+     private:
+      v1::RouteRequest req_;
+      v1::RouteStreamResponse resp_;
+    };
+    return new Reactor;
+  }
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const v1::ListModelsRequest*,
+                                       v1::ListModelsResponse* resp) override {
+    auto* m = resp->add_models();
+    m->set_name(absl::GetFlag(FLAGS_model));
+    m->set_hidden(absl::GetFlag(FLAGS_hidden));
+    m->set_top_k(absl::GetFlag(FLAGS_top_k));
+    m->set_layers(1 << 20);
+    m->set_backend("echo");
+    auto* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  EchoService service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_address), grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "echo_server: cannot listen on %s\n",
+                 absl::GetFlag(FLAGS_address).c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "echo_server: listening on port %d\n", port);
+  signal(SIGTERM, [](int) { g_stop = true; });
+  signal(SIGINT, [](int) { g_stop = true; });
+  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}

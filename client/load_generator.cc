@@ -1,0 +1,286 @@
+#include "client/load_generator.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace moe {
+namespace v1 = moe_router::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string CodeName(grpc::StatusCode code) {
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  const int c = static_cast<int>(code);
+  return c >= 0 && c < 17 ? kNames[c] : absl::StrCat("CODE_", c);
+}
+
+// Shared tallies: latencies per thread (merged at the end), counters under one mutex.
+class Tally {
+ public:
+  explicit Tally(Clock::time_point measure_from) : measure_from_(measure_from) {}
+  void Record(Clock::time_point start, Clock::time_point end, grpc::StatusCode code,
+              std::vector<double>* latencies) {
+    if (start < measure_from_) return;  // warm-up
+    if (code == grpc::StatusCode::OK) {
+      ok_.fetch_add(1, std::memory_order_relaxed);
+      latencies->push_back(std::chrono::duration<double, std::micro>(end - start).count());
+    } else {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++errors_[CodeName(code)];
+    }
+  }
+  void Merge(std::vector<double>* latencies) {
+    std::lock_guard<std::mutex> lock(mu_);
+    all_.insert(all_.end(), latencies->begin(), latencies->end());
+  }
+  uint64_t ok() const { return ok_.load(); }
+  uint64_t error_count() {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t n = 0;
+    for (const auto& [code, count] : errors_) n += count;
+    return n;
+  }
+  LoadReport Report(double seconds, int tokens) {
+    std::lock_guard<std::mutex> lock(mu_);
+    LoadReport r;
+    r.seconds = seconds;
+    r.ok = ok_.load();
+    r.errors = errors_;
+    r.qps = r.ok / seconds;
+    r.tokens_per_s = r.qps * tokens;
+    std::sort(all_.begin(), all_.end());
+    auto pct = [&](double q) {
+      if (all_.empty()) return 0.0;
+      return all_[std::min(all_.size() - 1, static_cast<size_t>(q * all_.size()))];
+    };
+    r.p50_us = pct(0.5);
+    r.p90_us = pct(0.9);
+    r.p99_us = pct(0.99);
+    r.p999_us = pct(0.999);
+    r.max_us = all_.empty() ? 0 : all_.back();
+    double sum = 0;
+    for (double v : all_) sum += v;
+    r.mean_us = all_.empty() ? 0 : sum / all_.size();
+    return r;
+  }
+
+ private:
+  const Clock::time_point measure_from_;
+  std::atomic<uint64_t> ok_{0};
+  std::mutex mu_;
+  std::map<std::string, uint64_t> errors_;
+  std::vector<double> all_;
+};
+
+std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<v1::RouteRequest> reqs;
+  for (int i = 0; i < 16; ++i) {
+    v1::RouteRequest req;
+    req.set_model(o.model);
+    req.set_layer(i % std::max(1, o.layers));
+    auto* t = req.mutable_hidden_states();
+    t->set_dtype(v1::DTYPE_BF16);
+    t->add_shape(o.tokens);
+    t->add_shape(hidden);
+    std::string bytes(size_t(o.tokens) * hidden * 2, '\0');
+    for (size_t k = 0; k < bytes.size(); k += 2) {
+      float f = normal(rng);
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      const uint16_t b = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+      std::memcpy(&bytes[k], &b, 2);
+    }
+    t->set_data(std::move(bytes));
+    reqs.push_back(std::move(req));
+  }
+  return reqs;
+}
+
+void ClosedUnary(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, int caller,
+                 Clock::time_point end, Tally* tally) {
+  std::vector<double> latencies;
+  for (uint64_t i = caller; Clock::now() < end; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::RouteResponse resp;
+    const auto start = Clock::now();
+    const grpc::Status s = stub->Route(&ctx, reqs[i % reqs.size()], &resp);
+    tally->Record(start, Clock::now(), s.error_code(), &latencies);
+  }
+  tally->Merge(&latencies);
+}
+
+void ClosedStream(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, int caller,
+                  Clock::time_point end, Tally* tally) {
+  std::vector<double> latencies;
+  uint64_t i = caller;
+  while (Clock::now() < end) {
+    grpc::ClientContext ctx;
+    auto stream = stub->RouteStream(&ctx);
+    v1::RouteStreamResponse resp;
+    bool broken = false;
+    while (Clock::now() < end) {
+      const auto start = Clock::now();
+      v1::RouteRequest req = reqs[i++ % reqs.size()];
+      req.set_request_id(i);
+      if (!stream->Write(req) || !stream->Read(&resp)) {
+        broken = true;
+        break;
+      }
+      const auto code = resp.has_error() ? static_cast<grpc::StatusCode>(resp.error().code())
+                                         : grpc::StatusCode::OK;
+      tally->Record(start, Clock::now(), code, &latencies);
+    }
+    stream->WritesDone();
+    const grpc::Status s = stream->Finish();
+    if (broken)
+      tally->Record(Clock::now(), Clock::now(), s.ok() ? grpc::StatusCode::UNKNOWN : s.error_code(),
+                    &latencies);
+  }
+  tally->Merge(&latencies);
+}
+
+// Open loop: sends at the scheduled times whatever the responses do.
+void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, double rate,
+              Clock::time_point begin, Clock::time_point end, Tally* tally) {
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::RouteResponse resp;
+    Clock::time_point scheduled;
+  };
+  std::atomic<int> outstanding{0};
+  std::mutex lat_mu;
+  std::vector<double> latencies;
+  const auto period = std::chrono::duration<double>(1.0 / rate);
+  for (uint64_t i = 0;; ++i) {
+    const auto scheduled = begin + std::chrono::duration_cast<Clock::duration>(period * double(i));
+    if (scheduled >= end) break;
+    std::this_thread::sleep_until(scheduled);
+    auto* call = new Call;
+    call->scheduled = scheduled;
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    outstanding.fetch_add(1);
+    stub->async()->Route(&call->ctx, &reqs[i % reqs.size()], &call->resp,
+                         [call, tally, &outstanding, &lat_mu, &latencies](grpc::Status s) {
+                           {
+                             std::lock_guard<std::mutex> lock(lat_mu);
+                             tally->Record(call->scheduled, Clock::now(), s.error_code(),
+                                           &latencies);
+                           }
+                           delete call;
+                           outstanding.fetch_sub(1);
+                         });
+  }
+  while (outstanding.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  tally->Merge(&latencies);
+}
+
+}  // namespace
+
+std::string LoadReport::ToJson(const LoadOptions& o) const {
+  std::vector<std::string> errs;
+  for (const auto& [code, n] : errors) errs.push_back(absl::StrFormat("\"%s\": %d", code, n));
+  return absl::StrFormat(
+      "{\"model\": \"%s\", \"tokens\": %d, \"concurrency\": %d, \"rate\": %g, \"stream\": %s, "
+      "\"seconds\": %.3f, \"ok\": %d, \"qps\": %.1f, \"tokens_per_s\": %.1f, \"p50_us\": %.1f, "
+      "\"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, "
+      "\"mean_us\": %.1f, \"errors\": {%s}}",
+      o.model, o.tokens, o.concurrency, o.rate, o.stream ? "true" : "false", seconds, ok, qps,
+      tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, absl::StrJoin(errs, ", "));
+}
+
+std::string LoadReport::ToText() const {
+  std::vector<std::string> errs;
+  for (const auto& [code, n] : errors) errs.push_back(absl::StrCat(code, "=", n));
+  return absl::StrFormat(
+      "%d ok in %.1f s: %.0f req/s, %.0f tokens/s; latency us p50 %.0f p90 %.0f p99 %.0f "
+      "p99.9 %.0f max %.0f; errors: %s",
+      ok, seconds, qps, tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us,
+      errs.empty() ? "none" : absl::StrJoin(errs, " "));
+}
+
+absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
+  RouterClient client(o.address, o.client);
+  v1::ListModelsResponse models;
+  const grpc::Status s = client.ListModels(&models);
+  if (!s.ok())
+    return absl::UnavailableError(
+        absl::StrCat("cannot list models at ", o.address, ": ", s.error_message()));
+  int hidden = 0;
+  for (const auto& m : models.models())
+    if (m.name() == o.model) hidden = m.hidden();
+  if (hidden == 0) return absl::NotFoundError(absl::StrCat("model '", o.model, "' is not loaded"));
+  const auto reqs = MakeRequests(o, hidden);
+
+  const auto begin = Clock::now();
+  const auto measure_from = begin + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(o.warmup_s));
+  const auto end = measure_from + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(o.duration_s));
+  Tally tally(measure_from);
+  // Several channels: one HTTP/2 connection serialises many callers.
+  std::vector<std::unique_ptr<RouterClient>> clients;
+  const int channels = std::clamp(o.concurrency / 16, 1, 8);
+  for (int i = 0; i < channels; ++i)
+    clients.push_back(std::make_unique<RouterClient>(o.address, o.client));
+
+  std::atomic<bool> done{false};
+  std::thread progress([&] {
+    uint64_t last = 0;
+    int second = 0;
+    while (!done.load()) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      if (done.load() || !o.progress) continue;
+      const uint64_t now_ok = tally.ok();
+      std::fprintf(stderr, "[%3ds] %llu req/s, %llu ok, %llu errors\n", ++second,
+                   static_cast<unsigned long long>(now_ok - last),
+                   static_cast<unsigned long long>(now_ok),
+                   static_cast<unsigned long long>(tally.error_count()));
+      last = now_ok;
+    }
+  });
+  std::vector<std::thread> threads;
+  if (o.rate > 0) {
+    threads.emplace_back(OpenLoop, clients[0]->stub(), std::cref(reqs), o.rate, begin, end, &tally);
+  } else {
+    for (int c = 0; c < o.concurrency; ++c)
+      threads.emplace_back(o.stream ? ClosedStream : ClosedUnary, clients[c % channels]->stub(),
+                           std::cref(reqs), c, end, &tally);
+  }
+  for (auto& t : threads) t.join();
+  done = true;
+  progress.join();
+  return tally.Report(o.duration_s, o.tokens);
+}
+
+}  // namespace moe

@@ -1,0 +1,45 @@
+// The load generator behind moe-router-bench: closed loop (N callers, each with one
+// request in flight, unary or streaming) or open loop (requests issued at a fixed rate,
+// latency measured from the scheduled send time so a slow server cannot hide queueing).
+// Thread-safe internally; Run is called once.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/router_client.h"
+
+namespace moe {
+
+struct LoadOptions {
+  std::string address = "localhost:50051";
+  std::string model;
+  int layers = 1;       // requests rotate over layers 0..layers-1
+  int tokens = 1;       // tokens per request
+  int concurrency = 1;  // closed loop: callers
+  double rate = 0;      // > 0: open loop at this many requests per second
+  bool stream = false;  // closed loop over RouteStream (one stream per caller)
+  double duration_s = 10;
+  double warmup_s = 1;
+  bool progress = true;  // a line per second on stderr
+  ClientOptions client;
+};
+
+struct LoadReport {
+  double seconds = 0;
+  uint64_t ok = 0;
+  std::map<std::string, uint64_t> errors;  // by status code name
+  double qps = 0, tokens_per_s = 0;
+  double p50_us = 0, p90_us = 0, p99_us = 0, p999_us = 0, max_us = 0, mean_us = 0;
+
+  std::string ToJson(const LoadOptions& o) const;
+  std::string ToText() const;
+};
+
+// Runs the load; fails only if the model cannot be described (hidden size unknown).
+absl::StatusOr<LoadReport> RunLoad(const LoadOptions& options);
+
+}  // namespace moe

@@ -1,0 +1,121 @@
+"""The Python client against the real moe-router-server (CPU backend) on loopback.
+
+Run by ctest with PYTHONPATH holding client/python and the generated modules, and
+MOE_SERVER_BINARY naming the server. Routing is checked against the logits the server
+returns (ids = the family's choice over them, weights recomputed in numpy), so the test
+covers packing, unpacking and every dtype end to end.
+"""
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import grpc
+import numpy as np
+
+from moe_router_client import RouterClient
+
+
+def bf16_bits(a):
+    """float32 -> bfloat16 bits (round to nearest even) as uint16."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+class PythonClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        port_file = os.path.join(cls.tmp, "ports")
+        cls.server = subprocess.Popen(
+            [os.environ["MOE_SERVER_BINARY"], "--model=demo-mixtral,demo-gpt-oss-20b",
+             "--demo_layers=2", "--address=127.0.0.1:0", "--metrics_address=", "--cpu_threads=2",
+             "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+                break
+            time.sleep(0.05)
+        port = open(port_file).read().split()[0]
+        cls.client = RouterClient(f"127.0.0.1:{port}")
+        for _ in range(600):
+            try:
+                if cls.client.health():
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.server.send_signal(signal.SIGTERM)
+        cls.server.wait(timeout=30)
+
+    def test_health_and_models(self):
+        self.assertTrue(self.client.health())
+        names = sorted(m.name for m in self.client.models())
+        self.assertEqual(names, ["demo-gpt-oss-20b", "demo-mixtral"])
+
+    def test_mixtral_every_dtype(self):
+        rng = np.random.default_rng()
+        x = rng.standard_normal((5, 4096)).astype(np.float32)
+        for hidden in (x, x.astype(np.float16), bf16_bits(x)):
+            ids, weights, logits = self.client.route("demo-mixtral", 1, hidden, return_logits=True)
+            self.assertEqual(ids.shape, (5, 2))
+            self.assertEqual(ids.dtype, np.int32)
+            self.assertEqual(weights.dtype, np.float32)
+            self.assertEqual(logits.shape, (5, 8))
+            for t in range(5):
+                order = sorted(range(8), key=lambda e: (-logits[t, e], e))[:2]
+                self.assertEqual(list(ids[t]), order)
+                chosen = logits[t, order].astype(np.float64)
+                want = np.exp(chosen - chosen.max())
+                want /= want.sum()
+                np.testing.assert_allclose(weights[t], want, rtol=1e-4)
+
+    def test_gpt_oss_topk_then_softmax(self):
+        x = np.random.default_rng().standard_normal((3, 2880)).astype(np.float32)
+        ids, weights, logits = self.client.route("demo-gpt-oss-20b", 0, x, return_logits=True)
+        for t in range(3):
+            order = sorted(range(32), key=lambda e: (-logits[t, e], e))[:4]
+            self.assertEqual(list(ids[t]), order)
+            self.assertAlmostEqual(float(weights[t].sum()), 1.0, places=5)
+
+    def test_errors_carry_code_and_field(self):
+        with self.assertRaises(grpc.RpcError) as e:
+            self.client.route("demo-mixtral", 0, np.zeros((2, 100), np.float32))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("hidden_states.shape[1]", e.exception.details())
+        with self.assertRaises(grpc.RpcError) as e:
+            self.client.route("nope", 0, np.zeros((1, 4096), np.float32))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.NOT_FOUND)
+        bad = np.zeros((1, 4096), np.float32)
+        bad[0, 7] = np.nan
+        with self.assertRaises(grpc.RpcError) as e:
+            self.client.route("demo-mixtral", 0, bad)
+        self.assertIn("not finite", e.exception.details())
+        with self.assertRaises(ValueError):
+            self.client.route("demo-mixtral", 0, np.zeros(4096, np.float32))
+
+    def test_stream_in_order_with_a_failing_request(self):
+        rng = np.random.default_rng()
+        reqs = [("demo-mixtral", i % 2, rng.standard_normal((1 + i % 3, 4096)).astype(np.float32))
+                for i in range(12)]
+        reqs[4] = ("demo-mixtral", 9, reqs[4][2])  # no such layer: fails alone
+        results = list(self.client.route_stream(iter(reqs)))
+        self.assertEqual([r.request_id for r in results], list(range(12)))
+        for i, r in enumerate(results):
+            if i == 4:
+                self.assertFalse(r.ok)
+                self.assertEqual(r.code, grpc.StatusCode.NOT_FOUND)
+            else:
+                self.assertTrue(r.ok, r.message)
+                want_ids, _ = self.client.route(*reqs[i])
+                np.testing.assert_array_equal(r.ids, want_ids)
+
+
+if __name__ == "__main__":
+    unittest.main()
