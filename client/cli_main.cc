@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "client/npy.h"
 #include "client/router_client.h"
 #include "kernels/dtype.h"
 
@@ -19,8 +20,9 @@ constexpr char kUsage[] =
     "commands:\n"
     "  models                         list the loaded models\n"
     "  health                         SERVING / NOT_SERVING (exit 0 when serving)\n"
-    "  route MODEL [--layer N] [--tokens N] [--seed N]\n"
-    "                                 route random bf16 hidden states, print experts\n"
+    "  route MODEL [--layer N] [--tokens N] [--seed N] [--npy FILE]\n"
+    "                                 route hidden states (random bf16, or a 2-D .npy of\n"
+    "                                 float32, float16 or bfloat16 bits as uint16), print experts\n"
     "default address: localhost:50051\n";
 
 int Error(const grpc::Status& s, const std::string& address) {
@@ -39,6 +41,7 @@ int main(int argc, char** argv) {
   std::string address = "localhost:50051";
   std::vector<std::string> args;
   int layer = 0, tokens = 4;
+  std::string npy;
   unsigned seed = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -58,6 +61,8 @@ int main(int argc, char** argv) {
       layer = std::atoi(value().c_str());
     } else if (a == "--tokens") {
       tokens = std::atoi(value().c_str());
+    } else if (a == "--npy") {
+      npy = value();
     } else if (a == "--seed") {
       seed = static_cast<unsigned>(std::atoi(value().c_str()));
     } else if (a.rfind("--", 0) == 0) {
@@ -102,13 +107,31 @@ int main(int argc, char** argv) {
                    args[1].c_str());
       return 1;
     }
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal;
-    std::string bytes(size_t(tokens > 0 ? tokens : 0) * hidden * 2, '\0');
-    for (size_t i = 0; i < bytes.size() / 2; ++i)
-      moe::StoreFromFloat(bytes.data(), moe::DType::kBF16, i, normal(rng));
+    auto dtype = moe_router::v1::DTYPE_BF16;
+    std::string bytes;
+    if (!npy.empty()) {
+      auto array = moe::ReadNpy(npy);
+      if (!array.ok()) {
+        std::fprintf(stderr, "moe-router: %s\n", std::string(array.status().message()).c_str());
+        return 1;
+      }
+      if (array->cols != hidden) {
+        std::fprintf(stderr, "moe-router: %s has %lld columns; model '%s' has hidden %d\n",
+                     npy.c_str(), static_cast<long long>(array->cols), args[1].c_str(), hidden);
+        return 1;
+      }
+      tokens = static_cast<int>(array->rows);
+      dtype = array->dtype;
+      bytes = std::move(array->data);
+    } else {
+      std::mt19937 rng(seed);
+      std::normal_distribution<float> normal;
+      bytes.assign(size_t(tokens > 0 ? tokens : 0) * hidden * 2, '\0');
+      for (size_t i = 0; i < bytes.size() / 2; ++i)
+        moe::StoreFromFloat(bytes.data(), moe::DType::kBF16, i, normal(rng));
+    }
     moe::Routed out;
-    s = client.Route(args[1], layer, moe_router::v1::DTYPE_BF16, tokens, hidden, bytes, &out);
+    s = client.Route(args[1], layer, dtype, tokens, hidden, bytes, &out);
     if (!s.ok()) return Error(s, address);
     for (int t = 0; t < out.tokens; ++t) {
       std::printf("token %d:", t);

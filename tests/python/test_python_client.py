@@ -39,7 +39,8 @@ class PythonClientTest(unittest.TestCase):
                 break
             time.sleep(0.05)
         port = open(port_file).read().split()[0]
-        cls.client = RouterClient(f"127.0.0.1:{port}")
+        cls.address = f"127.0.0.1:{port}"
+        cls.client = RouterClient(cls.address)
         for _ in range(600):
             try:
                 if cls.client.health():
@@ -115,6 +116,31 @@ class PythonClientTest(unittest.TestCase):
                 self.assertTrue(r.ok, r.message)
                 want_ids, _ = self.client.route(*reqs[i])
                 np.testing.assert_array_equal(r.ids, want_ids)
+
+    def test_cli_routes_npy_files_and_reports_errors(self):
+        cli = os.environ["MOE_CLI_BINARY"]
+        x = np.random.default_rng().standard_normal((3, 4096)).astype(np.float32)
+        path = os.path.join(self.tmp, "h.npy")
+        np.save(path, x)
+        out = subprocess.run([cli, "--address", self.address, "route", "demo-mixtral", "--layer", "1",
+                              "--npy", path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        want_ids, want_w = self.client.route("demo-mixtral", 1, x)
+        for t in range(3):
+            line = next(l for l in out.stdout.splitlines() if l.startswith(f"token {t}:"))
+            got = [int(tok.split("(")[0]) for tok in line.split(":")[1].split()]
+            self.assertEqual(got, list(want_ids[t]))
+        np.save(path, np.zeros((2, 100), np.float32))
+        out = subprocess.run([cli, "--address", self.address, "route", "demo-mixtral", "--npy", path],
+                             capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("100 columns", out.stderr)
+        out = subprocess.run([cli, "--address", "127.0.0.1:1", "models"], capture_output=True,
+                             text=True, timeout=60)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("cannot reach the server", out.stderr)
+        out = subprocess.run([cli, "bogus"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 2)
 
 
 if __name__ == "__main__":
