@@ -110,6 +110,7 @@ absl::StatusOr<moe::RouterService::ModelTable> LoadModels(moe::RouterBackend& ba
                              {"device", backend.device()}},
                             1);
     metrics.weight_bytes->Set({{"model", model->name}}, model->WeightBytes());
+    metrics.shed->Increment({{"model", model->name}}, 0);  // series exist before the first shed
   }
   if (models.empty()) return absl::InvalidArgumentError("--model: no models to serve");
   return models;
