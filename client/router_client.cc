@@ -24,28 +24,66 @@ RouterClient::RouterClient(const std::string& address, const ClientOptions& opti
   stub_ = v1::Router::NewStub(channel_);
 }
 
-grpc::Status RouterClient::Route(const std::string& model, int layer, v1::DType dtype, int tokens,
-                                 int hidden, const std::string& bytes, Routed* out,
-                                 int timeout_ms) {
+v1::RouteRequest MakeRouteRequest(const std::string& model, int layer, v1::DType dtype, int tokens,
+                                  int hidden, const std::string& bytes, uint64_t request_id) {
   v1::RouteRequest req;
   req.set_model(model);
   req.set_layer(layer);
+  req.set_request_id(request_id);
   auto* t = req.mutable_hidden_states();
   t->set_dtype(dtype);
   t->add_shape(tokens);
   t->add_shape(hidden);
   t->set_data(bytes);
+  return req;
+}
+
+namespace {
+
+Routed Unpack(const v1::RouteResponse& resp) {
+  Routed out;
+  out.tokens = resp.tokens();
+  out.top_k = resp.top_k();
+  out.ids.assign(resp.expert_ids().begin(), resp.expert_ids().end());
+  out.weights.assign(resp.expert_weights().begin(), resp.expert_weights().end());
+  out.timing = resp.timing();
+  return out;
+}
+
+}  // namespace
+
+grpc::Status RouterClient::Route(const std::string& model, int layer, v1::DType dtype, int tokens,
+                                 int hidden, const std::string& bytes, Routed* out,
+                                 int timeout_ms) {
+  const v1::RouteRequest req = MakeRouteRequest(model, layer, dtype, tokens, hidden, bytes);
   v1::RouteResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
   grpc::Status s = stub_->Route(&ctx, req, &resp);
-  if (!s.ok()) return s;
-  out->tokens = resp.tokens();
-  out->top_k = resp.top_k();
-  out->ids.assign(resp.expert_ids().begin(), resp.expert_ids().end());
-  out->weights.assign(resp.expert_weights().begin(), resp.expert_weights().end());
-  out->timing = resp.timing();
+  if (s.ok()) *out = Unpack(resp);
   return s;
+}
+
+void RouterClient::RouteAsync(v1::RouteRequest request,
+                              std::function<void(grpc::Status, Routed)> done, int timeout_ms) {
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::RouteRequest req;
+    v1::RouteResponse resp;
+    std::function<void(grpc::Status, Routed)> done;
+  };
+  auto* call = new Call{{}, std::move(request), {}, std::move(done)};
+  call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+  stub_->async()->Route(&call->ctx, &call->req, &call->resp, [call](grpc::Status s) {
+    call->done(s, s.ok() ? Unpack(call->resp) : Routed{});
+    delete call;
+  });
+}
+
+std::unique_ptr<RouteStreamSession> RouterClient::OpenStream() {
+  std::unique_ptr<RouteStreamSession> session(new RouteStreamSession());
+  session->stream_ = stub_->RouteStream(&session->ctx_);
+  return session;
 }
 
 grpc::Status RouterClient::ListModels(v1::ListModelsResponse* out) {

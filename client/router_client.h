@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,13 +29,44 @@ struct Routed {
   moe_router::v1::Timing timing;
 };
 
+// A RouteStream session: Send requests, Receive answers in the same order. One thread may
+// send while another receives; Finish after the last Receive.
+class RouteStreamSession {
+ public:
+  bool Send(const moe_router::v1::RouteRequest& request) { return stream_->Write(request); }
+  // False when the stream ended; otherwise the answer (or per-request error) of the next
+  // request, in order.
+  bool Receive(moe_router::v1::RouteStreamResponse* response) { return stream_->Read(response); }
+  grpc::Status Finish() {
+    stream_->WritesDone();
+    return stream_->Finish();
+  }
+
+ private:
+  friend class RouterClient;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<moe_router::v1::RouteRequest, moe_router::v1::RouteStreamResponse>>
+      stream_;
+};
+
+// Builds a RouteRequest from raw [tokens, hidden] bytes of `dtype`.
+moe_router::v1::RouteRequest MakeRouteRequest(const std::string& model, int layer,
+                                              moe_router::v1::DType dtype, int tokens, int hidden,
+                                              const std::string& bytes, uint64_t request_id = 0);
+
 class RouterClient {
  public:
   RouterClient(const std::string& address, const ClientOptions& options = {});
 
-  // hidden: raw [tokens, hidden] bytes of `dtype`.
+  // hidden: raw [tokens, hidden] bytes of `dtype`. Blocking.
   grpc::Status Route(const std::string& model, int layer, moe_router::v1::DType dtype, int tokens,
                      int hidden, const std::string& bytes, Routed* out, int timeout_ms = 10000);
+  // Non-blocking: `done` runs on a gRPC thread with the status and the unpacked answer.
+  void RouteAsync(moe_router::v1::RouteRequest request,
+                  std::function<void(grpc::Status, Routed)> done, int timeout_ms = 10000);
+  // Opens a RouteStream.
+  std::unique_ptr<RouteStreamSession> OpenStream();
   grpc::Status ListModels(moe_router::v1::ListModelsResponse* out);
   grpc::Status Health(bool* serving);
   moe_router::v1::Router::Stub* stub() { return stub_.get(); }

@@ -12,9 +12,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -526,6 +528,52 @@ TEST_F(Server, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
       " --address=127.0.0.1:0 --metrics_address= 2>&1 | grep -q \"'modle' is not a server flag\"";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
   std::remove(path.c_str());
+}
+
+TEST_F(Server, ClientLibraryAsyncCallsAndStreamSession) {
+  ServerProcess server;
+  ASSERT_TRUE(server.WaitServing());
+  RouterClient client(server.address());
+  const std::string m = "demo-gpt-oss-20b";
+  const int hidden = Demo(m).spec.hidden;
+  std::vector<Case> cases;
+  for (int i = 0; i < 20; ++i) cases.push_back(MakeCase(m, i % kLayers, 1 + i % 5, 500 + i));
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::vector<std::string> diffs(cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    client.RouteAsync(
+        MakeRouteRequest(m, i % kLayers, v1::DTYPE_BF16, 1 + i % 5, hidden, cases[i].bytes),
+        [&, i](grpc::Status s, Routed r) {
+          std::lock_guard<std::mutex> lock(mu);
+          diffs[i] = s.ok() ? Check(m, cases[i], r) : s.error_message();
+          ++done;
+          cv.notify_one();
+        });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return done == 20; }));
+  }
+  for (size_t i = 0; i < cases.size(); ++i) EXPECT_EQ(diffs[i], "") << i;
+
+  auto session = client.OpenStream();
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(session->Send(MakeRouteRequest(m, i % kLayers, v1::DTYPE_BF16, 1 + i % 5, hidden,
+                                               cases[i].bytes, 900 + i)));
+  for (int i = 0; i < 5; ++i) {
+    v1::RouteStreamResponse resp;
+    ASSERT_TRUE(session->Receive(&resp));
+    EXPECT_EQ(resp.request_id(), uint64_t(900 + i));
+    ASSERT_TRUE(resp.has_response());
+    Routed r;
+    r.ids.assign(resp.response().expert_ids().begin(), resp.response().expert_ids().end());
+    r.weights.assign(resp.response().expert_weights().begin(),
+                     resp.response().expert_weights().end());
+    EXPECT_EQ(Check(m, cases[i], r), "");
+  }
+  EXPECT_TRUE(session->Finish().ok());
 }
 
 }  // namespace
