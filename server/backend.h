@@ -40,7 +40,9 @@ class RouterBackend {
 
 std::unique_ptr<RouterBackend> MakeCpuBackend(int threads);
 // Null with `error` set when CUDA is not compiled in or no usable device exists.
+// graphs: replay one CUDA graph per (model, layer, token bucket) instead of launching.
 std::unique_ptr<RouterBackend> MakeCudaBackend(int device, bool autotune,
-                                               const std::string& tune_cache, std::string* error);
+                                               const std::string& tune_cache, bool graphs,
+                                               std::string* error);
 
 }  // namespace moe

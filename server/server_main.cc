@@ -39,6 +39,8 @@ ABSL_FLAG(int, cpu_threads, 0, "CPU backend threads (0: all hardware threads)");
 ABSL_FLAG(bool, autotune, true,
           "Time kernel configurations on the GPU when a token bucket is first used");
 ABSL_FLAG(std::string, autotune_cache, "", "File remembering autotuned configurations");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "Replay one CUDA graph per (model, layer, token bucket) instead of separate launches");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
@@ -164,7 +166,8 @@ int main(int argc, char** argv) {
   if (backend_flag != "cpu") {
     std::string error;
     backend = MakeCudaBackend(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_autotune),
-                              absl::GetFlag(FLAGS_autotune_cache), &error);
+                              absl::GetFlag(FLAGS_autotune_cache), absl::GetFlag(FLAGS_cuda_graphs),
+                              &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)
       std::fprintf(stderr, "moe-router-server: %s; using the CPU backend\n", error.c_str());
