@@ -134,10 +134,14 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
     tokens += w->tokens;
     want_logits |= w->want_logits;
   }
-  // Gather the hidden states of every request into one batch.
-  std::string hidden;
-  hidden.reserve(size_t(tokens) * first.hidden * DTypeSize(first.dtype));
-  for (const auto& w : batch) hidden += w->hidden_bytes;
+  // Gather the hidden states of every request into one batch (a lone request's bytes
+  // are used in place).
+  std::string gathered;
+  if (batch.size() > 1) {
+    gathered.reserve(size_t(tokens) * first.hidden * DTypeSize(first.dtype));
+    for (const auto& w : batch) gathered += w->hidden_bytes;
+  }
+  const std::string& hidden = batch.size() > 1 ? gathered : first.hidden_bytes;
   std::vector<int32_t> ids(size_t(tokens) * top_k);
   std::vector<float> weights(ids.size());
   std::vector<float> logits(want_logits ? size_t(tokens) * experts : 0);

@@ -8,6 +8,7 @@
 #include <limits>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/routing_epilogue.h"
 #include "tests/test_data.h"
 
@@ -256,6 +257,23 @@ TEST(CheckFinite, FindsNanAndInfInEveryDtype) {
       auto status = CheckFinite(copy.data(), dt, 16, "hidden_states");
       EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
       EXPECT_NE(status.message().find("hidden_states: element 11"), absl::string_view::npos)
+          << status;
+    }
+  }
+}
+
+TEST(CheckFinite, FindsTheFirstBadElementAcrossBlocks) {
+  for (DType dt : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+    std::vector<uint8_t> buf(1000 * DTypeSize(dt));
+    for (int i = 0; i < 1000; ++i) StoreFromFloat(buf.data(), dt, i, -3.0f + 0.01f * i);
+    EXPECT_TRUE(CheckFinite(buf.data(), dt, 1000, "x").ok());
+    for (int at : {0, 255, 256, 511, 999}) {
+      auto copy = buf;
+      StoreFromFloat(copy.data(), dt, at, std::numeric_limits<float>::infinity());
+      if (at != 999) StoreFromFloat(copy.data(), dt, 999, std::nanf(""));
+      auto status = CheckFinite(copy.data(), dt, 1000, "x");
+      EXPECT_NE(status.message().find(absl::StrCat("x: element ", at, " ")),
+                absl::string_view::npos)
           << status;
     }
   }
