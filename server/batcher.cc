@@ -111,6 +111,7 @@ void Batcher::WorkerMain() {
         }
         if (q.empty()) queues_.erase(oldest);
         metrics_->queue_depth->Set({}, queued_);
+        if (!batch.empty()) ++executing_;
         break;
       }
     }
@@ -121,8 +122,28 @@ void Batcher::WorkerMain() {
                    : absl::CancelledError("request cancelled by the client"),
               {});
     }
-    if (!batch.empty()) Execute(std::move(batch));
+    if (!batch.empty()) {
+      Execute(std::move(batch));
+      absl::MutexLock lock(&mu_);
+      --executing_;
+    }
   }
+}
+
+bool Batcher::TryRunInline(std::unique_ptr<RouteWork>& work) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || queued_ > 0 || options_.limits.max_queue_delay_us > 0 ||
+        executing_ >= static_cast<int>(workers_.size()))
+      return false;
+    ++executing_;
+  }
+  std::vector<std::unique_ptr<RouteWork>> batch;
+  batch.push_back(std::move(work));
+  Execute(std::move(batch));
+  absl::MutexLock lock(&mu_);
+  --executing_;
+  return true;
 }
 
 void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {

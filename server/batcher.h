@@ -67,6 +67,11 @@ class Batcher {
   // Queues the work or answers it at once (RESOURCE_EXHAUSTED when the queue is full,
   // UNAVAILABLE after Shutdown).
   void Submit(std::unique_ptr<RouteWork> work);
+  // Run-to-completion for a lone request: when nothing is queued, a batch slot is free and
+  // the policy launches at once (max_queue_delay_us == 0), computes `work` on the calling
+  // thread — skipping two thread hand-offs — and returns true; otherwise leaves `work`
+  // untouched and returns false (then Submit it).
+  bool TryRunInline(std::unique_ptr<RouteWork>& work);
   // Stops accepting; the worker finishes what is queued. Idempotent.
   void Shutdown();
   int queued() const;
@@ -83,6 +88,7 @@ class Batcher {
   absl::CondVar cv_;
   std::map<Key, std::deque<std::unique_ptr<RouteWork>>> queues_ ABSL_GUARDED_BY(mu_);
   int queued_ ABSL_GUARDED_BY(mu_) = 0;
+  int executing_ ABSL_GUARDED_BY(mu_) = 0;  // batches being computed (workers and inline)
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
   std::atomic<bool> failure_reported_{false};

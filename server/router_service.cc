@@ -93,7 +93,7 @@ void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerCont
     }
     finish(std::move(s), std::move(resp));
   };
-  batcher_->Submit(std::move(*work));
+  if (!batcher_->TryRunInline(*work)) batcher_->Submit(std::move(*work));
 }
 
 grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,

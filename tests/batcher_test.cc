@@ -1,0 +1,193 @@
+// The batcher with a fake backend: inline run-to-completion when idle, merging of requests
+// queued while the device is busy, the token bound, deadlines, shedding, draining.
+#include "server/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace moe {
+namespace {
+
+// Records every batch; Route blocks while `hold` is set, so tests can pile up a queue.
+class FakeBackend : public RouterBackend {
+ public:
+  std::string name() const override { return "fake"; }
+  std::string device() const override { return "fake"; }
+  absl::Status LoadModel(const RouterModel&) override { return absl::OkStatus(); }
+  absl::StatusOr<double> Route(const std::string&, int, const BatchIO& io) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    batches_.push_back(io.tokens);
+    ++started_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !hold_; });
+    for (int t = 0; t < io.tokens; ++t) {
+      io.ids[t] = t;  // top_k = 1: the row index inside the batch
+      io.weights[t] = 1.0f;
+    }
+    return 1e-6;
+  }
+  void Hold(bool h) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_ = h;
+    cv_.notify_all();
+  }
+  void WaitStarted(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return started_ >= n; });
+  }
+  std::vector<int> batches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batches_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool hold_ = false;
+  int started_ = 0;
+  std::vector<int> batches_;
+};
+
+struct Outcome {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::pair<absl::StatusCode, RouteResult>> results;
+  void Wait(size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return results.size() >= n; }));
+  }
+};
+
+std::unique_ptr<RouteWork> Work(int tokens, Outcome* out,
+                                Clock::time_point deadline = Clock::time_point::max()) {
+  auto w = std::make_unique<RouteWork>();
+  w->model = "m";
+  w->tokens = tokens;
+  w->top_k = 1;
+  w->experts = 4;
+  w->hidden = 8;
+  w->hidden_bytes.assign(size_t(tokens) * 8 * 2, '\0');
+  w->arrival = Clock::now();
+  w->deadline = deadline;
+  w->done = [out](absl::Status s, RouteResult r) {
+    std::lock_guard<std::mutex> lock(out->mu);
+    out->results.emplace_back(s.code(), std::move(r));
+    out->cv.notify_all();
+  };
+  return w;
+}
+
+class BatcherTest : public ::testing::Test {
+ protected:
+  MetricsRegistry registry;  // before `metrics`, which registers into it
+  ServerMetrics metrics{&registry};
+  FakeBackend backend;
+};
+
+TEST_F(BatcherTest, ALoneRequestRunsInlineWhenIdle) {
+  Batcher batcher(&backend, {}, &metrics);
+  Outcome out;
+  auto w = Work(3, &out);
+  ASSERT_TRUE(batcher.TryRunInline(w));
+  ASSERT_EQ(out.results.size(), 1u);  // answered before TryRunInline returned
+  EXPECT_EQ(out.results[0].first, absl::StatusCode::kOk);
+  EXPECT_EQ(out.results[0].second.ids, (std::vector<int32_t>{0, 1, 2}));
+}
+
+TEST_F(BatcherTest, InlineIsRefusedWhenTheBatchMayWaitToFill) {
+  BatcherOptions o;
+  o.limits.max_queue_delay_us = 1000;
+  Batcher batcher(&backend, o, &metrics);
+  Outcome out;
+  auto w = Work(1, &out);
+  EXPECT_FALSE(batcher.TryRunInline(w));
+  ASSERT_NE(w, nullptr);  // untouched
+  batcher.Submit(std::move(w));
+  out.Wait(1);
+  EXPECT_EQ(out.results[0].first, absl::StatusCode::kOk);
+}
+
+TEST_F(BatcherTest, RequestsQueuedWhileBusyAreMergedAndScatteredBack) {
+  Batcher batcher(&backend, {}, &metrics);
+  Outcome out;
+  backend.Hold(true);
+  batcher.Submit(Work(1, &out));  // occupies the only worker
+  backend.WaitStarted(1);
+  for (int t : {2, 3, 4}) {
+    auto w = Work(t, &out);
+    EXPECT_FALSE(batcher.TryRunInline(w));  // device busy: no inline
+    batcher.Submit(std::move(w));
+  }
+  EXPECT_EQ(batcher.queued(), 3);
+  backend.Hold(false);
+  out.Wait(4);
+  EXPECT_EQ(backend.batches(), (std::vector<int>{1, 9}));  // 2 + 3 + 4 in one batch
+  // Each request got its own rows of the merged batch, in order.
+  std::vector<std::vector<int32_t>> ids;
+  for (auto& [code, r] : out.results) ids.push_back(r.ids);
+  EXPECT_EQ(ids[1], (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(ids[2], (std::vector<int32_t>{2, 3, 4}));
+  EXPECT_EQ(ids[3], (std::vector<int32_t>{5, 6, 7, 8}));
+  EXPECT_EQ(out.results[3].second.batch_requests, 3);
+}
+
+TEST_F(BatcherTest, BatchesRespectTheTokenBound) {
+  BatcherOptions o;
+  o.limits.max_batch_tokens = 5;
+  Batcher batcher(&backend, o, &metrics);
+  Outcome out;
+  backend.Hold(true);
+  batcher.Submit(Work(1, &out));
+  backend.WaitStarted(1);
+  for (int t : {3, 2, 4, 1}) batcher.Submit(Work(t, &out));
+  backend.Hold(false);
+  out.Wait(5);
+  EXPECT_EQ(backend.batches(), (std::vector<int>{1, 5, 5}));
+}
+
+TEST_F(BatcherTest, ExpiredRequestsAreAnsweredWithoutComputing) {
+  Batcher batcher(&backend, {}, &metrics);
+  Outcome out;
+  backend.Hold(true);
+  batcher.Submit(Work(1, &out));
+  backend.WaitStarted(1);
+  batcher.Submit(Work(2, &out, Clock::now() + std::chrono::milliseconds(1)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  backend.Hold(false);
+  out.Wait(2);
+  EXPECT_EQ(out.results[1].first, absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(backend.batches(), (std::vector<int>{1}));
+}
+
+TEST_F(BatcherTest, AFullQueueShedsAndShutdownDrains) {
+  BatcherOptions o;
+  o.max_queued_requests = 2;
+  auto batcher = std::make_unique<Batcher>(&backend, o, &metrics);
+  Outcome out;
+  backend.Hold(true);
+  batcher->Submit(Work(1, &out));
+  backend.WaitStarted(1);
+  batcher->Submit(Work(1, &out));
+  batcher->Submit(Work(1, &out));
+  batcher->Submit(Work(1, &out));  // third in queue: shed
+  out.Wait(1);
+  EXPECT_EQ(out.results[0].first, absl::StatusCode::kResourceExhausted);
+  batcher->Shutdown();
+  auto late = Work(1, &out);
+  batcher->Submit(std::move(late));  // after shutdown: UNAVAILABLE
+  out.Wait(2);
+  EXPECT_EQ(out.results[1].first, absl::StatusCode::kUnavailable);
+  backend.Hold(false);
+  batcher.reset();  // drains: the queued two complete
+  out.Wait(5);
+  int ok = 0;
+  for (auto& [code, r] : out.results) ok += code == absl::StatusCode::kOk;
+  EXPECT_EQ(ok, 3);
+}
+
+}  // namespace
+}  // namespace moe
