@@ -145,9 +145,13 @@ std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& a
   const char* options[] = {"listening_ports", address.c_str(), "num_threads", "2", nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
-  s->ctx_ = mg_start(&callbacks, nullptr, options);
+  mg_init_data init = {&callbacks, nullptr, options};
+  unsigned code = 0;
+  char text[256] = {};
+  mg_error_data err = {&code, text, sizeof(text)};
+  s->ctx_ = mg_start2(&init, &err);
   if (s->ctx_ == nullptr) {
-    *error = absl::StrCat("metrics_address: cannot listen on '", address, "'");
+    *error = absl::StrCat("metrics_address: cannot listen on '", address, "': ", text);
     return nullptr;
   }
   mg_set_request_handler(s->ctx_, "/metrics$", &MetricsHttpServer::Handle, s.get());

@@ -194,6 +194,13 @@ int main(int argc, char** argv) {
   Batcher batcher(backend.get(), batcher_options, &metrics);
   RouterService service(&batcher, backend.get(), &metrics, kMaxTokens);
 
+  std::unique_ptr<MetricsHttpServer> http;
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    std::string error;
+    http = MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry, &error);
+    if (!http) return Fail(error);
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   auto creds = ServerCredentials();
@@ -208,13 +215,6 @@ int main(int argc, char** argv) {
   if (!server || grpc_port == 0)
     return Fail(absl::StrCat("--address: cannot listen on ", absl::GetFlag(FLAGS_address)));
   server->GetHealthCheckService()->SetServingStatus(false);
-
-  std::unique_ptr<MetricsHttpServer> http;
-  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
-    std::string error;
-    http = MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry, &error);
-    if (!http) return Fail(error);
-  }
 
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w");
