@@ -18,7 +18,10 @@ class FakeBackend : public RouterBackend {
   std::string name() const override { return "fake"; }
   std::string device() const override { return "fake"; }
   absl::Status LoadModel(const RouterModel&) override { return absl::OkStatus(); }
+  bool healthy() const override { return !fail_.load(); }
+  void FailNextBatches() { fail_ = true; }
   absl::StatusOr<double> Route(const std::string&, int, const BatchIO& io) override {
+    if (fail_) return absl::InternalError("injected device failure");
     std::unique_lock<std::mutex> lock(mu_);
     batches_.push_back(io.tokens);
     ++started_;
@@ -45,6 +48,7 @@ class FakeBackend : public RouterBackend {
   }
 
  private:
+  std::atomic<bool> fail_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   bool hold_ = false;
@@ -187,6 +191,20 @@ TEST_F(BatcherTest, AFullQueueShedsAndShutdownDrains) {
   int ok = 0;
   for (auto& [code, r] : out.results) ok += code == absl::StatusCode::kOk;
   EXPECT_EQ(ok, 3);
+}
+
+TEST_F(BatcherTest, ADeviceFailureFailsTheBatchAndIsReportedOnce) {
+  std::atomic<int> reported{0};
+  BatcherOptions o;
+  o.on_backend_failure = [&] { ++reported; };
+  Batcher batcher(&backend, o, &metrics);
+  backend.FailNextBatches();
+  Outcome out;
+  batcher.Submit(Work(2, &out));
+  batcher.Submit(Work(1, &out));
+  out.Wait(2);
+  for (auto& [code, r] : out.results) EXPECT_EQ(code, absl::StatusCode::kInternal);
+  EXPECT_EQ(reported.load(), 1);  // the server turns its health NOT_SERVING here
 }
 
 }  // namespace
