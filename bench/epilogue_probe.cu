@@ -1,9 +1,9 @@
 // epilogue_probe: where the routing epilogue's cycles go. One warp routes one token of a
-// family's shape, `reps` times in a row inside one kernel, stamping clock64 after each
-// repetition: the first repetition runs with cold instruction and data caches (as in
-// service, where the last CTA runs it once), later ones warm. Two builds of the same
-// epilogue: dispatching over every experts-per-lane width at run time (what the router
-// kernels do) and a single width fixed at compile time (smaller code).
+// family's shape, `reps` times in a row inside one kernel, stamping clock64: the first
+// repetition runs with cold instruction and data caches (as in service, where one CTA
+// runs it once per launch), later ones warm. Printed per family: the whole epilogue
+// (dispatching over the experts-per-lane width, as the kernels do) and each of its four
+// phases; then the dependent-chain latency of the warp collectives it is built from.
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -14,13 +14,20 @@
 namespace moe::cuda {
 namespace {
 
-template <int P>
-__global__ void ProbeFixed(EpilogueParams ep, const float* logits, const float* bias, int32_t* ids,
-                           float* w, long long* cycles, int reps) {
-  __shared__ float scratch[kMaxExperts];
+constexpr int kReps = 4;
+constexpr int kStages = 4;
+
+template <int P, typename T>
+__device__ __forceinline__ void Sink(const T (&v)[P]) {
+#pragma unroll
+  for (int j = 0; j < P; ++j) asm volatile("" ::"r"(v[j]));
+}
+
+__global__ void ProbeWhole(EpilogueParams ep, const float* logits, const float* bias, int32_t* ids,
+                           float* w, long long* cycles) {
   long long t = clock64();
-  for (int r = 0; r < reps; ++r) {
-    WarpRouteTokenP<P>(ep, logits, scratch, bias, ids, w);
+  for (int r = 0; r < kReps; ++r) {
+    WarpRouteToken(ep, logits, bias, ids, w);
     __syncwarp();
     const long long now = clock64();
     if (threadIdx.x == 0) cycles[r] = now - t;
@@ -28,17 +35,82 @@ __global__ void ProbeFixed(EpilogueParams ep, const float* logits, const float* 
   }
 }
 
-__global__ void ProbeDispatch(EpilogueParams ep, const float* logits, const float* bias,
-                              int32_t* ids, float* w, long long* cycles, int reps) {
-  __shared__ float scratch[kMaxExperts];
-  long long t = clock64();
-  for (int r = 0; r < reps; ++r) {
-    WarpRouteToken(ep, logits, scratch, bias, ids, w);
+// The four phases timed apart: each phase's result feeds an empty volatile asm before the
+// clock is read, so the read cannot move above the work.
+template <int P>
+__global__ void ProbeStages(EpilogueParams ep, const float* logits, const float* bias, int32_t* ids,
+                            float* w, long long* cycles) {
+  const int lane = threadIdx.x & 31;
+  for (int r = 0; r < kReps; ++r) {
+    float l[P], cb[P];
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int e = lane + 32 * j;
+      l[j] = e < ep.experts ? logits[e] : 0.0f;
+      cb[j] = e < ep.experts && ep.has_correction_bias ? bias[e] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < P; ++j) asm volatile("" ::"f"(l[j]), "f"(cb[j]));
+    long long t[kStages + 1];
+    t[0] = clock64();
+    uint32_t key[P];
+    const TokenScoring sc = SelectionKeys<P>(ep, l, cb, key);
+    Sink(key);
+    t[1] = clock64();
+    if (ep.n_group > 1) DropUnkeptGroups<P>(ep, key);
+    Sink(key);
+    t[2] = clock64();
+    int round[P];
+    WarpTopK<P>(ep.top_k, key, round);
+    Sink(round);
+    t[3] = clock64();
+    WriteChoices<P>(ep, l, sc, round, ids, w);
     __syncwarp();
-    const long long now = clock64();
-    if (threadIdx.x == 0) cycles[r] = now - t;
-    t = now;
+    t[4] = clock64();
+    if (lane == 0)
+      for (int s = 0; s < kStages; ++s) cycles[r * kStages + s] = t[s + 1] - t[s];
   }
+}
+
+// Cycles per operation of 64-long dependent chains of one warp's collectives and ALU ops.
+__global__ void ChainLatency(uint32_t seed, uint32_t* sink, long long* cycles) {
+  uint32_t v = seed + threadIdx.x;
+  float f = 1.0f + 1e-3f * threadIdx.x;
+  long long t[7];
+  t[0] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) v = __reduce_max_sync(kFullMask, v) + threadIdx.x;
+  asm volatile("" ::"r"(v));
+  t[1] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) v = __shfl_xor_sync(kFullMask, v, 1) + 1u;
+  asm volatile("" ::"r"(v));
+  t[2] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) v = __ballot_sync(kFullMask, v & 1u) + v;
+  asm volatile("" ::"r"(v));
+  t[3] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) v = max(v, v >> 1) + 3u;
+  asm volatile("" ::"r"(v));
+  t[4] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) f = __expf(-f) + 0.5f;
+  asm volatile("" ::"f"(f));
+  t[5] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) f = __fdividef(1.0f, f + 1.0f);
+  asm volatile("" ::"f"(f));
+  t[6] = clock64();
+  sink[threadIdx.x] = v + __float_as_uint(f);
+  if (threadIdx.x == 0)
+    for (int i = 0; i < 6; ++i) cycles[i] = t[i + 1] - t[i];
+}
+
+template <int P>
+void LaunchStages(const EpilogueParams& ep, const float* logits, const float* bias, int32_t* ids,
+                  float* w, long long* cycles) {
+  ProbeStages<P><<<1, 32>>>(ep, logits, bias, ids, w, cycles);
 }
 
 }  // namespace
@@ -47,40 +119,52 @@ __global__ void ProbeDispatch(EpilogueParams ep, const float* logits, const floa
 int main() {
   using namespace moe;
   using namespace moe::cuda;
-  constexpr int kReps = 4;
   float *logits, *bias, *w;
   int32_t* ids;
   long long* cycles;
+  uint32_t* sink;
   cudaMalloc(&logits, 4 * kMaxExperts);
   cudaMalloc(&bias, 4 * kMaxExperts);
   cudaMalloc(&ids, 64);
   cudaMalloc(&w, 64);
-  cudaMalloc(&cycles, 8 * kReps);
+  cudaMalloc(&cycles, 8 * kReps * kStages);
+  cudaMalloc(&sink, 4 * 32);
   std::vector<float> host(kMaxExperts);
   for (int e = 0; e < kMaxExperts; ++e) host[e] = float((e * 7919) % 1000) / 500.0f - 1.0f;
   cudaMemcpy(logits, host.data(), 4 * kMaxExperts, cudaMemcpyHostToDevice);
   cudaMemset(bias, 0, 4 * kMaxExperts);
-  std::printf("%-14s %-9s %10s %10s %10s\n", "family", "build", "cold_cyc", "warm_cyc", "ratio");
-  for (const char* family : {"mixtral", "qwen3_30b", "deepseek_v3", "kimi_k2"}) {
+  std::printf("%-14s %10s %10s | warm cycles by phase: %8s %8s %8s %8s\n", "family", "cold_cyc",
+              "warm_cyc", "keys", "groups", "top_k", "weights");
+  for (const char* family : {"mixtral", "qwen3_30b", "gpt_oss_120b", "deepseek_v3", "kimi_k2"}) {
     const RouterSpec spec = FindPreset(family).value().spec;
     const EpilogueParams ep = MakeEpilogueParams(spec);
-    for (int build = 0; build < 2; ++build) {
-      if (build == 0) {
-        ProbeDispatch<<<1, 32>>>(ep, logits, bias, ids, w, cycles, kReps);
-      } else if (spec.experts <= 32) {
-        ProbeFixed<1><<<1, 32>>>(ep, logits, bias, ids, w, cycles, kReps);
-      } else if (spec.experts <= 128) {
-        ProbeFixed<4><<<1, 32>>>(ep, logits, bias, ids, w, cycles, kReps);
-      } else if (spec.experts <= 256) {
-        ProbeFixed<8><<<1, 32>>>(ep, logits, bias, ids, w, cycles, kReps);
-      } else {
-        ProbeFixed<16><<<1, 32>>>(ep, logits, bias, ids, w, cycles, kReps);
-      }
-      long long c[kReps];
-      if (cudaMemcpy(c, cycles, sizeof c, cudaMemcpyDeviceToHost) != cudaSuccess) return 1;
-      std::printf("%-14s %-9s %10lld %10lld %10.1f\n", family, build ? "fixed" : "dispatch", c[0],
-                  c[kReps - 1], double(c[0]) / c[kReps - 1]);
+    long long whole[kReps], stages[kReps * kStages];
+    ProbeWhole<<<1, 32>>>(ep, logits, bias, ids, w, cycles);
+    if (cudaMemcpy(whole, cycles, sizeof whole, cudaMemcpyDeviceToHost) != cudaSuccess) return 1;
+    switch (ExpertsPerLane(spec.experts)) {
+      case 1:
+        LaunchStages<1>(ep, logits, bias, ids, w, cycles);
+        break;
+      case 4:
+        LaunchStages<4>(ep, logits, bias, ids, w, cycles);
+        break;
+      case 8:
+        LaunchStages<8>(ep, logits, bias, ids, w, cycles);
+        break;
+      default:
+        LaunchStages<16>(ep, logits, bias, ids, w, cycles);
     }
+    if (cudaMemcpy(stages, cycles, sizeof stages, cudaMemcpyDeviceToHost) != cudaSuccess) return 1;
+    const long long* warm = stages + (kReps - 1) * kStages;
+    std::printf("%-14s %10lld %10lld | %29lld %8lld %8lld %8lld\n", family, whole[0],
+                whole[kReps - 1], warm[0], warm[1], warm[2], warm[3]);
   }
+  long long chain[6];
+  ChainLatency<<<1, 32>>>(1u, sink, cycles);
+  if (cudaMemcpy(chain, cycles, sizeof chain, cudaMemcpyDeviceToHost) != cudaSuccess) return 1;
+  std::printf("\ncycles per op, 64-long dependent chains of one warp:\n");
+  const char* names[] = {"redux.max + iadd",    "shfl.bfly + iadd",    "vote.ballot + iadd",
+                         "imax + shift + iadd", "ex2 (__expf) + fadd", "rcp (__fdividef) + fadd"};
+  for (int i = 0; i < 6; ++i) std::printf("  %-24s %6.1f\n", names[i], chain[i] / 64.0);
   return 0;
 }

@@ -130,8 +130,10 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
     FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 7);
     auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
     auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
-    std::vector<cuda::DecomposeKConfig> configs = {cuda::ChooseDecomposeKConfig(p, info.sm_count)};
-    cuda::DecomposeKConfig global = configs[0];
+    std::vector<cuda::DecomposeKConfig> configs = {
+        cuda::ChooseDecomposeKConfig(p, info.sm_count),
+        cuda::ChooseDecomposeKConfig(p, info.sm_count, /*allow_polled=*/false)};
+    cuda::DecomposeKConfig global = configs[1];
     global.cluster = 0;
     global.k_splits = 8;
     configs.push_back(global);
@@ -175,7 +177,11 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
       if (epilogue_cycles.empty()) epilogue_cycles.push_back(0);
       std::printf("%-22s %-16s %8zu %10.2f %9.2f %9.2f %9.2f %10.0f\n",
                   absl::StrFormat("%s t=%d", family, tokens).c_str(),
-                  absl::StrFormat("S=%d%s", c.k_splits, c.cluster ? " cluster" : " global").c_str(),
+                  absl::StrFormat("S=%d%s", c.k_splits,
+                                  c.cluster  ? " cluster"
+                                  : c.polled ? " polled"
+                                             : " global")
+                      .c_str(),
                   entries / 10, median(phase[0]), median(phase[1]), median(phase[2]),
                   median(phase[3]), median(epilogue_cycles));
     }
@@ -186,7 +192,7 @@ struct Row {
   std::string shape;
   int layers;
   double bytes;
-  float fused_us, cublas_gemm_us, cublas_route_us, empty_us;
+  float fused_us, fused_nopdl_us, cublas_gemm_us, cublas_route_us, empty_us;
   std::string config;
 };
 
@@ -304,6 +310,10 @@ int main(int argc, char** argv) {
           layers,
           [&](int l, cudaStream_t s) { CHECK_CUDA(plan->Launch(args_for(l), s, /*pdl=*/true)); },
           stream.get());
+      row.fused_nopdl_us = TimePerCall(
+          layers,
+          [&](int l, cudaStream_t s) { CHECK_CUDA(plan->Launch(args_for(l), s, /*pdl=*/false)); },
+          stream.get());
       row.cublas_gemm_us = TimePerCall(
           layers,
           [&](int l, cudaStream_t s) {
@@ -321,7 +331,10 @@ int main(int argc, char** argv) {
       auto describe = [](const cuda::DecomposeKConfig& k) {
         return absl::StrFormat("%s nt=%d S=%d%s",
                                k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
-                               k.token_tiles, k.k_splits, k.cluster ? " cluster" : "");
+                               k.token_tiles, k.k_splits,
+                               k.cluster  ? " cluster"
+                               : k.polled ? " polled"
+                                          : "");
       };
       row.config = describe(c) + " (heuristic " + describe(heuristic) + ")";
       rows.push_back(row);
@@ -367,6 +380,7 @@ int main(int argc, char** argv) {
                                     c.as<float>(), s));
           },
           stream.get());
+      row.fused_nopdl_us = row.fused_us;  // the GEMM launches without PDL
       row.cublas_route_us = 0;
       row.empty_us = empty_us;
       row.config = absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
@@ -374,12 +388,14 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("\n%-28s %6s %9s %7s %11s %13s %8s  %s\n", "shape", "layers", "fused_us", "%HBM",
-              "cublas_gemm", "cublas+topk", "empty", "config");
+  // fused: launched with PDL (the next launch streams its weights while this one reduces
+  // and routes); fused_nopdl: plain stream order, as cuBLAS runs.
+  std::printf("\n%-28s %6s %9s %7s %11s %11s %13s %8s  %s\n", "shape", "layers", "fused_us", "%HBM",
+              "fused_nopdl", "cublas_gemm", "cublas+topk", "empty", "config");
   for (const Row& r : rows) {
     const double pct = r.bytes / (r.fused_us * 1e-6) / (copy_gbs * 1e9) * 100.0;
-    std::printf("%-28s %6d %9.2f %6.0f%% %11.2f %13s %8.2f  %s\n", r.shape.c_str(), r.layers,
-                r.fused_us, pct, r.cublas_gemm_us,
+    std::printf("%-28s %6d %9.2f %6.0f%% %11.2f %11.2f %13s %8.2f  %s\n", r.shape.c_str(), r.layers,
+                r.fused_us, pct, r.fused_nopdl_us, r.cublas_gemm_us,
                 r.cublas_route_us > 0 ? absl::StrFormat("%.2f", r.cublas_route_us).c_str() : "-",
                 r.empty_us, r.config.c_str());
   }
@@ -392,10 +408,11 @@ int main(int argc, char** argv) {
       const Row& r = rows[i];
       std::fprintf(f,
                    "  {\"shape\": \"%s\", \"layers\": %d, \"bytes\": %.0f, \"fused_us\": %.3f, "
-                   "\"cublas_gemm_us\": %.3f, \"cublas_route_us\": %.3f, \"empty_us\": %.3f, "
-                   "\"config\": \"%s\"}%s\n",
-                   r.shape.c_str(), r.layers, r.bytes, r.fused_us, r.cublas_gemm_us,
-                   r.cublas_route_us, r.empty_us, r.config.c_str(), i + 1 < rows.size() ? "," : "");
+                   "\"fused_nopdl_us\": %.3f, \"cublas_gemm_us\": %.3f, \"cublas_route_us\": %.3f, "
+                   "\"empty_us\": %.3f, \"config\": \"%s\"}%s\n",
+                   r.shape.c_str(), r.layers, r.bytes, r.fused_us, r.fused_nopdl_us,
+                   r.cublas_gemm_us, r.cublas_route_us, r.empty_us, r.config.c_str(),
+                   i + 1 < rows.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);

@@ -28,7 +28,6 @@ __global__ void __launch_bounds__(kEpilogueWarps * 32)
                           const float* __restrict__ correction_bias, int32_t* ids, float* weights,
                           float* logits_out) {
   __shared__ float lg[kEpilogueWarps][kMaxExperts];
-  __shared__ float sc[kEpilogueWarps][kMaxExperts];
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int tok = blockIdx.x * kEpilogueWarps + warp;
   if (tok >= tokens) return;
@@ -38,7 +37,7 @@ __global__ void __launch_bounds__(kEpilogueWarps * 32)
     if (logits_out) logits_out[size_t(tok) * ep.experts + e] = v;
   }
   __syncwarp();
-  WarpRouteToken(ep, lg[warp], sc[warp], correction_bias, ids + size_t(tok) * ep.top_k,
+  WarpRouteToken(ep, lg[warp], correction_bias, ids + size_t(tok) * ep.top_k,
                  weights + size_t(tok) * ep.top_k);
 }
 

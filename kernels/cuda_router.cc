@@ -12,9 +12,10 @@
 namespace moe::cuda {
 namespace {
 
+// "v2": the config gained the polled reduction; older cache lines no longer match.
 std::string CacheKey(const RouteProblem& p, int sm_count) {
   const RouterSpec& s = p.spec;
-  return absl::StrCat("sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
+  return absl::StrCat("v2:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
                       DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype));
 }
 
@@ -24,15 +25,17 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ifstream in(file);
   std::string k;
-  int mainloop, tiles, splits, cluster;
-  while (in >> k >> mainloop >> tiles >> splits >> cluster) {
-    if (k == key) {
-      c->mainloop = static_cast<Mainloop>(mainloop);
-      c->token_tiles = tiles;
-      c->k_splits = splits;
-      c->cluster = cluster;
-      return true;
-    }
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int mainloop, tiles, splits, cluster, polled;
+    if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled) || k != key) continue;
+    c->mainloop = static_cast<Mainloop>(mainloop);
+    c->token_tiles = tiles;
+    c->k_splits = splits;
+    c->cluster = cluster;
+    c->polled = polled != 0;
+    return true;
   }
   return false;
 }
@@ -41,38 +44,58 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ofstream out(file, std::ios::app);
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
-      << c.cluster << "\n";
+      << c.cluster << " " << int(c.polled) << "\n";
 }
 
-std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, const DecomposeKConfig& base) {
+bool SameConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
+  return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
+         a.cluster == b.cluster && a.polled == b.polled;
+}
+
+// What the autotuner times: around the heuristic's arrival-counter config, the cluster
+// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings. Only
+// configs this device can run.
+std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count) {
   std::vector<DecomposeKConfig> out;
+  auto add = [&](const DecomposeKConfig& c) {
+    if (!CanRouteDecomposeK(p, c).ok()) return;
+    for (const auto& o : out)
+      if (SameConfig(o, c)) return;
+    out.push_back(c);
+  };
   const int max_splits = std::max(1, (p.spec.hidden + 255) / 256);
+  const DecomposeKConfig base = ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/false);
+  DecomposeKConfig counter = base;
+  counter.cluster = 0;
   for (int f : {1, 2, 4}) {
     for (bool up : {false, true}) {
-      DecomposeKConfig c = base;
-      c.cluster = 0;
-      c.k_splits = up ? base.k_splits * f : std::max(1, base.k_splits / f);
+      DecomposeKConfig c = counter;
+      c.k_splits = up ? counter.k_splits * f : std::max(1, counter.k_splits / f);
       c.k_splits = std::min(c.k_splits, max_splits);
-      bool seen = false;
-      for (const auto& o : out)
-        seen |= o.k_splits == c.k_splits && o.token_tiles == c.token_tiles && o.cluster == 0;
-      if (!seen) out.push_back(c);
+      add(c);
     }
   }
-  if (base.mainloop == Mainloop::kTensorCore) {
-    // Cluster variants (the heuristic's choice is among them when clusters are supported).
-    for (int cluster : {4, 8, 16}) {
-      DecomposeKConfig c = base;
-      c.cluster = c.k_splits = cluster;
-      if (CanRouteDecomposeK(p, c).ok()) out.push_back(c);
+  if (base.mainloop != Mainloop::kTensorCore) return out;
+  for (int cluster : {4, 8, 16}) {
+    DecomposeKConfig c = base;
+    c.cluster = c.k_splits = cluster;
+    add(c);
+  }
+  const DecomposeKConfig polled = ChooseDecomposeKConfig(p, sm_count);
+  if (polled.polled) {
+    for (int splits : {polled.k_splits / 2, polled.k_splits, polled.k_splits * 2}) {
+      DecomposeKConfig c = polled;
+      c.k_splits = std::max(1, splits);
+      add(c);
     }
   }
-  if (base.mainloop == Mainloop::kTensorCore && p.tokens > 8) {
-    for (int tiles : {1, 2, 4}) {
-      if (tiles == base.token_tiles) continue;
-      DecomposeKConfig c = base;
-      c.token_tiles = tiles;
-      out.push_back(c);
+  if (p.tokens > 8) {
+    for (const DecomposeKConfig& from : {base, polled}) {
+      for (int tiles : {1, 2, 4}) {
+        DecomposeKConfig c = from;
+        c.token_tiles = tiles;
+        add(c);
+      }
     }
   }
   return out;
@@ -124,7 +147,7 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
       plan->config_ = cached;
     } else {
       float best = 1e30f;
-      for (const auto& c : Candidates(problem, plan->config_)) {
+      for (const auto& c : Candidates(problem, sm_count)) {
         // A candidate the device cannot run (e.g. a cluster too large to schedule) is
         // skipped, not fatal; clear the error it left.
         auto us = TimeConfigMicros(problem, *tune_args, c, tune, stream);

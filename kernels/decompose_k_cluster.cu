@@ -31,15 +31,16 @@ __global__ void __launch_bounds__(kThreads, 1) DecomposeKClusterKernel(const Ker
   const int rank = static_cast<int>(cluster.block_rank());
   const int m_block = blockIdx.x / C, z = blockIdx.y;
   const int tid = threadIdx.x;
+  AllowDependentLaunch();
   Stamp(p, kStampStart);
   PrefetchEpilogueInputs(p);
   float acc[2][NT][4] = {};
   TensorCoreMainloop<T, NT>(p, m_block, rank, z * kChunk, acc);
-  StoreAccumulators<NT>(smem, acc);
+  StoreAccumulators<NT>(smem.reduce, acc);
   __syncthreads();
   Stamp(p, kStampMainloop);
   for (int i = tid; i < kBlockExperts * kChunk; i += kThreads)
-    cta_sum[i] = SumWarps<kChunk>(smem, i);
+    cta_sum[i] = SumWarps<kChunk>(smem.reduce, i);
   cluster.sync();
   // Rank r reduces elements [r·per_rank, (r+1)·per_rank) over the cluster's CTAs.
   const int epad = p.m_blocks * kBlockExperts;

@@ -1,5 +1,6 @@
 // Device building blocks of the Decompose-K kernels (decompose_k_router.cu: arrival
-// counters in global memory; decompose_k_cluster.cu: thread-block clusters): parameters,
+// counters in global memory; decompose_k_cluster.cu: thread-block clusters;
+// decompose_k_polled.cu: one router CTA polling self-validating partials): parameters,
 // shared-memory layout, the two mainloops, the reduction and epilogue phases, the launch
 // helper. Included by those .cu files only.
 #pragma once
@@ -38,18 +39,51 @@ struct KernelParams {
   unsigned long long* timeline;  // diagnostics: per-CTA phase stamps, or null
 };
 
+// [warp][expert][token]; the row is padded by one float so that a warp reading one token
+// of 32 experts, or writing its MMA fragments, does not hit one bank 32 times.
+using WarpPartials = float[kWarps][kBlockExperts][kMaxChunk + 1];
+// The polled router CTA keeps a whole chunk's logits, [token][expert], in shared memory.
+constexpr int kPolledChunkLogits = kWarps * kBlockExperts * kMaxChunk;
+
 union SharedStorage {
-  float reduce[kWarps][kBlockExperts][kMaxChunk];  // per-warp accumulators
-  struct {
-    float logits[kWarps][kMaxExperts];
-    float scores[kWarps][kMaxExperts];
-  } epilogue;
+  WarpPartials reduce;                         // per-warp accumulators
+  float epilogue_logits[kWarps][kMaxExperts];  // a token's logits per routing warp
+  float chunk_logits[kPolledChunkLogits];      // polled router CTA
 };
 
 __device__ __forceinline__ void WaitForPrerequisiteGrid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+// Programmatic Dependent Launch: lets the next kernel in the stream start once every CTA
+// of this grid has executed this, so its prologue (our own kernel: the weight loads)
+// overlaps our reduction and epilogue. Safe at any point: a dependent kernel reads our
+// outputs only after its griddepcontrol.wait, which waits for this whole grid to finish
+// and flush. No effect when the next launch did not opt in.
+__device__ __forceinline__ void AllowDependentLaunch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Self-validating partials (decompose_k_polled.cu). A zero-filled workspace slot is
+// "empty"; a producer never stores the all-zero bit pattern (+0.0 is stored as -0.0, equal
+// in every sum), so a consumer polls a slot until it is non-zero, and empties it after
+// reading. Relaxed GPU-scope accesses: single-copy atomic, never served stale from L1.
+__device__ __forceinline__ void StorePolled(float* slot, float v) {
+  uint32_t u = __float_as_uint(v);
+  u = u == 0u ? 0x80000000u : u;
+  asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(slot), "r"(u) : "memory");
+}
+__device__ __forceinline__ uint32_t LoadPolledBits(const float* slot) {
+  uint32_t u;
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];" : "=r"(u) : "l"(slot) : "memory");
+  return u;
+}
+__device__ __forceinline__ void EmptyPolled(float* slot) {
+  asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(slot), "r"(0u) : "memory");
 }
 
 template <typename T>
@@ -268,19 +302,19 @@ __device__ void RouteChunk(const KernelParams& p, SharedStorage& smem, int z) {
   for (int n = warp; n < kChunk; n += kWarps) {
     const int tok = z * kChunk + n;
     if (tok >= p.tokens) break;
-    float* lg = smem.epilogue.logits[warp];
+    float* lg = smem.epilogue_logits[warp];
     for (int e = lane; e < p.experts; e += 32)
       lg[e] = __ldcg(p.logits_ws + (size_t(z) * kChunk + n) * epad + e);
     __syncwarp();
-    WarpRouteToken(p.ep, lg, smem.epilogue.scores[warp], p.correction_bias,
-                   p.ids + size_t(tok) * p.ep.top_k, p.weights + size_t(tok) * p.ep.top_k);
+    WarpRouteToken(p.ep, lg, p.correction_bias, p.ids + size_t(tok) * p.ep.top_k,
+                   p.weights + size_t(tok) * p.ep.top_k);
     __syncwarp();
   }
 }
 
 // Writes a warp's MMA accumulators into its slice of smem.reduce ([expert][token]).
 template <int NT>
-__device__ __forceinline__ void StoreAccumulators(SharedStorage& smem,
+__device__ __forceinline__ void StoreAccumulators(WarpPartials& reduce,
                                                   const float (&acc)[2][NT][4]) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
@@ -288,20 +322,20 @@ __device__ __forceinline__ void StoreAccumulators(SharedStorage& smem,
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
-      smem.reduce[warp][mt * 16 + g][n * 8 + 2 * t] = acc[mt][n][0];
-      smem.reduce[warp][mt * 16 + g][n * 8 + 2 * t + 1] = acc[mt][n][1];
-      smem.reduce[warp][mt * 16 + g + 8][n * 8 + 2 * t] = acc[mt][n][2];
-      smem.reduce[warp][mt * 16 + g + 8][n * 8 + 2 * t + 1] = acc[mt][n][3];
+      reduce[warp][mt * 16 + g][n * 8 + 2 * t] = acc[mt][n][0];
+      reduce[warp][mt * 16 + g][n * 8 + 2 * t + 1] = acc[mt][n][1];
+      reduce[warp][mt * 16 + g + 8][n * 8 + 2 * t] = acc[mt][n][2];
+      reduce[warp][mt * 16 + g + 8][n * 8 + 2 * t + 1] = acc[mt][n][3];
     }
 }
 
 // Sums the 8 warps' slices of smem.reduce: element i = el * kChunk + n.
 template <int kChunk>
-__device__ __forceinline__ float SumWarps(const SharedStorage& smem, int i) {
+__device__ __forceinline__ float SumWarps(const WarpPartials& reduce, int i) {
   const int el = i / kChunk, n = i % kChunk;
   float s = 0.0f;
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) s += smem.reduce[w][el][n];
+  for (int w = 0; w < kWarps; ++w) s += reduce[w][el][n];
   return s;
 }
 

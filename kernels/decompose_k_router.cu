@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_device.cuh"
+#include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_router.h"
 
 namespace moe::cuda {
@@ -46,7 +47,7 @@ __device__ bool ReduceSplits(const KernelParams& p, SharedStorage& smem, int m_b
                                         kBlockExperts * kChunk;
   __syncthreads();
   for (int i = tid; i < kBlockExperts * kChunk; i += kThreads) {
-    const float s = SumWarps<kChunk>(smem, i);
+    const float s = SumWarps<kChunk>(smem.reduce, i);
     if (p.k_splits == 1) {
       const int el = i / kChunk, n = i % kChunk;
       p.logits_ws[(size_t(z) * kChunk + n) * epad + m_block * kBlockExperts + el] = s;
@@ -105,11 +106,12 @@ __global__ void __launch_bounds__(kThreads, 1) DecomposeKTensorCoreKernel(const 
   __shared__ SharedStorage smem;
   constexpr int kChunk = 8 * NT;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
+  AllowDependentLaunch();
   Stamp(p, kStampStart);
   PrefetchEpilogueInputs(p);
   float acc[2][NT][4] = {};
   TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
-  StoreAccumulators<NT>(smem, acc);
+  StoreAccumulators<NT>(smem.reduce, acc);
   __syncthreads();
   Stamp(p, kStampMainloop);
   if (!ReduceSplits<kChunk>(p, smem, m_block, split, z)) return;
@@ -121,6 +123,7 @@ template <typename TX, typename TW>
 __global__ void __launch_bounds__(kThreads, 1) DecomposeKFmaKernel(const KernelParams p) {
   __shared__ SharedStorage smem;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
+  AllowDependentLaunch();
   PrefetchEpilogueInputs(p);
   FmaMainloop<TX, TW>(p, m_block, split, z * 8, smem);
   if (!ReduceSplits<8>(p, smem, m_block, split, z)) return;
@@ -142,6 +145,7 @@ int ChunkTokens(const DecomposeKConfig& c) {
 struct Layout {
   int m_blocks, z_chunks, chunk, total_steps, steps_per_warp;
   size_t counters_bytes, partials_offset, partials_bytes, logits_offset, logits_bytes, total;
+  size_t zeroed_bytes;  // the prefix that must be zero before the first launch
 };
 
 Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
@@ -155,17 +159,31 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
   auto align = [](size_t n) { return (n + 255) / 256 * 256; };
   l.counters_bytes = align(sizeof(unsigned) * (size_t(l.z_chunks) * l.m_blocks + l.z_chunks));
   l.partials_offset = l.counters_bytes;
-  l.partials_bytes = c.k_splits > 1 && c.cluster == 0
+  // Partials: [z][m][s][32][chunk] (arrival counters) or [z][s][chunk][m * 32] (polled);
+  // the same size.
+  l.partials_bytes = (c.k_splits > 1 && c.cluster == 0) || c.polled
                          ? align(sizeof(float) * size_t(l.z_chunks) * l.m_blocks * c.k_splits *
                                  kBlockExperts * l.chunk)
                          : 0;
   l.logits_offset = l.partials_offset + l.partials_bytes;
   l.logits_bytes = align(sizeof(float) * size_t(l.z_chunks) * l.chunk * l.m_blocks * kBlockExperts);
   l.total = l.logits_offset + l.logits_bytes;
+  l.zeroed_bytes = c.polled ? l.logits_offset : l.counters_bytes;
   return l;
 }
 
-DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster) {
+// The polled reduction's split count: about one CTA per SM, at least four K steps (half the
+// warps busy) per CTA, and at most 32768 partials for the router CTA to read.
+int PolledSplits(const Shape& s, int m_blocks, int z_chunks, int chunk, int sm_count) {
+  const int total_steps = (s.K + kStepK - 1) / kStepK;
+  const int tokens = std::min(s.tokens, chunk);
+  int splits = std::max(1, sm_count / (m_blocks * z_chunks));
+  splits = std::min(splits, std::max(1, total_steps / 4));
+  splits = std::min(splits, std::max(1, 32768 / (m_blocks * kBlockExperts * tokens)));
+  return splits;
+}
+
+DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled) {
   DecomposeKConfig c;
   const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
   c.mainloop = tensor ? Mainloop::kTensorCore : Mainloop::kFma;
@@ -174,6 +192,12 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster) 
   const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   const int total_steps = (s.K + kStepK - 1) / kStepK;
+  if (tensor && allow_polled && s.tokens <= 32 && chunk * s.experts <= kPolledMaxChunkLogits &&
+      m_blocks * z_chunks <= sm_count) {
+    c.polled = true;
+    c.k_splits = PolledSplits(s, m_blocks, z_chunks, chunk, sm_count);
+    return c;
+  }
   const int target_ctas = 2 * std::max(sm_count, 1);
   const int per_split = m_blocks * z_chunks;
   const int max_splits = std::max(1, total_steps / kWarps);
@@ -209,6 +233,22 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
   if (c.k_splits < 1 || c.k_splits > 4096)
     return absl::InvalidArgumentError(
         absl::StrCat("config: k_splits ", c.k_splits, " outside [1, 4096]"));
+  if (c.polled) {
+    if (c.mainloop != Mainloop::kTensorCore || c.cluster != 0)
+      return absl::InvalidArgumentError(
+          "config: the polled reduction needs the tensor-core mainloop and no cluster");
+    const Layout l = MakeLayout(s, c);
+    if (l.chunk * s.experts > kPolledMaxChunkLogits)
+      return absl::InvalidArgumentError(
+          absl::StrCat("config: the polled reduction holds at most ", kPolledMaxChunkLogits,
+                       " chunk logits; ", l.chunk, " tokens x ", s.experts, " experts is more"));
+    // The router CTA waits on every other CTA: all must be resident at once.
+    const int ctas = l.m_blocks * c.k_splits * l.z_chunks, max_ctas = PolledMaxCtas();
+    if (ctas > max_ctas)
+      return absl::InvalidArgumentError(absl::StrCat("config: the polled reduction launches ", ctas,
+                                                     " CTAs, more than the ", max_ctas,
+                                                     " SMs of this device"));
+  }
   return absl::OkStatus();
 }
 
@@ -224,6 +264,10 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
   params.total_steps = l.total_steps;
   params.steps_per_warp = l.steps_per_warp;
   const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
+  if (c.polled) {
+    if (params.gemm_mode) return cudaErrorInvalidValue;  // routing only
+    return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl);
+  }
   if (c.cluster > 0)
     return LaunchClusterKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, c.cluster,
                                stream, pdl);
@@ -278,8 +322,9 @@ Shape GemmShape(const GemmProblem& p) { return {p.m, p.n, p.k, p.dtype, p.dtype}
 
 }  // namespace
 
-DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count) {
-  return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true);
+DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
+                                        bool allow_polled) {
+  return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true, allow_polled);
 }
 
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config) {
@@ -294,7 +339,7 @@ size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKCon
 
 cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& problem,
                                      const DecomposeKConfig& config, cudaStream_t stream) {
-  return cudaMemsetAsync(workspace, 0, MakeLayout(RouteShape(problem), config).counters_bytes,
+  return cudaMemsetAsync(workspace, 0, MakeLayout(RouteShape(problem), config).zeroed_bytes,
                          stream);
 }
 
@@ -343,7 +388,8 @@ absl::Status CanGemmDecomposeK(const GemmProblem& p) {
 }
 
 DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
-  return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false);
+  return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false,
+                      /*allow_polled=*/false);
 }
 
 size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& config) {

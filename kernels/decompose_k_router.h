@@ -35,10 +35,18 @@ struct DecomposeKConfig {
   // a thread-block cluster of this size (== k_splits) and reduce through distributed
   // shared memory (sm_90+, tensor-core mainloop).
   int cluster = 0;
+  // With cluster == 0: every CTA publishes self-validating partials and one router CTA per
+  // token chunk polls them (decompose_k_polled.cu). Tensor-core mainloop, at most one CTA
+  // per SM, chunk tokens x experts <= 8192.
+  bool polled = false;
 };
 
-// The default heuristic: enough CTAs to cover the SMs twice, one K step per warp at least.
-DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count);
+// The default heuristic: for up to 32 tokens on the tensor cores the polled reduction with
+// about one CTA per SM; otherwise enough CTAs to cover the SMs twice, one K step per warp
+// at least.
+// allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
+DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
+                                        bool allow_polled = true);
 
 // Checks the problem and the config (e.g. tensor cores need equal 16-bit dtypes).
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config);

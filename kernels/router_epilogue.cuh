@@ -1,10 +1,16 @@
 // The routing epilogue on the GPU: one warp turns one token's logits into expert ids and
 // weights, with the semantics of RouterSpec (router_spec.h). Shared by the fused
-// Decompose-K kernel and the cuBLAS baseline's epilogue kernel.
+// Decompose-K kernels and the cuBLAS baseline's epilogue kernel.
 //
-// Selection uses 32-bit order-preserving keys and warp-wide __reduce_max_sync /
-// __reduce_min_sync (sm_80+): one round finds the highest score and, among lanes holding
-// that score, the lowest expert id — the tie rule, exactly.
+// Lane `lane` holds experts lane + 32 j (j < P, P = experts per lane) in registers; no
+// shared memory. Four phases: SelectionKeys, DropUnkeptGroups, WarpTopK, WriteChoices. Every
+// comparison is on 32-bit order-preserving keys, so warp-wide
+// __reduce_max_sync / __reduce_min_sync (sm_80+) find in one instruction each the highest
+// score and, among the lanes holding it, the lowest expert id: the tie rule, exactly.
+// One warp runs this alone while the rest of the GPU waits, so it is written for a short
+// dependency chain: no shuffle trees where a reduction instruction will do, groups scored
+// in parallel, fast exp/reciprocal intrinsics (relative error ~1e-6, the same function in
+// selection and in the returned weights).
 #pragma once
 
 #include <cstdint>
@@ -42,247 +48,350 @@ inline EpilogueParams MakeEpilogueParams(const RouterSpec& s) {
 
 constexpr int kScoringSoftmax = 0;
 constexpr int kScoringSigmoid = 1;
+constexpr unsigned kFullMask = 0xffffffffu;
 
+// Order-preserving float -> uint32 map. Key 0 is the image of the NaN with every bit set,
+// never produced by the scores here; it means "no candidate".
 __device__ __forceinline__ uint32_t OrderedKey(float f) {
   const uint32_t u = __float_as_uint(f + 0.0f);  // -0 becomes +0: equal floats, equal keys
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
-
-__device__ __forceinline__ float WarpMax(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
+__device__ __forceinline__ float KeyToFloat(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
+
 __device__ __forceinline__ float WarpSum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+__device__ __forceinline__ float WarpMaxFloat(float v) {
+  return KeyToFloat(__reduce_max_sync(kFullMask, OrderedKey(v)));
+}
+
+// The scoring function of one logit (softmax needs the max and 1/sum over all experts).
+__device__ __forceinline__ float ScoreOf(int scoring, float v, float softmax_max,
+                                         float softmax_inv) {
+  if (scoring == kScoringSoftmax) return __expf(v - softmax_max) * softmax_inv;
+  if (scoring == kScoringSigmoid) return __fdividef(1.0f, 1.0f + __expf(-v));
   return v;
 }
 
-// Picks, across the warp, the best (key, id) among the lanes' candidates: highest key,
-// then lowest id. Lanes without a candidate pass key 0 (below every real key).
-__device__ __forceinline__ uint32_t WarpArgBest(uint32_t key, uint32_t id) {
-  const uint32_t best_key = __reduce_max_sync(0xffffffffu, key);
-  return __reduce_min_sync(0xffffffffu, key == best_key && key != 0 ? id : 0xffffffffu);
+// Inserts key k into the descending pair (k1, k2).
+__device__ __forceinline__ void InsertTop2(uint32_t k, uint32_t& k1, uint32_t& k2) {
+  k2 = max(k2, min(k1, k));
+  k1 = max(k1, k);
 }
 
-// Is (a, ia) after (b, ib) in selection order (descending value, ascending id)?
-__device__ __forceinline__ bool After(float a, int ia, float b, int ib) {
-  return a < b || (a == b && ia > ib);
+// Sum of the two largest keys of a set spread over the warp (as floats), given each lane's
+// two largest (k1 >= k2; 0: none); the largest alone when `two` is false.
+__device__ __forceinline__ float WarpTop2Sum(uint32_t k1, uint32_t k2, bool two) {
+  const uint32_t m1 = __reduce_max_sync(kFullMask, k1);
+  const unsigned holders = __ballot_sync(kFullMask, k1 == m1);
+  const uint32_t others = __reduce_max_sync(kFullMask, k1 == m1 ? k2 : k1);
+  const uint32_t m2 = __popc(holders) > 1 ? m1 : others;
+  return two ? KeyToFloat(m1) + KeyToFloat(m2) : KeyToFloat(m1);
 }
 
-// Group scores when group_score_topk <= 2 (every real family): each group is scanned by
-// a power-of-two set of lanes keeping their top two, merged with shuffles. Returns, in
-// lanes g < n_group, the score of group g (others: anything).
-__device__ __forceinline__ float GroupScoresTop2(const EpilogueParams& p, const float* sel) {
-  const int lane = threadIdx.x & 31;
-  const int per_group = p.experts / p.n_group;
-  int lanes = 1;
-  while (lanes * 2 * p.n_group <= 32) lanes *= 2;
-  const int group = lane / lanes, part = lane % lanes;
-  float b1 = -INFINITY, b2 = -INFINITY;  // ordered pair, b1 first in selection order
-  int i1 = 0x7fffffff, i2 = 0x7fffffff;
-  if (group < p.n_group) {
-    for (int e = group * per_group + part; e < (group + 1) * per_group; e += lanes) {
-      const float v = sel[e];
-      if (After(b1, i1, v, e)) {
-        b2 = b1;
-        i2 = i1;
-        b1 = v;
-        i1 = e;
-      } else if (After(b2, i2, v, e)) {
-        b2 = v;
-        i2 = e;
-      }
-    }
-  }
-  for (int o = 1; o < lanes; o <<= 1) {  // merge two top-2 lists
-    const float c1 = __shfl_xor_sync(0xffffffffu, b1, o), c2 = __shfl_xor_sync(0xffffffffu, b2, o);
-    const int j1 = __shfl_xor_sync(0xffffffffu, i1, o), j2 = __shfl_xor_sync(0xffffffffu, i2, o);
-    if (After(b1, i1, c1, j1)) {  // theirs first: new b1 = c1, b2 = best of (b1, c2)
-      if (After(b1, i1, c2, j2)) {
-        b2 = c2;
-        i2 = j2;
-      } else {
-        b2 = b1;
-        i2 = i1;
-      }
-      b1 = c1;
-      i1 = j1;
-    } else if (After(b2, i2, c1, j1)) {
-      b2 = c1;
-      i2 = j1;
-    }
-  }
-  const float score = p.group_score_topk == 1 ? b1 : b1 + b2;
-  return __shfl_sync(0xffffffffu, score, lane * lanes);  // lane g <- group g's leader
+// Does group (score a, id ia) come before (b, ib): higher score, then lower id?
+__device__ __forceinline__ bool Beats(float a, int ia, float b, int ib) {
+  return a > b || (a == b && ia < ib);
 }
 
-// Any group_score_topk: lane g scans group g repeatedly (slower; no family needs it).
-__device__ __forceinline__ float GroupScoresGeneric(const EpilogueParams& p, const float* sel) {
-  const int lane = threadIdx.x & 31;
-  const int per_group = p.experts / p.n_group;
-  float score = 0.0f;
-  if (lane < p.n_group) {
-    float prev = INFINITY;
-    int prev_id = -1;
-    for (int j = 0; j < p.group_score_topk; ++j) {
-      float best = -INFINITY;
-      int best_id = -1;
-      for (int e = lane * per_group; e < (lane + 1) * per_group; ++e) {
-        const float v = sel[e];
-        if (!After(v, e, prev, prev_id)) continue;  // already counted
-        if (best_id < 0 || After(best, best_id, v, e)) {
-          best = v;
-          best_id = e;
-        }
-      }
-      score += best;
-      prev = best;
-      prev_id = best_id;
-    }
-  }
-  return score;
-}
-
-// One warp routes one token; lane holds experts lane + 32 j, j < P, in registers.
-// logits: [experts] (router bias included), global or shared. scratch: [experts] shared
-// floats (used for grouped selection). All 32 lanes must call.
+// Grouped selection when every group is whole columns of the lane layout (experts per
+// group a multiple of 32, as DeepSeek-V3's 8 x 32) and the group score sums at most two:
+// every group is scored at once from column maxima; the scores are warp-uniform, so each
+// lane ranks its own group without further communication. Returns the kept-groups mask.
 template <int P>
-__device__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits, float* scratch,
-                                const float* __restrict__ correction_bias,
-                                int32_t* __restrict__ ids_out, float* __restrict__ weights_out) {
+__device__ __forceinline__ uint32_t KeptGroupsByColumns(const EpilogueParams& p,
+                                                        const uint32_t (&key)[P]) {
   const int lane = threadIdx.x & 31;
-  const int E = p.experts;
-  float l[P], sel[P];
+  const int cols = p.experts / p.n_group / 32;  // columns per group
+  const bool two = p.group_score_topk == 2;
+  float score[P];
+  if (cols == 1) {  // DeepSeek-V3: group q is column q
 #pragma unroll
-  for (int j = 0; j < P; ++j) {
-    const int e = lane + 32 * j;
-    l[j] = e < E ? logits[e] : 0.0f;
+    for (int q = 0; q < P; ++q) score[q] = WarpTop2Sum(key[q], 0u, two);
+  } else {
+#pragma unroll
+    for (int q = 0; q < P; ++q) {
+      uint32_t k1 = 0, k2 = 0;
+#pragma unroll
+      for (int j = 0; j < P; ++j) InsertTop2(j / cols == q ? key[j] : 0u, k1, k2);
+      score[q] = WarpTop2Sum(k1, k2, two);
+    }
   }
-  // 1. Scores (score-first) and selection scores; -inf marks "not selectable".
-  float softmax_max = 0.0f, softmax_inv = 1.0f;
-  if (p.score_first && p.scoring == kScoringSoftmax) {
-    float m = -INFINITY;
+  float mine = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < P; ++j)
-      if (lane + 32 * j < E) m = fmaxf(m, l[j]);
-    m = WarpMax(m);
+  for (int q = 0; q < P; ++q) {
+    if (q >= p.n_group) score[q] = -INFINITY;
+    mine = q == lane ? score[q] : mine;
+  }
+  int rank = 0;
+#pragma unroll
+  for (int q = 0; q < P; ++q) rank += Beats(score[q], q, mine, lane);
+  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+}
+
+// Grouped selection for any group size and group_score_topk: groups are scored one after
+// another, each by repeatedly taking (and removing) the best remaining member. Slower; no
+// released family needs it.
+template <int P>
+__device__ uint32_t KeptGroupsGeneric(const EpilogueParams& p, const uint32_t (&key)[P]) {
+  const int lane = threadIdx.x & 31;
+  const int per_group = p.experts / p.n_group;
+  float mine = -INFINITY;  // lane g: the score of group g
+  for (int g = 0; g < p.n_group; ++g) {
+    uint32_t rest[P];
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int e = lane + 32 * j;
+      rest[j] = e < p.experts && e / per_group == g ? key[j] : 0u;
+    }
+    float score = 0.0f;
+    for (int t = 0; t < p.group_score_topk; ++t) {
+      uint32_t best = 0;
+      int best_j = 0;
+#pragma unroll
+      for (int j = 0; j < P; ++j)
+        if (rest[j] > best) {
+          best = rest[j];
+          best_j = j;
+        }
+      const uint32_t top = __reduce_max_sync(kFullMask, best);
+      const uint32_t id = uint32_t(lane + 32 * best_j);
+      const uint32_t taken = __reduce_min_sync(kFullMask, best == top ? id : 0xffffffffu);
+#pragma unroll
+      for (int j = 0; j < P; ++j)
+        if (id == taken && j == best_j) rest[j] = 0u;
+      score += KeyToFloat(top);
+    }
+    if (lane == g) mine = score;
+  }
+  int rank = 0;
+  for (int g = 0; g < p.n_group; ++g) rank += Beats(__shfl_sync(kFullMask, mine, g), g, mine, lane);
+  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+}
+
+// What scoring the selection used, to score the chosen experts the same way.
+struct TokenScoring {
+  float softmax_max = 0.0f;  // softmax over all experts (score-first softmax only)
+  float softmax_inv = 1.0f;
+};
+
+// Phase 1: selection keys (score-first scoring, plus the correction bias); key 0 for
+// lanes past the experts. The scoring switch is outside the loops: one straight line each.
+template <int P>
+__device__ __forceinline__ TokenScoring SelectionKeys(const EpilogueParams& p, const float (&l)[P],
+                                                      const float (&cb)[P], uint32_t (&key)[P]) {
+  const int lane = threadIdx.x & 31;
+  TokenScoring sc;
+  const int scoring = p.score_first ? p.scoring : -1;  // -1: select on the logits
+  if (scoring == kScoringSoftmax) {
+    uint32_t mk = 0;
+#pragma unroll
+    for (int j = 0; j < P; ++j) mk = max(mk, lane + 32 * j < p.experts ? OrderedKey(l[j]) : 0u);
+    sc.softmax_max = KeyToFloat(__reduce_max_sync(kFullMask, mk));
     float s = 0.0f;
 #pragma unroll
     for (int j = 0; j < P; ++j)
-      if (lane + 32 * j < E) s += expf(l[j] - m);
-    softmax_max = m;
-    softmax_inv = 1.0f / WarpSum(s);
+      s += lane + 32 * j < p.experts ? __expf(l[j] - sc.softmax_max) : 0.0f;
+    sc.softmax_inv = __fdividef(1.0f, WarpSum(s));
+#pragma unroll
+    for (int j = 0; j < P; ++j)
+      key[j] = OrderedKey(__expf(l[j] - sc.softmax_max) * sc.softmax_inv + cb[j]);
+  } else if (scoring == kScoringSigmoid) {
+#pragma unroll
+    for (int j = 0; j < P; ++j)
+      key[j] = OrderedKey(ScoreOf(kScoringSigmoid, l[j], 0.0f, 1.0f) + cb[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < P; ++j) key[j] = OrderedKey(l[j] + cb[j]);
   }
+#pragma unroll
+  for (int j = 0; j < P; ++j) key[j] = lane + 32 * j < p.experts ? key[j] : 0u;
+  return sc;
+}
+
+// Phase 2 (n_group > 1): experts outside the topk_group best groups become unselectable.
+template <int P>
+__device__ __forceinline__ void DropUnkeptGroups(const EpilogueParams& p, uint32_t (&key)[P]) {
+  const int lane = threadIdx.x & 31;
+  const int per_group = p.experts / p.n_group;
+  if (per_group % 32 == 0 && p.group_score_topk <= 2) {
+    const uint32_t kept = KeptGroupsByColumns<P>(p, key);
+    const int cols = per_group / 32;
+    if (cols == 1) {
+#pragma unroll
+      for (int j = 0; j < P; ++j)
+        if (!((kept >> j) & 1u)) key[j] = 0u;
+    } else {
+#pragma unroll
+      for (int j = 0; j < P; ++j)
+        if (!((kept >> (j / cols)) & 1u)) key[j] = 0u;
+    }
+    return;
+  }
+  const uint32_t kept = KeptGroupsGeneric<P>(p, key);
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     const int e = lane + 32 * j;
-    float v = l[j];
-    if (p.score_first) {
-      if (p.scoring == kScoringSoftmax)
-        v = expf(v - softmax_max) * softmax_inv;
-      else if (p.scoring == kScoringSigmoid)
-        v = 1.0f / (1.0f + expf(-v));
-    }
-    sel[j] = e < E ? v + (p.has_correction_bias ? correction_bias[e] : 0.0f) : -INFINITY;
-  }
-
-  // 2. Groups: keep the topk_group best; experts of other groups become unselectable.
-  if (p.n_group > 1) {
-#pragma unroll
-    for (int j = 0; j < P; ++j)
-      if (lane + 32 * j < E) scratch[lane + 32 * j] = sel[j];
-    __syncwarp();
-    const float group_score =
-        p.group_score_topk <= 2 ? GroupScoresTop2(p, scratch) : GroupScoresGeneric(p, scratch);
-    __syncwarp();
-    uint32_t kept = 0;
-    for (int j = 0; j < p.topk_group; ++j) {
-      const bool candidate = lane < p.n_group && !(kept >> lane & 1u);
-      kept |= 1u << WarpArgBest(candidate ? OrderedKey(group_score) : 0u, lane);
-    }
-    const int per_group = E / p.n_group;
-#pragma unroll
-    for (int j = 0; j < P; ++j)
-      if (!(kept >> ((lane + 32 * j) / per_group) & 1u)) sel[j] = -INFINITY;
-  }
-
-  // 3. Top-k: each round the warp takes the best (score, lowest id) of the lanes' bests.
-  int my_id = 0;
-  float my_logit = 0.0f;
-  for (int i = 0; i < p.top_k; ++i) {
-    float best = sel[0];
-    int best_j = 0;
-#pragma unroll
-    for (int j = 1; j < P; ++j)
-      if (sel[j] > best) {
-        best = sel[j];
-        best_j = j;
-      }
-    const uint32_t key = best == -INFINITY ? 0u : OrderedKey(best);
-    const uint32_t mine = uint32_t(lane + 32 * best_j);
-    const uint32_t chosen = WarpArgBest(key, mine);
-    float chosen_logit = 0.0f;
-#pragma unroll
-    for (int j = 0; j < P; ++j)
-      if (j == best_j) chosen_logit = l[j];
-    chosen_logit = __shfl_sync(0xffffffffu, chosen_logit, chosen & 31);
-    if (chosen == mine) {
-#pragma unroll
-      for (int j = 0; j < P; ++j)
-        if (j == best_j) sel[j] = -INFINITY;
-    }
-    if (lane == i) {
-      my_id = int(chosen);
-      my_logit = chosen_logit;
-    }
-  }
-
-  // 4. Weights of the chosen experts (lane i holds choice i).
-  const bool active = lane < p.top_k;
-  const float lc = my_logit;
-  float w;
-  if (p.score_first) {
-    if (p.scoring == kScoringSoftmax)
-      w = expf(lc - softmax_max) * softmax_inv;
-    else if (p.scoring == kScoringSigmoid)
-      w = 1.0f / (1.0f + expf(-lc));
-    else
-      w = lc;
-  } else if (p.scoring == kScoringSoftmax) {
-    const float m = WarpMax(active ? lc : -INFINITY);
-    const float e = active ? expf(lc - m) : 0.0f;
-    w = e / WarpSum(e);
-  } else if (p.scoring == kScoringSigmoid) {
-    w = 1.0f / (1.0f + expf(-lc));
-  } else {
-    w = lc;
-  }
-  if (p.renormalize) {
-    const float sum = WarpSum(active ? w : 0.0f);
-    if (sum > 0.0f) w /= sum;
-  }
-  w *= p.scaling_factor;
-  if (active) {
-    ids_out[lane] = my_id;
-    weights_out[lane] = w;
+    if (e < p.experts && !((kept >> (e / per_group)) & 1u)) key[j] = 0u;
   }
 }
 
-// Dispatches on the experts per lane.
-__device__ inline void WarpRouteToken(const EpilogueParams& p, const float* logits, float* scratch,
-                                      const float* __restrict__ correction_bias,
-                                      int32_t* __restrict__ ids_out,
+// The lane's best key and its index (lowest index among equals), by a tree: log2(P)
+// dependent steps instead of P - 1.
+template <int P>
+__device__ __forceinline__ void LaneBest(const uint32_t (&key)[P], uint32_t& best, int& best_j) {
+  uint32_t k[P];
+  int idx[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    k[j] = key[j];
+    idx[j] = j;
+  }
+#pragma unroll
+  for (int w = 1; w < P; w *= 2)
+#pragma unroll
+    for (int j = 0; j + w < P; j += 2 * w) {
+      const bool right = k[j + w] > k[j];  // ties keep the lower index
+      k[j] = right ? k[j + w] : k[j];
+      idx[j] = right ? idx[j + w] : idx[j];
+    }
+  best = k[0];
+  best_j = idx[0];
+}
+
+// Phase 3: top-k. Each round the warp takes the best lane head (highest key, then lowest
+// expert id); the lane that owns it records the round in round[j] (-1: not chosen) and
+// rescans. Branch-free but for exact ties of two keys, where one more reduction finds the
+// lowest id: one reduction and one ballot per round otherwise.
+template <int P>
+__device__ __forceinline__ void WarpTopK(int top_k, uint32_t (&key)[P], int (&round)[P]) {
+  const int lane = threadIdx.x & 31;
+  uint32_t head;
+  int head_j;
+  LaneBest<P>(key, head, head_j);
+#pragma unroll
+  for (int j = 0; j < P; ++j) round[j] = -1;
+  for (int i = 0; i < top_k; ++i) {
+    const uint32_t best = __reduce_max_sync(kFullMask, head);
+    const unsigned holders = __ballot_sync(kFullMask, head == best);
+    bool won = head == best;
+    if (__popc(holders) > 1) {  // a tie between experts: the lowest id wins
+      const uint32_t mine = uint32_t(lane + 32 * head_j);
+      won = mine == __reduce_min_sync(kFullMask, won ? mine : 0xffffffffu);
+    }
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const bool taken = won && j == head_j;
+      round[j] = taken ? i : round[j];
+      key[j] = taken ? 0u : key[j];
+    }
+    LaneBest<P>(key, head, head_j);
+  }
+}
+
+// Phase 4: weights of the chosen experts, computed and written by the lanes that own them.
+template <int P>
+__device__ __forceinline__ void WriteChoices(const EpilogueParams& p, const float (&l)[P],
+                                             TokenScoring sc, const int (&round)[P],
+                                             int32_t* __restrict__ ids_out,
+                                             float* __restrict__ weights_out) {
+  const int lane = threadIdx.x & 31;
+  float w[P];
+  if (p.score_first) {
+#pragma unroll
+    for (int j = 0; j < P; ++j) w[j] = ScoreOf(p.scoring, l[j], sc.softmax_max, sc.softmax_inv);
+  } else if (p.scoring == kScoringSoftmax) {  // softmax over the chosen logits
+    uint32_t mk = 0;
+#pragma unroll
+    for (int j = 0; j < P; ++j) mk = max(mk, round[j] >= 0 ? OrderedKey(l[j]) : 0u);
+    const float m = KeyToFloat(__reduce_max_sync(kFullMask, mk));
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      w[j] = round[j] >= 0 ? __expf(l[j] - m) : 0.0f;
+      sum += w[j];
+    }
+    const float inv = __fdividef(1.0f, WarpSum(sum));
+#pragma unroll
+    for (int j = 0; j < P; ++j) w[j] *= inv;
+  } else {
+#pragma unroll
+    for (int j = 0; j < P; ++j) w[j] = ScoreOf(p.scoring, l[j], 0.0f, 1.0f);
+  }
+  float scale = p.scaling_factor;
+  if (p.renormalize) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < P; ++j) sum += round[j] >= 0 ? w[j] : 0.0f;
+    sum = WarpSum(sum);
+    if (sum > 0.0f) scale = __fdividef(scale, sum);
+  }
+#pragma unroll
+  for (int j = 0; j < P; ++j)
+    if (round[j] >= 0) {
+      ids_out[round[j]] = lane + 32 * j;
+      weights_out[round[j]] = w[j] * scale;
+    }
+}
+
+// One warp routes one token. l: the token's logits (router bias included) and cb: the
+// correction bias (zeros when the spec has none), expert lane + 32 j in element j. Writes
+// top_k ids and weights. All 32 lanes must call.
+template <int P>
+__device__ __forceinline__ void WarpRouteTokenRegs(const EpilogueParams& p, const float (&l)[P],
+                                                   const float (&cb)[P],
+                                                   int32_t* __restrict__ ids_out,
+                                                   float* __restrict__ weights_out) {
+  uint32_t key[P];
+  int round[P];
+  const TokenScoring sc = SelectionKeys<P>(p, l, cb, key);
+  if (p.n_group > 1) DropUnkeptGroups<P>(p, key);
+  WarpTopK<P>(p.top_k, key, round);
+  WriteChoices<P>(p, l, sc, round, ids_out, weights_out);
+}
+
+// Loads one token's logits (global or shared memory) and the correction bias (global or
+// shared; may be null when the spec has none), then routes it.
+template <int P>
+__device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits,
+                                                const float* correction_bias,
+                                                int32_t* __restrict__ ids_out,
+                                                float* __restrict__ weights_out) {
+  const int lane = threadIdx.x & 31;
+  float l[P], cb[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int e = lane + 32 * j;
+    l[j] = e < p.experts ? logits[e] : 0.0f;
+    cb[j] = e < p.experts && p.has_correction_bias ? correction_bias[e] : 0.0f;
+  }
+  WarpRouteTokenRegs<P>(p, l, cb, ids_out, weights_out);
+}
+
+// The experts-per-lane width for a number of experts: 1, 2, 4, 8 or 16.
+__host__ __device__ inline int ExpertsPerLane(int experts) {
+  return experts <= 32 ? 1 : experts <= 64 ? 2 : experts <= 128 ? 4 : experts <= 256 ? 8 : 16;
+}
+
+// WarpRouteTokenP for the spec's width.
+__device__ inline void WarpRouteToken(const EpilogueParams& p, const float* logits,
+                                      const float* correction_bias, int32_t* __restrict__ ids_out,
                                       float* __restrict__ weights_out) {
-  if (p.experts <= 32)
-    WarpRouteTokenP<1>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else if (p.experts <= 64)
-    WarpRouteTokenP<2>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else if (p.experts <= 128)
-    WarpRouteTokenP<4>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else if (p.experts <= 256)
-    WarpRouteTokenP<8>(p, logits, scratch, correction_bias, ids_out, weights_out);
-  else
-    WarpRouteTokenP<16>(p, logits, scratch, correction_bias, ids_out, weights_out);
+  switch (ExpertsPerLane(p.experts)) {
+    case 1:
+      return WarpRouteTokenP<1>(p, logits, correction_bias, ids_out, weights_out);
+    case 2:
+      return WarpRouteTokenP<2>(p, logits, correction_bias, ids_out, weights_out);
+    case 4:
+      return WarpRouteTokenP<4>(p, logits, correction_bias, ids_out, weights_out);
+    case 8:
+      return WarpRouteTokenP<8>(p, logits, correction_bias, ids_out, weights_out);
+    default:
+      return WarpRouteTokenP<16>(p, logits, correction_bias, ids_out, weights_out);
+  }
 }
 
 }  // namespace moe::cuda

@@ -192,8 +192,11 @@ TEST(GpuShapes, SweepExpertsAndHidden) {
       s.has_correction_bias = pick() % 2;
       s.renormalize = pick() % 2;
       if (experts >= 64) {
+        // 8 groups of 8..64 experts: whole columns of the epilogue's lane layout (32, 64)
+        // or not (8, 16, 20, 48); group scores of 1, 2 or 3 experts.
         s.n_group = 8;
         s.topk_group = 1 + pick() % 8;
+        s.group_score_topk = 1 + pick() % 3;
         s.top_k = std::min(s.top_k, s.topk_group * experts / 8);
       }
       const int tokens = kTokenList[pick() % 10];
@@ -255,6 +258,8 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, splits, 0});
         for (int cluster : {1, 2, 4, 8, 16})
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, cluster, cluster});
+        for (int splits : {1, 3, 8, 16, 33})
+          configs.push_back({cuda::Mainloop::kTensorCore, tiles, splits, 0, /*polled=*/true});
       }
       configs.push_back({cuda::Mainloop::kFma, 1, 5, 0});
       for (const auto& c : configs) {
@@ -274,7 +279,7 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
           HostOut h = Download(d, true);
           EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "")
               << Describe(in, seed) << " tiles=" << c.token_tiles << " splits=" << c.k_splits
-              << " cluster=" << c.cluster << " rep=" << rep;
+              << " cluster=" << c.cluster << " polled=" << c.polled << " rep=" << rep;
           for (int t = 0; t < tokens; ++t)
             for (int e = 0; e < in.spec.experts; ++e)
               ASSERT_NEAR(h.logits[size_t(t) * in.spec.experts + e], ref[t].logits[e],
@@ -284,6 +289,43 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
       }
     }
   }
+}
+
+// The server reuses a token bucket's plan (config and workspace) for every smaller batch:
+// the polled reduction must leave no slot filled whatever the token count.
+TEST(GpuConfigs, PolledPlanServesSmallerTokenCounts) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"deepseek_v3", "kimi_k2", "mixtral"}) {
+    const RouterSpec spec = FindPreset(family).value().spec;
+    RouteProblem bucket{spec, 16, DType::kBF16, DType::kBF16};
+    auto plan = cuda::CudaRouterPlan::Create(bucket, SmCount()).value();
+    ASSERT_TRUE(plan->config().polled) << family;
+    for (int tokens : {16, 5, 1, 16, 9}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
+      RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+      DeviceCase d = MakeDeviceCase(in, true);
+      Poison(d);
+      ASSERT_CUDA(
+          cuda::LaunchDecomposeKRouter(p, d.args, plan->config(), plan->workspace(), nullptr));
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      HostOut h = Download(d, true);
+      EXPECT_EQ(CompareWithReference(spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
+                "")
+          << Describe(in, seed);
+    }
+  }
+}
+
+TEST(GpuConfigs, PolledGridWiderThanTheGpuIsRefused) {
+  SKIP_WITHOUT_GPU();
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  // 8 expert blocks x 64 splits = 512 CTAs: more than one per SM on any current GPU, so the
+  // router CTA could wait on a CTA that is not resident.
+  const cuda::DecomposeKConfig wide{cuda::Mainloop::kTensorCore, 1, 64, 0, /*polled=*/true};
+  const absl::Status status = cuda::CanRouteDecomposeK(p, wide);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(status.message()).find("SMs"), std::string::npos) << status;
 }
 
 TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {

@@ -1,0 +1,198 @@
+// Decompose-K with one polled reduction: no arrival counters, no fences, one L2 round trip.
+//
+// Grid = (m_blocks · S, z_chunks) with at most one CTA per SM (so all are resident at
+// once; CanRouteDecomposeK checks it). CTA (m-block, split) computes the partial logits of
+// 32 experts over one of S K ranges for a chunk of 8·NT tokens, exactly as the other
+// variants (same mainloop), then stores them into the workspace with relaxed stores whose
+// bit pattern is never zero (StorePolled: +0.0 is stored as -0.0). The chunk's router CTA,
+// the first block of its grid row, preloads the biases while it streams its own weights,
+// then polls every partial of the chunk until it is non-zero, sums the S splits of each
+// (expert, token) in split order (deterministic), empties each slot for the next launch,
+// and routes the chunk's tokens, one warp per token.
+//
+// Against the arrival-counter variant this removes, per launch, two rounds of (fence,
+// atomic, dependent L2 read) from the critical path: the router CTA learns that a partial
+// is ready by reading it. The cost is one CTA spinning on L2 while the last partials land.
+//
+// Workspace: partials [z][split][token of chunk][m_blocks · 32], zero-filled once at
+// allocation; every launch leaves it zero again (a slot is written only for real tokens
+// and experts, and every written slot is read and emptied by the router CTA).
+//
+// Programmatic Dependent Launch: weights and biases are model constants, loaded before
+// griddepcontrol.wait; hidden states and the workspace only after it. Every CTA allows the
+// next launch to start at once, so the next layer's weights stream while this layer
+// reduces and routes.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/decompose_k_device.cuh"
+#include "kernels/decompose_k_polled.h"
+
+namespace moe::cuda {
+namespace {
+
+struct PolledShared {
+  SharedStorage main;
+  float router_bias[kMaxExperts];      // router CTA only
+  float correction_bias[kMaxExperts];  // router CTA only
+};
+
+__device__ void StageBiases(const KernelParams& p, PolledShared& smem) {
+  for (int e = threadIdx.x; e < p.experts; e += kThreads) {
+    smem.router_bias[e] = p.router_bias ? __ldg(p.router_bias + e) : 0.0f;
+    smem.correction_bias[e] = p.correction_bias ? __ldg(p.correction_bias + e) : 0.0f;
+  }
+}
+
+// Stores this CTA's partial logits (its 32 experts, the chunk's real tokens).
+template <int kChunk>
+__device__ void PublishPartials(const KernelParams& p, const WarpPartials& reduce, int m_block,
+                                int split, int z, int valid) {
+  const int epad = p.m_blocks * kBlockExperts;
+  float* base =
+      p.partials + (size_t(z) * p.k_splits + split) * kChunk * epad + m_block * kBlockExperts;
+  for (int i = threadIdx.x; i < kBlockExperts * valid; i += kThreads) {
+    const int n = i / kBlockExperts, el = i % kBlockExperts;
+    if (m_block * kBlockExperts + el < p.experts)
+      StorePolled(base + size_t(n) * epad + el, SumWarps<kChunk>(reduce, el * kChunk + n));
+  }
+}
+
+// Sum of `splits` polled slots `stride` floats apart, in slot order (deterministic);
+// empties each slot. Sixteen slots are polled together and every round re-issues the loads
+// of all that are still empty, so slots that land late cost one L2 round trip between
+// them, not one each.
+__device__ __forceinline__ float SumPolled(float* first, int splits, size_t stride) {
+  constexpr int kBatch = 16;
+  float s = 0.0f;
+  for (int sp = 0; sp < splits; sp += kBatch) {
+    uint32_t v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+      v[u] = sp + u < splits ? LoadPolledBits(first + (sp + u) * stride) : 0x80000000u;
+    for (;;) {
+      bool empty = false;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) empty |= v[u] == 0u;
+      if (!empty) break;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (v[u] == 0u) v[u] = LoadPolledBits(first + (sp + u) * stride);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      if (sp + u >= splits) break;
+      s += __uint_as_float(v[u]);
+      EmptyPolled(first + (sp + u) * stride);
+    }
+  }
+  return s;
+}
+
+// Router CTA: the chunk's logits (bias added) into shared memory, [token][expert], and to
+// the optional logits output.
+template <int kChunk>
+__device__ void GatherChunkLogits(const KernelParams& p, PolledShared& smem, int z, int valid) {
+  const int E = p.experts, epad = p.m_blocks * kBlockExperts;
+  const size_t split_stride = size_t(kChunk) * epad;
+  float* base = p.partials + size_t(z) * p.k_splits * split_stride;
+  for (int i = threadIdx.x; i < valid * E; i += kThreads) {
+    const int n = i / E, e = i - n * E;
+    const float s =
+        SumPolled(base + size_t(n) * epad + e, p.k_splits, split_stride) + smem.router_bias[e];
+    smem.main.chunk_logits[i] = s;
+    if (p.logits_out) p.logits_out[size_t(z * kChunk + n) * E + e] = s;
+  }
+}
+
+template <int P, int kChunk>
+__device__ void RouteChunkTokens(const KernelParams& p, const PolledShared& smem, int z,
+                                 int valid) {
+  const int warp = threadIdx.x / 32;
+  for (int n = warp; n < valid; n += kWarps) {
+    const size_t tok = size_t(z) * kChunk + n;
+    WarpRouteTokenP<P>(p.ep, smem.main.chunk_logits + n * p.experts, smem.correction_bias,
+                       p.ids + tok * p.ep.top_k, p.weights + tok * p.ep.top_k);
+  }
+}
+
+template <int kChunk>
+__device__ void RouteChunkTokens(const KernelParams& p, const PolledShared& smem, int z,
+                                 int valid) {
+  switch (ExpertsPerLane(p.experts)) {
+    case 1:
+      return RouteChunkTokens<1, kChunk>(p, smem, z, valid);
+    case 2:
+      return RouteChunkTokens<2, kChunk>(p, smem, z, valid);
+    case 4:
+      return RouteChunkTokens<4, kChunk>(p, smem, z, valid);
+    case 8:
+      return RouteChunkTokens<8, kChunk>(p, smem, z, valid);
+    default:
+      return RouteChunkTokens<16, kChunk>(p, smem, z, valid);
+  }
+}
+
+// Two CTAs per SM (<= 128 registers a thread): one of this launch, one of the next
+// launch already streaming its weights under PDL.
+template <typename T, int NT>
+__global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const KernelParams p) {
+  __shared__ PolledShared smem;
+  constexpr int kChunk = 8 * NT;
+  const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
+  const int valid = min(kChunk, p.tokens - z * kChunk);
+  // Block 0 is dispatched first: it finishes its own share first and is already polling
+  // when the last partials land.
+  const bool router = blockIdx.x == 0;
+  AllowDependentLaunch();
+  Stamp(p, kStampStart);
+  if (router) StageBiases(p, smem);
+  float acc[2][NT][4] = {};
+  TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
+  StoreAccumulators<NT>(smem.main.reduce, acc);
+  __syncthreads();
+  Stamp(p, kStampMainloop);
+  PublishPartials<kChunk>(p, smem.main.reduce, m_block, split, z, valid);
+  Stamp(p, kStampReduced);
+  if (!router) return;
+  __syncthreads();  // smem.main.reduce becomes chunk_logits
+  GatherChunkLogits<kChunk>(p, smem, z, valid);
+  __syncthreads();
+  Stamp(p, kStampArrived);
+  RouteChunkTokens<kChunk>(p, smem, z, valid);
+  __syncthreads();
+  Stamp(p, kStampRouted);
+}
+
+template <typename T>
+cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
+                        bool pdl) {
+  switch (token_tiles) {
+    case 1:
+      return Launch(DecomposeKPolledKernel<T, 1>, grid, params, stream, pdl);
+    case 2:
+      return Launch(DecomposeKPolledKernel<T, 2>, grid, params, stream, pdl);
+    default:
+      return Launch(DecomposeKPolledKernel<T, 4>, grid, params, stream, pdl);
+  }
+}
+
+}  // namespace
+
+int PolledMaxCtas() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return sms;
+}
+
+cudaError_t LaunchPolledKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
+                               cudaStream_t stream, bool pdl) {
+  return bf16 ? LaunchTyped<__nv_bfloat16>(token_tiles, grid, params, stream, pdl)
+              : LaunchTyped<__half>(token_tiles, grid, params, stream, pdl);
+}
+
+}  // namespace moe::cuda

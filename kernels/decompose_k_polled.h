@@ -1,0 +1,23 @@
+// Internal: the polled-reduction variant's launcher and limits, used by
+// decompose_k_router.cu's dispatch and config checks.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+namespace moe::cuda {
+
+struct KernelParams;
+
+// The router CTA holds a chunk's logits in shared memory: chunk tokens x experts floats.
+inline constexpr int kPolledMaxChunkLogits = 8192;
+
+// Multiprocessors of the current device (0 when there is none): the polled kernel's grid
+// must not exceed one CTA per SM, so that the router CTA never waits on a CTA that cannot
+// be scheduled.
+int PolledMaxCtas();
+
+// grid.x = m_blocks * k_splits, grid.y = token chunks; tensor-core mainloop only.
+cudaError_t LaunchPolledKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
+                               cudaStream_t stream, bool pdl);
+
+}  // namespace moe::cuda
