@@ -60,11 +60,11 @@ __global__ void ProbeStages(EpilogueParams ep, const float* logits, const float*
     if (ep.n_group > 1) DropUnkeptGroups<P>(ep, key);
     Sink(key);
     t[2] = clock64();
-    int round[P];
-    WarpTopK<P>(ep.top_k, key, round);
-    Sink(round);
+    LaneChoices<P> chosen;
+    WarpTopK<P>(ep.top_k, key, l, chosen);
+    Sink(chosen.round);
     t[3] = clock64();
-    WriteChoices<P>(ep, l, sc, round, ids, w);
+    WriteChoices<P>(ep, chosen, sc, ids, w);
     __syncwarp();
     t[4] = clock64();
     if (lane == 0)

@@ -4,11 +4,12 @@
 // once; CanRouteDecomposeK checks it). CTA (m-block, split) computes the partial logits of
 // 32 experts over one of S K ranges for a chunk of 8·NT tokens, exactly as the other
 // variants (same mainloop), then stores them into the workspace with relaxed stores whose
-// bit pattern is never zero (StorePolled: +0.0 is stored as -0.0). The chunk's router CTA,
-// the first block of its grid row, preloads the biases while it streams its own weights,
-// then polls every partial of the chunk until it is non-zero, sums the S splits of each
-// (expert, token) in split order (deterministic), empties each slot for the next launch,
-// and routes the chunk's tokens, one warp per token.
+// bit pattern is never zero (StorePolled: +0.0 is stored as -0.0). The chunk's router CTAs,
+// the first ceil(tokens / 8) blocks of its grid row, each own up to 8 of its tokens: a
+// router preloads the biases while it streams its own weights, then polls every partial
+// of its tokens until it is non-zero, sums the S splits of each (expert, token) in split
+// order (deterministic), empties each slot for the next launch, and routes its tokens,
+// one warp per token.
 //
 // Against the arrival-counter variant this removes, per launch, two rounds of (fence,
 // atomic, dependent L2 read) from the critical path: the router CTA learns that a partial
@@ -58,6 +59,18 @@ __device__ void PublishPartials(const KernelParams& p, const WarpPartials& reduc
   }
 }
 
+// The chunk tokens [first, last) a router CTA gathers and routes: the chunk's tokens are
+// split over its first ceil(tokens / 8) blocks, so each routing warp has one token.
+struct RouterTokens {
+  int first, last;
+};
+__device__ __forceinline__ RouterTokens TokensOfRouter(int valid) {
+  const int routers = min((valid + kWarps - 1) / kWarps, int(gridDim.x));
+  const int per_router = (valid + routers - 1) / routers;
+  const int first = int(blockIdx.x) * per_router;
+  return {first, min(first + per_router, valid)};
+}
+
 // Sum of `splits` polled slots `stride` floats apart, in slot order (deterministic);
 // empties each slot. Sixteen slots are polled together and every round re-issues the loads
 // of all that are still empty, so slots that land late cost one L2 round trip between
@@ -89,15 +102,17 @@ __device__ __forceinline__ float SumPolled(float* first, int splits, size_t stri
   return s;
 }
 
-// Router CTA: the chunk's logits (bias added) into shared memory, [token][expert], and to
-// the optional logits output.
+// Router CTA: its tokens' logits (bias added) into shared memory, [token - first][expert],
+// and to the optional logits output; a thread per (token, expert). (Polling a thread's
+// slots of several elements together measured slower at one token; see bench/NOTES.md.)
 template <int kChunk>
-__device__ void GatherChunkLogits(const KernelParams& p, PolledShared& smem, int z, int valid) {
+__device__ void GatherChunkLogits(const KernelParams& p, PolledShared& smem, int z,
+                                  RouterTokens mine) {
   const int E = p.experts, epad = p.m_blocks * kBlockExperts;
   const size_t split_stride = size_t(kChunk) * epad;
   float* base = p.partials + size_t(z) * p.k_splits * split_stride;
-  for (int i = threadIdx.x; i < valid * E; i += kThreads) {
-    const int n = i / E, e = i - n * E;
+  for (int i = threadIdx.x; i < (mine.last - mine.first) * E; i += kThreads) {
+    const int n = mine.first + i / E, e = i % E;
     const float s =
         SumPolled(base + size_t(n) * epad + e, p.k_splits, split_stride) + smem.router_bias[e];
     smem.main.chunk_logits[i] = s;
@@ -107,29 +122,30 @@ __device__ void GatherChunkLogits(const KernelParams& p, PolledShared& smem, int
 
 template <int P, int kChunk>
 __device__ void RouteChunkTokens(const KernelParams& p, const PolledShared& smem, int z,
-                                 int valid) {
+                                 RouterTokens mine) {
   const int warp = threadIdx.x / 32;
-  for (int n = warp; n < valid; n += kWarps) {
+  for (int n = mine.first + warp; n < mine.last; n += kWarps) {
     const size_t tok = size_t(z) * kChunk + n;
-    WarpRouteTokenP<P>(p.ep, smem.main.chunk_logits + n * p.experts, smem.correction_bias,
-                       p.ids + tok * p.ep.top_k, p.weights + tok * p.ep.top_k);
+    WarpRouteTokenP<P>(p.ep, smem.main.chunk_logits + (n - mine.first) * p.experts,
+                       smem.correction_bias, p.ids + tok * p.ep.top_k,
+                       p.weights + tok * p.ep.top_k);
   }
 }
 
 template <int kChunk>
 __device__ void RouteChunkTokens(const KernelParams& p, const PolledShared& smem, int z,
-                                 int valid) {
+                                 RouterTokens mine) {
   switch (ExpertsPerLane(p.experts)) {
     case 1:
-      return RouteChunkTokens<1, kChunk>(p, smem, z, valid);
+      return RouteChunkTokens<1, kChunk>(p, smem, z, mine);
     case 2:
-      return RouteChunkTokens<2, kChunk>(p, smem, z, valid);
+      return RouteChunkTokens<2, kChunk>(p, smem, z, mine);
     case 4:
-      return RouteChunkTokens<4, kChunk>(p, smem, z, valid);
+      return RouteChunkTokens<4, kChunk>(p, smem, z, mine);
     case 8:
-      return RouteChunkTokens<8, kChunk>(p, smem, z, valid);
+      return RouteChunkTokens<8, kChunk>(p, smem, z, mine);
     default:
-      return RouteChunkTokens<16, kChunk>(p, smem, z, valid);
+      return RouteChunkTokens<16, kChunk>(p, smem, z, mine);
   }
 }
 
@@ -141,9 +157,10 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
   constexpr int kChunk = 8 * NT;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
   const int valid = min(kChunk, p.tokens - z * kChunk);
-  // Block 0 is dispatched first: it finishes its own share first and is already polling
-  // when the last partials land.
-  const bool router = blockIdx.x == 0;
+  // The first blocks are dispatched first: they finish their own share first and are
+  // already polling when the last partials land.
+  const RouterTokens mine = TokensOfRouter(valid);
+  const bool router = mine.first < mine.last;
   AllowDependentLaunch();
   Stamp(p, kStampStart);
   if (router) StageBiases(p, smem);
@@ -156,10 +173,10 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
   Stamp(p, kStampReduced);
   if (!router) return;
   __syncthreads();  // smem.main.reduce becomes chunk_logits
-  GatherChunkLogits<kChunk>(p, smem, z, valid);
+  GatherChunkLogits<kChunk>(p, smem, z, mine);
   __syncthreads();
   Stamp(p, kStampArrived);
-  RouteChunkTokens<kChunk>(p, smem, z, valid);
+  RouteChunkTokens<kChunk>(p, smem, z, mine);
   __syncthreads();
   Stamp(p, kStampRouted);
 }

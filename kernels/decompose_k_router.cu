@@ -173,10 +173,10 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
 }
 
 // The polled reduction's split count: about one CTA per SM, at least four K steps (half the
-// warps busy) per CTA, and at most 32768 partials for the router CTA to read.
+// warps busy) per CTA, and at most 32768 partials for each router CTA (8 tokens) to read.
 int PolledSplits(const Shape& s, int m_blocks, int z_chunks, int chunk, int sm_count) {
   const int total_steps = (s.K + kStepK - 1) / kStepK;
-  const int tokens = std::min(s.tokens, chunk);
+  const int tokens = std::min({s.tokens, chunk, kWarps});
   int splits = std::max(1, sm_count / (m_blocks * z_chunks));
   splits = std::min(splits, std::max(1, total_steps / 4));
   splits = std::min(splits, std::max(1, 32768 / (m_blocks * kBlockExperts * tokens)));

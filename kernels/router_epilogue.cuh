@@ -262,12 +262,45 @@ __device__ __forceinline__ void LaneBest(const uint32_t (&key)[P], uint32_t& bes
   best_j = idx[0];
 }
 
-// Phase 3: top-k. Each round the warp takes the best lane head (highest key, then lowest
-// expert id); the lane that owns it records the round in round[j] (-1: not chosen) and
-// rescans. Branch-free but for exact ties of two keys, where one more reduction finds the
-// lowest id: one reduction and one ballot per round otherwise.
+// A lane's chosen experts: slot m holds the round it was chosen in (-1: empty), its id
+// and its logit.
 template <int P>
-__device__ __forceinline__ void WarpTopK(int top_k, uint32_t (&key)[P], int (&round)[P]) {
+struct LaneChoices {
+  int round[P];
+  int id[P];
+  float logit[P];
+};
+
+// Sorts the lane's (key, index, logit) triples by descending key: a bitonic network, all
+// indices compile-time. Equal keys may come out in either order (WarpTopK checks).
+template <int P>
+__device__ __forceinline__ void SortDescending(uint32_t (&k)[P], int (&j)[P], float (&l)[P]) {
+#pragma unroll
+  for (int size = 2; size <= P; size *= 2)
+#pragma unroll
+    for (int stride = size / 2; stride > 0; stride /= 2)
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        const int o = i ^ stride;
+        if (o <= i) continue;
+        const bool swap = (i & size) == 0 ? k[i] < k[o] : k[i] > k[o];
+        const uint32_t ki = k[i];
+        const int ji = j[i];
+        const float li = l[i];
+        k[i] = swap ? k[o] : ki;
+        j[i] = swap ? j[o] : ji;
+        l[i] = swap ? l[o] : li;
+        k[o] = swap ? ki : k[o];
+        j[o] = swap ? ji : j[o];
+        l[o] = swap ? li : l[o];
+      }
+}
+
+// Exact top-k for the rare case of equal keys: each round the warp takes the best head
+// (highest key, then lowest expert id) and only that lane rescans. round[j]: the round
+// expert lane + 32 j was chosen in, or -1.
+template <int P>
+__device__ void WarpTopKExact(int top_k, uint32_t (&key)[P], int (&round)[P]) {
   const int lane = threadIdx.x & 31;
   uint32_t head;
   int head_j;
@@ -276,12 +309,8 @@ __device__ __forceinline__ void WarpTopK(int top_k, uint32_t (&key)[P], int (&ro
   for (int j = 0; j < P; ++j) round[j] = -1;
   for (int i = 0; i < top_k; ++i) {
     const uint32_t best = __reduce_max_sync(kFullMask, head);
-    const unsigned holders = __ballot_sync(kFullMask, head == best);
-    bool won = head == best;
-    if (__popc(holders) > 1) {  // a tie between experts: the lowest id wins
-      const uint32_t mine = uint32_t(lane + 32 * head_j);
-      won = mine == __reduce_min_sync(kFullMask, won ? mine : 0xffffffffu);
-    }
+    const uint32_t mine = uint32_t(lane + 32 * head_j);
+    const bool won = mine == __reduce_min_sync(kFullMask, head == best ? mine : 0xffffffffu);
 #pragma unroll
     for (int j = 0; j < P; ++j) {
       const bool taken = won && j == head_j;
@@ -292,49 +321,127 @@ __device__ __forceinline__ void WarpTopK(int top_k, uint32_t (&key)[P], int (&ro
   }
 }
 
-// Phase 4: weights of the chosen experts, computed and written by the lanes that own them.
+// Phase 3: top-k. Each lane sorts its keys once; then each round is one reduction (the
+// best lane head) and a one-step shift of the winner's queue: no rescan, no id exchange.
+// Exact ties (two equal keys, in one lane or two) are only recorded on the way, off the
+// critical path; when one occurred the selection is redone exactly (WarpTopKExact), so
+// the tie rule holds.
 template <int P>
-__device__ __forceinline__ void WriteChoices(const EpilogueParams& p, const float (&l)[P],
-                                             TokenScoring sc, const int (&round)[P],
-                                             int32_t* __restrict__ ids_out,
-                                             float* __restrict__ weights_out) {
+__device__ __forceinline__ void WarpTopK(int top_k, const uint32_t (&key)[P], const float (&l)[P],
+                                         LaneChoices<P>& out) {
   const int lane = threadIdx.x & 31;
-  float w[P];
-  if (p.score_first) {
+  uint32_t q[P];
+  int qj[P];
+  float ql[P];
 #pragma unroll
-    for (int j = 0; j < P; ++j) w[j] = ScoreOf(p.scoring, l[j], sc.softmax_max, sc.softmax_inv);
-  } else if (p.scoring == kScoringSoftmax) {  // softmax over the chosen logits
-    uint32_t mk = 0;
+  for (int j = 0; j < P; ++j) {
+    q[j] = key[j];
+    qj[j] = j;
+    ql[j] = l[j];
+  }
+  SortDescending<P>(q, qj, ql);
+  bool tie = false;
 #pragma unroll
-    for (int j = 0; j < P; ++j) mk = max(mk, round[j] >= 0 ? OrderedKey(l[j]) : 0u);
-    const float m = KeyToFloat(__reduce_max_sync(kFullMask, mk));
-    float sum = 0.0f;
+  for (int m = 0; m + 1 < P; ++m) tie |= q[m] != 0u && q[m] == q[m + 1];
+#pragma unroll
+  for (int m = 0; m < P; ++m) {
+    out.id[m] = lane + 32 * qj[m];
+    out.logit[m] = ql[m];
+  }
+  unsigned won_rounds = 0, shared_wins = 0;
+  for (int i = 0; i < top_k; ++i) {
+    const uint32_t best = __reduce_max_sync(kFullMask, q[0]);
+    const bool won = q[0] == best;
+    const unsigned winners = __ballot_sync(kFullMask, won);
+    shared_wins |= winners & (winners - 1);  // more than one lane: a tie (or none left)
+    won_rounds |= unsigned(won) << i;
+#pragma unroll
+    for (int m = 0; m + 1 < P; ++m) q[m] = won ? q[m + 1] : q[m];
+    q[P - 1] = won ? 0u : q[P - 1];
+  }
+  // The lane's wins are its first sorted slots, in round order.
+#pragma unroll
+  for (int m = 0; m < P; ++m) {
+    out.round[m] = won_rounds ? __ffs(won_rounds) - 1 : -1;
+    won_rounds &= won_rounds - 1;
+  }
+  if (__any_sync(kFullMask, tie || shared_wins != 0)) {
+    uint32_t k[P];
+    int round[P];
+#pragma unroll
+    for (int j = 0; j < P; ++j) k[j] = key[j];
+    WarpTopKExact<P>(top_k, k, round);
 #pragma unroll
     for (int j = 0; j < P; ++j) {
-      w[j] = round[j] >= 0 ? __expf(l[j] - m) : 0.0f;
-      sum += w[j];
+      out.round[j] = round[j];
+      out.id[j] = lane + 32 * j;
+      out.logit[j] = l[j];
     }
+  }
+}
+
+// Phase 4: weights of the chosen experts, computed and written by the lanes that own them.
+// Only the slots some lane filled are scored (usually one or two): a uniform early exit,
+// one loop per scoring mode.
+template <int P>
+__device__ __forceinline__ void WriteChoices(const EpilogueParams& p, const LaneChoices<P>& c,
+                                             TokenScoring sc, int32_t* __restrict__ ids_out,
+                                             float* __restrict__ weights_out) {
+  int used = 0;  // slots up to the last filled one (a prefix except after WarpTopKExact)
+#pragma unroll
+  for (int m = 0; m < P; ++m) used = c.round[m] >= 0 ? m + 1 : used;
+  const int slots = int(__reduce_max_sync(kFullMask, uint32_t(used)));
+  float w[P];
+#pragma unroll
+  for (int m = 0; m < P; ++m) w[m] = 0.0f;
+  if (!p.score_first && p.scoring == kScoringSoftmax) {  // softmax over the chosen logits
+    uint32_t mk = 0;
+#pragma unroll
+    for (int m = 0; m < P; ++m) mk = max(mk, c.round[m] >= 0 ? OrderedKey(c.logit[m]) : 0u);
+    const float top = KeyToFloat(__reduce_max_sync(kFullMask, mk));
+#pragma unroll
+    for (int m = 0; m < P; ++m) {
+      if (m >= slots) break;
+      w[m] = c.round[m] >= 0 ? __expf(c.logit[m] - top) : 0.0f;
+    }
+    float sum = 0.0f;
+#pragma unroll
+    for (int m = 0; m < P; ++m) sum += w[m];
     const float inv = __fdividef(1.0f, WarpSum(sum));
 #pragma unroll
-    for (int j = 0; j < P; ++j) w[j] *= inv;
+    for (int m = 0; m < P; ++m) w[m] *= inv;
+  } else if (p.scoring == kScoringSigmoid) {
+#pragma unroll
+    for (int m = 0; m < P; ++m) {
+      if (m >= slots) break;
+      w[m] = ScoreOf(kScoringSigmoid, c.logit[m], 0.0f, 1.0f);
+    }
+  } else if (p.scoring == kScoringSoftmax) {  // score-first softmax over all experts
+#pragma unroll
+    for (int m = 0; m < P; ++m) {
+      if (m >= slots) break;
+      w[m] = __expf(c.logit[m] - sc.softmax_max) * sc.softmax_inv;
+    }
   } else {
 #pragma unroll
-    for (int j = 0; j < P; ++j) w[j] = ScoreOf(p.scoring, l[j], 0.0f, 1.0f);
+    for (int m = 0; m < P; ++m) w[m] = c.logit[m];
   }
   float scale = p.scaling_factor;
   if (p.renormalize) {
     float sum = 0.0f;
 #pragma unroll
-    for (int j = 0; j < P; ++j) sum += round[j] >= 0 ? w[j] : 0.0f;
+    for (int m = 0; m < P; ++m) sum += c.round[m] >= 0 ? w[m] : 0.0f;
     sum = WarpSum(sum);
     if (sum > 0.0f) scale = __fdividef(scale, sum);
   }
 #pragma unroll
-  for (int j = 0; j < P; ++j)
-    if (round[j] >= 0) {
-      ids_out[round[j]] = lane + 32 * j;
-      weights_out[round[j]] = w[j] * scale;
+  for (int m = 0; m < P; ++m) {
+    if (m >= slots) break;
+    if (c.round[m] >= 0) {
+      ids_out[c.round[m]] = c.id[m];
+      weights_out[c.round[m]] = w[m] * scale;
     }
+  }
 }
 
 // One warp routes one token. l: the token's logits (router bias included) and cb: the
@@ -346,11 +453,11 @@ __device__ __forceinline__ void WarpRouteTokenRegs(const EpilogueParams& p, cons
                                                    int32_t* __restrict__ ids_out,
                                                    float* __restrict__ weights_out) {
   uint32_t key[P];
-  int round[P];
+  LaneChoices<P> chosen;
   const TokenScoring sc = SelectionKeys<P>(p, l, cb, key);
   if (p.n_group > 1) DropUnkeptGroups<P>(p, key);
-  WarpTopK<P>(p.top_k, key, round);
-  WriteChoices<P>(p, l, sc, round, ids_out, weights_out);
+  WarpTopK<P>(p.top_k, key, l, chosen);
+  WriteChoices<P>(p, chosen, sc, ids_out, weights_out);
 }
 
 // Loads one token's logits (global or shared memory) and the correction bias (global or

@@ -328,6 +328,51 @@ TEST(GpuConfigs, PolledGridWiderThanTheGpuIsRefused) {
   EXPECT_NE(std::string(status.message()).find("SMs"), std::string::npos) << status;
 }
 
+// Exact ties: every odd expert's router row (and biases) copies the even one below it,
+// so twins get bit-identical logits and scores. The tie rule says the lower id wins and
+// comes first: a chosen odd twin must directly follow its even twin. This drives the
+// epilogue's exact fallback, which random inputs almost never reach.
+TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
+    for (int tokens : {1, 7, 40}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(FindPreset(family).value().spec, tokens, DType::kBF16,
+                                         DType::kBF16, seed);
+      const int E = in.spec.experts, H = in.spec.hidden;
+      const size_t row_bytes = size_t(H) * DTypeSize(in.weight_dtype);
+      for (int e = 1; e < E; e += 2) {
+        std::memcpy(in.weight.data() + e * row_bytes, in.weight.data() + (e - 1) * row_bytes,
+                    row_bytes);
+        std::copy_n(in.weight_f.begin() + size_t(e - 1) * H, H,
+                    in.weight_f.begin() + size_t(e) * H);
+        if (!in.router_bias.empty()) in.router_bias[e] = in.router_bias[e - 1];
+        if (!in.correction_bias.empty()) in.correction_bias[e] = in.correction_bias[e - 1];
+      }
+      RouteProblem p{in.spec, tokens, in.hidden_dtype, in.weight_dtype};
+      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+      DeviceCase d = MakeDeviceCase(in, false);
+      Poison(d);
+      ASSERT_TRUE(plan->Route(d.args, nullptr).ok());
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      HostOut h = Download(d, false);
+      EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
+                "")
+          << Describe(in, seed);
+      const int K = in.spec.top_k;
+      for (int t = 0; t < tokens; ++t)
+        for (int i = 0; i < K; ++i) {
+          const int id = h.ids[size_t(t) * K + i];
+          if (id % 2 == 0) continue;
+          ASSERT_GT(i, 0) << Describe(in, seed) << " token " << t << ": odd twin " << id
+                          << " chosen first";
+          EXPECT_EQ(h.ids[size_t(t) * K + i - 1], id - 1)
+              << Describe(in, seed) << " token " << t << " slot " << i;
+        }
+    }
+  }
+}
+
 TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
   SKIP_WITHOUT_GPU();
   RouterSpec s = FindPreset("deepseek_v3").value().spec;
