@@ -21,7 +21,7 @@ namespace {
 namespace cg = cooperative_groups;
 
 template <typename T, int NT>
-__global__ void __launch_bounds__(kThreads, 1) DecomposeKClusterKernel(const KernelParams p) {
+__global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterKernel(const KernelParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __shared__ SharedStorage smem;
   constexpr int kChunk = 8 * NT;

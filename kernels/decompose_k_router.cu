@@ -101,8 +101,11 @@ __device__ void FinishChunk(const KernelParams& p, SharedStorage& smem, int m_bl
   Stamp(p, kStampRouted);
 }
 
-template <typename T, int NT>
-__global__ void __launch_bounds__(kThreads, 1) DecomposeKTensorCoreKernel(const KernelParams p) {
+// kRoute = false: the general GEMM's instance, without the routing epilogue's code and
+// registers. Two CTAs per SM (<= 128 registers a thread): the routing epilogue runs once a
+// launch and may spill a little; the mainloop runs everywhere and wants the occupancy.
+template <typename T, int NT, bool kRoute>
+__global__ void __launch_bounds__(kThreads, 2) DecomposeKTensorCoreKernel(const KernelParams p) {
   __shared__ SharedStorage smem;
   constexpr int kChunk = 8 * NT;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
@@ -116,11 +119,15 @@ __global__ void __launch_bounds__(kThreads, 1) DecomposeKTensorCoreKernel(const 
   Stamp(p, kStampMainloop);
   if (!ReduceSplits<kChunk>(p, smem, m_block, split, z)) return;
   Stamp(p, kStampReduced);
-  FinishChunk<kChunk>(p, smem, m_block, z);
+  if constexpr (kRoute) {
+    FinishChunk<kChunk>(p, smem, m_block, z);
+  } else {
+    AddBiasAndPublish<kChunk>(p, m_block, z);
+  }
 }
 
 template <typename TX, typename TW>
-__global__ void __launch_bounds__(kThreads, 1) DecomposeKFmaKernel(const KernelParams p) {
+__global__ void __launch_bounds__(kThreads, 2) DecomposeKFmaKernel(const KernelParams p) {
   __shared__ SharedStorage smem;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
   AllowDependentLaunch();
@@ -252,6 +259,24 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
   return absl::OkStatus();
 }
 
+template <bool kRoute>
+cudaError_t LaunchTensorCore(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
+                             cudaStream_t stream, bool pdl) {
+  using B = __nv_bfloat16;
+  using H = __half;
+  switch (token_tiles) {
+    case 1:
+      return bf16 ? Launch(DecomposeKTensorCoreKernel<B, 1, kRoute>, grid, params, stream, pdl)
+                  : Launch(DecomposeKTensorCoreKernel<H, 1, kRoute>, grid, params, stream, pdl);
+    case 2:
+      return bf16 ? Launch(DecomposeKTensorCoreKernel<B, 2, kRoute>, grid, params, stream, pdl)
+                  : Launch(DecomposeKTensorCoreKernel<H, 2, kRoute>, grid, params, stream, pdl);
+    default:
+      return bf16 ? Launch(DecomposeKTensorCoreKernel<B, 4, kRoute>, grid, params, stream, pdl)
+                  : Launch(DecomposeKTensorCoreKernel<H, 4, kRoute>, grid, params, stream, pdl);
+  }
+}
+
 cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelParams params,
                            void* workspace, cudaStream_t stream, bool pdl) {
   const Layout l = MakeLayout(s, c);
@@ -273,20 +298,9 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
                                stream, pdl);
   if (c.mainloop == Mainloop::kTensorCore) {
     const bool bf16 = s.w_dtype == DType::kBF16;
-    switch (c.token_tiles) {
-      case 1:
-        return bf16
-                   ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 1>, grid, params, stream, pdl)
-                   : Launch(DecomposeKTensorCoreKernel<__half, 1>, grid, params, stream, pdl);
-      case 2:
-        return bf16
-                   ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 2>, grid, params, stream, pdl)
-                   : Launch(DecomposeKTensorCoreKernel<__half, 2>, grid, params, stream, pdl);
-      default:
-        return bf16
-                   ? Launch(DecomposeKTensorCoreKernel<__nv_bfloat16, 4>, grid, params, stream, pdl)
-                   : Launch(DecomposeKTensorCoreKernel<__half, 4>, grid, params, stream, pdl);
-    }
+    return params.gemm_mode
+               ? LaunchTensorCore<false>(bf16, c.token_tiles, grid, params, stream, pdl)
+               : LaunchTensorCore<true>(bf16, c.token_tiles, grid, params, stream, pdl);
   }
   // FMA mainloop: dispatch on the (hidden, weight) dtype pair.
   const int pair = int(s.x_dtype) * 3 + int(s.w_dtype);

@@ -271,10 +271,10 @@ struct LaneChoices {
   float logit[P];
 };
 
-// Sorts the lane's (key, index, logit) triples by descending key: a bitonic network, all
-// indices compile-time. Equal keys may come out in either order (WarpTopK checks).
+// Sorts the lane's (key, index) pairs by descending key: a bitonic network, all indices
+// compile-time. Equal keys may come out in either order (WarpTopK checks).
 template <int P>
-__device__ __forceinline__ void SortDescending(uint32_t (&k)[P], int (&j)[P], float (&l)[P]) {
+__device__ __forceinline__ void SortDescending(uint32_t (&k)[P], int (&j)[P]) {
 #pragma unroll
   for (int size = 2; size <= P; size *= 2)
 #pragma unroll
@@ -286,13 +286,10 @@ __device__ __forceinline__ void SortDescending(uint32_t (&k)[P], int (&j)[P], fl
         const bool swap = (i & size) == 0 ? k[i] < k[o] : k[i] > k[o];
         const uint32_t ki = k[i];
         const int ji = j[i];
-        const float li = l[i];
         k[i] = swap ? k[o] : ki;
         j[i] = swap ? j[o] : ji;
-        l[i] = swap ? l[o] : li;
         k[o] = swap ? ki : k[o];
         j[o] = swap ? ji : j[o];
-        l[o] = swap ? li : l[o];
       }
 }
 
@@ -332,22 +329,17 @@ __device__ __forceinline__ void WarpTopK(int top_k, const uint32_t (&key)[P], co
   const int lane = threadIdx.x & 31;
   uint32_t q[P];
   int qj[P];
-  float ql[P];
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     q[j] = key[j];
     qj[j] = j;
-    ql[j] = l[j];
   }
-  SortDescending<P>(q, qj, ql);
+  SortDescending<P>(q, qj);
   bool tie = false;
 #pragma unroll
   for (int m = 0; m + 1 < P; ++m) tie |= q[m] != 0u && q[m] == q[m + 1];
 #pragma unroll
-  for (int m = 0; m < P; ++m) {
-    out.id[m] = lane + 32 * qj[m];
-    out.logit[m] = ql[m];
-  }
+  for (int m = 0; m < P; ++m) out.id[m] = qj[m];  // the expert's j for now; id below
   unsigned won_rounds = 0, shared_wins = 0;
   for (int i = 0; i < top_k; ++i) {
     const uint32_t best = __reduce_max_sync(kFullMask, q[0]);
@@ -359,12 +351,21 @@ __device__ __forceinline__ void WarpTopK(int top_k, const uint32_t (&key)[P], co
     for (int m = 0; m + 1 < P; ++m) q[m] = won ? q[m + 1] : q[m];
     q[P - 1] = won ? 0u : q[P - 1];
   }
-  // The lane's wins are its first sorted slots, in round order.
+  // The lane's wins are its first sorted slots, in round order; each slot's logit is
+  // picked from l by its j (only the filled slots, usually one or two).
+  const int filled = __popc(won_rounds);
+  const int slots = int(__reduce_max_sync(kFullMask, uint32_t(filled)));
 #pragma unroll
   for (int m = 0; m < P; ++m) {
     out.round[m] = won_rounds ? __ffs(won_rounds) - 1 : -1;
     won_rounds &= won_rounds - 1;
+    out.logit[m] = 0.0f;
+    if (m >= slots) continue;
+#pragma unroll
+    for (int j = 0; j < P; ++j) out.logit[m] = out.id[m] == j ? l[j] : out.logit[m];
   }
+#pragma unroll
+  for (int m = 0; m < P; ++m) out.id[m] = lane + 32 * out.id[m];
   if (__any_sync(kFullMask, tie || shared_wins != 0)) {
     uint32_t k[P];
     int round[P];
