@@ -43,12 +43,7 @@ __global__ void ProbeStages(EpilogueParams ep, const float* logits, const float*
   const int lane = threadIdx.x & 31;
   for (int r = 0; r < kReps; ++r) {
     float l[P], cb[P];
-#pragma unroll
-    for (int j = 0; j < P; ++j) {
-      const int e = lane + 32 * j;
-      l[j] = e < ep.experts ? logits[e] : 0.0f;
-      cb[j] = e < ep.experts && ep.has_correction_bias ? bias[e] : 0.0f;
-    }
+    LoadTokenInputs<P>(ep, logits, bias, l, cb);
 #pragma unroll
     for (int j = 0; j < P; ++j) asm volatile("" ::"f"(l[j]), "f"(cb[j]));
     long long t[kStages + 1];

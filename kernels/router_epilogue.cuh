@@ -461,21 +461,30 @@ __device__ __forceinline__ void WarpRouteTokenRegs(const EpilogueParams& p, cons
   WriteChoices<P>(p, chosen, sc, ids_out, weights_out);
 }
 
-// Loads one token's logits (global or shared memory) and the correction bias (global or
-// shared; may be null when the spec has none), then routes it.
+// One token's logits (global or shared memory) and the correction bias (global or shared;
+// may be null when the spec has none) into the lane layout: expert lane + 32 j in element
+// j, zeros past the experts.
 template <int P>
-__device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits,
-                                                const float* correction_bias,
-                                                int32_t* __restrict__ ids_out,
-                                                float* __restrict__ weights_out) {
+__device__ __forceinline__ void LoadTokenInputs(const EpilogueParams& p, const float* logits,
+                                                const float* correction_bias, float (&l)[P],
+                                                float (&cb)[P]) {
   const int lane = threadIdx.x & 31;
-  float l[P], cb[P];
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     const int e = lane + 32 * j;
     l[j] = e < p.experts ? logits[e] : 0.0f;
     cb[j] = e < p.experts && p.has_correction_bias ? correction_bias[e] : 0.0f;
   }
+}
+
+// Loads one token's inputs (LoadTokenInputs) and routes it.
+template <int P>
+__device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits,
+                                                const float* correction_bias,
+                                                int32_t* __restrict__ ids_out,
+                                                float* __restrict__ weights_out) {
+  float l[P], cb[P];
+  LoadTokenInputs<P>(p, logits, correction_bias, l, cb);
   WarpRouteTokenRegs<P>(p, l, cb, ids_out, weights_out);
 }
 

@@ -15,6 +15,7 @@
 #include "kernels/cuda_router.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/moe_kernels.h"
+#include "tests/slow_producer.h"
 #include "tests/test_data.h"
 
 namespace moe::testing {
@@ -414,6 +415,37 @@ TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
     EXPECT_EQ(replay.ids, first.ids);
     EXPECT_EQ(0,
               std::memcmp(replay.weights.data(), first.weights.data(), first.weights.size() * 4));
+  }
+}
+
+// The router launched with PDL right behind a slow kernel that writes its hidden states
+// (and lets it start at once): weights may be read early, hidden states only after
+// griddepcontrol.wait. Reading them earlier would route the poisoned bytes.
+TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"deepseek_v3", "mixtral"}) {
+    for (int tokens : {1, 16, 100}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(FindPreset(family).value().spec, tokens, DType::kBF16,
+                                         DType::kBF16, seed);
+      RouteProblem p{in.spec, tokens, in.hidden_dtype, in.weight_dtype};
+      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+      DeviceCase d = MakeDeviceCase(in, true);
+      auto staged = Upload(in.hidden);
+      auto stream = MakeStream().value();
+      for (int rep = 0; rep < 3; ++rep) {
+        Poison(d);
+        ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
+        ASSERT_CUDA(LaunchSlowProducer(const_cast<void*>(d.args.hidden), staged.get(),
+                                       in.hidden.size(), /*delay_ns=*/20000, stream.get()));
+        ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/true));
+        ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+        HostOut h = Download(d, true);
+        EXPECT_EQ(
+            CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+            << Describe(in, seed) << " rep=" << rep << " config polled=" << plan->config().polled;
+      }
+    }
   }
 }
 
