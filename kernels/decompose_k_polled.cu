@@ -36,6 +36,7 @@ struct PolledShared {
   SharedStorage main;
   float router_bias[kMaxExperts];      // router CTA only
   float correction_bias[kMaxExperts];  // router CTA only
+  CtaRouteScratch cta_route;           // router CTA with one token only
 };
 
 __device__ void StageBiases(const KernelParams& p, PolledShared& smem) {
@@ -120,9 +121,17 @@ __device__ void GatherChunkLogits(const KernelParams& p, PolledShared& smem, int
   }
 }
 
+// A router with one token (decode) spreads the token's per-expert work over its warps
+// where the spec allows (CtaRouteToken); otherwise a warp per token.
 template <int P, int kChunk>
-__device__ void RouteChunkTokens(const KernelParams& p, const PolledShared& smem, int z,
+__device__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
                                  RouterTokens mine) {
+  if (mine.last - mine.first == 1 && CtaRouteTokenApplies(p.ep)) {
+    const size_t tok = size_t(z) * kChunk + mine.first;
+    CtaRouteToken<P>(p.ep, smem.main.chunk_logits, smem.correction_bias, smem.cta_route, kWarps,
+                     p.ids + tok * p.ep.top_k, p.weights + tok * p.ep.top_k);
+    return;
+  }
   const int warp = threadIdx.x / 32;
   for (int n = mine.first + warp; n < mine.last; n += kWarps) {
     const size_t tok = size_t(z) * kChunk + n;
@@ -133,7 +142,7 @@ __device__ void RouteChunkTokens(const KernelParams& p, const PolledShared& smem
 }
 
 template <int kChunk>
-__device__ void RouteChunkTokens(const KernelParams& p, const PolledShared& smem, int z,
+__device__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
                                  RouterTokens mine) {
   switch (ExpertsPerLane(p.experts)) {
     case 1:

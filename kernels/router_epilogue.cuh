@@ -488,6 +488,94 @@ __device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const f
   WarpRouteTokenRegs<P>(p, l, cb, ids_out, weights_out);
 }
 
+// ---------------------------------------------------------------------------------------
+// One token routed by a whole CTA of `warps` warps (the polled kernel's router CTA when it
+// has a single token): the per-expert work, scores and the top two keys of each column,
+// is spread over the warps, a column each; warp 0 then ranks the groups and runs the
+// serial top-k. For specs without score-first softmax (whose max and sum span the warps)
+// and with no groups or column groups (experts per group a multiple of 32, group scores of
+// one or two): CtaRouteTokenApplies.
+
+struct CtaRouteScratch {  // shared memory
+  uint32_t keys[kMaxExperts];
+  uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best and second key
+};
+
+__host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
+  if (p.score_first && p.scoring == kScoringSoftmax) return false;
+  if (p.n_group == 1) return true;
+  return (p.experts / p.n_group) % 32 == 0 && p.group_score_topk <= 2;
+}
+
+// The two largest keys across the warp (m1 >= m2; equal when two lanes hold the largest).
+__device__ __forceinline__ void WarpTop2Keys(uint32_t k, uint32_t& m1, uint32_t& m2) {
+  m1 = __reduce_max_sync(kFullMask, k);
+  const unsigned holders = __ballot_sync(kFullMask, k == m1);
+  const uint32_t others = __reduce_max_sync(kFullMask, k == m1 ? 0u : k);
+  m2 = __popc(holders) > 1 ? m1 : others;
+}
+
+// All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's.
+template <int P>
+__device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
+                              const float* correction_bias, CtaRouteScratch& scratch, int warps,
+                              int32_t* __restrict__ ids_out, float* __restrict__ weights_out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int columns = (p.experts + 31) / 32;
+  for (int j = warp; j < columns; j += warps) {
+    const int e = lane + 32 * j;
+    uint32_t k = 0;
+    if (e < p.experts) {
+      const float v = p.score_first ? ScoreOf(p.scoring, logits[e], 0.0f, 1.0f) : logits[e];
+      k = OrderedKey(v + (p.has_correction_bias ? correction_bias[e] : 0.0f));
+    }
+    scratch.keys[e] = k;
+    if (p.n_group > 1) {
+      uint32_t m1, m2;
+      WarpTop2Keys(k, m1, m2);
+      if (lane == 0) {
+        scratch.column_top2[2 * j] = m1;
+        scratch.column_top2[2 * j + 1] = m2;
+      }
+    }
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  uint32_t key[P];
+  float l[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int e = lane + 32 * j;
+    key[j] = e < p.experts ? scratch.keys[e] : 0u;
+    l[j] = e < p.experts ? logits[e] : 0.0f;
+  }
+  if (p.n_group > 1) {
+    // Group g = columns [g * cols, (g + 1) * cols): its top two from the columns' top twos;
+    // lane g keeps its group's score and ranks it against the others.
+    const int cols = p.experts / p.n_group / 32;
+    const bool two = p.group_score_topk == 2;
+    auto group_score = [&](int g) {
+      uint32_t k1 = 0, k2 = 0;
+      for (int c = g * cols; c < (g + 1) * cols; ++c) {
+        InsertTop2(scratch.column_top2[2 * c], k1, k2);
+        InsertTop2(scratch.column_top2[2 * c + 1], k1, k2);
+      }
+      return two ? KeyToFloat(k1) + KeyToFloat(k2) : KeyToFloat(k1);
+    };
+    const float mine = lane < p.n_group ? group_score(lane) : -INFINITY;
+    int rank = 0;
+    for (int g = 0; g < p.n_group; ++g)
+      rank += Beats(__shfl_sync(kFullMask, mine, g), g, mine, lane);
+    const uint32_t kept = __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+#pragma unroll
+    for (int j = 0; j < P; ++j)
+      if (!((kept >> (j / cols)) & 1u)) key[j] = 0u;
+  }
+  LaneChoices<P> chosen;
+  WarpTopK<P>(p.top_k, key, l, chosen);
+  WriteChoices<P>(p, chosen, TokenScoring{}, ids_out, weights_out);
+}
+
 // The experts-per-lane width for a number of experts: 1, 2, 4, 8 or 16.
 __host__ __device__ inline int ExpertsPerLane(int experts) {
   return experts <= 32 ? 1 : experts <= 64 ? 2 : experts <= 128 ? 4 : experts <= 256 ? 8 : 16;
