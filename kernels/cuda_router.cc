@@ -106,25 +106,47 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count) {
 absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
                                        const DecomposeKConfig& config, const AutotuneOptions& tune,
                                        cudaStream_t stream) {
-  const int iterations = tune.iterations;
+  // One CUDA graph of launches over the rotating layers, replayed: per-call time as the
+  // server runs it (a kernel in a graph), without the ~1 us jitter of timing single eager
+  // launches, which decided between close candidates. Captured on a private stream
+  // (the legacy default stream cannot capture) that first waits for `stream`.
   ASSIGN_OR_RETURN(auto ws, DeviceBuffer::Allocate(DecomposeKWorkspaceBytes(problem, config)));
-  CUDA_RETURN_STATUS_IF_ERROR(ResetDecomposeKWorkspace(ws.get(), problem, config, stream));
+  ASSIGN_OR_RETURN(auto own, MakeStream());
+  ASSIGN_OR_RETURN(auto ready, MakeEvent(/*timing=*/false));
+  cudaStream_t s = own.get();
+  CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(ready.get(), stream));
+  CUDA_RETURN_STATUS_IF_ERROR(cudaStreamWaitEvent(s, ready.get(), 0));
+  CUDA_RETURN_STATUS_IF_ERROR(ResetDecomposeKWorkspace(ws.get(), problem, config, s));
+  const int layers = std::max(1, tune.rotate_layers);
+  const int launches = std::clamp(layers, 4, 64);
+  // Relaxed: a candidate's first launch may make a one-time cudaFuncSetAttribute call (the
+  // 16-CTA cluster opt-in), which a stricter mode could refuse and the refusal be cached.
+  CUDA_RETURN_STATUS_IF_ERROR(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+  cudaError_t err = cudaSuccess;
+  for (int l = 0; l < launches && err == cudaSuccess; ++l) {
+    RouteArgs layer_args = args;  // weights from HBM, as in service
+    layer_args.weight =
+        static_cast<const char*>(args.weight) + size_t(l % layers) * tune.layer_stride_bytes;
+    err = LaunchDecomposeKRouter(problem, layer_args, config, ws.get(), s);
+  }
+  cudaGraph_t raw_graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(s, &raw_graph);
+  CudaGraph graph(raw_graph);
+  CUDA_RETURN_STATUS_IF_ERROR(err != cudaSuccess ? err : end);
+  cudaGraphExec_t raw_exec;
+  CUDA_RETURN_STATUS_IF_ERROR(cudaGraphInstantiate(&raw_exec, graph.get(), 0));
+  CudaGraphExec exec(raw_exec);
   ASSIGN_OR_RETURN(auto start, MakeEvent());
   ASSIGN_OR_RETURN(auto stop, MakeEvent());
   std::vector<float> times;
-  for (int i = 0; i < iterations + 3; ++i) {
-    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(start.get(), stream));
-    // Rotate over the layers' weights so that they come from HBM, as in service.
-    RouteArgs layer_args = args;
-    layer_args.weight = static_cast<const char*>(args.weight) +
-                        size_t(i % std::max(1, tune.rotate_layers)) * tune.layer_stride_bytes;
-    CUDA_RETURN_STATUS_IF_ERROR(
-        LaunchDecomposeKRouter(problem, layer_args, config, ws.get(), stream));
-    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(stop.get(), stream));
+  for (int i = 0; i < tune.iterations + 2; ++i) {
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(start.get(), s));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaGraphLaunch(exec.get(), s));
+    CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(stop.get(), s));
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventSynchronize(stop.get()));
     float ms = 0;
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-    if (i >= 3) times.push_back(ms * 1000.0f);
+    if (i >= 2) times.push_back(ms * 1000.0f / launches);  // two warm-up replays
   }
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
   return times[times.size() / 2];

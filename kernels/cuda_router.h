@@ -19,7 +19,7 @@ namespace moe::cuda {
 struct AutotuneOptions {
   bool enabled = false;
   std::string cache_file;  // empty: no cache
-  int iterations = 20;
+  int iterations = 20;     // graph replays per candidate
   // Timing rotates over this many layers' weights, `layer_stride_bytes` apart from the
   // weight pointer, so candidates are timed with weights coming from HBM, not L2.
   int rotate_layers = 1;
@@ -48,8 +48,9 @@ class CudaRouterPlan {
   DeviceBuffer workspace_;
 };
 
-// Times `config` on `args` (median of tune.iterations, CUDA events, rotating layers as
-// `tune` says); used by the autotuner.
+// Times `config` on `args`: per call, the median of tune.iterations replays of a CUDA
+// graph of launches over the rotating layers `tune` describes (CUDA events), after the
+// work already on `stream`; used by the autotuner.
 absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
                                        const DecomposeKConfig& config, const AutotuneOptions& tune,
                                        cudaStream_t stream);
