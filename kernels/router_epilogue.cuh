@@ -9,8 +9,10 @@
 // score and, among the lanes holding it, the lowest expert id: the tie rule, exactly.
 // One warp runs this alone while the rest of the GPU waits, so it is written for a short
 // dependency chain: no shuffle trees where a reduction instruction will do, groups scored
-// in parallel, fast exp/reciprocal intrinsics (relative error ~1e-6, the same function in
-// selection and in the returned weights).
+// in parallel, top-k rounds of one reduction each (ties re-done exactly off the common
+// path), fast exp/reciprocal intrinsics (relative error ~1e-6, the same function in
+// selection and in the returned weights). CtaRouteToken (at the end) spreads one token's
+// per-expert work over a whole CTA, for a router CTA with a single token.
 #pragma once
 
 #include <cstdint>
