@@ -144,18 +144,9 @@ __device__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int 
 template <int kChunk>
 __device__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
                                  RouterTokens mine) {
-  switch (ExpertsPerLane(p.experts)) {
-    case 1:
-      return RouteChunkTokens<1, kChunk>(p, smem, z, mine);
-    case 2:
-      return RouteChunkTokens<2, kChunk>(p, smem, z, mine);
-    case 4:
-      return RouteChunkTokens<4, kChunk>(p, smem, z, mine);
-    case 8:
-      return RouteChunkTokens<8, kChunk>(p, smem, z, mine);
-    default:
-      return RouteChunkTokens<16, kChunk>(p, smem, z, mine);
-  }
+  WithExpertsPerLane(p.experts, [&](auto width) {
+    RouteChunkTokens<decltype(width)::value, kChunk>(p, smem, z, mine);
+  });
 }
 
 // Two CTAs per SM (<= 128 registers a thread): one of this launch, one of the next

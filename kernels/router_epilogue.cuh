@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/router_spec.h"
 
@@ -134,6 +135,15 @@ __device__ __forceinline__ uint32_t KeptGroupsByColumns(const EpilogueParams& p,
   return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
 }
 
+// The kept-groups mask when lane g (< n_group) holds group g's score: a group is kept when
+// fewer than topk_group groups beat it (a higher score, or an equal one and a lower id).
+__device__ __forceinline__ uint32_t KeptGroupsOfLaneScores(const EpilogueParams& p, float mine) {
+  const int lane = threadIdx.x & 31;
+  int rank = 0;
+  for (int g = 0; g < p.n_group; ++g) rank += Beats(__shfl_sync(kFullMask, mine, g), g, mine, lane);
+  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+}
+
 // Grouped selection for any group size and group_score_topk: groups are scored one after
 // another, each by repeatedly taking (and removing) the best remaining member. Slower; no
 // released family needs it.
@@ -169,9 +179,7 @@ __device__ uint32_t KeptGroupsGeneric(const EpilogueParams& p, const uint32_t (&
     }
     if (lane == g) mine = score;
   }
-  int rank = 0;
-  for (int g = 0; g < p.n_group; ++g) rank += Beats(__shfl_sync(kFullMask, mine, g), g, mine, lane);
-  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+  return KeptGroupsOfLaneScores(p, mine);
 }
 
 // What scoring the selection used, to score the chosen experts the same way.
@@ -564,11 +572,8 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       }
       return two ? KeyToFloat(k1) + KeyToFloat(k2) : KeyToFloat(k1);
     };
-    const float mine = lane < p.n_group ? group_score(lane) : -INFINITY;
-    int rank = 0;
-    for (int g = 0; g < p.n_group; ++g)
-      rank += Beats(__shfl_sync(kFullMask, mine, g), g, mine, lane);
-    const uint32_t kept = __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+    const uint32_t kept =
+        KeptGroupsOfLaneScores(p, lane < p.n_group ? group_score(lane) : -INFINITY);
 #pragma unroll
     for (int j = 0; j < P; ++j)
       if (!((kept >> (j / cols)) & 1u)) key[j] = 0u;
@@ -583,22 +588,31 @@ __host__ __device__ inline int ExpertsPerLane(int experts) {
   return experts <= 32 ? 1 : experts <= 64 ? 2 : experts <= 128 ? 4 : experts <= 256 ? 8 : 16;
 }
 
+// Calls f(std::integral_constant<int, P>{}) for the experts-per-lane width P of `experts`:
+// the one place a run-time expert count picks an epilogue instance.
+template <typename F>
+__device__ __forceinline__ void WithExpertsPerLane(int experts, F&& f) {
+  switch (ExpertsPerLane(experts)) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    default:
+      return f(std::integral_constant<int, 16>{});
+  }
+}
+
 // WarpRouteTokenP for the spec's width.
 __device__ inline void WarpRouteToken(const EpilogueParams& p, const float* logits,
                                       const float* correction_bias, int32_t* __restrict__ ids_out,
                                       float* __restrict__ weights_out) {
-  switch (ExpertsPerLane(p.experts)) {
-    case 1:
-      return WarpRouteTokenP<1>(p, logits, correction_bias, ids_out, weights_out);
-    case 2:
-      return WarpRouteTokenP<2>(p, logits, correction_bias, ids_out, weights_out);
-    case 4:
-      return WarpRouteTokenP<4>(p, logits, correction_bias, ids_out, weights_out);
-    case 8:
-      return WarpRouteTokenP<8>(p, logits, correction_bias, ids_out, weights_out);
-    default:
-      return WarpRouteTokenP<16>(p, logits, correction_bias, ids_out, weights_out);
-  }
+  WithExpertsPerLane(p.experts, [&](auto width) {
+    WarpRouteTokenP<decltype(width)::value>(p, logits, correction_bias, ids_out, weights_out);
+  });
 }
 
 }  // namespace moe::cuda
