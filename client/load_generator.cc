@@ -42,24 +42,36 @@ std::string CodeName(grpc::StatusCode code) {
   return c >= 0 && c < 17 ? kNames[c] : absl::StrCat("CODE_", c);
 }
 
-// Shared tallies: latencies per thread (merged at the end), counters under one mutex.
+// One caller's samples: client-side latency and the server's own time (Timing.server_us),
+// both in microseconds.
+struct Samples {
+  std::vector<double> latency, server, compute;
+};
+
+// Shared tallies: samples per thread (merged at the end), counters under one mutex.
 class Tally {
  public:
   explicit Tally(Clock::time_point measure_from) : measure_from_(measure_from) {}
   void Record(Clock::time_point start, Clock::time_point end, grpc::StatusCode code,
-              std::vector<double>* latencies) {
+              const v1::Timing* timing, Samples* samples) {
     if (start < measure_from_) return;  // warm-up
     if (code == grpc::StatusCode::OK) {
       ok_.fetch_add(1, std::memory_order_relaxed);
-      latencies->push_back(std::chrono::duration<double, std::micro>(end - start).count());
+      samples->latency.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+      if (timing != nullptr) {
+        samples->server.push_back(timing->server_us());
+        samples->compute.push_back(timing->compute_us());
+      }
     } else {
       std::lock_guard<std::mutex> lock(mu_);
       ++errors_[CodeName(code)];
     }
   }
-  void Merge(std::vector<double>* latencies) {
+  void Merge(const Samples& samples) {
     std::lock_guard<std::mutex> lock(mu_);
-    all_.insert(all_.end(), latencies->begin(), latencies->end());
+    all_.insert(all_.end(), samples.latency.begin(), samples.latency.end());
+    server_.insert(server_.end(), samples.server.begin(), samples.server.end());
+    compute_.insert(compute_.end(), samples.compute.begin(), samples.compute.end());
   }
   uint64_t ok() const { return ok_.load(); }
   uint64_t error_count() {
@@ -89,6 +101,13 @@ class Tally {
     double sum = 0;
     for (double v : all_) sum += v;
     r.mean_us = all_.empty() ? 0 : sum / all_.size();
+    auto median = [](std::vector<double>& v) {
+      if (v.empty()) return 0.0;
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      return v[v.size() / 2];
+    };
+    r.server_p50_us = median(server_);
+    r.compute_p50_us = median(compute_);
     return r;
   }
 
@@ -97,7 +116,7 @@ class Tally {
   std::atomic<uint64_t> ok_{0};
   std::mutex mu_;
   std::map<std::string, uint64_t> errors_;
-  std::vector<double> all_;
+  std::vector<double> all_, server_, compute_;
 };
 
 std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden) {
@@ -128,21 +147,21 @@ std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden) {
 
 void ClosedUnary(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, int caller,
                  Clock::time_point end, Tally* tally) {
-  std::vector<double> latencies;
+  Samples samples;
   for (uint64_t i = caller; Clock::now() < end; ++i) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     v1::RouteResponse resp;
     const auto start = Clock::now();
     const grpc::Status s = stub->Route(&ctx, reqs[i % reqs.size()], &resp);
-    tally->Record(start, Clock::now(), s.error_code(), &latencies);
+    tally->Record(start, Clock::now(), s.error_code(), &resp.timing(), &samples);
   }
-  tally->Merge(&latencies);
+  tally->Merge(samples);
 }
 
 void ClosedStream(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, int caller,
                   Clock::time_point end, Tally* tally) {
-  std::vector<double> latencies;
+  Samples samples;
   uint64_t i = caller;
   while (Clock::now() < end) {
     grpc::ClientContext ctx;
@@ -159,15 +178,15 @@ void ClosedStream(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& r
       }
       const auto code = resp.has_error() ? static_cast<grpc::StatusCode>(resp.error().code())
                                          : grpc::StatusCode::OK;
-      tally->Record(start, Clock::now(), code, &latencies);
+      tally->Record(start, Clock::now(), code, &resp.response().timing(), &samples);
     }
     stream->WritesDone();
     const grpc::Status s = stream->Finish();
     if (broken)
       tally->Record(Clock::now(), Clock::now(), s.ok() ? grpc::StatusCode::UNKNOWN : s.error_code(),
-                    &latencies);
+                    nullptr, &samples);
   }
-  tally->Merge(&latencies);
+  tally->Merge(samples);
 }
 
 // Open loop: sends at the scheduled times whatever the responses do.
@@ -180,7 +199,7 @@ void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs,
   };
   std::atomic<int> outstanding{0};
   std::mutex lat_mu;
-  std::vector<double> latencies;
+  Samples samples;
   const auto period = std::chrono::duration<double>(1.0 / rate);
   for (uint64_t i = 0;; ++i) {
     const auto scheduled = begin + std::chrono::duration_cast<Clock::duration>(period * double(i));
@@ -191,18 +210,18 @@ void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs,
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     outstanding.fetch_add(1);
     stub->async()->Route(&call->ctx, &reqs[i % reqs.size()], &call->resp,
-                         [call, tally, &outstanding, &lat_mu, &latencies](grpc::Status s) {
+                         [call, tally, &outstanding, &lat_mu, &samples](grpc::Status s) {
                            {
                              std::lock_guard<std::mutex> lock(lat_mu);
                              tally->Record(call->scheduled, Clock::now(), s.error_code(),
-                                           &latencies);
+                                           &call->resp.timing(), &samples);
                            }
                            delete call;
                            outstanding.fetch_sub(1);
                          });
   }
   while (outstanding.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  tally->Merge(&latencies);
+  tally->Merge(samples);
 }
 
 }  // namespace
@@ -214,9 +233,10 @@ std::string LoadReport::ToJson(const LoadOptions& o) const {
       "{\"model\": \"%s\", \"tokens\": %d, \"concurrency\": %d, \"rate\": %g, \"stream\": %s, "
       "\"seconds\": %.3f, \"ok\": %d, \"qps\": %.1f, \"tokens_per_s\": %.1f, \"p50_us\": %.1f, "
       "\"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, "
-      "\"mean_us\": %.1f, \"errors\": {%s}}",
+      "\"mean_us\": %.1f, \"server_p50_us\": %.1f, \"compute_p50_us\": %.1f, \"errors\": {%s}}",
       o.model, o.tokens, o.concurrency, o.rate, o.stream ? "true" : "false", seconds, ok, qps,
-      tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, absl::StrJoin(errs, ", "));
+      tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, server_p50_us, compute_p50_us,
+      absl::StrJoin(errs, ", "));
 }
 
 std::string LoadReport::ToText() const {
@@ -224,9 +244,9 @@ std::string LoadReport::ToText() const {
   for (const auto& [code, n] : errors) errs.push_back(absl::StrCat(code, "=", n));
   return absl::StrFormat(
       "%d ok in %.1f s: %.0f req/s, %.0f tokens/s; latency us p50 %.0f p90 %.0f p99 %.0f "
-      "p99.9 %.0f max %.0f; errors: %s",
-      ok, seconds, qps, tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us,
-      errs.empty() ? "none" : absl::StrJoin(errs, " "));
+      "p99.9 %.0f max %.0f; server p50 %.0f (compute %.0f); errors: %s",
+      ok, seconds, qps, tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, server_p50_us,
+      compute_p50_us, errs.empty() ? "none" : absl::StrJoin(errs, " "));
 }
 
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {

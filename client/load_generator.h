@@ -34,6 +34,10 @@ struct LoadReport {
   std::map<std::string, uint64_t> errors;  // by status code name
   double qps = 0, tokens_per_s = 0;
   double p50_us = 0, p90_us = 0, p99_us = 0, p999_us = 0, max_us = 0, mean_us = 0;
+  // Median of the server's own time per request (Timing.server_us; 0 from servers that
+  // do not report it, like the echo server): the rest of p50 is transport and client.
+  double server_p50_us = 0;
+  double compute_p50_us = 0;  // median Timing.compute_us: the batch's device (or CPU) time
 
   std::string ToJson(const LoadOptions& o) const;
   std::string ToText() const;

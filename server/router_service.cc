@@ -76,7 +76,7 @@ void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerCont
     (*work)->cancelled = [ctx] { return ctx->IsCancelled(); };
   }
   const int top_k = (*work)->top_k, tokens = (*work)->tokens;
-  (*work)->done = [finish, request_id, top_k, tokens](absl::Status s, RouteResult r) {
+  (*work)->done = [finish, request_id, top_k, tokens, arrival](absl::Status s, RouteResult r) {
     v1::RouteResponse resp;
     if (s.ok()) {
       resp.set_request_id(request_id);
@@ -90,6 +90,7 @@ void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerCont
       t->set_compute_us(r.compute_seconds * 1e6);
       t->set_batch_tokens(r.batch_tokens);
       t->set_batch_requests(r.batch_requests);
+      t->set_server_us(std::chrono::duration<double, std::micro>(Clock::now() - arrival).count());
     }
     finish(std::move(s), std::move(resp));
   };

@@ -228,6 +228,10 @@ TEST_F(Server, RoutesLikeTheReferenceAndServesHealthAndModels) {
           client.Route(model, layer, v1::DTYPE_BF16, tokens, Demo(model).spec.hidden, c.bytes, &r);
       ASSERT_TRUE(s.ok()) << s.error_message();
       EXPECT_EQ(Check(model, c, r), "") << model << " tokens=" << tokens;
+      // The server's own time covers its queueing and its batch's computation.
+      EXPECT_GE(r.timing.batch_tokens(), tokens);
+      EXPECT_GT(r.timing.compute_us(), 0);
+      EXPECT_GE(r.timing.server_us(), r.timing.queue_us() + r.timing.compute_us());
     }
   }
   grpc::ClientContext ctx;
