@@ -30,6 +30,7 @@ DeviceInfo ProbeDevice(int ordinal) {
   info.major = prop.major;
   info.minor = prop.minor;
   info.memory_bytes = prop.totalGlobalMem;
+  info.can_map_host_memory = prop.canMapHostMemory && prop.unifiedAddressing;
   return info;
 }
 

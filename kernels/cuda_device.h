@@ -12,7 +12,8 @@ struct DeviceInfo {
   int sm_count = 0;
   int major = 0, minor = 0;
   size_t memory_bytes = 0;
-  std::string reason;  // why not available
+  bool can_map_host_memory = false;  // kernels may read/write page-locked host memory
+  std::string reason;                // why not available
 };
 
 // Probes device `ordinal`; never throws or aborts when there is no driver or GPU.

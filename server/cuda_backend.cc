@@ -2,8 +2,9 @@
 // — each a stream, its events, pinned staging buffers, device buffers and its own
 // CudaRouterPlans per (model, token bucket, dtype) — so two batches are in flight at once
 // (one copying while the other computes). With graphs on, each (model, layer, token
-// bucket, dtype, logits) gets one CUDA graph per slot — copy in, kernel, copy out —
-// captured on first use and replayed after: one launch per batch instead of five. A
+// bucket, dtype, logits) gets one CUDA graph per slot — copy in, kernel (writing its
+// outputs straight into page-locked host memory where the device can; else copy-outs
+// follow) — captured on first use and replayed after: one launch per batch. A
 // graph computes the whole bucket (rows past the batch hold earlier, finite inputs, and
 // their outputs are ignored; tokens are independent). Device time comes from CUDA events. Any CUDA
 // failure marks the backend unhealthy (fail-stop: the health service then says
@@ -64,6 +65,10 @@ struct Slot {
   CudaEvent start, stop;
   PinnedBuffer pinned_in, pinned_out;
   DeviceBuffer dev_in, dev_out;
+  // pinned_out as the device sees it, when the device can write host memory directly:
+  // the kernel then writes its outputs there and no copy-out is needed (two copy nodes
+  // fewer, ~4 us of a lone request). Null: outputs go to dev_out and are copied out.
+  char* mapped_out = nullptr;
   std::map<std::tuple<std::string, int, int>, std::unique_ptr<cuda::CudaRouterPlan>> plans;
 };
 
@@ -86,6 +91,11 @@ class CudaBackend : public RouterBackend {
       ASSIGN_OR_RETURN(slot->pinned_out, PinnedBuffer::Allocate(out_bytes));
       ASSIGN_OR_RETURN(slot->dev_in, DeviceBuffer::Allocate(hidden_bytes));
       ASSIGN_OR_RETURN(slot->dev_out, DeviceBuffer::Allocate(out_bytes));
+      void* mapped = nullptr;
+      if (info_.can_map_host_memory &&
+          cudaHostGetDevicePointer(&mapped, slot->pinned_out.get(), 0) == cudaSuccess)
+        slot->mapped_out = static_cast<char*>(mapped);
+      cudaGetLastError();  // no mapping is not an error: copy-outs are used instead
       free_slots_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
@@ -157,30 +167,53 @@ class CudaBackend : public RouterBackend {
     free_slots_.push_back(s);
   }
 
-  // Captures copy-in, the kernel (for `bucket` tokens) and copy-out on the slot's stream.
-  absl::StatusOr<CudaGraphExec> CaptureBatchGraph(Slot& slot, const RouterModel& m,
-                                                  const RouteArgs& args,
-                                                  const cuda::CudaRouterPlan& plan, int bucket,
-                                                  DType dtype, char* out, char* out_w,
-                                                  char* out_logits) {
+  // Where a batch's outputs land on the host (pinned_out: ids, weights, logits, each sized
+  // for kMaxTokens rows) and where the kernel writes them.
+  struct Outputs {
+    char *ids, *weights, *logits;  // host
+    RouteArgs args;                // the kernel's arguments; outputs in pinned_out when mapped
+  };
+
+  // Enqueues copy-in, the kernel for `tokens` rows (timed by the slot's events) and, when
+  // the outputs are not mapped, the copy-outs. `capturing`: the events become graph nodes.
+  cudaError_t EnqueueBatch(Slot& slot, const RouterModel& m, const Outputs& out,
+                           const cuda::CudaRouterPlan& plan, int tokens, DType dtype,
+                           bool capturing) {
     cudaStream_t stream = slot.stream.get();
-    const size_t in_bytes = size_t(bucket) * m.spec.hidden * DTypeSize(dtype);
-    const size_t ids_bytes = size_t(bucket) * m.spec.top_k * 4;
-    RouteProblem p{m.spec, bucket, dtype, m.weight_dtype};
-    CUDA_RETURN_STATUS_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    const size_t in_bytes = size_t(tokens) * m.spec.hidden * DTypeSize(dtype);
+    const size_t ids_bytes = size_t(tokens) * m.spec.top_k * 4;
+    const RouteProblem p{m.spec, tokens, dtype, m.weight_dtype};
+    // External records become event nodes of a graph, so every replay times the kernel
+    // (a plain record during capture only orders the capture and never fires).
+    const unsigned record_flags = capturing ? cudaEventRecordExternal : cudaEventRecordDefault;
     cudaError_t err = cudaMemcpyAsync(slot.dev_in.get(), slot.pinned_in.get(), in_bytes,
                                       cudaMemcpyHostToDevice, stream);
-    if (err == cudaSuccess) err = cudaEventRecord(slot.start.get(), stream);
+    if (err == cudaSuccess) err = cudaEventRecordWithFlags(slot.start.get(), stream, record_flags);
+    // The bucket's plan: its config and workspace serve any smaller token count.
     if (err == cudaSuccess)
-      err = cuda::LaunchDecomposeKRouter(p, args, plan.config(), plan.workspace(), stream);
-    if (err == cudaSuccess) err = cudaEventRecord(slot.stop.get(), stream);
+      err = cuda::LaunchDecomposeKRouter(p, out.args, plan.config(), plan.workspace(), stream);
+    if (err == cudaSuccess) err = cudaEventRecordWithFlags(slot.stop.get(), stream, record_flags);
+    if (slot.mapped_out != nullptr) return err;
     if (err == cudaSuccess)
-      err = cudaMemcpyAsync(out, args.expert_ids, ids_bytes, cudaMemcpyDeviceToHost, stream);
+      err =
+          cudaMemcpyAsync(out.ids, out.args.expert_ids, ids_bytes, cudaMemcpyDeviceToHost, stream);
     if (err == cudaSuccess)
-      err = cudaMemcpyAsync(out_w, args.expert_weights, ids_bytes, cudaMemcpyDeviceToHost, stream);
-    if (err == cudaSuccess && args.logits)
-      err = cudaMemcpyAsync(out_logits, args.logits, size_t(bucket) * m.spec.experts * 4,
+      err = cudaMemcpyAsync(out.weights, out.args.expert_weights, ids_bytes, cudaMemcpyDeviceToHost,
+                            stream);
+    if (err == cudaSuccess && out.args.logits)
+      err = cudaMemcpyAsync(out.logits, out.args.logits, size_t(tokens) * m.spec.experts * 4,
                             cudaMemcpyDeviceToHost, stream);
+    return err;
+  }
+
+  // One graph per (model, layer, bucket, dtype, logits) and slot: EnqueueBatch captured.
+  absl::StatusOr<CudaGraphExec> CaptureBatchGraph(Slot& slot, const RouterModel& m,
+                                                  const Outputs& out,
+                                                  const cuda::CudaRouterPlan& plan, int bucket,
+                                                  DType dtype) {
+    cudaStream_t stream = slot.stream.get();
+    CUDA_RETURN_STATUS_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    cudaError_t err = EnqueueBatch(slot, m, out, plan, bucket, dtype, /*capturing=*/true);
     cudaGraph_t graph = nullptr;
     const cudaError_t end = cudaStreamEndCapture(stream, &graph);
     CudaGraph owned(graph);
@@ -197,16 +230,19 @@ class CudaBackend : public RouterBackend {
     const RouterModel& m = *r.model;
     const size_t e = m.spec.experts, k = m.spec.top_k;
     cudaStream_t stream = slot.stream.get();
-    float* dev_logits = slot.dev_out.as<float>();
-    int32_t* dev_ids = reinterpret_cast<int32_t*>(dev_logits + size_t(kMaxTokens) * kMaxExperts);
-    float* dev_w = reinterpret_cast<float*>(dev_ids + size_t(kMaxTokens) * kMaxTopK);
-    RouteArgs args{slot.dev_in.get(),
-                   r.weights.as<char>() + r.layer_bytes * layer,
-                   m.spec.has_router_bias ? r.biases.as<float>() + 2 * e * layer : nullptr,
-                   m.spec.has_correction_bias ? r.biases.as<float>() + 2 * e * layer + e : nullptr,
-                   dev_ids,
-                   dev_w,
-                   io.logits ? dev_logits : nullptr};
+    // Output layout, the same in dev_out and pinned_out: logits, ids, weights.
+    const size_t ids_offset = size_t(kMaxTokens) * kMaxExperts * 4;
+    const size_t w_offset = ids_offset + size_t(kMaxTokens) * kMaxTopK * 4;
+    char* host = slot.pinned_out.as<char>();
+    char* kernel_out = slot.mapped_out != nullptr ? slot.mapped_out : slot.dev_out.as<char>();
+    Outputs out{
+        host + ids_offset, host + w_offset, host,
+        RouteArgs{slot.dev_in.get(), r.weights.as<char>() + r.layer_bytes * layer,
+                  m.spec.has_router_bias ? r.biases.as<float>() + 2 * e * layer : nullptr,
+                  m.spec.has_correction_bias ? r.biases.as<float>() + 2 * e * layer + e : nullptr,
+                  reinterpret_cast<int32_t*>(kernel_out + ids_offset),
+                  reinterpret_cast<float*>(kernel_out + w_offset),
+                  io.logits ? reinterpret_cast<float*>(kernel_out) : nullptr}};
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
     std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
     const int bucket = TokenBucket(io.tokens);
@@ -218,49 +254,31 @@ class CudaBackend : public RouterBackend {
       tune.cache_file = cache_;
       tune.rotate_layers = m.num_layers();
       tune.layer_stride_bytes = r.layer_bytes;
-      RouteArgs tune_args = args;
+      RouteArgs tune_args = out.args;
       tune_args.weight = r.weights.get();  // layer 0; the tuner rotates over the layers
       tune_args.logits = nullptr;
       auto created = cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args, stream);
       if (!created.ok()) return created.status();
       plan = std::move(*created);
     }
-    const size_t ids_bytes = io.tokens * k * 4, logits_bytes = io.tokens * e * 4;
-    char* out = slot.pinned_out.as<char>();
-    // Output layout in pinned_out: ids, weights, logits, each sized for kMaxTokens rows.
-    char* out_w = out + size_t(kMaxTokens) * kMaxTopK * 4;
-    char* out_logits = out_w + size_t(kMaxTokens) * kMaxTopK * 4;
     if (graphs_) {
       GraphKey key{m.name, layer, bucket, int(io.hidden_dtype), io.logits != nullptr};
       auto& exec = slot.graphs[key];
       if (!exec) {
-        auto captured = CaptureBatchGraph(slot, m, args, *plan, bucket, io.hidden_dtype, out, out_w,
-                                          out_logits);
+        auto captured = CaptureBatchGraph(slot, m, out, *plan, bucket, io.hidden_dtype);
         if (!captured.ok()) return captured.status();
         exec = std::move(*captured);
       }
       CUDA_RETURN_STATUS_IF_ERROR(cudaGraphLaunch(exec.get(), stream));
     } else {
-      RouteProblem p{m.spec, io.tokens, io.hidden_dtype, m.weight_dtype};
-      CUDA_RETURN_STATUS_IF_ERROR(cudaMemcpyAsync(slot.dev_in.get(), slot.pinned_in.get(), in_bytes,
-                                                  cudaMemcpyHostToDevice, stream));
-      CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(slot.start.get(), stream));
-      // The bucket's plan: its config and workspace serve any smaller token count.
       CUDA_RETURN_STATUS_IF_ERROR(
-          cuda::LaunchDecomposeKRouter(p, args, plan->config(), plan->workspace(), stream));
-      CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(slot.stop.get(), stream));
-      CUDA_RETURN_STATUS_IF_ERROR(
-          cudaMemcpyAsync(out, dev_ids, ids_bytes, cudaMemcpyDeviceToHost, stream));
-      CUDA_RETURN_STATUS_IF_ERROR(
-          cudaMemcpyAsync(out_w, dev_w, ids_bytes, cudaMemcpyDeviceToHost, stream));
-      if (io.logits)
-        CUDA_RETURN_STATUS_IF_ERROR(
-            cudaMemcpyAsync(out_logits, dev_logits, logits_bytes, cudaMemcpyDeviceToHost, stream));
+          EnqueueBatch(slot, m, out, *plan, io.tokens, io.hidden_dtype, /*capturing=*/false));
     }
     CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream));
-    std::memcpy(io.ids, out, ids_bytes);
-    std::memcpy(io.weights, out_w, ids_bytes);
-    if (io.logits) std::memcpy(io.logits, out_logits, logits_bytes);
+    const size_t ids_bytes = io.tokens * k * 4;
+    std::memcpy(io.ids, out.ids, ids_bytes);
+    std::memcpy(io.weights, out.weights, ids_bytes);
+    if (io.logits) std::memcpy(io.logits, out.logits, io.tokens * e * 4);
     // Timing is diagnostics: a failure to read the events is not a device failure.
     float ms = 0;
     if (cudaEventElapsedTime(&ms, slot.start.get(), slot.stop.get()) != cudaSuccess) {
