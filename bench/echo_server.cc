@@ -18,6 +18,9 @@ ABSL_FLAG(std::string, address, "127.0.0.1:50052", "Listen address");
 ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model name it pretends to serve");
 ABSL_FLAG(int, hidden, 7168, "Hidden size reported by ListModels");
 ABSL_FLAG(int, top_k, 8, "Experts per token in each response");
+ABSL_FLAG(int, busy_us, 0,
+          "Spin this long in each handler, as a GPU sync would: tells whether holding the "
+          "gRPC thread costs more than the time held");
 
 namespace {
 namespace v1 = moe_router::v1;
@@ -25,6 +28,11 @@ namespace v1 = moe_router::v1;
 std::atomic<bool> g_stop{false};
 
 void Fill(const v1::RouteRequest& req, int top_k, v1::RouteResponse* resp) {
+  if (const int busy = absl::GetFlag(FLAGS_busy_us); busy > 0) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(busy);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  }
   const int tokens = req.hidden_states().shape_size() > 0 ? int(req.hidden_states().shape(0)) : 0;
   resp->set_request_id(req.request_id());
   resp->set_tokens(tokens);

@@ -1,0 +1,278 @@
+// backend_bench: where a one-caller request's time goes in the server, without gRPC.
+// Times the service's own path (RouterService::Submit: validation, batcher, backend,
+// response) and the backend's Route() alone; for the CUDA backend also the CUDA floors
+// they are built from: an empty graph launch + sync, a graph copying the hidden states in,
+// and a graph with the server's copy-in, kernel slot and copy-outs around an empty kernel.
+// Wall-clock medians of many calls after warm-up; layers rotate as in the service bench.
+//   backend_bench [--backend cuda|cpu] [--model demo-deepseek-v3] [--calls 3000] [--json F]
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/empty_kernel.h"
+#include "kernels/cuda_raii.h"
+#include "server/backend.h"
+#include "server/batcher.h"
+#include "server/demo_models.h"
+#include "server/metrics.h"
+#include "server/router_service.h"
+
+namespace moe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Stat {
+  std::string name;
+  double p50 = 0, p90 = 0;
+};
+
+// How the caller waits between timed calls: back to back, spinning (the CPU stays busy,
+// the GPU idles) or sleeping (both may idle), as a server at one caller does.
+enum class Gap { kNone, kSpin, kSleep };
+constexpr auto kGap = std::chrono::microseconds(150);
+
+Stat Time(const std::string& name, int calls, const std::function<bool()>& call,
+          Gap gap = Gap::kNone) {
+  for (int i = 0; i < std::min(calls, 200); ++i)
+    if (!call()) return {name + " (FAILED)", -1, -1};
+  std::vector<double> us(calls);
+  for (int i = 0; i < calls; ++i) {
+    if (gap == Gap::kSpin) {
+      const auto until = Clock::now() + kGap;
+      while (Clock::now() < until) {
+      }
+    } else if (gap == Gap::kSleep) {
+      std::this_thread::sleep_for(kGap);
+    }
+    const auto t0 = Clock::now();
+    if (!call()) return {name + " (FAILED)", -1, -1};
+    us[i] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  }
+  std::sort(us.begin(), us.end());
+  return {name, us[calls / 2], us[calls * 9 / 10]};
+}
+
+// A graph captured from `record` on `stream`; null on failure.
+CudaGraphExec Capture(cudaStream_t stream, const std::function<cudaError_t()>& record) {
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return {};
+  const cudaError_t err = record();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  CudaGraph owned(graph);
+  cudaGraphExec_t exec = nullptr;
+  if (err != cudaSuccess || end != cudaSuccess ||
+      cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess)
+    return {};
+  return CudaGraphExec(exec);
+}
+
+// The CUDA floors under the backend's GPU path.
+bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) {
+  auto stream = MakeStream();
+  auto pinned_in = PinnedBuffer::Allocate(size_t(spec.hidden) * 2);
+  auto pinned_out = PinnedBuffer::Allocate(4096);
+  auto dev_in = DeviceBuffer::Allocate(size_t(spec.hidden) * 2);
+  auto dev_out = DeviceBuffer::Allocate(4096);
+  if (!stream.ok() || !pinned_in.ok() || !pinned_out.ok() || !dev_in.ok() || !dev_out.ok())
+    return false;
+  cudaStream_t s = stream->get();
+  const size_t one_token = size_t(spec.hidden) * 2, ids_bytes = size_t(spec.top_k) * 4;
+  auto copy_in = [&] {
+    return cudaMemcpyAsync(dev_in->get(), pinned_in->get(), one_token, cudaMemcpyHostToDevice, s);
+  };
+  auto empty = Capture(s, [&] { return bench::LaunchEmptyKernel(s); });
+  auto copy_in_only = Capture(s, copy_in);
+  auto server_shape = Capture(s, [&] {
+    cudaError_t e = copy_in();
+    if (e == cudaSuccess) e = bench::LaunchEmptyKernel(s);
+    if (e == cudaSuccess)
+      e = cudaMemcpyAsync(pinned_out->get(), dev_out->get(), ids_bytes, cudaMemcpyDeviceToHost, s);
+    if (e == cudaSuccess)
+      e = cudaMemcpyAsync(pinned_out->as<char>() + 2048, dev_out->as<char>() + 2048, ids_bytes,
+                          cudaMemcpyDeviceToHost, s);
+    return e;
+  });
+  if (!empty || !copy_in_only || !server_shape) return false;
+  auto replay = [&](const CudaGraphExec& g) {
+    return [&] {
+      return cudaGraphLaunch(g.get(), s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
+    };
+  };
+  rows->push_back(Time("empty kernel graph + sync", calls, replay(empty)));
+  rows->push_back(Time("copy-in graph (1 token) + sync", calls, replay(copy_in_only)));
+  rows->push_back(Time("copy-in, empty kernel, 2 copy-outs + sync", calls, replay(server_shape)));
+  return true;
+}
+
+std::vector<uint16_t> RandomBf16(size_t n) {
+  std::vector<uint16_t> out(n);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (auto& h : out) {
+    const float f = normal(rng);
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    h = uint16_t(bits >> 16);
+  }
+  return out;
+}
+
+void AddMedianRow(const std::string& name, std::vector<double> v, std::vector<Stat>* rows) {
+  if (v.empty()) return;
+  std::sort(v.begin(), v.end());
+  rows->push_back({name, v[v.size() / 2], v[v.size() * 9 / 10]});
+}
+
+int Main(int argc, char** argv) {
+  std::string model_name = "demo-deepseek-v3", json, backend_name = "cuda";
+  int calls = 3000;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--backend" && i + 1 < argc) {
+      backend_name = argv[++i];
+    } else if (a == "--model" && i + 1 < argc) {
+      model_name = argv[++i];
+    } else if (a == "--calls" && i + 1 < argc) {
+      calls = std::max(10, std::atoi(argv[++i]));
+    } else if (a == "--json" && i + 1 < argc) {
+      json = argv[++i];
+    } else {
+      std::fprintf(stderr,
+                   "usage: backend_bench [--backend cuda|cpu] [--model NAME] [--calls N] "
+                   "[--json FILE]\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  const bool cuda = backend_name == "cuda";
+  if (!cuda && backend_name != "cpu") {
+    std::fprintf(stderr, "backend_bench: --backend must be cuda or cpu\n");
+    return 2;
+  }
+  // The backends first: they set the device's scheduling flags before the context exists.
+  std::string error;
+  auto make = [&](bool graphs) {
+    return cuda ? MakeCudaBackend(0, /*autotune=*/true, "", graphs, &error) : MakeCpuBackend(0);
+  };
+  std::unique_ptr<RouterBackend> graphs = make(true);
+  std::unique_ptr<RouterBackend> eager = graphs ? make(false) : nullptr;
+  if (graphs == nullptr || eager == nullptr) {
+    std::fprintf(stderr, "backend_bench: %s\n", error.c_str());
+    return 1;
+  }
+  auto model = MakeDemoModel(model_name);
+  if (!model.ok()) {
+    std::fprintf(stderr, "backend_bench: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  for (RouterBackend* b : {graphs.get(), eager.get()}) {
+    const auto s = b->LoadModel(*model);
+    if (!s.ok()) {
+      std::fprintf(stderr, "backend_bench: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  const RouterSpec& spec = model->spec;
+  const int layers = model->num_layers();
+  std::printf("backend_bench: %s on %s (%s), %d layers, %d calls per row\n", model_name.c_str(),
+              graphs->device().c_str(), graphs->name().c_str(), layers, calls);
+
+  std::vector<Stat> rows;
+  if (cuda && !TimeCudaFloors(spec, calls, &rows)) {
+    std::fprintf(stderr, "backend_bench: CUDA set-up failed\n");
+    return 1;
+  }
+  // The service's own path as a lone unary request takes it (no gRPC context).
+  MetricsRegistry registry;
+  ServerMetrics metrics(&registry);
+  Batcher batcher(graphs.get(), {}, &metrics);
+  RouterService service(&batcher, graphs.get(), &metrics, kMaxTokens);
+  service.SetModels(
+      {{model_name, {model_name, spec, model->weight_dtype, layers, model->WeightBytes()}}});
+
+  for (int tokens : {1, 16}) {
+    const std::vector<uint16_t> hidden = RandomBf16(size_t(tokens) * spec.hidden);
+    std::vector<moe_router::v1::RouteRequest> requests(layers);
+    for (int l = 0; l < layers; ++l) {
+      auto& r = requests[l];
+      r.set_model(model_name);
+      r.set_layer(l);
+      auto* t = r.mutable_hidden_states();
+      t->set_dtype(moe_router::v1::DTYPE_BF16);
+      t->add_shape(tokens);
+      t->add_shape(spec.hidden);
+      t->set_data(hidden.data(), hidden.size() * 2);
+    }
+    const std::string t_label = "t=" + std::to_string(tokens);
+    int next = 0;
+    std::vector<double> server_us;
+    rows.push_back(Time("service Submit() " + t_label + ", graphs", calls, [&] {
+      bool ok = false;
+      service.Submit(requests[next], nullptr, [&](absl::Status s, moe_router::v1::RouteResponse r) {
+        ok = s.ok();  // a lone request on an idle batcher runs inline
+        if (ok) server_us.push_back(r.timing().server_us());
+      });
+      next = (next + 1) % layers;
+      return ok;
+    }));
+    AddMedianRow("  server_us it reports", std::move(server_us), &rows);
+
+    std::vector<int32_t> ids(size_t(tokens) * spec.top_k);
+    std::vector<float> weights(ids.size());
+    BatchIO io{hidden.data(), DType::kBF16, tokens, ids.data(), weights.data(), nullptr};
+    struct Variant {
+      RouterBackend* backend;
+      const char* label;
+      Gap gap;
+    };
+    std::vector<Variant> variants = {{graphs.get(), "graphs", Gap::kNone}};
+    if (cuda)
+      variants.insert(variants.end(),
+                      {Variant{eager.get(), "no graphs", Gap::kNone},
+                       Variant{graphs.get(), "graphs, 150 us spin between", Gap::kSpin},
+                       Variant{graphs.get(), "graphs, 150 us sleep between", Gap::kSleep}});
+    for (const Variant& v : variants) {
+      int layer = 0;
+      std::vector<double> compute;
+      compute.reserve(calls + 200);
+      rows.push_back(Time(
+          "backend Route() " + t_label + ", " + v.label, calls,
+          [&] {
+            auto r = v.backend->Route(model_name, layer, io);
+            layer = (layer + 1) % layers;
+            if (r.ok()) compute.push_back(*r * 1e6);
+            return r.ok();
+          },
+          v.gap));
+      AddMedianRow("  compute time it reports", std::move(compute), &rows);
+    }
+  }
+
+  std::printf("%-48s %10s %10s\n", "stage", "p50 us", "p90 us");
+  for (const auto& r : rows) std::printf("%-48s %10.1f %10.1f\n", r.name.c_str(), r.p50, r.p90);
+  if (!json.empty()) {
+    FILE* f = std::fopen(json.c_str(), "w");
+    if (f == nullptr) return 1;
+    std::fprintf(f, "{\"model\": \"%s\", \"device\": \"%s\", \"rows\": [", model_name.c_str(),
+                 graphs->device().c_str());
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::fprintf(f, "%s{\"stage\": \"%s\", \"p50_us\": %.2f, \"p90_us\": %.2f}", i ? ", " : "",
+                   rows[i].name.c_str(), rows[i].p50, rows[i].p90);
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) { return moe::Main(argc, argv); }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-caller latency, A/B: the echo server and moe-router-server variants side by side,
+# measured in turns (ROUNDS times) so drift on the host hits them all alike.
+#   one_caller_ab.sh BIN_DIR OUT_DIR "FLAGS_A" "FLAGS_B" ... (env: TOKENS, MODE, SECS, ROUNDS)
+set -euo pipefail
+bin=$1 out=$2; shift 2
+tokens=${TOKENS:-1} mode=${MODE:-unary} secs=${SECS:-2} rounds=${ROUNDS:-3}
+mkdir -p "$out"
+pids=()
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+"$bin/echo_server" --address=127.0.0.1:50300 --hidden=7168 --top_k=8 >"$out/echo.log" 2>&1 &
+pids+=($!)
+ports=(50300) labels=(echo)
+i=1
+for flags in "$@"; do
+  port=$((50300 + i))
+  "$bin/moe-router-server" --model=demo-deepseek-v3 --address=127.0.0.1:$port --metrics_address= \
+    $flags >"$out/server_$i.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 1200); do grep -q "serving gRPC" "$out/server_$i.log" && break; sleep 0.1; done
+  ports+=($port) labels+=("server $flags")
+  i=$((i + 1))
+done
+echo "| round | target | p50 us | p90 us | server p50 us | compute p50 us |"
+echo "|---|---|---|---|---|---|"
+for r in $(seq 1 "$rounds"); do
+  for j in "${!ports[@]}"; do
+    args=(--address=127.0.0.1:${ports[$j]} --model=demo-deepseek-v3 --layers=58 --concurrency=1
+          --tokens=$tokens --duration_s=$secs --warmup_s=0.5 --progress=false --json="$out/run.json")
+    [ "$mode" = stream ] && args+=(--stream)
+    "$bin/moe-router-bench" "${args[@]}" >/dev/null
+    python3 -c "import json,sys; r=json.load(open('$out/run.json')); print(f\"| $r | ${labels[$j]} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['server_p50_us']:.0f} | {r['compute_p50_us']:.0f} |\")"
+  done
+done
