@@ -29,7 +29,28 @@ Batcher::~Batcher() {
 void Batcher::Shutdown() {
   absl::MutexLock lock(&mu_);
   stopping_ = true;
+  stopping_hint_ = true;
   cv_.SignalAll();
+}
+
+bool Batcher::SpinForWork() {
+  if (options_.idle_spin_us <= 0) return false;
+  // One spinner is enough to take the next request; other idle workers sleep.
+  if (spinning_.fetch_add(1) > 0) {
+    spinning_.fetch_sub(1);
+    return false;
+  }
+  const auto until = Clock::now() + std::chrono::microseconds(options_.idle_spin_us);
+  bool found = false;
+  // Clock reads are ~20 ns; checking the atomics between them keeps the hand-off short.
+  while (!(found = queued_hint_.load(std::memory_order_acquire) > 0 || stopping_hint_.load()) &&
+         Clock::now() < until) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();  // yield the core's pipeline to its sibling hyperthread
+#endif
+  }
+  spinning_.fetch_sub(1);
+  return found;
 }
 
 int Batcher::queued() const {
@@ -43,6 +64,7 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
     if (!stopping_ && queued_ < options_.max_queued_requests) {
       queues_[Key(work->model, work->layer, int(work->dtype))].push_back(std::move(work));
       ++queued_;
+      queued_hint_.store(queued_, std::memory_order_release);
       metrics_->queue_depth->Set({}, queued_);
       cv_.Signal();
       return;
@@ -73,7 +95,10 @@ void Batcher::WorkerMain() {
       for (;;) {
         if (queued_ == 0) {
           if (stopping_) return;
-          cv_.Wait(&mu_);
+          mu_.Unlock();
+          const bool found = SpinForWork();
+          mu_.Lock();
+          if (!found && queued_ == 0 && !stopping_) cv_.Wait(&mu_);
           continue;
         }
         // The queue whose head waited longest goes first (FIFO across queues).
@@ -109,6 +134,7 @@ void Batcher::WorkerMain() {
           q.pop_front();
           --queued_;
         }
+        queued_hint_.store(queued_, std::memory_order_release);
         if (q.empty()) queues_.erase(oldest);
         metrics_->queue_depth->Set({}, queued_);
         if (!batch.empty()) ++executing_;
@@ -134,7 +160,7 @@ bool Batcher::TryRunInline(std::unique_ptr<RouteWork>& work) {
   {
     absl::MutexLock lock(&mu_);
     if (stopping_ || queued_ > 0 || options_.limits.max_queue_delay_us > 0 ||
-        executing_ >= static_cast<int>(workers_.size()))
+        executing_ >= static_cast<int>(workers_.size()) || spinning_.load() > 0)
       return false;
     ++executing_;
   }

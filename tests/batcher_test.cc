@@ -102,6 +102,35 @@ TEST_F(BatcherTest, ALoneRequestRunsInlineWhenIdle) {
   EXPECT_EQ(out.results[0].second.ids, (std::vector<int32_t>{0, 1, 2}));
 }
 
+TEST_F(BatcherTest, ASpinningWorkerTakesALoneRequestAndStopsSpinningOnShutdown) {
+  BatcherOptions o;
+  o.idle_spin_us = 5'000'000;  // far longer than the test: only shutdown ends the spin
+  const auto start = Clock::now();
+  {
+    Batcher batcher(&backend, o, &metrics);
+    for (int i = 0; i < 1000 && batcher.spinning_workers() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(batcher.spinning_workers(), 1);
+    Outcome out;
+    std::thread::id answered_on;
+    auto w = Work(2, &out);
+    auto done = w->done;
+    w->done = [&answered_on, done](absl::Status s, RouteResult r) {
+      answered_on = std::this_thread::get_id();
+      done(s, std::move(r));
+    };
+    EXPECT_FALSE(batcher.TryRunInline(w));  // the spinning worker is the faster way
+    ASSERT_NE(w, nullptr);
+    batcher.Submit(std::move(w));
+    out.Wait(1);
+    EXPECT_EQ(out.results[0].first, absl::StatusCode::kOk);
+    EXPECT_EQ(out.results[0].second.ids, (std::vector<int32_t>{0, 1}));
+    EXPECT_NE(answered_on, std::this_thread::get_id());
+  }
+  // The destructor ended a 5 s spin at once.
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(3));
+}
+
 TEST_F(BatcherTest, InlineIsRefusedWhenTheBatchMayWaitToFill) {
   BatcherOptions o;
   o.limits.max_queue_delay_us = 1000;
