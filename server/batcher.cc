@@ -159,8 +159,10 @@ void Batcher::WorkerMain() {
 bool Batcher::TryRunInline(std::unique_ptr<RouteWork>& work) {
   {
     absl::MutexLock lock(&mu_);
+    // With idle spinning on, requests always go to the workers: a worker only spins after
+    // it ran a batch, so running lone requests inline would leave the workers asleep.
     if (stopping_ || queued_ > 0 || options_.limits.max_queue_delay_us > 0 ||
-        executing_ >= static_cast<int>(workers_.size()) || spinning_.load() > 0)
+        options_.idle_spin_us > 0 || executing_ >= static_cast<int>(workers_.size()))
       return false;
     ++executing_;
   }

@@ -59,7 +59,8 @@ struct BatcherOptions {
   // worker takes a lone request within a microsecond and runs it on a thread whose caches
   // hold the backend's code and data (a request run on a cold gRPC thread costs ~30 us
   // more on the CUDA path, measured); the price is a core kept busy that long after each
-  // batch. 0: sleep at once (then a lone request runs inline on the gRPC thread).
+  // batch. 0: sleep at once (then a lone request runs inline on the gRPC thread); > 0:
+  // every request goes to the workers.
   int idle_spin_us = 0;
   // Called once, from a worker, when the backend reports itself unhealthy after a batch.
   std::function<void()> on_backend_failure;
@@ -73,8 +74,8 @@ class Batcher {
   // Queues the work or answers it at once (RESOURCE_EXHAUSTED when the queue is full,
   // UNAVAILABLE after Shutdown).
   void Submit(std::unique_ptr<RouteWork> work);
-  // Run-to-completion for a lone request: when nothing is queued, a batch slot is free, no
-  // worker is spinning for work and the policy launches at once (max_queue_delay_us == 0),
+  // Run-to-completion for a lone request: when nothing is queued, a batch slot is free, idle
+  // spinning is off and the policy launches at once (max_queue_delay_us == 0),
   // computes `work` on the calling thread — skipping two thread hand-offs — and returns
   // true; otherwise leaves `work` untouched and returns false (then Submit it).
   bool TryRunInline(std::unique_ptr<RouteWork>& work);
