@@ -137,9 +137,6 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
     global.cluster = 0;
     global.k_splits = 8;
     configs.push_back(global);
-    cuda::DecomposeKConfig staged;
-    staged.polled = staged.staged = true;
-    if (cuda::CanRouteDecomposeK(p, staged).ok()) configs.push_back(staged);
     for (const auto& c : configs) {
       auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
       CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
@@ -182,7 +179,6 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
                   absl::StrFormat("%s t=%d", family, tokens).c_str(),
                   absl::StrFormat("S=%d%s", c.k_splits,
                                   c.cluster  ? " cluster"
-                                  : c.staged ? " staged"
                                   : c.polled ? " polled"
                                              : " global")
                       .c_str(),
@@ -337,7 +333,6 @@ int main(int argc, char** argv) {
                                k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
                                k.token_tiles, k.k_splits,
                                k.cluster  ? " cluster"
-                               : k.staged ? " staged"
                                : k.polled ? " polled"
                                           : "");
       };

@@ -12,10 +12,10 @@
 namespace moe::cuda {
 namespace {
 
-// "v3": the config gained the staged mainloop; older cache lines no longer match.
+// "v2": the config gained the polled reduction; older cache lines no longer match.
 std::string CacheKey(const RouteProblem& p, int sm_count) {
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v3:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
+  return absl::StrCat("v2:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
                       DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype));
 }
 
@@ -28,15 +28,13 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
-    int mainloop, tiles, splits, cluster, polled, staged;
-    if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> staged) || k != key)
-      continue;
+    int mainloop, tiles, splits, cluster, polled;
+    if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled) || k != key) continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
     c->token_tiles = tiles;
     c->k_splits = splits;
     c->cluster = cluster;
     c->polled = polled != 0;
-    c->staged = staged != 0;
     return true;
   }
   return false;
@@ -46,12 +44,12 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ofstream out(file, std::ios::app);
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
-      << c.cluster << " " << int(c.polled) << " " << int(c.staged) << "\n";
+      << c.cluster << " " << int(c.polled) << "\n";
 }
 
 bool SameConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
-         a.cluster == b.cluster && a.polled == b.polled && a.staged == b.staged;
+         a.cluster == b.cluster && a.polled == b.polled;
 }
 
 // What the autotuner times: around the heuristic's arrival-counter config, the cluster
@@ -90,13 +88,6 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count) {
       c.k_splits = std::max(1, splits);
       add(c);
     }
-  }
-  // The staged mainloop, where the weight rows fit in shared memory (small routers).
-  for (int tiles : {1, 2}) {
-    DecomposeKConfig c;
-    c.polled = c.staged = true;
-    c.token_tiles = tiles;
-    if (tiles == 1 || p.tokens > 8) add(c);
   }
   if (p.tokens > 8) {
     for (const DecomposeKConfig& from : {base, polled}) {

@@ -339,14 +339,13 @@ __device__ __forceinline__ float SumWarps(const WarpPartials& reduce, int i) {
   return s;
 }
 
-// Launches `kernel` with the optional PDL and cluster attributes and dynamic shared memory.
+// Launches `kernel` with the optional PDL and cluster attributes.
 template <typename Kernel>
 cudaError_t Launch(Kernel kernel, dim3 grid, const KernelParams& params, cudaStream_t stream,
-                   bool pdl, int cluster = 0, size_t dynamic_smem_bytes = 0) {
+                   bool pdl, int cluster = 0) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = dynamic_smem_bytes;
   config.stream = stream;
   cudaLaunchAttribute attr[2];
   int n = 0;

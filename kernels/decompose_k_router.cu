@@ -31,7 +31,6 @@
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_router.h"
-#include "kernels/staged_mainloop.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -241,17 +240,6 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
   if (c.k_splits < 1 || c.k_splits > 4096)
     return absl::InvalidArgumentError(
         absl::StrCat("config: k_splits ", c.k_splits, " outside [1, 4096]"));
-  if (c.staged) {
-    if (!c.polled || c.k_splits != 1 || c.token_tiles > 2)
-      return absl::InvalidArgumentError(
-          "config: staged needs the polled reduction, k_splits 1 and token_tiles 1 or 2");
-    const size_t bytes = StagedSmemBytes(s.experts, s.K, std::min(s.tokens, 8 * c.token_tiles));
-    const size_t max_bytes = StagedMaxSmemBytes();
-    if (bytes > max_bytes)
-      return absl::InvalidArgumentError(
-          absl::StrCat("config: staged needs ", bytes, " bytes of shared memory for ", s.experts,
-                       " experts x ", s.K, " hidden; this device allows ", max_bytes));
-  }
   if (c.polled) {
     if (c.mainloop != Mainloop::kTensorCore || c.cluster != 0)
       return absl::InvalidArgumentError(
@@ -303,8 +291,7 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
   const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
   if (c.polled) {
     if (params.gemm_mode) return cudaErrorInvalidValue;  // routing only
-    return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, c.staged, grid, params,
-                              stream, pdl);
+    return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl);
   }
   if (c.cluster > 0)
     return LaunchClusterKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, c.cluster,

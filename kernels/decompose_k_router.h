@@ -39,12 +39,6 @@ struct DecomposeKConfig {
   // token chunk polls them (decompose_k_polled.cu). Tensor-core mainloop, at most one CTA
   // per SM, chunk tokens x experts <= 8192.
   bool polled = false;
-  // With polled: no K split (k_splits == 1); each CTA copies its experts' whole weight rows
-  // into shared memory in one wave of cp.async and computes from there
-  // (staged_mainloop.cuh). For small routers, where latency sets the time: with one
-  // m-block (experts <= 32) the CTA routes from its own accumulators. token_tiles 1 or 2;
-  // the staged rows must fit in shared memory.
-  bool staged = false;
 };
 
 // The default heuristic: for up to 32 tokens on the tensor cores the polled reduction with

@@ -261,8 +261,6 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, cluster, cluster});
         for (int splits : {1, 3, 8, 16, 33})
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, splits, 0, /*polled=*/true});
-        configs.push_back(
-            {cuda::Mainloop::kTensorCore, tiles, 1, 0, /*polled=*/true, /*staged=*/true});
       }
       configs.push_back({cuda::Mainloop::kFma, 1, 5, 0});
       for (const auto& c : configs) {
@@ -282,8 +280,7 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
           HostOut h = Download(d, true);
           EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "")
               << Describe(in, seed) << " tiles=" << c.token_tiles << " splits=" << c.k_splits
-              << " cluster=" << c.cluster << " polled=" << c.polled << " staged=" << c.staged
-              << " rep=" << rep;
+              << " cluster=" << c.cluster << " polled=" << c.polled << " rep=" << rep;
           for (int t = 0; t < tokens; ++t)
             for (int e = 0; e < in.spec.experts; ++e)
               ASSERT_NEAR(h.logits[size_t(t) * in.spec.experts + e], ref[t].logits[e],
@@ -330,26 +327,6 @@ TEST(GpuConfigs, PolledGridWiderThanTheGpuIsRefused) {
   const absl::Status status = cuda::CanRouteDecomposeK(p, wide);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(status.message()).find("SMs"), std::string::npos) << status;
-}
-
-TEST(GpuConfigs, StagedWeightsThatDoNotFitInSharedMemoryAreRefused) {
-  SKIP_WITHOUT_GPU();
-  const cuda::DecomposeKConfig staged{cuda::Mainloop::kTensorCore,
-                                      1,
-                                      1,
-                                      0,
-                                      /*polled=*/true,
-                                      /*staged=*/true};
-  // DeepSeek-V3: 32 rows x 7168 hidden x 2 bytes = 459 KB a CTA, more than any GPU has.
-  RouteProblem big{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
-  const absl::Status status = cuda::CanRouteDecomposeK(big, staged);
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(status.message()).find("shared memory"), std::string::npos) << status;
-  // Staged means no K split.
-  cuda::DecomposeKConfig split = staged;
-  split.k_splits = 4;
-  RouteProblem small{FindPreset("mixtral").value().spec, 1, DType::kBF16, DType::kBF16};
-  EXPECT_EQ(cuda::CanRouteDecomposeK(small, split).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Exact ties: every odd expert's router row (and biases) copies the even one below it,
