@@ -66,7 +66,10 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
       ++queued_;
       queued_hint_.store(queued_, std::memory_order_release);
       metrics_->queue_depth->Set({}, queued_);
-      cv_.Signal();
+      // A spinning worker takes it within a microsecond; waking a sleeping one as well
+      // would let a cold thread race it for the batch. (A spinner that times out checks
+      // queued_ under mu_ before it sleeps, so the request is never stranded.)
+      if (spinning_.load() == 0) cv_.Signal();
       return;
     }
   }
