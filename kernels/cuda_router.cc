@@ -185,10 +185,19 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
       if (!tune.cache_file.empty()) StoreCache(tune.cache_file, key, plan->config_);
     }
   }
+  return CreateWithConfig(problem, plan->config_, stream);
+}
+
+absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::CreateWithConfig(
+    const RouteProblem& problem, const DecomposeKConfig& config, cudaStream_t stream) {
+  RETURN_IF_ERROR(CanRouteDecomposeK(problem, config));
+  std::unique_ptr<CudaRouterPlan> plan(new CudaRouterPlan());
+  plan->problem_ = problem;
+  plan->config_ = config;
   ASSIGN_OR_RETURN(plan->workspace_,
-                   DeviceBuffer::Allocate(DecomposeKWorkspaceBytes(problem, plan->config_)));
+                   DeviceBuffer::Allocate(DecomposeKWorkspaceBytes(problem, config)));
   CUDA_RETURN_STATUS_IF_ERROR(
-      ResetDecomposeKWorkspace(plan->workspace_.get(), problem, plan->config_, stream));
+      ResetDecomposeKWorkspace(plan->workspace_.get(), problem, config, stream));
   CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream));
   return plan;
 }

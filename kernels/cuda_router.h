@@ -33,6 +33,11 @@ class CudaRouterPlan {
       const RouteProblem& problem, int sm_count, const AutotuneOptions& tune = {},
       const RouteArgs* tune_args = nullptr, cudaStream_t stream = nullptr);
 
+  // A plan with a known config (e.g. one another plan of the same problem was tuned to):
+  // checks it and allocates the workspace.
+  static absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CreateWithConfig(
+      const RouteProblem& problem, const DecomposeKConfig& config, cudaStream_t stream = nullptr);
+
   absl::Status Route(const RouteArgs& args, cudaStream_t stream, bool pdl = false);
   cudaError_t Launch(const RouteArgs& args, cudaStream_t stream, bool pdl = false) {
     return LaunchDecomposeKRouter(problem_, args, config_, workspace_.get(), stream, pdl);

@@ -66,10 +66,11 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
       ++queued_;
       queued_hint_.store(queued_, std::memory_order_release);
       metrics_->queue_depth->Set({}, queued_);
-      // A spinning worker takes it within a microsecond; waking a sleeping one as well
-      // would let a cold thread race it for the batch. (A spinner that times out checks
-      // queued_ under mu_ before it sleeps, so the request is never stranded.)
-      if (spinning_.load() == 0) cv_.Signal();
+      // A spinning worker takes a lone request within a microsecond; waking a sleeping one
+      // as well would let a cold thread race it for the batch. Once requests pile up, wake
+      // one anyway: the spinner may have lost its core to other threads. (A spinner that
+      // times out checks queued_ under mu_ before it sleeps: nothing is ever stranded.)
+      if (spinning_.load() == 0 || queued_ > 1) cv_.Signal();
       return;
     }
   }

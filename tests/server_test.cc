@@ -59,11 +59,12 @@ class ServerProcess {
     port_file_ = absl::StrCat("/tmp/moe_server_test_ports_", getpid(), "_", counter_++);
     std::remove(port_file_.c_str());
     std::vector<std::string> args = {
-        ServerBinary(),
-        "--address=127.0.0.1:0",
+        ServerBinary(), "--address=127.0.0.1:0",
         kMetricsEndpoint ? "--metrics_address=127.0.0.1:0" : "--metrics_address=",
-        "--backend=" + Backend(),
-        "--cpu_threads=2",
+        "--backend=" + Backend(), "--cpu_threads=2",
+        // Shared by this test binary's servers: on the GPU only the first one autotunes
+        // its token buckets at load, as a production restart with a cache would.
+        absl::StrCat("--autotune_cache=/tmp/moe_server_test_tune_", getpid()),
         "--port_file=" + port_file_};
     if (default_models) {
       args.push_back("--model=demo-deepseek-v3,demo-mixtral,demo-gpt-oss-20b");
