@@ -6,8 +6,9 @@
 namespace moe {
 
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
-    const moe_router::v1::RouteRequest& req, const std::map<std::string, ModelDescription>& models,
+    moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
     int max_tokens) {
+  const moe_router::v1::RouteRequest& req = *request;
   auto it = models.find(req.model());
   if (it == models.end())
     return absl::NotFoundError(absl::StrCat("model: '", req.model(), "' is not loaded"));
@@ -59,7 +60,7 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
   work->top_k = m.spec.top_k;
   work->experts = m.spec.experts;
   work->hidden = m.spec.hidden;
-  work->hidden_bytes = t.data();
+  work->hidden_bytes = std::move(*request->mutable_hidden_states()->mutable_data());
   work->want_logits = req.return_logits();
   return work;
 }

@@ -23,8 +23,10 @@ struct ModelDescription {
   int64_t weight_bytes = 0;
 };
 
+// On success the work takes the request's hidden-state bytes (moved, not copied: at 16
+// DeepSeek-V3 tokens a copy of the 229 KB cost ~15 us); the request is left without them.
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
-    const moe_router::v1::RouteRequest& request,
-    const std::map<std::string, ModelDescription>& models, int max_tokens);
+    moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
+    int max_tokens);
 
 }  // namespace moe

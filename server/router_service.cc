@@ -42,9 +42,10 @@ std::shared_ptr<const RouterService::ModelTable> RouterService::Models() const {
   return models_;
 }
 
-void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerContext* ctx,
+void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContext* ctx,
                            std::function<void(absl::Status, v1::RouteResponse)> done) {
   const auto arrival = Clock::now();
+  const v1::RouteRequest& req = *request;
   const std::string model = req.model();
   const uint64_t request_id = req.request_id();
   auto finish = [this, model, arrival, done = std::move(done)](absl::Status s,
@@ -61,7 +62,7 @@ void RouterService::Submit(const v1::RouteRequest& req, grpc::CallbackServerCont
     finish(absl::UnavailableError("models are still loading; retry shortly"), {});
     return;
   }
-  auto work = ValidateRouteRequest(req, *models, max_tokens_);
+  auto work = ValidateRouteRequest(request, *models, max_tokens_);
   if (!work.ok()) {
     finish(work.status(), {});
     return;
@@ -101,10 +102,13 @@ grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
                                                const v1::RouteRequest* req,
                                                v1::RouteResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  Submit(*req, ctx, [reactor, resp](absl::Status s, v1::RouteResponse r) {
-    if (s.ok()) *resp = std::move(r);
-    reactor->Finish(ToGrpcStatus(s));
-  });
+  // The callback API hands the request as const, but the call owns it and nothing reads it
+  // after this handler: the service takes its hidden-state bytes instead of copying them.
+  Submit(const_cast<v1::RouteRequest*>(req), ctx,
+         [reactor, resp](absl::Status s, v1::RouteResponse r) {
+           if (s.ok()) *resp = std::move(r);
+           reactor->Finish(ToGrpcStatus(s));
+         });
   return reactor;
 }
 
@@ -134,7 +138,7 @@ class RouteStreamReactor
       pending_.emplace_back();
     }
     const uint64_t request_id = request_.request_id();
-    service_->Submit(request_, ctx_, [this, seq, request_id](absl::Status s, v1::RouteResponse r) {
+    service_->Submit(&request_, ctx_, [this, seq, request_id](absl::Status s, v1::RouteResponse r) {
       std::lock_guard<std::recursive_mutex> lock(mu_);
       Slot& slot = pending_[seq - first_seq_];
       slot.ready = true;

@@ -37,7 +37,8 @@ class RouterService final : public moe_router::v1::Router::CallbackService {
                                      moe_router::v1::ModelInfo* resp) override;
 
   // Validates and submits one request; `done` gets the status and the filled response.
-  void Submit(const moe_router::v1::RouteRequest& req, grpc::CallbackServerContext* ctx,
+  // Takes the request's hidden-state bytes (see ValidateRouteRequest).
+  void Submit(moe_router::v1::RouteRequest* req, grpc::CallbackServerContext* ctx,
               std::function<void(absl::Status, moe_router::v1::RouteResponse)> done);
 
  private:
