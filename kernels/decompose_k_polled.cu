@@ -5,11 +5,11 @@
 // 32 experts over one of S K ranges for a chunk of 8·NT tokens, exactly as the other
 // variants (same mainloop), then stores them into the workspace with relaxed stores whose
 // bit pattern is never zero (StorePolled: +0.0 is stored as -0.0). The chunk's router CTAs,
-// the first ceil(tokens / 8) blocks of its grid row, each own up to 8 of its tokens: a
-// router preloads the biases while it streams its own weights, then polls every partial
-// of its tokens until it is non-zero, sums the S splits of each (expert, token) in split
-// order (deterministic), empties each slot for the next launch, and routes its tokens,
-// one warp per token.
+// the first blocks of its grid row, own one of its tokens each (several only when the row
+// has fewer blocks than tokens): a router preloads the biases while it streams its own
+// weights, then polls every partial of its tokens until it is non-zero, sums the S splits
+// of each (expert, token) in split order (deterministic), empties each slot for the next
+// launch, and routes: a lone token with the whole CTA (CtaRouteToken), else a warp each.
 //
 // Against the arrival-counter variant this removes, per launch, two rounds of (fence,
 // atomic, dependent L2 read) from the critical path: the router CTA learns that a partial
@@ -60,13 +60,16 @@ __device__ void PublishPartials(const KernelParams& p, const WarpPartials& reduc
   }
 }
 
-// The chunk tokens [first, last) a router CTA gathers and routes: the chunk's tokens are
-// split over its first ceil(tokens / 8) blocks, so each routing warp has one token.
+// The chunk tokens [first, last) a router CTA gathers and routes: one token per block of
+// the chunk's row while there are blocks enough. A router's gather is then one polling
+// round trip (a thread per expert; with 8 tokens a router each thread polled 8 elements
+// one after another), and its token is routed by the whole CTA where CtaRouteToken
+// applies.
 struct RouterTokens {
   int first, last;
 };
 __device__ __forceinline__ RouterTokens TokensOfRouter(int valid) {
-  const int routers = min((valid + kWarps - 1) / kWarps, int(gridDim.x));
+  const int routers = min(valid, int(gridDim.x));
   const int per_router = (valid + routers - 1) / routers;
   const int first = int(blockIdx.x) * per_router;
   return {first, min(first + per_router, valid)};

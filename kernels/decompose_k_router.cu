@@ -180,7 +180,8 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
 }
 
 // The polled reduction's split count: about one CTA per SM, at least four K steps (half the
-// warps busy) per CTA, and at most 32768 partials for each router CTA (8 tokens) to read.
+// warps busy) per CTA, and at most 32768 partials for each router CTA (counted for 8
+// tokens, as if the grid row had fewer blocks than tokens) to read.
 int PolledSplits(const Shape& s, int m_blocks, int z_chunks, int chunk, int sm_count) {
   const int total_steps = (s.K + kStepK - 1) / kStepK;
   const int tokens = std::min({s.tokens, chunk, kWarps});
