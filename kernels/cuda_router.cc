@@ -88,6 +88,10 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count) {
       c.k_splits = std::max(1, splits);
       add(c);
     }
+  } else {
+    // Past the heuristic's 32 tokens the polled reduction (a router CTA per token) is
+    // still a candidate where its grid fits the device.
+    for (int tiles : {2, 4}) add(ChoosePolledConfig(p, sm_count, tiles));
   }
   if (p.tokens > 8) {
     for (const DecomposeKConfig& from : {base, polled}) {

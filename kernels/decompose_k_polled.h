@@ -8,7 +8,7 @@ namespace moe::cuda {
 
 struct KernelParams;
 
-// The router CTA holds a chunk's logits in shared memory: chunk tokens x experts floats.
+// A router CTA holds its tokens' logits in shared memory: its tokens x experts floats.
 inline constexpr int kPolledMaxChunkLogits = 8192;
 
 // Multiprocessors of the current device (0 when there is none): the polled kernel's grid

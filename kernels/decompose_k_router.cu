@@ -191,6 +191,25 @@ int PolledSplits(const Shape& s, int m_blocks, int z_chunks, int chunk, int sm_c
   return splits;
 }
 
+// Tokens a polled router CTA owns: one each while the chunk's grid row (grid_x blocks) has
+// blocks enough (TokensOfRouter in decompose_k_polled.cu).
+int PolledTokensPerRouter(int chunk, int tokens, int grid_x) {
+  const int valid = std::min(chunk, tokens);
+  const int routers = std::max(1, std::min(valid, grid_x));
+  return (valid + routers - 1) / routers;
+}
+
+DecomposeKConfig PolledConfig(const Shape& s, int sm_count, int token_tiles) {
+  DecomposeKConfig c;
+  c.polled = true;
+  c.token_tiles = token_tiles;
+  const int chunk = ChunkTokens(c);
+  const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+  const int z_chunks = (s.tokens + chunk - 1) / chunk;
+  c.k_splits = PolledSplits(s, m_blocks, z_chunks, chunk, sm_count);
+  return c;
+}
+
 DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled) {
   DecomposeKConfig c;
   const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
@@ -200,11 +219,10 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   const int total_steps = (s.K + kStepK - 1) / kStepK;
-  if (tensor && allow_polled && s.tokens <= 32 && chunk * s.experts <= kPolledMaxChunkLogits &&
-      m_blocks * z_chunks <= sm_count) {
-    c.polled = true;
-    c.k_splits = PolledSplits(s, m_blocks, z_chunks, chunk, sm_count);
-    return c;
+  if (tensor && allow_polled && s.tokens <= 32 && m_blocks * z_chunks <= sm_count) {
+    const DecomposeKConfig polled = PolledConfig(s, sm_count, c.token_tiles);
+    const int per_router = PolledTokensPerRouter(chunk, s.tokens, m_blocks * polled.k_splits);
+    if (per_router * s.experts <= kPolledMaxChunkLogits) return polled;
   }
   const int target_ctas = 2 * std::max(sm_count, 1);
   const int per_split = m_blocks * z_chunks;
@@ -246,10 +264,11 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
       return absl::InvalidArgumentError(
           "config: the polled reduction needs the tensor-core mainloop and no cluster");
     const Layout l = MakeLayout(s, c);
-    if (l.chunk * s.experts > kPolledMaxChunkLogits)
-      return absl::InvalidArgumentError(
-          absl::StrCat("config: the polled reduction holds at most ", kPolledMaxChunkLogits,
-                       " chunk logits; ", l.chunk, " tokens x ", s.experts, " experts is more"));
+    const int per_router = PolledTokensPerRouter(l.chunk, s.tokens, l.m_blocks * c.k_splits);
+    if (per_router * s.experts > kPolledMaxChunkLogits)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
+          per_router, " tokens a router x ", s.experts, " experts is more"));
     // The router CTA waits on every other CTA: all must be resident at once.
     const int ctas = l.m_blocks * c.k_splits * l.z_chunks, max_ctas = PolledMaxCtas();
     if (ctas > max_ctas)
@@ -340,6 +359,10 @@ Shape GemmShape(const GemmProblem& p) { return {p.m, p.n, p.k, p.dtype, p.dtype}
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled) {
   return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true, allow_polled);
+}
+
+DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles) {
+  return PolledConfig(RouteShape(problem), sm_count, token_tiles);
 }
 
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config) {

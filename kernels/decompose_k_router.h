@@ -35,9 +35,9 @@ struct DecomposeKConfig {
   // a thread-block cluster of this size (== k_splits) and reduce through distributed
   // shared memory (sm_90+, tensor-core mainloop).
   int cluster = 0;
-  // With cluster == 0: every CTA publishes self-validating partials and one router CTA per
-  // token chunk polls them (decompose_k_polled.cu). Tensor-core mainloop, at most one CTA
-  // per SM, chunk tokens x experts <= 8192.
+  // With cluster == 0: every CTA publishes self-validating partials and a router CTA per
+  // token polls them (decompose_k_polled.cu). Tensor-core mainloop, at most one CTA per
+  // SM, a router's tokens x experts <= 8192.
   bool polled = false;
 };
 
@@ -47,6 +47,11 @@ struct DecomposeKConfig {
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true);
+
+// The polled reduction's config for `token_tiles` (split count by its rule), at any token
+// count: an autotuner candidate past the heuristic's 32 tokens. Check it with
+// CanRouteDecomposeK (the grid must fit the device).
+DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles);
 
 // Checks the problem and the config (e.g. tensor cores need equal 16-bit dtypes).
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config);
