@@ -41,7 +41,7 @@ struct DecomposeKConfig {
   bool polled = false;
 };
 
-// The default heuristic: for up to 32 tokens on the tensor cores the polled reduction with
+// The default heuristic: for up to 128 tokens on the tensor cores the polled reduction with
 // about one CTA per SM; otherwise enough CTAs to cover the SMs twice, one K step per warp
 // at least.
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
