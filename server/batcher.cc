@@ -29,7 +29,6 @@ Batcher::~Batcher() {
 void Batcher::Shutdown() {
   absl::MutexLock lock(&mu_);
   stopping_ = true;
-  stopping_hint_ = true;
   cv_.SignalAll();
 }
 
@@ -43,7 +42,7 @@ bool Batcher::SpinForWork() {
   const auto until = Clock::now() + std::chrono::microseconds(options_.idle_spin_us);
   bool found = false;
   // Clock reads are ~20 ns; checking the atomics between them keeps the hand-off short.
-  while (!(found = queued_hint_.load(std::memory_order_acquire) > 0 || stopping_hint_.load()) &&
+  while (!(found = queued_.load(std::memory_order_acquire) > 0 || stopping_.load()) &&
          Clock::now() < until) {
 #if defined(__x86_64__)
     __builtin_ia32_pause();  // yield the core's pipeline to its sibling hyperthread
@@ -64,8 +63,7 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
     if (!stopping_ && queued_ < options_.max_queued_requests) {
       queues_[Key(work->model, work->layer, int(work->dtype))].push_back(std::move(work));
       ++queued_;
-      queued_hint_.store(queued_, std::memory_order_release);
-      metrics_->queue_depth->Set({}, queued_);
+      metrics_->queue_depth->Set({}, queued_.load());
       // A spinning worker takes a lone request within a microsecond; waking a sleeping one
       // as well would let a cold thread race it for the batch. Once requests pile up, wake
       // one anyway: the spinner may have lost its core to other threads. (A spinner that
@@ -138,9 +136,8 @@ void Batcher::WorkerMain() {
           q.pop_front();
           --queued_;
         }
-        queued_hint_.store(queued_, std::memory_order_release);
         if (q.empty()) queues_.erase(oldest);
-        metrics_->queue_depth->Set({}, queued_);
+        metrics_->queue_depth->Set({}, queued_.load());
         if (!batch.empty()) ++executing_;
         break;
       }

@@ -98,12 +98,11 @@ class Batcher {
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   std::map<Key, std::deque<std::unique_ptr<RouteWork>>> queues_ ABSL_GUARDED_BY(mu_);
-  int queued_ ABSL_GUARDED_BY(mu_) = 0;
+  // Written under mu_; read without it by a spinning worker (SpinForWork).
+  std::atomic<int> queued_{0};
   int executing_ ABSL_GUARDED_BY(mu_) = 0;  // batches being computed (workers and inline)
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<int> queued_hint_{0};  // queued_, readable without the lock (for spinning)
-  std::atomic<int> spinning_{0};     // workers busy-waiting for work
-  std::atomic<bool> stopping_hint_{false};
+  std::atomic<bool> stopping_{false};       // written under mu_, like queued_
+  std::atomic<int> spinning_{0};            // workers busy-waiting for work
   std::vector<std::thread> workers_;
   std::atomic<bool> failure_reported_{false};
 };
