@@ -69,8 +69,7 @@ struct RouterTokens {
   int first, last;
 };
 __device__ __forceinline__ RouterTokens TokensOfRouter(int valid) {
-  const int routers = min(valid, int(gridDim.x));
-  const int per_router = (valid + routers - 1) / routers;
+  const int per_router = PolledTokensPerRouter(valid, int(gridDim.x));
   const int first = int(blockIdx.x) * per_router;
   return {first, min(first + per_router, valid)};
 }

@@ -16,6 +16,14 @@ inline constexpr int kPolledMaxChunkLogits = 8192;
 // be scheduled.
 int PolledMaxCtas();
 
+// Tokens each router CTA of a polled chunk owns: the chunk's `valid` tokens over its grid
+// row of `grid_x` blocks, one a block while there are blocks enough. The kernel assigns
+// routers by it and the config check bounds a router's logits by it.
+__host__ __device__ inline int PolledTokensPerRouter(int valid, int grid_x) {
+  const int routers = valid < grid_x ? valid : grid_x;
+  return routers > 0 ? (valid + routers - 1) / routers : 0;
+}
+
 // grid.x = m_blocks * k_splits, grid.y = token chunks; tensor-core mainloop only.
 cudaError_t LaunchPolledKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
                                cudaStream_t stream, bool pdl);

@@ -191,14 +191,6 @@ int PolledSplits(const Shape& s, int m_blocks, int z_chunks, int chunk, int sm_c
   return splits;
 }
 
-// Tokens a polled router CTA owns: one each while the chunk's grid row (grid_x blocks) has
-// blocks enough (TokensOfRouter in decompose_k_polled.cu).
-int PolledTokensPerRouter(int chunk, int tokens, int grid_x) {
-  const int valid = std::min(chunk, tokens);
-  const int routers = std::max(1, std::min(valid, grid_x));
-  return (valid + routers - 1) / routers;
-}
-
 DecomposeKConfig PolledConfig(const Shape& s, int sm_count, int token_tiles) {
   DecomposeKConfig c;
   c.polled = true;
@@ -223,7 +215,8 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   // at 64 and 128 tokens (with these token tilings and split counts, mostly).
   if (tensor && allow_polled && s.tokens <= 128 && m_blocks * z_chunks <= sm_count) {
     const DecomposeKConfig polled = PolledConfig(s, sm_count, c.token_tiles);
-    const int per_router = PolledTokensPerRouter(chunk, s.tokens, m_blocks * polled.k_splits);
+    const int per_router =
+        PolledTokensPerRouter(std::min(chunk, s.tokens), m_blocks * polled.k_splits);
     if (per_router * s.experts <= kPolledMaxChunkLogits) return polled;
   }
   const int target_ctas = 2 * std::max(sm_count, 1);
@@ -266,7 +259,8 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
       return absl::InvalidArgumentError(
           "config: the polled reduction needs the tensor-core mainloop and no cluster");
     const Layout l = MakeLayout(s, c);
-    const int per_router = PolledTokensPerRouter(l.chunk, s.tokens, l.m_blocks * c.k_splits);
+    const int per_router =
+        PolledTokensPerRouter(std::min(l.chunk, s.tokens), l.m_blocks * c.k_splits);
     if (per_router * s.experts > kPolledMaxChunkLogits)
       return absl::InvalidArgumentError(absl::StrCat(
           "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
