@@ -65,7 +65,7 @@ struct Slot {
   std::map<GraphKey, CudaGraphExec> graphs;
   CudaEvent start, stop;
   PinnedBuffer pinned_in, pinned_out;
-  DeviceBuffer dev_in, dev_out;
+  DeviceBuffer dev_in, dev_out;  // dev_out only without mapped_out
   // pinned_out as the device sees it, when the device can write host memory directly:
   // the kernel then writes its outputs there and no copy-out is needed (two copy nodes
   // fewer, ~4 us of a lone request). Null: outputs go to dev_out and are copied out.
@@ -91,12 +91,14 @@ class CudaBackend : public RouterBackend {
       std::memset(slot->pinned_in.get(), 0, hidden_bytes);  // graph rows past a batch: finite
       ASSIGN_OR_RETURN(slot->pinned_out, PinnedBuffer::Allocate(out_bytes));
       ASSIGN_OR_RETURN(slot->dev_in, DeviceBuffer::Allocate(hidden_bytes));
-      ASSIGN_OR_RETURN(slot->dev_out, DeviceBuffer::Allocate(out_bytes));
       void* mapped = nullptr;
       if (info_.can_map_host_memory &&
           cudaHostGetDevicePointer(&mapped, slot->pinned_out.get(), 0) == cudaSuccess)
         slot->mapped_out = static_cast<char*>(mapped);
       cudaGetLastError();  // no mapping is not an error: copy-outs are used instead
+      if (slot->mapped_out == nullptr) {
+        ASSIGN_OR_RETURN(slot->dev_out, DeviceBuffer::Allocate(out_bytes));
+      }
       free_slots_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
@@ -301,15 +303,15 @@ class CudaBackend : public RouterBackend {
       Slot* slot = AcquireSlot();
       absl::Status status = [&]() -> absl::Status {
         CUDA_RETURN_STATUS_IF_ERROR(cudaSetDevice(info_.ordinal));
+        std::vector<Outputs> outs;  // per layer, the same for every bucket
+        for (int layer = 0; layer < r.model->num_layers(); ++layer)
+          outs.push_back(MakeOutputs(*slot, r, layer, /*logits=*/false));
         for (int bucket = 1; bucket <= kMaxTokens; bucket *= 2) {
-          const Outputs out0 = MakeOutputs(*slot, r, 0, /*logits=*/false);
           ASSIGN_OR_RETURN(cuda::CudaRouterPlan * plan,
-                           PlanFor(*slot, r, bucket, dtype, out0.args));
+                           PlanFor(*slot, r, bucket, dtype, outs[0].args));
           if (!graphs_) continue;
-          for (int layer = 0; layer < r.model->num_layers(); ++layer) {
-            const Outputs out = MakeOutputs(*slot, r, layer, /*logits=*/false);
-            RETURN_IF_ERROR(GraphFor(*slot, r, layer, bucket, dtype, out, *plan).status());
-          }
+          for (int layer = 0; layer < r.model->num_layers(); ++layer)
+            RETURN_IF_ERROR(GraphFor(*slot, r, layer, bucket, dtype, outs[layer], *plan).status());
         }
         return absl::OkStatus();
       }();

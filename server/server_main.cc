@@ -95,7 +95,8 @@ absl::StatusOr<moe::RouterService::ModelTable> LoadModels(moe::RouterBackend& ba
     auto status = backend.LoadModel(*model);
     if (!status.ok())
       return absl::InternalError(absl::StrCat("loading ", model->name, ": ", status.message()));
-    // Warm up one layer so the first client does not pay for plan creation or autotuning.
+    // One token through the backend: the model works end to end before SERVING. (The CUDA
+    // backend already made its plans and graphs in LoadModel.)
     std::string zeros(size_t(model->spec.hidden) * 2, '\0');
     std::vector<int32_t> ids(model->spec.top_k);
     std::vector<float> w(model->spec.top_k);
