@@ -42,8 +42,8 @@ std::string CodeName(grpc::StatusCode code) {
   return c >= 0 && c < 17 ? kNames[c] : absl::StrCat("CODE_", c);
 }
 
-// One caller's samples: client-side latency and the server's own time (Timing.server_us),
-// both in microseconds.
+// One caller's samples, microseconds: client-side latency, and the server's own time and
+// its batch's compute time as the response reports them (Timing.server_us, compute_us).
 struct Samples {
   std::vector<double> latency, server, compute;
 };
