@@ -383,7 +383,9 @@ int main(int argc, char** argv) {
       row.fused_nopdl_us = row.fused_us;  // the GEMM launches without PDL
       row.cublas_route_us = 0;
       row.empty_us = empty_us;
-      row.config = absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
+      row.config = cfg.gemm_tile != 0
+                       ? absl::StrFormat("tile=%d S=%d", cfg.gemm_tile, cfg.k_splits)
+                       : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
       rows.push_back(row);
     }
   }

@@ -31,6 +31,12 @@ struct KernelParams {
   float* partials;     // [z][m][s][32][chunk]
   float* logits_ws;    // [z * chunk][m_blocks * 32]
   unsigned* counters;  // [z * m_blocks] level 1, then [z] level 2
+  // Many splits (arrival counters only): the splits of an (m-block, chunk) arrive in groups
+  // of split_group (0: one group of all); the last of a group sums the group's partials
+  // into group_partials [z][m][group][32][chunk], counted by group_counters [z][m][group].
+  int split_group;
+  float* group_partials;
+  unsigned* group_counters;
   int32_t* ids;
   float* weights;
   float* logits_out;  // optional [tokens, experts]; the GEMM's C

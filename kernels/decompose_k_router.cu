@@ -29,22 +29,55 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_device.cuh"
+#include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_router.h"
 
 namespace moe::cuda {
 namespace {
 
+// Sums `count` partial tiles of 32 experts x kChunk floats, laid out one after another, in
+// order (deterministic), into this thread's elements tid + e * kThreads. The loads of eight
+// tiles for all of a thread's elements are in flight together: a dependent chain would cost
+// one L2 round trip per tile.
+template <int kChunk>
+__device__ __forceinline__ void SumTiles(const float* tiles, int count,
+                                         float (&sum)[kBlockExperts * kChunk / kThreads]) {
+  constexpr int kPer = kBlockExperts * kChunk / kThreads;
+  static_assert(kPer * kThreads == kBlockExperts * kChunk, "a tile is whole thread rows");
+  constexpr size_t kTile = size_t(kBlockExperts) * kChunk;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) sum[e] = 0.0f;
+  for (int t0 = 0; t0 < count; t0 += 8) {
+    float v[8][kPer];
+#pragma unroll
+    for (int u = 0; u < 8; ++u)
+#pragma unroll
+      for (int e = 0; e < kPer; ++e)
+        v[u][e] =
+            t0 + u < count ? __ldcg(tiles + (t0 + u) * kTile + threadIdx.x + e * kThreads) : 0.0f;
+#pragma unroll
+    for (int u = 0; u < 8; ++u)
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) sum[e] += v[u][e];
+  }
+}
+
 // Sums the warps' accumulators; then, with S > 1, publishes the CTA's partials and
 // returns whether this CTA is the last of its (m-block, chunk) to arrive; the last one
 // leaves the chunk's summed logits in logits_ws. Every thread gets the same answer.
+// With many splits the arrival is two-level (p.split_group): one CTA summing hundreds of
+// partials is a serial tail of L2 round trips and of one SM's bandwidth; the last of each
+// group sums the group's, the last group reducer sums the groups'.
 template <int kChunk>
 __device__ bool ReduceSplits(const KernelParams& p, SharedStorage& smem, int m_block, int split,
                              int z) {
+  constexpr int kPer = kBlockExperts * kChunk / kThreads;
+  constexpr size_t kTile = size_t(kBlockExperts) * kChunk;
   const int tid = threadIdx.x;
   const int epad = p.m_blocks * kBlockExperts;
-  float* my_partials = p.partials + ((size_t(z) * p.m_blocks + m_block) * p.k_splits + split) *
-                                        kBlockExperts * kChunk;
+  const size_t zm = size_t(z) * p.m_blocks + m_block;  // this CTA's (chunk, m-block)
+  float* my_partials = p.partials + (zm * p.k_splits + split) * kTile;
   __syncthreads();
   for (int i = tid; i < kBlockExperts * kChunk; i += kThreads) {
     const float s = SumWarps<kChunk>(smem.reduce, i);
@@ -59,27 +92,26 @@ __device__ bool ReduceSplits(const KernelParams& p, SharedStorage& smem, int m_b
     __syncthreads();
     return true;
   }
-  if (!ArriveLast(p.counters + size_t(z) * p.m_blocks + m_block, unsigned(p.k_splits)))
-    return false;
-  const float* block_partials =
-      p.partials + (size_t(z) * p.m_blocks + m_block) * p.k_splits * kBlockExperts * kChunk;
-  for (int i = tid; i < kBlockExperts * kChunk; i += kThreads) {
-    // Fixed summation order (deterministic), but eight L2 loads in flight at a time:
-    // a dependent chain of S loads would cost S L2 round trips.
-    const float* src = block_partials + i;
-    constexpr size_t kStride = size_t(kBlockExperts) * kChunk;
-    float s = 0.0f;
-    int sp = 0;
-    for (; sp + 8 <= p.k_splits; sp += 8) {
-      float v[8];
+  float sum[kPer];
+  if (p.split_group > 0) {
+    const int groups = (p.k_splits + p.split_group - 1) / p.split_group;
+    const int group = split / p.split_group, first = group * p.split_group;
+    const int members = min(p.split_group, p.k_splits - first);
+    if (!ArriveLast(p.group_counters + zm * groups + group, unsigned(members))) return false;
+    SumTiles<kChunk>(p.partials + (zm * p.k_splits + first) * kTile, members, sum);
+    float* group_sum = p.group_partials + (zm * groups + group) * kTile;
 #pragma unroll
-      for (int u = 0; u < 8; ++u) v[u] = __ldcg(src + (sp + u) * kStride);
+    for (int e = 0; e < kPer; ++e) group_sum[tid + e * kThreads] = sum[e];
+    if (!ArriveLast(p.counters + zm, unsigned(groups))) return false;
+    SumTiles<kChunk>(p.group_partials + zm * groups * kTile, groups, sum);
+  } else {
+    if (!ArriveLast(p.counters + zm, unsigned(p.k_splits))) return false;
+    SumTiles<kChunk>(p.partials + zm * p.k_splits * kTile, p.k_splits, sum);
+  }
 #pragma unroll
-      for (int u = 0; u < 8; ++u) s += v[u];
-    }
-    for (; sp < p.k_splits; ++sp) s += __ldcg(src + sp * kStride);
-    const int el = i / kChunk, n = i % kChunk;
-    p.logits_ws[(size_t(z) * kChunk + n) * epad + m_block * kBlockExperts + el] = s;
+  for (int e = 0; e < kPer; ++e) {
+    const int i = tid + e * kThreads, el = i / kChunk, n = i % kChunk;
+    p.logits_ws[(size_t(z) * kChunk + n) * epad + m_block * kBlockExperts + el] = sum[e];
   }
   __syncthreads();
   return true;
@@ -149,8 +181,19 @@ int ChunkTokens(const DecomposeKConfig& c) {
   return c.mainloop == Mainloop::kFma ? 8 : 8 * c.token_tiles;
 }
 
+// Two-level split arrival (see ReduceSplits) past 24 splits, in groups of about sqrt(S) so
+// that both levels sum about as many partials.
+int SplitGroupSize(const DecomposeKConfig& c) {
+  if (c.polled || c.cluster != 0 || c.k_splits <= 24) return 0;
+  int g = 1;
+  while (g * g < c.k_splits) ++g;
+  return g;
+}
+
 struct Layout {
   int m_blocks, z_chunks, chunk, total_steps, steps_per_warp;
+  int split_group, groups;  // two-level arrival; groups = 1 without
+  size_t group_counters_offset, group_partials_offset, group_partials_bytes;
   size_t counters_bytes, partials_offset, partials_bytes, logits_offset, logits_bytes, total;
   size_t zeroed_bytes;  // the prefix that must be zero before the first launch
 };
@@ -163,8 +206,13 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
   l.total_steps = (s.K + kStepK - 1) / kStepK;
   const int warps = c.k_splits * kWarps;
   l.steps_per_warp = (l.total_steps + warps - 1) / warps;
+  l.split_group = SplitGroupSize(c);
+  l.groups = l.split_group > 0 ? (c.k_splits + l.split_group - 1) / l.split_group : 1;
   auto align = [](size_t n) { return (n + 255) / 256 * 256; };
-  l.counters_bytes = align(sizeof(unsigned) * (size_t(l.z_chunks) * l.m_blocks + l.z_chunks));
+  const size_t zm = size_t(l.z_chunks) * l.m_blocks;
+  l.group_counters_offset = sizeof(unsigned) * (zm + l.z_chunks);
+  const size_t group_counters = l.split_group > 0 ? zm * l.groups : 0;
+  l.counters_bytes = align(l.group_counters_offset + sizeof(unsigned) * group_counters);
   l.partials_offset = l.counters_bytes;
   // Partials: [z][m][s][32][chunk] (arrival counters) or [z][s][chunk][m * 32] (polled);
   // the same size.
@@ -172,7 +220,10 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
                          ? align(sizeof(float) * size_t(l.z_chunks) * l.m_blocks * c.k_splits *
                                  kBlockExperts * l.chunk)
                          : 0;
-  l.logits_offset = l.partials_offset + l.partials_bytes;
+  l.group_partials_offset = l.partials_offset + l.partials_bytes;
+  l.group_partials_bytes =
+      l.split_group > 0 ? align(sizeof(float) * zm * l.groups * kBlockExperts * l.chunk) : 0;
+  l.logits_offset = l.group_partials_offset + l.group_partials_bytes;
   l.logits_bytes = align(sizeof(float) * size_t(l.z_chunks) * l.chunk * l.m_blocks * kBlockExperts);
   l.total = l.logits_offset + l.logits_bytes;
   l.zeroed_bytes = c.polled ? l.logits_offset : l.counters_bytes;
@@ -300,6 +351,9 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
   params.counters = reinterpret_cast<unsigned*>(ws);
   params.partials = reinterpret_cast<float*>(ws + l.partials_offset);
   params.logits_ws = reinterpret_cast<float*>(ws + l.logits_offset);
+  params.split_group = l.split_group;
+  params.group_counters = reinterpret_cast<unsigned*>(ws + l.group_counters_offset);
+  params.group_partials = reinterpret_cast<float*>(ws + l.group_partials_offset);
   params.m_blocks = l.m_blocks;
   params.k_splits = c.k_splits;
   params.total_steps = l.total_steps;
@@ -421,24 +475,51 @@ absl::Status CanGemmDecomposeK(const GemmProblem& p) {
   return absl::OkStatus();
 }
 
+// The staged-tile kernel past 32 rows of A (bf16/fp16): there the router kernels' 32 x 32
+// CTA tile reads each operand several times. Up to 32 rows, a 32-row tile reads both once.
 DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
+  if (problem.dtype != DType::kFP32 && problem.m > 32) {
+    DecomposeKConfig c;
+    c.gemm_tile = ChooseGemmTile(problem.m, problem.n);
+    c.k_splits = TileGemmSplits(problem.m, problem.n, problem.k, c.gemm_tile, sm_count);
+    return c;
+  }
   return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false,
                       /*allow_polled=*/false);
 }
 
+namespace {
+TileGemmShape TileShape(const GemmProblem& p, const DecomposeKConfig& c) {
+  return {p.m, p.n, p.k, c.gemm_tile, c.k_splits};
+}
+}  // namespace
+
 size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& config) {
+  if (config.gemm_tile != 0) return TileGemmWorkspaceBytes(TileShape(problem, config));
   return MakeLayout(GemmShape(problem), config).total;
 }
 
 cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
                                const DecomposeKConfig& config, cudaStream_t stream) {
-  return cudaMemsetAsync(workspace, 0, MakeLayout(GemmShape(problem), config).counters_bytes,
-                         stream);
+  const size_t bytes = config.gemm_tile != 0
+                           ? TileGemmZeroedBytes(TileShape(problem, config))
+                           : MakeLayout(GemmShape(problem), config).counters_bytes;
+  return cudaMemsetAsync(workspace, 0, bytes, stream);
 }
 
 cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,
                                  const float* bias, float* c, const DecomposeKConfig& config,
                                  void* workspace, cudaStream_t stream) {
+  if (config.gemm_tile != 0) {
+    if (problem.dtype == DType::kFP32) return cudaErrorInvalidValue;  // tensor cores only
+    // The S CTAs of an output tile wait for each other: they must all be resident.
+    const TileGemmShape shape = TileShape(problem, config);
+    const long tiles = long((problem.m + config.gemm_tile - 1) / config.gemm_tile) *
+                       ((problem.n + config.gemm_tile - 1) / config.gemm_tile);
+    if (config.k_splits > 1 && tiles * config.k_splits > PolledMaxCtas())
+      return cudaErrorInvalidValue;
+    return LaunchTileGemm(problem.dtype == DType::kBF16, shape, a, b, bias, c, workspace, stream);
+  }
   KernelParams params = {};
   params.w = b;
   params.x = a;

@@ -39,6 +39,9 @@ struct DecomposeKConfig {
   // token polls them (decompose_k_polled.cu). Tensor-core mainloop, at most one CTA per
   // SM, a router's tokens x experts <= 8192.
   bool polled = false;
+  // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
+  // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
+  int gemm_tile = 0;
 };
 
 // The default heuristic: for up to 128 tokens on the tensor cores the polled reduction with

@@ -457,10 +457,17 @@ TEST(GpuGemm, MatchesDoubleReference) {
     int m, n, k;
     DType dt;
   };
-  const Case cases[] = {{16, 16, 8192, DType::kBF16},  {32, 32, 32768, DType::kBF16},
-                        {64, 64, 65536, DType::kFP16}, {128, 128, 131072, DType::kBF16},
-                        {3, 100, 1000, DType::kFP32},  {1, 1, 8, DType::kBF16},
-                        {300, 700, 2048, DType::kBF16}};
+  const Case cases[] = {{16, 16, 8192, DType::kBF16},
+                        {32, 32, 32768, DType::kBF16},
+                        {64, 64, 65536, DType::kFP16},
+                        {128, 128, 131072, DType::kBF16},
+                        {3, 100, 1000, DType::kFP32},
+                        {1, 1, 8, DType::kBF16},
+                        {300, 700, 2048, DType::kBF16},
+                        // Staged-tile kernel: ragged 64-tiles with many splits; one split
+                        // (more tiles than SMs) with a part-filled last K stage.
+                        {40, 200, 4096, DType::kFP16},
+                        {256, 4000, 72, DType::kBF16}};
   for (const Case& c : cases) {
     std::vector<uint8_t> a(size_t(c.m) * c.k * DTypeSize(c.dt)),
         b(size_t(c.n) * c.k * DTypeSize(c.dt));
@@ -475,11 +482,19 @@ TEST(GpuGemm, MatchesDoubleReference) {
     ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, nullptr));
     auto da = Upload(a), db = Upload(b), dbias = Upload(bias);
     auto dc = DeviceBuffer::Allocate(size_t(c.m) * c.n * 4).value();
-    ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
-    ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(), dc.as<float>(),
-                                           cfg, ws.get(), nullptr));
-    std::vector<float> got(size_t(c.m) * c.n);
-    ASSERT_CUDA(cudaMemcpy(got.data(), dc.get(), got.size() * 4, cudaMemcpyDeviceToHost));
+    // Two launches, outputs poisoned before each: the second shows that the kernel left its
+    // arrival counters (both levels past 24 splits) reset.
+    std::vector<float> got(size_t(c.m) * c.n), first(got.size());
+    for (int launch = 0; launch < 2; ++launch) {
+      ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
+      ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(),
+                                             dc.as<float>(), cfg, ws.get(), nullptr));
+      std::swap(first, got);
+      ASSERT_CUDA(cudaMemcpy(got.data(), dc.get(), got.size() * 4, cudaMemcpyDeviceToHost));
+    }
+    // Deterministic: a fixed summation order, so bit-identical launches.
+    ASSERT_EQ(std::memcmp(first.data(), got.data(), got.size() * 4), 0)
+        << c.m << "x" << c.n << "x" << c.k << " S=" << cfg.k_splits;
     double err2 = 0, ref2 = 0;
     for (int i = 0; i < c.m; ++i)
       for (int j = 0; j < c.n; ++j) {

@@ -1,0 +1,295 @@
+// Staged-tile Decompose-K GEMM: C[m, n] = A[m, k] · B[n, k]ᵀ (+ bias), for skinny m, n and
+// long k (the large-K skinny GEMMs of router_bench).
+//
+// Grid = (S, n tiles, m tiles). A CTA owns a T x T output tile (T = 64 or 128) and the
+// split-th of S contiguous K ranges. Its mainloop is a cp.async pipeline of kStages stages,
+// each the tile's T rows of B and T rows of A over 64 hidden elements (128-byte rows, read
+// whole from HBM); 8 warps multiply out of shared memory on the tensor cores (mma.sync
+// m16n8k16, B rows as the MMA's M like the router kernels, with the same K permutation: a
+// lane's four fragment registers are one 16-byte shared load). Row r's 16-byte chunks are
+// stored XOR-swizzled by (r & 1) << 2, so the 8 lanes of each quarter-warp read 128
+// distinct bytes (conflict-free) and the cp.async writes of 8 threads fill one row.
+//
+// Reduction (S > 1): every CTA stores its fp32 partial tile into partials[split][m][n], then
+// the tile's S CTAs meet at a barrier (all resident: the grid is at most one CTA per SM) and
+// each sums a 1/S slice of the tile over the S partials in a fixed order (deterministic),
+// adds the bias and writes C. Spread over S SMs, that is a few L2 round trips; one last CTA
+// summing all partials would read S x 64 KB through one SM.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cuda/atomic>
+
+#include "kernels/decompose_k_device.cuh"
+#include "kernels/decompose_k_gemm_tile.h"
+
+namespace moe::cuda {
+namespace {
+
+constexpr int kStageK = 64;     // hidden elements a stage: one 128-byte row per operand row
+constexpr int kRowBytes = 128;  // (16-bit operands)
+constexpr int kStages = 4;
+constexpr int kReduceSplitsInFlight = 8;  // partial loads per thread per element in flight
+constexpr int kReduceBlocks = 4;          // 32-element blocks a thread sums at once
+
+struct TileGemmParams {
+  const void* a;
+  const void* b;
+  const float* bias;
+  float* c;
+  int m, n, k, k_splits, stages_per_split, total_stages;
+  float* partials;     // [split][m][n]
+  unsigned* counters;  // [m tile][n tile][2]: arrivals, generation
+};
+
+__device__ __forceinline__ void CpAsync16(void* smem_dst, const void* src, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  // src-size 0: the 16 bytes are zero-filled and nothing is read.
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+}
+__device__ __forceinline__ uint4 LoadShared16(const uint8_t* p) {
+  return *reinterpret_cast<const uint4*>(p);
+}
+
+// Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a stage.
+__device__ __forceinline__ int ChunkOffset(int row, int chunk) {
+  return row * kRowBytes + ((chunk ^ ((row & 1) << 2)) << 4);
+}
+
+// A barrier of the `expected` CTAs that share counters[0..1] (arrivals, generation). The
+// generation is read before arriving (it cannot move until this CTA has arrived); the last
+// arrival resets the count and publishes the next generation, so graph replays need no
+// reset. Release/acquire through thread 0 and the CTA barriers, as in ArriveLast.
+__device__ inline void TileBarrier(unsigned* counters, unsigned expected) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> count(counters[0]);
+    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> generation(counters[1]);
+    const unsigned gen = generation.load(::cuda::memory_order_acquire);
+    if (count.fetch_add(1u, ::cuda::memory_order_acq_rel) == expected - 1) {
+      count.store(0u, ::cuda::memory_order_relaxed);
+      generation.store(gen + 1, ::cuda::memory_order_release);
+    } else {
+      while (generation.load(::cuda::memory_order_acquire) == gen) __nanosleep(64);
+    }
+  }
+  __syncthreads();
+}
+
+template <typename T, int kTile>
+__global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmParams p) {
+  constexpr int kWarpsN = kTile / 32;        // warps along n: 32 rows of B each
+  constexpr int kWarpsM = kWarps / kWarpsN;  // warps along m
+  constexpr int kWarpM = kTile / kWarpsM;    // rows of A a warp: 64 (T=128) or 16 (T=64)
+  constexpr int kNT = kWarpM / 8;            // n8 MMA tiles a warp
+  constexpr int kRows = 2 * kTile;           // B rows, then A rows
+  constexpr int kStageBytes = kRows * kRowBytes;
+  static_assert(kRows * 8 % kThreads == 0, "whole chunks a thread");
+  extern __shared__ __align__(128) uint8_t stages[];
+  __shared__ float warp_sums[kWarps][32 * kReduceBlocks];
+
+  const int split = blockIdx.x, n0 = blockIdx.y * kTile, m0 = blockIdx.z * kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int wn = warp % kWarpsN, wm = warp / kWarpsN;
+  const int stage_begin = split * p.stages_per_split;
+  const int count = min(p.stages_per_split, p.total_stages - stage_begin);
+
+  auto load_stage = [&](int stage, int buf) {
+    uint8_t* dst = stages + buf * kStageBytes;
+    const int k0 = stage * kStageK;
+#pragma unroll
+    for (int j = 0; j < kRows * 8 / kThreads; ++j) {
+      const int idx = threadIdx.x + j * kThreads, row = idx / 8, chunk = idx % 8;
+      const bool is_b = row < kTile;
+      const int grow = is_b ? n0 + row : m0 + row - kTile;
+      const int k = k0 + 8 * chunk;
+      const bool in = grow < (is_b ? p.n : p.m) && k < p.k;
+      const char* base = static_cast<const char*>(is_b ? p.b : p.a);
+      CpAsync16(dst + ChunkOffset(row, chunk),
+                base + (in ? (size_t(grow) * p.k + k) * sizeof(T) : 0), in);
+    }
+  };
+
+  float acc[2][kNT][4] = {};
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < count) load_stage(stage_begin + s, s);
+    CpAsyncCommit();
+  }
+  for (int i = 0; i < count; ++i) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();  // stage i landed for every thread; stage i - 1's buffer is free
+    if (i + kStages - 1 < count)
+      load_stage(stage_begin + i + kStages - 1, (i + kStages - 1) % kStages);
+    CpAsyncCommit();
+    const uint8_t* buf = stages + (i % kStages) * kStageBytes;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // the stage's two 32-wide K steps
+      uint4 a[4];                  // B rows g, g+8, g+16, g+24 of the warp's 32
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        a[r] = LoadShared16(buf + ChunkOffset(wn * 32 + g + 8 * r, 4 * h + t));
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const uint4 b =
+            LoadShared16(buf + ChunkOffset(kTile + wm * kWarpM + nt * 8 + g, 4 * h + t));
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint4 lo = a[2 * mt], hi = a[2 * mt + 1];
+          Mma<T>(acc[mt][nt], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+          Mma<T>(acc[mt][nt], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+        }
+      }
+    }
+  }
+  CpAsyncWait<0>();
+
+  // Accumulators out: C directly when one split owns the whole K, else this split's partial.
+  const bool direct = p.k_splits == 1;
+  float* out = direct ? p.c : p.partials + size_t(split) * p.m * p.n;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int col = n0 + wn * 32 + mt * 16 + g + (r >= 2 ? 8 : 0);
+        const int row = m0 + wm * kWarpM + nt * 8 + 2 * t + (r & 1);
+        if (col >= p.n || row >= p.m) continue;
+        float v = acc[mt][nt][r];
+        if (direct && p.bias) v += p.bias[col];
+        out[size_t(row) * p.n + col] = v;
+      }
+  if (direct) return;
+
+  TileBarrier(p.counters + 2 * (size_t(blockIdx.z) * gridDim.y + blockIdx.y), unsigned(p.k_splits));
+
+  // This CTA's slice of the tile's tm x tn elements: each warp sums splits warp, warp + 8,
+  // ... for up to 4 x 32 elements (a lane each), then warp 0..3 add the 8 warps' sums in
+  // order.
+  const int tm = min(kTile, p.m - m0), tn = min(kTile, p.n - n0), elems = tm * tn;
+  const int per = (elems + p.k_splits - 1) / p.k_splits;
+  const int j_begin = split * per, j_end = min(j_begin + per, elems);
+  const size_t mn = size_t(p.m) * p.n;
+  for (int jb = j_begin; jb < j_end; jb += 32 * kReduceBlocks) {
+    size_t offset[kReduceBlocks];
+    bool valid[kReduceBlocks];
+    float sum[kReduceBlocks];
+#pragma unroll
+    for (int b = 0; b < kReduceBlocks; ++b) {
+      const int j = jb + 32 * b + lane;
+      valid[b] = j < j_end;
+      offset[b] = size_t(m0 + j / tn) * p.n + n0 + j % tn;
+      sum[b] = 0.0f;
+    }
+    for (int s0 = warp; s0 < p.k_splits; s0 += kWarps * kReduceSplitsInFlight) {
+      float v[kReduceSplitsInFlight][kReduceBlocks];
+#pragma unroll
+      for (int u = 0; u < kReduceSplitsInFlight; ++u) {
+        const int s = s0 + u * kWarps;
+#pragma unroll
+        for (int b = 0; b < kReduceBlocks; ++b)
+          v[u][b] = valid[b] && s < p.k_splits ? __ldcg(p.partials + s * mn + offset[b]) : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kReduceSplitsInFlight; ++u)
+#pragma unroll
+        for (int b = 0; b < kReduceBlocks; ++b) sum[b] += v[u][b];
+    }
+    __syncthreads();  // the previous block's warp_sums have been read
+#pragma unroll
+    for (int b = 0; b < kReduceBlocks; ++b) warp_sums[warp][32 * b + lane] = sum[b];
+    __syncthreads();
+    if (warp < kReduceBlocks) {
+      const int j = jb + 32 * warp + lane;
+      if (j < j_end) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) s += warp_sums[w][32 * warp + lane];
+        const int col = n0 + j % tn;
+        if (p.bias) s += p.bias[col];
+        p.c[size_t(m0 + j / tn) * p.n + col] = s;
+      }
+    }
+  }
+}
+
+size_t Align256(size_t n) { return (n + 255) / 256 * 256; }
+int Tiles(int extent, int tile) { return (extent + tile - 1) / tile; }
+int TotalStages(int k) { return (k + kStageK - 1) / kStageK; }
+int StagesPerSplit(const TileGemmShape& s) {
+  return (TotalStages(s.k) + s.k_splits - 1) / s.k_splits;
+}
+
+template <typename T, int kTile>
+cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t stream) {
+  constexpr int kSmem = kStages * 2 * kTile * kRowBytes;
+  // Past the 48 KB default: opt in once per instance (not a stream operation, so also
+  // legal while a graph is being captured).
+  static const cudaError_t opt_in = cudaFuncSetAttribute(
+      TileGemmKernel<T, kTile>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (opt_in != cudaSuccess) return opt_in;
+  TileGemmKernel<T, kTile><<<grid, kThreads, kSmem, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+int ChooseGemmTile(int m, int n) { return m <= 64 || n <= 64 ? 64 : 128; }
+
+int TileGemmSplits(int m, int n, int k, int tile, int sm_count) {
+  const int tiles = Tiles(m, tile) * Tiles(n, tile);
+  const int total = TotalStages(k);
+  int splits = std::max(1, sm_count / tiles);
+  splits = std::min(splits, std::max(1, total / 2));
+  const int per = (total + splits - 1) / splits;
+  return (total + per - 1) / per;
+}
+
+size_t TileGemmZeroedBytes(const TileGemmShape& s) {
+  return Align256(sizeof(unsigned) * 2 * size_t(Tiles(s.m, s.tile)) * Tiles(s.n, s.tile));
+}
+
+size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
+  const size_t partials = s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * s.m * s.n : 0;
+  return TileGemmZeroedBytes(s) + Align256(partials);
+}
+
+cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
+                           const float* bias, float* c, void* workspace, cudaStream_t stream) {
+  if (s.tile != 64 && s.tile != 128) return cudaErrorInvalidValue;
+  TileGemmParams p = {};
+  p.a = a;
+  p.b = b;
+  p.bias = bias;
+  p.c = c;
+  p.m = s.m;
+  p.n = s.n;
+  p.k = s.k;
+  p.k_splits = s.k_splits;
+  p.total_stages = TotalStages(s.k);
+  p.stages_per_split = StagesPerSplit(s);
+  // Every split must own at least one stage (TileGemmSplits guarantees it).
+  if ((s.k_splits - 1) * p.stages_per_split >= p.total_stages) return cudaErrorInvalidValue;
+  p.counters = static_cast<unsigned*>(workspace);
+  p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + TileGemmZeroedBytes(s));
+  const dim3 grid(s.k_splits, Tiles(s.n, s.tile), Tiles(s.m, s.tile));
+  using B = __nv_bfloat16;
+  using H = __half;
+  if (s.tile == 64)
+    return bf16 ? LaunchTyped<B, 64>(p, grid, stream) : LaunchTyped<H, 64>(p, grid, stream);
+  return bf16 ? LaunchTyped<B, 128>(p, grid, stream) : LaunchTyped<H, 128>(p, grid, stream);
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,36 @@
+// Internal: the staged-tile Decompose-K GEMM (decompose_k_gemm_tile.cu), which
+// LaunchDecomposeKGemm runs for bf16/fp16 past 32 rows of A. The router kernels' CTA tile
+// (32 rows of B x up to 32 of A, operands straight from global memory into registers) reads
+// A once per 32 rows of B and B once per 32 rows of A: 4x the bytes at 128 x 128. Here a
+// CTA stages a 64- or 128-square tile of both operands through shared memory, so each byte
+// leaves HBM once.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+namespace moe::cuda {
+
+struct TileGemmShape {
+  int m = 0, n = 0, k = 0;
+  int tile = 128;    // CTA tile edge: 64 or 128
+  int k_splits = 1;  // S: CTAs that share one output tile's K range
+};
+
+// The tile edge for (m, n): 64 when either is at most 64, else 128.
+int ChooseGemmTile(int m, int n);
+
+// S for a shape: about one CTA per SM over all output tiles (every CTA of a tile must be
+// resident at once: they meet at a barrier), at least two 64-wide K stages each. Adjusted
+// so that no split is empty.
+int TileGemmSplits(int m, int n, int k, int tile, int sm_count);
+
+size_t TileGemmWorkspaceBytes(const TileGemmShape& s);
+size_t TileGemmZeroedBytes(const TileGemmShape& s);  // counters: zero before the first launch
+
+// C[m, n] = A[m, k] · B[n, k]ᵀ (+ bias[n]); bf16 (`bf16`) or fp16 operands, fp32 C.
+cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
+                           const float* bias, float* c, void* workspace, cudaStream_t stream);
+
+}  // namespace moe::cuda
