@@ -10,7 +10,7 @@
 // stored XOR-swizzled by (r & 1) << 2, so the 8 lanes of each quarter-warp read 128
 // distinct bytes (conflict-free) and the cp.async writes of 8 threads fill one row.
 //
-// Reduction (S > 1): every CTA stores its fp32 partial tile into partials[split][m][n], then
+// Reduction (S > 1): every CTA stores its fp32 partial tile into partials[split][tile], then
 // the tile's S CTAs meet at a barrier (all resident: the grid is at most one CTA per SM) and
 // each sums a 1/S slice of the tile over the S partials in a fixed order (deterministic),
 // adds the bias and writes C. Spread over S SMs, that is a few L2 round trips; one last CTA
@@ -30,8 +30,7 @@ namespace {
 constexpr int kStageK = 64;     // hidden elements a stage: one 128-byte row per operand row
 constexpr int kRowBytes = 128;  // (16-bit operands)
 constexpr int kStages = 4;
-constexpr int kReduceSplitsInFlight = 8;  // partial loads per thread per element in flight
-constexpr int kReduceBlocks = 4;          // 32-element blocks a thread sums at once
+constexpr int kReduceSplitsInFlight = 16;  // a thread's partial loads in flight
 
 struct TileGemmParams {
   const void* a;
@@ -39,16 +38,24 @@ struct TileGemmParams {
   const float* bias;
   float* c;
   int m, n, k, k_splits, stages_per_split, total_stages;
-  float* partials;     // [split][m][n]
+  float* partials;     // [split][tile][T x T]
   unsigned* counters;  // [m tile][n tile][2]: arrivals, generation
 };
 
+// kPrefetch256: also have L2 fetch the next 128 bytes of the row (the next stage's): 35.0-36.2
+// against 36.1-37.4 us at 128 x 128 x 131072 on the H100; no gain with 64-tiles.
+template <bool kPrefetch256>
 __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* src, bool valid) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   // src-size 0: the 16 bytes are zero-filled and nothing is read.
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
+  if constexpr (kPrefetch256)
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
 }
 __device__ __forceinline__ void CpAsyncCommit() {
   asm volatile("cp.async.commit_group;" ::: "memory");
@@ -96,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
   constexpr int kStageBytes = kRows * kRowBytes;
   static_assert(kRows * 8 % kThreads == 0, "whole chunks a thread");
   extern __shared__ __align__(128) uint8_t stages[];
-  __shared__ float warp_sums[kWarps][32 * kReduceBlocks];
+  __shared__ float4 warp_sums[kWarps][32];
 
   const int split = blockIdx.x, n0 = blockIdx.y * kTile, m0 = blockIdx.z * kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -116,8 +123,8 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
       const int k = k0 + 8 * chunk;
       const bool in = grow < (is_b ? p.n : p.m) && k < p.k;
       const char* base = static_cast<const char*>(is_b ? p.b : p.a);
-      CpAsync16(dst + ChunkOffset(row, chunk),
-                base + (in ? (size_t(grow) * p.k + k) * sizeof(T) : 0), in);
+      CpAsync16<kTile == 128>(dst + ChunkOffset(row, chunk),
+                              base + (in ? (size_t(grow) * p.k + k) * sizeof(T) : 0), in);
     }
   };
 
@@ -155,71 +162,95 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
   }
   CpAsyncWait<0>();
 
-  // Accumulators out: C directly when one split owns the whole K, else this split's partial.
-  const bool direct = p.k_splits == 1;
-  float* out = direct ? p.c : p.partials + size_t(split) * p.m * p.n;
+  const int tm = min(kTile, p.m - m0), tn = min(kTile, p.n - n0);
+  if (p.k_splits == 1) {  // one split owns the whole K: C directly
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int col = wn * 32 + mt * 16 + g + (r >= 2 ? 8 : 0);
+          const int row = wm * kWarpM + nt * 8 + 2 * t + (r & 1);
+          if (col >= tn || row >= tm) continue;
+          p.c[size_t(m0 + row) * p.n + n0 + col] =
+              acc[mt][nt][r] + (p.bias ? p.bias[n0 + col] : 0.0f);
+        }
+    return;
+  }
+
+  // The partial tile goes out through shared memory (the stage buffers; rows padded by 4
+  // floats so a warp's fragment stores hit 32 banks) as whole 16-byte rows, tile after tile:
+  // scattered 4-byte fragment stores and loads made the reduction cost as much as the
+  // mainloop at 128 x 128.
+  constexpr int kStride = kTile + 4;
+  constexpr int kTileVec = kTile * kTile / 4;  // float4s a tile
+  float* staged = reinterpret_cast<float*>(stages);
+  __syncthreads();  // every warp done with the stage buffers
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int col = n0 + wn * 32 + mt * 16 + g + (r >= 2 ? 8 : 0);
-        const int row = m0 + wm * kWarpM + nt * 8 + 2 * t + (r & 1);
-        if (col >= p.n || row >= p.m) continue;
-        float v = acc[mt][nt][r];
-        if (direct && p.bias) v += p.bias[col];
-        out[size_t(row) * p.n + col] = v;
-      }
-  if (direct) return;
+      for (int r = 0; r < 4; ++r)
+        staged[(wm * kWarpM + nt * 8 + 2 * t + (r & 1)) * kStride + wn * 32 + mt * 16 + g +
+               (r >= 2 ? 8 : 0)] = acc[mt][nt][r];
+  __syncthreads();
+  const size_t tile = size_t(blockIdx.z) * gridDim.y + blockIdx.y;
+  const size_t tiles = size_t(gridDim.y) * gridDim.z;
+  float4* partials = reinterpret_cast<float4*>(p.partials);
+  float4* mine = partials + (size_t(split) * tiles + tile) * kTileVec;
+  for (int f = threadIdx.x; f < kTileVec; f += kThreads)
+    mine[f] = *reinterpret_cast<const float4*>(staged + (f / (kTile / 4)) * kStride +
+                                               4 * (f % (kTile / 4)));
 
-  TileBarrier(p.counters + 2 * (size_t(blockIdx.z) * gridDim.y + blockIdx.y), unsigned(p.k_splits));
+  TileBarrier(p.counters + 2 * tile, unsigned(p.k_splits));
 
-  // This CTA's slice of the tile's tm x tn elements: each warp sums splits warp, warp + 8,
-  // ... for up to 4 x 32 elements (a lane each), then warp 0..3 add the 8 warps' sums in
-  // order.
-  const int tm = min(kTile, p.m - m0), tn = min(kTile, p.n - n0), elems = tm * tn;
-  const int per = (elems + p.k_splits - 1) / p.k_splits;
-  const int j_begin = split * per, j_end = min(j_begin + per, elems);
-  const size_t mn = size_t(p.m) * p.n;
-  for (int jb = j_begin; jb < j_end; jb += 32 * kReduceBlocks) {
-    size_t offset[kReduceBlocks];
-    bool valid[kReduceBlocks];
-    float sum[kReduceBlocks];
-#pragma unroll
-    for (int b = 0; b < kReduceBlocks; ++b) {
-      const int j = jb + 32 * b + lane;
-      valid[b] = j < j_end;
-      offset[b] = size_t(m0 + j / tn) * p.n + n0 + j % tn;
-      sum[b] = 0.0f;
-    }
+  // This CTA's slice of the tile: float4s [f_begin, f_end), a lane each; warp w sums splits
+  // w, w + 8, ... and warp 0 adds the 8 warps' sums in order.
+  const int per = (kTileVec + p.k_splits - 1) / p.k_splits;
+  const int f_begin = split * per, f_end = min(f_begin + per, kTileVec);
+  const size_t split_stride = tiles * kTileVec;
+  for (int fb = f_begin; fb < f_end; fb += 32) {
+    const int f = fb + lane;
+    const bool valid = f < f_end;
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     for (int s0 = warp; s0 < p.k_splits; s0 += kWarps * kReduceSplitsInFlight) {
-      float v[kReduceSplitsInFlight][kReduceBlocks];
+      float4 v[kReduceSplitsInFlight];
 #pragma unroll
       for (int u = 0; u < kReduceSplitsInFlight; ++u) {
-        const int s = s0 + u * kWarps;
-#pragma unroll
-        for (int b = 0; b < kReduceBlocks; ++b)
-          v[u][b] = valid[b] && s < p.k_splits ? __ldcg(p.partials + s * mn + offset[b]) : 0.0f;
+        const int sp = s0 + u * kWarps;
+        v[u] = valid && sp < p.k_splits ? __ldcg(partials + sp * split_stride + tile * kTileVec + f)
+                                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
 #pragma unroll
-      for (int u = 0; u < kReduceSplitsInFlight; ++u)
-#pragma unroll
-        for (int b = 0; b < kReduceBlocks; ++b) sum[b] += v[u][b];
+      for (int u = 0; u < kReduceSplitsInFlight; ++u) {
+        sum.x += v[u].x;
+        sum.y += v[u].y;
+        sum.z += v[u].z;
+        sum.w += v[u].w;
+      }
     }
     __syncthreads();  // the previous block's warp_sums have been read
-#pragma unroll
-    for (int b = 0; b < kReduceBlocks; ++b) warp_sums[warp][32 * b + lane] = sum[b];
+    warp_sums[warp][lane] = sum;
     __syncthreads();
-    if (warp < kReduceBlocks) {
-      const int j = jb + 32 * warp + lane;
-      if (j < j_end) {
-        float s = 0.0f;
+    if (warp == 0 && valid) {
+      float4 total = warp_sums[0][lane];
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) s += warp_sums[w][32 * warp + lane];
-        const int col = n0 + j % tn;
-        if (p.bias) s += p.bias[col];
-        p.c[size_t(m0 + j / tn) * p.n + col] = s;
+      for (int w = 1; w < kWarps; ++w) {
+        const float4 x = warp_sums[w][lane];
+        total.x += x.x;
+        total.y += x.y;
+        total.z += x.z;
+        total.w += x.w;
+      }
+      const float e[4] = {total.x, total.y, total.z, total.w};
+      const int row = f / (kTile / 4), col0 = 4 * (f % (kTile / 4));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int col = col0 + i;
+        if (row < tm && col < tn)
+          p.c[size_t(m0 + row) * p.n + n0 + col] = e[i] + (p.bias ? p.bias[n0 + col] : 0.0f);
       }
     }
   }
@@ -246,7 +277,13 @@ cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t st
 
 }  // namespace
 
-int ChooseGemmTile(int m, int n) { return m <= 64 || n <= 64 ? 64 : 128; }
+int ChooseGemmTile(int m, int n, int k) {
+  // 128-tiles read each byte once but their partials (64 KB a split) and their longer MMA
+  // tail cost a fixed ~7 us; 64-tiles read A and B twice at 128 x 128 (mostly L2 hits) with
+  // a quarter of those partials. H100, 128 x 128: 64-tiles 7.1 / 13.6 / 22.6 / 39.6 us at
+  // K = 8k / 32k / 64k / 128k, 128-tiles 9.4 / 14.1 / 21.6 / 35.9.
+  return m <= 64 || n <= 64 || k <= 32768 ? 64 : 128;
+}
 
 int TileGemmSplits(int m, int n, int k, int tile, int sm_count) {
   const int tiles = Tiles(m, tile) * Tiles(n, tile);
@@ -262,7 +299,10 @@ size_t TileGemmZeroedBytes(const TileGemmShape& s) {
 }
 
 size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
-  const size_t partials = s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * s.m * s.n : 0;
+  // [split][tile][tile x tile]: whole tiles, ragged edges included.
+  const size_t partials = s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * Tiles(s.m, s.tile) *
+                                               Tiles(s.n, s.tile) * s.tile * s.tile
+                                         : 0;
   return TileGemmZeroedBytes(s) + Align256(partials);
 }
 

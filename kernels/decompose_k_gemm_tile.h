@@ -1,9 +1,9 @@
 // Internal: the staged-tile Decompose-K GEMM (decompose_k_gemm_tile.cu), which
-// LaunchDecomposeKGemm runs for bf16/fp16 past 32 rows of A. The router kernels' CTA tile
+// LaunchDecomposeKGemm runs for bf16/fp16 past 16 rows of A. The router kernels' CTA tile
 // (32 rows of B x up to 32 of A, operands straight from global memory into registers) reads
 // A once per 32 rows of B and B once per 32 rows of A: 4x the bytes at 128 x 128. Here a
-// CTA stages a 64- or 128-square tile of both operands through shared memory, so each byte
-// leaves HBM once.
+// CTA stages a 64- or 128-square tile of both operands through shared memory: an operand
+// is read once per 64 or 128 rows of the other.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -18,8 +18,8 @@ struct TileGemmShape {
   int k_splits = 1;  // S: CTAs that share one output tile's K range
 };
 
-// The tile edge for (m, n): 64 when either is at most 64, else 128.
-int ChooseGemmTile(int m, int n);
+// The tile edge: 128 past 64 rows of both A and B and 32768 of K, else 64.
+int ChooseGemmTile(int m, int n, int k);
 
 // S for a shape: about one CTA per SM over all output tiles (every CTA of a tile must be
 // resident at once: they meet at a barrier), at least two 64-wide K stages each. Adjusted
