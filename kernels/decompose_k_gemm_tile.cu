@@ -11,10 +11,10 @@
 // distinct bytes (conflict-free) and the cp.async writes of 8 threads fill one row.
 //
 // Reduction (S > 1): every CTA stores its fp32 partial tile into partials[split][tile], then
-// the tile's S CTAs meet at a barrier (all resident: the grid is at most one CTA per SM) and
-// each sums a 1/S slice of the tile over the S partials in a fixed order (deterministic),
-// adds the bias and writes C. Spread over S SMs, that is a few L2 round trips; one last CTA
-// summing all partials would read S x 64 KB through one SM.
+// the tile's S CTAs meet at a barrier (all resident: the grid is at most one CTA per SM,
+// launched cooperatively) and each sums a 1/S slice of the tile over the S partials in a
+// fixed order (deterministic), adds the bias and writes C. Spread over S SMs, that is a few
+// L2 round trips; one last CTA summing all partials would read S x 64 KB through one SM.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -271,8 +271,23 @@ cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t st
   static const cudaError_t opt_in = cudaFuncSetAttribute(
       TileGemmKernel<T, kTile>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (opt_in != cudaSuccess) return opt_in;
-  TileGemmKernel<T, kTile><<<grid, kThreads, kSmem, stream>>>(params);
-  return cudaGetLastError();
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = kSmem;
+  config.stream = stream;
+  // With S > 1 the CTAs of a tile wait for each other. A cooperative launch has the driver
+  // make the whole grid resident at once, also when another launch (say a second GEMM on
+  // another stream) holds SMs: without it two such grids could each hold half the SMs and
+  // wait for the other half forever. A grid too large to be resident is an error, not a hang.
+  cudaLaunchAttribute cooperative;
+  cooperative.id = cudaLaunchAttributeCooperative;
+  cooperative.val.cooperative = 1;
+  if (params.k_splits > 1) {
+    config.attrs = &cooperative;
+    config.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&config, TileGemmKernel<T, kTile>, params);
 }
 
 }  // namespace

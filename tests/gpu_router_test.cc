@@ -513,6 +513,49 @@ TEST(GpuGemm, MatchesDoubleReference) {
   EXPECT_FALSE(cuda::CanGemmDecomposeK({1, 1, 12, DType::kBF16}).ok());
 }
 
+// Two staged-tile GEMMs whose grids each fill the GPU (128-tiles, one CTA per SM, splits
+// that wait for each other) on two streams at once: the cooperative launch keeps either
+// grid from holding half the SMs while waiting for the other half. Both finish, with the
+// results of one GEMM alone.
+TEST(GpuGemm, ConcurrentGridWideGemmsOnTwoStreamsFinish) {
+  SKIP_WITHOUT_GPU();
+  const cuda::GemmProblem p{128, 128, 65536, DType::kBF16};
+  const auto cfg = cuda::ChooseGemmConfig(p, SmCount());
+  ASSERT_EQ(cfg.gemm_tile, 128);
+  ASSERT_GT(cfg.k_splits, SmCount() / 2);
+  std::mt19937_64 rng(FreshSeed());
+  std::normal_distribution<float> normal;
+  std::vector<uint8_t> a(size_t(p.m) * p.k * 2), b(size_t(p.n) * p.k * 2);
+  for (size_t i = 0; i < size_t(p.m) * p.k; ++i) StoreFromFloat(a.data(), p.dtype, i, normal(rng));
+  for (size_t i = 0; i < size_t(p.n) * p.k; ++i) StoreFromFloat(b.data(), p.dtype, i, normal(rng));
+  auto da = Upload(a), db = Upload(b);
+  const size_t c_bytes = size_t(p.m) * p.n * 4;
+  std::vector<DeviceBuffer> ws, dc;
+  std::vector<CudaStream> streams;
+  for (int i = 0; i < 3; ++i) {  // [2]: the lone reference run
+    ws.push_back(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)).value());
+    ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.back().get(), p, cfg, nullptr));
+    dc.push_back(DeviceBuffer::Allocate(c_bytes).value());
+    ASSERT_CUDA(cudaMemset(dc.back().get(), 0xff, c_bytes));
+    streams.push_back(MakeStream().value());
+  }
+  ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), nullptr, dc[2].as<float>(), cfg,
+                                         ws[2].get(), streams[2].get()));
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  for (int rep = 0; rep < 10; ++rep)
+    for (int s = 0; s < 2; ++s)
+      ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), nullptr, dc[s].as<float>(), cfg,
+                                             ws[s].get(), streams[s].get()));
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  std::vector<float> reference(c_bytes / 4), got(c_bytes / 4);
+  ASSERT_CUDA(cudaMemcpy(reference.data(), dc[2].get(), c_bytes, cudaMemcpyDeviceToHost));
+  for (const float v : reference) ASSERT_TRUE(std::isfinite(v));
+  for (int s = 0; s < 2; ++s) {
+    ASSERT_CUDA(cudaMemcpy(got.data(), dc[s].get(), c_bytes, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(std::memcmp(got.data(), reference.data(), c_bytes), 0) << "stream " << s;
+  }
+}
+
 TEST(GpuCApi, RoutesAndReportsErrors) {
   SKIP_WITHOUT_GPU();
   moe_router_spec spec;
