@@ -10,7 +10,13 @@ Per shape, per call, weights rotated over L layers so they come from HBM:
 Median of many graph replays (CUDA events). Prints a table; --json writes the numbers.
 Agreement: the fraction of tokens whose expert sets equal the torch eager ones.
 
+With --gemm, the skinny GEMMs of router_bench (C[M,N] = A[M,K]·B[N,K]^T, bf16, M = N in
+16..128, K in 8192..131072) the same way: moe_gemm (fp32 C) against torch eager (a @ b.T,
+bf16 out: cuBLAS), torch.compile of it (max-autotune-no-cudagraphs) and the Triton
+Decompose-K GEMM; `rel_err` is moe_gemm's relative L2 error against torch in fp64.
+
   python3 bench/peers.py --lib build/kernels/libmoe_kernels.so [--quick] [--json out.json]
+      [--families deepseek_v3,mixtral] [--tokens 1,16] [--gemm] [--compile_budget_s 240]
 """
 
 import argparse
@@ -39,6 +45,10 @@ def load_lib(path):
     lib.moe_route_workspace_bytes.argtypes = [ctypes.POINTER(Spec), ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.moe_route.argtypes = [ctypes.POINTER(Spec), ctypes.c_int, ctypes.c_int, ctypes.c_int] + \
         [ctypes.c_void_p] * 7 + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.moe_gemm_workspace_bytes.restype = ctypes.c_size_t
+    lib.moe_gemm_workspace_bytes.argtypes = [ctypes.c_int] * 4
+    lib.moe_gemm.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 4 + [
+        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     lib.moe_last_error.restype = ctypes.c_char_p
     return lib
 
@@ -120,6 +130,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="4 families, tokens 1 and 16")
     ap.add_argument("--replays", type=int, default=20)
     ap.add_argument("--compile_budget_s", type=float, default=240, help="stop compiling after this")
+    ap.add_argument("--families", help="comma-separated subset of the routing families")
+    ap.add_argument("--tokens", help="comma-separated token counts (default 1,4,16,64,128)")
+    ap.add_argument("--gemm", action="store_true", help="the skinny GEMMs instead of routing")
     ap.add_argument("--json")
     args = ap.parse_args()
     lib = load_lib(args.lib)
@@ -129,7 +142,16 @@ def main():
         "deepseek_v3", "kimi_k2", "glm4_moe", "qwen3_235b", "qwen3_30b", "mixtral", "gpt_oss_120b",
         "gpt_oss_20b", "llama4_maverick", "llama4_scout", "deepseek_v2_lite"]
     token_list = [1, 16] if args.quick else [1, 4, 16, 64, 128]
+    if args.families:
+        families = args.families.split(",")
+    if args.tokens:
+        token_list = [int(t) for t in args.tokens.split(",")]
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, triton {triton.__version__}")
+    if args.gemm:
+        rows = gemm_rows(lib, args, dev, l2)
+        if args.json:
+            json.dump(rows, open(args.json, "w"), indent=1)
+        return
     rows, compile_start = [], time.time()
     for family in families:
         cspec = Spec()
@@ -171,6 +193,7 @@ def main():
                 lambda l: torch_route_from_logits(spec, triton_logits(x, W[l], splits, partials), rbias, cbias),
                 layers, args.replays)
             if time.time() - compile_start < args.compile_budget_s:
+                torch._dynamo.reset()  # a fresh compile per shape, not a recompile (capped at 8)
                 compiled = torch.compile(lambda xx, ww: torch_route(spec, xx, ww, rbias, cbias),
                                          mode="max-autotune-no-cudagraphs", dynamic=False)
                 row["compile_us"] = time_graph(lambda l: compiled(x, W[l]), layers, args.replays)
@@ -182,6 +205,54 @@ def main():
                   f"triton {row['triton_us']:7.2f}  agree {row['agree']:.3f}", flush=True)
     if args.json:
         json.dump(rows, open(args.json, "w"), indent=1)
+
+
+def gemm_rows(lib, args, dev, l2):
+    """The skinny GEMMs: moe_gemm vs torch eager, torch.compile and the Triton DK GEMM."""
+    rows, compile_start = [], time.time()
+    for mn in [16, 32, 64, 128]:
+        for K in ([131072] if args.quick else [8192, 32768, 65536, 131072]):
+            mat = mn * K * 2
+            layers = max(4, min(256, (3 * l2) // (2 * mat) + 1))
+            A = torch.randn(layers, mn, K, device=dev).to(torch.bfloat16)
+            B = torch.randn(layers, mn, K, device=dev).to(torch.bfloat16)
+            C = torch.empty(mn, mn, device=dev)
+            ws_bytes = lib.moe_gemm_workspace_bytes(mn, mn, K, 0)
+            ws = torch.zeros(max(ws_bytes, 1), dtype=torch.uint8, device=dev)
+
+            def fused(l):
+                rc = lib.moe_gemm(mn, mn, K, 0, A[l].data_ptr(), B[l].data_ptr(), None, C.data_ptr(),
+                                  ws.data_ptr(), ws_bytes, torch.cuda.current_stream().cuda_stream)
+                if rc != 0:
+                    raise RuntimeError(lib.moe_last_error().decode())
+
+            row = {"shape": f"gemm {mn}x{mn}x{K}", "layers": layers}
+            row["fused_us"] = time_graph(fused, layers, args.replays)
+            row["eager_us"] = time_graph(lambda l: A[l] @ B[l].t(), layers, args.replays)
+            splits = max(1, min(K // 256, 132 // max(1, (mn + 63) // 64)))
+            while K % (splits * 64):
+                splits -= 1
+            partials = torch.empty(splits, mn, mn, device=dev)
+            row["triton_us"] = time_graph(lambda l: triton_logits(A[l], B[l], splits, partials), layers,
+                                          args.replays)
+            if time.time() - compile_start < args.compile_budget_s:
+                torch._dynamo.reset()  # a fresh compile per shape, not a recompile (capped at 8)
+                compiled = torch.compile(lambda a, b: a @ b.t(), mode="max-autotune-no-cudagraphs",
+                                         dynamic=False)
+                row["compile_us"] = time_graph(lambda l: compiled(A[l], B[l]), layers, args.replays)
+            else:
+                row["compile_us"] = None
+            fused(0)
+            ref = A[0].double() @ B[0].double().t()
+            row["rel_err"] = ((C.double() - ref).norm() / ref.norm()).item()
+            row["gbs_fused"] = (2 * mat + 4 * mn * mn) / (row["fused_us"] * 1e-6) / 1e9
+            rows.append(row)
+            print(f"{row['shape']:24s} fused {row['fused_us']:7.2f}  eager {row['eager_us']:7.2f}  "
+                  f"compile {row['compile_us'] if row['compile_us'] is None else round(row['compile_us'], 2)!s:>7}  "
+                  f"triton {row['triton_us']:7.2f}  fused GB/s {row['gbs_fused']:6.0f}  "
+                  f"rel_err {row['rel_err']:.1e}", flush=True)
+            del A, B
+    return rows
 
 
 def torch_route_from_logits(spec, logits, rbias, cbias):
