@@ -296,6 +296,11 @@ int main(int argc, char** argv) {
       tune.rotate_layers = layers;
       tune.layer_stride_bytes = layer_bytes;
       auto plan = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
+      // The PDL column with the config tuned for PDL launches (configs that tie without PDL
+      // differ by ~0.5 us under it); the no-PDL column with the one the server would use.
+      tune.pdl = true;
+      auto pdl_plan =
+          Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
       auto heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
       auto args_for = [&](int l) {
         RouteArgs a = args;
@@ -308,7 +313,9 @@ int main(int argc, char** argv) {
       row.bytes = layer_bytes + 2.0 * tokens * spec.hidden + 8.0 * tokens * spec.top_k;
       row.fused_us = TimePerCall(
           layers,
-          [&](int l, cudaStream_t s) { CHECK_CUDA(plan->Launch(args_for(l), s, /*pdl=*/true)); },
+          [&](int l, cudaStream_t s) {
+            CHECK_CUDA(pdl_plan->Launch(args_for(l), s, /*pdl=*/true));
+          },
           stream.get());
       row.fused_nopdl_us = TimePerCall(
           layers,
@@ -336,7 +343,9 @@ int main(int argc, char** argv) {
                                : k.polled ? " polled"
                                           : "");
       };
-      row.config = describe(c) + " (heuristic " + describe(heuristic) + ")";
+      const auto& cp = pdl_plan->config();
+      row.config = describe(cp) + (describe(cp) == describe(c) ? "" : " / no PDL " + describe(c)) +
+                   " (heuristic " + describe(heuristic) + ")";
       rows.push_back(row);
     }
   }
@@ -391,7 +400,9 @@ int main(int argc, char** argv) {
   }
 
   // fused: launched with PDL (the next launch streams its weights while this one reduces
-  // and routes); fused_nopdl: plain stream order, as cuBLAS runs.
+  // and routes), config autotuned under PDL; fused_nopdl: plain stream order, as cuBLAS
+  // runs, config autotuned so (the server's). `config` names the PDL one, then the other
+  // where they differ.
   std::printf("\n%-28s %6s %9s %7s %11s %11s %13s %8s  %s\n", "shape", "layers", "fused_us", "%HBM",
               "fused_nopdl", "cublas_gemm", "cublas+topk", "empty", "config");
   for (const Row& r : rows) {

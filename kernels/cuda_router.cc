@@ -13,10 +13,11 @@ namespace moe::cuda {
 namespace {
 
 // "v2": the config gained the polled reduction; older cache lines no longer match.
-std::string CacheKey(const RouteProblem& p, int sm_count) {
+std::string CacheKey(const RouteProblem& p, int sm_count, bool pdl) {
   const RouterSpec& s = p.spec;
   return absl::StrCat("v2:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
-                      DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype));
+                      DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
+                      pdl ? ":pdl" : "");
 }
 
 std::mutex cache_mu;
@@ -131,7 +132,7 @@ absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteA
     RouteArgs layer_args = args;  // weights from HBM, as in service
     layer_args.weight =
         static_cast<const char*>(args.weight) + size_t(l % layers) * tune.layer_stride_bytes;
-    err = LaunchDecomposeKRouter(problem, layer_args, config, ws.get(), s);
+    err = LaunchDecomposeKRouter(problem, layer_args, config, ws.get(), s, tune.pdl);
   }
   cudaGraph_t raw_graph = nullptr;
   const cudaError_t end = cudaStreamEndCapture(s, &raw_graph);
@@ -166,7 +167,7 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
   plan->config_ = ChooseDecomposeKConfig(problem, sm_count);
   RETURN_IF_ERROR(CanRouteDecomposeK(problem, plan->config_));
   if (tune.enabled && tune_args != nullptr) {
-    const std::string key = CacheKey(problem, sm_count);
+    const std::string key = CacheKey(problem, sm_count, tune.pdl);
     DecomposeKConfig cached;
     if (!tune.cache_file.empty() && LookupCache(tune.cache_file, key, &cached) &&
         CanRouteDecomposeK(problem, cached).ok()) {

@@ -24,6 +24,11 @@ struct AutotuneOptions {
   // weight pointer, so candidates are timed with weights coming from HBM, not L2.
   int rotate_layers = 1;
   size_t layer_stride_bytes = 0;
+  // Time candidates launched with Programmatic Dependent Launch, for callers that launch
+  // so (each launch then streams its weights while the previous one reduces and routes):
+  // the ranking differs, by ~0.5 us between configs that tie without it. The server
+  // launches without PDL. Cached under its own key.
+  bool pdl = false;
 };
 
 class CudaRouterPlan {

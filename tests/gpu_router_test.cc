@@ -3,9 +3,12 @@
 // GPU (ctest label `gpu`); every test skips cleanly without one.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <random>
 
@@ -416,6 +419,50 @@ TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
     EXPECT_EQ(0,
               std::memcmp(replay.weights.data(), first.weights.data(), first.weights.size() * 4));
   }
+}
+
+// Plans autotuned with and without PDL (each timed the way it will be launched, cached
+// under separate keys) both route like the reference, launched that way.
+TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
+  SKIP_WITHOUT_GPU();
+  const std::string cache = "/tmp/moe_gpu_test_tune_" + std::to_string(getpid());
+  std::remove(cache.c_str());
+  for (const char* family : {"deepseek_v3", "mixtral"}) {
+    for (int tokens : {1, 16}) {
+      const uint64_t seed = FreshSeed();
+      const RouterSpec s = FindPreset(family).value().spec;
+      RouterInputs in = MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed);
+      RouteProblem p{s, tokens, DType::kBF16, DType::kBF16};
+      DeviceCase d = MakeDeviceCase(in, false);
+      auto stream = MakeStream().value();
+      for (bool pdl : {false, true}) {
+        cuda::AutotuneOptions tune;
+        tune.enabled = true;
+        tune.iterations = 3;
+        tune.cache_file = cache;
+        tune.pdl = pdl;
+        for (int pass = 0; pass < 2; ++pass) {  // the second plan comes from the cache
+          auto plan = cuda::CudaRouterPlan::Create(p, SmCount(), tune, &d.args, stream.get());
+          ASSERT_TRUE(plan.ok()) << plan.status();
+          Poison(d);
+          for (int i = 0; i < 3; ++i) ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), pdl));
+          ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+          HostOut h = Download(d, false);
+          EXPECT_EQ(CompareWithReference(s, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
+                    "")
+              << Describe(in, seed) << " pdl=" << pdl << " pass=" << pass;
+        }
+      }
+    }
+  }
+  // One key per (shape, launch mode).
+  std::ifstream file(cache);
+  int lines = 0, pdl_lines = 0;
+  for (std::string line; std::getline(file, line); ++lines)
+    pdl_lines += line.find(":pdl") != std::string::npos;
+  EXPECT_EQ(lines, 8);
+  EXPECT_EQ(pdl_lines, 4);
+  std::remove(cache.c_str());
 }
 
 // The router launched with PDL right behind a slow kernel that writes its hidden states
