@@ -90,8 +90,8 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count) {
       add(c);
     }
   } else {
-    // Past the heuristic's 32 tokens the polled reduction (a router CTA per token) is
-    // still a candidate where its grid fits the device.
+    // Where the heuristic did not take the polled reduction (past 128 tokens, or a
+    // router's logits over the limit at its token tiling) other tilings may still fit.
     for (int tiles : {2, 4}) add(ChoosePolledConfig(p, sm_count, tiles));
   }
   if (p.tokens > 8) {
@@ -162,16 +162,14 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
                                                                        const AutotuneOptions& tune,
                                                                        const RouteArgs* tune_args,
                                                                        cudaStream_t stream) {
-  std::unique_ptr<CudaRouterPlan> plan(new CudaRouterPlan());
-  plan->problem_ = problem;
-  plan->config_ = ChooseDecomposeKConfig(problem, sm_count);
-  RETURN_IF_ERROR(CanRouteDecomposeK(problem, plan->config_));
+  DecomposeKConfig config = ChooseDecomposeKConfig(problem, sm_count);
+  RETURN_IF_ERROR(CanRouteDecomposeK(problem, config));
   if (tune.enabled && tune_args != nullptr) {
     const std::string key = CacheKey(problem, sm_count, tune.pdl);
     DecomposeKConfig cached;
     if (!tune.cache_file.empty() && LookupCache(tune.cache_file, key, &cached) &&
         CanRouteDecomposeK(problem, cached).ok()) {
-      plan->config_ = cached;
+      config = cached;
     } else {
       float best = 1e30f;
       for (const auto& c : Candidates(problem, sm_count)) {
@@ -184,13 +182,13 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
         }
         if (*us < best) {
           best = *us;
-          plan->config_ = c;
+          config = c;
         }
       }
-      if (!tune.cache_file.empty()) StoreCache(tune.cache_file, key, plan->config_);
+      if (!tune.cache_file.empty()) StoreCache(tune.cache_file, key, config);
     }
   }
-  return CreateWithConfig(problem, plan->config_, stream);
+  return CreateWithConfig(problem, config, stream);
 }
 
 absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::CreateWithConfig(
