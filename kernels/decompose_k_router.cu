@@ -513,13 +513,9 @@ cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, cons
                                  void* workspace, cudaStream_t stream) {
   if (config.gemm_tile != 0) {
     if (problem.dtype == DType::kFP32) return cudaErrorInvalidValue;  // tensor cores only
-    // The S CTAs of an output tile wait for each other: they must all be resident.
-    const TileGemmShape shape = TileShape(problem, config);
-    const long tiles = long((problem.m + config.gemm_tile - 1) / config.gemm_tile) *
-                       ((problem.n + config.gemm_tile - 1) / config.gemm_tile);
-    if (config.k_splits > 1 && tiles * config.k_splits > PolledMaxCtas())
-      return cudaErrorInvalidValue;
-    return LaunchTileGemm(problem.dtype == DType::kBF16, shape, a, b, bias, c, workspace, stream);
+    // A grid whose split CTAs cannot all be resident is refused by its cooperative launch.
+    return LaunchTileGemm(problem.dtype == DType::kBF16, TileShape(problem, config), a, b, bias, c,
+                          workspace, stream);
   }
   KernelParams params = {};
   params.w = b;

@@ -52,7 +52,7 @@ DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_coun
                                         bool allow_polled = true);
 
 // The polled reduction's config for `token_tiles` (split count by its rule), at any token
-// count: an autotuner candidate past the heuristic's 32 tokens. Check it with
+// count: an autotuner candidate where the heuristic chose another reduction. Check it with
 // CanRouteDecomposeK (the grid must fit the device).
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles);
 
