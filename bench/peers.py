@@ -83,6 +83,25 @@ def triton_logits(x, w, splits, partials):
     return partials[:splits].sum(0)
 
 
+def triton_splits(K, N):
+    """The Triton DK GEMM's split count: about one program per SM over the N blocks of 64,
+    K chunks of at least 256 that 64-wide K blocks divide."""
+    splits = max(1, min(K // 256, 132 // max(1, (N + 63) // 64)))
+    while K % (splits * 64):
+        splits -= 1
+    return splits
+
+
+def time_compiled(fn, call, layers, args, compile_start):
+    """torch.compile(fn, mode="max-autotune-no-cudagraphs"), called as call(compiled, layer)
+    and timed in a CUDA graph; None once the compile budget is spent."""
+    if time.time() - compile_start >= args.compile_budget_s:
+        return None
+    torch._dynamo.reset()  # a fresh compile per shape, not a recompile (capped at 8)
+    compiled = torch.compile(fn, mode="max-autotune-no-cudagraphs", dynamic=False)
+    return time_graph(lambda l: call(compiled, l), layers, args.replays)
+
+
 def time_graph(fn, layers, replays):
     """Median µs per call of fn(layer) for every layer, captured in one CUDA graph."""
     s = torch.cuda.Stream()
@@ -185,20 +204,14 @@ def main():
             ref_ids, _ = torch_route(spec, x, W[0], rbias, cbias)
             same = (ids.long().sort(-1).values == ref_ids.sort(-1).values).all(-1).float().mean().item()
             row["agree"] = same
-            splits = max(1, min(K // 256, 132 // max(1, (E + 63) // 64)))
-            while K % (splits * 64):
-                splits -= 1
+            splits = triton_splits(K, E)
             partials = torch.empty(splits, T, E, device=dev)
             row["triton_us"] = time_graph(
                 lambda l: torch_route_from_logits(spec, triton_logits(x, W[l], splits, partials), rbias, cbias),
                 layers, args.replays)
-            if time.time() - compile_start < args.compile_budget_s:
-                torch._dynamo.reset()  # a fresh compile per shape, not a recompile (capped at 8)
-                compiled = torch.compile(lambda xx, ww: torch_route(spec, xx, ww, rbias, cbias),
-                                         mode="max-autotune-no-cudagraphs", dynamic=False)
-                row["compile_us"] = time_graph(lambda l: compiled(x, W[l]), layers, args.replays)
-            else:
-                row["compile_us"] = None
+            row["compile_us"] = time_compiled(
+                lambda xx, ww: torch_route(spec, xx, ww, rbias, cbias), lambda f, l: f(x, W[l]),
+                layers, args, compile_start)
             rows.append(row)
             print(f"{row['shape']:24s} fused {row['fused_us']:7.2f}  eager {row['eager_us']:7.2f}  "
                   f"compile {row['compile_us'] if row['compile_us'] is None else round(row['compile_us'], 2)!s:>7}  "
@@ -229,19 +242,12 @@ def gemm_rows(lib, args, dev, l2):
             row = {"shape": f"gemm {mn}x{mn}x{K}", "layers": layers}
             row["fused_us"] = time_graph(fused, layers, args.replays)
             row["eager_us"] = time_graph(lambda l: A[l] @ B[l].t(), layers, args.replays)
-            splits = max(1, min(K // 256, 132 // max(1, (mn + 63) // 64)))
-            while K % (splits * 64):
-                splits -= 1
+            splits = triton_splits(K, mn)
             partials = torch.empty(splits, mn, mn, device=dev)
             row["triton_us"] = time_graph(lambda l: triton_logits(A[l], B[l], splits, partials), layers,
                                           args.replays)
-            if time.time() - compile_start < args.compile_budget_s:
-                torch._dynamo.reset()  # a fresh compile per shape, not a recompile (capped at 8)
-                compiled = torch.compile(lambda a, b: a @ b.t(), mode="max-autotune-no-cudagraphs",
-                                         dynamic=False)
-                row["compile_us"] = time_graph(lambda l: compiled(A[l], B[l]), layers, args.replays)
-            else:
-                row["compile_us"] = None
+            row["compile_us"] = time_compiled(lambda a, b: a @ b.t(), lambda f, l: f(A[l], B[l]),
+                                              layers, args, compile_start)
             fused(0)
             ref = A[0].double() @ B[0].double().t()
             row["rel_err"] = ((C.double() - ref).norm() / ref.norm()).item()
