@@ -103,7 +103,9 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
     }
   });
 
-  // Reduce the partials and run the epilogue, one token per iteration.
+  // Reduce the partials and run the epilogue, one token per iteration, in the spec's
+  // cheapest equivalent form (as the GPU kernels do).
+  const RouterSpec routed = CheapestEquivalentSpec(p.spec);
   const int scratch_floats = EpilogueScratchFloats(p.spec) + experts;
   pool_->ParallelFor(tokens, [&](int t) {
     float* token_scratch = scratch + size_t(t) * scratch_floats;
@@ -116,7 +118,7 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
     }
     if (args.logits != nullptr)
       std::copy(logits, logits + experts, args.logits + size_t(t) * experts);
-    RouteOneToken(p.spec, logits, args.correction_bias, args.expert_ids + size_t(t) * p.spec.top_k,
+    RouteOneToken(routed, logits, args.correction_bias, args.expert_ids + size_t(t) * p.spec.top_k,
                   args.expert_weights + size_t(t) * p.spec.top_k, token_scratch);
   });
   return absl::OkStatus();

@@ -35,8 +35,9 @@ struct EpilogueParams {
   float scaling_factor;
 };
 
-// The device copy of a RouterSpec's routing parameters.
-inline EpilogueParams MakeEpilogueParams(const RouterSpec& s) {
+// The device copy of a RouterSpec's routing parameters, for its cheapest equivalent form.
+inline EpilogueParams MakeEpilogueParams(const RouterSpec& spec) {
+  const RouterSpec s = CheapestEquivalentSpec(spec);
   return {s.experts,
           s.top_k,
           int(s.scoring),

@@ -63,6 +63,16 @@ absl::Status ValidateSpec(const RouterSpec& s) {
   return absl::OkStatus();
 }
 
+RouterSpec CheapestEquivalentSpec(const RouterSpec& spec) {
+  RouterSpec out = spec;
+  if (spec.scoring == Scoring::kSoftmax && spec.order == RoutingOrder::kScoreThenTopK &&
+      spec.renormalize && !spec.has_correction_bias && spec.n_group == 1) {
+    out.order = RoutingOrder::kTopKThenScore;
+    out.renormalize = false;
+  }
+  return out;
+}
+
 namespace {
 
 RouterSpec MakeSpec(std::string family, int hidden, int experts, int top_k, Scoring scoring,

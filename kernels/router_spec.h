@@ -65,6 +65,16 @@ struct RouterSpec {
 // Checks a spec against the limits above; the message names the offending field.
 absl::Status ValidateSpec(const RouterSpec& spec);
 
+// The cheapest spec with the same results. Score-first softmax, renormalised, with neither
+// a correction bias nor groups, is top-k-then-softmax: softmax is increasing, so the k best
+// scores are the k best logits, and renormalising the chosen softmax scores cancels their
+// common factor exp(-max) / sum, leaving softmax over the chosen logits (which already sums
+// to 1). Routed that way, a token needs no max, sum or exponential over all its experts
+// (Qwen3, Mixtral). Any other spec is returned unchanged. Ids differ only where two
+// different logits round to one softmax score (a tie within rounding); weights agree to
+// float rounding.
+RouterSpec CheapestEquivalentSpec(const RouterSpec& spec);
+
 // A model family preset: the spec plus the checkpoint conventions needed to load it.
 struct FamilyPreset {
   std::string name;  // e.g. "deepseek_v3"

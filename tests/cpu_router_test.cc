@@ -172,6 +172,49 @@ TEST(CpuRouterTies, TiedPairIsOrderedByIdAndGroupsTooBreakByLowerId) {
   EXPECT_EQ(ids2, want);
 }
 
+// The GPU routes every spec in its CheapestEquivalentSpec form: that form must route like
+// the spec itself, against the reference of the original spec, on fresh random inputs.
+TEST(CheapestEquivalentSpec, RoutesLikeTheSpecItReplaces) {
+  CpuRouter router(2);
+  int rewritten = 0;
+  for (const FamilyPreset& preset : FamilyPresets()) {
+    const RouterSpec cheap = CheapestEquivalentSpec(preset.spec);
+    const bool changed = cheap.order != preset.spec.order;
+    rewritten += changed;
+    if (!changed) {
+      EXPECT_EQ(cheap.renormalize, preset.spec.renormalize) << preset.name;
+      continue;
+    }
+    EXPECT_EQ(preset.spec.scoring, Scoring::kSoftmax) << preset.name;
+    EXPECT_TRUE(preset.spec.renormalize) << preset.name;
+    for (int tokens : {1, 7, 33}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(preset.spec, tokens, DType::kBF16, DType::kBF16, seed);
+      const auto reference = in.Reference();
+      in.spec = cheap;
+      Outputs out = RunCpu(router, in);
+      EXPECT_EQ(
+          CompareWithReference(preset.spec, reference, out.ids.data(), out.weights.data(), 1e-4),
+          "")
+          << preset.name << " tokens=" << tokens << " seed=" << seed;
+    }
+  }
+  EXPECT_GE(rewritten, 3);  // qwen3_235b, qwen3_30b, mixtral
+  // Not rewritten: softmax without renormalisation needs the sum over all experts, and a
+  // correction bias or groups make the selection depend on the scores, not the logits.
+  for (const char* name : {"deepseek_v2_lite", "deepseek_v3", "kimi_k2", "gpt_oss_20b"}) {
+    const RouterSpec spec = FindPreset(name).value().spec;
+    EXPECT_EQ(CheapestEquivalentSpec(spec).order, spec.order) << name;
+  }
+  RouterSpec grouped = FindPreset("qwen3_30b").value().spec;
+  grouped.n_group = 4;
+  grouped.topk_group = 2;
+  EXPECT_EQ(CheapestEquivalentSpec(grouped).order, RoutingOrder::kScoreThenTopK);
+  RouterSpec biased = FindPreset("qwen3_30b").value().spec;
+  biased.has_correction_bias = true;
+  EXPECT_EQ(CheapestEquivalentSpec(biased).order, RoutingOrder::kScoreThenTopK);
+}
+
 TEST(CpuRouterLogits, ReturnedLogitsMatchReference) {
   CpuRouter router(2);
   RouterSpec spec = FindPreset("gpt_oss_20b").value().spec;
