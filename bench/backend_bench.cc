@@ -164,12 +164,18 @@ int Main(int argc, char** argv) {
   }
   // The backends first: they set the device's scheduling flags before the context exists.
   std::string error;
-  auto make = [&](bool graphs) {
-    return cuda ? MakeCudaBackend(0, /*autotune=*/true, "", graphs, &error) : MakeCpuBackend(0);
+  auto make = [&](bool graphs, bool zero_copy_input) -> std::unique_ptr<RouterBackend> {
+    if (!cuda) return MakeCpuBackend(0);
+    CudaBackendOptions options;
+    options.graphs = graphs;
+    options.zero_copy_input = zero_copy_input;
+    return MakeCudaBackend(options, &error);
   };
-  std::unique_ptr<RouterBackend> graphs = make(true);
-  std::unique_ptr<RouterBackend> eager = graphs ? make(false) : nullptr;
-  if (graphs == nullptr || eager == nullptr) {
+  std::unique_ptr<RouterBackend> graphs = make(true, true);
+  std::unique_ptr<RouterBackend> eager = graphs ? make(false, true) : nullptr;
+  // The same with a copy-engine transfer of the hidden states (--zero_copy_input=false).
+  std::unique_ptr<RouterBackend> copied = cuda && eager ? make(true, false) : nullptr;
+  if (graphs == nullptr || eager == nullptr || (cuda && copied == nullptr)) {
     std::fprintf(stderr, "backend_bench: %s\n", error.c_str());
     return 1;
   }
@@ -178,7 +184,8 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "backend_bench: %s\n", std::string(model.status().message()).c_str());
     return 1;
   }
-  for (RouterBackend* b : {graphs.get(), eager.get()}) {
+  for (RouterBackend* b : {graphs.get(), eager.get(), copied.get()}) {
+    if (b == nullptr) continue;
     const auto s = b->LoadModel(*model);
     if (!s.ok()) {
       std::fprintf(stderr, "backend_bench: %s\n", std::string(s.message()).c_str());
@@ -246,6 +253,7 @@ int Main(int argc, char** argv) {
     if (cuda)
       variants.insert(variants.end(),
                       {Variant{eager.get(), "no graphs", Gap::kNone},
+                       Variant{copied.get(), "graphs, copy-engine input", Gap::kNone},
                        Variant{graphs.get(), "graphs, 150 us spin between", Gap::kSpin},
                        Variant{graphs.get(), "graphs, 150 us sleep between", Gap::kSleep}});
     for (const Variant& v : variants) {

@@ -39,10 +39,21 @@ class RouterBackend {
 };
 
 std::unique_ptr<RouterBackend> MakeCpuBackend(int threads);
+
+struct CudaBackendOptions {
+  int device = 0;          // CUDA device ordinal
+  bool autotune = true;    // time the kernel's candidate configs at model load
+  std::string tune_cache;  // file remembering tuned configs ("" for none)
+  // Replay one CUDA graph per (model, layer, token bucket) instead of launching.
+  bool graphs = true;
+  // The router kernel's stage-in kernel reads the hidden states from mapped page-locked
+  // memory while the router streams its weights (kernels/stage_in.h); false, or a device
+  // that cannot map host memory: a copy-engine transfer before the router kernel.
+  bool zero_copy_input = true;
+};
+
 // Null with `error` set when CUDA is not compiled in or no usable device exists.
-// graphs: replay one CUDA graph per (model, layer, token bucket) instead of launching.
-std::unique_ptr<RouterBackend> MakeCudaBackend(int device, bool autotune,
-                                               const std::string& tune_cache, bool graphs,
+std::unique_ptr<RouterBackend> MakeCudaBackend(const CudaBackendOptions& options,
                                                std::string* error);
 
 }  // namespace moe

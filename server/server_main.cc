@@ -42,6 +42,10 @@ ABSL_FLAG(bool, autotune, true,
 ABSL_FLAG(std::string, autotune_cache, "", "File remembering autotuned configurations");
 ABSL_FLAG(bool, cuda_graphs, true,
           "Replay one CUDA graph per (model, layer, token bucket) instead of separate launches");
+ABSL_FLAG(bool, zero_copy_input, true,
+          "Batches of up to 256 KiB of hidden states: a small kernel reads them from "
+          "page-locked host memory while the router kernel streams its weights (PDL); false, "
+          "or larger batches: a copy-engine transfer first");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
@@ -180,9 +184,13 @@ int main(int argc, char** argv) {
     return Fail("--backend: expected auto, cuda or cpu");
   if (backend_flag != "cpu") {
     std::string error;
-    backend = MakeCudaBackend(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_autotune),
-                              absl::GetFlag(FLAGS_autotune_cache), absl::GetFlag(FLAGS_cuda_graphs),
-                              &error);
+    CudaBackendOptions options;
+    options.device = absl::GetFlag(FLAGS_device);
+    options.autotune = absl::GetFlag(FLAGS_autotune);
+    options.tune_cache = absl::GetFlag(FLAGS_autotune_cache);
+    options.graphs = absl::GetFlag(FLAGS_cuda_graphs);
+    options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
+    backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)
       std::fprintf(stderr, "moe-router-server: %s; using the CPU backend\n", error.c_str());

@@ -18,6 +18,7 @@
 #include "kernels/cuda_router.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/moe_kernels.h"
+#include "kernels/stage_in.h"
 #include "tests/slow_producer.h"
 #include "tests/test_data.h"
 
@@ -494,6 +495,70 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       }
     }
   }
+}
+
+// The server's sequence: the stage-in kernel reads hidden states from mapped page-locked
+// memory and the router, launched behind it under PDL, must route on them, not on what
+// the device buffer held before (poisoned with huge values each time), eager and as a
+// captured graph replayed with new hidden states written into the same host buffer.
+TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"deepseek_v3", "qwen3_30b"}) {
+    for (int tokens : {1, 16, 256}) {
+      RouterSpec spec = FindPreset(family).value().spec;
+      RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+      const uint64_t seed0 = FreshSeed();
+      RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed0);
+      DeviceCase d = MakeDeviceCase(in, false);
+      auto pinned = PinnedBuffer::Allocate(in.hidden.size()).value();
+      void* mapped = nullptr;
+      ASSERT_CUDA(cudaHostGetDevicePointer(&mapped, pinned.get(), 0));
+      auto stream = MakeStream().value();
+      auto enqueue = [&] {
+        ASSERT_CUDA(cuda::LaunchStageIn(mapped, const_cast<void*>(d.args.hidden), in.hidden.size(),
+                                        stream.get()));
+        ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/true));
+      };
+      cudaGraph_t graph = nullptr;
+      ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+      enqueue();
+      ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
+      CudaGraph owned(graph);
+      cudaGraphExec_t exec = nullptr;
+      ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+      CudaGraphExec owned_exec(exec);
+      for (int rep = 0; rep < 4; ++rep) {
+        // Same weights, fresh hidden states each time (the reference follows them).
+        const uint64_t seed = rep == 0 ? seed0 : FreshSeed();
+        RouterInputs next = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
+        in.hidden = next.hidden;
+        in.hidden_f = next.hidden_f;
+        std::memcpy(pinned.get(), in.hidden.data(), in.hidden.size());
+        Poison(d);
+        ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
+        if (rep % 2 == 0) {
+          enqueue();
+        } else {
+          ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
+        }
+        ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+        std::vector<uint8_t> staged(in.hidden.size());
+        ASSERT_CUDA(
+            cudaMemcpy(staged.data(), d.args.hidden, staged.size(), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(staged, in.hidden) << family << " tokens=" << tokens << " rep=" << rep;
+        HostOut h = Download(d, false);
+        EXPECT_EQ(
+            CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+            << Describe(in, seed) << " weights seed=" << seed0 << " rep=" << rep
+            << (rep % 2 ? " graph" : " eager");
+      }
+    }
+  }
+  // Ragged or misaligned copies are refused, not truncated.
+  auto dst = DeviceBuffer::Allocate(64).value();
+  EXPECT_EQ(cuda::LaunchStageIn(dst.get(), dst.get(), 24, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::LaunchStageIn(dst.as<char>() + 8, dst.get(), 16, nullptr), cudaErrorInvalidValue);
 }
 
 TEST(GpuGemm, MatchesDoubleReference) {

@@ -1,0 +1,42 @@
+#include <cstdint>
+
+#include "kernels/stage_in.h"
+
+namespace moe::cuda {
+namespace {
+
+constexpr int kStageThreads = 256;
+constexpr int kMaxStageBlocks = 1024;
+
+// One 16-byte vector a thread per round. Host memory is read with L2-only (.cg) loads:
+// coherent, and nothing is kept in L1 that is read once.
+__global__ void __launch_bounds__(kStageThreads)
+    StageInKernel(const uint4* src, uint4* __restrict__ dst, size_t vectors) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The dependent router may start now: it touches the hidden states only after
+  // griddepcontrol.wait, which waits for this whole grid to finish and its writes to land.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  const size_t stride = size_t(gridDim.x) * kStageThreads;
+  for (size_t i = size_t(blockIdx.x) * kStageThreads + threadIdx.x; i < vectors; i += stride)
+    dst[i] = __ldcg(src + i);
+}
+
+}  // namespace
+
+cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream) {
+  if (bytes % 16 != 0 || reinterpret_cast<uintptr_t>(mapped_src) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(dst) % 16 != 0)
+    return cudaErrorInvalidValue;
+  const size_t vectors = bytes / 16;
+  if (vectors == 0) return cudaSuccess;
+  const size_t blocks = (vectors + kStageThreads - 1) / kStageThreads;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(blocks < kMaxStageBlocks ? blocks : kMaxStageBlocks));
+  config.blockDim = dim3(kStageThreads);
+  config.stream = stream;
+  return cudaLaunchKernelEx(&config, StageInKernel, static_cast<const uint4*>(mapped_src),
+                            static_cast<uint4*>(dst), vectors);
+}
+
+}  // namespace moe::cuda
