@@ -8,6 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -21,6 +24,10 @@ ABSL_FLAG(int, top_k, 8, "Experts per token in each response");
 ABSL_FLAG(int, busy_us, 0,
           "Spin this long in each handler, as a GPU sync would: tells whether holding the "
           "gRPC thread costs more than the time held");
+ABSL_FLAG(bool, handoff, false,
+          "Answer unary calls from a busy-waiting worker thread, as moe-router-server's "
+          "batcher does, instead of on the gRPC thread that read them: the transport's cost "
+          "of finishing a call from another thread");
 
 namespace {
 namespace v1 = moe_router::v1;
@@ -41,12 +48,61 @@ void Fill(const v1::RouteRequest& req, int top_k, v1::RouteResponse* resp) {
   resp->mutable_expert_weights()->Resize(tokens * top_k, 0.0f);
 }
 
+// --handoff: one worker thread that busy-waits for calls and finishes them.
+class HandoffWorker {
+ public:
+  struct Call {
+    const v1::RouteRequest* req;
+    v1::RouteResponse* resp;
+    grpc::ServerUnaryReactor* reactor;
+  };
+  HandoffWorker() : thread_([this] { Loop(); }) {}
+  ~HandoffWorker() {
+    stop_ = true;
+    thread_.join();
+  }
+  void Submit(Call c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back(c);
+    pending_.fetch_add(1, std::memory_order_release);
+  }
+
+ private:
+  void Loop() {
+    while (!stop_) {
+      if (pending_.load(std::memory_order_acquire) == 0) {
+        __builtin_ia32_pause();
+        continue;
+      }
+      Call c;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        c = calls_.front();
+        calls_.pop_front();
+        pending_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      Fill(*c.req, absl::GetFlag(FLAGS_top_k), c.resp);
+      c.reactor->Finish(grpc::Status::OK);
+    }
+  }
+  std::mutex mu_;
+  std::deque<Call> calls_;
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 class EchoService final : public v1::Router::CallbackService {
  public:
+  explicit EchoService(HandoffWorker* handoff) : handoff_(handoff) {}
   grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* ctx, const v1::RouteRequest* req,
                                   v1::RouteResponse* resp) override {
-    Fill(*req, absl::GetFlag(FLAGS_top_k), resp);
     auto* r = ctx->DefaultReactor();
+    if (handoff_ != nullptr) {
+      handoff_->Submit({req, resp, r});
+      return r;
+    }
+    Fill(*req, absl::GetFlag(FLAGS_top_k), resp);
     r->Finish(grpc::Status::OK);
     return r;
   }
@@ -78,6 +134,9 @@ class EchoService final : public v1::Router::CallbackService {
     };
     return new Reactor;
   }
+
+ private:
+  HandoffWorker* const handoff_;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest*,
                                        v1::ListModelsResponse* resp) override {
@@ -97,7 +156,9 @@ class EchoService final : public v1::Router::CallbackService {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  EchoService service;
+  std::unique_ptr<HandoffWorker> handoff;
+  if (absl::GetFlag(FLAGS_handoff)) handoff = std::make_unique<HandoffWorker>();
+  EchoService service(handoff.get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_address), grpc::InsecureServerCredentials(), &port);

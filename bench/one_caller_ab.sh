@@ -2,6 +2,8 @@
 # One-caller latency, A/B: the echo server and moe-router-server variants side by side,
 # measured in turns (ROUNDS times) so drift on the host hits them all alike.
 #   one_caller_ab.sh BIN_DIR OUT_DIR "FLAGS_A" "FLAGS_B" ... (env: TOKENS, MODE, SECS, ROUNDS)
+# A FLAGS argument starting with "echo" is another echo server variant with the flags that
+# follow (e.g. "echo --handoff"); any other is a moe-router-server variant.
 set -euo pipefail
 bin=$1 out=$2; shift 2
 tokens=${TOKENS:-1} mode=${MODE:-unary} secs=${SECS:-2} rounds=${ROUNDS:-3}
@@ -14,11 +16,19 @@ ports=(50300) labels=(echo)
 i=1
 for flags in "$@"; do
   port=$((50300 + i))
-  "$bin/moe-router-server" --model=demo-deepseek-v3 --address=127.0.0.1:$port --metrics_address= \
-    $flags >"$out/server_$i.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 1200); do grep -q "serving gRPC" "$out/server_$i.log" && break; sleep 0.1; done
-  ports+=($port) labels+=("server $flags")
+  if [[ $flags == echo* ]]; then
+    "$bin/echo_server" --address=127.0.0.1:$port --hidden=7168 --top_k=8 ${flags#echo} \
+      >"$out/server_$i.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do grep -q "listening" "$out/server_$i.log" && break; sleep 0.1; done
+    ports+=($port) labels+=("$flags")
+  else
+    "$bin/moe-router-server" --model=demo-deepseek-v3 --address=127.0.0.1:$port \
+      --metrics_address= $flags >"$out/server_$i.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 1200); do grep -q "serving gRPC" "$out/server_$i.log" && break; sleep 0.1; done
+    ports+=($port) labels+=("server $flags")
+  fi
   i=$((i + 1))
 done
 echo "| round | target | p50 us | p90 us | server p50 us | compute p50 us |"
