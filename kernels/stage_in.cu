@@ -10,8 +10,16 @@ constexpr int kMaxStageBlocks = 1024;
 
 // One 16-byte vector a thread per round. Host memory is read with L2-only (.cg) loads:
 // coherent, and nothing is kept in L1 that is read once.
+__device__ __forceinline__ unsigned long long GlobalTimerNs() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 __global__ void __launch_bounds__(kStageThreads)
-    StageInKernel(const uint4* src, uint4* __restrict__ dst, size_t vectors) {
+    StageInKernel(const uint4* src, uint4* __restrict__ dst, size_t vectors,
+                  unsigned long long* start_ns) {
+  if (start_ns != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *start_ns = GlobalTimerNs();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // The dependent router may start now: it touches the hidden states only after
   // griddepcontrol.wait, which waits for this whole grid to finish and its writes to land.
@@ -22,9 +30,17 @@ __global__ void __launch_bounds__(kStageThreads)
     dst[i] = __ldcg(src + i);
 }
 
+__global__ void CompletionStampKernel(unsigned long long* end_ns) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  *end_ns = GlobalTimerNs();
+}
+
 }  // namespace
 
-cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream) {
+cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
+                          unsigned long long* start_ns) {
   if (bytes % 16 != 0 || reinterpret_cast<uintptr_t>(mapped_src) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(dst) % 16 != 0)
     return cudaErrorInvalidValue;
@@ -36,7 +52,20 @@ cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaS
   config.blockDim = dim3(kStageThreads);
   config.stream = stream;
   return cudaLaunchKernelEx(&config, StageInKernel, static_cast<const uint4*>(mapped_src),
-                            static_cast<uint4*>(dst), vectors);
+                            static_cast<uint4*>(dst), vectors, start_ns);
+}
+
+cudaError_t LaunchCompletionStamp(unsigned long long* end_ns, cudaStream_t stream) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(1);
+  config.blockDim = dim3(1);
+  config.stream = stream;
+  cudaLaunchAttribute pdl;
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &pdl;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, CompletionStampKernel, end_ns);
 }
 
 }  // namespace moe::cuda

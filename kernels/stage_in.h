@@ -16,7 +16,16 @@ namespace moe::cuda {
 // Copies `bytes` (a multiple of 16; both pointers 16-byte aligned) from `mapped_src`, a
 // device pointer to page-locked host memory (cudaHostGetDevicePointer), to `dst` in device
 // memory. Stream ordered and graph capturable; no allocation. cudaErrorInvalidValue for
-// a misaligned or ragged copy.
-cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream);
+// a misaligned or ragged copy. `start_ns`, when not null, receives the device clock
+// (%globaltimer, ns) as the kernel starts.
+cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
+                          unsigned long long* start_ns = nullptr);
+
+// Writes the device clock (%globaltimer, ns) into `*end_ns` once the previous kernel in the
+// stream has finished and its writes are visible. Launched under PDL, so it is resident
+// before that kernel ends (which must allow dependents early, as the router kernels do).
+// With LaunchStageIn's start_ns it times a batch on the device without CUDA events: event
+// record nodes cost ~4 us of a graph launch on the host (bench/NOTES.md).
+cudaError_t LaunchCompletionStamp(unsigned long long* end_ns, cudaStream_t stream);
 
 }  // namespace moe::cuda

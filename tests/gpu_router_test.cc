@@ -515,10 +515,17 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
       void* mapped = nullptr;
       ASSERT_CUDA(cudaHostGetDevicePointer(&mapped, pinned.get(), 0));
       auto stream = MakeStream().value();
+      // Device-clock stamps around the pair, as the server times it: start by the stage-in
+      // kernel, end by the completion-stamp kernel behind the router.
+      auto stamps = PinnedBuffer::Allocate(2 * sizeof(unsigned long long)).value();
+      void* mapped_stamps = nullptr;
+      ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_stamps, stamps.get(), 0));
+      auto* ns = static_cast<unsigned long long*>(mapped_stamps);
       auto enqueue = [&] {
         ASSERT_CUDA(cuda::LaunchStageIn(mapped, const_cast<void*>(d.args.hidden), in.hidden.size(),
-                                        stream.get()));
+                                        stream.get(), ns));
         ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/true));
+        ASSERT_CUDA(cuda::LaunchCompletionStamp(ns + 1, stream.get()));
       };
       cudaGraph_t graph = nullptr;
       ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
@@ -537,12 +544,17 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
         std::memcpy(pinned.get(), in.hidden.data(), in.hidden.size());
         Poison(d);
         ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
+        std::memset(stamps.get(), 0, 2 * sizeof(unsigned long long));
         if (rep % 2 == 0) {
           enqueue();
         } else {
           ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
         }
         ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+        const auto* host_ns = static_cast<const volatile unsigned long long*>(stamps.get());
+        EXPECT_GT(host_ns[0], 0u);
+        EXPECT_GT(host_ns[1], host_ns[0]) << "the end stamp comes after the router";
+        EXPECT_LT(host_ns[1] - host_ns[0], 1'000'000'000ull) << "under a second";
         std::vector<uint8_t> staged(in.hidden.size());
         ASSERT_CUDA(
             cudaMemcpy(staged.data(), d.args.hidden, staged.size(), cudaMemcpyDeviceToHost));
