@@ -13,10 +13,13 @@ int64_t Micros(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
+// The closed mailbox: an address no RouteWork has.
+RouteWork* const kMailboxClosed = reinterpret_cast<RouteWork*>(alignof(RouteWork));
+
 }  // namespace
 
 Batcher::Batcher(RouterBackend* backend, BatcherOptions options, ServerMetrics* metrics)
-    : backend_(backend), options_(options), metrics_(metrics) {
+    : backend_(backend), options_(options), metrics_(metrics), mailbox_(kMailboxClosed) {
   for (int i = 0; i < std::max(1, backend->concurrency()); ++i)
     workers_.emplace_back([this] { WorkerMain(); });
 }
@@ -32,21 +35,29 @@ void Batcher::Shutdown() {
   cv_.SignalAll();
 }
 
-bool Batcher::SpinForWork() {
+bool Batcher::SpinForWork(std::unique_ptr<RouteWork>* direct) {
   if (options_.idle_spin_us <= 0) return false;
   // One spinner is enough to take the next request; other idle workers sleep.
   if (spinning_.fetch_add(1) > 0) {
     spinning_.fetch_sub(1);
     return false;
   }
+  mailbox_.store(nullptr, std::memory_order_release);  // open: only the spinner opens it
   const auto until = Clock::now() + std::chrono::microseconds(options_.idle_spin_us);
   bool found = false;
   // Clock reads are ~20 ns; checking the atomics between them keeps the hand-off short.
-  while (!(found = queued_.load(std::memory_order_acquire) > 0 || stopping_.load()) &&
+  while (!(found = mailbox_.load(std::memory_order_acquire) != nullptr ||
+                   queued_.load(std::memory_order_acquire) > 0 || stopping_.load()) &&
          Clock::now() < until) {
 #if defined(__x86_64__)
     __builtin_ia32_pause();  // yield the core's pipeline to its sibling hyperthread
 #endif
+  }
+  // Closing takes whatever a Submit put in meanwhile, also after a timeout.
+  RouteWork* handed = mailbox_.exchange(kMailboxClosed, std::memory_order_acq_rel);
+  if (handed != nullptr) {
+    direct->reset(handed);
+    found = true;
   }
   spinning_.fetch_sub(1);
   return found;
@@ -58,6 +69,16 @@ int Batcher::queued() const {
 }
 
 void Batcher::Submit(std::unique_ptr<RouteWork> work) {
+  // Fast path: nothing queued and a worker spinning with its mailbox open takes the request
+  // straight from there. (With a queue delay the batch policy must see it: queue it.)
+  if (options_.limits.max_queue_delay_us == 0 && queued_.load(std::memory_order_acquire) == 0 &&
+      !stopping_.load()) {
+    RouteWork* expected = nullptr;
+    if (mailbox_.compare_exchange_strong(expected, work.get(), std::memory_order_acq_rel)) {
+      work.release();  // the spinner owns it now
+      return;
+    }
+  }
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_ && queued_ < options_.max_queued_requests) {
@@ -98,8 +119,19 @@ void Batcher::WorkerMain() {
         if (queued_ == 0) {
           if (stopping_) return;
           mu_.Unlock();
-          const bool found = SpinForWork();
+          std::unique_ptr<RouteWork> direct;
+          const bool found = SpinForWork(&direct);
           mu_.Lock();
+          if (direct != nullptr) {  // handed over through the mailbox: a batch of one
+            const auto now = Clock::now();
+            if (now > direct->deadline || (direct->cancelled && direct->cancelled())) {
+              dropped.push_back(std::move(direct));
+            } else {
+              batch.push_back(std::move(direct));
+              ++executing_;
+            }
+            break;
+          }
           if (!found && queued_ == 0 && !stopping_) cv_.Wait(&mu_);
           continue;
         }

@@ -131,6 +131,41 @@ TEST_F(BatcherTest, ASpinningWorkerTakesALoneRequestAndStopsSpinningOnShutdown) 
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(3));
 }
 
+// Lone requests reach a spinning worker through its mailbox, others through the queue.
+// Spins short enough to time out all the time race the mailbox's closing against Submit:
+// every request must still be answered exactly once, with its own rows.
+TEST_F(BatcherTest, MailboxAndQueueTogetherAnswerEveryRequestOnce) {
+  BatcherOptions o;
+  o.idle_spin_us = 20;
+  constexpr int kThreads = 4, kPerThread = 400;
+  Outcome out;
+  {
+    Batcher batcher(&backend, o, &metrics);
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < kThreads; ++t) {
+      submitters.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          batcher.Submit(Work(1 + (t + i) % 3, &out));
+          if (i % 7 == t) std::this_thread::sleep_for(std::chrono::microseconds(30 * t));
+        }
+      });
+    }
+    for (auto& th : submitters) th.join();
+    out.Wait(kThreads * kPerThread);
+  }
+  ASSERT_EQ(out.results.size(), size_t(kThreads) * kPerThread);  // none twice
+  int tokens = 0;
+  for (const auto& [code, r] : out.results) {
+    EXPECT_EQ(code, absl::StatusCode::kOk);
+    ASSERT_GE(r.ids.size(), 1u);
+    tokens += int(r.ids.size());
+    for (size_t j = 1; j < r.ids.size(); ++j) EXPECT_EQ(r.ids[j], r.ids[0] + int(j));
+  }
+  int computed = 0;
+  for (int b : backend.batches()) computed += b;
+  EXPECT_EQ(computed, tokens);  // every token computed once, none lost
+}
+
 TEST_F(BatcherTest, InlineIsRefusedWhenTheBatchMayWaitToFill) {
   BatcherOptions o;
   o.limits.max_queue_delay_us = 1000;
