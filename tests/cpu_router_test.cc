@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -318,6 +319,59 @@ TEST(CheckFinite, FindsTheFirstBadElementAcrossBlocks) {
       EXPECT_NE(status.message().find(absl::StrCat("x: element ", at, " ")),
                 absl::string_view::npos)
           << status;
+    }
+  }
+}
+
+// The word-at-a-time test against a plain per-element one, on bit patterns chosen to trip
+// it: largest finite values (exponent one short of all ones, either sign, any mantissa),
+// smallest normals, zeros, and a non-finite value planted at random places, odd counts
+// and odd start offsets included.
+TEST(CheckFinite, WordTestAgreesWithThePerElementTestOnAdversarialBits) {
+  std::mt19937_64 rng(FreshSeed());
+  for (DType dt : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+    const size_t size = DTypeSize(dt);
+    const uint32_t exp = dt == DType::kBF16 ? 0x7f80u : dt == DType::kFP16 ? 0x7c00u : 0x7f800000u;
+    const uint32_t lowest_exp_bit = exp & (~exp + 1);
+    const uint32_t sign = dt == DType::kFP32 ? 0x80000000u : 0x8000u;
+    const uint32_t mantissa = lowest_exp_bit - 1;
+    auto random_finite = [&]() -> uint32_t {
+      uint32_t v;
+      switch (rng() % 4) {
+        case 0:  // largest exponent short of all ones
+          v = (exp - lowest_exp_bit) | (uint32_t(rng()) & mantissa);
+          break;
+        case 1:  // smallest normal
+          v = lowest_exp_bit | (uint32_t(rng()) & mantissa);
+          break;
+        case 2:
+          v = uint32_t(rng()) & mantissa;  // subnormal or zero
+          break;
+        default:
+          v = uint32_t(rng()) & ~exp;  // any exponent but all ones
+          if ((v & exp) == 0) v |= lowest_exp_bit;
+      }
+      return (rng() & 1) ? v | sign : v;
+    };
+    for (int trial = 0; trial < 300; ++trial) {
+      const size_t count = 1 + rng() % 700, offset = rng() % 4;
+      std::vector<uint8_t> buf((count + offset) * size + 1);
+      uint8_t* data = buf.data() + offset * size + (trial % 2);  // odd addresses too
+      auto put = [&](size_t i, uint32_t v) { std::memcpy(data + i * size, &v, size); };
+      for (size_t i = 0; i < count; ++i) put(i, random_finite());
+      size_t want = count;
+      if (trial % 3 != 0) {  // two of three trials carry a non-finite value
+        want = rng() % count;
+        put(want, exp | (uint32_t(rng()) & mantissa) | ((rng() & 1) ? sign : 0));
+      }
+      auto status = CheckFinite(data, dt, count, "v");
+      if (want == count) {
+        EXPECT_TRUE(status.ok()) << DTypeName(dt) << " count=" << count << ": " << status;
+      } else {
+        EXPECT_NE(status.message().find(absl::StrCat("v: element ", want, " ")),
+                  absl::string_view::npos)
+            << DTypeName(dt) << " count=" << count << ": " << status;
+      }
     }
   }
 }
