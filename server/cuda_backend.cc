@@ -53,11 +53,28 @@ int TokenBucket(int tokens) {
 // requests/s with the kernel for every batch, 11.8k in the previous run with the engine).
 constexpr size_t kStageKernelMaxBytes = 256 << 10;
 
+constexpr int kBuckets = 9;  // 1, 2, 4, ..., 256 tokens
+constexpr int kDTypes = 3;
+int BucketIndex(int bucket) {
+  int i = 0;
+  while ((1 << i) < bucket) ++i;
+  return i;
+}
+
+// A slot's plans and graphs for one model, by position: the hot path's lookups without
+// the string-keyed maps that own them (1-2 us a batch at one caller on the H100 host).
+struct SlotModelCache {
+  std::vector<cuda::CudaRouterPlan*> plans;  // [bucket][dtype]
+  std::vector<cudaGraphExec_t> graphs;       // [layer][bucket][dtype][logits]
+};
+
 struct ResidentModel {
   std::shared_ptr<const RouterModel> model;  // host copy: spec and shapes
   DeviceBuffer weights;                      // [layers, experts, hidden]
   DeviceBuffer biases;                       // [layers, 2, experts]: router, correction
   size_t layer_bytes = 0;
+  // Per slot (Slot::index); only the thread holding that slot touches its entry.
+  mutable std::vector<SlotModelCache> cache;
 };
 
 // One executor: everything a batch in flight needs for itself.
@@ -72,6 +89,7 @@ struct GraphKey {
 };
 
 struct Slot {
+  int index = 0;  // into ResidentModel::cache
   CudaStream stream;
   std::map<GraphKey, CudaGraphExec> graphs;
   CudaEvent start, stop;
@@ -127,6 +145,7 @@ class CudaBackend : public RouterBackend {
       if (slot->mapped_out == nullptr) {
         ASSIGN_OR_RETURN(slot->dev_out, DeviceBuffer::Allocate(out_bytes));
       }
+      slot->index = i;
       free_slots_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
@@ -143,6 +162,11 @@ class CudaBackend : public RouterBackend {
     auto r = std::make_shared<ResidentModel>();
     r->model = std::make_shared<const RouterModel>(model);
     r->layer_bytes = model.layers[0].weight.size();
+    r->cache.resize(kSlots);
+    for (SlotModelCache& c : r->cache) {
+      c.plans.assign(kBuckets * kDTypes, nullptr);
+      c.graphs.assign(size_t(model.num_layers()) * kBuckets * kDTypes * 2, nullptr);
+    }
     const size_t e = model.spec.experts;
     ASSIGN_OR_RETURN(r->weights, DeviceBuffer::Allocate(r->layer_bytes * model.num_layers()));
     ASSIGN_OR_RETURN(r->biases, DeviceBuffer::Allocate(2 * 4 * e * model.num_layers()));
@@ -380,11 +404,18 @@ class CudaBackend : public RouterBackend {
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
     std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
     const int bucket = TokenBucket(io.tokens);
-    ASSIGN_OR_RETURN(cuda::CudaRouterPlan * plan,
-                     PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
+    SlotModelCache& cache = r.cache[slot.index];
+    const size_t plan_at = size_t(BucketIndex(bucket)) * kDTypes + int(io.hidden_dtype);
+    cuda::CudaRouterPlan*& plan = cache.plans[plan_at];
+    if (plan == nullptr) {
+      ASSIGN_OR_RETURN(plan, PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
+    }
     if (options_.graphs) {
-      ASSIGN_OR_RETURN(cudaGraphExec_t exec,
-                       GraphFor(slot, r, layer, bucket, io.hidden_dtype, out, *plan));
+      cudaGraphExec_t& exec =
+          cache.graphs[(size_t(layer) * kBuckets * kDTypes + plan_at) * 2 + (io.logits != nullptr)];
+      if (exec == nullptr) {
+        ASSIGN_OR_RETURN(exec, GraphFor(slot, r, layer, bucket, io.hidden_dtype, out, *plan));
+      }
       CUDA_RETURN_STATUS_IF_ERROR(cudaGraphLaunch(exec, stream));
     } else {
       CUDA_RETURN_STATUS_IF_ERROR(
