@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/stage_in.h"
@@ -45,8 +46,8 @@ cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaS
       reinterpret_cast<uintptr_t>(dst) % 16 != 0)
     return cudaErrorInvalidValue;
   const size_t vectors = bytes / 16;
-  if (vectors == 0) return cudaSuccess;
-  const size_t blocks = (vectors + kStageThreads - 1) / kStageThreads;
+  if (vectors == 0 && start_ns == nullptr) return cudaSuccess;  // else still stamp the start
+  const size_t blocks = std::max<size_t>(1, (vectors + kStageThreads - 1) / kStageThreads);
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(unsigned(blocks < kMaxStageBlocks ? blocks : kMaxStageBlocks));
   config.blockDim = dim3(kStageThreads);
