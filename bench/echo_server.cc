@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -25,9 +26,9 @@ ABSL_FLAG(int, busy_us, 0,
           "Spin this long in each handler, as a GPU sync would: tells whether holding the "
           "gRPC thread costs more than the time held");
 ABSL_FLAG(bool, handoff, false,
-          "Answer unary calls from a busy-waiting worker thread, as moe-router-server's "
-          "batcher does, instead of on the gRPC thread that read them: the transport's cost "
-          "of finishing a call from another thread");
+          "Answer calls (unary and streamed) from a busy-waiting worker thread, as "
+          "moe-router-server's batcher does, instead of on the gRPC thread that read them: "
+          "the transport's cost of answering from another thread");
 
 namespace {
 namespace v1 = moe_router::v1;
@@ -48,22 +49,17 @@ void Fill(const v1::RouteRequest& req, int top_k, v1::RouteResponse* resp) {
   resp->mutable_expert_weights()->Resize(tokens * top_k, 0.0f);
 }
 
-// --handoff: one worker thread that busy-waits for calls and finishes them.
+// --handoff: one worker thread that busy-waits for calls and answers them.
 class HandoffWorker {
  public:
-  struct Call {
-    const v1::RouteRequest* req;
-    v1::RouteResponse* resp;
-    grpc::ServerUnaryReactor* reactor;
-  };
   HandoffWorker() : thread_([this] { Loop(); }) {}
   ~HandoffWorker() {
     stop_ = true;
     thread_.join();
   }
-  void Submit(Call c) {
+  void Submit(std::function<void()> task) {
     std::lock_guard<std::mutex> lock(mu_);
-    calls_.push_back(c);
+    tasks_.push_back(std::move(task));
     pending_.fetch_add(1, std::memory_order_release);
   }
 
@@ -74,19 +70,18 @@ class HandoffWorker {
         __builtin_ia32_pause();
         continue;
       }
-      Call c;
+      std::function<void()> task;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        c = calls_.front();
-        calls_.pop_front();
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
         pending_.fetch_sub(1, std::memory_order_relaxed);
       }
-      Fill(*c.req, absl::GetFlag(FLAGS_top_k), c.resp);
-      c.reactor->Finish(grpc::Status::OK);
+      task();
     }
   }
   std::mutex mu_;
-  std::deque<Call> calls_;
+  std::deque<std::function<void()>> tasks_;
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -99,7 +94,10 @@ class EchoService final : public v1::Router::CallbackService {
                                   v1::RouteResponse* resp) override {
     auto* r = ctx->DefaultReactor();
     if (handoff_ != nullptr) {
-      handoff_->Submit({req, resp, r});
+      handoff_->Submit([req, resp, r] {
+        Fill(*req, absl::GetFlag(FLAGS_top_k), resp);
+        r->Finish(grpc::Status::OK);
+      });
       return r;
     }
     Fill(*req, absl::GetFlag(FLAGS_top_k), resp);
@@ -110,15 +108,22 @@ class EchoService final : public v1::Router::CallbackService {
       grpc::CallbackServerContext*) override {
     class Reactor : public grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse> {
      public:
-      Reactor() { StartRead(&req_); }
+      explicit Reactor(HandoffWorker* handoff) : handoff_(handoff) { StartRead(&req_); }
       void OnReadDone(bool ok) override {
         if (!ok) {
           Finish(grpc::Status::OK);
           return;
         }
-        resp_.set_request_id(req_.request_id());
-        Fill(req_, absl::GetFlag(FLAGS_top_k), resp_.mutable_response());
-        StartWrite(&resp_);
+        auto answer = [this] {  // req_ stays put: the next read starts after this write
+          resp_.set_request_id(req_.request_id());
+          Fill(req_, absl::GetFlag(FLAGS_top_k), resp_.mutable_response());
+          StartWrite(&resp_);
+        };
+        if (handoff_ != nullptr) {
+          handoff_->Submit(answer);
+        } else {
+          answer();
+        }
       }
       void OnWriteDone(bool ok) override {
         if (ok)
@@ -129,10 +134,11 @@ class EchoService final : public v1::Router::CallbackService {
       void OnDone() override { delete this; }
 
      private:
+      HandoffWorker* const handoff_;
       v1::RouteRequest req_;
       v1::RouteStreamResponse resp_;
     };
-    return new Reactor;
+    return new Reactor(handoff_);
   }
 
  private:
