@@ -3,15 +3,16 @@
 // CudaRouterPlans per (model, token bucket, dtype) — so two batches are in flight at once
 // (one copying while the other computes). A batch is: the hidden states in (a stage-in
 // kernel reading mapped host memory, with the router launched under PDL so its weights
-// stream meanwhile; or, where the device cannot map host memory, a copy-engine transfer),
+// stream meanwhile; for batches over 256 KiB, or where the device cannot map host memory, a
+// copy-engine transfer),
 // the router kernel (writing its outputs straight into page-locked host memory where the
 // device can; else copy-outs follow). With graphs on, each (model, layer, token bucket,
 // dtype, logits) gets one CUDA graph per slot of that sequence, captured on first use and
-// replayed after: one launch per batch. A
-// graph computes the whole bucket (rows past the batch hold earlier, finite inputs, and
-// their outputs are ignored; tokens are independent). Device time comes from CUDA events. Any CUDA
-// failure marks the backend unhealthy (fail-stop: the health service then says
-// NOT_SERVING and an orchestrator restarts the process).
+// replayed after: one launch per batch. A graph computes the whole bucket (rows past the
+// batch hold earlier, finite inputs, and their outputs are ignored; tokens are
+// independent). Device time: the device clock around stage-in batches, CUDA events around
+// the others. Any CUDA failure marks the backend unhealthy (fail-stop: the health service
+// then says NOT_SERVING and an orchestrator restarts the process).
 #include <atomic>
 #include <deque>
 #include <map>
