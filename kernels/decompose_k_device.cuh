@@ -348,13 +348,18 @@ __device__ __forceinline__ float SumWarps(const WarpPartials& reduce, int i) {
 // Launches `kernel` with the optional PDL and cluster attributes.
 template <typename Kernel>
 cudaError_t Launch(Kernel kernel, dim3 grid, const KernelParams& params, cudaStream_t stream,
-                   bool pdl, int cluster = 0) {
+                   bool pdl, int cluster = 0, bool cooperative = false) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = dim3(kThreads);
   config.stream = stream;
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[3];
   int n = 0;
+  if (cooperative) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    ++n;
+  }
   if (pdl) {
     attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[n].val.programmaticStreamSerializationAllowed = 1;

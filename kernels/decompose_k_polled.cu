@@ -183,16 +183,27 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
   Stamp(p, kStampRouted);
 }
 
+// A router CTA spins until every other CTA of its grid has published, so the grid must be
+// resident at once. Launched without PDL, the launch is cooperative: the driver guarantees
+// that (and refuses a grid that cannot be), also while other grids, from other streams or
+// processes, hold SMs; without it, enough concurrent grids whose router CTAs were
+// dispatched first could in theory fill the SMs and wait forever. Measured on the H100: no
+// cost without PDL (router_bench's no-PDL column within 0.1 us at 1 and 16 tokens). Under
+// PDL the launch stays as it was: launched cooperatively too, 8 of 11 one-token rows read
+// 0.2-0.5 us faster and three 0.1-0.5 slower (Kimi K2 +0.5: its 132-CTA grid fills every
+// SM), against an earlier run, with no same-run A/B; until one is made, PDL callers (the
+// server's two slots, router_bench) keep to few concurrent grids, which cannot fill the SMs
+// with waiting router CTAs.
 template <typename T>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
                         bool pdl) {
   switch (token_tiles) {
     case 1:
-      return Launch(DecomposeKPolledKernel<T, 1>, grid, params, stream, pdl);
+      return Launch(DecomposeKPolledKernel<T, 1>, grid, params, stream, pdl, 0, !pdl);
     case 2:
-      return Launch(DecomposeKPolledKernel<T, 2>, grid, params, stream, pdl);
+      return Launch(DecomposeKPolledKernel<T, 2>, grid, params, stream, pdl, 0, !pdl);
     default:
-      return Launch(DecomposeKPolledKernel<T, 4>, grid, params, stream, pdl);
+      return Launch(DecomposeKPolledKernel<T, 4>, grid, params, stream, pdl, 0, !pdl);
   }
 }
 
