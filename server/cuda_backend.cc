@@ -17,7 +17,6 @@
 #include <deque>
 #include <map>
 #include <optional>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -62,11 +61,19 @@ int BucketIndex(int bucket) {
   return i;
 }
 
-// A slot's plans and graphs for one model, by position: the hot path's lookups without
-// the string-keyed maps that own them (1-2 us a batch at one caller on the H100 host).
-struct SlotModelCache {
-  std::vector<cuda::CudaRouterPlan*> plans;  // [bucket][dtype]
-  std::vector<cudaGraphExec_t> graphs;       // [layer][bucket][dtype][logits]
+// Positions of a model's plans ([bucket][dtype]) and graphs ([layer][bucket][dtype][logits]).
+size_t PlanIndex(int bucket, DType dtype) {
+  return size_t(BucketIndex(bucket)) * kDTypes + int(dtype);
+}
+size_t GraphIndex(int layer, int bucket, DType dtype, bool logits) {
+  return (size_t(layer) * kBuckets * kDTypes + PlanIndex(bucket, dtype)) * 2 + logits;
+}
+
+// A slot's plans and graphs for one model, found by position: no string-keyed lookups on
+// the hot path (they cost 1-2 us a batch at one caller on the H100 host).
+struct SlotModelState {
+  std::vector<std::unique_ptr<cuda::CudaRouterPlan>> plans;  // PlanIndex
+  std::vector<CudaGraphExec> graphs;                         // GraphIndex
 };
 
 struct ResidentModel {
@@ -75,24 +82,16 @@ struct ResidentModel {
   DeviceBuffer biases;                       // [layers, 2, experts]: router, correction
   size_t layer_bytes = 0;
   // Per slot (Slot::index); only the thread holding that slot touches its entry.
-  mutable std::vector<SlotModelCache> cache;
+  mutable std::vector<SlotModelState> per_slot;
+  // Configs tuned by the first slot to need them (PlanIndex), reused by the others.
+  mutable absl::Mutex tuned_mu;
+  mutable std::vector<std::optional<cuda::DecomposeKConfig>> tuned ABSL_GUARDED_BY(tuned_mu);
 };
 
 // One executor: everything a batch in flight needs for itself.
-struct GraphKey {
-  std::string model;
-  int layer, bucket, dtype;
-  bool logits;
-  bool operator<(const GraphKey& o) const {
-    return std::tie(model, layer, bucket, dtype, logits) <
-           std::tie(o.model, o.layer, o.bucket, o.dtype, o.logits);
-  }
-};
-
 struct Slot {
-  int index = 0;  // into ResidentModel::cache
+  int index = 0;  // into ResidentModel::per_slot
   CudaStream stream;
-  std::map<GraphKey, CudaGraphExec> graphs;
   CudaEvent start, stop;
   PinnedBuffer pinned_in, pinned_out;
   DeviceBuffer dev_in, dev_out;  // dev_out only without mapped_out
@@ -107,7 +106,6 @@ struct Slot {
   // view).
   PinnedBuffer stamps;
   unsigned long long* mapped_stamps = nullptr;
-  std::map<std::tuple<std::string, int, int>, std::unique_ptr<cuda::CudaRouterPlan>> plans;
 };
 
 class CudaBackend : public RouterBackend {
@@ -163,10 +161,14 @@ class CudaBackend : public RouterBackend {
     auto r = std::make_shared<ResidentModel>();
     r->model = std::make_shared<const RouterModel>(model);
     r->layer_bytes = model.layers[0].weight.size();
-    r->cache.resize(kSlots);
-    for (SlotModelCache& c : r->cache) {
-      c.plans.assign(kBuckets * kDTypes, nullptr);
-      c.graphs.assign(size_t(model.num_layers()) * kBuckets * kDTypes * 2, nullptr);
+    r->per_slot.resize(kSlots);
+    for (SlotModelState& state : r->per_slot) {
+      state.plans.resize(kBuckets * kDTypes);
+      state.graphs.resize(size_t(model.num_layers()) * kBuckets * kDTypes * 2);
+    }
+    {
+      absl::MutexLock lock(&r->tuned_mu);
+      r->tuned.resize(kBuckets * kDTypes);
     }
     const size_t e = model.spec.experts;
     ASSIGN_OR_RETURN(r->weights, DeviceBuffer::Allocate(r->layer_bytes * model.num_layers()));
@@ -325,14 +327,14 @@ class CudaBackend : public RouterBackend {
   absl::StatusOr<cuda::CudaRouterPlan*> PlanFor(Slot& slot, const ResidentModel& r, int bucket,
                                                 DType dtype, const RouteArgs& args) {
     const RouterModel& m = *r.model;
-    const std::tuple<std::string, int, int> key{m.name, bucket, int(dtype)};
-    auto& plan = slot.plans[key];
+    const size_t at = PlanIndex(bucket, dtype);
+    auto& plan = r.per_slot[slot.index].plans[at];
     if (plan) return plan.get();
     const RouteProblem bp{m.spec, bucket, dtype, m.weight_dtype};
     std::optional<cuda::DecomposeKConfig> known;
     {
-      absl::MutexLock lock(&tuned_mu_);
-      if (auto it = tuned_.find(key); it != tuned_.end()) known = it->second;
+      absl::MutexLock lock(&r.tuned_mu);
+      known = r.tuned[at];
     }
     if (known) {
       ASSIGN_OR_RETURN(plan, cuda::CudaRouterPlan::CreateWithConfig(bp, *known, slot.stream.get()));
@@ -349,8 +351,8 @@ class CudaBackend : public RouterBackend {
     tune_args.logits = nullptr;
     ASSIGN_OR_RETURN(plan, cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args,
                                                         slot.stream.get()));
-    absl::MutexLock lock(&tuned_mu_);
-    tuned_[key] = plan->config();
+    absl::MutexLock lock(&r.tuned_mu);
+    r.tuned[at] = plan->config();
     return plan.get();
   }
 
@@ -358,8 +360,8 @@ class CudaBackend : public RouterBackend {
   absl::StatusOr<cudaGraphExec_t> GraphFor(Slot& slot, const ResidentModel& r, int layer,
                                            int bucket, DType dtype, const Outputs& out,
                                            const cuda::CudaRouterPlan& plan) {
-    GraphKey key{r.model->name, layer, bucket, int(dtype), out.args.logits != nullptr};
-    auto& exec = slot.graphs[key];
+    auto& exec =
+        r.per_slot[slot.index].graphs[GraphIndex(layer, bucket, dtype, out.args.logits != nullptr)];
     if (!exec) {
       ASSIGN_OR_RETURN(exec, CaptureBatchGraph(slot, *r.model, out, plan, bucket, dtype));
     }
@@ -405,18 +407,11 @@ class CudaBackend : public RouterBackend {
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
     std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
     const int bucket = TokenBucket(io.tokens);
-    SlotModelCache& cache = r.cache[slot.index];
-    const size_t plan_at = size_t(BucketIndex(bucket)) * kDTypes + int(io.hidden_dtype);
-    cuda::CudaRouterPlan*& plan = cache.plans[plan_at];
-    if (plan == nullptr) {
-      ASSIGN_OR_RETURN(plan, PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
-    }
+    ASSIGN_OR_RETURN(cuda::CudaRouterPlan * plan,
+                     PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
     if (options_.graphs) {
-      cudaGraphExec_t& exec =
-          cache.graphs[(size_t(layer) * kBuckets * kDTypes + plan_at) * 2 + (io.logits != nullptr)];
-      if (exec == nullptr) {
-        ASSIGN_OR_RETURN(exec, GraphFor(slot, r, layer, bucket, io.hidden_dtype, out, *plan));
-      }
+      ASSIGN_OR_RETURN(cudaGraphExec_t exec,
+                       GraphFor(slot, r, layer, bucket, io.hidden_dtype, out, *plan));
       CUDA_RETURN_STATUS_IF_ERROR(cudaGraphLaunch(exec, stream));
     } else {
       CUDA_RETURN_STATUS_IF_ERROR(
@@ -448,9 +443,6 @@ class CudaBackend : public RouterBackend {
   std::vector<std::unique_ptr<Slot>> slots_;
   absl::Mutex slots_mu_;
   std::deque<Slot*> free_slots_ ABSL_GUARDED_BY(slots_mu_);
-  absl::Mutex tuned_mu_;
-  std::map<std::tuple<std::string, int, int>, cuda::DecomposeKConfig> tuned_
-      ABSL_GUARDED_BY(tuned_mu_);
 };
 
 }  // namespace
