@@ -10,6 +10,7 @@
 
 #include <cuda/atomic>
 
+#include "kernels/pdl_device.cuh"
 #include "kernels/router_epilogue.cuh"
 #include "kernels/router_spec.h"
 
@@ -56,23 +57,6 @@ union SharedStorage {
   float epilogue_logits[kWarps][kMaxExperts];  // a token's logits per routing warp
   float chunk_logits[kPolledChunkLogits];      // polled router CTA
 };
-
-__device__ __forceinline__ void WaitForPrerequisiteGrid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-// Programmatic Dependent Launch: lets the next kernel in the stream start once every CTA
-// of this grid has executed this, so its prologue (our own kernel: the weight loads)
-// overlaps our reduction and epilogue. Safe at any point: a dependent kernel reads our
-// outputs only after its griddepcontrol.wait, which waits for this whole grid to finish
-// and flush. No effect when the next launch did not opt in.
-__device__ __forceinline__ void AllowDependentLaunch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
 
 // Self-validating partials (decompose_k_polled.cu). A zero-filled workspace slot is
 // "empty"; a producer never stores the all-zero bit pattern (+0.0 is stored as -0.0, equal
@@ -256,11 +240,9 @@ constexpr int kTimelineSlots = 5;
 enum TimelineSlot { kStampStart, kStampMainloop, kStampReduced, kStampArrived, kStampRouted };
 __device__ __forceinline__ void Stamp(const KernelParams& p, int slot) {
   if (p.timeline == nullptr || threadIdx.x != 0) return;
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   unsigned long long* out =
       p.timeline + ((size_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTimelineSlots + slot) * 2;
-  out[0] = t;
+  out[0] = GlobalTimerNs();
   out[1] = clock64();
 }
 

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/pdl_device.cuh"
 #include "kernels/stage_in.h"
 
 namespace moe::cuda {
@@ -11,30 +12,20 @@ constexpr int kMaxStageBlocks = 1024;
 
 // One 16-byte vector a thread per round. Host memory is read with L2-only (.cg) loads:
 // coherent, and nothing is kept in L1 that is read once.
-__device__ __forceinline__ unsigned long long GlobalTimerNs() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 __global__ void __launch_bounds__(kStageThreads)
     StageInKernel(const uint4* src, uint4* __restrict__ dst, size_t vectors,
                   unsigned long long* start_ns) {
   if (start_ns != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *start_ns = GlobalTimerNs();
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // The dependent router may start now: it touches the hidden states only after
   // griddepcontrol.wait, which waits for this whole grid to finish and its writes to land.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
+  AllowDependentLaunch();
   const size_t stride = size_t(gridDim.x) * kStageThreads;
   for (size_t i = size_t(blockIdx.x) * kStageThreads + threadIdx.x; i < vectors; i += stride)
     dst[i] = __ldcg(src + i);
 }
 
 __global__ void CompletionStampKernel(unsigned long long* end_ns) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
+  WaitForPrerequisiteGrid();
   *end_ns = GlobalTimerNs();
 }
 

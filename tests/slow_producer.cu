@@ -1,21 +1,16 @@
 #include <cstdint>
 
+#include "kernels/pdl_device.cuh"
 #include "tests/slow_producer.h"
 
 namespace moe::testing {
 namespace {
 
 __global__ void SlowCopy(uint32_t* dst, const uint32_t* src, size_t words, unsigned delay_ns) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Let the dependent launch begin now: it overlaps this kernel unless it waits properly.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-  unsigned long long start;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
-  for (;;) {
-    unsigned long long now;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-    if (now - start >= delay_ns) break;
+  cuda::AllowDependentLaunch();
+  const unsigned long long start = cuda::GlobalTimerNs();
+  while (cuda::GlobalTimerNs() - start < delay_ns) {
   }
   for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < words; i += gridDim.x * blockDim.x)
     dst[i] = src[i];
