@@ -297,7 +297,7 @@ int main(int argc, char** argv) {
       tune.layer_stride_bytes = layer_bytes;
       auto plan = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
       // The PDL column with the config tuned for PDL launches (configs that tie without PDL
-      // differ by ~0.5 us under it); the no-PDL column with the one the server would use.
+      // differ by ~0.5 us under it); the no-PDL column with the one tuned without.
       tune.pdl = true;
       auto pdl_plan =
           Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
@@ -343,8 +343,8 @@ int main(int argc, char** argv) {
                                : k.polled ? " polled"
                                           : "");
       };
-      const auto& cp = pdl_plan->config();
-      row.config = describe(cp) + (describe(cp) == describe(c) ? "" : " / no PDL " + describe(c)) +
+      const std::string pdl_config = describe(pdl_plan->config()), nopdl_config = describe(c);
+      row.config = pdl_config + (pdl_config == nopdl_config ? "" : " / no PDL " + nopdl_config) +
                    " (heuristic " + describe(heuristic) + ")";
       rows.push_back(row);
     }
@@ -401,8 +401,8 @@ int main(int argc, char** argv) {
 
   // fused: launched with PDL (the next launch streams its weights while this one reduces
   // and routes), config autotuned under PDL; fused_nopdl: plain stream order, as cuBLAS
-  // runs, config autotuned so (the server's). `config` names the PDL one, then the other
-  // where they differ.
+  // runs, config autotuned so. `config` names the PDL one, then the other where they
+  // differ.
   std::printf("\n%-28s %6s %9s %7s %11s %11s %13s %8s  %s\n", "shape", "layers", "fused_us", "%HBM",
               "fused_nopdl", "cublas_gemm", "cublas+topk", "empty", "config");
   for (const Row& r : rows) {

@@ -27,7 +27,8 @@ struct AutotuneOptions {
   // Time candidates launched with Programmatic Dependent Launch, for callers that launch
   // so (each launch then streams its weights while the previous one reduces and routes):
   // the ranking differs, by ~0.5 us between configs that tie without it. The server
-  // launches without PDL. Cached under its own key.
+  // tunes so for the batches its stage-in kernel feeds (launched under PDL behind it), and
+  // without for the others. Cached under its own key.
   bool pdl = false;
 };
 
