@@ -271,23 +271,12 @@ cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t st
   static const cudaError_t opt_in = cudaFuncSetAttribute(
       TileGemmKernel<T, kTile>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (opt_in != cudaSuccess) return opt_in;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = kSmem;
-  config.stream = stream;
   // With S > 1 the CTAs of a tile wait for each other. A cooperative launch has the driver
   // make the whole grid resident at once, also when another launch (say a second GEMM on
   // another stream) holds SMs: without it two such grids could each hold half the SMs and
   // wait for the other half forever. A grid too large to be resident is an error, not a hang.
-  cudaLaunchAttribute cooperative;
-  cooperative.id = cudaLaunchAttributeCooperative;
-  cooperative.val.cooperative = 1;
-  if (params.k_splits > 1) {
-    config.attrs = &cooperative;
-    config.numAttrs = 1;
-  }
-  return cudaLaunchKernelEx(&config, TileGemmKernel<T, kTile>, params);
+  return Launch(TileGemmKernel<T, kTile>, grid, params, stream, /*pdl=*/false, /*cluster=*/0,
+                /*cooperative=*/params.k_splits > 1, kSmem);
 }
 
 }  // namespace
