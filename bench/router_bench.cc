@@ -336,12 +336,13 @@ int main(int argc, char** argv) {
       row.empty_us = empty_us;
       const auto& c = plan->config();
       auto describe = [](const cuda::DecomposeKConfig& k) {
-        return absl::StrFormat("%s nt=%d S=%d%s",
+        return absl::StrFormat("%s nt=%d S=%d%s%s",
                                k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
                                k.token_tiles, k.k_splits,
                                k.cluster  ? " cluster"
                                : k.polled ? " polled"
-                                          : "");
+                                          : "",
+                               k.pdl_cooperative ? " coop" : "");
       };
       const std::string pdl_config = describe(pdl_plan->config()), nopdl_config = describe(c);
       row.config = pdl_config + (pdl_config == nopdl_config ? "" : " / no PDL " + nopdl_config) +

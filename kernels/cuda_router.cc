@@ -12,10 +12,11 @@
 namespace moe::cuda {
 namespace {
 
-// "v2": the config gained the polled reduction; older cache lines no longer match.
+// "v3": the config gained pdl_cooperative (v2: the polled reduction); older cache lines
+// no longer match.
 std::string CacheKey(const RouteProblem& p, int sm_count, bool pdl) {
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v2:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
+  return absl::StrCat("v3:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
                       DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }
@@ -29,13 +30,16 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
-    int mainloop, tiles, splits, cluster, polled;
-    if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled) || k != key) continue;
+    int mainloop, tiles, splits, cluster, polled, pdl_cooperative;
+    if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative) ||
+        k != key)
+      continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
     c->token_tiles = tiles;
     c->k_splits = splits;
     c->cluster = cluster;
     c->polled = polled != 0;
+    c->pdl_cooperative = pdl_cooperative != 0;
     return true;
   }
   return false;
@@ -45,18 +49,19 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ofstream out(file, std::ios::app);
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
-      << c.cluster << " " << int(c.polled) << "\n";
+      << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << "\n";
 }
 
 bool SameConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
-         a.cluster == b.cluster && a.polled == b.polled;
+         a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative;
 }
 
 // What the autotuner times: around the heuristic's arrival-counter config, the cluster
-// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings. Only
-// configs this device can run.
-std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count) {
+// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings; for
+// plans launched with PDL every polled candidate also launched cooperatively. Only configs
+// this device can run.
+std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bool pdl) {
   std::vector<DecomposeKConfig> out;
   auto add = [&](const DecomposeKConfig& c) {
     if (!CanRouteDecomposeK(p, c).ok()) return;
@@ -101,6 +106,15 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count) {
         c.token_tiles = tiles;
         add(c);
       }
+    }
+  }
+  if (pdl) {
+    const size_t n = out.size();
+    for (size_t i = 0; i < n; ++i) {
+      if (!out[i].polled) continue;
+      DecomposeKConfig c = out[i];
+      c.pdl_cooperative = true;
+      add(c);
     }
   }
   return out;
@@ -172,7 +186,7 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
       config = cached;
     } else {
       float best = 1e30f;
-      for (const auto& c : Candidates(problem, sm_count)) {
+      for (const auto& c : Candidates(problem, sm_count, tune.pdl)) {
         // A candidate the device cannot run (e.g. a cluster too large to schedule) is
         // skipped, not fatal; clear the error it left.
         auto us = TimeConfigMicros(problem, *tune_args, c, tune, stream);

@@ -189,21 +189,22 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
 // processes, hold SMs; without it, enough concurrent grids whose router CTAs were
 // dispatched first could in theory fill the SMs and wait forever. Measured on the H100: no
 // cost without PDL (router_bench's no-PDL column within 0.1 us at 1 and 16 tokens). Under
-// PDL the launch stays as it was: launched cooperatively too, 8 of 11 one-token rows read
-// 0.2-0.5 us faster and three 0.1-0.5 slower (Kimi K2 +0.5: its 132-CTA grid fills every
-// SM), against an earlier run, with no same-run A/B; until one is made, PDL callers (the
-// server's two slots, router_bench) keep to few concurrent grids, which cannot fill the SMs
-// with waiting router CTAs.
+// PDL it is the config's choice (pdl_cooperative, timed by the autotuner): in a same-run
+// A/B (two runs each way, NOTES.md) the cooperative launch was 0.1-0.4 us faster on 14 of
+// 22 rows at 1 and 16 tokens and 0.1-0.3 slower on the rest (Kimi K2, gpt-oss, DeepSeek-V3
+// at 16 tokens). Where it is not cooperative, PDL callers (the server's two slots,
+// router_bench) keep to few concurrent grids, which cannot fill the SMs with waiting
+// router CTAs.
 template <typename T>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
-                        bool pdl) {
+                        bool pdl, bool cooperative) {
   switch (token_tiles) {
     case 1:
-      return Launch(DecomposeKPolledKernel<T, 1>, grid, params, stream, pdl, 0, !pdl);
+      return Launch(DecomposeKPolledKernel<T, 1>, grid, params, stream, pdl, 0, cooperative);
     case 2:
-      return Launch(DecomposeKPolledKernel<T, 2>, grid, params, stream, pdl, 0, !pdl);
+      return Launch(DecomposeKPolledKernel<T, 2>, grid, params, stream, pdl, 0, cooperative);
     default:
-      return Launch(DecomposeKPolledKernel<T, 4>, grid, params, stream, pdl, 0, !pdl);
+      return Launch(DecomposeKPolledKernel<T, 4>, grid, params, stream, pdl, 0, cooperative);
   }
 }
 
@@ -220,9 +221,10 @@ int PolledMaxCtas() {
 }
 
 cudaError_t LaunchPolledKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
-                               cudaStream_t stream, bool pdl) {
-  return bf16 ? LaunchTyped<__nv_bfloat16>(token_tiles, grid, params, stream, pdl)
-              : LaunchTyped<__half>(token_tiles, grid, params, stream, pdl);
+                               cudaStream_t stream, bool pdl, bool pdl_cooperative) {
+  const bool cooperative = !pdl || pdl_cooperative;
+  return bf16 ? LaunchTyped<__nv_bfloat16>(token_tiles, grid, params, stream, pdl, cooperative)
+              : LaunchTyped<__half>(token_tiles, grid, params, stream, pdl, cooperative);
 }
 
 }  // namespace moe::cuda

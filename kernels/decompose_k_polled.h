@@ -25,7 +25,8 @@ __host__ __device__ inline int PolledTokensPerRouter(int valid, int grid_x) {
 }
 
 // grid.x = m_blocks * k_splits, grid.y = token chunks; tensor-core mainloop only.
+// Cooperative when !pdl or `pdl_cooperative` (DecomposeKConfig::pdl_cooperative).
 cudaError_t LaunchPolledKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
-                               cudaStream_t stream, bool pdl);
+                               cudaStream_t stream, bool pdl, bool pdl_cooperative);
 
 }  // namespace moe::cuda

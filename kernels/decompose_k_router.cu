@@ -305,6 +305,9 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
   if (c.k_splits < 1 || c.k_splits > 4096)
     return absl::InvalidArgumentError(
         absl::StrCat("config: k_splits ", c.k_splits, " outside [1, 4096]"));
+  if (c.pdl_cooperative && !c.polled)
+    return absl::InvalidArgumentError(
+        "config: pdl_cooperative applies to the polled reduction only");
   if (c.polled) {
     if (c.mainloop != Mainloop::kTensorCore || c.cluster != 0)
       return absl::InvalidArgumentError(
@@ -361,7 +364,8 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
   const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
   if (c.polled) {
     if (params.gemm_mode) return cudaErrorInvalidValue;  // routing only
-    return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl);
+    return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl,
+                              c.pdl_cooperative);
   }
   if (c.cluster > 0)
     return LaunchClusterKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, c.cluster,

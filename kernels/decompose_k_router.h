@@ -39,6 +39,11 @@ struct DecomposeKConfig {
   // token polls them (decompose_k_polled.cu). Tensor-core mainloop, at most one CTA per
   // SM, a router's tokens x experts <= 8192.
   bool polled = false;
+  // Polled only: launched cooperatively also when launched with PDL. Without PDL a polled
+  // launch is always cooperative (its grid guaranteed resident). Under PDL the cooperative
+  // launch measured faster on some shapes and slower on others (its secondary may not start
+  // until SMs free up), so the autotuner times both.
+  bool pdl_cooperative = false;
   // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
   // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
   int gemm_tile = 0;

@@ -333,6 +333,19 @@ TEST(GpuConfigs, PolledGridWiderThanTheGpuIsRefused) {
   EXPECT_NE(std::string(status.message()).find("SMs"), std::string::npos) << status;
 }
 
+TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
+  SKIP_WITHOUT_GPU();
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig counter{cuda::Mainloop::kTensorCore, 1, 8, 0};
+  counter.pdl_cooperative = true;
+  const absl::Status status = cuda::CanRouteDecomposeK(p, counter);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(status.message()).find("pdl_cooperative"), std::string::npos) << status;
+  cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, 8, 0, /*polled=*/true};
+  polled.pdl_cooperative = true;
+  EXPECT_TRUE(cuda::CanRouteDecomposeK(p, polled).ok());
+}
+
 // Exact ties: every odd expert's router row (and biases) copies the even one below it,
 // so twins get bit-identical logits and scores. The tie rule says the lower id wins and
 // comes first: a chosen odd twin must directly follow its even twin. This drives the
@@ -481,17 +494,22 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       DeviceCase d = MakeDeviceCase(in, true);
       auto staged = Upload(in.hidden);
       auto stream = MakeStream().value();
-      for (int rep = 0; rep < 3; ++rep) {
+      // A polled plan also launched cooperatively under PDL (the autotuner's other choice).
+      cuda::DecomposeKConfig config = plan->config();
+      for (int rep = 0; rep < 6; ++rep) {
+        config.pdl_cooperative = config.polled && rep % 2 == 1;
         Poison(d);
         ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
         ASSERT_CUDA(LaunchSlowProducer(const_cast<void*>(d.args.hidden), staged.get(),
                                        in.hidden.size(), /*delay_ns=*/20000, stream.get()));
-        ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/true));
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, plan->workspace(), stream.get(),
+                                                 /*pdl=*/true));
         ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
         HostOut h = Download(d, true);
         EXPECT_EQ(
             CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
-            << Describe(in, seed) << " rep=" << rep << " config polled=" << plan->config().polled;
+            << Describe(in, seed) << " rep=" << rep << " config polled=" << config.polled
+            << " pdl_cooperative=" << config.pdl_cooperative;
       }
     }
   }
