@@ -3,7 +3,8 @@
 # measured in turns (ROUNDS times) so drift on the host hits them all alike.
 #   one_caller_ab.sh BIN_DIR OUT_DIR "FLAGS_A" "FLAGS_B" ... (env: TOKENS, MODE, SECS, ROUNDS)
 # A FLAGS argument starting with "echo" is another echo server variant with the flags that
-# follow (e.g. "echo --handoff"); any other is a moe-router-server variant.
+# follow (e.g. "echo --handoff"); any other is a moe-router-server variant. Leading NAME=VALUE
+# words are put in that server's environment (e.g. "GLIBC_TUNABLES=... --flag").
 set -euo pipefail
 bin=$1 out=$2; shift 2
 tokens=${TOKENS:-1} mode=${MODE:-unary} secs=${SECS:-2} rounds=${ROUNDS:-3}
@@ -14,20 +15,24 @@ trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/n
 pids+=($!)
 ports=(50300) labels=(echo)
 i=1
-for flags in "$@"; do
+for label in "$@"; do
   port=$((50300 + i))
+  envs=() flags=$label
+  while [[ $flags =~ ^([A-Za-z_][A-Za-z0-9_]*=[^ ]*)\ *(.*)$ ]]; do
+    envs+=("${BASH_REMATCH[1]}") flags=${BASH_REMATCH[2]}
+  done
   if [[ $flags == echo* ]]; then
-    "$bin/echo_server" --address=127.0.0.1:$port --hidden=7168 --top_k=8 ${flags#echo} \
-      >"$out/server_$i.log" 2>&1 &
+    env "${envs[@]}" "$bin/echo_server" --address=127.0.0.1:$port --hidden=7168 --top_k=8 \
+      ${flags#echo} >"$out/server_$i.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do grep -q "listening" "$out/server_$i.log" && break; sleep 0.1; done
-    ports+=($port) labels+=("$flags")
+    ports+=($port) labels+=("$label")
   else
-    "$bin/moe-router-server" --model=demo-deepseek-v3 --address=127.0.0.1:$port \
+    env "${envs[@]}" "$bin/moe-router-server" --model=demo-deepseek-v3 --address=127.0.0.1:$port \
       --metrics_address= $flags >"$out/server_$i.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 1200); do grep -q "serving gRPC" "$out/server_$i.log" && break; sleep 0.1; done
-    ports+=($port) labels+=("server $flags")
+    ports+=($port) labels+=("server $label")
   fi
   i=$((i + 1))
 done
