@@ -4,7 +4,6 @@
 // unless stated otherwise; the batcher calls Route from its worker thread only.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -14,17 +13,6 @@
 
 namespace moe {
 
-// Host memory for one request's hidden states that a backend can read in place (the CUDA
-// backend: page-locked memory mapped into the device). The request's bytes are copied into
-// it once, on the thread that validates them, in the same pass as the finite check; the
-// batch's worker then copies nothing. Released (back to its backend's pool) on destruction.
-class InputBuffer {
- public:
-  virtual ~InputBuffer() = default;
-  virtual char* data() = 0;
-  virtual size_t capacity() const = 0;
-};
-
 // One batch of tokens of one (model, layer): host buffers.
 struct BatchIO {
   const void* hidden = nullptr;  // [tokens, hidden]
@@ -33,9 +21,6 @@ struct BatchIO {
   int32_t* ids = nullptr;    // [tokens, top_k]
   float* weights = nullptr;  // [tokens, top_k]
   float* logits = nullptr;   // optional [tokens, experts]
-  // The buffer `hidden` lies in, when the batch is one request staged in the backend's
-  // own InputBuffer (AcquireInputBuffer); then the backend may read it in place.
-  InputBuffer* hidden_buffer = nullptr;
 };
 
 class RouterBackend {
@@ -49,11 +34,6 @@ class RouterBackend {
   virtual absl::StatusOr<double> Route(const std::string& model, int layer, const BatchIO& io) = 0;
   // Batches this backend can compute at once (the batcher runs that many workers).
   virtual int concurrency() const { return 1; }
-  // A buffer for `bytes` of one request's hidden states that Route() reads in place, or
-  // null where the backend gains nothing from one (the CPU backend; the CUDA backend for
-  // small or large requests, or when its pool is exhausted): then the request's own bytes
-  // are used. Thread-safe.
-  virtual std::unique_ptr<InputBuffer> AcquireInputBuffer(size_t /*bytes*/) { return nullptr; }
   // False once the device failed in a way the process cannot recover from.
   virtual bool healthy() const { return true; }
 };
@@ -70,10 +50,6 @@ struct CudaBackendOptions {
   // memory while the router streams its weights (kernels/stage_in.h); false, or a device
   // that cannot map host memory: a copy-engine transfer before the router kernel.
   bool zero_copy_input = true;
-  // A lone request of 64-256 KiB is copied into a page-locked buffer by the thread that
-  // checks it (AcquireInputBuffer) and read there by the device; false: by the worker into
-  // the slot's staging buffer, as every other batch. Needs zero_copy_input.
-  bool in_place_input = true;
 };
 
 // Null with `error` set when CUDA is not compiled in or no usable device exists.

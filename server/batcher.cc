@@ -217,22 +217,18 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
     want_logits |= w->want_logits;
   }
   // Gather the hidden states of every request into one batch (a lone request's bytes
-  // are used in place, where the backend may read its staged buffer directly).
+  // are used in place).
   std::string gathered;
   if (batch.size() > 1) {
     gathered.reserve(size_t(tokens) * first.hidden * DTypeSize(first.dtype));
-    for (const auto& w : batch) gathered.append(w->hidden_data(), w->hidden_size());
+    for (const auto& w : batch) gathered += w->hidden_bytes;
   }
+  const std::string& hidden = batch.size() > 1 ? gathered : first.hidden_bytes;
   std::vector<int32_t> ids(size_t(tokens) * top_k);
   std::vector<float> weights(ids.size());
   std::vector<float> logits(want_logits ? size_t(tokens) * experts : 0);
-  BatchIO io{batch.size() > 1 ? gathered.data() : first.hidden_data(),
-             first.dtype,
-             tokens,
-             ids.data(),
-             weights.data(),
-             want_logits ? logits.data() : nullptr,
-             batch.size() > 1 ? nullptr : first.staged.get()};
+  BatchIO io{hidden.data(), first.dtype,    tokens,
+             ids.data(),    weights.data(), want_logits ? logits.data() : nullptr};
   const auto start = Clock::now();
   auto compute = backend_->Route(first.model, first.layer, io);
   if (!backend_->healthy() && options_.on_backend_failure && !failure_reported_.exchange(true))

@@ -44,18 +44,12 @@ struct RouteWork {
   DType dtype = DType::kBF16;
   int tokens = 0;
   int top_k = 0, experts = 0, hidden = 0;
-  // [tokens, hidden] raw: in `staged` when the backend gave a buffer it reads in place
-  // (RouterBackend::AcquireInputBuffer), else in `hidden_bytes`.
-  std::string hidden_bytes;
-  std::unique_ptr<InputBuffer> staged;
+  std::string hidden_bytes;  // [tokens, hidden] raw
   bool want_logits = false;
   Clock::time_point arrival;
   Clock::time_point deadline = Clock::time_point::max();
   std::function<bool()> cancelled;  // may be empty
   std::function<void(absl::Status, RouteResult)> done;
-
-  size_t hidden_size() const { return size_t(tokens) * hidden * DTypeSize(dtype); }
-  const char* hidden_data() const { return staged ? staged->data() : hidden_bytes.data(); }
 };
 
 struct BatcherOptions {

@@ -53,15 +53,6 @@ int TokenBucket(int tokens) {
 // requests/s with the kernel for every batch, 11.8k in the previous run with the engine).
 constexpr size_t kStageKernelMaxBytes = 256 << 10;
 
-// A lone request of at least this many bytes (up to kStageKernelMaxBytes) is staged by the
-// thread that validates it, into one of kInputBuffers page-locked buffers the device reads
-// in place (AcquireInputBuffer), copied in the same pass as the finite check. Its batch then
-// launches eagerly from that buffer (a graph's source address is fixed): a few us of extra
-// launch calls against a staging copy on the worker that cost ~30 us at 16 DeepSeek-V3
-// tokens (229 KB) on the H100 host. Smaller requests keep the copy and the graph.
-constexpr size_t kInPlaceMinBytes = 64 << 10;
-constexpr int kInputBuffers = 64;
-
 constexpr int kBuckets = 9;  // 1, 2, 4, ..., 256 tokens
 constexpr int kDTypes = 3;
 int BucketIndex(int bucket) {
@@ -96,62 +87,6 @@ struct ResidentModel {
   mutable absl::Mutex tuned_mu;
   mutable std::vector<std::optional<cuda::DecomposeKConfig>> tuned ABSL_GUARDED_BY(tuned_mu);
 };
-
-// kInputBuffers page-locked buffers of kStageKernelMaxBytes carved from one allocation, each
-// handed out as a PooledInput and back in the free list when that is destroyed. Shared by
-// the backend and its outstanding buffers, so it lives until the last is returned.
-class InputPool {
- public:
-  static absl::StatusOr<std::shared_ptr<InputPool>> Create() {
-    auto pool = std::make_shared<InputPool>();
-    ASSIGN_OR_RETURN(pool->memory_, PinnedBuffer::Allocate(kStageKernelMaxBytes * kInputBuffers));
-    void* mapped = nullptr;
-    CUDA_RETURN_STATUS_IF_ERROR(cudaHostGetDevicePointer(&mapped, pool->memory_.get(), 0));
-    pool->mapped_ = static_cast<const char*>(mapped);
-    absl::MutexLock lock(&pool->mu_);
-    for (int i = kInputBuffers - 1; i >= 0; --i) pool->free_.push_back(i);
-    return pool;
-  }
-  // Null when every buffer is out.
-  std::unique_ptr<InputBuffer> Acquire(std::shared_ptr<InputPool> self);
-  void Release(int index) {
-    absl::MutexLock lock(&mu_);
-    free_.push_back(index);
-  }
-  char* host(int index) const { return memory_.as<char>() + size_t(index) * kStageKernelMaxBytes; }
-  const char* mapped(int index) const { return mapped_ + size_t(index) * kStageKernelMaxBytes; }
-
- private:
-  PinnedBuffer memory_;
-  const char* mapped_ = nullptr;  // memory_ as the device sees it
-  absl::Mutex mu_;
-  std::vector<int> free_ ABSL_GUARDED_BY(mu_);
-};
-
-class PooledInput final : public InputBuffer {
- public:
-  PooledInput(std::shared_ptr<InputPool> pool, int index) : pool_(std::move(pool)), index_(index) {}
-  ~PooledInput() override { pool_->Release(index_); }
-  char* data() override { return pool_->host(index_); }
-  size_t capacity() const override { return kStageKernelMaxBytes; }
-  const char* host() const { return pool_->host(index_); }
-  const char* mapped() const { return pool_->mapped(index_); }
-
- private:
-  const std::shared_ptr<InputPool> pool_;
-  const int index_;
-};
-
-std::unique_ptr<InputBuffer> InputPool::Acquire(std::shared_ptr<InputPool> self) {
-  int index;
-  {
-    absl::MutexLock lock(&mu_);
-    if (free_.empty()) return nullptr;
-    index = free_.back();
-    free_.pop_back();
-  }
-  return std::make_unique<PooledInput>(std::move(self), index);
-}
 
 // One executor: everything a batch in flight needs for itself.
 struct Slot {
@@ -213,18 +148,7 @@ class CudaBackend : public RouterBackend {
       free_slots_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
-    if (options_.in_place_input && slots_.front()->mapped_in != nullptr) {
-      auto pool = InputPool::Create();
-      if (pool.ok()) input_pool_ = std::move(*pool);
-      cudaGetLastError();  // without the pool every request is staged by the worker
-    }
     return absl::OkStatus();
-  }
-
-  std::unique_ptr<InputBuffer> AcquireInputBuffer(size_t bytes) override {
-    if (input_pool_ == nullptr || bytes < kInPlaceMinBytes || bytes > kStageKernelMaxBytes)
-      return nullptr;
-    return input_pool_->Acquire(input_pool_);
   }
 
   std::string name() const override { return "cuda"; }
@@ -320,10 +244,9 @@ class CudaBackend : public RouterBackend {
   // are not mapped, the copy-outs. Timing: the device clock stamps where the stage-in
   // kernel is used (no event nodes: ~4 us less graph launch); else the slot's events
   // (`capturing`: they become graph nodes).
-  // `in_place`: the hidden states are in that pooled buffer, not in slot.pinned_in.
   cudaError_t EnqueueBatch(Slot& slot, const RouterModel& m, const Outputs& out,
                            const cuda::CudaRouterPlan& plan, int tokens, DType dtype,
-                           bool capturing, const PooledInput* in_place = nullptr) {
+                           bool capturing) {
     cudaStream_t stream = slot.stream.get();
     const size_t in_bytes = size_t(tokens) * m.spec.hidden * DTypeSize(dtype);
     const size_t ids_bytes = size_t(tokens) * m.spec.top_k * 4;
@@ -334,13 +257,11 @@ class CudaBackend : public RouterBackend {
     const bool stage_kernel = StagesByKernel(slot, m.spec, TokenBucket(tokens), dtype);
     cudaError_t err;
     if (stage_kernel) {  // device time then includes the stage-in, which the router overlaps
-      err = cuda::LaunchStageIn(in_place ? in_place->mapped() : slot.mapped_in, slot.dev_in.get(),
-                                in_bytes, stream, slot.mapped_stamps);
+      err = cuda::LaunchStageIn(slot.mapped_in, slot.dev_in.get(), in_bytes, stream,
+                                slot.mapped_stamps);
     } else {
-      err = cudaMemcpyAsync(
-          slot.dev_in.get(),
-          in_place ? static_cast<const void*>(in_place->host()) : slot.pinned_in.get(), in_bytes,
-          cudaMemcpyHostToDevice, stream);
+      err = cudaMemcpyAsync(slot.dev_in.get(), slot.pinned_in.get(), in_bytes,
+                            cudaMemcpyHostToDevice, stream);
       if (err == cudaSuccess)
         err = cudaEventRecordWithFlags(slot.start.get(), stream, record_flags);
     }
@@ -484,19 +405,17 @@ class CudaBackend : public RouterBackend {
     cudaStream_t stream = slot.stream.get();
     const Outputs out = MakeOutputs(slot, r, layer, io.logits != nullptr);
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
-    // A request staged in a pooled buffer (io.hidden points into it) is read from there.
-    const auto* in_place = dynamic_cast<const PooledInput*>(io.hidden_buffer);
-    if (in_place == nullptr) std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
+    std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
     const int bucket = TokenBucket(io.tokens);
     ASSIGN_OR_RETURN(cuda::CudaRouterPlan * plan,
                      PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
-    if (options_.graphs && in_place == nullptr) {
+    if (options_.graphs) {
       ASSIGN_OR_RETURN(cudaGraphExec_t exec,
                        GraphFor(slot, r, layer, bucket, io.hidden_dtype, out, *plan));
       CUDA_RETURN_STATUS_IF_ERROR(cudaGraphLaunch(exec, stream));
     } else {
-      CUDA_RETURN_STATUS_IF_ERROR(EnqueueBatch(slot, m, out, *plan, io.tokens, io.hidden_dtype,
-                                               /*capturing=*/false, in_place));
+      CUDA_RETURN_STATUS_IF_ERROR(
+          EnqueueBatch(slot, m, out, *plan, io.tokens, io.hidden_dtype, /*capturing=*/false));
     }
     CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream));
     const size_t ids_bytes = io.tokens * k * 4;
@@ -522,7 +441,6 @@ class CudaBackend : public RouterBackend {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<ResidentModel>> models_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Slot>> slots_;
-  std::shared_ptr<InputPool> input_pool_;  // null: no mapped input, every request copied
   absl::Mutex slots_mu_;
   std::deque<Slot*> free_slots_ ABSL_GUARDED_BY(slots_mu_);
 };

@@ -7,7 +7,7 @@ namespace moe {
 
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
     moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
-    int max_tokens, const InputBufferSource& staging) {
+    int max_tokens) {
   const moe_router::v1::RouteRequest& req = *request;
   auto it = models.find(req.model());
   if (it == models.end())
@@ -50,15 +50,9 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
     return absl::InvalidArgumentError(absl::StrCat("hidden_states.data: ", t.data().size(),
                                                    " bytes, expected ", want, " (", tokens, " x ",
                                                    hidden, " x ", DTypeSize(dtype), ")"));
-  auto work = std::make_unique<RouteWork>();
-  if (staging) work->staged = staging(want);
-  if (work->staged != nullptr && work->staged->capacity() < want) work->staged.reset();
-  const size_t count = size_t(tokens) * hidden;
-  auto finite =
-      work->staged != nullptr
-          ? CopyFinite(t.data().data(), work->staged->data(), dtype, count, "hidden_states.data")
-          : CheckFinite(t.data().data(), dtype, count, "hidden_states.data");
+  auto finite = CheckFinite(t.data().data(), dtype, size_t(tokens) * hidden, "hidden_states.data");
   if (!finite.ok()) return finite;
+  auto work = std::make_unique<RouteWork>();
   work->model = m.name;
   work->layer = req.layer();
   work->dtype = dtype;
@@ -66,8 +60,7 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
   work->top_k = m.spec.top_k;
   work->experts = m.spec.experts;
   work->hidden = m.spec.hidden;
-  if (work->staged == nullptr)
-    work->hidden_bytes = std::move(*request->mutable_hidden_states()->mutable_data());
+  work->hidden_bytes = std::move(*request->mutable_hidden_states()->mutable_data());
   work->want_logits = req.return_logits();
   return work;
 }

@@ -3,7 +3,6 @@
 // Stateless; thread-safe.
 #pragma once
 
-#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,17 +23,10 @@ struct ModelDescription {
   int64_t weight_bytes = 0;
 };
 
-// Where a request's hidden states may be staged: a backend buffer it reads in place
-// (RouterBackend::AcquireInputBuffer), or null.
-using InputBufferSource = std::function<std::unique_ptr<InputBuffer>(size_t bytes)>;
-
-// On success the work holds the request's hidden-state bytes: copied into a buffer from
-// `staging` in the same pass as the finite check, when it gives one (the backend then reads
-// them in place; no copy on the batch's worker), else moved out of the request (not
-// copied: at 16 DeepSeek-V3 tokens a copy of the 229 KB cost ~15 us), which is then left
-// without them.
+// On success the work takes the request's hidden-state bytes (moved, not copied: at 16
+// DeepSeek-V3 tokens a copy of the 229 KB cost ~15 us); the request is left without them.
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
     moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
-    int max_tokens, const InputBufferSource& staging = nullptr);
+    int max_tokens);
 
 }  // namespace moe

@@ -62,9 +62,7 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
     finish(absl::UnavailableError("models are still loading; retry shortly"), {});
     return;
   }
-  auto work = ValidateRouteRequest(request, *models, max_tokens_, [this](size_t bytes) {
-    return backend_->AcquireInputBuffer(bytes);
-  });
+  auto work = ValidateRouteRequest(request, *models, max_tokens_);
   if (!work.ok()) {
     finish(work.status(), {});
     return;

@@ -46,10 +46,6 @@ ABSL_FLAG(bool, zero_copy_input, true,
           "Batches of up to 256 KiB of hidden states: a small kernel reads them from "
           "page-locked host memory while the router kernel streams its weights (PDL); false, "
           "or larger batches: a copy-engine transfer first");
-ABSL_FLAG(bool, in_place_input, true,
-          "Requests of 64-256 KiB of hidden states are copied into page-locked buffers as they "
-          "are checked, and the GPU reads them there (no copy on the batch's worker); needs "
-          "--zero_copy_input");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
@@ -194,7 +190,6 @@ int main(int argc, char** argv) {
     options.tune_cache = absl::GetFlag(FLAGS_autotune_cache);
     options.graphs = absl::GetFlag(FLAGS_cuda_graphs);
     options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
-    options.in_place_input = absl::GetFlag(FLAGS_in_place_input);
     backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)

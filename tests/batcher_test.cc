@@ -24,8 +24,6 @@ class FakeBackend : public RouterBackend {
     if (fail_) return absl::InternalError("injected device failure");
     std::unique_lock<std::mutex> lock(mu_);
     batches_.push_back(io.tokens);
-    inputs_.push_back(
-        {std::string(static_cast<const char*>(io.hidden), io.tokens * 8 * 2), io.hidden_buffer});
     ++started_;
     cv_.notify_all();
     cv_.wait(lock, [&] { return !hold_; });
@@ -48,11 +46,6 @@ class FakeBackend : public RouterBackend {
     std::lock_guard<std::mutex> lock(mu_);
     return batches_;
   }
-  // Each batch's hidden-state bytes and the staged buffer it was handed, if any.
-  std::vector<std::pair<std::string, InputBuffer*>> inputs() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return inputs_;
-  }
 
  private:
   std::atomic<bool> fail_{false};
@@ -61,17 +54,6 @@ class FakeBackend : public RouterBackend {
   bool hold_ = false;
   int started_ = 0;
   std::vector<int> batches_;
-  std::vector<std::pair<std::string, InputBuffer*>> inputs_;
-};
-
-class StagedBytes : public InputBuffer {
- public:
-  explicit StagedBytes(std::string bytes) : bytes_(std::move(bytes)) {}
-  char* data() override { return bytes_.data(); }
-  size_t capacity() const override { return bytes_.size(); }
-
- private:
-  std::string bytes_;
 };
 
 struct Outcome {
@@ -219,39 +201,6 @@ TEST_F(BatcherTest, RequestsQueuedWhileBusyAreMergedAndScatteredBack) {
   EXPECT_EQ(ids[2], (std::vector<int32_t>{2, 3, 4}));
   EXPECT_EQ(ids[3], (std::vector<int32_t>{5, 6, 7, 8}));
   EXPECT_EQ(out.results[3].second.batch_requests, 3);
-}
-
-// A lone staged request reaches the backend as its buffer (read in place); in a merged
-// batch staged and unstaged requests are gathered in order and no buffer is passed.
-TEST_F(BatcherTest, StagedRequestsArePassedInPlaceAloneAndGatheredWhenMerged) {
-  Batcher batcher(&backend, {}, &metrics);
-  Outcome out;
-  auto bytes_of = [](int tokens, char fill) { return std::string(size_t(tokens) * 16, fill); };
-  auto staged = [&](int tokens, char fill) {
-    auto w = Work(tokens, &out);
-    w->hidden_bytes.clear();
-    w->staged = std::make_unique<StagedBytes>(bytes_of(tokens, fill));
-    return w;
-  };
-  auto lone = staged(2, 'a');
-  InputBuffer* lone_buffer = lone->staged.get();
-  ASSERT_TRUE(batcher.TryRunInline(lone));
-  backend.Hold(true);
-  batcher.Submit(Work(1, &out));  // occupies the only worker
-  backend.WaitStarted(2);
-  batcher.Submit(staged(3, 'b'));
-  auto plain = Work(1, &out);
-  plain->hidden_bytes = bytes_of(1, 'c');
-  batcher.Submit(std::move(plain));
-  batcher.Submit(staged(2, 'd'));
-  backend.Hold(false);
-  out.Wait(5);
-  const auto inputs = backend.inputs();
-  ASSERT_EQ(inputs.size(), 3u);
-  EXPECT_EQ(inputs[0].first, bytes_of(2, 'a'));
-  EXPECT_EQ(inputs[0].second, lone_buffer);
-  EXPECT_EQ(inputs[2].first, bytes_of(3, 'b') + bytes_of(1, 'c') + bytes_of(2, 'd'));
-  EXPECT_EQ(inputs[2].second, nullptr);
 }
 
 TEST_F(BatcherTest, BatchesRespectTheTokenBound) {

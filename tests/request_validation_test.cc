@@ -1,14 +1,11 @@
 // ValidateRouteRequest on its own: a valid request hands its hidden-state bytes to the
-// batch work (moved, not copied, or copied into a backend's staging buffer); a rejected one
-// keeps them and names the field.
+// batch work (moved, not copied); a rejected one keeps them and names the field.
 #include "server/request_validation.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <limits>
-
-#include "absl/strings/str_cat.h"
 
 namespace moe {
 namespace {
@@ -70,75 +67,6 @@ TEST(RequestValidation, ARejectedRequestKeepsItsBytesAndNamesTheField) {
   wrong_layer.set_layer(2);
   EXPECT_EQ(ValidateRouteRequest(&wrong_layer, models, 256).status().code(),
             absl::StatusCode::kNotFound);
-}
-
-// A backend's staging buffer: plain memory that counts its live instances.
-class TestBuffer : public InputBuffer {
- public:
-  TestBuffer(size_t capacity, int* live) : bytes_(capacity, '\x5a'), live_(live) { ++*live_; }
-  ~TestBuffer() override { --*live_; }
-  char* data() override { return bytes_.data(); }
-  size_t capacity() const override { return bytes_.size(); }
-
- private:
-  std::string bytes_;
-  int* live_;
-};
-
-TEST(RequestValidation, AStagingBufferReceivesTheCheckedBytes) {
-  const auto models = Models();
-  const int hidden = models.at("m").spec.hidden;
-  auto req = Request(3, hidden);
-  const std::string original = req.hidden_states().data();
-  int live = 0;
-  size_t asked = 0;
-  auto work = ValidateRouteRequest(&req, models, 256, [&](size_t bytes) {
-    asked = bytes;
-    return std::make_unique<TestBuffer>(bytes + 64, &live);
-  });
-  ASSERT_TRUE(work.ok()) << work.status();
-  EXPECT_EQ(asked, original.size());
-  ASSERT_NE((*work)->staged, nullptr);
-  EXPECT_EQ(std::string((*work)->hidden_data(), (*work)->hidden_size()), original);
-  EXPECT_TRUE((*work)->hidden_bytes.empty());
-  work->reset();
-  EXPECT_EQ(live, 0);  // the buffer goes back with the work
-}
-
-TEST(RequestValidation, NonFiniteBytesAreRefusedWhileStagedAndTheBufferReturned) {
-  const auto models = Models();
-  const int hidden = models.at("m").spec.hidden;
-  auto req = Request(4, hidden);
-  const float inf = std::numeric_limits<float>::infinity();
-  std::memcpy(&(*req.mutable_hidden_states()->mutable_data())[4 * (3 * hidden + 7)], &inf, 4);
-  int live = 0;
-  auto work = ValidateRouteRequest(
-      &req, models, 256, [&](size_t bytes) { return std::make_unique<TestBuffer>(bytes, &live); });
-  ASSERT_FALSE(work.ok());
-  EXPECT_EQ(work.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(work.status().message())
-                .find(absl::StrCat("hidden_states.data: element ", 3 * hidden + 7, " ")),
-            std::string::npos)
-      << work.status();
-  EXPECT_EQ(live, 0);
-}
-
-TEST(RequestValidation, NoOrTooSmallAStagingBufferMovesTheBytes) {
-  const auto models = Models();
-  const int hidden = models.at("m").spec.hidden;
-  int live = 0;
-  for (bool none : {true, false}) {
-    auto req = Request(2, hidden);
-    const std::string original = req.hidden_states().data();
-    auto work = ValidateRouteRequest(&req, models, 256, [&](size_t bytes) {
-      return none ? nullptr : std::make_unique<TestBuffer>(bytes - 1, &live);
-    });
-    ASSERT_TRUE(work.ok()) << work.status();
-    EXPECT_EQ((*work)->staged, nullptr);
-    EXPECT_EQ((*work)->hidden_bytes, original);
-    EXPECT_EQ(std::string((*work)->hidden_data(), (*work)->hidden_size()), original);
-    EXPECT_EQ(live, 0);
-  }
 }
 
 }  // namespace

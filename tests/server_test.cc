@@ -350,27 +350,6 @@ TEST_F(Server, EveryValidationErrorHasItsCodeAndNamesTheField) {
   Routed r;
   ASSERT_TRUE(client.Route(m, 0, v1::DTYPE_BF16, 2, hidden, good.bytes, &r).ok());
   EXPECT_EQ(Check(m, good, r), "");
-  // A request large enough to be staged into the CUDA backend's pinned buffers as it is
-  // checked (9 DeepSeek-V3 tokens, 129 KB) with a NaN in its last element; then good ones.
-  const std::string big_model = "demo-deepseek-v3";
-  const int big_hidden = Demo(big_model).spec.hidden;
-  Case big = MakeCase(big_model, 1, 9, 77);
-  auto big_bad = Request(big_model, 1, 9, big.bytes);
-  auto& data = *big_bad.mutable_hidden_states()->mutable_data();
-  data[data.size() - 2] = '\x80';
-  data[data.size() - 1] = '\x7f';
-  grpc::ClientContext ctx;
-  v1::RouteResponse resp;
-  auto s = client.stub()->Route(&ctx, big_bad, &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
-  EXPECT_NE(s.error_message().find(absl::StrCat("element ", 9 * big_hidden - 1, " is not finite")),
-            std::string::npos)
-      << s.error_message();
-  for (int i = 0; i < 3; ++i) {
-    Routed big_r;
-    ASSERT_TRUE(client.Route(big_model, 1, v1::DTYPE_BF16, 9, big_hidden, big.bytes, &big_r).ok());
-    EXPECT_EQ(Check(big_model, big, big_r), "");
-  }
 }
 
 TEST_F(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
