@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -125,63 +124,40 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
   return absl::OkStatus();
 }
 
-namespace {
-
-// Index of the first non-finite element of data[begin, end), or `end`. A value is
-// non-finite exactly when its exponent bits are all ones. Tests the bits without converting
-// (this runs on every request's hidden states, often 100k+ values); branch-free
-// OR-reduction per block so the compiler vectorises it, then locate.
-size_t FirstNonFinite(const void* data, DType dtype, size_t begin, size_t end) {
+absl::Status CheckFinite(const void* data, DType dtype, size_t count, const char* field) {
+  // A value is non-finite exactly when its exponent bits are all ones. Test the bits
+  // without converting (this runs on every request's hidden states, often 100k+ values);
+  // branch-free OR-reduction per block so the compiler vectorises it, then locate.
   auto first_bad = [&](auto bits_ptr, auto exp_mask) -> size_t {
     using Bits = std::remove_const_t<std::remove_pointer_t<decltype(bits_ptr)>>;
     constexpr size_t kBlock = 256;
-    for (size_t block = begin; block < end; block += kBlock) {
-      const size_t block_end = std::min(end, block + kBlock);
+    for (size_t begin = 0; begin < count; begin += kBlock) {
+      const size_t end = std::min(count, begin + kBlock);
       Bits any = 0;
-      for (size_t i = block; i < block_end; ++i)
+      for (size_t i = begin; i < end; ++i)
         any |= static_cast<Bits>((bits_ptr[i] & exp_mask) == exp_mask);
       if (any)
-        for (size_t i = block; i < block_end; ++i)
+        for (size_t i = begin; i < end; ++i)
           if ((bits_ptr[i] & exp_mask) == exp_mask) return i;
     }
-    return end;
+    return count;
   };
+  size_t bad = count;
   switch (dtype) {
     case DType::kBF16:
-      return first_bad(static_cast<const uint16_t*>(data), uint16_t{0x7f80});
+      bad = first_bad(static_cast<const uint16_t*>(data), uint16_t{0x7f80});
+      break;
     case DType::kFP16:
-      return first_bad(static_cast<const uint16_t*>(data), uint16_t{0x7c00});
+      bad = first_bad(static_cast<const uint16_t*>(data), uint16_t{0x7c00});
+      break;
     case DType::kFP32:
-      return first_bad(static_cast<const uint32_t*>(data), uint32_t{0x7f800000u});
+      bad = first_bad(static_cast<const uint32_t*>(data), uint32_t{0x7f800000u});
+      break;
   }
-  return end;
-}
-
-absl::Status NonFiniteError(const void* data, DType dtype, size_t bad, const char* field) {
+  if (bad == count) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(field, ": element ", bad, " is not finite (",
                                                  LoadAsFloat(data, dtype, bad),
                                                  "); values must be finite"));
-}
-
-}  // namespace
-
-absl::Status CheckFinite(const void* data, DType dtype, size_t count, const char* field) {
-  const size_t bad = FirstNonFinite(data, dtype, 0, count);
-  return bad == count ? absl::OkStatus() : NonFiniteError(data, dtype, bad, field);
-}
-
-absl::Status CopyFinite(const void* src, void* dst, DType dtype, size_t count, const char* field) {
-  // Chunks small enough that the check reads what the copy just brought into L1: the
-  // source crosses the memory hierarchy once.
-  const size_t size = DTypeSize(dtype), chunk = 4096 / size;
-  for (size_t begin = 0; begin < count; begin += chunk) {
-    const size_t end = std::min(count, begin + chunk);
-    std::memcpy(static_cast<char*>(dst) + begin * size,
-                static_cast<const char*>(src) + begin * size, (end - begin) * size);
-    const size_t bad = FirstNonFinite(src, dtype, begin, end);
-    if (bad != end) return NonFiniteError(src, dtype, bad, field);
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace moe

@@ -43,8 +43,4 @@ class CpuRouter {
 // INVALID_ARGUMENT naming `field` and the first non-finite element, or OK.
 absl::Status CheckFinite(const void* data, DType dtype, size_t count, const char* field);
 
-// CheckFinite and a copy of the `count` elements to `dst` in one pass over `src` (what
-// `dst` holds after an error is unspecified).
-absl::Status CopyFinite(const void* src, void* dst, DType dtype, size_t count, const char* field);
-
 }  // namespace moe
