@@ -10,18 +10,69 @@ namespace {
 constexpr int kStageThreads = 256;
 constexpr int kMaxStageBlocks = 1024;
 
+// The check as the kernels take it: a row's length in 16-byte vectors and the exponent
+// mask of one 32-bit word's values (a value is not finite when its exponent bits are all
+// ones: two 16-bit values a word, or one fp32).
+struct RowCheck {
+  uint8_t* bad_rows;  // null: no check
+  size_t row_vectors;
+  unsigned exponent_mask;
+  bool two_halves;
+};
+
+RowCheck MakeRowCheck(const FiniteCheck& c) {
+  const unsigned mask = c.dtype == DType::kBF16   ? 0x7f807f80u
+                        : c.dtype == DType::kFP16 ? 0x7c007c00u
+                                                  : 0x7f800000u;
+  return {c.bad_rows, c.row_bytes / 16, mask, c.dtype != DType::kFP32};
+}
+
+__device__ __forceinline__ bool WordFinite(unsigned w, const RowCheck& c) {
+  const unsigned e = w & c.exponent_mask;
+  if (!c.two_halves) return e != c.exponent_mask;
+  const unsigned lo = c.exponent_mask & 0xffffu;
+  return (e & 0xffffu) != lo && (e >> 16) != lo;
+}
+
+// Marks vector i's row when one of its values is not finite (a plain store of 1: threads
+// of one row may race, all writing the same byte).
+__device__ __forceinline__ void CheckVector(const uint4& v, size_t i, const RowCheck& c) {
+  if (c.bad_rows == nullptr) return;
+  if (!(WordFinite(v.x, c) && WordFinite(v.y, c) && WordFinite(v.z, c) && WordFinite(v.w, c)))
+    c.bad_rows[i / c.row_vectors] = 1;
+}
+
 // One 16-byte vector a thread per round. Host memory is read with L2-only (.cg) loads:
 // coherent, and nothing is kept in L1 that is read once.
 __global__ void __launch_bounds__(kStageThreads)
     StageInKernel(const uint4* src, uint4* __restrict__ dst, size_t vectors,
-                  unsigned long long* start_ns) {
+                  unsigned long long* start_ns, RowCheck check) {
   if (start_ns != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *start_ns = GlobalTimerNs();
   // The dependent router may start now: it touches the hidden states only after
   // griddepcontrol.wait, which waits for this whole grid to finish and its writes to land.
   AllowDependentLaunch();
   const size_t stride = size_t(gridDim.x) * kStageThreads;
+  for (size_t i = size_t(blockIdx.x) * kStageThreads + threadIdx.x; i < vectors; i += stride) {
+    const uint4 v = __ldcg(src + i);
+    dst[i] = v;
+    CheckVector(v, i, check);
+  }
+}
+
+__global__ void __launch_bounds__(kStageThreads)
+    CheckFiniteRowsKernel(const uint4* __restrict__ data, size_t vectors, RowCheck check) {
+  const size_t stride = size_t(gridDim.x) * kStageThreads;
   for (size_t i = size_t(blockIdx.x) * kStageThreads + threadIdx.x; i < vectors; i += stride)
-    dst[i] = __ldcg(src + i);
+    CheckVector(__ldg(data + i), i, check);
+}
+
+bool ValidCheck(const FiniteCheck& c) {
+  return c.bad_rows == nullptr || (c.row_bytes > 0 && c.row_bytes % 16 == 0);
+}
+
+unsigned Blocks(size_t vectors) {
+  const size_t blocks = std::max<size_t>(1, (vectors + kStageThreads - 1) / kStageThreads);
+  return unsigned(blocks < kMaxStageBlocks ? blocks : kMaxStageBlocks);
 }
 
 __global__ void CompletionStampKernel(unsigned long long* end_ns) {
@@ -32,19 +83,33 @@ __global__ void CompletionStampKernel(unsigned long long* end_ns) {
 }  // namespace
 
 cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
-                          unsigned long long* start_ns) {
+                          unsigned long long* start_ns, const FiniteCheck& check) {
   if (bytes % 16 != 0 || reinterpret_cast<uintptr_t>(mapped_src) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(dst) % 16 != 0)
+      reinterpret_cast<uintptr_t>(dst) % 16 != 0 || !ValidCheck(check))
     return cudaErrorInvalidValue;
   const size_t vectors = bytes / 16;
   if (vectors == 0 && start_ns == nullptr) return cudaSuccess;  // else still stamp the start
-  const size_t blocks = std::max<size_t>(1, (vectors + kStageThreads - 1) / kStageThreads);
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(unsigned(blocks < kMaxStageBlocks ? blocks : kMaxStageBlocks));
+  config.gridDim = dim3(Blocks(vectors));
   config.blockDim = dim3(kStageThreads);
   config.stream = stream;
   return cudaLaunchKernelEx(&config, StageInKernel, static_cast<const uint4*>(mapped_src),
-                            static_cast<uint4*>(dst), vectors, start_ns);
+                            static_cast<uint4*>(dst), vectors, start_ns, MakeRowCheck(check));
+}
+
+cudaError_t LaunchCheckFiniteRows(const void* data, size_t bytes, const FiniteCheck& check,
+                                  cudaStream_t stream) {
+  if (check.bad_rows == nullptr || !ValidCheck(check) || bytes % check.row_bytes != 0 ||
+      reinterpret_cast<uintptr_t>(data) % 16 != 0)
+    return cudaErrorInvalidValue;
+  const size_t vectors = bytes / 16;
+  if (vectors == 0) return cudaSuccess;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(Blocks(vectors));
+  config.blockDim = dim3(kStageThreads);
+  config.stream = stream;
+  return cudaLaunchKernelEx(&config, CheckFiniteRowsKernel, static_cast<const uint4*>(data),
+                            vectors, MakeRowCheck(check));
 }
 
 cudaError_t LaunchCompletionStamp(unsigned long long* end_ns, cudaStream_t stream) {

@@ -10,16 +10,38 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
+
+#include "kernels/dtype.h"
 
 namespace moe::cuda {
+
+// Where a kernel that reads hidden states marks the rows holding a NaN or an infinity:
+// `bad_rows[r]` is set to 1 for each such row r (and never cleared: the caller zeroes the
+// rows it will read before the launch). Rows are `row_bytes` long (a multiple of 16) of
+// `dtype` values. Lets the server check hidden states on the device, where they pass
+// anyway, instead of reading every request's bytes once more on the host; routing is per
+// token, so a bad row spoils only its own outputs.
+struct FiniteCheck {
+  uint8_t* bad_rows = nullptr;  // null: no check
+  size_t row_bytes = 0;
+  DType dtype = DType::kBF16;
+};
 
 // Copies `bytes` (a multiple of 16; both pointers 16-byte aligned) from `mapped_src`, a
 // device pointer to page-locked host memory (cudaHostGetDevicePointer), to `dst` in device
 // memory. Stream ordered and graph capturable; no allocation. cudaErrorInvalidValue for
 // a misaligned or ragged copy. `start_ns`, when not null, receives the device clock
-// (%globaltimer, ns) as the kernel starts.
+// (%globaltimer, ns) as the kernel starts. With `check.bad_rows` it also marks the rows
+// of what it copies that are not finite.
 cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
-                          unsigned long long* start_ns = nullptr);
+                          unsigned long long* start_ns = nullptr, const FiniteCheck& check = {});
+
+// Marks the rows of `bytes` of device memory at `data` (16-byte aligned, a multiple of
+// `check.row_bytes`) that are not finite: the check for hidden states that came in by a
+// copy-engine transfer.
+cudaError_t LaunchCheckFiniteRows(const void* data, size_t bytes, const FiniteCheck& check,
+                                  cudaStream_t stream);
 
 // Writes the device clock (%globaltimer, ns) into `*end_ns` once the previous kernel in the
 // stream has finished and its writes are visible. Launched under PDL, so it is resident

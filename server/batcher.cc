@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "kernels/cpu_router.h"
 
 namespace moe {
 namespace {
@@ -227,8 +228,15 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
   std::vector<int32_t> ids(size_t(tokens) * top_k);
   std::vector<float> weights(ids.size());
   std::vector<float> logits(want_logits ? size_t(tokens) * experts : 0);
-  BatchIO io{hidden.data(), first.dtype,    tokens,
-             ids.data(),    weights.data(), want_logits ? logits.data() : nullptr};
+  const bool device_checks = backend_->ChecksFiniteOnDevice();
+  std::vector<uint8_t> nonfinite(device_checks ? tokens : 0, 0);
+  BatchIO io{hidden.data(),
+             first.dtype,
+             tokens,
+             ids.data(),
+             weights.data(),
+             want_logits ? logits.data() : nullptr,
+             device_checks ? nonfinite.data() : nullptr};
   const auto start = Clock::now();
   auto compute = backend_->Route(first.model, first.layer, io);
   if (!backend_->healthy() && options_.on_backend_failure && !failure_reported_.exchange(true))
@@ -244,6 +252,19 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
     if (!compute.ok()) {
       w->done(compute.status(), {});
       continue;
+    }
+    if (device_checks && std::any_of(nonfinite.begin() + row, nonfinite.begin() + row + w->tokens,
+                                     [](uint8_t bad) { return bad != 0; })) {
+      // The device saw a NaN or an infinity in this request's rows (and only its outputs
+      // are spoilt). The host names the element, as validation would have; should it find
+      // none, the device was wrong and the outputs, computed from finite values, stand.
+      absl::Status finite = CheckFinite(w->hidden_bytes.data(), w->dtype,
+                                        size_t(w->tokens) * w->hidden, kHiddenDataField);
+      if (!finite.ok()) {
+        row += w->tokens;
+        w->done(std::move(finite), {});
+        continue;
+      }
     }
     RouteResult r;
     r.ids.assign(ids.begin() + size_t(row) * top_k, ids.begin() + size_t(row + w->tokens) * top_k);

@@ -38,6 +38,10 @@ struct RouteResult {
   int batch_tokens = 0, batch_requests = 0;
 };
 
+// The request field non-finite hidden states are reported against, by validation or, when
+// the backend checks them on the device, by the batcher.
+inline constexpr char kHiddenDataField[] = "hidden_states.data";
+
 struct RouteWork {
   std::string model;
   int layer = 0;

@@ -9,10 +9,14 @@
 // device can; else copy-outs follow). With graphs on, each (model, layer, token bucket,
 // dtype, logits) gets one CUDA graph per slot of that sequence, captured on first use and
 // replayed after: one launch per batch. A graph computes the whole bucket (rows past the
-// batch hold earlier, finite inputs, and their outputs are ignored; tokens are
-// independent). Device time: the device clock around stage-in batches, CUDA events around
-// the others. Any CUDA failure marks the backend unhealthy (fail-stop: the health service
-// then says NOT_SERVING and an orchestrator restarts the process).
+// batch hold earlier inputs, and their outputs are ignored; tokens are independent).
+// Hidden states are checked for NaN and infinities on the device as they pass (the stage-in
+// kernel, or a check kernel after a copy-engine transfer), marking rows the batcher turns
+// into INVALID_ARGUMENT for their request alone (ChecksFiniteOnDevice). Device time: the device
+// clock around stage-in batches, CUDA events around the others. Any CUDA failure marks the backend
+// unhealthy (fail-stop: the health service then says NOT_SERVING and an orchestrator restarts the
+// process).
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -106,6 +110,10 @@ struct Slot {
   // view).
   PinnedBuffer stamps;
   unsigned long long* mapped_stamps = nullptr;
+  // A byte a row, set by the kernels that see the hidden states when the row is not finite
+  // (cuda::FiniteCheck): the host's view and the device's.
+  PinnedBuffer nonfinite;
+  uint8_t* mapped_nonfinite = nullptr;
 };
 
 class CudaBackend : public RouterBackend {
@@ -123,7 +131,7 @@ class CudaBackend : public RouterBackend {
       ASSIGN_OR_RETURN(slot->start, MakeEvent());
       ASSIGN_OR_RETURN(slot->stop, MakeEvent());
       ASSIGN_OR_RETURN(slot->pinned_in, PinnedBuffer::Allocate(hidden_bytes));
-      std::memset(slot->pinned_in.get(), 0, hidden_bytes);  // graph rows past a batch: finite
+      std::memset(slot->pinned_in.get(), 0, hidden_bytes);  // defined rows past a first batch
       ASSIGN_OR_RETURN(slot->pinned_out, PinnedBuffer::Allocate(out_bytes));
       ASSIGN_OR_RETURN(slot->dev_in, DeviceBuffer::Allocate(hidden_bytes));
       void* mapped = nullptr;
@@ -141,6 +149,12 @@ class CudaBackend : public RouterBackend {
         }
       }
       cudaGetLastError();  // nor here: a copy-engine transfer is used instead
+      if (info_.can_map_host_memory) {
+        ASSIGN_OR_RETURN(slot->nonfinite, PinnedBuffer::Allocate(kMaxTokens));
+        if (cudaHostGetDevicePointer(&mapped, slot->nonfinite.get(), 0) == cudaSuccess)
+          slot->mapped_nonfinite = static_cast<uint8_t*>(mapped);
+      }
+      cudaGetLastError();  // without it the host checks hidden states (ChecksFiniteOnDevice)
       if (slot->mapped_out == nullptr) {
         ASSIGN_OR_RETURN(slot->dev_out, DeviceBuffer::Allocate(out_bytes));
       }
@@ -154,6 +168,12 @@ class CudaBackend : public RouterBackend {
   std::string name() const override { return "cuda"; }
   std::string device() const override { return info_.name; }
   int concurrency() const override { return kSlots; }
+  // Every batch's rows are checked as they pass: by the stage-in kernel, or by a check
+  // kernel after a copy-engine transfer. Needs device-mapped host memory for the marks.
+  bool ChecksFiniteOnDevice() const override {
+    return std::all_of(slots_.begin(), slots_.end(),
+                       [](const auto& slot) { return slot->mapped_nonfinite != nullptr; });
+  }
   bool healthy() const override { return healthy_.load(); }
 
   absl::Status LoadModel(const RouterModel& model) override {
@@ -255,13 +275,17 @@ class CudaBackend : public RouterBackend {
     // (a plain record during capture only orders the capture and never fires).
     const unsigned record_flags = capturing ? cudaEventRecordExternal : cudaEventRecordDefault;
     const bool stage_kernel = StagesByKernel(slot, m.spec, TokenBucket(tokens), dtype);
+    const cuda::FiniteCheck check{slot.mapped_nonfinite, size_t(m.spec.hidden) * DTypeSize(dtype),
+                                  dtype};
     cudaError_t err;
     if (stage_kernel) {  // device time then includes the stage-in, which the router overlaps
       err = cuda::LaunchStageIn(slot.mapped_in, slot.dev_in.get(), in_bytes, stream,
-                                slot.mapped_stamps);
+                                slot.mapped_stamps, check);
     } else {
       err = cudaMemcpyAsync(slot.dev_in.get(), slot.pinned_in.get(), in_bytes,
                             cudaMemcpyHostToDevice, stream);
+      if (err == cudaSuccess && check.bad_rows != nullptr)
+        err = cuda::LaunchCheckFiniteRows(slot.dev_in.get(), in_bytes, check, stream);
       if (err == cudaSuccess)
         err = cudaEventRecordWithFlags(slot.start.get(), stream, record_flags);
     }
@@ -406,6 +430,8 @@ class CudaBackend : public RouterBackend {
     const Outputs out = MakeOutputs(slot, r, layer, io.logits != nullptr);
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
     std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
+    // The kernels only ever set marks; the rows read back are cleared before each batch.
+    if (slot.mapped_nonfinite != nullptr) std::memset(slot.nonfinite.get(), 0, io.tokens);
     const int bucket = TokenBucket(io.tokens);
     ASSIGN_OR_RETURN(cuda::CudaRouterPlan * plan,
                      PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
@@ -422,6 +448,11 @@ class CudaBackend : public RouterBackend {
     std::memcpy(io.ids, out.ids, ids_bytes);
     std::memcpy(io.weights, out.weights, ids_bytes);
     if (io.logits) std::memcpy(io.logits, out.logits, io.tokens * e * 4);
+    if (io.nonfinite_rows != nullptr) {
+      if (slot.mapped_nonfinite == nullptr)
+        return absl::FailedPreconditionError("this GPU does not check hidden states");
+      std::memcpy(io.nonfinite_rows, slot.nonfinite.get(), io.tokens);
+    }
     if (StagesByKernel(slot, m.spec, bucket, io.hidden_dtype)) {
       const volatile unsigned long long* ns = slot.stamps.as<unsigned long long>();
       return ns[1] > ns[0] ? double(ns[1] - ns[0]) * 1e-9 : 0.0;

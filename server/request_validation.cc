@@ -7,7 +7,7 @@ namespace moe {
 
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
     moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
-    int max_tokens) {
+    int max_tokens, bool check_finite) {
   const moe_router::v1::RouteRequest& req = *request;
   auto it = models.find(req.model());
   if (it == models.end())
@@ -50,8 +50,10 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
     return absl::InvalidArgumentError(absl::StrCat("hidden_states.data: ", t.data().size(),
                                                    " bytes, expected ", want, " (", tokens, " x ",
                                                    hidden, " x ", DTypeSize(dtype), ")"));
-  auto finite = CheckFinite(t.data().data(), dtype, size_t(tokens) * hidden, "hidden_states.data");
-  if (!finite.ok()) return finite;
+  if (check_finite) {
+    auto finite = CheckFinite(t.data().data(), dtype, size_t(tokens) * hidden, kHiddenDataField);
+    if (!finite.ok()) return finite;
+  }
   auto work = std::make_unique<RouteWork>();
   work->model = m.name;
   work->layer = req.layer();

@@ -25,8 +25,10 @@ struct ModelDescription {
 
 // On success the work takes the request's hidden-state bytes (moved, not copied: at 16
 // DeepSeek-V3 tokens a copy of the 229 KB cost ~15 us); the request is left without them.
+// `check_finite` = false leaves the NaN / infinity check to a backend that makes it on the
+// device (RouterBackend::ChecksFiniteOnDevice; the batcher then answers the same error).
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
     moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
-    int max_tokens);
+    int max_tokens, bool check_finite = true);
 
 }  // namespace moe

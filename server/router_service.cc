@@ -62,7 +62,8 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
     finish(absl::UnavailableError("models are still loading; retry shortly"), {});
     return;
   }
-  auto work = ValidateRouteRequest(request, *models, max_tokens_);
+  auto work =
+      ValidateRouteRequest(request, *models, max_tokens_, !backend_->ChecksFiniteOnDevice());
   if (!work.ok()) {
     finish(work.status(), {});
     return;

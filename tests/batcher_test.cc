@@ -19,6 +19,13 @@ class FakeBackend : public RouterBackend {
   std::string device() const override { return "fake"; }
   absl::Status LoadModel(const RouterModel&) override { return absl::OkStatus(); }
   bool healthy() const override { return !fail_.load(); }
+  bool ChecksFiniteOnDevice() const override { return device_checks_; }
+  // As the CUDA backend: mark each row with a non-finite bf16 value; `also_mark` marks a
+  // row of the batch whatever it holds (a device that is wrong).
+  void CheckOnDevice(int also_mark = -1) {
+    device_checks_ = true;
+    also_mark_ = also_mark;
+  }
   void FailNextBatches() { fail_ = true; }
   absl::StatusOr<double> Route(const std::string&, int, const BatchIO& io) override {
     if (fail_) return absl::InternalError("injected device failure");
@@ -30,6 +37,15 @@ class FakeBackend : public RouterBackend {
     for (int t = 0; t < io.tokens; ++t) {
       io.ids[t] = t;  // top_k = 1: the row index inside the batch
       io.weights[t] = 1.0f;
+    }
+    EXPECT_EQ(io.nonfinite_rows != nullptr, device_checks_);
+    if (io.nonfinite_rows != nullptr) {
+      const auto* bits = static_cast<const uint16_t*>(io.hidden);
+      for (int t = 0; t < io.tokens; ++t) {
+        io.nonfinite_rows[t] = t == also_mark_;
+        for (int i = 0; i < 8; ++i)  // hidden = 8, bf16
+          if ((bits[t * 8 + i] & 0x7f80) == 0x7f80) io.nonfinite_rows[t] = 1;
+      }
     }
     return 1e-6;
   }
@@ -49,6 +65,8 @@ class FakeBackend : public RouterBackend {
 
  private:
   std::atomic<bool> fail_{false};
+  bool device_checks_ = false;
+  int also_mark_ = -1;
   std::mutex mu_;
   std::condition_variable cv_;
   bool hold_ = false;
@@ -60,6 +78,7 @@ struct Outcome {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<std::pair<absl::StatusCode, RouteResult>> results;
+  std::vector<std::string> messages;  // the status messages, in the same order
   void Wait(size_t n) {
     std::unique_lock<std::mutex> lock(mu);
     ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return results.size() >= n; }));
@@ -80,6 +99,7 @@ std::unique_ptr<RouteWork> Work(int tokens, Outcome* out,
   w->done = [out](absl::Status s, RouteResult r) {
     std::lock_guard<std::mutex> lock(out->mu);
     out->results.emplace_back(s.code(), std::move(r));
+    out->messages.emplace_back(s.message());
     out->cv.notify_all();
   };
   return w;
@@ -201,6 +221,44 @@ TEST_F(BatcherTest, RequestsQueuedWhileBusyAreMergedAndScatteredBack) {
   EXPECT_EQ(ids[2], (std::vector<int32_t>{2, 3, 4}));
   EXPECT_EQ(ids[3], (std::vector<int32_t>{5, 6, 7, 8}));
   EXPECT_EQ(out.results[3].second.batch_requests, 3);
+}
+
+// With a backend that checks hidden states on the device, a request with a NaN fails alone
+// with the error validation would have given (naming the element), merged or not; the
+// others get their rows. A mark the host cannot confirm leaves the answer as computed.
+TEST_F(BatcherTest, RowsMarkedNonFiniteOnTheDeviceFailOnlyTheirRequest) {
+  backend.CheckOnDevice(/*also_mark=*/7);
+  Batcher batcher(&backend, {}, &metrics);
+  Outcome out;
+  auto with_nan = [&](int tokens, int element) {
+    auto w = Work(tokens, &out);
+    w->hidden_bytes[2 * element] = '\xc0';  // bf16 0x7fc0: NaN
+    w->hidden_bytes[2 * element + 1] = '\x7f';
+    return w;
+  };
+  auto lone = with_nan(2, 9);
+  ASSERT_TRUE(batcher.TryRunInline(lone));
+  backend.Hold(true);
+  batcher.Submit(Work(1, &out));  // occupies the only worker
+  backend.WaitStarted(2);
+  batcher.Submit(Work(2, &out));
+  batcher.Submit(with_nan(3, 20));  // rows 2..4 of the merged batch
+  batcher.Submit(Work(4, &out));    // rows 5..8: row 7 marked, but finite
+  backend.Hold(false);
+  out.Wait(5);
+  ASSERT_EQ(out.results.size(), 5u);
+  EXPECT_EQ(out.results[0].first, absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(out.messages[0].find("hidden_states.data: element 9 is not finite"), std::string::npos)
+      << out.messages[0];
+  EXPECT_EQ(out.results[1].first, absl::StatusCode::kOk);
+  EXPECT_EQ(out.results[2].first, absl::StatusCode::kOk);
+  EXPECT_EQ(out.results[2].second.ids, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(out.results[3].first, absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(out.messages[3].find("hidden_states.data: element 20 is not finite"), std::string::npos)
+      << out.messages[3];
+  EXPECT_EQ(out.results[4].first, absl::StatusCode::kOk);
+  EXPECT_EQ(out.results[4].second.ids, (std::vector<int32_t>{5, 6, 7, 8}));
+  EXPECT_EQ(backend.batches(), (std::vector<int>{2, 1, 9}));
 }
 
 TEST_F(BatcherTest, BatchesRespectTheTokenBound) {

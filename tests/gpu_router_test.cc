@@ -591,6 +591,116 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
   EXPECT_EQ(cuda::LaunchStageIn(dst.as<char>() + 8, dst.get(), 16, nullptr), cudaErrorInvalidValue);
 }
 
+// The device-side finite check, through both ways in: the stage-in kernel (rows read from
+// mapped host memory) and the check kernel (rows already in device memory). Finite values
+// chosen to trip a wrong mask (largest finite, subnormals, negative zero) fill every row;
+// NaN, +inf and -inf are planted at a row's first and last element and in the upper and
+// lower half of a 32-bit word. Exactly the planted rows are marked; the copy is exact.
+TEST(GpuStageIn, MarksExactlyTheRowsThatAreNotFinite) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(FreshSeed());
+  const float nasty[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 65504.0f, -65504.0f, 3.0e38f, -3.0e38f};
+  const float bad[] = {std::numeric_limits<float>::quiet_NaN(),
+                       std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity()};
+  for (DType dt : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+    const int rows = 37, hidden = 2880;
+    const size_t row_bytes = size_t(hidden) * DTypeSize(dt), bytes = rows * row_bytes;
+    std::vector<uint8_t> host(bytes);
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < hidden; ++i) {
+        float v = nasty[rng() % 8];
+        if (dt == DType::kFP16 && std::fabs(v) > 65504.0f) v = v > 0 ? 65504.0f : -65504.0f;
+        StoreFromFloat(host.data(), dt, size_t(r) * hidden + i, v);
+      }
+    std::vector<uint8_t> want(rows, 0);
+    const int planted[][2] = {{0, 0}, {3, hidden - 1}, {10, 1}, {11, 2}, {20, 1437}, {36, 0}};
+    for (const auto& at : planted) {
+      StoreFromFloat(host.data(), dt, size_t(at[0]) * hidden + at[1], bad[rng() % 3]);
+      want[at[0]] = 1;
+    }
+    auto pinned = PinnedBuffer::Allocate(bytes).value();
+    std::memcpy(pinned.get(), host.data(), bytes);
+    void* mapped = nullptr;
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped, pinned.get(), 0));
+    auto dst = DeviceBuffer::Allocate(bytes).value();
+    auto flags = PinnedBuffer::Allocate(rows).value();
+    void* mapped_flags = nullptr;
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_flags, flags.get(), 0));
+    const cuda::FiniteCheck check{static_cast<uint8_t*>(mapped_flags), row_bytes, dt};
+    for (bool staged : {true, false}) {
+      std::memset(flags.get(), 0, rows);
+      ASSERT_CUDA(cudaMemset(dst.get(), 0x7f, bytes));
+      if (staged) {
+        ASSERT_CUDA(cuda::LaunchStageIn(mapped, dst.get(), bytes, nullptr, nullptr, check));
+      } else {
+        ASSERT_CUDA(cudaMemcpy(dst.get(), host.data(), bytes, cudaMemcpyHostToDevice));
+        ASSERT_CUDA(cuda::LaunchCheckFiniteRows(dst.get(), bytes, check, nullptr));
+      }
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      std::vector<uint8_t> got(static_cast<uint8_t*>(flags.get()),
+                               static_cast<uint8_t*>(flags.get()) + rows);
+      EXPECT_EQ(got, want) << DTypeName(dt) << (staged ? " stage-in" : " check kernel");
+      std::vector<uint8_t> copied(bytes);
+      ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(copied, host) << DTypeName(dt);
+    }
+  }
+  auto dev = DeviceBuffer::Allocate(64).value();
+  uint8_t* flag = nullptr;
+  EXPECT_EQ(cuda::LaunchCheckFiniteRows(dev.get(), 64, {flag, 24, DType::kBF16}, nullptr),
+            cudaErrorInvalidValue);  // no flags
+  EXPECT_EQ(
+      cuda::LaunchCheckFiniteRows(dev.get(), 64, {dev.as<uint8_t>(), 24, DType::kBF16}, nullptr),
+      cudaErrorInvalidValue);  // rows not whole vectors
+}
+
+// Hidden states are checked on the device as they pass, so a row with a NaN or an infinity
+// reaches the router kernel. Routing is per token: every other row must still route exactly
+// as the reference says, and the kernel must finish cleanly (no hang, no fault).
+TEST(GpuFused, NonFiniteRowsSpoilOnlyTheirOwnOutputs) {
+  SKIP_WITHOUT_GPU();
+  for (const auto& preset : FamilyPresets()) {
+    for (int tokens : {1, 5, 16, 100}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(preset.spec, tokens, DType::kBF16, DType::kBF16, seed);
+      const auto ref = in.Reference();
+      std::vector<uint8_t> poisoned = in.hidden;
+      std::vector<bool> bad_row(tokens, false);
+      for (int t = 0; t < tokens; t += 3) {
+        bad_row[t] = true;
+        const float v = t % 2 ? std::numeric_limits<float>::infinity()
+                              : std::numeric_limits<float>::quiet_NaN();
+        StoreFromFloat(poisoned.data(), DType::kBF16, size_t(t) * in.spec.hidden + t % 7, v);
+      }
+      RouteProblem p{in.spec, tokens, DType::kBF16, DType::kBF16};
+      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+      DeviceCase d = MakeDeviceCase(in, false);
+      ASSERT_CUDA(cudaMemcpy(const_cast<void*>(d.args.hidden), poisoned.data(), poisoned.size(),
+                             cudaMemcpyHostToDevice));
+      Poison(d);
+      ASSERT_CUDA(plan->Launch(d.args, nullptr));
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      HostOut h = Download(d, false);
+      auto good_ref = ref;
+      good_ref.clear();
+      std::vector<int32_t> good_ids;
+      std::vector<float> good_weights;
+      const int k = in.spec.top_k;
+      for (int t = 0; t < tokens; ++t) {
+        if (bad_row[t]) continue;
+        good_ref.push_back(ref[t]);
+        good_ids.insert(good_ids.end(), h.ids.begin() + t * k, h.ids.begin() + (t + 1) * k);
+        good_weights.insert(good_weights.end(), h.weights.begin() + t * k,
+                            h.weights.begin() + (t + 1) * k);
+      }
+      EXPECT_EQ(CompareWithReference(in.spec, good_ref, good_ids.data(), good_weights.data(), 1e-3),
+                "")
+          << Describe(in, seed) << " config polled=" << plan->config().polled;
+    }
+  }
+}
+
 TEST(GpuGemm, MatchesDoubleReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(FreshSeed());

@@ -63,6 +63,11 @@ TEST(RequestValidation, ARejectedRequestKeepsItsBytesAndNamesTheField) {
       << work.status();
   EXPECT_EQ(req.hidden_states().data(), original);
 
+  // Left to a backend that checks on the device: the same request passes validation.
+  auto unchecked = ValidateRouteRequest(&req, models, 256, /*check_finite=*/false);
+  ASSERT_TRUE(unchecked.ok()) << unchecked.status();
+  EXPECT_EQ((*unchecked)->hidden_bytes, original);
+
   auto wrong_layer = Request(1, hidden);
   wrong_layer.set_layer(2);
   EXPECT_EQ(ValidateRouteRequest(&wrong_layer, models, 256).status().code(),
