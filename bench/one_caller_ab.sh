@@ -4,7 +4,8 @@
 #   one_caller_ab.sh BIN_DIR OUT_DIR "FLAGS_A" "FLAGS_B" ... (env: TOKENS, MODE, SECS, ROUNDS)
 # A FLAGS argument starting with "echo" is another echo server variant with the flags that
 # follow (e.g. "echo --handoff"); any other is a moe-router-server variant. Leading NAME=VALUE
-# words are put in that server's environment (e.g. "GLIBC_TUNABLES=... --flag").
+# words are put in that server's environment (e.g. "GLIBC_TUNABLES=... --flag"), except
+# SERVER_BIN=PATH, which runs that moe-router-server binary instead (an older build).
 set -euo pipefail
 bin=$1 out=$2; shift 2
 tokens=${TOKENS:-1} mode=${MODE:-unary} secs=${SECS:-2} rounds=${ROUNDS:-3}
@@ -17,9 +18,14 @@ ports=(50300) labels=(echo)
 i=1
 for label in "$@"; do
   port=$((50300 + i))
-  envs=() flags=$label
+  envs=() flags=$label server_bin=$bin/moe-router-server
   while [[ $flags =~ ^([A-Za-z_][A-Za-z0-9_]*=[^ ]*)\ *(.*)$ ]]; do
-    envs+=("${BASH_REMATCH[1]}") flags=${BASH_REMATCH[2]}
+    if [[ ${BASH_REMATCH[1]} == SERVER_BIN=* ]]; then
+      server_bin=${BASH_REMATCH[1]#SERVER_BIN=}
+    else
+      envs+=("${BASH_REMATCH[1]}")
+    fi
+    flags=${BASH_REMATCH[2]}
   done
   if [[ $flags == echo* ]]; then
     env "${envs[@]}" "$bin/echo_server" --address=127.0.0.1:$port --hidden=7168 --top_k=8 \
@@ -28,7 +34,7 @@ for label in "$@"; do
     for _ in $(seq 1 100); do grep -q "listening" "$out/server_$i.log" && break; sleep 0.1; done
     ports+=($port) labels+=("$label")
   else
-    env "${envs[@]}" "$bin/moe-router-server" --model=demo-deepseek-v3 --address=127.0.0.1:$port \
+    env "${envs[@]}" "$server_bin" --model=demo-deepseek-v3 --address=127.0.0.1:$port \
       --metrics_address= $flags >"$out/server_$i.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 1200); do grep -q "serving gRPC" "$out/server_$i.log" && break; sleep 0.1; done
