@@ -42,51 +42,20 @@ __device__ __forceinline__ void CheckVector(const uint4& v, size_t i, const RowC
     c.bad_rows[i / c.row_vectors] = 1;
 }
 
-__device__ __forceinline__ unsigned LoadAcquireSystem(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// Thread 0 of the block waits until the host has published `needed` bytes (or the timeout
-// passed); the barrier hands its acquire on to the block's other threads.
-__device__ __forceinline__ void WaitForHost(const HostProgress& progress, size_t needed,
-                                            unsigned long long* waited_since) {
-  if (progress.ready_bytes != nullptr && threadIdx.x == 0) {
-    while (LoadAcquireSystem(progress.ready_bytes) < needed) {
-      const unsigned long long now = GlobalTimerNs();
-      if (*waited_since == 0) *waited_since = now;
-      if (now - *waited_since > progress.timeout_ns) {
-        *progress.timed_out = 1;
-        break;
-      }
-      __nanosleep(128);
-    }
-  }
-  __syncthreads();
-}
-
 // One 16-byte vector a thread per round. Host memory is read with L2-only (.cg) loads:
-// coherent, and nothing is kept in L1 that is read once. Rounds are block-uniform, so a
-// block can wait for the host's progress on its part of each.
+// coherent, and nothing is kept in L1 that is read once.
 __global__ void __launch_bounds__(kStageThreads)
     StageInKernel(const uint4* src, uint4* __restrict__ dst, size_t vectors,
-                  unsigned long long* start_ns, RowCheck check, HostProgress progress) {
+                  unsigned long long* start_ns, RowCheck check) {
   if (start_ns != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *start_ns = GlobalTimerNs();
   // The dependent router may start now: it touches the hidden states only after
   // griddepcontrol.wait, which waits for this whole grid to finish and its writes to land.
   AllowDependentLaunch();
   const size_t stride = size_t(gridDim.x) * kStageThreads;
-  unsigned long long waited_since = 0;
-  for (size_t base = size_t(blockIdx.x) * kStageThreads; base < vectors; base += stride) {
-    // The host publishes a 32-bit count: parts past 4 GiB are never staged this way.
-    WaitForHost(progress, 16 * min(vectors, base + kStageThreads), &waited_since);
-    const size_t i = base + threadIdx.x;
-    if (i < vectors) {
-      const uint4 v = __ldcg(src + i);
-      dst[i] = v;
-      CheckVector(v, i, check);
-    }
+  for (size_t i = size_t(blockIdx.x) * kStageThreads + threadIdx.x; i < vectors; i += stride) {
+    const uint4 v = __ldcg(src + i);
+    dst[i] = v;
+    CheckVector(v, i, check);
   }
 }
 
@@ -114,11 +83,9 @@ __global__ void CompletionStampKernel(unsigned long long* end_ns) {
 }  // namespace
 
 cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
-                          unsigned long long* start_ns, const FiniteCheck& check,
-                          const HostProgress& progress) {
+                          unsigned long long* start_ns, const FiniteCheck& check) {
   if (bytes % 16 != 0 || reinterpret_cast<uintptr_t>(mapped_src) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(dst) % 16 != 0 || !ValidCheck(check) ||
-      (progress.ready_bytes != nullptr && (progress.timed_out == nullptr || bytes > ~0u)))
+      reinterpret_cast<uintptr_t>(dst) % 16 != 0 || !ValidCheck(check))
     return cudaErrorInvalidValue;
   const size_t vectors = bytes / 16;
   if (vectors == 0 && start_ns == nullptr) return cudaSuccess;  // else still stamp the start
@@ -127,8 +94,7 @@ cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaS
   config.blockDim = dim3(kStageThreads);
   config.stream = stream;
   return cudaLaunchKernelEx(&config, StageInKernel, static_cast<const uint4*>(mapped_src),
-                            static_cast<uint4*>(dst), vectors, start_ns, MakeRowCheck(check),
-                            progress);
+                            static_cast<uint4*>(dst), vectors, start_ns, MakeRowCheck(check));
 }
 
 cudaError_t LaunchCheckFiniteRows(const void* data, size_t bytes, const FiniteCheck& check,

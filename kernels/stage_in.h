@@ -28,29 +28,14 @@ struct FiniteCheck {
   DType dtype = DType::kBF16;
 };
 
-// A stage-in launched before the host has written its source: the host writes the source in
-// order and publishes, after each part, how many bytes are ready (a release store after
-// the data, e.g. an sfence and a plain store on x86) in a mapped word; each block of the
-// kernel waits for its part with an acquire load. So the launch, the host's staging copy
-// and the PCIe transfer overlap instead of following each other. The host must end by
-// publishing at least the launch's `bytes` (e.g. ~0u) or the kernel waits `timeout_ns`,
-// sets `*timed_out` and copies whatever the source holds.
-struct HostProgress {
-  const unsigned* ready_bytes = nullptr;  // device view of the mapped word; null: all ready
-  unsigned* timed_out = nullptr;          // device view of a mapped word; set to 1 on timeout
-  unsigned long long timeout_ns = 1'000'000'000ull;
-};
-
 // Copies `bytes` (a multiple of 16; both pointers 16-byte aligned) from `mapped_src`, a
 // device pointer to page-locked host memory (cudaHostGetDevicePointer), to `dst` in device
 // memory. Stream ordered and graph capturable; no allocation. cudaErrorInvalidValue for
 // a misaligned or ragged copy. `start_ns`, when not null, receives the device clock
 // (%globaltimer, ns) as the kernel starts. With `check.bad_rows` it also marks the rows
-// of what it copies that are not finite; with `progress.ready_bytes` it follows the host
-// writing the source (HostProgress; `progress.timed_out` is then required).
+// of what it copies that are not finite.
 cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
-                          unsigned long long* start_ns = nullptr, const FiniteCheck& check = {},
-                          const HostProgress& progress = {});
+                          unsigned long long* start_ns = nullptr, const FiniteCheck& check = {});
 
 // Marks the rows of `bytes` of device memory at `data` (16-byte aligned, a multiple of
 // `check.row_bytes`) that are not finite: the check for hidden states that came in by a

@@ -3,9 +3,8 @@
 // CudaRouterPlans per (model, token bucket, dtype) — so two batches are in flight at once
 // (one copying while the other computes). A batch is: the hidden states in (a stage-in
 // kernel reading mapped host memory, with the router launched under PDL so its weights
-// stream meanwhile; from 64 KiB the graph is launched before the worker's staging copy,
-// which the stage-in kernel follows part by part; for batches over 256 KiB, or where the
-// device cannot map host memory, a copy-engine transfer),
+// stream meanwhile; for batches over 256 KiB, or where the device cannot map host memory, a
+// copy-engine transfer),
 // the router kernel (writing its outputs straight into page-locked host memory where the
 // device can; else copy-outs follow). With graphs on, each (model, layer, token bucket,
 // dtype, logits) gets one CUDA graph per slot of that sequence, captured on first use and
@@ -14,8 +13,7 @@
 // Hidden states are checked for NaN and infinities on the device as they pass (the stage-in
 // kernel, or a check kernel after a copy-engine transfer), marking rows the batcher turns
 // into INVALID_ARGUMENT for their request alone (ChecksFiniteOnDevice). Device time: the device
-// clock around stage-in batches (for streamed ones including the wait for the staging
-// copy), CUDA events around the others. Any CUDA failure marks the backend
+// clock around stage-in batches, CUDA events around the others. Any CUDA failure marks the backend
 // unhealthy (fail-stop: the health service then says NOT_SERVING and an orchestrator restarts the
 // process).
 #include <algorithm>
@@ -58,16 +56,6 @@ int TokenBucket(int tokens) {
 // long PCIe read (H100, 64 streaming callers of 16 tokens, all batches 256 tokens: 6.5k
 // requests/s with the kernel for every batch, 11.8k in the previous run with the engine).
 constexpr size_t kStageKernelMaxBytes = 256 << 10;
-
-// Stage-in batches of at least this many bytes (per token bucket) stream in: the graph is
-// launched first and the stage-in kernel follows the worker's staging copy part by part
-// (cuda::HostProgress), so the launch, the copy and the PCIe transfer overlap. Below it the
-// copy is short and the progress word's extra PCIe round trip would only add latency.
-constexpr size_t kStreamInMinBytes = 64 << 10;
-constexpr size_t kStreamInPartBytes = 32 << 10;
-// A worker that stops publishing (it cannot, short of a crash or a stall this long) fails
-// its batch rather than leaving the stage-in kernel waiting.
-constexpr unsigned long long kStreamInTimeoutNs = 1'000'000'000ull;
 
 constexpr int kBuckets = 9;  // 1, 2, 4, ..., 256 tokens
 constexpr int kDTypes = 3;
@@ -119,8 +107,7 @@ struct Slot {
   const char* mapped_in = nullptr;
   // Those batches are timed by the device clock, not events: [start, end] ns written by the
   // stage-in kernel and a completion-stamp kernel into page-locked memory (host view, device
-  // view). Words 2 and 3 (low 32 bits) are a streamed batch's progress: bytes the worker has
-  // staged, and the stage-in kernel's timeout mark (cuda::HostProgress).
+  // view).
   PinnedBuffer stamps;
   unsigned long long* mapped_stamps = nullptr;
   // A byte a row, set by the kernels that see the hidden states when the row is not finite
@@ -154,7 +141,7 @@ class CudaBackend : public RouterBackend {
       cudaGetLastError();  // no mapping is not an error: copy-outs are used instead
       if (options_.zero_copy_input && info_.can_map_host_memory &&
           cudaHostGetDevicePointer(&mapped, slot->pinned_in.get(), 0) == cudaSuccess) {
-        ASSIGN_OR_RETURN(slot->stamps, PinnedBuffer::Allocate(4 * sizeof(unsigned long long)));
+        ASSIGN_OR_RETURN(slot->stamps, PinnedBuffer::Allocate(2 * sizeof(unsigned long long)));
         void* stamps = nullptr;
         if (cudaHostGetDevicePointer(&stamps, slot->stamps.get(), 0) == cudaSuccess) {
           slot->mapped_in = static_cast<const char*>(mapped);
@@ -272,30 +259,6 @@ class CudaBackend : public RouterBackend {
     return slot.mapped_in != nullptr &&
            size_t(bucket) * spec.hidden * DTypeSize(dtype) <= kStageKernelMaxBytes;
   }
-  // Whether such a batch streams in (kStreamInMinBytes).
-  static bool StreamsIn(const Slot& slot, const RouterSpec& spec, int bucket, DType dtype) {
-    return StagesByKernel(slot, spec, bucket, dtype) &&
-           size_t(bucket) * spec.hidden * DTypeSize(dtype) >= kStreamInMinBytes;
-  }
-  static unsigned* ProgressWord(unsigned long long* stamps, int word) {
-    return reinterpret_cast<unsigned*>(stamps + word);
-  }
-
-  // The worker's half of a streamed batch: the staging copy in parts, each published to the
-  // stage-in kernel after its bytes (a store fence first: large copies may use
-  // non-temporal stores), then everything, bucket rows past the batch included.
-  static void StreamHiddenStates(Slot& slot, const void* hidden, size_t bytes) {
-    unsigned* ready = ProgressWord(slot.stamps.as<unsigned long long>(), 2);
-    for (size_t at = 0; at < bytes; at += kStreamInPartBytes) {
-      const size_t n = std::min(kStreamInPartBytes, bytes - at);
-      std::memcpy(slot.pinned_in.as<char>() + at, static_cast<const char*>(hidden) + at, n);
-#if defined(__x86_64__)
-      __builtin_ia32_sfence();
-#endif
-      __atomic_store_n(ready, unsigned(at + n), __ATOMIC_RELEASE);
-    }
-    __atomic_store_n(ready, ~0u, __ATOMIC_RELEASE);
-  }
 
   // Enqueues the hidden states' way in, the kernel for `tokens` rows and, when the outputs
   // are not mapped, the copy-outs. Timing: the device clock stamps where the stage-in
@@ -316,12 +279,8 @@ class CudaBackend : public RouterBackend {
                                   dtype};
     cudaError_t err;
     if (stage_kernel) {  // device time then includes the stage-in, which the router overlaps
-      cuda::HostProgress progress;
-      if (StreamsIn(slot, m.spec, TokenBucket(tokens), dtype))
-        progress = {ProgressWord(slot.mapped_stamps, 2), ProgressWord(slot.mapped_stamps, 3),
-                    kStreamInTimeoutNs};
       err = cuda::LaunchStageIn(slot.mapped_in, slot.dev_in.get(), in_bytes, stream,
-                                slot.mapped_stamps, check, progress);
+                                slot.mapped_stamps, check);
     } else {
       err = cudaMemcpyAsync(slot.dev_in.get(), slot.pinned_in.get(), in_bytes,
                             cudaMemcpyHostToDevice, stream);
@@ -470,18 +429,12 @@ class CudaBackend : public RouterBackend {
     cudaStream_t stream = slot.stream.get();
     const Outputs out = MakeOutputs(slot, r, layer, io.logits != nullptr);
     const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
-    const int bucket = TokenBucket(io.tokens);
-    const bool stream_in = StreamsIn(slot, m.spec, bucket, io.hidden_dtype);
-    if (!stream_in) std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
+    std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
     // The kernels only ever set marks; the rows read back are cleared before each batch.
     if (slot.mapped_nonfinite != nullptr) std::memset(slot.nonfinite.get(), 0, io.tokens);
+    const int bucket = TokenBucket(io.tokens);
     ASSIGN_OR_RETURN(cuda::CudaRouterPlan * plan,
                      PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
-    unsigned long long* words = slot.stamps.as<unsigned long long>();
-    if (stream_in) {  // nothing reads them now: the slot's previous batch has finished
-      __atomic_store_n(ProgressWord(words, 2), 0u, __ATOMIC_SEQ_CST);
-      __atomic_store_n(ProgressWord(words, 3), 0u, __ATOMIC_SEQ_CST);
-    }
     if (options_.graphs) {
       ASSIGN_OR_RETURN(cudaGraphExec_t exec,
                        GraphFor(slot, r, layer, bucket, io.hidden_dtype, out, *plan));
@@ -490,11 +443,7 @@ class CudaBackend : public RouterBackend {
       CUDA_RETURN_STATUS_IF_ERROR(
           EnqueueBatch(slot, m, out, *plan, io.tokens, io.hidden_dtype, /*capturing=*/false));
     }
-    if (stream_in) StreamHiddenStates(slot, io.hidden, in_bytes);
     CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream));
-    if (stream_in && __atomic_load_n(ProgressWord(words, 3), __ATOMIC_ACQUIRE) != 0)
-      return absl::UnavailableError(
-          "the GPU waited over a second for this batch's hidden states; retry");
     const size_t ids_bytes = io.tokens * k * 4;
     std::memcpy(io.ids, out.ids, ids_bytes);
     std::memcpy(io.weights, out.weights, ids_bytes);

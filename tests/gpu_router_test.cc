@@ -5,14 +5,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
 #include <random>
-#include <thread>
 
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
@@ -591,73 +589,6 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
   auto dst = DeviceBuffer::Allocate(64).value();
   EXPECT_EQ(cuda::LaunchStageIn(dst.get(), dst.get(), 24, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(cuda::LaunchStageIn(dst.as<char>() + 8, dst.get(), 16, nullptr), cudaErrorInvalidValue);
-}
-
-// The stage-in kernel launched before the host writes its source, as the server does for
-// larger batches: the kernel must wait for each part the host publishes (the source holds
-// poison until then), route correctly behind it under PDL, and give up cleanly, marking
-// the timeout, when the host never publishes.
-TEST(GpuStageIn, FollowsTheHostWritingTheSourceAndTimesOut) {
-  SKIP_WITHOUT_GPU();
-  RouterSpec spec = FindPreset("deepseek_v3").value().spec;
-  for (int tokens : {1, 9, 16}) {
-    const uint64_t seed = FreshSeed();
-    RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
-    RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
-    auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
-    DeviceCase d = MakeDeviceCase(in, false);
-    const size_t bytes = in.hidden.size();
-    auto pinned = PinnedBuffer::Allocate(bytes).value();
-    auto words = PinnedBuffer::Allocate(2 * sizeof(unsigned)).value();
-    void *mapped = nullptr, *mapped_words = nullptr;
-    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped, pinned.get(), 0));
-    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_words, words.get(), 0));
-    auto* host_words = static_cast<unsigned*>(words.get());
-    cuda::HostProgress progress{static_cast<unsigned*>(mapped_words),
-                                static_cast<unsigned*>(mapped_words) + 1};
-    auto stream = MakeStream().value();
-    for (int rep = 0; rep < 3; ++rep) {
-      std::memset(pinned.get(), 0x7f, bytes);  // huge finite values: wrong routes if read
-      __atomic_store_n(&host_words[0], 0u, __ATOMIC_SEQ_CST);
-      __atomic_store_n(&host_words[1], 0u, __ATOMIC_SEQ_CST);
-      Poison(d);
-      ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, bytes));
-      ASSERT_CUDA(cuda::LaunchStageIn(mapped, const_cast<void*>(d.args.hidden), bytes, stream.get(),
-                                      nullptr, {}, progress));
-      ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/true));
-      // The host writes late and in parts, publishing each.
-      std::this_thread::sleep_for(std::chrono::microseconds(300));
-      const size_t part = 4096 + 16 * rep;
-      for (size_t at = 0; at < bytes; at += part) {
-        const size_t n = std::min(part, bytes - at);
-        std::memcpy(static_cast<char*>(pinned.get()) + at, in.hidden.data() + at, n);
-        __atomic_store_n(&host_words[0], unsigned(at + n), __ATOMIC_RELEASE);
-        std::this_thread::sleep_for(std::chrono::microseconds(5));
-      }
-      __atomic_store_n(&host_words[0], ~0u, __ATOMIC_RELEASE);
-      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-      EXPECT_EQ(__atomic_load_n(&host_words[1], __ATOMIC_ACQUIRE), 0u) << "no timeout";
-      std::vector<uint8_t> staged(bytes);
-      ASSERT_CUDA(cudaMemcpy(staged.data(), d.args.hidden, bytes, cudaMemcpyDeviceToHost));
-      EXPECT_EQ(staged, in.hidden) << "tokens=" << tokens << " rep=" << rep;
-      HostOut h = Download(d, false);
-      EXPECT_EQ(CompareWithReference(spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
-                "")
-          << Describe(in, seed) << " rep=" << rep;
-    }
-    // Never published: the kernel stops waiting after its timeout and says so.
-    __atomic_store_n(&host_words[0], 0u, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&host_words[1], 0u, __ATOMIC_SEQ_CST);
-    progress.timeout_ns = 2'000'000;
-    ASSERT_CUDA(cuda::LaunchStageIn(mapped, const_cast<void*>(d.args.hidden), bytes, stream.get(),
-                                    nullptr, {}, progress));
-    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-    EXPECT_EQ(__atomic_load_n(&host_words[1], __ATOMIC_ACQUIRE), 1u);
-  }
-  auto dst = DeviceBuffer::Allocate(32).value();
-  cuda::HostProgress no_flag{dst.as<unsigned>(), nullptr};
-  EXPECT_EQ(cuda::LaunchStageIn(dst.get(), dst.get(), 32, nullptr, nullptr, {}, no_flag),
-            cudaErrorInvalidValue);
 }
 
 // The device-side finite check, through both ways in: the stage-in kernel (rows read from
