@@ -1,8 +1,9 @@
 // backend_bench: where a one-caller request's time goes in the server, without gRPC.
 // Times the service's own path (RouterService::Submit: validation, batcher, backend,
 // response) and the backend's Route() alone; for the CUDA backend also the CUDA floors
-// they are built from: an empty graph launch + sync, a graph copying the hidden states in,
-// and a graph with the server's copy-in, kernel slot and copy-outs around an empty kernel.
+// they are built from: an empty graph launch + sync, a graph copying the hidden states in
+// (copy engine, or the stage-in kernel reading mapped memory; 1 and 16 tokens), and a graph
+// with the server's copy-in, kernel slot and copy-outs around an empty kernel.
 // Wall-clock medians of many calls after warm-up; layers rotate as in the service bench.
 //   backend_bench [--backend cuda|cpu] [--model demo-deepseek-v3] [--calls 3000] [--json F]
 #include <cuda_runtime_api.h>
@@ -19,6 +20,7 @@
 
 #include "bench/empty_kernel.h"
 #include "kernels/cuda_raii.h"
+#include "kernels/stage_in.h"
 #include "server/backend.h"
 #include "server/batcher.h"
 #include "server/demo_models.h"
@@ -83,9 +85,9 @@ CudaGraphExec Capture(cudaStream_t stream, const std::function<cudaError_t()>& r
 // The CUDA floors under the backend's GPU path.
 bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) {
   auto stream = MakeStream();
-  auto pinned_in = PinnedBuffer::Allocate(size_t(spec.hidden) * 2);
+  auto pinned_in = PinnedBuffer::Allocate(size_t(spec.hidden) * 2 * 16);
   auto pinned_out = PinnedBuffer::Allocate(4096);
-  auto dev_in = DeviceBuffer::Allocate(size_t(spec.hidden) * 2);
+  auto dev_in = DeviceBuffer::Allocate(size_t(spec.hidden) * 2 * 16);
   auto dev_out = DeviceBuffer::Allocate(4096);
   if (!stream.ok() || !pinned_in.ok() || !pinned_out.ok() || !dev_in.ok() || !dev_out.ok())
     return false;
@@ -106,7 +108,19 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
                           cudaMemcpyDeviceToHost, s);
     return e;
   });
-  if (!empty || !copy_in_only || !server_shape) return false;
+  void* mapped_in = nullptr;
+  if (cudaHostGetDevicePointer(&mapped_in, pinned_in->get(), 0) != cudaSuccess) return false;
+  auto stage_in = [&](int tokens) {
+    return Capture(
+        s, [&] { return cuda::LaunchStageIn(mapped_in, dev_in->get(), one_token * tokens, s); });
+  };
+  auto staged_1 = stage_in(1), staged_16 = stage_in(16);
+  auto copy_in_16 = Capture(s, [&] {
+    return cudaMemcpyAsync(dev_in->get(), pinned_in->get(), one_token * 16, cudaMemcpyHostToDevice,
+                           s);
+  });
+  if (!empty || !copy_in_only || !server_shape || !staged_1 || !staged_16 || !copy_in_16)
+    return false;
   auto replay = [&](const CudaGraphExec& g) {
     return [&] {
       return cudaGraphLaunch(g.get(), s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
@@ -114,7 +128,25 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
   };
   rows->push_back(Time("empty kernel graph + sync", calls, replay(empty)));
   rows->push_back(Time("copy-in graph (1 token) + sync", calls, replay(copy_in_only)));
+  rows->push_back(Time("copy-in graph (16 tokens) + sync", calls, replay(copy_in_16)));
+  rows->push_back(Time("stage-in kernel graph (1 token) + sync", calls, replay(staged_1)));
+  rows->push_back(Time("stage-in kernel graph (16 tokens) + sync", calls, replay(staged_16)));
   rows->push_back(Time("copy-in, empty kernel, 2 copy-outs + sync", calls, replay(server_shape)));
+  // The host's half of staging 16 tokens: into page-locked memory from a source the cache
+  // holds, and from a freshly allocated one (as a request's bytes arrive).
+  const std::string hot(one_token * 16, '\x3f');
+  std::string fresh;
+  rows->push_back(Time("host memcpy 16 tokens -> pinned, hot source", calls, [&] {
+    std::memcpy(pinned_in->get(), hot.data(), hot.size());
+    return true;
+  }));
+  rows->push_back(Time(
+      "host memcpy 16 tokens -> pinned, new source each call", calls,
+      [&] {
+        std::memcpy(pinned_in->get(), fresh.data(), fresh.size());
+        return true;
+      },
+      Gap::kNone, [&] { fresh = std::string(hot.size(), '\x3e'); }));
   return true;
 }
 
