@@ -350,6 +350,31 @@ TEST_F(Server, EveryValidationErrorHasItsCodeAndNamesTheField) {
   Routed r;
   ASSERT_TRUE(client.Route(m, 0, v1::DTYPE_BF16, 2, hidden, good.bytes, &r).ok());
   EXPECT_EQ(Check(m, good, r), "");
+  // Larger requests with a NaN in their last element, each way the CUDA backend takes
+  // hidden states in (and checks them on the device): 9 DeepSeek-V3 tokens by the stage-in
+  // kernel, 20 (a 32-token bucket, 458 KB) by the copy engine and the check kernel. Each is
+  // refused by name; the same request without the NaN then routes correctly.
+  const std::string big_model = "demo-deepseek-v3";
+  const int big_hidden = Demo(big_model).spec.hidden;
+  for (int tokens : {9, 20}) {
+    Case big = MakeCase(big_model, 1, tokens, 70 + tokens);
+    auto big_bad = Request(big_model, 1, tokens, big.bytes);
+    auto& data = *big_bad.mutable_hidden_states()->mutable_data();
+    data[data.size() - 2] = '\x80';
+    data[data.size() - 1] = '\x7f';
+    grpc::ClientContext ctx;
+    v1::RouteResponse resp;
+    auto s = client.stub()->Route(&ctx, big_bad, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_NE(s.error_message().find(absl::StrCat("hidden_states.data: element ",
+                                                  tokens * big_hidden - 1, " is not finite")),
+              std::string::npos)
+        << s.error_message();
+    Routed big_r;
+    ASSERT_TRUE(
+        client.Route(big_model, 1, v1::DTYPE_BF16, tokens, big_hidden, big.bytes, &big_r).ok());
+    EXPECT_EQ(Check(big_model, big, big_r), "") << "tokens=" << tokens;
+  }
 }
 
 TEST_F(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
@@ -365,6 +390,10 @@ TEST_F(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
     auto req = Request(m, i % kLayers, 1 + i % 4, cases.back().bytes);
     req.set_request_id(100 + i);
     if (i == 7) req.set_layer(99);  // fails alone
+    if (i == 12) {                  // a NaN: fails alone, also when merged into a batch
+      (*req.mutable_hidden_states()->mutable_data())[6] = '\x80';
+      (*req.mutable_hidden_states()->mutable_data())[7] = '\x7f';
+    }
     ASSERT_TRUE(stream->Write(req));
   }
   stream->WritesDone();
@@ -375,6 +404,14 @@ TEST_F(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
     if (i == 7) {
       ASSERT_TRUE(resp.has_error());
       EXPECT_EQ(resp.error().code(), int(grpc::StatusCode::NOT_FOUND));
+      continue;
+    }
+    if (i == 12) {
+      ASSERT_TRUE(resp.has_error());
+      EXPECT_EQ(resp.error().code(), int(grpc::StatusCode::INVALID_ARGUMENT));
+      EXPECT_NE(resp.error().message().find("hidden_states.data: element 3 is not finite"),
+                std::string::npos)
+          << resp.error().message();
       continue;
     }
     ASSERT_TRUE(resp.has_response()) << resp.error().message();
