@@ -20,7 +20,9 @@
 #include <vector>
 
 #include "bench/empty_kernel.h"
+#include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
+#include "kernels/cuda_router.h"
 #include "kernels/stage_in.h"
 #include "server/backend.h"
 #include "server/batcher.h"
@@ -133,6 +135,53 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
   rows->push_back(Time("stage-in kernel graph (1 token) + sync", calls, replay(staged_1)));
   rows->push_back(Time("stage-in kernel graph (16 tokens) + sync", calls, replay(staged_16)));
   rows->push_back(Time("copy-in, empty kernel, 2 copy-outs + sync", calls, replay(server_shape)));
+  // The device part of a 16-token stage-in batch taken apart: the router alone (hidden
+  // states already on the device), the stage-in kernel then the router in plain stream
+  // order, and under PDL as the server runs them. One layer's weights: they stay in L2, so
+  // the router rows are a lower bound.
+  const RouteProblem problem16{spec, 16, DType::kBF16, DType::kBF16};
+  auto plan16 = cuda::CudaRouterPlan::Create(problem16, cuda::ProbeDevice(0).sm_count);
+  auto weight = DeviceBuffer::Allocate(size_t(spec.experts) * spec.hidden * 2);
+  auto biases = DeviceBuffer::Allocate(size_t(spec.experts) * 8);
+  auto outs = DeviceBuffer::Allocate(size_t(16) * spec.top_k * 8);
+  if (!plan16.ok() || !weight.ok() || !biases.ok() || !outs.ok()) return false;
+  // Distinct values (equal ones would send every token down the exact-tie path).
+  std::vector<uint16_t> values(weight->bytes() / 2);
+  uint32_t lcg = 12345;
+  for (auto& v : values) {
+    lcg = lcg * 1664525u + 1013904223u;
+    v = uint16_t(0x3c00 | (lcg >> 22));  // bf16 in [0.0078, 0.0156), either sign
+    if (lcg & 0x8000) v |= 0x8000;
+  }
+  if (cudaMemcpy(weight->get(), values.data(), weight->bytes(), cudaMemcpyHostToDevice) !=
+          cudaSuccess ||
+      cudaMemset(biases->get(), 0, biases->bytes()) != cudaSuccess)
+    return false;
+  std::memcpy(pinned_in->get(), values.data(), one_token * 16);  // what stage-in copies
+  if (cudaMemcpy(dev_in->get(), values.data(), one_token * 16, cudaMemcpyHostToDevice) !=
+      cudaSuccess)
+    return false;
+  RouteArgs args16{dev_in->get(),
+                   weight->get(),
+                   spec.has_router_bias ? biases->as<float>() : nullptr,
+                   spec.has_correction_bias ? biases->as<float>() + spec.experts : nullptr,
+                   outs->as<int32_t>(),
+                   outs->as<float>() + 16 * spec.top_k,
+                   nullptr};
+  auto router_only = Capture(s, [&] { return (*plan16)->Launch(args16, s); });
+  auto staged_router = [&](bool pdl) {
+    return Capture(s, [&] {
+      cudaError_t e = cuda::LaunchStageIn(mapped_in, dev_in->get(), one_token * 16, s);
+      return e == cudaSuccess ? (*plan16)->Launch(args16, s, pdl) : e;
+    });
+  };
+  auto staged_router_plain = staged_router(false), staged_router_pdl = staged_router(true);
+  if (!router_only || !staged_router_plain || !staged_router_pdl) return false;
+  rows->push_back(Time("router (16 tokens) graph + sync", calls, replay(router_only)));
+  rows->push_back(
+      Time("stage-in then router (16 tokens) + sync", calls, replay(staged_router_plain)));
+  rows->push_back(
+      Time("stage-in, router under PDL (16 tokens) + sync", calls, replay(staged_router_pdl)));
   // The host's half of staging 16 tokens: into page-locked memory from a source the cache
   // holds, and from a freshly allocated one (as a request's bytes arrive).
   const std::string hot(one_token * 16, '\x3f');
