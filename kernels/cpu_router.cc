@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -127,31 +128,39 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
 absl::Status CheckFinite(const void* data, DType dtype, size_t count, const char* field) {
   // A value is non-finite exactly when its exponent bits are all ones. Test the bits
   // without converting (this runs on every request's hidden states, often 100k+ values);
-  // branch-free OR-reduction per block so the compiler vectorises it, then locate.
-  auto first_bad = [&](auto bits_ptr, auto exp_mask) -> size_t {
-    using Bits = std::remove_const_t<std::remove_pointer_t<decltype(bits_ptr)>>;
+  // branch-free OR-reduction per block so the compiler vectorises it, then locate. Values
+  // are loaded by memcpy: the data may sit at any address (a plain load at an odd one is
+  // undefined; the compiler emits the same unaligned-safe loads).
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  auto first_bad = [&](auto exp_mask) -> size_t {
+    using Bits = decltype(exp_mask);
+    auto bits = [&](size_t i) {
+      Bits v;
+      std::memcpy(&v, bytes + i * sizeof(Bits), sizeof(Bits));
+      return v;
+    };
     constexpr size_t kBlock = 256;
     for (size_t begin = 0; begin < count; begin += kBlock) {
       const size_t end = std::min(count, begin + kBlock);
       Bits any = 0;
       for (size_t i = begin; i < end; ++i)
-        any |= static_cast<Bits>((bits_ptr[i] & exp_mask) == exp_mask);
+        any |= static_cast<Bits>((bits(i) & exp_mask) == exp_mask);
       if (any)
         for (size_t i = begin; i < end; ++i)
-          if ((bits_ptr[i] & exp_mask) == exp_mask) return i;
+          if ((bits(i) & exp_mask) == exp_mask) return i;
     }
     return count;
   };
   size_t bad = count;
   switch (dtype) {
     case DType::kBF16:
-      bad = first_bad(static_cast<const uint16_t*>(data), uint16_t{0x7f80});
+      bad = first_bad(uint16_t{0x7f80});
       break;
     case DType::kFP16:
-      bad = first_bad(static_cast<const uint16_t*>(data), uint16_t{0x7c00});
+      bad = first_bad(uint16_t{0x7c00});
       break;
     case DType::kFP32:
-      bad = first_bad(static_cast<const uint32_t*>(data), uint32_t{0x7f800000u});
+      bad = first_bad(uint32_t{0x7f800000u});
       break;
   }
   if (bad == count) return absl::OkStatus();

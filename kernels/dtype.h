@@ -81,30 +81,38 @@ inline uint16_t FloatToFp16(float f) {
   return sign | static_cast<uint16_t>((rounded - 0x38000000u) >> 13);
 }
 
-// Reads element i of a raw little-endian array of type t as float.
+// Reads element i of a raw little-endian array of type t as float. Any alignment: raw
+// buffers (request bytes, files) need not be aligned to the element size.
 inline float LoadAsFloat(const void* data, DType t, size_t i) {
+  const auto* at = static_cast<const unsigned char*>(data) + i * DTypeSize(t);
   switch (t) {
     case DType::kBF16:
-      return Bf16ToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DType::kFP16:
-      return Fp16ToFloat(static_cast<const uint16_t*>(data)[i]);
-    case DType::kFP32:
-      return static_cast<const float*>(data)[i];
+    case DType::kFP16: {
+      uint16_t h;
+      std::memcpy(&h, at, 2);
+      return t == DType::kBF16 ? Bf16ToFloat(h) : Fp16ToFloat(h);
+    }
+    case DType::kFP32: {
+      float f;
+      std::memcpy(&f, at, 4);
+      return f;
+    }
   }
   return 0.0f;
 }
 
-// Writes v as type t into element i of a raw array.
+// Writes v as type t into element i of a raw array (any alignment).
 inline void StoreFromFloat(void* data, DType t, size_t i, float v) {
+  auto* at = static_cast<unsigned char*>(data) + i * DTypeSize(t);
   switch (t) {
     case DType::kBF16:
-      static_cast<uint16_t*>(data)[i] = FloatToBf16(v);
+    case DType::kFP16: {
+      const uint16_t h = t == DType::kBF16 ? FloatToBf16(v) : FloatToFp16(v);
+      std::memcpy(at, &h, 2);
       break;
-    case DType::kFP16:
-      static_cast<uint16_t*>(data)[i] = FloatToFp16(v);
-      break;
+    }
     case DType::kFP32:
-      static_cast<float*>(data)[i] = v;
+      std::memcpy(at, &v, 4);
       break;
   }
 }
