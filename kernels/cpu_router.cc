@@ -151,18 +151,8 @@ absl::Status CheckFinite(const void* data, DType dtype, size_t count, const char
     }
     return count;
   };
-  size_t bad = count;
-  switch (dtype) {
-    case DType::kBF16:
-      bad = first_bad(uint16_t{0x7f80});
-      break;
-    case DType::kFP16:
-      bad = first_bad(uint16_t{0x7c00});
-      break;
-    case DType::kFP32:
-      bad = first_bad(uint32_t{0x7f800000u});
-      break;
-  }
+  const size_t bad = dtype == DType::kFP32 ? first_bad(ExponentMask(dtype))
+                                           : first_bad(static_cast<uint16_t>(ExponentMask(dtype)));
   if (bad == count) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(field, ": element ", bad, " is not finite (",
                                                  LoadAsFloat(data, dtype, bad),

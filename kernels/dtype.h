@@ -14,6 +14,12 @@ enum class DType : int { kBF16 = 0, kFP16 = 1, kFP32 = 2 };
 
 inline constexpr size_t DTypeSize(DType t) { return t == DType::kFP32 ? 4 : 2; }
 
+// The exponent bits of one value of type t: it is a NaN or an infinity exactly when they
+// are all ones (the finite checks test bits, not converted floats).
+inline constexpr uint32_t ExponentMask(DType t) {
+  return t == DType::kBF16 ? 0x7f80u : t == DType::kFP16 ? 0x7c00u : 0x7f800000u;
+}
+
 inline constexpr absl::string_view DTypeName(DType t) {
   switch (t) {
     case DType::kBF16:

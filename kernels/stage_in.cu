@@ -21,10 +21,9 @@ struct RowCheck {
 };
 
 RowCheck MakeRowCheck(const FiniteCheck& c) {
-  const unsigned mask = c.dtype == DType::kBF16   ? 0x7f807f80u
-                        : c.dtype == DType::kFP16 ? 0x7c007c00u
-                                                  : 0x7f800000u;
-  return {c.bad_rows, c.row_bytes / 16, mask, c.dtype != DType::kFP32};
+  const bool two_halves = c.dtype != DType::kFP32;
+  const unsigned mask = ExponentMask(c.dtype);
+  return {c.bad_rows, c.row_bytes / 16, two_halves ? mask | mask << 16 : mask, two_halves};
 }
 
 __device__ __forceinline__ bool WordFinite(unsigned w, const RowCheck& c) {
