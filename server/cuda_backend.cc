@@ -162,6 +162,10 @@ class CudaBackend : public RouterBackend {
       free_slots_.push_back(slot.get());
       slots_.push_back(std::move(slot));
     }
+    // Asked on every request and batch; fixed once the slots exist.
+    checks_finite_on_device_ = std::all_of(slots_.begin(), slots_.end(), [](const auto& slot) {
+      return slot->mapped_nonfinite != nullptr;
+    });
     return absl::OkStatus();
   }
 
@@ -170,10 +174,7 @@ class CudaBackend : public RouterBackend {
   int concurrency() const override { return kSlots; }
   // Every batch's rows are checked as they pass: by the stage-in kernel, or by a check
   // kernel after a copy-engine transfer. Needs device-mapped host memory for the marks.
-  bool ChecksFiniteOnDevice() const override {
-    return std::all_of(slots_.begin(), slots_.end(),
-                       [](const auto& slot) { return slot->mapped_nonfinite != nullptr; });
-  }
+  bool ChecksFiniteOnDevice() const override { return checks_finite_on_device_; }
   bool healthy() const override { return healthy_.load(); }
 
   absl::Status LoadModel(const RouterModel& model) override {
@@ -472,6 +473,7 @@ class CudaBackend : public RouterBackend {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<ResidentModel>> models_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Slot>> slots_;
+  bool checks_finite_on_device_ = false;  // every slot has device-mapped row marks (Init)
   absl::Mutex slots_mu_;
   std::deque<Slot*> free_slots_ ABSL_GUARDED_BY(slots_mu_);
 };
