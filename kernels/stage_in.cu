@@ -69,9 +69,14 @@ bool ValidCheck(const FiniteCheck& c) {
   return c.bad_rows == nullptr || (c.row_bytes > 0 && c.row_bytes % 16 == 0);
 }
 
-unsigned Blocks(size_t vectors) {
+// The grid-stride kernels' launch: a thread a vector, up to kMaxStageBlocks blocks.
+cudaLaunchConfig_t GridStrideConfig(size_t vectors, cudaStream_t stream) {
   const size_t blocks = std::max<size_t>(1, (vectors + kStageThreads - 1) / kStageThreads);
-  return unsigned(blocks < kMaxStageBlocks ? blocks : kMaxStageBlocks);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(blocks < kMaxStageBlocks ? blocks : kMaxStageBlocks));
+  config.blockDim = dim3(kStageThreads);
+  config.stream = stream;
+  return config;
 }
 
 __global__ void CompletionStampKernel(unsigned long long* end_ns) {
@@ -88,10 +93,7 @@ cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaS
     return cudaErrorInvalidValue;
   const size_t vectors = bytes / 16;
   if (vectors == 0 && start_ns == nullptr) return cudaSuccess;  // else still stamp the start
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(Blocks(vectors));
-  config.blockDim = dim3(kStageThreads);
-  config.stream = stream;
+  const cudaLaunchConfig_t config = GridStrideConfig(vectors, stream);
   return cudaLaunchKernelEx(&config, StageInKernel, static_cast<const uint4*>(mapped_src),
                             static_cast<uint4*>(dst), vectors, start_ns, MakeRowCheck(check));
 }
@@ -103,10 +105,7 @@ cudaError_t LaunchCheckFiniteRows(const void* data, size_t bytes, const FiniteCh
     return cudaErrorInvalidValue;
   const size_t vectors = bytes / 16;
   if (vectors == 0) return cudaSuccess;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(Blocks(vectors));
-  config.blockDim = dim3(kStageThreads);
-  config.stream = stream;
+  const cudaLaunchConfig_t config = GridStrideConfig(vectors, stream);
   return cudaLaunchKernelEx(&config, CheckFiniteRowsKernel, static_cast<const uint4*>(data),
                             vectors, MakeRowCheck(check));
 }
