@@ -23,8 +23,14 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 read -r grpc_port metrics_port <"$ports"
-cat "$log"
 cli="$build_dir/client/moe-router --address 127.0.0.1:$grpc_port"
+# The port opens before the model is loaded (health NOT_SERVING meanwhile): wait for SERVING.
+for _ in $(seq 1 1200); do
+  $cli health >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.1
+done
+cat "$log"
 $cli health
 $cli models
 $cli route "$model" --layer 0 --tokens "${TOKENS:-4}"
