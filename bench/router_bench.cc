@@ -137,6 +137,11 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
     global.cluster = 0;
     global.k_splits = 8;
     configs.push_back(global);
+    if (configs[0].polled) {
+      cuda::DecomposeKConfig dedicated = configs[0];
+      dedicated.dedicated_routers = true;
+      if (cuda::CanRouteDecomposeK(p, dedicated).ok()) configs.push_back(dedicated);
+    }
     for (const auto& c : configs) {
       auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
       CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
@@ -178,9 +183,10 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
       std::printf("%-22s %-16s %8zu %10.2f %9.2f %9.2f %9.2f %10.0f\n",
                   absl::StrFormat("%s t=%d", family, tokens).c_str(),
                   absl::StrFormat("S=%d%s", c.k_splits,
-                                  c.cluster  ? " cluster"
-                                  : c.polled ? " polled"
-                                             : " global")
+                                  c.cluster             ? " cluster"
+                                  : c.dedicated_routers ? " polled ded"
+                                  : c.polled            ? " polled"
+                                                        : " global")
                       .c_str(),
                   entries / 10, median(phase[0]), median(phase[1]), median(phase[2]),
                   median(phase[3]), median(epilogue_cycles));
@@ -336,13 +342,13 @@ int main(int argc, char** argv) {
       row.empty_us = empty_us;
       const auto& c = plan->config();
       auto describe = [](const cuda::DecomposeKConfig& k) {
-        return absl::StrFormat("%s nt=%d S=%d%s%s",
+        return absl::StrFormat("%s nt=%d S=%d%s%s%s",
                                k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
                                k.token_tiles, k.k_splits,
                                k.cluster  ? " cluster"
                                : k.polled ? " polled"
                                           : "",
-                               k.pdl_cooperative ? " coop" : "");
+                               k.pdl_cooperative ? " coop" : "", k.dedicated_routers ? " ded" : "");
       };
       const std::string pdl_config = describe(pdl_plan->config()), nopdl_config = describe(c);
       row.config = pdl_config + (pdl_config == nopdl_config ? "" : " / no PDL " + nopdl_config) +

@@ -12,11 +12,11 @@
 namespace moe::cuda {
 namespace {
 
-// "v3": the config gained pdl_cooperative (v2: the polled reduction); older cache lines
-// no longer match.
+// "v4": the config gained dedicated_routers (v3: pdl_cooperative, v2: the polled
+// reduction); older cache lines no longer match.
 std::string CacheKey(const RouteProblem& p, int sm_count, bool pdl) {
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v3:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
+  return absl::StrCat("v4:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
                       DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }
@@ -30,8 +30,9 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
-    int mainloop, tiles, splits, cluster, polled, pdl_cooperative;
-    if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative) ||
+    int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers;
+    if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative >>
+          dedicated_routers) ||
         k != key)
       continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
@@ -40,6 +41,7 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
     c->cluster = cluster;
     c->polled = polled != 0;
     c->pdl_cooperative = pdl_cooperative != 0;
+    c->dedicated_routers = dedicated_routers != 0;
     return true;
   }
   return false;
@@ -49,17 +51,20 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ofstream out(file, std::ios::app);
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
-      << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << "\n";
+      << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << " "
+      << int(c.dedicated_routers) << "\n";
 }
 
 bool SameConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
-         a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative;
+         a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
+         a.dedicated_routers == b.dedicated_routers;
 }
 
 // What the autotuner times: around the heuristic's arrival-counter config, the cluster
-// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings; for
-// plans launched with PDL every polled candidate also launched cooperatively. Only configs
+// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings; every
+// polled candidate also with dedicated routers, and for plans launched with PDL also
+// launched cooperatively. Only configs
 // this device can run.
 std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bool pdl) {
   std::vector<DecomposeKConfig> out;
@@ -107,6 +112,16 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
         add(c);
       }
     }
+  }
+  // Every polled candidate also with dedicated router CTAs, a split fewer where the
+  // routers would not fit on the SMs otherwise.
+  const size_t before_dedicated = out.size();
+  for (size_t i = 0; i < before_dedicated; ++i) {
+    if (!out[i].polled) continue;
+    DecomposeKConfig c = out[i];
+    c.dedicated_routers = true;
+    while (c.k_splits > 1 && !CanRouteDecomposeK(p, c).ok()) --c.k_splits;
+    add(c);
   }
   if (pdl) {
     const size_t n = out.size();

@@ -37,6 +37,8 @@ struct PolledShared {
   float router_bias[kMaxExperts];      // router CTA only
   float correction_bias[kMaxExperts];  // router CTA only
   CtaRouteScratch cta_route;           // router CTA with one token only
+  int32_t dry_ids[kMaxTopK];           // a dedicated router's dry run
+  float dry_weights[kMaxTopK];
 };
 
 __device__ void StageBiases(const KernelParams& p, PolledShared& smem) {
@@ -124,62 +126,114 @@ __device__ void GatherChunkLogits(const KernelParams& p, PolledShared& smem, int
 }
 
 // A router with one token (decode) spreads the token's per-expert work over its warps
-// where the spec allows (CtaRouteToken); otherwise a warp per token.
+// where the spec allows (CtaRouteToken); otherwise a warp per token. `dry`: a dedicated
+// router's dry run (one token), outputs into shared memory.
 template <int P, int kChunk>
-__device__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
-                                 RouterTokens mine) {
+__device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
+                                                 RouterTokens mine, bool dry) {
+  auto ids = [&](int n) {
+    return dry ? smem.dry_ids : p.ids + (size_t(z) * kChunk + n) * p.ep.top_k;
+  };
+  auto weights = [&](int n) {
+    return dry ? smem.dry_weights : p.weights + (size_t(z) * kChunk + n) * p.ep.top_k;
+  };
   if (mine.last - mine.first == 1 && CtaRouteTokenApplies(p.ep)) {
-    const size_t tok = size_t(z) * kChunk + mine.first;
     CtaRouteToken<P>(p.ep, smem.main.chunk_logits, smem.correction_bias, smem.cta_route, kWarps,
-                     p.ids + tok * p.ep.top_k, p.weights + tok * p.ep.top_k);
+                     ids(mine.first), weights(mine.first));
     return;
   }
   const int warp = threadIdx.x / 32;
   for (int n = mine.first + warp; n < mine.last; n += kWarps) {
-    const size_t tok = size_t(z) * kChunk + n;
     WarpRouteTokenP<P>(p.ep, smem.main.chunk_logits + (n - mine.first) * p.experts,
-                       smem.correction_bias, p.ids + tok * p.ep.top_k,
-                       p.weights + tok * p.ep.top_k);
+                       smem.correction_bias, ids(n), weights(n));
   }
 }
 
 template <int kChunk>
-__device__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
-                                 RouterTokens mine) {
+__device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
+                                                 RouterTokens mine, bool dry) {
   WithExpertsPerLane(p.experts, [&](auto width) {
-    RouteChunkTokens<decltype(width)::value, kChunk>(p, smem, z, mine);
+    RouteChunkTokens<decltype(width)::value, kChunk>(p, smem, z, mine, dry);
   });
+}
+
+// Made-up logits for a dedicated router's dry run: distinct, so the common path without
+// ties.
+__device__ __forceinline__ void FillDryLogits(const KernelParams& p, PolledShared& smem) {
+  for (int e = threadIdx.x; e < p.experts; e += kThreads)
+    smem.main.chunk_logits[e] = -1e-3f * float(e);
 }
 
 // Two CTAs per SM (<= 128 registers a thread): one of this launch, one of the next
 // launch already streaming its weights under PDL.
-template <typename T, int NT>
+//
+// kDedicatedRouters (DecomposeKConfig::dedicated_routers): the first router_ctas blocks of
+// a grid row route token blockIdx.x of the chunk each and stream no weights; the mainloop
+// CTAs never route. Where the launch is under PDL (p.warm_routers), a dedicated router
+// first routes made-up logits into shared memory: a dry run that fetches the epilogue's
+// instructions and the spec's constants into its SM's caches while it would otherwise only
+// wait for the previous launch (the epilogue runs once per launch on one SM, so it ran
+// cold). Without PDL the dry run would only delay the gather. The dry and the real run
+// are two passes of one loop through one copy of the inlined routing code, so the dry run
+// warms exactly the instructions the real one executes. A separate instance: with the
+// routing code inlined twice, or called, ptxas spilled in the mainloop path, and the
+// instance without dedicated routers measured slower with the loop in it.
+template <typename T, int NT, bool kDedicatedRouters>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const KernelParams p) {
   __shared__ PolledShared smem;
   constexpr int kChunk = 8 * NT;
-  const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
+  const int z = blockIdx.y;
   const int valid = min(kChunk, p.tokens - z * kChunk);
-  // The first blocks are dispatched first: they finish their own share first and are
-  // already polling when the last partials land.
-  const RouterTokens mine = TokensOfRouter(valid);
-  const bool router = mine.first < mine.last;
+  const int routers = kDedicatedRouters ? p.router_ctas : 0;
   AllowDependentLaunch();
   Stamp(p, kStampStart);
-  if (router) StageBiases(p, smem);
-  float acc[2][NT][4] = {};
-  TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
-  StoreAccumulators<NT>(smem.main.reduce, acc);
-  __syncthreads();
-  Stamp(p, kStampMainloop);
-  PublishPartials<kChunk>(p, smem.main.reduce, m_block, split, z, valid);
-  Stamp(p, kStampReduced);
-  if (!router) return;
-  __syncthreads();  // smem.main.reduce becomes chunk_logits
-  GatherChunkLogits<kChunk>(p, smem, z, mine);
-  __syncthreads();
-  Stamp(p, kStampArrived);
-  RouteChunkTokens<kChunk>(p, smem, z, mine);
-  __syncthreads();
+  RouterTokens mine;
+  if (int(blockIdx.x) < routers) {
+    mine = {int(blockIdx.x), int(blockIdx.x) + 1};
+    if (mine.first >= valid) return;  // past the last chunk's tokens
+    StageBiases(p, smem);
+  } else {
+    const int b = int(blockIdx.x) - routers;
+    const int m_block = b % p.m_blocks, split = b / p.m_blocks;
+    // The first blocks are dispatched first: they finish their own share first and are
+    // already polling when the last partials land.
+    mine = kDedicatedRouters ? RouterTokens{0, 0} : TokensOfRouter(valid);
+    const bool router = mine.first < mine.last;
+    if (router) StageBiases(p, smem);
+    float acc[2][NT][4] = {};
+    TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
+    StoreAccumulators<NT>(smem.main.reduce, acc);
+    __syncthreads();
+    Stamp(p, kStampMainloop);
+    PublishPartials<kChunk>(p, smem.main.reduce, m_block, split, z, valid);
+    Stamp(p, kStampReduced);
+    if (!router) return;
+    __syncthreads();  // smem.main.reduce becomes chunk_logits
+  }
+  if constexpr (kDedicatedRouters) {
+    bool dry = p.warm_routers != 0;
+#pragma unroll 1
+    for (;;) {
+      if (dry) {
+        FillDryLogits(p, smem);
+      } else {
+        WaitForPrerequisiteGrid();  // the mainloop CTAs waited in the mainloop
+        GatherChunkLogits<kChunk>(p, smem, z, mine);
+      }
+      __syncthreads();
+      if (!dry) Stamp(p, kStampArrived);
+      RouteChunkTokens<kChunk>(p, smem, z, mine, dry);
+      __syncthreads();
+      if (!dry) break;
+      dry = false;
+    }
+  } else {
+    GatherChunkLogits<kChunk>(p, smem, z, mine);
+    __syncthreads();
+    Stamp(p, kStampArrived);
+    RouteChunkTokens<kChunk>(p, smem, z, mine, /*dry=*/false);
+    __syncthreads();
+  }
   Stamp(p, kStampRouted);
 }
 
@@ -195,17 +249,28 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
 // at 16 tokens). Where it is not cooperative, PDL callers (the server's two slots,
 // router_bench) keep to few concurrent grids, which cannot fill the SMs with waiting
 // router CTAs.
-template <typename T>
+template <typename T, bool kDedicatedRouters>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
                         bool pdl, bool cooperative) {
   switch (token_tiles) {
     case 1:
-      return Launch(DecomposeKPolledKernel<T, 1>, grid, params, stream, pdl, 0, cooperative);
+      return Launch(DecomposeKPolledKernel<T, 1, kDedicatedRouters>, grid, params, stream, pdl, 0,
+                    cooperative);
     case 2:
-      return Launch(DecomposeKPolledKernel<T, 2>, grid, params, stream, pdl, 0, cooperative);
+      return Launch(DecomposeKPolledKernel<T, 2, kDedicatedRouters>, grid, params, stream, pdl, 0,
+                    cooperative);
     default:
-      return Launch(DecomposeKPolledKernel<T, 4>, grid, params, stream, pdl, 0, cooperative);
+      return Launch(DecomposeKPolledKernel<T, 4, kDedicatedRouters>, grid, params, stream, pdl, 0,
+                    cooperative);
   }
+}
+
+template <typename T>
+cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
+                        bool pdl, bool cooperative) {
+  return params.router_ctas > 0
+             ? LaunchTyped<T, true>(token_tiles, grid, params, stream, pdl, cooperative)
+             : LaunchTyped<T, false>(token_tiles, grid, params, stream, pdl, cooperative);
 }
 
 }  // namespace

@@ -242,6 +242,16 @@ int PolledSplits(const Shape& s, int m_blocks, int z_chunks, int chunk, int sm_c
   return splits;
 }
 
+// Dedicated router CTAs of a polled launch, per chunk: one for each of a chunk's tokens.
+int DedicatedRouterCtas(const Shape& s, const DecomposeKConfig& c, const Layout& l) {
+  return c.polled && c.dedicated_routers ? std::min(l.chunk, s.tokens) : 0;
+}
+
+// CTAs in a grid row: the mainloop CTAs and any dedicated routers.
+int GridRowCtas(const Shape& s, const DecomposeKConfig& c, const Layout& l) {
+  return l.m_blocks * c.k_splits + DedicatedRouterCtas(s, c, l);
+}
+
 DecomposeKConfig PolledConfig(const Shape& s, int sm_count, int token_tiles) {
   DecomposeKConfig c;
   c.polled = true;
@@ -308,19 +318,23 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
   if (c.pdl_cooperative && !c.polled)
     return absl::InvalidArgumentError(
         "config: pdl_cooperative applies to the polled reduction only");
+  if (c.dedicated_routers && !c.polled)
+    return absl::InvalidArgumentError(
+        "config: dedicated_routers applies to the polled reduction only");
   if (c.polled) {
     if (c.mainloop != Mainloop::kTensorCore || c.cluster != 0)
       return absl::InvalidArgumentError(
           "config: the polled reduction needs the tensor-core mainloop and no cluster");
     const Layout l = MakeLayout(s, c);
-    const int per_router =
-        PolledTokensPerRouter(std::min(l.chunk, s.tokens), l.m_blocks * c.k_splits);
+    const int per_router = c.dedicated_routers ? 1
+                                               : PolledTokensPerRouter(std::min(l.chunk, s.tokens),
+                                                                       l.m_blocks * c.k_splits);
     if (per_router * s.experts > kPolledMaxChunkLogits)
       return absl::InvalidArgumentError(absl::StrCat(
           "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
           per_router, " tokens a router x ", s.experts, " experts is more"));
     // The router CTA waits on every other CTA: all must be resident at once.
-    const int ctas = l.m_blocks * c.k_splits * l.z_chunks, max_ctas = PolledMaxCtas();
+    const int ctas = GridRowCtas(s, c, l) * l.z_chunks, max_ctas = PolledMaxCtas();
     if (ctas > max_ctas)
       return absl::InvalidArgumentError(absl::StrCat("config: the polled reduction launches ", ctas,
                                                      " CTAs, more than the ", max_ctas,
@@ -361,12 +375,15 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
   params.k_splits = c.k_splits;
   params.total_steps = l.total_steps;
   params.steps_per_warp = l.steps_per_warp;
-  const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
   if (c.polled) {
     if (params.gemm_mode) return cudaErrorInvalidValue;  // routing only
+    params.router_ctas = DedicatedRouterCtas(s, c, l);
+    params.warm_routers = pdl;  // without PDL a dry run would delay the gather
+    const dim3 grid(GridRowCtas(s, c, l), l.z_chunks);
     return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl,
                               c.pdl_cooperative);
   }
+  const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
   if (c.cluster > 0)
     return LaunchClusterKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, c.cluster,
                                stream, pdl);
@@ -442,8 +459,9 @@ cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs&
 }
 
 size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config) {
-  const Layout l = MakeLayout(RouteShape(problem), config);
-  return size_t(l.m_blocks) * config.k_splits * l.z_chunks * kTimelineSlots * 2;
+  const Shape s = RouteShape(problem);
+  const Layout l = MakeLayout(s, config);
+  return size_t(GridRowCtas(s, config, l)) * l.z_chunks * kTimelineSlots * 2;
 }
 
 cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, const RouteArgs& args,

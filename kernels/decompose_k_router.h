@@ -44,6 +44,11 @@ struct DecomposeKConfig {
   // launch measured faster on some shapes and slower on others (its secondary may not start
   // until SMs free up), so the autotuner times both.
   bool pdl_cooperative = false;
+  // Polled only: the routers are CTAs of their own (one per token of a chunk, ahead of the
+  // mainloop CTAs) instead of the first mainloop CTAs. With no weights to stream, a router
+  // warms its instruction and constant caches with a dry run of the epilogue while the
+  // mainloop CTAs (and under PDL the previous launch) run, so the real epilogue runs warm.
+  bool dedicated_routers = false;
   // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
   // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
   int gemm_tile = 0;

@@ -263,8 +263,13 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, splits, 0});
         for (int cluster : {1, 2, 4, 8, 16})
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, cluster, cluster});
-        for (int splits : {1, 3, 8, 16, 33})
-          configs.push_back({cuda::Mainloop::kTensorCore, tiles, splits, 0, /*polled=*/true});
+        for (int splits : {1, 3, 8, 16, 33}) {
+          cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, tiles, splits, 0,
+                                        /*polled=*/true};
+          configs.push_back(polled);
+          polled.dedicated_routers = true;
+          configs.push_back(polled);
+        }
       }
       configs.push_back({cuda::Mainloop::kFma, 1, 5, 0});
       for (const auto& c : configs) {
@@ -284,7 +289,8 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
           HostOut h = Download(d, true);
           EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "")
               << Describe(in, seed) << " tiles=" << c.token_tiles << " splits=" << c.k_splits
-              << " cluster=" << c.cluster << " polled=" << c.polled << " rep=" << rep;
+              << " cluster=" << c.cluster << " polled=" << c.polled
+              << " dedicated_routers=" << c.dedicated_routers << " rep=" << rep;
           for (int t = 0; t < tokens; ++t)
             for (int e = 0; e < in.spec.experts; ++e)
               ASSERT_NEAR(h.logits[size_t(t) * in.spec.experts + e], ref[t].logits[e],
@@ -344,6 +350,30 @@ TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
   cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, 8, 0, /*polled=*/true};
   polled.pdl_cooperative = true;
   EXPECT_TRUE(cuda::CanRouteDecomposeK(p, polled).ok());
+}
+
+TEST(GpuConfigs, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheSms) {
+  SKIP_WITHOUT_GPU();
+  const RouterSpec spec = FindPreset("deepseek_v3").value().spec;
+  cuda::DecomposeKConfig counter{cuda::Mainloop::kTensorCore, 1, 8, 0};
+  counter.dedicated_routers = true;
+  const absl::Status status =
+      cuda::CanRouteDecomposeK({spec, 1, DType::kBF16, DType::kBF16}, counter);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(status.message()).find("dedicated_routers"), std::string::npos) << status;
+  // 8 expert blocks x S mainloop CTAs plus a router per token of the chunk must fit on the
+  // SMs: with S chosen to leave exactly `spare` SMs, one token fits and spare + 1 do not.
+  const int sms = SmCount(), spare = sms % 8 == 0 ? 8 : sms % 8;
+  cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, (sms - spare) / 8, 0,
+                                /*polled=*/true};
+  polled.dedicated_routers = true;
+  EXPECT_TRUE(cuda::CanRouteDecomposeK({spec, 1, DType::kBF16, DType::kBF16}, polled).ok());
+  if (spare < 8) {
+    const absl::Status full =
+        cuda::CanRouteDecomposeK({spec, spare + 1, DType::kBF16, DType::kBF16}, polled);
+    EXPECT_EQ(full.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(full.message()).find("SMs"), std::string::npos) << full;
+  }
 }
 
 // Exact ties: every odd expert's router row (and biases) copies the even one below it,
@@ -494,10 +524,13 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       DeviceCase d = MakeDeviceCase(in, true);
       auto staged = Upload(in.hidden);
       auto stream = MakeStream().value();
-      // A polled plan also launched cooperatively under PDL (the autotuner's other choice).
+      // A polled plan also launched cooperatively under PDL and with dedicated routers (the
+      // autotuner's other choices), where the grid fits.
       cuda::DecomposeKConfig config = plan->config();
-      for (int rep = 0; rep < 6; ++rep) {
+      for (int rep = 0; rep < 8; ++rep) {
         config.pdl_cooperative = config.polled && rep % 2 == 1;
+        config.dedicated_routers = config.polled && rep / 2 % 2 == 1;
+        if (!cuda::CanRouteDecomposeK(p, config).ok()) continue;
         Poison(d);
         ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
         ASSERT_CUDA(LaunchSlowProducer(const_cast<void*>(d.args.hidden), staged.get(),
@@ -509,7 +542,8 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
         EXPECT_EQ(
             CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
             << Describe(in, seed) << " rep=" << rep << " config polled=" << config.polled
-            << " pdl_cooperative=" << config.pdl_cooperative;
+            << " pdl_cooperative=" << config.pdl_cooperative
+            << " dedicated_routers=" << config.dedicated_routers;
       }
     }
   }
