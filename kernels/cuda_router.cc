@@ -113,14 +113,14 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
       }
     }
   }
-  // Every polled candidate also with dedicated router CTAs, a split fewer where the
-  // routers would not fit on the SMs otherwise.
+  // Every polled candidate also with and without dedicated router CTAs (with: a split
+  // fewer where the routers would not fit on the SMs otherwise).
   const size_t before_dedicated = out.size();
   for (size_t i = 0; i < before_dedicated; ++i) {
     if (!out[i].polled) continue;
     DecomposeKConfig c = out[i];
-    c.dedicated_routers = true;
-    while (c.k_splits > 1 && !CanRouteDecomposeK(p, c).ok()) --c.k_splits;
+    c.dedicated_routers = !c.dedicated_routers;
+    while (c.dedicated_routers && c.k_splits > 1 && !CanRouteDecomposeK(p, c).ok()) --c.k_splits;
     add(c);
   }
   if (pdl) {

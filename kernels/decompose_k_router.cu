@@ -278,7 +278,15 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
     const DecomposeKConfig polled = PolledConfig(s, sm_count, c.token_tiles);
     const int per_router =
         PolledTokensPerRouter(std::min(chunk, s.tokens), m_blocks * polled.k_splits);
-    if (per_router * s.experts <= kPolledMaxChunkLogits) return polled;
+    if (per_router * s.experts <= kPolledMaxChunkLogits) {
+      // Up to 16 tokens with dedicated routers, a split fewer where they would not fit:
+      // the autotuner took them on most such rows, with and without PDL (bench/RESULTS.md).
+      DecomposeKConfig dedicated = polled;
+      dedicated.dedicated_routers = true;
+      auto ctas = [&] { return GridRowCtas(s, dedicated, MakeLayout(s, dedicated)) * z_chunks; };
+      while (dedicated.k_splits > 1 && ctas() > sm_count) --dedicated.k_splits;
+      return s.tokens <= 16 && ctas() <= sm_count ? dedicated : polled;
+    }
   }
   const int target_ctas = 2 * std::max(sm_count, 1);
   const int per_split = m_blocks * z_chunks;

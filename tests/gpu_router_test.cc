@@ -352,6 +352,22 @@ TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
   EXPECT_TRUE(cuda::CanRouteDecomposeK(p, polled).ok());
 }
 
+// The heuristic (the C ABI's config, and the autotuner's starting point) routes decode
+// batches from dedicated routers, with a grid that fits; larger batches keep the routers
+// in the mainloop CTAs.
+TEST(GpuConfigs, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
+    for (int tokens : {1, 7, 16, 64}) {
+      const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, SmCount());
+      ASSERT_TRUE(c.polled) << family << " t=" << tokens;
+      EXPECT_EQ(c.dedicated_routers, tokens <= 16) << family << " t=" << tokens;
+      EXPECT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << family << " t=" << tokens;
+    }
+  }
+}
+
 TEST(GpuConfigs, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheSms) {
   SKIP_WITHOUT_GPU();
   const RouterSpec spec = FindPreset("deepseek_v3").value().spec;
