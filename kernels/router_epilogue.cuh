@@ -33,11 +33,17 @@ struct EpilogueParams {
   int group_score_topk;
   int renormalize;
   float scaling_factor;
+  // Derived on the host, so the device never divides at run time (an integer division is
+  // a ~40-instruction dependent chain on the one warp that routes): experts per group, and
+  // lane-layout columns (32 experts) per group where groups are whole columns, else 0.
+  int per_group;
+  int group_columns;
 };
 
 // The device copy of a RouterSpec's routing parameters, for its cheapest equivalent form.
 inline EpilogueParams MakeEpilogueParams(const RouterSpec& spec) {
   const RouterSpec s = CheapestEquivalentSpec(spec);
+  const int per_group = s.experts / s.n_group;
   return {s.experts,
           s.top_k,
           int(s.scoring),
@@ -47,7 +53,9 @@ inline EpilogueParams MakeEpilogueParams(const RouterSpec& spec) {
           s.topk_group,
           s.group_score_topk,
           s.renormalize,
-          s.scaling_factor};
+          s.scaling_factor,
+          per_group,
+          per_group % 32 == 0 ? per_group / 32 : 0};
 }
 
 constexpr int kScoringSoftmax = 0;
@@ -96,6 +104,14 @@ __device__ __forceinline__ float WarpTop2Sum(uint32_t k1, uint32_t k2, bool two)
   return two ? KeyToFloat(m1) + KeyToFloat(m2) : KeyToFloat(m1);
 }
 
+// The kept groups as kept lane-layout columns, groups being `cols` whole columns each: one
+// division a lane, in parallel, not one per column in the lane's serial chain.
+__device__ __forceinline__ uint32_t KeptColumns(uint32_t kept_groups, int cols, int columns) {
+  if (cols == 1) return kept_groups;  // DeepSeek-V3: group g is column g
+  const int lane = threadIdx.x & 31;
+  return __ballot_sync(kFullMask, lane < columns && ((kept_groups >> (lane / cols)) & 1u));
+}
+
 // Does group (score a, id ia) come before (b, ib): higher score, then lower id?
 __device__ __forceinline__ bool Beats(float a, int ia, float b, int ib) {
   return a > b || (a == b && ia < ib);
@@ -109,7 +125,7 @@ template <int P>
 __device__ __forceinline__ uint32_t KeptGroupsByColumns(const EpilogueParams& p,
                                                         const uint32_t (&key)[P]) {
   const int lane = threadIdx.x & 31;
-  const int cols = p.experts / p.n_group / 32;  // columns per group
+  const int cols = p.group_columns;
   const bool two = p.group_score_topk == 2;
   float score[P];
   if (cols == 1) {  // DeepSeek-V3: group q is column q
@@ -151,7 +167,7 @@ __device__ __forceinline__ uint32_t KeptGroupsOfLaneScores(const EpilogueParams&
 template <int P>
 __device__ uint32_t KeptGroupsGeneric(const EpilogueParams& p, const uint32_t (&key)[P]) {
   const int lane = threadIdx.x & 31;
-  const int per_group = p.experts / p.n_group;
+  const int per_group = p.per_group;
   float mine = -INFINITY;  // lane g: the score of group g
   for (int g = 0; g < p.n_group; ++g) {
     uint32_t rest[P];
@@ -227,19 +243,13 @@ __device__ __forceinline__ TokenScoring SelectionKeys(const EpilogueParams& p, c
 template <int P>
 __device__ __forceinline__ void DropUnkeptGroups(const EpilogueParams& p, uint32_t (&key)[P]) {
   const int lane = threadIdx.x & 31;
-  const int per_group = p.experts / p.n_group;
-  if (per_group % 32 == 0 && p.group_score_topk <= 2) {
-    const uint32_t kept = KeptGroupsByColumns<P>(p, key);
-    const int cols = per_group / 32;
-    if (cols == 1) {
+  const int per_group = p.per_group;
+  if (p.group_columns > 0 && p.group_score_topk <= 2) {
+    const uint32_t kept_columns =
+        KeptColumns(KeptGroupsByColumns<P>(p, key), p.group_columns, (p.experts + 31) / 32);
 #pragma unroll
-      for (int j = 0; j < P; ++j)
-        if (!((kept >> j) & 1u)) key[j] = 0u;
-    } else {
-#pragma unroll
-      for (int j = 0; j < P; ++j)
-        if (!((kept >> (j / cols)) & 1u)) key[j] = 0u;
-    }
+    for (int j = 0; j < P; ++j)
+      if (!((kept_columns >> j) & 1u)) key[j] = 0u;
     return;
   }
   const uint32_t kept = KeptGroupsGeneric<P>(p, key);
@@ -515,7 +525,7 @@ struct CtaRouteScratch {  // shared memory
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
   if (p.score_first && p.scoring == kScoringSoftmax) return false;
   if (p.n_group == 1) return true;
-  return (p.experts / p.n_group) % 32 == 0 && p.group_score_topk <= 2;
+  return p.group_columns > 0 && p.group_score_topk <= 2;
 }
 
 // The two largest keys across the warp (m1 >= m2; equal when two lanes hold the largest).
@@ -563,7 +573,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
   if (p.n_group > 1) {
     // Group g = columns [g * cols, (g + 1) * cols): its top two from the columns' top twos;
     // lane g keeps its group's score and ranks it against the others.
-    const int cols = p.experts / p.n_group / 32;
+    const int cols = p.group_columns;
     const bool two = p.group_score_topk == 2;
     auto group_score = [&](int g) {
       uint32_t k1 = 0, k2 = 0;
@@ -575,9 +585,10 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     };
     const uint32_t kept =
         KeptGroupsOfLaneScores(p, lane < p.n_group ? group_score(lane) : -INFINITY);
+    const uint32_t kept_columns = KeptColumns(kept, cols, columns);
 #pragma unroll
     for (int j = 0; j < P; ++j)
-      if (!((kept >> (j / cols)) & 1u)) key[j] = 0u;
+      if (!((kept_columns >> j) & 1u)) key[j] = 0u;
   }
   LaneChoices<P> chosen;
   WarpTopK<P>(p.top_k, key, l, chosen);
