@@ -392,6 +392,41 @@ TEST(GpuConfigs, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheSms) {
   }
 }
 
+// The one-token router CTA's top-k runs on the few experts that reach a threshold taken
+// from the columns' best two keys, and on all of them when more than 32 reach it. Here the
+// correction bias lifts the first 64 experts' selection keys above every other expert's,
+// so all 64 reach the threshold (the full top-k runs); the other rows keep random biases
+// (the few-candidates path). Both must route like the reference.
+TEST(GpuFused, ManyExpertsReachingTheThresholdRouteLikeTheReference) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"deepseek_v3", "kimi_k2", "glm4_moe"}) {
+    for (bool lifted : {false, true}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in =
+          MakeRouterInputs(FindPreset(family).value().spec, 1, DType::kBF16, DType::kBF16, seed);
+      ASSERT_TRUE(in.spec.has_correction_bias) << family;
+      if (lifted)
+        for (int e = 0; e < 64; ++e) in.correction_bias[e] += 1.0f;
+      RouteProblem p{in.spec, 1, in.hidden_dtype, in.weight_dtype};
+      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+      ASSERT_TRUE(plan->config().polled) << family;  // a router CTA with one token
+      DeviceCase d = MakeDeviceCase(in, false);
+      for (int rep = 0; rep < 2; ++rep) {
+        Poison(d);
+        ASSERT_TRUE(plan->Route(d.args, nullptr).ok());
+        ASSERT_CUDA(cudaDeviceSynchronize());
+        HostOut h = Download(d, false);
+        EXPECT_EQ(
+            CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+            << Describe(in, seed) << " lifted=" << lifted;
+        if (lifted) {
+          for (int i = 0; i < in.spec.top_k; ++i) EXPECT_LT(h.ids[i], 64) << Describe(in, seed);
+        }
+      }
+    }
+  }
+}
+
 // Exact ties: every odd expert's router row (and biases) copies the even one below it,
 // so twins get bit-identical logits and scores. The tie rule says the lower id wins and
 // comes first: a chosen odd twin must directly follow its even twin. This drives the
