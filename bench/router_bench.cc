@@ -137,10 +137,10 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
     global.cluster = 0;
     global.k_splits = 8;
     configs.push_back(global);
-    if (configs[0].polled) {
-      cuda::DecomposeKConfig dedicated = configs[0];
-      dedicated.dedicated_routers = true;
-      if (cuda::CanRouteDecomposeK(p, dedicated).ok()) configs.push_back(dedicated);
+    if (configs[0].polled) {  // the heuristic's polled config with routers the other way
+      cuda::DecomposeKConfig other = configs[0];
+      other.dedicated_routers = !other.dedicated_routers;
+      if (cuda::CanRouteDecomposeK(p, other).ok()) configs.push_back(other);
     }
     for (const auto& c : configs) {
       auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
