@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Deployment files and a real Prometheus: the Prometheus config and alert rules pass
-# promtool; Kubernetes, compose and Grafana files parse; every metric the dashboard and
-# rules use is exported by the server; then a real Prometheus (Debian package) on
-# loopback scrapes a real server under load, and its HTTP API returns the series.
-#   deploy_test.sh SOURCE_DIR SERVER_BINARY BENCH_BINARY
+# promtool; Kubernetes, compose and Grafana files parse and agree with each other (ports,
+# names, selectors, probes); the server command lines of the Dockerfile, the Deployment
+# and the compose file start the real server (on the CPU backend, here without a
+# container) and the Dockerfile's HEALTHCHECK command reports it serving; every metric the
+# dashboard and rules use is exported by the server; then a real Prometheus (Debian
+# package) on loopback scrapes a real server under load, and its HTTP API returns the
+# series.
+#   deploy_test.sh SOURCE_DIR SERVER_BINARY BENCH_BINARY CLI_BINARY
 set -euo pipefail
-src=$1 server=$2 bench=$3
+src=$1 server=$2 bench=$3 cli=$4
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$tmp"; }
@@ -25,6 +29,84 @@ for f in ["k8s/deployment.yaml", "k8s/service.yaml", "k8s/monitoring.yaml", "k8s
 dash = json.load(open(f"{src}/deploy/grafana/dashboard.json"))
 assert len(dash["panels"]) >= 6
 PY
+
+# The files agree with each other; prints the server command lines to try, one a line.
+/usr/bin/python3 - "$src" >"$tmp/command_lines" <<'PY' || fail "deploy files disagree"
+import json, re, sys, yaml
+src = sys.argv[1]
+load = lambda f: [d for d in yaml.safe_load_all(open(f"{src}/deploy/{f}")) if d is not None]
+docker = open(f"{src}/Dockerfile").read().replace("\\\n", " ")
+def instruction(name):  # the JSON array of a Dockerfile instruction
+    m = re.search(rf"^{name}\s+(?:--\S+\s+)*(?:CMD\s+)?(\[.*\])\s*$", docker, re.M)
+    assert m, f"Dockerfile has no exec-form {name}"
+    return json.loads(m.group(1))
+def flag(args, name):
+    return args[args.index(name) + 1]
+def port(address):
+    return int(address.rsplit(":", 1)[1])
+cmd, health = instruction("CMD"), instruction("HEALTHCHECK")
+expose = sorted(int(p) for p in re.search(r"^EXPOSE\s+(.*)$", docker, re.M).group(1).split())
+assert re.search(r"^USER\s+(?!root\b)\S+", docker, re.M), "the image must not run as root"
+assert len(re.findall(r"^FROM\s+nvidia/cuda:13", docker, re.M)) == 2, "two CUDA 13 stages"
+assert health[0] == "moe-router" and health[-1] == "health", health
+deployment = load("k8s/deployment.yaml")[0]
+pod = deployment["spec"]["template"]
+container = pod["spec"]["containers"][0]
+args = container["args"]
+ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+assert ports == {"grpc": port(flag(args, "--address")), "metrics": port(flag(args, "--metrics_address"))}, ports
+assert sorted(ports.values()) == expose, (ports, expose)
+assert port(flag(cmd, "--address")) == ports["grpc"] and port(flag(cmd, "--metrics_address")) == ports["metrics"]
+assert port(flag(health, "--address")) == ports["grpc"], health
+for probe in ("readinessProbe", "livenessProbe"):
+    assert container[probe]["grpc"]["port"] == ports["grpc"], probe
+for kind in ("requests", "limits"):
+    assert container["resources"][kind]["nvidia.com/gpu"] == 1, kind
+assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+labels = pod["metadata"]["labels"]
+assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+service = load("k8s/service.yaml")[0]
+assert service["spec"]["clusterIP"] == "None", "the Service must be headless"
+assert service["spec"]["selector"].items() <= labels.items()
+service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+for name, p in service_ports.items():
+    assert p["targetPort"] == name and name in ports, p
+for monitor in load("k8s/monitoring.yaml"):
+    spec = monitor["spec"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items(), monitor["kind"]
+    endpoints = spec.get("podMetricsEndpoints") or spec.get("endpoints")
+    assert endpoints and all(e["port"] == "metrics" and e["path"] == "/metrics" for e in endpoints)
+hpa = load("k8s/hpa.yaml")[0]
+target = hpa["spec"]["scaleTargetRef"]
+assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"]), target
+compose = load("docker-compose.yml")[0]["services"]["moe-router"]["command"]
+for line in (cmd, args, compose):
+    print(json.dumps(line))
+PY
+
+# Each command line starts the real server (model and flags as written; the backend, the
+# demo's depth and the ports overridden for this machine: later flags win), and the
+# HEALTHCHECK command, pointed at it, exits 0 with SERVING.
+n=0
+while read -r line; do
+  n=$((n + 1))
+  mapfile -t argv < <(/usr/bin/python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$line")
+  "$server" "${argv[@]}" --backend=cpu --cpu_threads=2 --demo_layers=2 </dev/null \
+    --address=127.0.0.1:0 --metrics_address=127.0.0.1:0 --port_file="$tmp/ports$n" \
+    2>"$tmp/server$n.log" &
+  pid=$!
+  for _ in $(seq 1 600); do [ -s "$tmp/ports$n" ] || ! kill -0 "$pid" 2>/dev/null && break; sleep 0.05; done
+  read -r p _ <"$tmp/ports$n" || fail "command line $line did not start: $(cat "$tmp/server$n.log")"
+  healthy=
+  for _ in $(seq 1 600); do
+    if out=$("$cli" --address "127.0.0.1:$p" health </dev/null 2>&1) && [ "$out" = SERVING ]; then healthy=1; break; fi
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ -n "$healthy" ] || fail "HEALTHCHECK never reported SERVING for $line: $(tail -3 "$tmp/server$n.log")"
+done <"$tmp/command_lines"
+[ "$n" = 3 ] || fail "expected 3 command lines, got $n"
 
 port_file=$tmp/ports
 "$server" --model=demo-mixtral --demo_layers=2 --backend=cpu --cpu_threads=2 \
