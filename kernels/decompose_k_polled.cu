@@ -1,15 +1,18 @@
 // Decompose-K with one polled reduction: no arrival counters, no fences, one L2 round trip.
 //
-// Grid = (m_blocks · S, z_chunks) with at most one CTA per SM (so all are resident at
+// Grid = (R + m_blocks · S, z_chunks) with at most one CTA per SM (so all are resident at
 // once; CanRouteDecomposeK checks it). CTA (m-block, split) computes the partial logits of
 // 32 experts over one of S K ranges for a chunk of 8·NT tokens, exactly as the other
 // variants (same mainloop), then stores them into the workspace with relaxed stores whose
-// bit pattern is never zero (StorePolled: +0.0 is stored as -0.0). The chunk's router CTAs,
-// the first blocks of its grid row, own one of its tokens each (several only when the row
-// has fewer blocks than tokens): a router preloads the biases while it streams its own
-// weights, then polls every partial of its tokens until it is non-zero, sums the S splits
-// of each (expert, token) in split order (deterministic), empties each slot for the next
-// launch, and routes: a lone token with the whole CTA (CtaRouteToken), else a warp each.
+// bit pattern is never zero (StorePolled: +0.0 is stored as -0.0). The chunk's router CTAs
+// own one of its tokens each: either R dedicated blocks ahead of the mainloop CTAs
+// (DecomposeKConfig::dedicated_routers, R = the chunk's tokens; see the kernel) or, with
+// R = 0, the first mainloop blocks of the row (several tokens each only when the row has
+// fewer blocks than tokens), which preload the biases while they stream their own
+// weights. A router polls every partial of its tokens until it is non-zero, sums the S
+// splits of each (expert, token) in split order (deterministic), empties each slot for
+// the next launch, and routes: a lone token with the whole CTA (CtaRouteToken), else a
+// warp each.
 //
 // Against the arrival-counter variant this removes, per launch, two rounds of (fence,
 // atomic, dependent L2 read) from the critical path: the router CTA learns that a partial
