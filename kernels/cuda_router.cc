@@ -119,9 +119,8 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   for (size_t i = 0; i < before_dedicated; ++i) {
     if (!out[i].polled) continue;
     DecomposeKConfig c = out[i];
-    c.dedicated_routers = !c.dedicated_routers;
-    while (c.dedicated_routers && c.k_splits > 1 && !CanRouteDecomposeK(p, c).ok()) --c.k_splits;
-    add(c);
+    c.dedicated_routers = false;
+    add(out[i].dedicated_routers ? c : WithDedicatedRouters(p, c, sm_count));
   }
   if (pdl) {
     const size_t n = out.size();

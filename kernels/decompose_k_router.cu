@@ -251,6 +251,18 @@ int DedicatedRouterCtas(const Shape& s, const DecomposeKConfig& c, const Layout&
 int GridRowCtas(const Shape& s, const DecomposeKConfig& c, const Layout& l) {
   return l.m_blocks * c.k_splits + DedicatedRouterCtas(s, c, l);
 }
+int GridCtas(const Shape& s, const DecomposeKConfig& c, const Layout& l) {
+  return GridRowCtas(s, c, l) * l.z_chunks;
+}
+
+// `c` (polled) with dedicated routers, a split fewer at a time until the grid fits
+// `sm_count` SMs; at one split it may still not fit (CheckConfig says).
+DecomposeKConfig FitDedicatedRouters(const Shape& s, DecomposeKConfig c, int sm_count) {
+  c.dedicated_routers = true;
+  const Layout l = MakeLayout(s, c);  // rows and chunks do not depend on the splits
+  while (c.k_splits > 1 && GridCtas(s, c, l) > sm_count) --c.k_splits;
+  return c;
+}
 
 DecomposeKConfig PolledConfig(const Shape& s, int sm_count, int token_tiles) {
   DecomposeKConfig c;
@@ -281,11 +293,12 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
     if (per_router * s.experts <= kPolledMaxChunkLogits) {
       // Up to 16 tokens with dedicated routers, a split fewer where they would not fit:
       // the autotuner took them on most such rows, with and without PDL (bench/RESULTS.md).
-      DecomposeKConfig dedicated = polled;
-      dedicated.dedicated_routers = true;
-      auto ctas = [&] { return GridRowCtas(s, dedicated, MakeLayout(s, dedicated)) * z_chunks; };
-      while (dedicated.k_splits > 1 && ctas() > sm_count) --dedicated.k_splits;
-      return s.tokens <= 16 && ctas() <= sm_count ? dedicated : polled;
+      if (s.tokens <= 16) {
+        const DecomposeKConfig dedicated = FitDedicatedRouters(s, polled, sm_count);
+        const Layout l = MakeLayout(s, dedicated);
+        if (GridCtas(s, dedicated, l) <= sm_count) return dedicated;
+      }
+      return polled;
     }
   }
   const int target_ctas = 2 * std::max(sm_count, 1);
@@ -342,7 +355,7 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
           "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
           per_router, " tokens a router x ", s.experts, " experts is more"));
     // The router CTA waits on every other CTA: all must be resident at once.
-    const int ctas = GridRowCtas(s, c, l) * l.z_chunks, max_ctas = PolledMaxCtas();
+    const int ctas = GridCtas(s, c, l), max_ctas = PolledMaxCtas();
     if (ctas > max_ctas)
       return absl::InvalidArgumentError(absl::StrCat("config: the polled reduction launches ", ctas,
                                                      " CTAs, more than the ", max_ctas,
@@ -444,6 +457,11 @@ DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, i
   return PolledConfig(RouteShape(problem), sm_count, token_tiles);
 }
 
+DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const DecomposeKConfig& config,
+                                      int sm_count) {
+  return FitDedicatedRouters(RouteShape(problem), config, sm_count);
+}
+
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config) {
   auto status = CheckRouteProblem(problem);
   if (!status.ok()) return status;
@@ -469,7 +487,7 @@ cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs&
 size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config) {
   const Shape s = RouteShape(problem);
   const Layout l = MakeLayout(s, config);
-  return size_t(GridRowCtas(s, config, l)) * l.z_chunks * kTimelineSlots * 2;
+  return size_t(GridCtas(s, config, l)) * kTimelineSlots * 2;
 }
 
 cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, const RouteArgs& args,

@@ -66,6 +66,12 @@ DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_coun
 // CanRouteDecomposeK (the grid must fit the device).
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles);
 
+// A polled config with dedicated routers, a split fewer at a time until its grid fits
+// `sm_count` SMs (at one split it may still not fit: check with CanRouteDecomposeK). The
+// heuristic's and the autotuner's one way to add them.
+DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const DecomposeKConfig& config,
+                                      int sm_count);
+
 // Checks the problem and the config (e.g. tensor cores need equal 16-bit dtypes).
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config);
 
