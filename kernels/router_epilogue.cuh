@@ -520,8 +520,8 @@ __device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const f
 struct CtaRouteScratch {  // shared memory
   uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
-  uint32_t candidate_key[32];  // the few experts that can still be chosen, in id order
-  int candidate_id[32];
+  alignas(16) uint32_t candidate_key[32];  // the few experts that can still be chosen, in
+  int candidate_id[32];                    // id order; key 0 past the last
 };
 
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
@@ -549,10 +549,13 @@ constexpr int kFewCandidatesMinP = 8;
 // largest of the kept columns' best-two keys. Those are keys of distinct experts, so at
 // least top_k experts have a key >= T and none below T can be chosen. When at most 32
 // experts reach T (the usual case: about top_k), they are compacted into shared memory
-// in id order, one a lane, and the top-k runs on one key a lane: no P-wide sort, shifts
-// or logit picks. Returns false (nothing written) when T does not exist or more than 32
-// reach it; the caller then runs the P-wide top-k. Equal keys: the lanes hold the
-// candidates in id order, so WarpTopK's lowest-lane rule is the lowest-id rule.
+// in id order, one a lane, and each lane ranks its candidate by counting the candidates
+// that beat it (a higher key, or an equal one at a lower lane, i.e. a lower id: the tie
+// rule). The rank is the round it would be chosen in; ranks below top_k are the choice.
+// All 32 counts run at once from broadcast loads: no serial rounds of collectives (the
+// k rounds, ~75 cycles each, were the bulk of the chain). Returns false (nothing
+// written) when T does not exist or more than 32 reach it; the caller then runs the
+// P-wide top-k.
 template <int P>
 __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, const float* logits,
                                                    CtaRouteScratch& scratch,
@@ -599,14 +602,25 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
     }
     base += __popc(reach[j]);
   }
+  if (lane >= total) scratch.candidate_key[lane] = 0u;  // never beats a candidate
   __syncwarp();
-  const uint32_t candidate[1] = {lane < total ? scratch.candidate_key[lane] : 0u};
-  const int id = lane < total ? scratch.candidate_id[lane] : 0;
-  const float no_logit[1] = {0.0f};
+  const uint32_t candidate = scratch.candidate_key[lane];
+  const int id = scratch.candidate_id[lane];
+  int rank = 0;
+  const uint4* candidates = reinterpret_cast<const uint4*>(scratch.candidate_key);
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const uint4 v = candidates[q];
+    const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      rank += vs[u] > candidate || (vs[u] == candidate && 4 * q + u < lane);
+  }
   LaneChoices<1> chosen;
-  WarpTopK<1>(p.top_k, candidate, no_logit, chosen);
+  const bool picked = lane < total && rank < p.top_k;
+  chosen.round[0] = picked ? rank : -1;
   chosen.id[0] = id;
-  chosen.logit[0] = chosen.round[0] >= 0 ? logits[id] : 0.0f;
+  chosen.logit[0] = picked ? logits[id] : 0.0f;
   WriteChoices<1>(p, chosen, TokenScoring{}, ids_out, weights_out);
   return true;
 }
