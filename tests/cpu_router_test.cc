@@ -439,5 +439,33 @@ TEST(CompareWithReference, CatchesWrongIdsWeightsAndNan) {
   EXPECT_NE(CompareWithReference(spec, ref, bad_ids.data(), w.data(), 1e-3), "");
 }
 
+// A weight that is a raw logit (scoring kNone) may be a near-zero sum of large terms; it is
+// held to the logit's rounding bound (the one the ids are judged by) on top of 1e-3
+// relative. Scored weights get no such term; a weight past the bound still fails.
+TEST(CompareWithReference, RawLogitWeightsAreJudgedByTheirRoundingBound) {
+  RouterSpec spec = FindPreset("qwen3_30b").value().spec;
+  ASSERT_NE(spec.scoring, Scoring::kNone);
+  for (const auto& r : MakeRouterInputs(spec, 2, DType::kBF16, DType::kBF16, 1).Reference())
+    for (double t : r.weight_tolerance) EXPECT_EQ(t, 0.0);
+  spec.scoring = Scoring::kNone;
+  spec.renormalize = false;
+  RouterInputs in = MakeRouterInputs(spec, 4, DType::kBF16, DType::kBF16, FreshSeed());
+  auto ref = in.Reference();
+  std::vector<int32_t> ids;
+  std::vector<float> w;
+  for (const auto& r : ref) {
+    ids.insert(ids.end(), r.ids.begin(), r.ids.end());
+    for (double v : r.weights) w.push_back(static_cast<float>(v));
+  }
+  const double tol = ref[0].weight_tolerance[0], want = ref[0].weights[0];
+  ASSERT_GT(tol, 0.0);
+  auto near = w;
+  near[0] = static_cast<float>(want + 0.5 * tol);
+  EXPECT_EQ(CompareWithReference(spec, ref, ids.data(), near.data(), 1e-3), "");
+  auto far = w;
+  far[0] = static_cast<float>(want + 2 * (tol + 1e-3 * std::fabs(want) + 1e-6));
+  EXPECT_NE(CompareWithReference(spec, ref, ids.data(), far.data(), 1e-3), "");
+}
+
 }  // namespace
 }  // namespace moe::testing

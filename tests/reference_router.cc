@@ -117,13 +117,24 @@ std::vector<ReferenceToken> ReferenceRoute(const RouterSpec& spec, int tokens,
     } else {
       for (int i = 0; i < spec.top_k; ++i) w[i] = r.logits[r.ids[i]];
     }
+    // A raw logit's weight carries the logit's own rounding bound (the one the ids are
+    // judged by), through the renormalisation: |d(w_i / s)| <= tol_i / s + |w_i| sum(tol) / s^2.
+    std::vector<double> wtol(spec.top_k, 0.0);
+    if (spec.scoring == Scoring::kNone)
+      for (int i = 0; i < spec.top_k; ++i) wtol[i] = logit_tol[r.ids[i]];
     if (spec.renormalize) {
       const double s = std::accumulate(w.begin(), w.end(), 0.0);
+      const double tol_sum = std::accumulate(wtol.begin(), wtol.end(), 0.0);
       if (s > 0)
-        for (double& v : w) v /= s;
+        for (int i = 0; i < spec.top_k; ++i) {
+          wtol[i] = wtol[i] / s + std::fabs(w[i]) * tol_sum / (s * s);
+          w[i] /= s;
+        }
     }
     for (double& v : w) v *= spec.scaling_factor;
+    for (double& v : wtol) v *= std::fabs(spec.scaling_factor);
     r.weights = w;
+    r.weight_tolerance = wtol;
   }
   return out;
 }
@@ -168,7 +179,7 @@ std::string CompareWithReference(const RouterSpec& spec, const std::vector<Refer
     for (int i = 0; i < K; ++i) {
       const int j = static_cast<int>(std::find(r.ids.begin(), r.ids.end(), got[i]) - r.ids.begin());
       const double want = r.weights[j];
-      if (std::fabs(got_w[i] - want) > rel_tol * std::fabs(want) + 1e-6)
+      if (std::fabs(got_w[i] - want) > rel_tol * std::fabs(want) + 1e-6 + r.weight_tolerance[j])
         return absl::StrCat(where(i), "expert ", got[i], " weight ", got_w[i], " vs reference ",
                             want);
     }

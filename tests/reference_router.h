@@ -17,7 +17,11 @@ struct ReferenceToken {
   std::vector<double> selection;  // [experts] selection scores
   std::vector<double> logits;     // [experts], router bias included
   std::vector<double> tolerance;  // [experts] rounding tolerance of each selection score
-  bool group_near_tie = false;    // the kept groups were decided within rounding
+  // [top_k] rounding bound of each weight that is a raw logit (scoring kNone): such a
+  // weight can be a near-zero sum of large terms, which no fp32 GEMM gets to a relative
+  // precision; 0 for the scored weights.
+  std::vector<double> weight_tolerance;
+  bool group_near_tie = false;  // the kept groups were decided within rounding
 };
 
 // hidden: [tokens, hidden] and weight: [experts, hidden] as exact float values of the
@@ -30,8 +34,9 @@ std::vector<ReferenceToken> ReferenceRoute(const RouterSpec& spec, int tokens,
 
 // Checks one backend's output for all tokens against the reference. Returns an empty
 // string when it matches: ids equal except where the reference's boundary scores are
-// within rounding; weights within rel_tol (relative) where the ids match; weights finite
-// everywhere. Otherwise a description of the first mismatch.
+// within rounding; weights within rel_tol (relative, plus 1e-6 and a raw-logit weight's
+// rounding bound) where the ids match; weights finite everywhere. Otherwise a description of the
+// first mismatch.
 std::string CompareWithReference(const RouterSpec& spec, const std::vector<ReferenceToken>& ref,
                                  const int32_t* ids, const float* weights, double rel_tol);
 
