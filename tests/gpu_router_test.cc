@@ -107,6 +107,24 @@ std::string Describe(const RouterInputs& in, uint64_t seed) {
 
 int SmCount() { return cuda::ProbeDevice(0).sm_count; }
 
+// Downloads what a backend wrote into `d` for `in` and checks it against the reference:
+// expert ids and weights, and the logits output where it was asked for.
+void ExpectMatchesReference(const RouterInputs& in, const DeviceCase& d, bool with_logits,
+                            const std::string& what) {
+  HostOut h = Download(d, with_logits);
+  auto ref = in.Reference();
+  EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "") << what;
+  if (!with_logits) return;
+  for (int t = 0; t < in.tokens; ++t)
+    for (int e = 0; e < in.spec.experts; ++e) {
+      const double want = ref[t].logits[e];
+      const float got = h.logits[size_t(t) * in.spec.experts + e];
+      ASSERT_TRUE(std::isfinite(got)) << what;
+      ASSERT_NEAR(got, want, 1e-3 + 1e-3 * std::fabs(want))
+          << "logit t=" << t << " e=" << e << " " << what;
+    }
+}
+
 // Runs the fused kernel (fresh plan) on `in` and checks against the reference.
 void CheckFused(const RouterInputs& in, uint64_t seed, bool with_logits = false) {
   RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
@@ -117,19 +135,22 @@ void CheckFused(const RouterInputs& in, uint64_t seed, bool with_logits = false)
   auto status = (*plan)->Route(d.args, nullptr);
   ASSERT_TRUE(status.ok()) << status;
   ASSERT_CUDA(cudaDeviceSynchronize());
-  HostOut h = Download(d, with_logits);
-  auto ref = in.Reference();
-  EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "")
-      << Describe(in, seed);
-  if (with_logits) {
-    for (int t = 0; t < in.tokens; ++t)
-      for (int e = 0; e < in.spec.experts; ++e) {
-        const double want = ref[t].logits[e];
-        const float got = h.logits[size_t(t) * in.spec.experts + e];
-        ASSERT_TRUE(std::isfinite(got));
-        ASSERT_NEAR(got, want, 1e-3 + 1e-3 * std::fabs(want)) << "logit t=" << t << " e=" << e;
-      }
-  }
+  ExpectMatchesReference(in, d, with_logits, Describe(in, seed));
+}
+
+// The cuBLAS baseline (GEMM + the routing-epilogue kernel: a CTA per token for routers of
+// more than 128 experts where CtaRouteToken applies, else a warp per token) on `in`,
+// checked the same way.
+void CheckCublas(const RouterInputs& in, uint64_t seed, bool with_logits = false) {
+  auto cublas = cuda::CublasRouter::Create();
+  ASSERT_TRUE(cublas.ok()) << cublas.status();
+  RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
+  DeviceCase d = MakeDeviceCase(in, with_logits);
+  Poison(d);
+  auto ws = DeviceBuffer::Allocate(cuda::CublasRouter::WorkspaceBytes(p)).value();
+  ASSERT_CUDA((*cublas)->Route(p, d.args, ws.get(), nullptr));
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  ExpectMatchesReference(in, d, with_logits, "cuBLAS baseline: " + Describe(in, seed));
 }
 
 const int kTokenList[] = {1, 2, 3, 7, 8, 16, 31, 64, 128, 256};
@@ -159,21 +180,10 @@ TEST_P(GpuFamilyTest, FusedKernelMatchesReferenceForEveryDtype) {
 
 TEST_P(GpuFamilyTest, CublasBaselineMatchesReference) {
   SKIP_WITHOUT_GPU();
-  auto cublas = cuda::CublasRouter::Create();
-  ASSERT_TRUE(cublas.ok());
   for (int tokens : {1, 8, 31, 256}) {
     const uint64_t seed = FreshSeed();
-    RouterInputs in = MakeRouterInputs(GetParam().spec, tokens, DType::kBF16, DType::kBF16, seed);
-    RouteProblem p{in.spec, tokens, in.hidden_dtype, in.weight_dtype};
-    DeviceCase d = MakeDeviceCase(in, false);
-    Poison(d);
-    auto ws = DeviceBuffer::Allocate(cuda::CublasRouter::WorkspaceBytes(p)).value();
-    ASSERT_CUDA((*cublas)->Route(p, d.args, ws.get(), nullptr));
-    ASSERT_CUDA(cudaDeviceSynchronize());
-    HostOut h = Download(d, false);
-    EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
-              "")
-        << Describe(in, seed);
+    CheckCublas(MakeRouterInputs(GetParam().spec, tokens, DType::kBF16, DType::kBF16, seed), seed,
+                /*with_logits=*/tokens == 8);
   }
 }
 
@@ -207,7 +217,9 @@ TEST(GpuShapes, SweepExpertsAndHidden) {
       const int tokens = kTokenList[pick() % 10];
       const DType dt = dtypes[pick() % 3];
       const uint64_t seed = FreshSeed();
-      CheckFused(MakeRouterInputs(s, tokens, dt, dt, seed), seed, /*with_logits=*/pick() % 2);
+      const RouterInputs in = MakeRouterInputs(s, tokens, dt, dt, seed);
+      CheckFused(in, seed, /*with_logits=*/pick() % 2);
+      CheckCublas(in, seed);  // the baseline's epilogue on the same random spec
     }
   }
 }
