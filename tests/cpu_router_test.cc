@@ -407,16 +407,22 @@ void PrintTo(const FamilyPreset& p, std::ostream* os) { *os << p.name; }
 namespace moe::testing {
 namespace {
 
+// The reference's ids and weights laid out as a backend writes them ([token][slot]).
+void ReferenceOutputs(const std::vector<ReferenceToken>& ref, std::vector<int32_t>* ids,
+                      std::vector<float>* w) {
+  for (const auto& r : ref) {
+    ids->insert(ids->end(), r.ids.begin(), r.ids.end());
+    for (double v : r.weights) w->push_back(static_cast<float>(v));
+  }
+}
+
 TEST(CompareWithReference, CatchesWrongIdsWeightsAndNan) {
   RouterSpec spec = FindPreset("qwen3_30b").value().spec;
   RouterInputs in = MakeRouterInputs(spec, 4, DType::kBF16, DType::kBF16, FreshSeed());
   auto ref = in.Reference();
   std::vector<int32_t> ids;
   std::vector<float> w;
-  for (const auto& r : ref) {
-    ids.insert(ids.end(), r.ids.begin(), r.ids.end());
-    for (double v : r.weights) w.push_back(static_cast<float>(v));
-  }
+  ReferenceOutputs(ref, &ids, &w);
   EXPECT_EQ(CompareWithReference(spec, ref, ids.data(), w.data(), 1e-3), "");
   auto bad_w = w;
   bad_w[5] *= 1.01f;
@@ -453,10 +459,7 @@ TEST(CompareWithReference, RawLogitWeightsAreJudgedByTheirRoundingBound) {
   auto ref = in.Reference();
   std::vector<int32_t> ids;
   std::vector<float> w;
-  for (const auto& r : ref) {
-    ids.insert(ids.end(), r.ids.begin(), r.ids.end());
-    for (double v : r.weights) w.push_back(static_cast<float>(v));
-  }
+  ReferenceOutputs(ref, &ids, &w);
   const double tol = ref[0].weight_tolerance[0], want = ref[0].weights[0];
   ASSERT_GT(tol, 0.0);
   auto near = w;
