@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu_dot.h"
 #include "kernels/cpu_router.h"
 #include "server/demo_models.h"
 
@@ -29,8 +30,8 @@ int main(int argc, char** argv) {
     }
   }
   CpuRouter router(threads);
-  std::printf("CPU backend, %d threads\n%-18s %6s %10s %10s %12s\n", router.threads(), "family",
-              "tokens", "median_us", "weight_GB/s", "tokens/s");
+  std::printf("CPU backend, %d threads, %s loops\n%-18s %6s %10s %10s %12s\n", router.threads(),
+              CpuDotLevelName(), "family", "tokens", "median_us", "weight_GB/s", "tokens/s");
   for (const char* family : {"deepseek_v3", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
     const RouterSpec spec = FindPreset(family).value().spec;
     const size_t layer_bytes = size_t(spec.experts) * spec.hidden * 2;

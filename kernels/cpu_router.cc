@@ -92,14 +92,38 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
     const int k_end = std::min(hidden, k_begin + chunk);
     const int e_end = std::min(experts, (b + 1) * split.expert_block);
     float* part = partials + size_t(s) * tokens * experts;
-    float w_row[kKStep];
-    for (int e = b * split.expert_block; e < e_end; ++e) {
-      for (int t = 0; t < tokens; ++t) part[size_t(t) * experts + e] = 0.0f;
+    auto x = [&](int t, int k) { return hidden_f32 + size_t(t) * hidden + k; };
+    // Where the CPU has the registers for it (CpuDotPrefersBlocks) and there are four
+    // tokens or more: four experts at a time, their converted rows (16 KB) kept in L1
+    // while the tokens pass four at a time through DotFloat4x4 (a vector load per 16
+    // multiply-adds; DotFloat needs two per 16). Otherwise one expert at a time. Each
+    // (token, expert) sum is the same sequence of DotFloat-identical chunk dots whatever
+    // the batch around it (tests: CpuDot, CpuRouterBatching).
+    float w_rows[4][kKStep];
+    const bool blocks = CpuDotPrefersBlocks();
+    const int group = blocks && tokens >= 4 ? 4 : 1;
+    for (int e0 = b * split.expert_block; e0 < e_end; e0 += group) {
+      const int ne = std::min(group, e_end - e0);
+      for (int t = 0; t < tokens; ++t)
+        for (int c = 0; c < ne; ++c) part[size_t(t) * experts + e0 + c] = 0.0f;
       for (int k = k_begin; k < k_end; k += kKStep) {
         const int n = std::min(kKStep, k_end - k);
-        ConvertToFloat(args.weight, p.weight_dtype, size_t(e) * hidden + k, n, w_row);
-        for (int t = 0; t < tokens; ++t)
-          part[size_t(t) * experts + e] += DotFloat(hidden_f32 + size_t(t) * hidden + k, w_row, n);
+        for (int c = 0; c < ne; ++c)
+          ConvertToFloat(args.weight, p.weight_dtype, size_t(e0 + c) * hidden + k, n, w_rows[c]);
+        int t = 0;
+        if (ne == 4 && blocks) {
+          const float* const w[4] = {w_rows[0], w_rows[1], w_rows[2], w_rows[3]};
+          for (; t + 4 <= tokens; t += 4) {
+            const float* const xs[4] = {x(t, k), x(t + 1, k), x(t + 2, k), x(t + 3, k)};
+            float d[4][4];
+            DotFloat4x4(xs, w, n, d);
+            for (int r = 0; r < 4; ++r)
+              for (int c = 0; c < 4; ++c) part[size_t(t + r) * experts + e0 + c] += d[r][c];
+          }
+        }
+        for (; t < tokens; ++t)
+          for (int c = 0; c < ne; ++c)
+            part[size_t(t) * experts + e0 + c] += DotFloat(x(t, k), w_rows[c], n);
       }
     }
   });

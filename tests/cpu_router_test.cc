@@ -10,6 +10,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_dot.h"
 #include "kernels/routing_epilogue.h"
 #include "tests/test_data.h"
 
@@ -225,6 +226,56 @@ TEST(CpuRouterLogits, ReturnedLogitsMatchReference) {
   for (int t = 0; t < 5; ++t)
     for (int e = 0; e < spec.experts; ++e)
       EXPECT_NEAR(out.logits[t * spec.experts + e], ref[t].logits[e], 1e-4);
+}
+
+// The batcher merges requests, so a token's answer must not depend on the tokens routed
+// with it: tokens 0-3 of a batch of 7 go through the 4 x 4 dot-product block, the rest
+// and a token alone through the one-token loop. Ids, weights and logits bit for bit.
+TEST(CpuRouterBatching, ATokensResultDoesNotDependOnItsBatch) {
+  CpuRouter router(2);
+  for (const char* family : {"deepseek_v3", "qwen3_30b", "mixtral"}) {
+    const RouterSpec spec = FindPreset(family).value().spec;
+    const uint64_t seed = FreshSeed();
+    const RouterInputs batch = MakeRouterInputs(spec, 7, DType::kBF16, DType::kBF16, seed);
+    const Outputs together = RunCpu(router, batch, /*want_logits=*/true);
+    const size_t row_bytes = size_t(spec.hidden) * DTypeSize(batch.hidden_dtype);
+    for (int t = 0; t < batch.tokens; ++t) {
+      RouterInputs one = batch;
+      one.tokens = 1;
+      one.hidden.assign(batch.hidden.begin() + t * row_bytes,
+                        batch.hidden.begin() + (t + 1) * row_bytes);
+      const Outputs alone = RunCpu(router, one, /*want_logits=*/true);
+      const int k = spec.top_k, e = spec.experts;
+      const std::string where = absl::StrCat(family, " token ", t, " seed ", seed);
+      EXPECT_EQ(std::memcmp(alone.ids.data(), together.ids.data() + t * k, k * 4), 0) << where;
+      EXPECT_EQ(std::memcmp(alone.weights.data(), together.weights.data() + t * k, k * 4), 0)
+          << where;
+      EXPECT_EQ(std::memcmp(alone.logits.data(), together.logits.data() + size_t(t) * e, e * 4), 0)
+          << where;
+    }
+  }
+}
+
+// DotFloat4x4 is DotFloat sixteen times at once, to the bit, at every length (whole
+// 16-float steps, tails, both).
+TEST(CpuDot, FourByFourIsBitIdenticalToDotFloat) {
+  std::mt19937 rng(static_cast<uint32_t>(FreshSeed()));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int n : {1, 7, 15, 16, 17, 31, 100, 1023, 1024}) {
+    std::vector<float> data(8 * size_t(n));
+    for (float& v : data) v = normal(rng);
+    const float* const a[4] = {&data[0], &data[n], &data[2 * n], &data[3 * n]};
+    const float* const b[4] = {&data[4 * n], &data[5 * n], &data[6 * n], &data[7 * n]};
+    float out[4][4];
+    DotFloat4x4(a, b, n, out);
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c) {
+        const float want = DotFloat(a[r], b[c], n);
+        EXPECT_EQ(std::memcmp(&out[r][c], &want, 4), 0)
+            << "n=" << n << " r=" << r << " c=" << c << ": " << out[r][c] << " vs " << want << " ("
+            << CpuDotLevelName() << ")";
+      }
+  }
 }
 
 TEST(CpuRouterLimits, RejectsProblemsOutsideTheLimitsNamingTheField) {
