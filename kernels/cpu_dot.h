@@ -21,10 +21,11 @@ float DotFloat(const float* a, const float* b, int n);
 // experts, so a token's result does not depend on the tokens batched with it.
 void DotFloat4x4(const float* const (&a)[4], const float* const (&b)[4], int n, float (&out)[4][4]);
 
-// Whether DotFloat4x4 beats sixteen DotFloat calls here: at the AVX-512 level (its 16
-// accumulators fill 16 of 32 zmm registers). With AVX2 they would need 32 of 16 ymm
-// registers and spill: measured on an AMD EPYC, DeepSeek-V3 at 256 tokens 32.5 ms blocked
-// against ~20 one pair at a time.
+// Whether DotFloat4x4 beats sixteen DotFloat calls here: at the AVX-512 level only.
+// Measured on an AMD EPYC, DeepSeek-V3 at 256 tokens: one pair at a time ~20 ms with AVX2;
+// blocked there 32.5 ms (4 x 4 of 16-float vectors), 59 ms (2 x 2 sub-blocks), 65 ms
+// (2 x 2 of two 8-float vectors), against 7.3 ms blocked with AVX-512. Why the AVX2
+// blocks lose was not profiled (GCC's code for them is the suspect).
 bool CpuDotPrefersBlocks();
 
 // The instruction level the loops above run at on this CPU: "avx512", "avx2+fma" or
