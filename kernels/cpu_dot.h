@@ -21,11 +21,9 @@ float DotFloat(const float* a, const float* b, int n);
 // experts, so a token's result does not depend on the tokens batched with it.
 void DotFloat4x4(const float* const (&a)[4], const float* const (&b)[4], int n, float (&out)[4][4]);
 
-// Whether DotFloat4x4 beats sixteen DotFloat calls here: at the AVX-512 level only.
-// Measured on an AMD EPYC, DeepSeek-V3 at 256 tokens: one pair at a time ~20 ms with AVX2;
-// blocked there 32.5 ms (4 x 4 of 16-float vectors), 59 ms (2 x 2 sub-blocks), 65 ms
-// (2 x 2 of two 8-float vectors), against 7.3 ms blocked with AVX-512. Why the AVX2
-// blocks lose was not profiled (GCC's code for them is the suspect).
+// Whether DotFloat4x4 beats sixteen DotFloat calls here: with AVX-512 (one 4 x 4 block)
+// and with AVX2 (four 2 x 2 blocks), not at the baseline level. Measured on an AMD EPYC,
+// DeepSeek-V3 at 256 tokens: AVX-512 ~20 -> 7.3 ms, AVX2 22-28 -> 12-15 ms.
 bool CpuDotPrefersBlocks();
 
 // The instruction level the loops above run at on this CPU: "avx512", "avx2+fma" or
