@@ -95,8 +95,8 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
     auto x = [&](int t, int k) { return hidden_f32 + size_t(t) * hidden + k; };
     // Where the CPU has the registers for it (CpuDotPrefersBlocks) and there are four
     // tokens or more: four experts at a time, their converted rows (16 KB) kept in L1
-    // while the tokens pass four at a time through DotFloat4x4 (a vector load per 16
-    // multiply-adds; DotFloat needs two per 16). Otherwise one expert at a time. Each
+    // while the tokens pass four at a time through DotFloat4x4 (with AVX-512, 8 vector
+    // loads per 16 multiply-adds; DotFloat needs 2 per 1). Otherwise one expert at a time. Each
     // (token, expert) sum is the same sequence of DotFloat-identical chunk dots whatever
     // the batch around it (tests: CpuDot, CpuRouterBatching).
     float w_rows[4][kKStep];
