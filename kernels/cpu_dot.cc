@@ -46,27 +46,29 @@ CpuLevel Level() {
   return level;
 }
 
-// Defines Name(args) calling the body Name##Body compiled for the CPU's level.
+// Defines Name##Dispatch(args) calling the body Name##Body<level> compiled for the CPU's
+// level (a body may differ per level, as DotFloat4x4's block shape does).
 #if MOE_CPU_DISPATCH
-#define MOE_DISPATCHED(Ret, Name, Params, Args)                         \
-  MOE_TARGET_AVX512 Ret Name##Avx512 Params { return Name##Body Args; } \
-  MOE_TARGET_AVX2 Ret Name##Avx2 Params { return Name##Body Args; }     \
-  Ret Name##Baseline Params { return Name##Body Args; }                 \
-  Ret Name##Dispatch Params {                                           \
-    switch (Level()) {                                                  \
-      case CpuLevel::kAvx512:                                           \
-        return Name##Avx512 Args;                                       \
-      case CpuLevel::kAvx2:                                             \
-        return Name##Avx2 Args;                                         \
-      default:                                                          \
-        return Name##Baseline Args;                                     \
-    }                                                                   \
+#define MOE_DISPATCHED(Ret, Name, Params, Args)                                            \
+  MOE_TARGET_AVX512 Ret Name##Avx512 Params { return Name##Body<CpuLevel::kAvx512> Args; } \
+  MOE_TARGET_AVX2 Ret Name##Avx2 Params { return Name##Body<CpuLevel::kAvx2> Args; }       \
+  Ret Name##Baseline Params { return Name##Body<CpuLevel::kBaseline> Args; }               \
+  Ret Name##Dispatch Params {                                                              \
+    switch (Level()) {                                                                     \
+      case CpuLevel::kAvx512:                                                              \
+        return Name##Avx512 Args;                                                          \
+      case CpuLevel::kAvx2:                                                                \
+        return Name##Avx2 Args;                                                            \
+      default:                                                                             \
+        return Name##Baseline Args;                                                        \
+    }                                                                                      \
   }
 #else
 #define MOE_DISPATCHED(Ret, Name, Params, Args) \
-  Ret Name##Dispatch Params { return Name##Body Args; }
+  Ret Name##Dispatch Params { return Name##Body<CpuLevel::kBaseline> Args; }
 #endif
 
+template <CpuLevel>
 MOE_INLINE void Bf16ToFloatBlockBody(const uint16_t* src, int n, float* dst) {
   for (int i = 0; i < n; ++i) {
     uint32_t bits = uint32_t{src[i]} << 16;
@@ -75,6 +77,7 @@ MOE_INLINE void Bf16ToFloatBlockBody(const uint16_t* src, int n, float* dst) {
 }
 MOE_DISPATCHED(void, Bf16ToFloatBlock, (const uint16_t* src, int n, float* dst), (src, n, dst))
 
+template <CpuLevel>
 MOE_INLINE float DotFloatBody(const float* a, const float* b, int n) {
   // 16 independent sums let the compiler keep whole vectors of FMAs in flight without
   // reassociating a single sum (which it may not do without -ffast-math).
@@ -133,29 +136,25 @@ MOE_INLINE void DotBlockBody(const float* const (&a)[4], const float* const (&b)
     }
 }
 
-#if MOE_CPU_DISPATCH
-// AVX-512: one 4 x 4 block (16 of the 32 zmm registers hold the accumulators).
-MOE_TARGET_AVX512 void DotFloat4x4Avx512(const float* const (&a)[4], const float* const (&b)[4],
-                                         int n, float (&out)[4][4]) {
-  DotBlockBody<Float16, 4, 4>(a, b, n, 0, 0, out);
+// The 4 x 4 block in the shape the level's registers hold: AVX-512 one 4 x 4 block (16 of
+// the 32 zmm registers hold the accumulators), AVX2 four 2 x 2 blocks (8 of 16 ymm), the
+// baseline one pair at a time.
+template <CpuLevel L>
+MOE_INLINE void DotFloat4x4Body(const float* const (&a)[4], const float* const (&b)[4], int n,
+                                float (&out)[4][4]) {
+  if constexpr (L == CpuLevel::kAvx512) {
+    DotBlockBody<Float16, 4, 4>(a, b, n, 0, 0, out);
+  } else if constexpr (L == CpuLevel::kAvx2) {
+    for (int r0 = 0; r0 < 4; r0 += 2)
+      for (int c0 = 0; c0 < 4; c0 += 2) DotBlockBody<Float8, 2, 2>(a, b, n, r0, c0, out);
+  } else {
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c) out[r][c] = DotFloatBody<L>(a[r], b[c], n);
+  }
 }
-// AVX2: four 2 x 2 blocks (8 of the 16 ymm registers hold the accumulators).
-MOE_TARGET_AVX2 void DotFloat4x4Avx2(const float* const (&a)[4], const float* const (&b)[4], int n,
-                                     float (&out)[4][4]) {
-  for (int r0 = 0; r0 < 4; r0 += 2)
-    for (int c0 = 0; c0 < 4; c0 += 2) DotBlockBody<Float8, 2, 2>(a, b, n, r0, c0, out);
-}
-#endif
-
-void DotFloat4x4Dispatch(const float* const (&a)[4], const float* const (&b)[4], int n,
-                         float (&out)[4][4]) {
-#if MOE_CPU_DISPATCH
-  if (Level() == CpuLevel::kAvx512) return DotFloat4x4Avx512(a, b, n, out);
-  if (Level() == CpuLevel::kAvx2) return DotFloat4x4Avx2(a, b, n, out);
-#endif
-  for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < 4; ++c) out[r][c] = DotFloatBody(a[r], b[c], n);
-}
+MOE_DISPATCHED(void, DotFloat4x4,
+               (const float* const (&a)[4], const float* const (&b)[4], int n, float (&out)[4][4]),
+               (a, b, n, out))
 
 }  // namespace
 

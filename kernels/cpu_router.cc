@@ -100,8 +100,7 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
     // (token, expert) sum is the same sequence of DotFloat-identical chunk dots whatever
     // the batch around it (tests: CpuDot, CpuRouterBatching).
     float w_rows[4][kKStep];
-    const bool blocks = CpuDotPrefersBlocks();
-    const int group = blocks && tokens >= 4 ? 4 : 1;
+    const int group = CpuDotPrefersBlocks() && tokens >= 4 ? 4 : 1;
     for (int e0 = b * split.expert_block; e0 < e_end; e0 += group) {
       const int ne = std::min(group, e_end - e0);
       for (int t = 0; t < tokens; ++t)
@@ -111,7 +110,7 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
         for (int c = 0; c < ne; ++c)
           ConvertToFloat(args.weight, p.weight_dtype, size_t(e0 + c) * hidden + k, n, w_rows[c]);
         int t = 0;
-        if (ne == 4 && blocks) {
+        if (ne == 4) {  // a group of four: the blocks pay here
           const float* const w[4] = {w_rows[0], w_rows[1], w_rows[2], w_rows[3]};
           for (; t + 4 <= tokens; t += 4) {
             const float* const xs[4] = {x(t, k), x(t + 1, k), x(t + 2, k), x(t + 3, k)};
