@@ -115,6 +115,8 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
               "reduced", "arrived", "routed", "epi_cycles");
   for (auto [family, tokens] : std::vector<std::pair<const char*, int>>{{"deepseek_v3", 1},
                                                                         {"deepseek_v3", 64},
+                                                                        {"deepseek_v3", 128},
+                                                                        {"kimi_k2", 128},
                                                                         {"qwen3_30b", 1},
                                                                         {"mixtral", 1},
                                                                         {"kimi_k2", 1}}) {
@@ -137,6 +139,10 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
     global.cluster = 0;
     global.k_splits = 8;
     configs.push_back(global);
+    if (tokens >= 32) {  // the staged tiles' config (an autotuner candidate)
+      const cuda::DecomposeKConfig staged = cuda::ChooseStagedConfig(p, info.sm_count);
+      if (cuda::CanRouteDecomposeK(p, staged).ok()) configs.push_back(staged);
+    }
     if (configs[0].polled) {  // the heuristic's polled config with routers the other way
       cuda::DecomposeKConfig other = configs[0];
       other.dedicated_routers = !other.dedicated_routers;
@@ -184,6 +190,7 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
                   absl::StrFormat("%s t=%d", family, tokens).c_str(),
                   absl::StrFormat("S=%d%s", c.k_splits,
                                   c.cluster             ? " cluster"
+                                  : c.staged            ? " staged"
                                   : c.dedicated_routers ? " polled ded"
                                   : c.polled            ? " polled"
                                                         : " global")
@@ -346,6 +353,7 @@ int main(int argc, char** argv) {
                                k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
                                k.token_tiles, k.k_splits,
                                k.cluster  ? " cluster"
+                               : k.staged ? " staged"
                                : k.polled ? " polled"
                                           : "",
                                k.pdl_cooperative ? " coop" : "", k.dedicated_routers ? " ded" : "");

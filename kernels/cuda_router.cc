@@ -12,11 +12,11 @@
 namespace moe::cuda {
 namespace {
 
-// "v4": the config gained dedicated_routers (v3: pdl_cooperative, v2: the polled
-// reduction); older cache lines no longer match.
+// "v5": the config gained staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the
+// polled reduction); older cache lines no longer match.
 std::string CacheKey(const RouteProblem& p, int sm_count, bool pdl) {
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v4:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
+  return absl::StrCat("v5:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
                       DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }
@@ -30,9 +30,9 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
-    int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers;
+    int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers, staged;
     if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative >>
-          dedicated_routers) ||
+          dedicated_routers >> staged) ||
         k != key)
       continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
@@ -42,6 +42,7 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
     c->polled = polled != 0;
     c->pdl_cooperative = pdl_cooperative != 0;
     c->dedicated_routers = dedicated_routers != 0;
+    c->staged = staged != 0;
     return true;
   }
   return false;
@@ -52,13 +53,13 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   std::ofstream out(file, std::ios::app);
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
       << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << " "
-      << int(c.dedicated_routers) << "\n";
+      << int(c.dedicated_routers) << " " << int(c.staged) << "\n";
 }
 
 bool SameConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
          a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
-         a.dedicated_routers == b.dedicated_routers;
+         a.dedicated_routers == b.dedicated_routers && a.staged == b.staged;
 }
 
 // What the autotuner times: around the heuristic's arrival-counter config, the cluster
@@ -112,6 +113,13 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
         add(c);
       }
     }
+  }
+  // From 32 tokens: the staged 64 x 64 tiles at about one CTA per SM, and with 3/4 and
+  // half the splits (fewer partials to gather, more stages a CTA).
+  if (p.tokens >= 32) {
+    const DecomposeKConfig staged = ChooseStagedConfig(p, sm_count);
+    for (int splits : {staged.k_splits, staged.k_splits * 3 / 4, staged.k_splits / 2})
+      add(ChooseStagedConfig(p, sm_count, std::max(1, splits)));
   }
   // Every polled candidate also with and without dedicated router CTAs (with: a split
   // fewer where the routers would not fit on the SMs otherwise).

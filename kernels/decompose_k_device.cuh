@@ -27,8 +27,9 @@ struct KernelParams {
   const void* x;  // [tokens, K]
   int tokens, K, experts;
   int m_blocks, k_splits, steps_per_warp, total_steps;
-  int router_ctas;   // polled: dedicated router CTAs ahead of the mainloop CTAs (0: none)
-  int warm_routers;  // dedicated routers: a dry run of the epilogue first (under PDL)
+  int stages_per_split;  // staged (decompose_k_staged.cu): 64-element K stages a split
+  int router_ctas;       // polled: dedicated router CTAs ahead of the mainloop CTAs (0: none)
+  int warm_routers;      // dedicated routers: a dry run of the epilogue first (under PDL)
   const float* router_bias;
   const float* correction_bias;
   float* partials;     // [z][m][s][32][chunk]

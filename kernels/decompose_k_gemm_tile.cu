@@ -6,9 +6,8 @@
 // each the tile's T rows of B and T rows of A over 64 hidden elements (128-byte rows, read
 // whole from HBM); 8 warps multiply out of shared memory on the tensor cores (mma.sync
 // m16n8k16, B rows as the MMA's M like the router kernels, with the same K permutation: a
-// lane's four fragment registers are one 16-byte shared load). Row r's 16-byte chunks are
-// stored XOR-swizzled by (r & 1) << 2, so the 8 lanes of each quarter-warp read 128
-// distinct bytes (conflict-free) and the cp.async writes of 8 threads fill one row.
+// lane's four fragment registers are one 16-byte shared load), rows swizzled as in
+// staged_tile_device.cuh.
 //
 // Reduction (S > 1): every CTA stores its fp32 partial tile into partials[split][tile], then
 // the tile's S CTAs meet at a barrier (all resident: the grid is at most one CTA per SM,
@@ -23,12 +22,13 @@
 
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_gemm_tile.h"
+#include "kernels/staged_tile_device.cuh"
 
 namespace moe::cuda {
 namespace {
 
-constexpr int kStageK = 64;     // hidden elements a stage: one 128-byte row per operand row
-constexpr int kRowBytes = 128;  // (16-bit operands)
+constexpr int kStageK = 64;  // hidden elements a stage: one 128-byte row per operand row
+constexpr int kRowBytes = kSwizzledRowBytes;
 constexpr int kStages = 4;
 constexpr int kReduceSplitsInFlight = 16;  // a thread's partial loads in flight
 
@@ -41,37 +41,6 @@ struct TileGemmParams {
   float* partials;     // [split][tile][T x T]
   unsigned* counters;  // [m tile][n tile][2]: arrivals, generation
 };
-
-// kPrefetch256: also have L2 fetch the next 128 bytes of the row (the next stage's): 35.0-36.2
-// against 36.1-37.4 us at 128 x 128 x 131072 on the H100; no gain with 64-tiles.
-template <bool kPrefetch256>
-__device__ __forceinline__ void CpAsync16(void* smem_dst, const void* src, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  // src-size 0: the 16 bytes are zero-filled and nothing is read.
-  if constexpr (kPrefetch256)
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-  else
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
-__device__ __forceinline__ uint4 LoadShared16(const uint8_t* p) {
-  return *reinterpret_cast<const uint4*>(p);
-}
-
-// Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a stage.
-__device__ __forceinline__ int ChunkOffset(int row, int chunk) {
-  return row * kRowBytes + ((chunk ^ ((row & 1) << 2)) << 4);
-}
 
 // A barrier of the `expected` CTAs that share counters[0..1] (arrivals, generation). The
 // generation is read before arriving (it cannot move until this CTA has arrived); the last

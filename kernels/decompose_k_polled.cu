@@ -31,25 +31,15 @@
 
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled.h"
+#include "kernels/decompose_k_polled_router.cuh"
 
 namespace moe::cuda {
 namespace {
 
 struct PolledShared {
   SharedStorage main;
-  float router_bias[kMaxExperts];      // router CTA only
-  float correction_bias[kMaxExperts];  // router CTA only
-  CtaRouteScratch cta_route;           // router CTA with one token only
-  int32_t dry_ids[kMaxTopK];           // a dedicated router's dry run
-  float dry_weights[kMaxTopK];
+  PolledRouterShared router;
 };
-
-__device__ void StageBiases(const KernelParams& p, PolledShared& smem) {
-  for (int e = threadIdx.x; e < p.experts; e += kThreads) {
-    smem.router_bias[e] = p.router_bias ? __ldg(p.router_bias + e) : 0.0f;
-    smem.correction_bias[e] = p.correction_bias ? __ldg(p.correction_bias + e) : 0.0f;
-  }
-}
 
 // Stores this CTA's partial logits (its 32 experts, the chunk's real tokens).
 template <int kChunk>
@@ -63,101 +53,6 @@ __device__ void PublishPartials(const KernelParams& p, const WarpPartials& reduc
     if (m_block * kBlockExperts + el < p.experts)
       StorePolled(base + size_t(n) * epad + el, SumWarps<kChunk>(reduce, el * kChunk + n));
   }
-}
-
-// The chunk tokens [first, last) a router CTA gathers and routes: one token per block of
-// the chunk's row while there are blocks enough. A router's gather is then one polling
-// round trip (a thread per expert; with 8 tokens a router each thread polled 8 elements
-// one after another), and its token is routed by the whole CTA where CtaRouteToken
-// applies.
-struct RouterTokens {
-  int first, last;
-};
-__device__ __forceinline__ RouterTokens TokensOfRouter(int valid) {
-  const int per_router = PolledTokensPerRouter(valid, int(gridDim.x));
-  const int first = int(blockIdx.x) * per_router;
-  return {first, min(first + per_router, valid)};
-}
-
-// Sum of `splits` polled slots `stride` floats apart, in slot order (deterministic);
-// empties each slot. Sixteen slots are polled together and every round re-issues the loads
-// of all that are still empty, so slots that land late cost one L2 round trip between
-// them, not one each.
-__device__ __forceinline__ float SumPolled(float* first, int splits, size_t stride) {
-  constexpr int kBatch = 16;
-  float s = 0.0f;
-  for (int sp = 0; sp < splits; sp += kBatch) {
-    uint32_t v[kBatch];
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-      v[u] = sp + u < splits ? LoadPolledBits(first + (sp + u) * stride) : 0x80000000u;
-    for (;;) {
-      bool empty = false;
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) empty |= v[u] == 0u;
-      if (!empty) break;
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u)
-        if (v[u] == 0u) v[u] = LoadPolledBits(first + (sp + u) * stride);
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      if (sp + u >= splits) break;
-      s += __uint_as_float(v[u]);
-      EmptyPolled(first + (sp + u) * stride);
-    }
-  }
-  return s;
-}
-
-// Router CTA: its tokens' logits (bias added) into shared memory, [token - first][expert],
-// and to the optional logits output; a thread per (token, expert). (Polling a thread's
-// slots of several elements together measured slower at one token; see bench/NOTES.md.)
-template <int kChunk>
-__device__ void GatherChunkLogits(const KernelParams& p, PolledShared& smem, int z,
-                                  RouterTokens mine) {
-  const int E = p.experts, epad = p.m_blocks * kBlockExperts;
-  const size_t split_stride = size_t(kChunk) * epad;
-  float* base = p.partials + size_t(z) * p.k_splits * split_stride;
-  for (int i = threadIdx.x; i < (mine.last - mine.first) * E; i += kThreads) {
-    const int n = mine.first + i / E, e = i % E;
-    const float s =
-        SumPolled(base + size_t(n) * epad + e, p.k_splits, split_stride) + smem.router_bias[e];
-    smem.main.chunk_logits[i] = s;
-    if (p.logits_out) p.logits_out[size_t(z * kChunk + n) * E + e] = s;
-  }
-}
-
-// A router with one token (decode) spreads the token's per-expert work over its warps
-// where the spec allows (CtaRouteToken); otherwise a warp per token. `dry`: a dedicated
-// router's dry run (one token), outputs into shared memory.
-template <int P, int kChunk>
-__device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
-                                                 RouterTokens mine, bool dry) {
-  auto ids = [&](int n) {
-    return dry ? smem.dry_ids : p.ids + (size_t(z) * kChunk + n) * p.ep.top_k;
-  };
-  auto weights = [&](int n) {
-    return dry ? smem.dry_weights : p.weights + (size_t(z) * kChunk + n) * p.ep.top_k;
-  };
-  if (mine.last - mine.first == 1 && CtaRouteTokenApplies(p.ep)) {
-    CtaRouteToken<P>(p.ep, smem.main.chunk_logits, smem.correction_bias, smem.cta_route, kWarps,
-                     ids(mine.first), weights(mine.first));
-    return;
-  }
-  const int warp = threadIdx.x / 32;
-  for (int n = mine.first + warp; n < mine.last; n += kWarps) {
-    WarpRouteTokenP<P>(p.ep, smem.main.chunk_logits + (n - mine.first) * p.experts,
-                       smem.correction_bias, ids(n), weights(n));
-  }
-}
-
-template <int kChunk>
-__device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledShared& smem, int z,
-                                                 RouterTokens mine, bool dry) {
-  WithExpertsPerLane(p.experts, [&](auto width) {
-    RouteChunkTokens<decltype(width)::value, kChunk>(p, smem, z, mine, dry);
-  });
 }
 
 // Made-up logits for a dedicated router's dry run: distinct, so the common path without
@@ -194,7 +89,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
   if (int(blockIdx.x) < routers) {
     mine = {int(blockIdx.x), int(blockIdx.x) + 1};
     if (mine.first >= valid) return;  // past the last chunk's tokens
-    StageBiases(p, smem);
+    StageBiases(p, smem.router);
   } else {
     const int b = int(blockIdx.x) - routers;
     const int m_block = b % p.m_blocks, split = b / p.m_blocks;
@@ -202,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
     // already polling when the last partials land.
     mine = kDedicatedRouters ? RouterTokens{0, 0} : TokensOfRouter(valid);
     const bool router = mine.first < mine.last;
-    if (router) StageBiases(p, smem);
+    if (router) StageBiases(p, smem.router);
     float acc[2][NT][4] = {};
     TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
     StoreAccumulators<NT>(smem.main.reduce, acc);
@@ -221,20 +116,20 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
         FillDryLogits(p, smem);
       } else {
         WaitForPrerequisiteGrid();  // the mainloop CTAs waited in the mainloop
-        GatherChunkLogits<kChunk>(p, smem, z, mine);
+        GatherChunkLogits<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine);
       }
       __syncthreads();
       if (!dry) Stamp(p, kStampArrived);
-      RouteChunkTokens<kChunk>(p, smem, z, mine, dry);
+      RouteChunkTokens<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine, dry);
       __syncthreads();
       if (!dry) break;
       dry = false;
     }
   } else {
-    GatherChunkLogits<kChunk>(p, smem, z, mine);
+    GatherChunkLogits<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine);
     __syncthreads();
     Stamp(p, kStampArrived);
-    RouteChunkTokens<kChunk>(p, smem, z, mine, /*dry=*/false);
+    RouteChunkTokens<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine, /*dry=*/false);
     __syncthreads();
   }
   Stamp(p, kStampRouted);

@@ -32,6 +32,7 @@
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_router.h"
+#include "kernels/decompose_k_staged.h"
 
 namespace moe::cuda {
 namespace {
@@ -178,7 +179,16 @@ struct Shape {
 };
 
 int ChunkTokens(const DecomposeKConfig& c) {
+  if (c.staged) return kStagedTileTokens;
   return c.mainloop == Mainloop::kFma ? 8 : 8 * c.token_tiles;
+}
+
+int StagedTotalStages(const Shape& s) { return (s.K + kStagedStageK - 1) / kStagedStageK; }
+int StagedStagesPerSplit(const Shape& s, int splits) {
+  return (StagedTotalStages(s) + splits - 1) / splits;
+}
+int StagedExpertTiles(const Shape& s) {
+  return (s.experts + kStagedTileExperts - 1) / kStagedTileExperts;
 }
 
 // Two-level split arrival (see ReduceSplits) past 24 splits, in groups of about sqrt(S) so
@@ -249,6 +259,7 @@ int DedicatedRouterCtas(const Shape& s, const DecomposeKConfig& c, const Layout&
 
 // CTAs in a grid row: the mainloop CTAs and any dedicated routers.
 int GridRowCtas(const Shape& s, const DecomposeKConfig& c, const Layout& l) {
+  if (c.staged) return StagedExpertTiles(s) * c.k_splits;
   return l.m_blocks * c.k_splits + DedicatedRouterCtas(s, c, l);
 }
 int GridCtas(const Shape& s, const DecomposeKConfig& c, const Layout& l) {
@@ -272,6 +283,19 @@ DecomposeKConfig PolledConfig(const Shape& s, int sm_count, int token_tiles) {
   const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   c.k_splits = PolledSplits(s, m_blocks, z_chunks, chunk, sm_count);
+  return c;
+}
+
+// About one CTA per SM; then as few stages a split as that allows, so no split is empty.
+DecomposeKConfig StagedConfig(const Shape& s, int sm_count, int splits) {
+  DecomposeKConfig c;
+  c.polled = c.staged = true;
+  c.token_tiles = 4;
+  const int chunks = (s.tokens + kStagedTileTokens - 1) / kStagedTileTokens;
+  const int total = StagedTotalStages(s);
+  if (splits <= 0) splits = std::max(1, sm_count / (StagedExpertTiles(s) * chunks));
+  splits = std::clamp(splits, 1, total);
+  c.k_splits = (total + StagedStagesPerSplit(s, splits) - 1) / StagedStagesPerSplit(s, splits);
   return c;
 }
 
@@ -342,6 +366,20 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
   if (c.dedicated_routers && !c.polled)
     return absl::InvalidArgumentError(
         "config: dedicated_routers applies to the polled reduction only");
+  if (c.staged) {
+    if (!c.polled || c.dedicated_routers)
+      return absl::InvalidArgumentError(
+          "config: staged needs the polled reduction, without dedicated_routers");
+    const int total = StagedTotalStages(s), per = StagedStagesPerSplit(s, c.k_splits);
+    if (c.k_splits > total)
+      return absl::InvalidArgumentError(absl::StrCat("config: staged with ", c.k_splits,
+                                                     " splits of ", total,
+                                                     " 64-element K stages leaves some empty"));
+    if (per > kStagedMaxStages)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: staged with ", c.k_splits, " splits stages ", per,
+          " 64-element K stages a CTA, more than the ", kStagedMaxStages, " that fit"));
+  }
   if (c.polled) {
     if (c.mainloop != Mainloop::kTensorCore || c.cluster != 0)
       return absl::InvalidArgumentError(
@@ -349,7 +387,7 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
     const Layout l = MakeLayout(s, c);
     const int per_router = c.dedicated_routers ? 1
                                                : PolledTokensPerRouter(std::min(l.chunk, s.tokens),
-                                                                       l.m_blocks * c.k_splits);
+                                                                       GridRowCtas(s, c, l));
     if (per_router * s.experts > kPolledMaxChunkLogits)
       return absl::InvalidArgumentError(absl::StrCat(
           "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
@@ -401,6 +439,14 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
     params.router_ctas = DedicatedRouterCtas(s, c, l);
     params.warm_routers = pdl;  // without PDL a dry run would delay the gather
     const dim3 grid(GridRowCtas(s, c, l), l.z_chunks);
+    if (c.staged) {
+      params.stages_per_split = StagedStagesPerSplit(s, c.k_splits);
+      const int per_router = PolledTokensPerRouter(std::min(l.chunk, s.tokens), int(grid.x));
+      return LaunchStagedKernel(
+          s.w_dtype == DType::kBF16, grid, params,
+          StagedDynamicSmemBytes(params.stages_per_split, per_router * s.experts), stream, pdl,
+          c.pdl_cooperative);
+    }
     return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl,
                               c.pdl_cooperative);
   }
@@ -455,6 +501,10 @@ DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_coun
 
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles) {
   return PolledConfig(RouteShape(problem), sm_count, token_tiles);
+}
+
+DecomposeKConfig ChooseStagedConfig(const RouteProblem& problem, int sm_count, int splits) {
+  return StagedConfig(RouteShape(problem), sm_count, splits);
 }
 
 DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const DecomposeKConfig& config,

@@ -49,6 +49,11 @@ struct DecomposeKConfig {
   // warms its instruction and constant caches with a dry run of the epilogue while the
   // mainloop CTAs (and under PDL the previous launch) run, so the real epilogue runs warm.
   bool dedicated_routers = false;
+  // Polled only: CTAs of 64 experts x 64 tokens that stage their split's K slice of both
+  // operands in shared memory (decompose_k_staged.cu) instead of the 32 x 8·token_tiles
+  // CTAs streaming into registers: fewer re-reads of each operand at 64+ tokens.
+  // token_tiles is unused; no dedicated routers.
+  bool staged = false;
   // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
   // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
   int gemm_tile = 0;
@@ -65,6 +70,11 @@ DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_coun
 // count: an autotuner candidate where the heuristic chose another reduction. Check it with
 // CanRouteDecomposeK (the grid must fit the device).
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles);
+
+// The staged polled config (DecomposeKConfig::staged): about one CTA per SM, every split
+// at least one stage and at most kStagedMaxStages (check it with CanRouteDecomposeK). An
+// autotuner candidate; `splits` > 0 asks for that split count instead.
+DecomposeKConfig ChooseStagedConfig(const RouteProblem& problem, int sm_count, int splits = 0);
 
 // A polled config with dedicated routers, a split fewer at a time until its grid fits
 // `sm_count` SMs (at one split it may still not fit: check with CanRouteDecomposeK). The

@@ -404,6 +404,115 @@ TEST(GpuConfigs, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheSms) {
   }
 }
 
+// Launches `config` on `in` twice on one workspace, with poisoned outputs each time (the
+// second run checks that the first left every polled slot empty), and checks ids, weights
+// and the logits output against `ref`. False when the config does not apply here.
+bool CheckConfigTwice(const RouterInputs& in, const std::vector<ReferenceToken>& ref,
+                      const cuda::DecomposeKConfig& config, const std::string& what) {
+  RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
+  if (!cuda::CanRouteDecomposeK(p, config).ok()) return false;
+  auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, config)).value();
+  EXPECT_EQ(cuda::ResetDecomposeKWorkspace(ws.get(), p, config, nullptr), cudaSuccess);
+  DeviceCase d = MakeDeviceCase(in, true);
+  for (int rep = 0; rep < 2; ++rep) {
+    Poison(d);
+    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr), cudaSuccess)
+        << what;
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+    HostOut h = Download(d, true);
+    const std::string where = absl::StrCat(what, " splits=", config.k_splits, " rep=", rep);
+    EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "")
+        << where;
+    for (int t = 0; t < in.tokens; ++t)
+      for (int e = 0; e < in.spec.experts; ++e) {
+        const double want = ref[t].logits[e];
+        const float got = h.logits[size_t(t) * in.spec.experts + e];
+        if (!(std::fabs(got - want) <= 1e-3 + 1e-3 * std::fabs(want))) {  // NaN fails too
+          ADD_FAILURE() << "logit t=" << t << " e=" << e << " got " << got << " want " << want
+                        << " " << where;
+          return true;
+        }
+      }
+  }
+  return true;
+}
+
+// The staged 64 x 64 tiles (decompose_k_staged.cu), at the split counts the autotuner
+// tries, on every family: whole and ragged token chunks, both 16-bit dtypes.
+TEST(GpuStaged, EveryFamilyMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  int ran = 0;
+  for (const auto& preset : FamilyPresets()) {
+    for (int tokens : {32, 64, 100, 128, 256}) {
+      const DType dt = tokens == 100 ? DType::kFP16 : DType::kBF16;
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(preset.spec, tokens, dt, dt, seed);
+      const RouteProblem p{in.spec, tokens, dt, dt};
+      const auto ref = in.Reference();
+      const int splits = cuda::ChooseStagedConfig(p, SmCount()).k_splits;
+      for (int s : {splits, splits * 3 / 4, splits / 2})
+        ran += CheckConfigTwice(in, ref, cuda::ChooseStagedConfig(p, SmCount(), std::max(1, s)),
+                                Describe(in, seed));
+    }
+  }
+  EXPECT_GE(ran, 2 * int(FamilyPresets().size()));  // most shapes have a config that fits
+}
+
+// Experts that are not a whole number of 64-tiles (or of 32-blocks), hidden sizes that are
+// not a whole number of 64-element stages, random routing specs.
+TEST(GpuStaged, RaggedExpertsAndHiddenMatchReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  int ran = 0;
+  for (int experts : {8, 100, 160, 384, 512}) {
+    for (int hidden : {2056, 2880, 4104, 7168}) {
+      RouterSpec s;
+      s.family = "staged_sweep";
+      s.hidden = hidden;
+      s.experts = experts;
+      s.top_k = std::min<int>(experts, 1 + pick() % kMaxTopK);
+      s.scoring = static_cast<Scoring>(pick() % 3);
+      s.has_router_bias = pick() % 2;
+      s.has_correction_bias = pick() % 2;
+      s.renormalize = pick() % 2;
+      const int tokens = 33 + pick() % 224;
+      const DType dt = pick() % 2 ? DType::kBF16 : DType::kFP16;
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(s, tokens, dt, dt, seed);
+      const RouteProblem p{s, tokens, dt, dt};
+      ran += CheckConfigTwice(in, in.Reference(), cuda::ChooseStagedConfig(p, SmCount()),
+                              Describe(in, seed));
+    }
+  }
+  EXPECT_GE(ran, 10);
+}
+
+TEST(GpuStaged, ConfigChecksNameTheProblem) {
+  SKIP_WITHOUT_GPU();
+  const RouteProblem p{FindPreset("deepseek_v3").value().spec, 64, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig c = cuda::ChooseStagedConfig(p, SmCount());
+  ASSERT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << cuda::CanRouteDecomposeK(p, c);
+  auto expect_refused = [&](const cuda::DecomposeKConfig& bad, const char* words) {
+    const absl::Status status = cuda::CanRouteDecomposeK(p, bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << words;
+    EXPECT_NE(std::string(status.message()).find(words), std::string::npos) << status;
+  };
+  cuda::DecomposeKConfig bad = c;
+  bad.polled = false;
+  expect_refused(bad, "staged needs the polled reduction");
+  bad = c;
+  bad.dedicated_routers = true;
+  expect_refused(bad, "staged needs the polled reduction");
+  bad = c;
+  bad.k_splits = 113;  // DeepSeek-V3's 7168 are 112 stages
+  expect_refused(bad, "leaves some empty");
+  bad = c;
+  bad.k_splits = 9;  // 13 stages a CTA
+  expect_refused(bad, "that fit");
+  bad = cuda::ChooseStagedConfig({p.spec, 256, DType::kBF16, DType::kBF16}, SmCount(), 40);
+  expect_refused(bad, "SMs");  // 4 expert tiles x 4 chunks x 38 splits
+}
+
 // The one-token router CTA's top-k runs on the few experts that reach a threshold taken
 // from the columns' best two keys, and on all of them when more than 32 reach it. Here the
 // correction bias lifts the first 64 experts' selection keys above every other expert's,
@@ -589,10 +698,17 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       auto stream = MakeStream().value();
       // A polled plan also launched cooperatively under PDL and with dedicated routers (the
       // autotuner's other choices), where the grid fits.
+      // From 32 tokens also the staged tiles (an autotuner candidate), both launch kinds.
       cuda::DecomposeKConfig config = plan->config();
-      for (int rep = 0; rep < 8; ++rep) {
-        config.pdl_cooperative = config.polled && rep % 2 == 1;
-        config.dedicated_routers = config.polled && rep / 2 % 2 == 1;
+      const bool with_staged = tokens >= 32;
+      for (int rep = 0; rep < (with_staged ? 10 : 8); ++rep) {
+        if (rep == 8) config = cuda::ChooseStagedConfig(p, SmCount());
+        if (rep < 8) {
+          config.pdl_cooperative = config.polled && rep % 2 == 1;
+          config.dedicated_routers = config.polled && rep / 2 % 2 == 1;
+        } else {
+          config.pdl_cooperative = rep == 9;
+        }
         if (!cuda::CanRouteDecomposeK(p, config).ok()) continue;
         Poison(d);
         ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
@@ -606,7 +722,7 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
             CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
             << Describe(in, seed) << " rep=" << rep << " config polled=" << config.polled
             << " pdl_cooperative=" << config.pdl_cooperative
-            << " dedicated_routers=" << config.dedicated_routers;
+            << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged;
       }
     }
   }

@@ -1,0 +1,130 @@
+// Device side of the polled reduction's routers, shared by the kernels that publish
+// self-validating partials (decompose_k_polled.cu: 32-expert CTAs streaming from
+// registers; decompose_k_staged.cu: 64 x 64 tiles staged in shared memory): the router
+// CTAs' shared memory, the assignment of a chunk's tokens to routers, the gather of the
+// S partials of each (expert, token) and the routing of the gathered tokens. Included by
+// those .cu files only.
+//
+// Partials layout: [chunk][split][token of chunk][m_blocks · 32] floats, zero-filled once
+// at allocation; a router empties every slot it reads, so each launch leaves the
+// workspace zero again.
+#pragma once
+
+#include "kernels/decompose_k_device.cuh"
+#include "kernels/decompose_k_polled.h"
+
+namespace moe::cuda {
+
+// A router CTA's shared memory besides its tokens' logits.
+struct PolledRouterShared {
+  float router_bias[kMaxExperts];
+  float correction_bias[kMaxExperts];
+  CtaRouteScratch cta_route;  // a router with one token only
+  int32_t dry_ids[kMaxTopK];  // a dedicated router's dry run
+  float dry_weights[kMaxTopK];
+};
+
+__device__ __forceinline__ void StageBiases(const KernelParams& p, PolledRouterShared& r) {
+  for (int e = threadIdx.x; e < p.experts; e += kThreads) {
+    r.router_bias[e] = p.router_bias ? __ldg(p.router_bias + e) : 0.0f;
+    r.correction_bias[e] = p.correction_bias ? __ldg(p.correction_bias + e) : 0.0f;
+  }
+}
+
+// The chunk tokens [first, last) a router CTA gathers and routes: one token per block of
+// the chunk's row while there are blocks enough. A router's gather is then one polling
+// round trip (a thread per expert; with 8 tokens a router each thread polled 8 elements
+// one after another), and its token is routed by the whole CTA where CtaRouteToken
+// applies.
+struct RouterTokens {
+  int first, last;
+};
+__device__ __forceinline__ RouterTokens TokensOfRouter(int valid) {
+  const int per_router = PolledTokensPerRouter(valid, int(gridDim.x));
+  const int first = int(blockIdx.x) * per_router;
+  return {first, min(first + per_router, valid)};
+}
+
+// Sum of `splits` polled slots `stride` floats apart, in slot order (deterministic);
+// empties each slot. Sixteen slots are polled together and every round re-issues the loads
+// of all that are still empty, so slots that land late cost one L2 round trip between
+// them, not one each.
+__device__ __forceinline__ float SumPolled(float* first, int splits, size_t stride) {
+  constexpr int kBatch = 16;
+  float s = 0.0f;
+  for (int sp = 0; sp < splits; sp += kBatch) {
+    uint32_t v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+      v[u] = sp + u < splits ? LoadPolledBits(first + (sp + u) * stride) : 0x80000000u;
+    for (;;) {
+      bool empty = false;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) empty |= v[u] == 0u;
+      if (!empty) break;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (v[u] == 0u) v[u] = LoadPolledBits(first + (sp + u) * stride);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      if (sp + u >= splits) break;
+      s += __uint_as_float(v[u]);
+      EmptyPolled(first + (sp + u) * stride);
+    }
+  }
+  return s;
+}
+
+// Router CTA: its tokens' logits (bias added) into `logits` (shared memory), [token -
+// first][expert], and to the optional logits output; a thread per (token, expert).
+// (Polling a thread's slots of several elements together measured slower at one token;
+// see bench/NOTES.md.)
+template <int kChunk>
+__device__ void GatherChunkLogits(const KernelParams& p, const PolledRouterShared& r, float* logits,
+                                  int z, RouterTokens mine) {
+  const int E = p.experts, epad = p.m_blocks * kBlockExperts;
+  const size_t split_stride = size_t(kChunk) * epad;
+  float* base = p.partials + size_t(z) * p.k_splits * split_stride;
+  for (int i = threadIdx.x; i < (mine.last - mine.first) * E; i += kThreads) {
+    const int n = mine.first + i / E, e = i % E;
+    const float s =
+        SumPolled(base + size_t(n) * epad + e, p.k_splits, split_stride) + r.router_bias[e];
+    logits[i] = s;
+    if (p.logits_out) p.logits_out[size_t(z * kChunk + n) * E + e] = s;
+  }
+}
+
+// A router with one token (decode) spreads the token's per-expert work over its warps
+// where the spec allows (CtaRouteToken); otherwise a warp per token. `dry`: a dedicated
+// router's dry run (one token), outputs into shared memory.
+template <int P, int kChunk>
+__device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRouterShared& r,
+                                                 const float* logits, int z, RouterTokens mine,
+                                                 bool dry) {
+  auto ids = [&](int n) { return dry ? r.dry_ids : p.ids + (size_t(z) * kChunk + n) * p.ep.top_k; };
+  auto weights = [&](int n) {
+    return dry ? r.dry_weights : p.weights + (size_t(z) * kChunk + n) * p.ep.top_k;
+  };
+  if (mine.last - mine.first == 1 && CtaRouteTokenApplies(p.ep)) {
+    CtaRouteToken<P>(p.ep, logits, r.correction_bias, r.cta_route, kWarps, ids(mine.first),
+                     weights(mine.first));
+    return;
+  }
+  const int warp = threadIdx.x / 32;
+  for (int n = mine.first + warp; n < mine.last; n += kWarps) {
+    WarpRouteTokenP<P>(p.ep, logits + (n - mine.first) * p.experts, r.correction_bias, ids(n),
+                       weights(n));
+  }
+}
+
+template <int kChunk>
+__device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRouterShared& r,
+                                                 const float* logits, int z, RouterTokens mine,
+                                                 bool dry) {
+  WithExpertsPerLane(p.experts, [&](auto width) {
+    RouteChunkTokens<decltype(width)::value, kChunk>(p, r, logits, z, mine, dry);
+  });
+}
+
+}  // namespace moe::cuda

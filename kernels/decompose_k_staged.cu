@@ -1,0 +1,187 @@
+// Decompose-K with the operands staged in shared memory, for batches of 64+ tokens: the
+// polled reduction (decompose_k_polled.cu) with a larger CTA tile.
+//
+// Why: the polled kernel's CTA owns 32 experts x 32 tokens and streams both operands from
+// L2 into registers, so at 128 tokens the weights are read once per 32-token chunk and the
+// hidden states once per 32-expert block: ~230 KB into each SM for DeepSeek-V3 (5.5 MB of
+// operands, ~29 MB across the grid), and the mainloop is bound by what an SM pulls from L2.
+// Here a CTA owns 64 experts x 64 tokens, which halves both re-reads.
+//
+// Grid = (expert tiles · S, token chunks of 64), at most one CTA per SM (CanRouteDecomposeK
+// checks it). A CTA copies its split's whole K slice of both operands into shared memory
+// with cp.async, every copy in flight at once (no pipeline: the slice is a few 16 KB
+// stages, and one round trip for all of it beats a ring of dependent ones): first the
+// weights (model constants, so under Programmatic Dependent Launch they stream while the
+// previous launch finishes), then, after griddepcontrol.wait, the hidden states. Its 8
+// warps, 2 along experts x 4 along tokens, each multiply a 32 x 16 block out of shared
+// memory on the tensor cores (mma.sync m16n8k16, experts as M, with the router kernels' K
+// permutation: a lane's fragment registers are one 16-byte shared load), and store their
+// partial logits straight from the fragments as self-validating partials. The chunk's
+// routers (one token per CTA of the grid row) gather and route them exactly as in the
+// polled kernel (decompose_k_polled_router.cuh); a router's logits reuse the stages.
+//
+// Rows past the experts, past the tokens and past K are zero-filled by the copies
+// (src-size 0), so ragged edges need no other care.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/decompose_k_device.cuh"
+#include "kernels/decompose_k_polled_router.cuh"
+#include "kernels/decompose_k_staged.h"
+#include "kernels/staged_tile_device.cuh"
+
+namespace moe::cuda {
+namespace {
+
+static_assert(kStagedStageK * 2 == kSwizzledRowBytes, "a stage row is one swizzled row");
+static_assert(kStagedTileTokens == 8 * 8, "a chunk is 8 MMA n-tiles");
+constexpr int kWarpExperts = 32;  // 2 MMA m-tiles
+constexpr int kWarpTokens = 16;   // 2 MMA n-tiles
+static_assert(kWarps * kWarpExperts * kWarpTokens == kStagedTileExperts * kStagedTileTokens,
+              "the warps cover the tile");
+
+// Copies `rows` rows (from `first_row` of a [row_count, K] operand) of this split's stages
+// into stage rows [smem_row, smem_row + 64), zero-filled past the operand's edges.
+template <typename T>
+__device__ __forceinline__ void StageRows(uint8_t* stages, int smem_row, const void* operand,
+                                          int first_row, int row_count, int K, int stage_begin,
+                                          int count) {
+  constexpr int kChunks = kSwizzledRowBytes / 16;  // 16-byte copies a row
+  constexpr int kRows = 64;
+  for (int idx = threadIdx.x; idx < count * kRows * kChunks; idx += kThreads) {
+    const int s = idx / (kRows * kChunks), r = idx / kChunks % kRows, chunk = idx % kChunks;
+    const int row = first_row + r, k = (stage_begin + s) * kStagedStageK + 8 * chunk;
+    const bool in = row < row_count && k < K;
+    const char* src =
+        static_cast<const char*>(operand) + (in ? (size_t(row) * K + k) * sizeof(T) : 0);
+    CpAsync16<false>(stages + s * kStagedStageBytes + ChunkOffset(smem_row + r, chunk), src, in);
+  }
+}
+
+// The warp's 32 x 16 block of partial logits over the staged slice.
+template <typename T>
+__device__ __forceinline__ void MultiplyStages(const uint8_t* stages, int count,
+                                               float (&acc)[2][2][4]) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int expert_row = (warp & 1) * kWarpExperts;
+  const int token_row = kStagedTileExperts + (warp >> 1) * kWarpTokens;
+  for (int s = 0; s < count; ++s) {
+    const uint8_t* buf = stages + s * kStagedStageBytes;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // the stage's two 32-wide K steps
+      uint4 a[4];                  // expert rows g, g+8, g+16, g+24 of the warp's 32
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        a[r] = LoadShared16(buf + ChunkOffset(expert_row + g + 8 * r, 4 * h + t));
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const uint4 b = LoadShared16(buf + ChunkOffset(token_row + nt * 8 + g, 4 * h + t));
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint4 lo = a[2 * mt], hi = a[2 * mt + 1];
+          Mma<T>(acc[mt][nt], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+          Mma<T>(acc[mt][nt], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+        }
+      }
+    }
+  }
+}
+
+// Stores the warp's partial logits (real experts and tokens only) from its fragments:
+// acc[mt][nt][r] is expert mt·16 + g (+8 for r >= 2), token nt·8 + 2t (+1 for odd r).
+__device__ __forceinline__ void PublishFragments(const KernelParams& p, const float (&acc)[2][2][4],
+                                                 int expert_tile, int split, int z, int valid) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int epad = p.m_blocks * kBlockExperts;
+  float* base = p.partials + (size_t(z) * p.k_splits + split) * kStagedTileTokens * epad;
+  const int e0 = expert_tile * kStagedTileExperts + (warp & 1) * kWarpExperts;
+  const int n0 = (warp >> 1) * kWarpTokens;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int e = e0 + mt * 16 + g + (r >= 2 ? 8 : 0);
+        const int n = n0 + nt * 8 + 2 * t + (r & 1);
+        if (n < valid && e < p.experts) StorePolled(base + size_t(n) * epad + e, acc[mt][nt][r]);
+      }
+}
+
+// Two CTAs per SM where the stages leave room (<= 128 registers a thread): one of this
+// launch, one of the next launch already staging its weights under PDL.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2) DecomposeKStagedKernel(const KernelParams p) {
+  extern __shared__ __align__(128) uint8_t stages[];
+  __shared__ PolledRouterShared router;
+  const int z = blockIdx.y;
+  const int valid = min(kStagedTileTokens, p.tokens - z * kStagedTileTokens);
+  const int expert_tiles =
+      (p.m_blocks * kBlockExperts + kStagedTileExperts - 1) / kStagedTileExperts;
+  const int expert_tile = int(blockIdx.x) % expert_tiles, split = int(blockIdx.x) / expert_tiles;
+  const int total_stages = (p.K + kStagedStageK - 1) / kStagedStageK;
+  const int stage_begin = split * p.stages_per_split;
+  const int count = max(0, min(p.stages_per_split, total_stages - stage_begin));
+  AllowDependentLaunch();
+  Stamp(p, kStampStart);
+  StageRows<T>(stages, 0, p.w, expert_tile * kStagedTileExperts, p.experts, p.K, stage_begin,
+               count);
+  CpAsyncCommit();
+  const RouterTokens mine = TokensOfRouter(valid);
+  const bool is_router = mine.first < mine.last;
+  if (is_router) StageBiases(p, router);
+  WaitForPrerequisiteGrid();  // hidden states may be written by the previous kernel
+  StageRows<T>(stages, kStagedTileExperts, p.x, z * kStagedTileTokens, p.tokens, p.K, stage_begin,
+               count);
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  __syncthreads();  // every thread's copies have landed
+  float acc[2][2][4] = {};
+  MultiplyStages<T>(stages, count, acc);
+  Stamp(p, kStampMainloop);
+  PublishFragments(p, acc, expert_tile, split, z, valid);
+  Stamp(p, kStampReduced);
+  if (!is_router) return;
+  __syncthreads();  // every warp is done with the stages: they become the router's logits
+  float* logits = reinterpret_cast<float*>(stages);
+  GatherChunkLogits<kStagedTileTokens>(p, router, logits, z, mine);
+  __syncthreads();
+  Stamp(p, kStampArrived);
+  RouteChunkTokens<kStagedTileTokens>(p, router, logits, z, mine, /*dry=*/false);
+  __syncthreads();
+  Stamp(p, kStampRouted);
+}
+
+// Past the 48 KB default: opt in once per instance, to the most a launch may ask for (not
+// a stream operation, so also legal while a graph is being captured).
+template <typename T>
+cudaError_t OptIn() {
+  static const cudaError_t opt_in =
+      cudaFuncSetAttribute(DecomposeKStagedKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(kStagedMaxStages * kStagedStageBytes));
+  return opt_in;
+}
+
+template <typename T>
+cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_smem,
+                        cudaStream_t stream, bool pdl, bool cooperative) {
+  const cudaError_t opt_in = OptIn<T>();
+  if (opt_in != cudaSuccess) return opt_in;
+  return Launch(DecomposeKStagedKernel<T>, grid, params, stream, pdl, /*cluster=*/0, cooperative,
+                dynamic_smem);
+}
+
+}  // namespace
+
+cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
+                               size_t dynamic_smem, cudaStream_t stream, bool pdl,
+                               bool pdl_cooperative) {
+  // Cooperative as the polled kernel (decompose_k_polled.cu says why).
+  const bool cooperative = !pdl || pdl_cooperative;
+  return bf16 ? LaunchTyped<__nv_bfloat16>(grid, params, dynamic_smem, stream, pdl, cooperative)
+              : LaunchTyped<__half>(grid, params, dynamic_smem, stream, pdl, cooperative);
+}
+
+}  // namespace moe::cuda

@@ -1,0 +1,35 @@
+// Internal: the staged router kernel's launcher and limits (decompose_k_staged.cu), used by
+// decompose_k_router.cu's dispatch, layout and config checks.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+namespace moe::cuda {
+
+struct KernelParams;
+
+// A CTA's tile: 64 experts x 64 tokens (a chunk), over one split's K slice.
+inline constexpr int kStagedTileExperts = 64;
+inline constexpr int kStagedTileTokens = 64;
+// K is staged in stages of 64 elements; a stage holds both operands' rows: 16 KB.
+inline constexpr int kStagedStageK = 64;
+inline constexpr size_t kStagedStageBytes = size_t(kStagedTileExperts + kStagedTileTokens) * 128;
+// A split's whole K slice is staged at once: at most this many stages (192 KB).
+inline constexpr int kStagedMaxStages = 12;
+
+// Dynamic shared memory of a launch: the split's stages, and later the router's logits.
+inline size_t StagedDynamicSmemBytes(int stages_per_split, int router_logits) {
+  const size_t stages = size_t(stages_per_split) * kStagedStageBytes;
+  const size_t logits = size_t(router_logits) * sizeof(float);
+  return stages > logits ? stages : logits;
+}
+
+// grid.x = expert tiles * k_splits, grid.y = token chunks of 64. Cooperative when !pdl or
+// `pdl_cooperative`, as the polled kernel.
+cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
+                               size_t dynamic_smem, cudaStream_t stream, bool pdl,
+                               bool pdl_cooperative);
+
+}  // namespace moe::cuda
