@@ -14,8 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "bench/empty_kernel.h"
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
@@ -201,6 +204,15 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
   }
 }
 
+// Whether a row is selected by --filter: its name contains one of the comma-separated
+// substrings (an empty filter selects every row).
+bool Selected(const std::string& row, const std::string& filter) {
+  if (filter.empty()) return true;
+  for (absl::string_view part : absl::StrSplit(filter, ','))
+    if (!part.empty() && absl::StrContains(row, part)) return true;
+  return false;
+}
+
 struct Row {
   std::string shape;
   int layers;
@@ -217,7 +229,7 @@ int main(int argc, char** argv) {
   using namespace moe::bench;
   std::string json_path;
   bool quick = false;
-  std::string filter;
+  std::string filter;  // comma-separated substrings of the row names; empty: every row
   bool timeline = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
@@ -232,7 +244,7 @@ int main(int argc, char** argv) {
       timeline = true;
     else {
       std::printf(
-          "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTRING] "
+          "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
@@ -294,8 +306,7 @@ int main(int argc, char** argv) {
     FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 8);
     for (int tokens : token_list) {
       if (quick && tokens != 1 && tokens != 16) continue;
-      if (absl::StrFormat("%s t=%d", preset.name, tokens).find(filter) == std::string::npos)
-        continue;
+      if (!Selected(absl::StrFormat("%s t=%d", preset.name, tokens), filter)) continue;
       RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
       auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
       FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 9);
@@ -369,7 +380,7 @@ int main(int argc, char** argv) {
   for (int mn : {16, 32, 64, 128}) {
     for (int k : {8192, 32768, 65536, 131072}) {
       if (quick && k != 131072) continue;
-      if (absl::StrFormat("gemm %dx%dx%d", mn, mn, k).find(filter) == std::string::npos) continue;
+      if (!Selected(absl::StrFormat("gemm %dx%dx%d", mn, mn, k), filter)) continue;
       cuda::GemmProblem p{mn, mn, k, DType::kBF16};
       const size_t mat_bytes = size_t(mn) * k * 2;
       const int layers = LayersFor(2 * mat_bytes, l2, 4, 256);
