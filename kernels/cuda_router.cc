@@ -93,7 +93,9 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
     c.cluster = c.k_splits = cluster;
     add(c);
   }
-  const DecomposeKConfig polled = ChooseDecomposeKConfig(p, sm_count);
+  DecomposeKConfig polled = ChooseDecomposeKConfig(p, sm_count);
+  // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
+  if (polled.staged) polled = ChoosePolledConfig(p, sm_count, polled.token_tiles);
   if (polled.polled) {
     for (int splits : {polled.k_splits / 2, polled.k_splits, polled.k_splits * 2}) {
       DecomposeKConfig c = polled;

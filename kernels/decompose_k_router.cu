@@ -299,6 +299,16 @@ DecomposeKConfig StagedConfig(const Shape& s, int sm_count, int splits) {
   return c;
 }
 
+// Whether a staged config's grid fits `sm_count` SMs, its stages the shared memory and a
+// router's logits theirs (CheckConfig's rules, for the heuristic).
+bool StagedFits(const Shape& s, const DecomposeKConfig& c, int sm_count) {
+  const Layout l = MakeLayout(s, c);
+  const int row = GridRowCtas(s, c, l);
+  return StagedStagesPerSplit(s, c.k_splits) <= kStagedMaxStages && row * l.z_chunks <= sm_count &&
+         PolledTokensPerRouter(std::min(l.chunk, s.tokens), row) * s.experts <=
+             kPolledMaxChunkLogits;
+}
+
 DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled) {
   DecomposeKConfig c;
   const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
@@ -308,6 +318,13 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   const int total_steps = (s.K + kStepK - 1) / kStepK;
+  // The staged tiles from 128 x 160 (tokens x experts): where router_bench's autotuner took
+  // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
+  // other families kept the polled 32 x 32 CTAs there), where the grid fits.
+  if (tensor && allow_polled && s.tokens * s.experts >= 128 * 160) {
+    const DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
+    if (StagedFits(s, staged, sm_count)) return staged;
+  }
   // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families
   // at 64 and 128 tokens (with these token tilings and split counts, mostly).
   if (tensor && allow_polled && s.tokens <= 128 && m_blocks * z_chunks <= sm_count) {

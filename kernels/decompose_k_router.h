@@ -60,8 +60,9 @@ struct DecomposeKConfig {
 };
 
 // The default heuristic: for up to 128 tokens on the tensor cores the polled reduction with
-// about one CTA per SM (up to 16 tokens with dedicated routers); otherwise enough CTAs to
-// cover the SMs twice, one K step per warp at least.
+// about one CTA per SM (up to 16 tokens with dedicated routers; staged tiles for large
+// tokens x experts); otherwise enough CTAs to cover the SMs twice, one K step per warp at
+// least.
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true);

@@ -380,6 +380,31 @@ TEST(GpuConfigs, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
   }
 }
 
+// ... and the staged tiles where tokens x experts is large and their grid fits.
+TEST(GpuConfigs, HeuristicTakesStagedTilesForLargeBatchesOfLargeRouters) {
+  SKIP_WITHOUT_GPU();
+  const int sms = SmCount();
+  struct Case {
+    const char* family;
+    int tokens;
+    bool staged;
+  };
+  for (const Case& k : {Case{"deepseek_v3", 128, true}, Case{"kimi_k2", 64, true},
+                        Case{"glm4_moe", 128, true}, Case{"deepseek_v3", 64, false},
+                        Case{"qwen3_30b", 128, false}, Case{"mixtral", 256, false}}) {
+    const RouteProblem p{FindPreset(k.family).value().spec, k.tokens, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, sms);
+    EXPECT_EQ(c.staged, k.staged && sms >= 128) << k.family << " t=" << k.tokens;
+    EXPECT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << k.family << " t=" << k.tokens;
+  }
+  // 256 tokens of DeepSeek-V3: 16 tiles a split need 10 splits to stage at most 12 of the
+  // 112 stages a CTA, more CTAs than SMs; the heuristic takes another config that fits.
+  const RouteProblem big{FindPreset("deepseek_v3").value().spec, 256, DType::kBF16, DType::kBF16};
+  const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(big, sms);
+  EXPECT_FALSE(c.staged);
+  EXPECT_TRUE(cuda::CanRouteDecomposeK(big, c).ok());
+}
+
 TEST(GpuConfigs, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheSms) {
   SKIP_WITHOUT_GPU();
   const RouterSpec spec = FindPreset("deepseek_v3").value().spec;
