@@ -13,12 +13,10 @@
 // stages, and one round trip for all of it beats a ring of dependent ones): first the
 // weights (model constants, so under Programmatic Dependent Launch they stream while the
 // previous launch finishes), then, after griddepcontrol.wait, the hidden states. Its 8
-// warps, 2 along experts x 2 along tokens x 2 K halves, each multiply a 32 x 32 block over
-// their half of every stage's K out of shared memory on the tensor cores (mma.sync
-// m16n8k16, experts as M, with the router kernels' K permutation: a lane's fragment
-// registers are one 16-byte shared load); the second half's warps hand their sums to the
-// first's through shared memory, which store the partial logits straight from the
-// fragments as self-validating partials. The chunk's
+// warps, 2 along experts x 4 along tokens, each multiply a 32 x 16 block out of shared
+// memory on the tensor cores (mma.sync m16n8k16, experts as M, with the router kernels' K
+// permutation: a lane's fragment registers are one 16-byte shared load), and store their
+// partial logits straight from the fragments as self-validating partials. The chunk's
 // routers (one token per CTA of the grid row) gather and route them exactly as in the
 // polled kernel (decompose_k_polled_router.cuh); a router's logits reuse the stages.
 //
@@ -37,17 +35,10 @@ namespace {
 
 static_assert(kStagedStageK * 2 == kSwizzledRowBytes, "a stage row is one swizzled row");
 static_assert(kStagedTileTokens == 8 * 8, "a chunk is 8 MMA n-tiles");
-// A warp's tile: 32 experts x 32 tokens over one of a stage's two 32-wide K halves, so the
-// tile's 4 warp tiles are each computed twice, by warps w and w + 4, and added at the end.
 constexpr int kWarpExperts = 32;  // 2 MMA m-tiles
-constexpr int kWarpTokens = 32;   // 4 MMA n-tiles
-constexpr int kKHalves = 2;
-constexpr int kTileWarps = kWarps / kKHalves;
-static_assert(kTileWarps * kWarpExperts * kWarpTokens == kStagedTileExperts * kStagedTileTokens,
-              "the warps of a K half cover the tile");
-constexpr int kWarpAccumulators = 2 * 4 * 4;  // acc[mt][nt][r]
-static_assert(size_t(kTileWarps) * kWarpAccumulators * 32 * sizeof(float) <= kStagedStageBytes,
-              "one stage holds the K halves' hand-over");
+constexpr int kWarpTokens = 16;   // 2 MMA n-tiles
+static_assert(kWarps * kWarpExperts * kWarpTokens == kStagedTileExperts * kStagedTileTokens,
+              "the warps cover the tile");
 
 // Copies `rows` rows (from `first_row` of a [row_count, K] operand) of this split's stages
 // into stage rows [smem_row, smem_row + 64), zero-filled past the operand's edges.
@@ -67,70 +58,50 @@ __device__ __forceinline__ void StageRows(uint8_t* stages, int smem_row, const v
   }
 }
 
-// The warp's 32 x 32 block of partial logits over its K half of every staged stage. Why
-// 32 x 32 over half the K rather than 32 x 16 over all of it: the multiply is bound by
-// shared-memory reads, and a 16-byte fragment load now feeds 4 MMAs instead of 2.65: 32 KB
-// of reads a 16 KB stage instead of 48.
+// The warp's 32 x 16 block of partial logits over the staged slice.
 template <typename T>
 __device__ __forceinline__ void MultiplyStages(const uint8_t* stages, int count,
-                                               float (&acc)[2][4][4]) {
+                                               float (&acc)[2][2][4]) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int h = warp / kTileWarps;  // the K half: chunks 4h..4h+3 of each stage row
   const int expert_row = (warp & 1) * kWarpExperts;
-  const int token_row = kStagedTileExperts + ((warp % kTileWarps) >> 1) * kWarpTokens;
+  const int token_row = kStagedTileExperts + (warp >> 1) * kWarpTokens;
   for (int s = 0; s < count; ++s) {
     const uint8_t* buf = stages + s * kStagedStageBytes;
-    uint4 a[4];  // expert rows g, g+8, g+16, g+24 of the warp's 32
 #pragma unroll
-    for (int r = 0; r < 4; ++r)
-      a[r] = LoadShared16(buf + ChunkOffset(expert_row + g + 8 * r, 4 * h + t));
+    for (int h = 0; h < 2; ++h) {  // the stage's two 32-wide K steps
+      uint4 a[4];                  // expert rows g, g+8, g+16, g+24 of the warp's 32
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const uint4 b = LoadShared16(buf + ChunkOffset(token_row + nt * 8 + g, 4 * h + t));
+      for (int r = 0; r < 4; ++r)
+        a[r] = LoadShared16(buf + ChunkOffset(expert_row + g + 8 * r, 4 * h + t));
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const uint4 lo = a[2 * mt], hi = a[2 * mt + 1];
-        Mma<T>(acc[mt][nt], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
-        Mma<T>(acc[mt][nt], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+      for (int nt = 0; nt < 2; ++nt) {
+        const uint4 b = LoadShared16(buf + ChunkOffset(token_row + nt * 8 + g, 4 * h + t));
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint4 lo = a[2 * mt], hi = a[2 * mt + 1];
+          Mma<T>(acc[mt][nt], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+          Mma<T>(acc[mt][nt], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+        }
       }
     }
   }
 }
 
-// Adds the second K half's accumulators to the first's through shared memory (the stages,
-// free once every warp has multiplied): warps kTileWarps.. hand theirs over, lane-major so
-// the stores and loads are conflict-free. True for the warps that then hold the sums.
-__device__ __forceinline__ bool AddKHalves(uint8_t* stages, float (&acc)[2][4][4]) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  float* handover =
-      reinterpret_cast<float*>(stages) + size_t(warp % kTileWarps) * kWarpAccumulators * 32 + lane;
-  __syncthreads();  // every warp is done reading the stages
-  if (warp >= kTileWarps) {
-#pragma unroll
-    for (int i = 0; i < kWarpAccumulators; ++i) handover[i * 32] = (&acc[0][0][0])[i];
-  }
-  __syncthreads();
-  if (warp >= kTileWarps) return false;
-#pragma unroll
-  for (int i = 0; i < kWarpAccumulators; ++i) (&acc[0][0][0])[i] += handover[i * 32];
-  return true;
-}
-
 // Stores the warp's partial logits (real experts and tokens only) from its fragments:
 // acc[mt][nt][r] is expert mt·16 + g (+8 for r >= 2), token nt·8 + 2t (+1 for odd r).
-__device__ __forceinline__ void PublishFragments(const KernelParams& p, const float (&acc)[2][4][4],
+__device__ __forceinline__ void PublishFragments(const KernelParams& p, const float (&acc)[2][2][4],
                                                  int expert_tile, int split, int z, int valid) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int epad = p.m_blocks * kBlockExperts;
   float* base = p.partials + (size_t(z) * p.k_splits + split) * kStagedTileTokens * epad;
   const int e0 = expert_tile * kStagedTileExperts + (warp & 1) * kWarpExperts;
-  const int n0 = (warp >> 1) * kWarpTokens;  // warp < kTileWarps
+  const int n0 = (warp >> 1) * kWarpTokens;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
+    for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
         const int e = e0 + mt * 16 + g + (r >= 2 ? 8 : 0);
@@ -167,11 +138,10 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKStagedKernel(const Kern
   CpAsyncCommit();
   CpAsyncWait<0>();
   __syncthreads();  // every thread's copies have landed
-  float acc[2][4][4] = {};
+  float acc[2][2][4] = {};
   MultiplyStages<T>(stages, count, acc);
-  const bool holds_sums = AddKHalves(stages, acc);
   Stamp(p, kStampMainloop);
-  if (holds_sums) PublishFragments(p, acc, expert_tile, split, z, valid);
+  PublishFragments(p, acc, expert_tile, split, z, valid);
   Stamp(p, kStampReduced);
   if (!is_router) return;
   __syncthreads();  // every warp is done with the stages: they become the router's logits
