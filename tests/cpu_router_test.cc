@@ -278,6 +278,27 @@ TEST(CpuDot, FourByFourIsBitIdenticalToDotFloat) {
   }
 }
 
+// DotFloatBf16 is DotFloat on the converted row, to the bit, at every length; rows with
+// subnormal, zero, negative and large bf16 values.
+TEST(CpuDot, Bf16RowIsBitIdenticalToDotFloatOnTheConvertedRow) {
+  std::mt19937 rng(static_cast<uint32_t>(FreshSeed()));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int n : {1, 7, 15, 16, 17, 31, 100, 1023, 1024, 7168}) {
+    std::vector<float> a(n), converted(n);
+    std::vector<uint16_t> b(n);
+    for (int i = 0; i < n; ++i) {
+      a[i] = normal(rng);
+      const float scale = i % 5 == 0 ? 1e-39f : i % 7 == 0 ? 0.0f : i % 11 == 0 ? 1e30f : 1.0f;
+      b[i] = FloatToBf16(normal(rng) * scale);
+    }
+    ConvertToFloat(b.data(), DType::kBF16, 0, n, converted.data());
+    const float got = DotFloatBf16(a.data(), b.data(), n);
+    const float want = DotFloat(a.data(), converted.data(), n);
+    EXPECT_EQ(std::memcmp(&got, &want, 4), 0)
+        << "n=" << n << ": " << got << " vs " << want << " (" << CpuDotLevelName() << ")";
+  }
+}
+
 TEST(CpuRouterLimits, RejectsProblemsOutsideTheLimitsNamingTheField) {
   RouterSpec ok = FindPreset("deepseek_v3").value().spec;
   ASSERT_TRUE(ValidateSpec(ok).ok());
