@@ -142,12 +142,11 @@ MOE_INLINE void DotBlockBody(const float* const (&a)[4], const float* const (&b)
 // one thread 6.2 -> 9.1).
 constexpr int kBf16PrefetchElements = 1024;
 
-MOE_INLINE float Bf16Value(uint16_t h) {
-  const uint32_t bits = uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+// Half: W bf16 values; Word: the W 32-bit patterns they widen to.
+typedef uint16_t Half16 __attribute__((vector_size(32)));
+typedef uint32_t Word16 __attribute__((vector_size(64)));
+typedef uint16_t Half8 __attribute__((vector_size(16)));
+typedef uint32_t Word8 __attribute__((vector_size(32)));
 
 // DotFloat(a, b converted to float, n) to the bit, b converted in registers: with vectors,
 // the 1 x 1 case of DotBlockBody (whose lanes are DotFloat's, by the CpuDot tests) with b's
@@ -155,12 +154,6 @@ MOE_INLINE float Bf16Value(uint16_t h) {
 // its own however the compiler vectorises) DotFloatBody's loop. Not that loop at every
 // level: GCC vectorised half its lanes at AVX2 and left the other half as scalar multiplies
 // and adds, not fused, one rounding more than DotFloat's.
-// Half: W bf16 values; Word: the W 32-bit patterns they widen to.
-typedef uint16_t Half16 __attribute__((vector_size(32)));
-typedef uint32_t Word16 __attribute__((vector_size(64)));
-typedef uint16_t Half8 __attribute__((vector_size(16)));
-typedef uint32_t Word8 __attribute__((vector_size(32)));
-
 template <typename V, typename Half, typename Word>
 MOE_INLINE float DotBf16VectorBody(const float* a, const uint16_t* b, int n) {
   constexpr int W = sizeof(V) / sizeof(float), L = 16 / W;
@@ -181,7 +174,7 @@ MOE_INLINE float DotBf16VectorBody(const float* a, const uint16_t* b, int n) {
     }
   }
   float tail = 0.0f;
-  for (int q = i; q < n; ++q) tail += a[q] * Bf16Value(b[q]);
+  for (int q = i; q < n; ++q) tail += a[q] * Bf16ToFloat(b[q]);
   float sum = 0.0f;
   for (int j = 0; j < 16; ++j) sum += acc[j / W][j % W];
   return sum + tail;
@@ -198,10 +191,10 @@ MOE_INLINE float DotFloatBf16Body(const float* a, const uint16_t* b, int n) {
     int i = 0;
     for (; i + 16 <= n; i += 16) {
       __builtin_prefetch(b + i + kBf16PrefetchElements);
-      for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * Bf16Value(b[i + j]);
+      for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * Bf16ToFloat(b[i + j]);
     }
     float tail = 0.0f;
-    for (; i < n; ++i) tail += a[i] * Bf16Value(b[i]);
+    for (; i < n; ++i) tail += a[i] * Bf16ToFloat(b[i]);
     float sum = 0.0f;
     for (int j = 0; j < 16; ++j) sum += acc[j];
     return sum + tail;

@@ -110,9 +110,9 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
         if (group == 1 && p.weight_dtype == DType::kBF16) {
           // No block to feed (one to three tokens, or the baseline level): the bf16 row is
           // converted as it streams in, prefetched ahead, rather than through w_rows (one
-          // token on this project's 2-core Xeon VM, medians of five rounds in turns:
-          // DeepSeek-V3 447 -> 331 us, Qwen3-30B 86 -> 72, gpt-oss-20b 44 -> 35). The same
-          // sums, to the bit.
+          // token on this project's 2-core Xeon VM, medians of two sets of rounds in turns:
+          // DeepSeek-V3 447 -> 331 and 492 -> 393 us, gpt-oss-20b 44 -> 35 and 45 -> 40,
+          // Qwen3-30B 86 -> 72 and 93 -> 92). The same sums, to the bit.
           const uint16_t* w = static_cast<const uint16_t*>(args.weight) + size_t(e0) * hidden + k;
           for (int t = 0; t < tokens; ++t)
             part[size_t(t) * experts + e0] += DotFloatBf16(x(t, k), w, n);
