@@ -267,7 +267,7 @@ int GridCtas(const Shape& s, const DecomposeKConfig& c, const Layout& l) {
 }
 
 // `c` (polled) with dedicated routers, a split fewer at a time until the grid fits
-// `sm_count` SMs; at one split it may still not fit (CheckConfig says).
+// `sm_count` SMs; at one split it may still not fit (CheckConfigOn says).
 DecomposeKConfig FitDedicatedRouters(const Shape& s, DecomposeKConfig c, int sm_count) {
   c.dedicated_routers = true;
   const Layout l = MakeLayout(s, c);  // rows and chunks do not depend on the splits
@@ -299,15 +299,9 @@ DecomposeKConfig StagedConfig(const Shape& s, int sm_count, int splits) {
   return c;
 }
 
-// Whether a staged config's grid fits `sm_count` SMs, its stages the shared memory and a
-// router's logits theirs (CheckConfig's rules, for the heuristic).
-bool StagedFits(const Shape& s, const DecomposeKConfig& c, int sm_count) {
-  const Layout l = MakeLayout(s, c);
-  const int row = GridRowCtas(s, c, l);
-  return StagedStagesPerSplit(s, c.k_splits) <= kStagedMaxStages && row * l.z_chunks <= sm_count &&
-         PolledTokensPerRouter(std::min(l.chunk, s.tokens), row) * s.experts <=
-             kPolledMaxChunkLogits;
-}
+// The config rules (CanRouteDecomposeK's) with a polled grid held to `sm_count` SMs (0: this
+// device's), so that the heuristic asks them for the SM count it was given.
+absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_count);
 
 DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled) {
   DecomposeKConfig c;
@@ -323,7 +317,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   // other families kept the polled 32 x 32 CTAs there), where the grid fits.
   if (tensor && allow_polled && s.tokens * s.experts >= 128 * 160) {
     const DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
-    if (StagedFits(s, staged, sm_count)) return staged;
+    if (CheckConfigOn(s, staged, sm_count).ok()) return staged;
   }
   // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families
   // at 64 and 128 tokens (with these token tilings and split counts, mostly).
@@ -355,7 +349,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   return c;
 }
 
-absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
+absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_count) {
   if (c.mainloop == Mainloop::kTensorCore) {
     if (s.x_dtype != s.w_dtype || s.x_dtype == DType::kFP32)
       return absl::InvalidArgumentError(
@@ -410,7 +404,7 @@ absl::Status CheckConfig(const Shape& s, const DecomposeKConfig& c) {
           "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
           per_router, " tokens a router x ", s.experts, " experts is more"));
     // The router CTA waits on every other CTA: all must be resident at once.
-    const int ctas = GridCtas(s, c, l), max_ctas = PolledMaxCtas();
+    const int ctas = GridCtas(s, c, l), max_ctas = sm_count > 0 ? sm_count : PolledMaxCtas();
     if (ctas > max_ctas)
       return absl::InvalidArgumentError(absl::StrCat("config: the polled reduction launches ", ctas,
                                                      " CTAs, more than the ", max_ctas,
@@ -532,7 +526,7 @@ DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const Decompo
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config) {
   auto status = CheckRouteProblem(problem);
   if (!status.ok()) return status;
-  return CheckConfig(RouteShape(problem), config);
+  return CheckConfigOn(RouteShape(problem), config, /*sm_count=*/0);
 }
 
 size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
