@@ -77,19 +77,29 @@ MOE_INLINE void Bf16ToFloatBlockBody(const uint16_t* src, int n, float* dst) {
 }
 MOE_DISPATCHED(void, Bf16ToFloatBlock, (const uint16_t* src, int n, float* dst), (src, n, dst))
 
-template <CpuLevel>
-MOE_INLINE float DotFloatBody(const float* a, const float* b, int n) {
+// DotFloat's arithmetic, once: sum_i a[i] * b(i), where b(i) reads element i of the other
+// operand and `step(i)` runs before each 16-element step (DotFloatBf16's prefetch).
+template <typename B, typename Step>
+MOE_INLINE float DotLoop(const float* a, B b, Step step, int n) {
   // 16 independent sums let the compiler keep whole vectors of FMAs in flight without
   // reassociating a single sum (which it may not do without -ffast-math).
   float acc[16] = {};
   int i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+  for (; i + 16 <= n; i += 16) {
+    step(i);
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b(i + j);
+  }
   float tail = 0.0f;
-  for (; i < n; ++i) tail += a[i] * b[i];
+  for (; i < n; ++i) tail += a[i] * b(i);
   float sum = 0.0f;
   for (int j = 0; j < 16; ++j) sum += acc[j];
   return sum + tail;
+}
+
+template <CpuLevel>
+MOE_INLINE float DotFloatBody(const float* a, const float* b, int n) {
+  return DotLoop(
+      a, [b](int i) { return b[i]; }, [](int) {}, n);
 }
 MOE_DISPATCHED(float, DotFloat, (const float* a, const float* b, int n), (a, b, n))
 
@@ -151,9 +161,9 @@ typedef uint32_t Word8 __attribute__((vector_size(32)));
 // DotFloat(a, b converted to float, n) to the bit, b converted in registers: with vectors,
 // the 1 x 1 case of DotBlockBody (whose lanes are DotFloat's, by the CpuDot tests) with b's
 // vectors widened from bf16; at the baseline (no FMA, so each multiply and add rounds on
-// its own however the compiler vectorises) DotFloatBody's loop. Not that loop at every
-// level: GCC vectorised half its lanes at AVX2 and left the other half as scalar multiplies
-// and adds, not fused, one rounding more than DotFloat's.
+// its own however the compiler vectorises) DotFloat's own loop, DotLoop. Not DotLoop at
+// every level: GCC vectorised half its lanes at AVX2 and left the other half as scalar
+// multiplies and adds, not fused, one rounding more than DotFloat's.
 template <typename V, typename Half, typename Word>
 MOE_INLINE float DotBf16VectorBody(const float* a, const uint16_t* b, int n) {
   constexpr int W = sizeof(V) / sizeof(float), L = 16 / W;
@@ -187,17 +197,9 @@ MOE_INLINE float DotFloatBf16Body(const float* a, const uint16_t* b, int n) {
   } else if constexpr (L == CpuLevel::kAvx2) {
     return DotBf16VectorBody<Float8, Half8, Word8>(a, b, n);
   } else {
-    float acc[16] = {};
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-      __builtin_prefetch(b + i + kBf16PrefetchElements);
-      for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * Bf16ToFloat(b[i + j]);
-    }
-    float tail = 0.0f;
-    for (; i < n; ++i) tail += a[i] * Bf16ToFloat(b[i]);
-    float sum = 0.0f;
-    for (int j = 0; j < 16; ++j) sum += acc[j];
-    return sum + tail;
+    return DotLoop(
+        a, [b](int i) { return Bf16ToFloat(b[i]); },
+        [b](int i) { __builtin_prefetch(b + i + kBf16PrefetchElements); }, n);
   }
 }
 MOE_DISPATCHED(float, DotFloatBf16, (const float* a, const uint16_t* b, int n), (a, b, n))
