@@ -77,9 +77,25 @@ MOE_INLINE void Bf16ToFloatBlockBody(const uint16_t* src, int n, float* dst) {
 }
 MOE_DISPATCHED(void, Bf16ToFloatBlock, (const uint16_t* src, int n, float* dst), (src, n, dst))
 
+// tail + x * y as every loop here takes its scalar tail: one fused multiply-add where the
+// level has FMA, a multiply then an add where it has not. Written out, not left to the
+// compiler: GCC contracted DotFloat's 7-element tail at AVX2 differently from
+// DotFloatBf16's (in about one run in four the last bit differed, and CI caught it).
+// The vector levels (AVX2 + FMA, AVX-512) fuse; the vector bodies below run only there.
+template <bool kFused>
+MOE_INLINE float TailMulAdd(float tail, float x, float y) {
+  if constexpr (kFused) {
+    return __builtin_fmaf(x, y, tail);
+  } else {
+    const float product = x * y;  // rounded on its own: the baseline has no FMA to fuse with
+    return tail + product;
+  }
+}
+constexpr bool HasFma(CpuLevel level) { return level != CpuLevel::kBaseline; }
+
 // DotFloat's arithmetic, once: sum_i a[i] * b(i), where b(i) reads element i of the other
 // operand and `step(i)` runs before each 16-element step (DotFloatBf16's prefetch).
-template <typename B, typename Step>
+template <CpuLevel L, typename B, typename Step>
 MOE_INLINE float DotLoop(const float* a, B b, Step step, int n) {
   // 16 independent sums let the compiler keep whole vectors of FMAs in flight without
   // reassociating a single sum (which it may not do without -ffast-math).
@@ -90,15 +106,15 @@ MOE_INLINE float DotLoop(const float* a, B b, Step step, int n) {
     for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b(i + j);
   }
   float tail = 0.0f;
-  for (; i < n; ++i) tail += a[i] * b(i);
+  for (; i < n; ++i) tail = TailMulAdd<HasFma(L)>(tail, a[i], b(i));
   float sum = 0.0f;
   for (int j = 0; j < 16; ++j) sum += acc[j];
   return sum + tail;
 }
 
-template <CpuLevel>
+template <CpuLevel L>
 MOE_INLINE float DotFloatBody(const float* a, const float* b, int n) {
-  return DotLoop(
+  return DotLoop<L>(
       a, [b](int i) { return b[i]; }, [](int) {}, n);
 }
 MOE_DISPATCHED(float, DotFloat, (const float* a, const float* b, int n), (a, b, n))
@@ -139,7 +155,7 @@ MOE_INLINE void DotBlockBody(const float* const (&a)[4], const float* const (&b)
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) {
       float tail = 0.0f;
-      for (int q = i; q < n; ++q) tail += a[r0 + r][q] * b[c0 + c][q];
+      for (int q = i; q < n; ++q) tail = TailMulAdd<true>(tail, a[r0 + r][q], b[c0 + c][q]);
       float sum = 0.0f;
       for (int j = 0; j < 16; ++j) sum += acc[r][c][j / W][j % W];
       out[r0 + r][c0 + c] = sum + tail;
@@ -184,7 +200,7 @@ MOE_INLINE float DotBf16VectorBody(const float* a, const uint16_t* b, int n) {
     }
   }
   float tail = 0.0f;
-  for (int q = i; q < n; ++q) tail += a[q] * Bf16ToFloat(b[q]);
+  for (int q = i; q < n; ++q) tail = TailMulAdd<true>(tail, a[q], Bf16ToFloat(b[q]));
   float sum = 0.0f;
   for (int j = 0; j < 16; ++j) sum += acc[j / W][j % W];
   return sum + tail;
@@ -197,7 +213,7 @@ MOE_INLINE float DotFloatBf16Body(const float* a, const uint16_t* b, int n) {
   } else if constexpr (L == CpuLevel::kAvx2) {
     return DotBf16VectorBody<Float8, Half8, Word8>(a, b, n);
   } else {
-    return DotLoop(
+    return DotLoop<L>(
         a, [b](int i) { return Bf16ToFloat(b[i]); },
         [b](int i) { __builtin_prefetch(b + i + kBf16PrefetchElements); }, n);
   }

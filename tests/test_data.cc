@@ -2,15 +2,21 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 namespace moe::testing {
 
 uint64_t FreshSeed() {
   static uint64_t base = [] {
-    if (const char* s = std::getenv("MOE_TEST_SEED"))
-      return uint64_t{std::strtoull(s, nullptr, 10)};
-    return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    uint64_t first =
+        static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    if (const char* s = std::getenv("MOE_TEST_SEED")) first = std::strtoull(s, nullptr, 10);
+    // Once per process, so a failing run (ctest prints its output) says how to replay it:
+    // the same seed and the same test filter give the same inputs.
+    std::fprintf(stderr, "fresh test inputs from MOE_TEST_SEED=%llu\n",
+                 static_cast<unsigned long long>(first));
+    return first;
   }();
   return base++;
 }

@@ -33,8 +33,8 @@ struct RouterInputs {
 RouterInputs MakeRouterInputs(const RouterSpec& spec, int tokens, DType hidden_dtype,
                               DType weight_dtype, uint64_t seed);
 
-// A seed that differs on every run (printed by the tests so a failure can be replayed
-// with MOE_TEST_SEED).
+// A seed that differs on every call and every run. The first is printed to stderr once per
+// process, so a failure can be replayed with MOE_TEST_SEED (and the same test filter).
 uint64_t FreshSeed();
 
 }  // namespace moe::testing
