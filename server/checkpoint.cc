@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <regex>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "kernels/status_macros.h"
@@ -16,6 +19,10 @@
 
 namespace moe {
 namespace {
+
+// Layer numbers in tensor names above this are refused (real models have at most a few
+// hundred layers).
+constexpr int kMaxSourceLayer = 100000;
 
 bool IsDirectory(const std::string& path) {
   struct stat st;
@@ -43,18 +50,26 @@ absl::StatusOr<std::string> PresetForModelType(const std::string& model_type) {
 // Applies the routing keys present in config.json on top of the preset.
 absl::Status ApplyConfig(const google::protobuf::Struct& cfg, const std::string& path,
                          RouterSpec* spec) {
-  auto set_int = [&](std::initializer_list<const char*> keys, int* out) {
+  // The first key present wins; its value must be a whole number an int holds (a cast of
+  // anything else would be undefined), and ValidateSpec judges the range below.
+  auto set_int = [&](std::initializer_list<const char*> keys, int* out) -> absl::Status {
     for (const char* k : keys)
       if (auto v = JsonNumber(cfg, k)) {
+        if (!(*v >= 0 && *v <= std::numeric_limits<int>::max() && std::floor(*v) == *v))
+          return absl::InvalidArgumentError(absl::StrCat(path, ": '", k, "' = ", *v,
+                                                         " is not a whole number 0..",
+                                                         std::numeric_limits<int>::max()));
         *out = static_cast<int>(*v);
-        return;
+        return absl::OkStatus();
       }
+    return absl::OkStatus();
   };
-  set_int({"hidden_size"}, &spec->hidden);
-  set_int({"n_routed_experts", "num_experts", "num_local_experts"}, &spec->experts);
-  set_int({"num_experts_per_tok", "experts_per_token"}, &spec->top_k);
-  set_int({"n_group"}, &spec->n_group);
-  set_int({"topk_group"}, &spec->topk_group);
+  RETURN_IF_ERROR(set_int({"hidden_size"}, &spec->hidden));
+  RETURN_IF_ERROR(
+      set_int({"n_routed_experts", "num_experts", "num_local_experts"}, &spec->experts));
+  RETURN_IF_ERROR(set_int({"num_experts_per_tok", "experts_per_token"}, &spec->top_k));
+  RETURN_IF_ERROR(set_int({"n_group"}, &spec->n_group));
+  RETURN_IF_ERROR(set_int({"topk_group"}, &spec->topk_group));
   if (auto v = JsonString(cfg, "scoring_func")) {
     ASSIGN_OR_RETURN(spec->scoring, ParseScoring(*v));
   }
@@ -137,7 +152,12 @@ absl::StatusOr<RouterModel> LoadCheckpointDir(const std::string& dir, const std:
   std::vector<int> moe_layers;
   for (const auto& [tensor, file] : tensor_files) {
     std::smatch m;
-    if (std::regex_match(tensor, m, weight_re)) moe_layers.push_back(std::stoi(m[1].str()));
+    if (!std::regex_match(tensor, m, weight_re)) continue;
+    int layer = 0;  // not std::stoi, which throws on a number beyond int
+    if (!absl::SimpleAtoi(m[1].str(), &layer) || layer > kMaxSourceLayer)
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, ": tensor '", tensor, "': layer number beyond 0..", kMaxSourceLayer));
+    moe_layers.push_back(layer);
   }
   std::sort(moe_layers.begin(), moe_layers.end());
   if (moe_layers.empty())

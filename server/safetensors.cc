@@ -9,9 +9,12 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "kernels/status_macros.h"
 #include "server/json_util.h"
 
 namespace moe {
@@ -32,6 +35,20 @@ constexpr DTypeEntry kDTypes[] = {
 
 // Headers above this are rejected: real ones are a few MB at most.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+absl::Status TruncatedError(const std::string& path, size_t size) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": truncated: ", size, " bytes, shorter than the 8-byte header length"));
+}
+
+// A JSON number that is a whole number in [0, limit], as an integer; nullopt otherwise
+// (negative, fractional, NaN, or beyond the limit, where a cast would be undefined).
+std::optional<uint64_t> WholeNumberUpTo(const google::protobuf::Value& v, uint64_t limit) {
+  if (!v.has_number_value()) return std::nullopt;
+  const double d = v.number_value();
+  if (!(d >= 0) || d > static_cast<double>(limit) || std::floor(d) != d) return std::nullopt;
+  return static_cast<uint64_t>(d);
+}
 
 }  // namespace
 
@@ -80,9 +97,6 @@ size_t StDTypeSize(StDType t) {
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  auto err = [&](auto... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parts...));
-  };
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
@@ -94,28 +108,47 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   const size_t size = static_cast<size_t>(st.st_size);
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
-  if (size < 8) {
+  if (size < 8) {  // mmap refuses an empty file; Parse names the problem
     ::close(fd);
-    return err("truncated: ", size, " bytes, shorter than the 8-byte header length");
+    return TruncatedError(path, size);
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (map == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed"));
   file->map_ = static_cast<const uint8_t*>(map);
   file->map_size_ = size;
+  RETURN_IF_ERROR(file->Parse(absl::string_view(static_cast<const char*>(map), size)));
+  return file;
+}
 
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(
+    const std::string& label, absl::string_view bytes) {
+  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = label;
+  RETURN_IF_ERROR(file->Parse(bytes));
+  return file;
+}
+
+absl::Status SafetensorsFile::Parse(absl::string_view bytes) {
+  const std::string& path = path_;
+  auto err = [&](auto... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parts...));
+  };
+  const size_t size = bytes.size();
+  if (size < 8) return TruncatedError(path, size);
+  const uint8_t* const start = reinterpret_cast<const uint8_t*>(bytes.data());
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | file->map_[i];
+  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | start[i];
   if (header_len > size - 8)
     return err("header length ", header_len, " runs past the end of the file (", size, " bytes)");
   if (header_len > kMaxHeaderBytes)
     return err("header length ", header_len, " is implausibly large");
-  absl::string_view header(reinterpret_cast<const char*>(file->map_ + 8), header_len);
+  absl::string_view header(bytes.data() + 8, header_len);
   if (header.empty() || header.front() != '{')
     return err("invalid JSON header: does not start with '{'");
   auto parsed = ParseJsonObject(header, path + " header");
   if (!parsed.ok()) return parsed.status();
-  file->data_ = file->map_ + 8 + header_len;
+  data_ = start + 8 + header_len;
   const uint64_t data_size = size - 8 - header_len;
 
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
@@ -124,11 +157,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
       if (!value.has_struct_value()) return err("__metadata__ is not an object");
       for (const auto& [k, v] : value.struct_value().fields()) {
         if (!v.has_string_value()) return err("__metadata__.", k, " is not a string");
-        file->metadata_[k] = v.string_value();
+        metadata_[k] = v.string_value();
       }
       continue;
     }
-    auto terr = [&](auto... parts) { return err("tensor '", name, "': ", parts...); };
+    const std::string& tensor = name;  // lambdas capture structured bindings only from C++20
+    auto terr = [&](auto... parts) { return err("tensor '", tensor, "': ", parts...); };
     if (!value.has_struct_value()) return terr("entry is not an object");
     const auto& fields = value.struct_value().fields();
     TensorInfo info;
@@ -140,26 +174,27 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     info.dtype = *dtype;
     auto sh = fields.find("shape");
     if (sh == fields.end() || !sh->second.has_list_value()) return terr("missing shape");
+    // Bounded as it goes, so the product cannot wrap around to a small number.
+    constexpr uint64_t kMaxElements = uint64_t{1} << 50;
     uint64_t elements = 1;
     for (const auto& d : sh->second.list_value().values()) {
-      if (!d.has_number_value() || d.number_value() < 0 || d.number_value() > 1e15 ||
-          std::floor(d.number_value()) != d.number_value())
-        return terr("shape has an invalid dimension");
-      info.shape.push_back(static_cast<int64_t>(d.number_value()));
-      elements *= static_cast<uint64_t>(d.number_value());
-      if (elements > (1ull << 50)) return terr("shape is implausibly large");
+      const std::optional<uint64_t> dim = WholeNumberUpTo(d, kMaxElements);
+      if (!dim) return terr("shape has an invalid dimension");
+      info.shape.push_back(static_cast<int64_t>(*dim));
+      if (*dim != 0 && elements > kMaxElements / *dim) return terr("shape is implausibly large");
+      elements *= *dim;
     }
     auto off = fields.find("data_offsets");
     if (off == fields.end() || !off->second.has_list_value() ||
         off->second.list_value().values_size() != 2)
       return terr("data_offsets must be a list of two numbers");
-    const auto& b = off->second.list_value().values(0);
-    const auto& e = off->second.list_value().values(1);
-    if (!b.has_number_value() || !e.has_number_value() || b.number_value() < 0 ||
-        e.number_value() < b.number_value())
-      return terr("data_offsets [begin, end) are invalid");
-    info.begin = static_cast<uint64_t>(b.number_value());
-    info.end = static_cast<uint64_t>(e.number_value());
+    // Whole numbers up to 2^53, where doubles still hold every integer (8 PiB of data).
+    constexpr uint64_t kMaxOffset = uint64_t{1} << 53;
+    const auto begin = WholeNumberUpTo(off->second.list_value().values(0), kMaxOffset);
+    const auto end = WholeNumberUpTo(off->second.list_value().values(1), kMaxOffset);
+    if (!begin || !end || *end < *begin) return terr("data_offsets [begin, end) are invalid");
+    info.begin = *begin;
+    info.end = *end;
     if (info.end > data_size)
       return terr("data_offsets [", info.begin, ", ", info.end, ") run past the data buffer (",
                   data_size, " bytes)");
@@ -168,20 +203,20 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
       return terr("shape and byte length disagree: ", expect, " bytes expected, ",
                   info.end - info.begin, " given");
     if (info.end > info.begin) ranges.emplace_back(info.begin, info.end);
-    file->tensors_.emplace(name, std::move(info));
+    tensors_.emplace(name, std::move(info));
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].first < ranges[i - 1].second) {
       std::string a, c;
-      for (const auto& [n, t] : file->tensors_) {
+      for (const auto& [n, t] : tensors_) {
         if (t.begin == ranges[i - 1].first && t.end == ranges[i - 1].second) a = n;
         if (t.begin == ranges[i].first && t.end == ranges[i].second) c = n;
       }
       return err("tensors '", a, "' and '", c, "' have overlapping data_offsets");
     }
   }
-  return file;
+  return absl::OkStatus();
 }
 
 SafetensorsFile::~SafetensorsFile() {

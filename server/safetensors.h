@@ -55,6 +55,10 @@ class SafetensorsFile {
   // Maps and validates the whole header: dtypes, shapes vs byte lengths, offsets inside
   // the file and not overlapping. Errors name the file and the tensor.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // The same checks over bytes already in memory, which must outlive the result; `label`
+  // stands for the path in errors. For tests and the fuzzer.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(const std::string& label,
+                                                                    absl::string_view bytes);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -70,6 +74,8 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  // Reads and validates the header of the whole file's bytes, setting data_ into them.
+  absl::Status Parse(absl::string_view bytes);
   std::string path_;
   const uint8_t* map_ = nullptr;
   size_t map_size_ = 0;

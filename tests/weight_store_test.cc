@@ -116,6 +116,43 @@ TEST(Safetensors, CorruptFilesGiveErrorsNamingFileAndTensor) {
   ExpectError(SafetensorsFile::Open(dir.File("nope.safetensors")).status(), {"nope.safetensors"});
 }
 
+// Numbers a cast would mangle: a shape whose element count wraps around 2^64 to zero, offsets
+// beyond any integer a double holds, fractional and negative ones. Each is refused by name
+// (before, [2^32, 2^32] with no bytes was accepted as an empty tensor).
+TEST(Safetensors, NumbersOutsideTheirRangeAreRefusedNotCast) {
+  auto parse = [](const std::string& header, const std::string& data) {
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(uint64_t{header.size()} >> (8 * i));
+    bytes += header + data;
+    return SafetensorsFile::FromBytes("mem", bytes).status();
+  };
+  const std::string x8(8, 'x');
+  EXPECT_TRUE(parse(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", x8).ok());
+  ExpectError(parse(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],)"
+                    R"("data_offsets":[0,0]}})",
+                    ""),
+              {"mem", "tensor 'w'", "implausibly large"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[1125899906842624,1125899906842624,16384],)"
+                    R"("data_offsets":[0,0]}})",
+                    ""),
+              {"tensor 'w'", "implausibly large"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[1e300],"data_offsets":[0,0]}})", ""),
+              {"tensor 'w'", "invalid dimension"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[2.5],"data_offsets":[0,2]}})", "xx"),
+              {"tensor 'w'", "invalid dimension"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[1e300,1e300]}})", ""),
+              {"tensor 'w'", "data_offsets [begin, end) are invalid"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[-1e300,8]}})", x8),
+              {"tensor 'w'", "data_offsets [begin, end) are invalid"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[7],"data_offsets":[0.5,7.5]}})", x8),
+              {"tensor 'w'", "data_offsets [begin, end) are invalid"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,"8"]}})", x8),
+              {"tensor 'w'", "data_offsets [begin, end) are invalid"});
+  ExpectError(parse(R"({"w":{"dtype":"U8","shape":[8],"data_offsets":[8,16]}})", x8),
+              {"tensor 'w'", "run past the data buffer"});
+  ExpectError(SafetensorsFile::FromBytes("mem", "1234").status(), {"mem", "truncated: 4 bytes"});
+}
+
 TEST(RouterFile, RoundTripsEveryFamilysDemoModel) {
   TempDir dir;
   for (const auto& name : DemoModelNames()) {
@@ -271,6 +308,14 @@ TEST(Checkpoint, ErrorsNameTheFileAndTensor) {
   // Broken config.
   WriteText(tmp.File("config.json"), "{");
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(), {"config.json", "invalid JSON"});
+  // Sizes that are not whole numbers an int holds are named, not cast.
+  for (const char* bad : {"1e20", "-3", "16.5"}) {
+    WriteText(tmp.File("config.json"),
+              absl::StrCat(R"({"model_type":"deepseek_v3","hidden_size":64,"n_routed_experts":)",
+                           bad, R"(,"num_experts_per_tok":4,"n_group":4,"topk_group":2})"));
+    ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
+                {"config.json", "'n_routed_experts'", "not a whole number"});
+  }
   // Missing correction bias in the shard: rewrite the index to drop it.
   WriteText(tmp.File("config.json"),
             R"({"model_type":"deepseek_v3","hidden_size":64,"n_routed_experts":16,)"
@@ -280,6 +325,12 @@ TEST(Checkpoint, ErrorsNameTheFileAndTensor) {
       R"({"weight_map":{"model.layers.1.mlp.gate.weight":"model-00001-of-00002.safetensors"}})");
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
               {"missing tensor 'model.layers.1.mlp.gate.e_score_correction_bias'"});
+  // A layer number beyond int (std::stoi threw here, ending the process).
+  WriteText(tmp.File("model.safetensors.index.json"),
+            R"({"weight_map":{"model.layers.99999999999.mlp.gate.weight":)"
+            R"("model-00001-of-00002.safetensors"}})");
+  ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
+              {"model.layers.99999999999.mlp.gate.weight", "layer number beyond"});
   // No routers at all.
   WriteText(tmp.File("model.safetensors.index.json"), R"({"weight_map":{}})");
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
