@@ -4,20 +4,23 @@
 #include <regex>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace moe {
+namespace {
 
-absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string file = ss.str();
+// Rows and columns above this are refused before any product is formed (2^31: far past any
+// hidden size or batch, and rows * cols * 4 cannot overflow).
+constexpr int64_t kMaxNpyDim = int64_t{1} << 31;
+
+}  // namespace
+
+absl::StatusOr<NpyArray> ParseNpy(absl::string_view file, const std::string& what) {
   auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a supported .npy file: ", why));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": not a supported .npy file: ", why));
   };
-  if (file.size() < 10 || file.compare(0, 6, "\x93NUMPY") != 0) return bad("missing magic");
+  if (file.size() < 10 || file.substr(0, 6) != "\x93NUMPY") return bad("missing magic");
   const int major = static_cast<unsigned char>(file[6]);
   size_t header_len, offset;
   if (major == 1) {
@@ -32,8 +35,8 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
   } else {
     return bad(absl::StrCat("format version ", major));
   }
-  if (offset + header_len > file.size()) return bad("header runs past the end");
-  const std::string header = file.substr(offset, header_len);
+  if (header_len > file.size() - offset) return bad("header runs past the end");
+  const std::string header(file.substr(offset, header_len));
   std::smatch m;
   if (!std::regex_search(header, m, std::regex("'descr':\\s*'([^']*)'"))) return bad("no descr");
   NpyArray a;
@@ -51,14 +54,24 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
     return bad("Fortran order");
   if (!std::regex_search(header, m, std::regex("'shape':\\s*\\((\\d+),\\s*(\\d+),?\\s*\\)")))
     return bad("shape is not 2-D");
-  a.rows = std::stoll(m[1].str());
-  a.cols = std::stoll(m[2].str());
-  const size_t bytes = size_t(a.rows) * a.cols * elem;
-  if (offset + header_len + bytes != file.size())
-    return bad(absl::StrCat("data has ", file.size() - offset - header_len, " bytes, shape needs ",
-                            bytes));
-  a.data = file.substr(offset + header_len);
+  // Not std::stoll, which throws on a number beyond int64.
+  if (!absl::SimpleAtoi(m[1].str(), &a.rows) || !absl::SimpleAtoi(m[2].str(), &a.cols) ||
+      a.rows > kMaxNpyDim || a.cols > kMaxNpyDim)
+    return bad(absl::StrCat("shape (", m[1].str(), ", ", m[2].str(), ") is implausibly large"));
+  const size_t bytes = size_t(a.rows) * size_t(a.cols) * elem;
+  const size_t data_bytes = file.size() - offset - header_len;
+  if (bytes != data_bytes)
+    return bad(absl::StrCat("data has ", data_bytes, " bytes, shape needs ", bytes));
+  a.data = std::string(file.substr(offset + header_len));
   return a;
+}
+
+absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseNpy(ss.str(), path);
 }
 
 }  // namespace moe

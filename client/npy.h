@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "moe_router/v1/router.pb.h"
 
 namespace moe {
@@ -16,5 +17,7 @@ struct NpyArray {
 };
 
 absl::StatusOr<NpyArray> ReadNpy(const std::string& path);
+// The same from the file's bytes; errors name `what` (the path, say).
+absl::StatusOr<NpyArray> ParseNpy(absl::string_view file, const std::string& what);
 
 }  // namespace moe

@@ -2,6 +2,7 @@
 # Fuzzes the parsers that take outside bytes with clang's libFuzzer, under ASan + UBSan:
 #   safetensors_fuzz      any bytes as a safetensors file (checkpoints, router files)
 #   route_request_fuzz    any bytes as a RouteRequest, validated and routed on the CPU backend
+#   npy_fuzz              any bytes as the CLI's .npy input
 #
 #   scripts/fuzz.sh                    each target 60 s
 #   SECONDS_PER_TARGET=600 scripts/fuzz.sh safetensors_fuzz
@@ -16,7 +17,7 @@ scripts/install-deps.sh
 command -v clang++ > /dev/null || { echo "fuzz.sh: needs clang++ (apt-get install clang)" >&2; exit 2; }
 seconds=${SECONDS_PER_TARGET:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors_fuzz route_request_fuzz)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors_fuzz route_request_fuzz npy_fuzz)
 build_dir=${BUILD_DIR:-build/fuzz}
 CC=clang CXX=clang++ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMOE_ROUTER_CUDA=OFF -DMOE_ROUTER_LIBFUZZER=ON > /dev/null

@@ -80,8 +80,28 @@ def route_request_seeds(build_dir: str) -> None:
     write(t, "ds_no_such_layer", bad.SerializeToString())
 
 
+def npy_seeds() -> None:
+    t = "npy_fuzz"
+
+    def npy(header: str, data: bytes, major: int = 1) -> bytes:
+        prefix = 10 if major == 1 else 12
+        header += " " * (-(prefix + len(header) + 1) % 64) + "\n"
+        size = struct.pack("<H" if major == 1 else "<I", len(header))
+        return b"\x93NUMPY" + bytes([major, 0]) + size + header.encode() + data
+
+    write(t, "f4_v1", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                          bytes(24)))
+    write(t, "u2_v2", npy("{'descr': '<u2', 'fortran_order': False, 'shape': (1, 8), }",
+                          bytes(16), 2))
+    write(t, "f2_v3", npy("{'descr': '<f2', 'fortran_order': False, 'shape': (4, 1), }",
+                          bytes(8), 3))
+    write(t, "fortran", npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+                            bytes(24)))
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py BUILD_DIR")
     safetensors_seeds()
+    npy_seeds()
     route_request_seeds(sys.argv[1])
