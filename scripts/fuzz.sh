@@ -13,8 +13,7 @@
 # (ctest -R _replay), also in builds without clang.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
-command -v clang++ > /dev/null || { echo "fuzz.sh: needs clang++ (apt-get install clang)" >&2; exit 2; }
+scripts/install-deps.sh clang libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes
 seconds=${SECONDS_PER_TARGET:-60}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors_fuzz route_request_fuzz npy_fuzz)

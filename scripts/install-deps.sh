@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages moe-router needs to build, test and run, skipping
-# those already present. Needs root (or sudo).
+# those already present, and any further packages named as arguments (scripts/fuzz.sh:
+# clang and its libFuzzer runtime). Needs root (or sudo).
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   libcivetweb-dev civetweb libgtest-dev libgmock-dev prometheus curl
-  python3 python3-grpcio python3-numpy python3-protobuf python3-yaml openssl)
+  python3 python3-grpcio python3-numpy python3-protobuf python3-yaml openssl "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
