@@ -2,6 +2,8 @@
 # Fuzzes the parsers that take outside bytes with clang's libFuzzer, under ASan + UBSan:
 #   safetensors_fuzz      any bytes as a safetensors file (checkpoints, router files)
 #   route_request_fuzz    any bytes as a RouteRequest, validated and routed on the CPU backend
+#   batch_merge_fuzz      up to four requests routed alone and merged into batches: the same
+#                         answers to the bit
 #   npy_fuzz              any bytes as the CLI's .npy input
 #
 #   scripts/fuzz.sh                    each target 60 s
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh clang libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes
 seconds=${SECONDS_PER_TARGET:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors_fuzz route_request_fuzz npy_fuzz)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors_fuzz route_request_fuzz batch_merge_fuzz npy_fuzz)
 build_dir=${BUILD_DIR:-build/fuzz}
 CC=clang CXX=clang++ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMOE_ROUTER_CUDA=OFF -DMOE_ROUTER_LIBFUZZER=ON > /dev/null

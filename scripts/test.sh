@@ -17,6 +17,6 @@ exclude=()
 if [ "$build_type" = Tsan ]; then
   # Uninstrumented gRPC reports races inside its own threads, and TSan crashes in protobuf's
   # Map iteration (safetensors headers): those tests say nothing about our code under TSan.
-  exclude=(-E '^(Server\.|Safetensors\.|RouterFile\.|Checkpoint\.|ExtractTool\.|python_client_test|deploy_test)')
+  exclude=(-E '^(Server\.|Safetensors\.|RouterFile\.|Checkpoint\.|ExtractTool\.|python_client_test|deploy_test|safetensors_fuzz_replay)')
 fi
 ctest --output-on-failure -j "$jobs" --timeout 600 "${exclude[@]}"
