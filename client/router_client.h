@@ -30,7 +30,9 @@ struct Routed {
 };
 
 // A RouteStream session: Send requests, Receive answers in the same order. One thread may
-// send while another receives; Finish after the last Receive.
+// send while another receives; Finish after the last Receive. The server holds at most
+// --max_stream_in_flight (default 256) of a stream's requests: one thread that sends more
+// than that before it receives blocks in Send.
 class RouteStreamSession {
  public:
   bool Send(const moe_router::v1::RouteRequest& request) { return stream_->Write(request); }

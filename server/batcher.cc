@@ -80,11 +80,15 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
       return;
     }
   }
+  const int64_t bytes = static_cast<int64_t>(work->hidden_bytes.size());
+  bool bytes_full = false;
   {
     absl::MutexLock lock(&mu_);
-    if (!stopping_ && queued_ < options_.max_queued_requests) {
+    bytes_full = queued_ > 0 && queued_bytes_ + bytes > options_.max_queued_bytes;
+    if (!stopping_ && queued_ < options_.max_queued_requests && !bytes_full) {
       queues_[Key(work->model, work->layer, int(work->dtype))].push_back(std::move(work));
       ++queued_;
+      queued_bytes_ += bytes;
       metrics_->queue_depth->Set({}, queued_.load());
       // A spinning worker takes a lone request within a microsecond; waking a sleeping one
       // as well would let a cold thread race it for the batch. Once requests pile up, wake
@@ -104,8 +108,11 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
     work->done(absl::UnavailableError("server is shutting down"), {});
   } else {
     metrics_->shed->Increment({{"model", work->model}});
-    work->done(absl::ResourceExhaustedError(absl::StrCat(
-                   "queue full: ", options_.max_queued_requests, " requests waiting; retry later")),
+    work->done(absl::ResourceExhaustedError(
+                   bytes_full ? absl::StrCat("queue full: more than ", options_.max_queued_bytes,
+                                             " bytes of hidden states waiting; retry later")
+                              : absl::StrCat("queue full: ", options_.max_queued_requests,
+                                             " requests waiting; retry later")),
                {});
   }
 }
@@ -160,6 +167,7 @@ void Batcher::WorkerMain() {
           if (!expired && batch_tokens + w->tokens > options_.limits.max_batch_tokens &&
               !batch.empty())
             break;
+          queued_bytes_ -= static_cast<int64_t>(w->hidden_bytes.size());
           if (expired) {
             dropped.push_back(std::move(w));
           } else {

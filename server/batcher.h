@@ -59,6 +59,10 @@ struct RouteWork {
 struct BatcherOptions {
   BatchingLimits limits;
   int max_queued_requests = 4096;
+  // The same bound on the hidden-state bytes waiting: 4096 requests of 256 DeepSeek-V3
+  // tokens hold 15 GB, past the memory a container is usually given. A request that finds
+  // the queue empty is always taken, whatever its size (the message size limit bounds it).
+  int64_t max_queued_bytes = int64_t{1} << 30;
   // How long an idle worker busy-waits for the next request before sleeping. A spinning
   // worker takes a lone request within a microsecond and runs it on a thread whose caches
   // hold the backend's code and data (a request run on a cold gRPC thread costs ~30 us
@@ -105,9 +109,10 @@ class Batcher {
   std::map<Key, std::deque<std::unique_ptr<RouteWork>>> queues_ ABSL_GUARDED_BY(mu_);
   // Written under mu_; read without it by a spinning worker (SpinForWork).
   std::atomic<int> queued_{0};
-  int executing_ ABSL_GUARDED_BY(mu_) = 0;  // batches being computed (workers and inline)
-  std::atomic<bool> stopping_{false};       // written under mu_, like queued_
-  std::atomic<int> spinning_{0};            // workers busy-waiting for work
+  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // hidden_bytes of the queued requests
+  int executing_ ABSL_GUARDED_BY(mu_) = 0;         // batches being computed (workers and inline)
+  std::atomic<bool> stopping_{false};              // written under mu_, like queued_
+  std::atomic<int> spinning_{0};                   // workers busy-waiting for work
   // A lone request's way to the spinning worker without mu_ or the queue map (measured
   // 3-6 us of hand-off on the H100 host, most of it the mutex between the two threads).
   // Open (null) only while a worker spins with nothing queued; Submit fills it with a CAS;

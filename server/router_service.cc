@@ -28,8 +28,12 @@ std::string CodeName(absl::StatusCode c) { return absl::StatusCodeToString(c); }
 }  // namespace
 
 RouterService::RouterService(Batcher* batcher, RouterBackend* backend, ServerMetrics* metrics,
-                             int max_tokens)
-    : batcher_(batcher), backend_(backend), metrics_(metrics), max_tokens_(max_tokens) {}
+                             int max_tokens, int max_stream_in_flight)
+    : batcher_(batcher),
+      backend_(backend),
+      metrics_(metrics),
+      max_tokens_(max_tokens),
+      max_stream_in_flight_(max_stream_in_flight) {}
 
 void RouterService::SetModels(ModelTable models) {
   auto table = std::make_shared<const ModelTable>(std::move(models));
@@ -116,7 +120,9 @@ grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
 namespace {
 
 // Answers each streamed request in arrival order; a failed request gets an error entry
-// and the stream goes on.
+// and the stream goes on. At most max_stream_in_flight requests are held (queued, being
+// routed, or answered and waiting to be written): at the bound the next read waits for a
+// write to complete.
 class RouteStreamReactor
     : public grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse> {
  public:
@@ -152,6 +158,13 @@ class RouteStreamReactor
       }
       WriteNextLocked();
     });
+    {
+      std::lock_guard<std::recursive_mutex> lock(mu_);
+      if (pending_.size() >= static_cast<size_t>(service_->max_stream_in_flight())) {
+        read_paused_ = true;  // OnWriteDone reads on once an answer is written
+        return;
+      }
+    }
     StartRead(&request_);
   }
 
@@ -162,6 +175,7 @@ class RouteStreamReactor
     writing_ = false;
     if (!ok) write_failed_ = true;
     WriteNextLocked();
+    ResumeReadingLocked();
     MaybeFinishLocked();
   }
 
@@ -178,11 +192,19 @@ class RouteStreamReactor
     if (write_failed_) {  // the client is gone: drop answers, keep the bookkeeping
       pending_.pop_front();
       ++first_seq_;
+      ResumeReadingLocked();
       WriteNextLocked();
       return;
     }
     writing_ = true;
     StartWrite(&pending_.front().message);
+  }
+
+  void ResumeReadingLocked() {
+    if (!read_paused_ || pending_.size() >= static_cast<size_t>(service_->max_stream_in_flight()))
+      return;
+    read_paused_ = false;
+    StartRead(&request_);
   }
 
   void MaybeFinishLocked() {
@@ -199,6 +221,7 @@ class RouteStreamReactor
   std::deque<Slot> pending_;  // answers not yet written, in request order
   uint64_t first_seq_ = 0, next_seq_ = 0;
   bool reads_done_ = false, writing_ = false, finished_ = false, write_failed_ = false;
+  bool read_paused_ = false;  // at max_stream_in_flight: no read outstanding
 };
 
 }  // namespace

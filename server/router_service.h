@@ -19,7 +19,11 @@ namespace moe {
 class RouterService final : public moe_router::v1::Router::CallbackService {
  public:
   using ModelTable = std::map<std::string, ModelDescription>;
-  RouterService(Batcher* batcher, RouterBackend* backend, ServerMetrics* metrics, int max_tokens);
+  // max_stream_in_flight: a RouteStream's requests not yet answered or not yet written;
+  // at the bound the stream is not read until a write completes, so gRPC's flow control
+  // holds back a client that sends without reading instead of the server buffering for it.
+  RouterService(Batcher* batcher, RouterBackend* backend, ServerMetrics* metrics, int max_tokens,
+                int max_stream_in_flight = 256);
 
   // Publishes the loaded models; requests are served from then on.
   void SetModels(ModelTable models);
@@ -35,6 +39,8 @@ class RouterService final : public moe_router::v1::Router::CallbackService {
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* ctx,
                                      const moe_router::v1::GetModelRequest* req,
                                      moe_router::v1::ModelInfo* resp) override;
+
+  int max_stream_in_flight() const { return max_stream_in_flight_; }
 
   // Validates and submits one request; `done` gets the status and the filled response.
   // Takes the request's hidden-state bytes (see ValidateRouteRequest).
@@ -52,6 +58,7 @@ class RouterService final : public moe_router::v1::Router::CallbackService {
   RouterBackend* const backend_;
   ServerMetrics* const metrics_;
   const int max_tokens_;
+  const int max_stream_in_flight_;
 };
 
 }  // namespace moe

@@ -50,6 +50,13 @@ ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
 ABSL_FLAG(int, max_queued_requests, 4096, "Queue bound; beyond it requests get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_stream_in_flight, 256,
+          "Requests of one RouteStream answered but not yet written, or not yet answered, "
+          "beyond which the server stops reading that stream until the client reads "
+          "(bounds a stream's memory when its client does not read)");
+ABSL_FLAG(int64_t, max_queued_bytes, int64_t{1} << 30,
+          "Bound on the hidden-state bytes queued; beyond it requests get RESOURCE_EXHAUSTED "
+          "(a request finding the queue empty is always taken)");
 ABSL_FLAG(int, idle_spin_us, -1,
           "How long an idle batcher worker busy-waits for the next request before sleeping. "
           "-1: 1000 on the CUDA backend, 0 on the CPU backend (whose threads need the cores). "
@@ -176,6 +183,12 @@ int main(int argc, char** argv) {
   if (max_batch_tokens < 1 || max_batch_tokens > kMaxTokens)
     return Fail(
         absl::StrCat("--max_batch_tokens: ", max_batch_tokens, " is outside 1..", kMaxTokens));
+  if (absl::GetFlag(FLAGS_max_queued_requests) < 1)
+    return Fail("--max_queued_requests: must be at least 1");
+  if (absl::GetFlag(FLAGS_max_queued_bytes) < 0)
+    return Fail("--max_queued_bytes: must not be negative");
+  if (absl::GetFlag(FLAGS_max_stream_in_flight) < 1)
+    return Fail("--max_stream_in_flight: must be at least 1");
 
   // Backend.
   std::unique_ptr<RouterBackend> backend;
@@ -210,6 +223,7 @@ int main(int argc, char** argv) {
   batcher_options.limits.max_batch_tokens = max_batch_tokens;
   batcher_options.limits.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   batcher_options.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  batcher_options.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   batcher_options.idle_spin_us =
       idle_spin_us >= 0 ? idle_spin_us : (backend->name() == "cuda" ? 1000 : 0);
   batcher_options.on_backend_failure = [&server] {
@@ -217,7 +231,8 @@ int main(int argc, char** argv) {
     server->GetHealthCheckService()->SetServingStatus(false);
   };
   Batcher batcher(backend.get(), batcher_options, &metrics);
-  RouterService service(&batcher, backend.get(), &metrics, kMaxTokens);
+  RouterService service(&batcher, backend.get(), &metrics, kMaxTokens,
+                        absl::GetFlag(FLAGS_max_stream_in_flight));
 
   std::unique_ptr<MetricsHttpServer> http;
   if (!absl::GetFlag(FLAGS_metrics_address).empty()) {

@@ -315,6 +315,40 @@ TEST_F(BatcherTest, AFullQueueShedsAndShutdownDrains) {
   EXPECT_EQ(ok, 3);
 }
 
+// The bound on queued hidden-state bytes: a request that finds the queue empty is taken
+// whatever its size; past the bound requests are shed naming it; bytes leave the count as
+// their requests leave the queue (the second round fits only if they did).
+TEST_F(BatcherTest, QueuedBytesAreBounded) {
+  BatcherOptions o;
+  o.max_queued_bytes = 100;  // Work(t) holds 16 t bytes
+  Batcher batcher(&backend, o, &metrics);
+  Outcome out;
+  backend.Hold(true);
+  batcher.Submit(Work(1, &out));  // taken by the worker, held there
+  backend.WaitStarted(1);
+  batcher.Submit(Work(8, &out));  // 128 bytes into an empty queue: taken
+  batcher.Submit(Work(1, &out));  // 144 > 100: shed
+  out.Wait(1);
+  EXPECT_EQ(out.results[0].first, absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(out.messages[0].find("100 bytes of hidden states"), std::string::npos)
+      << out.messages[0];
+  backend.Hold(false);
+  out.Wait(3);
+  for (int i = 1; i < 3; ++i) EXPECT_EQ(out.results[i].first, absl::StatusCode::kOk);
+
+  backend.Hold(true);
+  batcher.Submit(Work(1, &out));
+  backend.WaitStarted(3);
+  batcher.Submit(Work(4, &out));  // 64
+  batcher.Submit(Work(2, &out));  // 96: fits only if the first round's bytes left the count
+  batcher.Submit(Work(1, &out));  // 112: shed
+  out.Wait(4);
+  EXPECT_EQ(out.results[3].first, absl::StatusCode::kResourceExhausted);
+  backend.Hold(false);
+  out.Wait(7);
+  for (int i = 4; i < 7; ++i) EXPECT_EQ(out.results[i].first, absl::StatusCode::kOk) << i;
+}
+
 TEST_F(BatcherTest, ADeviceFailureFailsTheBatchAndIsReportedOnce) {
   std::atomic<int> reported{0};
   BatcherOptions o;

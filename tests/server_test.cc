@@ -425,6 +425,62 @@ TEST_F(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+// A client that sends without reading: at --max_stream_in_flight the server stops reading
+// the stream, so the client's writes stall (gRPC's flow control) instead of the server
+// buffering answers without bound; once the client reads, every answer arrives in order.
+TEST_F(Server, StreamStopsReadingAtItsBoundUntilTheClientReads) {
+  ServerProcess server({"--max_stream_in_flight=4"});
+  ASSERT_TRUE(server.WaitServing());
+  // A client that buffers little of what it has not read (no window growth), so the
+  // server's writes stall soon, as they would for a client that reads nothing for long.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8192);
+  auto stub = v1::Router::NewStub(
+      grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  auto stream = stub->RouteStream(&ctx);
+  const std::string m = "demo-deepseek-v3";
+  const Case c = MakeCase(m, 1, 1, 5);
+  // 3000 requests of 14 KB: 42 MB, far past any flow-control window on loopback.
+  constexpr int kRequests = 3000;
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    v1::RouteRequest req = Request(m, 1, 1, c.bytes);
+    for (int i = 0; i < kRequests; ++i) {
+      req.set_request_id(i);
+      if (!stream->Write(req)) return;
+      ++written;
+    }
+    stream->WritesDone();
+  });
+  // Wait until the writes stop moving (or all went through, which fails below).
+  int last = -1;
+  for (int i = 0; i < 100 && written.load() != last && written.load() < kRequests; ++i) {
+    last = written.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_LT(written.load(), kRequests) << "the server read every request of a client that "
+                                          "does not read its answers";
+  std::fprintf(stderr, "writes stalled after %d of %d requests\n", written.load(), kRequests);
+  v1::RouteStreamResponse resp;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(stream->Read(&resp)) << i;
+    ASSERT_EQ(resp.request_id(), uint64_t(i));
+    ASSERT_TRUE(resp.has_response()) << resp.error().message();
+    if (i == 0 || i == kRequests - 1) {
+      Routed r;
+      r.ids.assign(resp.response().expert_ids().begin(), resp.response().expert_ids().end());
+      r.weights.assign(resp.response().expert_weights().begin(),
+                       resp.response().expert_weights().end());
+      EXPECT_EQ(Check(m, c, r), "") << i;
+    }
+  }
+  writer.join();
+  EXPECT_FALSE(stream->Read(&resp));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(Server, DeadlinesSheddingAndMetrics) {
   ServerProcess server({"--max_queued_requests=2", "--max_queue_delay_us=300000"});
   ASSERT_TRUE(server.WaitServing());
