@@ -50,8 +50,13 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
                            std::function<void(absl::Status, v1::RouteResponse)> done) {
   const auto arrival = Clock::now();
   const v1::RouteRequest& req = *request;
-  const std::string model = req.model();
   const uint64_t request_id = req.request_id();
+  const auto models = Models();
+  // The metrics' model label: a loaded model's name, else kUnknownModelLabel. Never the
+  // client's string: every made-up name would be a new series, without bound.
+  const std::string model = models != nullptr && models->count(req.model()) != 0
+                                ? req.model()
+                                : std::string(kUnknownModelLabel);
   auto finish = [this, model, arrival, done = std::move(done)](absl::Status s,
                                                                v1::RouteResponse r) {
     metrics_->requests->Increment({{"model", model}, {"code", CodeName(s.code())}});
@@ -61,7 +66,6 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
     done(std::move(s), std::move(r));
   };
   metrics_->in_flight->Increment({}, 1);
-  const auto models = Models();
   if (models == nullptr) {
     finish(absl::UnavailableError("models are still loading; retry shortly"), {});
     return;

@@ -16,6 +16,10 @@
 
 namespace moe {
 
+// The model label of requests for a model that is not loaded (requests_total,
+// request_duration_seconds): one series for all of them, whatever names clients send.
+inline constexpr char kUnknownModelLabel[] = "(unknown)";
+
 class RouterService final : public moe_router::v1::Router::CallbackService {
  public:
   using ModelTable = std::map<std::string, ModelDescription>;

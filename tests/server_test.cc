@@ -350,6 +350,23 @@ TEST_F(Server, EveryValidationErrorHasItsCodeAndNamesTheField) {
   Routed r;
   ASSERT_TRUE(client.Route(m, 0, v1::DTYPE_BF16, 2, hidden, good.bytes, &r).ok());
   EXPECT_EQ(Check(m, good, r), "");
+  // Made-up model names share one metrics series: a client cannot add series at will.
+  for (const char* name : {"made-up-1", "made-up-2", "made-up-3"}) {
+    auto req = base;
+    req.set_model(name);
+    grpc::ClientContext ctx;
+    v1::RouteResponse resp;
+    EXPECT_EQ(client.stub()->Route(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  if (kMetricsEndpoint) {
+    const std::string metrics = Scrape(server.metrics_port());
+    EXPECT_EQ(metrics.find("made-up"), std::string::npos);
+    EXPECT_EQ(metrics.find("model=\"nope\""), std::string::npos);
+    // "nope" above and the three made-up names.
+    EXPECT_NE(metrics.find("moe_router_requests_total{model=\"(unknown)\",code=\"NOT_FOUND\"} 4"),
+              std::string::npos)
+        << metrics.substr(0, 3000);
+  }
   // Larger requests with a NaN in their last element, each way the CUDA backend takes
   // hidden states in (and checks them on the device): 9 DeepSeek-V3 tokens by the stage-in
   // kernel, 20 (a 32-token bucket, 458 KB) by the copy engine and the check kernel. Each is
