@@ -350,6 +350,11 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
 }
 
 absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_count) {
+  // A config may come from the autotuner's cache file: any other value would have launched
+  // the FMA kernel with the tensor-core layout.
+  if (c.mainloop != Mainloop::kTensorCore && c.mainloop != Mainloop::kFma)
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: mainloop ", int(c.mainloop), " is not 0 (tensor core) or 1 (FMA)"));
   if (c.mainloop == Mainloop::kTensorCore) {
     if (s.x_dtype != s.w_dtype || s.x_dtype == DType::kFP32)
       return absl::InvalidArgumentError(

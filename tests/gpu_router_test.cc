@@ -12,6 +12,7 @@
 #include <limits>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
@@ -349,6 +350,21 @@ TEST(GpuConfigs, PolledGridWiderThanTheGpuIsRefused) {
   const absl::Status status = cuda::CanRouteDecomposeK(p, wide);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(status.message()).find("SMs"), std::string::npos) << status;
+}
+
+// A config read back from a damaged autotune cache line: a mainloop other than the two is
+// refused (the plan is then tuned afresh), not launched as the FMA kernel with the
+// tensor-core layout. Host-side checks only: runs without a GPU too.
+TEST(GpuConfigs, AnUnknownMainloopIsRefused) {
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  for (int mainloop : {2, 7, -1}) {
+    cuda::DecomposeKConfig c{static_cast<cuda::Mainloop>(mainloop), 1000, 8, 0};
+    const absl::Status status = cuda::CanRouteDecomposeK(p, c);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << mainloop;
+    EXPECT_NE(std::string(status.message()).find(absl::StrCat("mainloop ", mainloop)),
+              std::string::npos)
+        << status;
+  }
 }
 
 TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
