@@ -101,40 +101,51 @@ absl::Status CpuRouter::Route(const RouteProblem& p, const RouteArgs& args, void
     // the batch around it (tests: CpuDot, CpuRouterBatching).
     float w_rows[4][kKStep];
     const int group = CpuDotPrefersBlocks() && tokens >= 4 ? 4 : 1;
-    for (int e0 = b * split.expert_block; e0 < e_end; e0 += group) {
-      const int ne = std::min(group, e_end - e0);
-      for (int t = 0; t < tokens; ++t)
-        for (int c = 0; c < ne; ++c) part[size_t(t) * experts + e0 + c] = 0.0f;
-      for (int k = k_begin; k < k_end; k += kKStep) {
-        const int n = std::min(kKStep, k_end - k);
-        if (group == 1 && p.weight_dtype == DType::kBF16) {
-          // No block to feed (one to three tokens, or the baseline level): the bf16 row is
-          // converted as it streams in, prefetched ahead, rather than through w_rows (one
-          // token on this project's 2-core Xeon VM, medians of two sets of rounds in turns:
-          // DeepSeek-V3 447 -> 331 and 492 -> 393 us, gpt-oss-20b 44 -> 35 and 45 -> 40,
-          // Qwen3-30B 86 -> 72 and 93 -> 92). The same sums, to the bit.
-          const uint16_t* w = static_cast<const uint16_t*>(args.weight) + size_t(e0) * hidden + k;
-          for (int t = 0; t < tokens; ++t)
-            part[size_t(t) * experts + e0] += DotFloatBf16(x(t, k), w, n);
-          continue;
-        }
-        for (int c = 0; c < ne; ++c)
-          ConvertToFloat(args.weight, p.weight_dtype, size_t(e0 + c) * hidden + k, n, w_rows[c]);
-        int t = 0;
-        if (ne == 4) {  // a group of four: the blocks pay here
-          const float* const w[4] = {w_rows[0], w_rows[1], w_rows[2], w_rows[3]};
-          for (; t + 4 <= tokens; t += 4) {
-            const float* const xs[4] = {x(t, k), x(t + 1, k), x(t + 2, k), x(t + 3, k)};
-            float d[4][4];
-            DotFloat4x4(xs, w, n, d);
-            for (int r = 0; r < 4; ++r)
-              for (int c = 0; c < 4; ++c) part[size_t(t + r) * experts + e0 + c] += d[r][c];
-          }
-        }
-        for (; t < tokens; ++t)
-          for (int c = 0; c < ne; ++c)
-            part[size_t(t) * experts + e0 + c] += DotFloat(x(t, k), w_rows[c], n);
+    const int e_begin = b * split.expert_block;
+    // Adds chunk [k, k + n) of experts e0 .. e0 + ne - 1 to every token's partial logits.
+    auto add_chunk = [&](int e0, int ne, int k, int n) {
+      if (group == 1 && p.weight_dtype == DType::kBF16) {
+        // No block to feed (one to three tokens, or the baseline level): the bf16 row is
+        // converted as it streams in, prefetched ahead, rather than through w_rows (one
+        // token on this project's 2-core Xeon VM, medians of two sets of rounds in turns:
+        // DeepSeek-V3 447 -> 331 and 492 -> 393 us, gpt-oss-20b 44 -> 35 and 45 -> 40,
+        // Qwen3-30B 86 -> 72 and 93 -> 92). The same sums, to the bit.
+        const uint16_t* w = static_cast<const uint16_t*>(args.weight) + size_t(e0) * hidden + k;
+        for (int t = 0; t < tokens; ++t)
+          part[size_t(t) * experts + e0] += DotFloatBf16(x(t, k), w, n);
+        return;
       }
+      for (int c = 0; c < ne; ++c)
+        ConvertToFloat(args.weight, p.weight_dtype, size_t(e0 + c) * hidden + k, n, w_rows[c]);
+      int t = 0;
+      if (ne == 4) {  // a group of four: the blocks pay here
+        const float* const w[4] = {w_rows[0], w_rows[1], w_rows[2], w_rows[3]};
+        for (; t + 4 <= tokens; t += 4) {
+          const float* const xs[4] = {x(t, k), x(t + 1, k), x(t + 2, k), x(t + 3, k)};
+          float d[4][4];
+          DotFloat4x4(xs, w, n, d);
+          for (int r = 0; r < 4; ++r)
+            for (int c = 0; c < 4; ++c) part[size_t(t + r) * experts + e0 + c] += d[r][c];
+        }
+      }
+      for (; t < tokens; ++t)
+        for (int c = 0; c < ne; ++c)
+          part[size_t(t) * experts + e0 + c] += DotFloat(x(t, k), w_rows[c], n);
+    };
+    for (int t = 0; t < tokens; ++t)
+      for (int e = e_begin; e < e_end; ++e) part[size_t(t) * experts + e] = 0.0f;
+    if (tokens < 4) {
+      // Each weight row streamed whole, in order, for its software prefetch.
+      for (int e0 = e_begin; e0 < e_end; e0 += group)
+        for (int k = k_begin; k < k_end; k += kKStep)
+          add_chunk(e0, std::min(group, e_end - e0), k, std::min(kKStep, k_end - k));
+    } else {
+      // Each K step's hidden states (tokens x 4 KB) pass over all of the block's experts
+      // while they are in L2; experts outermost, they came from L3 once per four experts
+      // (DeepSeek-V3 at 256 tokens: 7.3 MB, a 2 MB L2).
+      for (int k = k_begin; k < k_end; k += kKStep)
+        for (int e0 = e_begin; e0 < e_end; e0 += group)
+          add_chunk(e0, std::min(group, e_end - e0), k, std::min(kKStep, k_end - k));
     }
   });
 
