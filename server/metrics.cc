@@ -130,6 +130,7 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r) {
   queue_depth = r->AddGauge("moe_router_queue_depth", "Requests waiting in batch queues.");
   in_flight =
       r->AddGauge("moe_router_in_flight_requests", "Route requests accepted and not yet answered.");
+  open_streams = r->AddGauge("moe_router_open_streams", "RouteStream calls not yet finished.");
   shed = r->AddCounter("moe_router_shed_total", "Requests rejected because the queue was full.");
   model_info = r->AddGauge("moe_router_model_info", "Loaded models (value 1).");
   weight_bytes =

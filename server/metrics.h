@@ -72,6 +72,7 @@ struct ServerMetrics {
   MetricFamily* batch_tokens;     // moe_router_batch_tokens{backend}
   MetricFamily* queue_depth;      // moe_router_queue_depth
   MetricFamily* in_flight;        // moe_router_in_flight_requests
+  MetricFamily* open_streams;     // moe_router_open_streams
   MetricFamily* shed;             // moe_router_shed_total{model}
   MetricFamily* model_info;       // moe_router_model_info{model,family,backend,device}
   MetricFamily* weight_bytes;     // moe_router_weight_memory_bytes{model}

@@ -132,6 +132,7 @@ class RouteStreamReactor
  public:
   RouteStreamReactor(RouterService* service, grpc::CallbackServerContext* ctx)
       : service_(service), ctx_(ctx) {
+    service_->metrics()->open_streams->Increment({}, 1);
     StartRead(&request_);
   }
 
@@ -161,6 +162,9 @@ class RouteStreamReactor
         slot.message.mutable_error()->set_message(std::string(s.message()));
       }
       WriteNextLocked();
+      // After a failed write the answer was dropped here, not written: the stream may be
+      // done now, and no OnWriteDone will come to finish it.
+      MaybeFinishLocked();
     });
     {
       std::lock_guard<std::recursive_mutex> lock(mu_);
@@ -183,7 +187,10 @@ class RouteStreamReactor
     MaybeFinishLocked();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->metrics()->open_streams->Increment({}, -1);
+    delete this;
+  }
 
  private:
   struct Slot {

@@ -45,6 +45,7 @@ class RouterService final : public moe_router::v1::Router::CallbackService {
                                      moe_router::v1::ModelInfo* resp) override;
 
   int max_stream_in_flight() const { return max_stream_in_flight_; }
+  ServerMetrics* metrics() const { return metrics_; }
 
   // Validates and submits one request; `done` gets the status and the filled response.
   // Takes the request's hidden-state bytes (see ValidateRouteRequest).

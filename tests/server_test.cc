@@ -571,6 +571,46 @@ TEST_F(Server, SigtermDrainsAcceptedRequestsAndExitsZero) {
   EXPECT_EQ(failed.load(), 0);
 }
 
+// Clients that cancel their streams with requests still queued: the answers that come
+// after the stream's first failed write are dropped, and the stream must still finish
+// (moe_router_open_streams back to 0), or its call and memory stay until the process ends.
+// The queue delay holds each stream's requests until the client has gone.
+TEST_F(Server, CancelledStreamsFinish) {
+  ServerProcess server({"--max_queue_delay_us=100000"});
+  ASSERT_TRUE(server.WaitServing());
+  RouterClient client(server.address());
+  const std::string m = "demo-mixtral";
+  const Case c = MakeCase(m, 1, 1, 9);
+  for (int round = 0; round < 10; ++round) {
+    grpc::ClientContext ctx;
+    auto stream = client.stub()->RouteStream(&ctx);
+    v1::RouteRequest req = Request(m, 1, 1, c.bytes);
+    for (int i = 0; i < 40; ++i) {
+      req.set_request_id(i);
+      ASSERT_TRUE(stream->Write(req));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // read and queued
+    ctx.TryCancel();
+    stream->Finish();
+  }
+  // The server is unharmed, and every stream finished once its queued answers were dropped.
+  Routed r;
+  ASSERT_TRUE(client.Route(m, 1, v1::DTYPE_BF16, 1, Demo(m).spec.hidden, c.bytes, &r).ok());
+  EXPECT_EQ(Check(m, c, r), "");
+  if (kMetricsEndpoint) {
+    std::string metrics;
+    for (int i = 0; i < 50; ++i) {  // up to 5 s for the last batch to be dropped
+      metrics = Scrape(server.metrics_port());
+      if (metrics.find("moe_router_open_streams 0\n") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    // ASSERT: with a stream left open, the shutdown below would wait for it forever.
+    ASSERT_NE(metrics.find("moe_router_open_streams 0\n"), std::string::npos)
+        << metrics.substr(metrics.find("moe_router_open_streams"), 80);
+  }
+  EXPECT_EQ(server.Terminate(), 0);
+}
+
 TEST_F(Server, MutualTlsWithGeneratedCertificates) {
   if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "no openssl";
   const std::string dir = absl::StrCat("/tmp/moe_tls_", getpid());
