@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -55,11 +54,12 @@ absl::Status ApplyConfig(const google::protobuf::Struct& cfg, const std::string&
   auto set_int = [&](std::initializer_list<const char*> keys, int* out) -> absl::Status {
     for (const char* k : keys)
       if (auto v = JsonNumber(cfg, k)) {
-        if (!(*v >= 0 && *v <= std::numeric_limits<int>::max() && std::floor(*v) == *v))
-          return absl::InvalidArgumentError(absl::StrCat(path, ": '", k, "' = ", *v,
-                                                         " is not a whole number 0..",
-                                                         std::numeric_limits<int>::max()));
-        *out = static_cast<int>(*v);
+        constexpr int kMax = std::numeric_limits<int>::max();
+        const std::optional<uint64_t> whole = WholeNumberUpTo(*v, kMax);
+        if (!whole)
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ": '", k, "' = ", *v, " is not a whole number 0..", kMax));
+        *out = static_cast<int>(*whole);
         return absl::OkStatus();
       }
     return absl::OkStatus();

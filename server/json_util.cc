@@ -1,5 +1,6 @@
 #include "server/json_util.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -34,6 +35,11 @@ absl::StatusOr<google::protobuf::Struct> ReadJsonFile(const std::string& path) {
   auto text = ReadWholeFile(path);
   if (!text.ok()) return text.status();
   return ParseJsonObject(*text, path);
+}
+
+std::optional<uint64_t> WholeNumberUpTo(double d, uint64_t limit) {
+  if (!(d >= 0) || d > static_cast<double>(limit) || std::floor(d) != d) return std::nullopt;
+  return static_cast<uint64_t>(d);
 }
 
 std::optional<double> JsonNumber(const google::protobuf::Struct& s, absl::string_view key) {

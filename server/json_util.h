@@ -2,6 +2,7 @@
 // (no extra dependency). Stateless, thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -19,6 +20,9 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 // Field lookups that return nullopt when the key is absent or has another type.
 std::optional<double> JsonNumber(const google::protobuf::Struct& s, absl::string_view key);
+// A JSON number as a whole number in [0, limit]; nullopt when it is negative, fractional,
+// NaN or beyond the limit (where a cast to an integer would be undefined).
+std::optional<uint64_t> WholeNumberUpTo(double d, uint64_t limit);
 std::optional<std::string> JsonString(const google::protobuf::Struct& s, absl::string_view key);
 std::optional<bool> JsonBool(const google::protobuf::Struct& s, absl::string_view key);
 

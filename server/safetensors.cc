@@ -41,13 +41,10 @@ absl::Status TruncatedError(const std::string& path, size_t size) {
       absl::StrCat(path, ": truncated: ", size, " bytes, shorter than the 8-byte header length"));
 }
 
-// A JSON number that is a whole number in [0, limit], as an integer; nullopt otherwise
-// (negative, fractional, NaN, or beyond the limit, where a cast would be undefined).
-std::optional<uint64_t> WholeNumberUpTo(const google::protobuf::Value& v, uint64_t limit) {
+// A JSON value that is a whole number in [0, limit] (WholeNumberUpTo), else nullopt.
+std::optional<uint64_t> WholeValueUpTo(const google::protobuf::Value& v, uint64_t limit) {
   if (!v.has_number_value()) return std::nullopt;
-  const double d = v.number_value();
-  if (!(d >= 0) || d > static_cast<double>(limit) || std::floor(d) != d) return std::nullopt;
-  return static_cast<uint64_t>(d);
+  return WholeNumberUpTo(v.number_value(), limit);
 }
 
 }  // namespace
@@ -178,7 +175,7 @@ absl::Status SafetensorsFile::Parse(absl::string_view bytes) {
     constexpr uint64_t kMaxElements = uint64_t{1} << 50;
     uint64_t elements = 1;
     for (const auto& d : sh->second.list_value().values()) {
-      const std::optional<uint64_t> dim = WholeNumberUpTo(d, kMaxElements);
+      const std::optional<uint64_t> dim = WholeValueUpTo(d, kMaxElements);
       if (!dim) return terr("shape has an invalid dimension");
       info.shape.push_back(static_cast<int64_t>(*dim));
       if (*dim != 0 && elements > kMaxElements / *dim) return terr("shape is implausibly large");
@@ -190,8 +187,8 @@ absl::Status SafetensorsFile::Parse(absl::string_view bytes) {
       return terr("data_offsets must be a list of two numbers");
     // Whole numbers up to 2^53, where doubles still hold every integer (8 PiB of data).
     constexpr uint64_t kMaxOffset = uint64_t{1} << 53;
-    const auto begin = WholeNumberUpTo(off->second.list_value().values(0), kMaxOffset);
-    const auto end = WholeNumberUpTo(off->second.list_value().values(1), kMaxOffset);
+    const auto begin = WholeValueUpTo(off->second.list_value().values(0), kMaxOffset);
+    const auto end = WholeValueUpTo(off->second.list_value().values(1), kMaxOffset);
     if (!begin || !end || *end < *begin) return terr("data_offsets [begin, end) are invalid");
     info.begin = *begin;
     info.end = *end;
