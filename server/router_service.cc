@@ -51,29 +51,28 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
   const auto arrival = Clock::now();
   const v1::RouteRequest& req = *request;
   const uint64_t request_id = req.request_id();
-  const auto models = Models();
-  // The metrics' model label: a loaded model's name, else kUnknownModelLabel. Never the
-  // client's string: every made-up name would be a new series, without bound.
-  const std::string model = models != nullptr && models->count(req.model()) != 0
-                                ? req.model()
-                                : std::string(kUnknownModelLabel);
-  auto finish = [this, model, arrival, done = std::move(done)](absl::Status s,
-                                                               v1::RouteResponse r) {
-    metrics_->requests->Increment({{"model", model}, {"code", CodeName(s.code())}});
+  // `label` is the metrics' model label: a loaded model's name, else kUnknownModelLabel.
+  // Never the client's string: every made-up name would be a new series, without bound.
+  auto finish = [this, arrival, done = std::move(done)](const std::string& label, absl::Status s,
+                                                        v1::RouteResponse r) {
+    metrics_->requests->Increment({{"model", label}, {"code", CodeName(s.code())}});
     metrics_->request_seconds->Observe(
-        {{"model", model}}, std::chrono::duration<double>(Clock::now() - arrival).count());
+        {{"model", label}}, std::chrono::duration<double>(Clock::now() - arrival).count());
     metrics_->in_flight->Increment({}, -1);
     done(std::move(s), std::move(r));
   };
   metrics_->in_flight->Increment({}, 1);
+  const auto models = Models();
   if (models == nullptr) {
-    finish(absl::UnavailableError("models are still loading; retry shortly"), {});
+    finish(kUnknownModelLabel, absl::UnavailableError("models are still loading; retry shortly"),
+           {});
     return;
   }
   auto work =
       ValidateRouteRequest(request, *models, max_tokens_, !backend_->ChecksFiniteOnDevice());
   if (!work.ok()) {
-    finish(work.status(), {});
+    // Only a refused request needs the lookup: a routed one's model is loaded.
+    finish(models->count(req.model()) != 0 ? req.model() : kUnknownModelLabel, work.status(), {});
     return;
   }
   (*work)->arrival = arrival;
@@ -86,7 +85,8 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
     (*work)->cancelled = [ctx] { return ctx->IsCancelled(); };
   }
   const int top_k = (*work)->top_k, tokens = (*work)->tokens;
-  (*work)->done = [finish, request_id, top_k, tokens, arrival](absl::Status s, RouteResult r) {
+  (*work)->done = [finish, label = (*work)->model, request_id, top_k, tokens, arrival](
+                      absl::Status s, RouteResult r) {
     v1::RouteResponse resp;
     if (s.ok()) {
       resp.set_request_id(request_id);
@@ -102,7 +102,7 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
       t->set_batch_requests(r.batch_requests);
       t->set_server_us(std::chrono::duration<double, std::micro>(Clock::now() - arrival).count());
     }
-    finish(std::move(s), std::move(resp));
+    finish(label, std::move(s), std::move(resp));
   };
   if (!batcher_->TryRunInline(*work)) batcher_->Submit(std::move(*work));
 }
