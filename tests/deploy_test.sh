@@ -123,7 +123,9 @@ scrape=$(curl -sf "http://127.0.0.1:$metrics_port/metrics")
 for name in $(grep -ohE 'moe_router_[a-z_]+' "$src/deploy/grafana/dashboard.json" \
               "$src/deploy/prometheus/rules.yml" "$src/deploy/k8s/hpa.yaml" | sort -u); do
   case $name in moe_router_*_bucket|moe_router_*_sum|moe_router_*_count) base=${name%_*} ;; *) base=$name ;; esac
-  echo "$scrape" | grep -q "^# TYPE $base " || fail "metric $name is not exported"
+  # A here-string, not `echo | grep -q`: under pipefail, grep -q quitting at its match can
+  # end echo with SIGPIPE (a one-page pipe) and fail the check on a metric that is there.
+  grep -q "^# TYPE $base " <<<"$scrape" || fail "metric $name is not exported"
 done
 
 prom_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -144,9 +146,9 @@ for _ in $(seq 1 60); do
   result=$(query 'sum(moe_router_requests_total{job="moe-router",code="OK"})' || true)
   if echo "$result" | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; sys.exit(0 if r and float(r[0]["value"][1]) > 0 else 1)' 2>/dev/null; then
     up=$(query 'up{job="moe-router"}')
-    echo "$up" | grep -q '"1"\]' || fail "up != 1: $up"
+    grep -q '"1"\]' <<<"$up" || fail "up != 1: $up"
     hist=$(query 'count(moe_router_request_duration_seconds_bucket{job="moe-router"})')
-    echo "$hist" | grep -q '"result":\[{' || fail "no latency histogram: $hist"
+    grep -q '"result":\[{' <<<"$hist" || fail "no latency histogram: $hist"
     echo "1 passed, 0 failed"
     exit 0
   fi
