@@ -3,7 +3,8 @@
 // weights exceed 3x the L2 cache: every call reads its weights from HBM). Median of many
 // replays, CUDA events, warmed up. Prints a table; --json writes every number.
 //
-//   router_bench [--json FILE] [--replays N] [--quick]
+//   router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR,...]
+//                [--timeline] [--pdl_timeline]   (diagnostics: router_timelines.h)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -19,7 +20,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "bench/bench_util.h"
 #include "bench/empty_kernel.h"
+#include "bench/router_timelines.h"
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
@@ -27,24 +30,6 @@
 
 namespace moe::bench {
 namespace {
-
-#define CHECK_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    cudaError_t e_ = (expr);                                                                     \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
-
-template <typename T>
-T Must(absl::StatusOr<T> v) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(v.status().message()).c_str());
-    std::exit(1);
-  }
-  return std::move(v).value();
-}
 
 int g_replays = 50;
 
@@ -96,123 +81,6 @@ double CopyBandwidth(cudaStream_t stream) {
   return 2.0 * bytes / (ms_list[ms_list.size() / 2] * 1e-3) / 1e9;
 }
 
-void FillRandom(void* dst, size_t count, DType dt, float scale, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<uint8_t> host(count * DTypeSize(dt));
-  for (size_t i = 0; i < count; ++i) StoreFromFloat(host.data(), dt, i, normal(rng));
-  CHECK_CUDA(cudaMemcpy(dst, host.data(), host.size(), cudaMemcpyHostToDevice));
-}
-
-int LayersFor(size_t layer_bytes, size_t l2_bytes, int min_layers, int max_layers) {
-  const size_t need = (3 * l2_bytes + layer_bytes - 1) / layer_bytes;
-  return static_cast<int>(std::clamp<size_t>(need, min_layers, max_layers));
-}
-
-// Where one launch's time goes: every CTA stamps its phase boundaries (globaltimer, ns);
-// printed relative to the first CTA's start, for a few shapes and both reduction paths.
-void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
-  std::printf(
-      "\nphase timeline of one launch (us from the first CTA's start; median of 20 launches)\n");
-  std::printf("%-22s %-16s %8s %10s %9s %9s %9s %10s\n", "shape", "config", "ctas", "mainloop",
-              "reduced", "arrived", "routed", "epi_cycles");
-  for (auto [family, tokens] : std::vector<std::pair<const char*, int>>{{"deepseek_v3", 1},
-                                                                        {"deepseek_v3", 64},
-                                                                        {"deepseek_v3", 128},
-                                                                        {"kimi_k2", 128},
-                                                                        {"qwen3_30b", 1},
-                                                                        {"mixtral", 1},
-                                                                        {"kimi_k2", 1}}) {
-    const RouterSpec spec = FindPreset(family).value().spec;
-    RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
-    const size_t wbytes = size_t(spec.experts) * spec.hidden * 2;
-    const int layers = LayersFor(wbytes, 50u << 20, 2, 512);
-    auto weights = Must(DeviceBuffer::Allocate(wbytes * layers));
-    FillRandom(weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16, 0.02f, 5);
-    auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
-    FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 6);
-    auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
-    FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 7);
-    auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
-    auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
-    std::vector<cuda::DecomposeKConfig> configs = {
-        cuda::ChooseDecomposeKConfig(p, info.sm_count),
-        cuda::ChooseDecomposeKConfig(p, info.sm_count, /*allow_polled=*/false)};
-    cuda::DecomposeKConfig global = configs[1];
-    global.cluster = 0;
-    global.k_splits = 8;
-    configs.push_back(global);
-    if (tokens >= 32) {  // the staged tiles' config (an autotuner candidate)
-      const cuda::DecomposeKConfig staged = cuda::ChooseStagedConfig(p, info.sm_count);
-      if (cuda::CanRouteDecomposeK(p, staged).ok()) configs.push_back(staged);
-    }
-    if (configs[0].polled) {  // the heuristic's polled config with routers the other way
-      cuda::DecomposeKConfig other = configs[0];
-      other.dedicated_routers = !other.dedicated_routers;
-      if (cuda::CanRouteDecomposeK(p, other).ok()) configs.push_back(other);
-    }
-    for (const auto& c : configs) {
-      auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
-      CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
-      const size_t entries = cuda::TimelineEntries(p, c);
-      auto tl = Must(DeviceBuffer::Allocate(entries * 8));
-      std::vector<unsigned long long> host(entries);
-      std::vector<double> phase[4], epilogue_cycles;
-      for (int rep = 0; rep < 20; ++rep) {
-        RouteArgs args{hidden.get(),
-                       weights.as<char>() + wbytes * (rep % layers),
-                       bias.as<float>(),
-                       bias.as<float>(),
-                       ids.as<int32_t>(),
-                       w.as<float>(),
-                       nullptr};
-        CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8, stream));
-        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(p, args, c, ws.get(), stream, false,
-                                                            tl.as<unsigned long long>()));
-        CHECK_CUDA(
-            cudaMemcpyAsync(host.data(), tl.get(), entries * 8, cudaMemcpyDeviceToHost, stream));
-        CHECK_CUDA(cudaStreamSynchronize(stream));
-        unsigned long long start = ~0ull, slot_max[5] = {};
-        for (size_t i = 0; i < entries; i += 2) {
-          const int slot = static_cast<int>((i / 2) % 5);
-          if (host[i] == 0) continue;
-          if (slot == 0) start = std::min(start, host[i]);
-          slot_max[slot] = std::max(slot_max[slot], host[i]);
-        }
-        for (size_t i = 0; i < entries; i += 10)  // the CTA that routed: clock64 of its epilogue
-          if (host[i + 8] != 0) epilogue_cycles.push_back(double(host[i + 9] - host[i + 7]));
-        for (int k = 1; k < 5; ++k)
-          phase[k - 1].push_back(slot_max[k] ? (slot_max[k] - start) / 1000.0 : 0.0);
-      }
-      auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-      };
-      if (epilogue_cycles.empty()) epilogue_cycles.push_back(0);
-      std::printf("%-22s %-16s %8zu %10.2f %9.2f %9.2f %9.2f %10.0f\n",
-                  absl::StrFormat("%s t=%d", family, tokens).c_str(),
-                  absl::StrFormat("S=%d%s", c.k_splits,
-                                  c.cluster             ? " cluster"
-                                  : c.staged            ? " staged"
-                                  : c.dedicated_routers ? " polled ded"
-                                  : c.polled            ? " polled"
-                                                        : " global")
-                      .c_str(),
-                  entries / 10, median(phase[0]), median(phase[1]), median(phase[2]),
-                  median(phase[3]), median(epilogue_cycles));
-    }
-  }
-}
-
-// Whether a row is selected by --filter: its name contains one of the comma-separated
-// substrings (an empty filter selects every row).
-bool Selected(const std::string& row, const std::string& filter) {
-  if (filter.empty()) return true;
-  for (absl::string_view part : absl::StrSplit(filter, ','))
-    if (!part.empty() && absl::StrContains(row, part)) return true;
-  return false;
-}
-
 struct Row {
   std::string shape;
   int layers;
@@ -230,7 +98,7 @@ int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
-  bool timeline = false;
+  bool timeline = false, pdl_timeline = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
@@ -242,10 +110,12 @@ int main(int argc, char** argv) {
       filter = argv[++i];
     else if (!std::strcmp(argv[i], "--timeline"))
       timeline = true;
+    else if (!std::strcmp(argv[i], "--pdl_timeline"))
+      pdl_timeline = true;
     else {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
-          "[--timeline]\n");
+          "[--timeline] [--pdl_timeline]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -265,8 +135,9 @@ int main(int argc, char** argv) {
       256, [](int, cudaStream_t s) { CHECK_CUDA(LaunchEmptyKernel(s)); }, stream.get());
   std::vector<Row> rows;
 
-  if (timeline) {
-    PrintTimelines(info, stream.get());
+  if (timeline || pdl_timeline) {
+    if (timeline) PrintTimelines(info, stream.get());
+    if (pdl_timeline) PrintPdlTimelines(info, stream.get(), size_t(l2), filter);
     return 0;
   }
 

@@ -10,6 +10,7 @@
 
 #include <cuda/atomic>
 
+#include "kernels/decompose_k_router.h"
 #include "kernels/pdl_device.cuh"
 #include "kernels/router_epilogue.cuh"
 #include "kernels/router_spec.h"
@@ -237,10 +238,9 @@ __device__ __forceinline__ void FmaMainloop(const KernelParams& p, int m_block, 
   }
 }
 
-// Diagnostics: phase stamps per CTA, [cta][kTimelineSlots][2] = (globaltimer ns, clock64),
-// written by thread 0 when the launch asked for a timeline (never in service).
-constexpr int kTimelineSlots = 5;
-enum TimelineSlot { kStampStart, kStampMainloop, kStampReduced, kStampArrived, kStampRouted };
+// Diagnostics: phase stamps per CTA (TimelineSlot, decompose_k_router.h), [cta][slot][2] =
+// (globaltimer ns, clock64), written by thread 0 when the launch asked for a timeline
+// (never in service).
 __device__ __forceinline__ void Stamp(const KernelParams& p, int slot) {
   if (p.timeline == nullptr || threadIdx.x != 0) return;
   unsigned long long* out =

@@ -116,6 +116,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
         FillDryLogits(p, smem);
       } else {
         WaitForPrerequisiteGrid();  // the mainloop CTAs waited in the mainloop
+        Stamp(p, kStampWaited);
         GatherChunkLogits<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine);
       }
       __syncthreads();

@@ -98,9 +98,18 @@ cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs&
                                    cudaStream_t stream, bool pdl = false);
 
 // Diagnostics: the same launch, with every CTA's thread 0 writing (globaltimer ns,
-// clock64) pairs at its phase boundaries — start, mainloop done, split reduction done,
-// chunk arrival done (last CTA), routing done (last CTA) — into `timeline`, which holds
-// TimelineEntries() zero-filled uint64s laid out [z][cta][slot][2]. For router_bench.
+// clock64) pairs at its phase boundaries into `timeline`, which holds TimelineEntries()
+// zero-filled uint64s laid out [z][cta][slot][2]; a slot a CTA does not pass stays zero.
+// For router_bench.
+enum TimelineSlot : int {
+  kStampStart,     // the CTA started (under PDL: while the previous launch still runs)
+  kStampMainloop,  // its partial products are in shared memory
+  kStampReduced,   // its split reduction is done / its partials are published
+  kStampArrived,   // the router CTA has every partial of its tokens
+  kStampRouted,    // the router CTA has written its tokens' ids and weights
+  kStampWaited,    // a dedicated router CTA passed griddepcontrol.wait (polled kernel)
+  kTimelineSlots
+};
 size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config);
 cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, const RouteArgs& args,
                                                const DecomposeKConfig& config, void* workspace,

@@ -1,0 +1,241 @@
+// router_bench --timeline / --pdl_timeline: phase stamps of fused router launches.
+#include "bench/router_timelines.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "bench/bench_util.h"
+#include "kernels/cuda_raii.h"
+#include "kernels/cuda_router.h"
+#include "kernels/decompose_k_router.h"
+#include "kernels/router_spec.h"
+
+namespace moe::bench {
+namespace {
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string DescribePath(const cuda::DecomposeKConfig& c) {
+  return absl::StrFormat("S=%d%s%s", c.k_splits,
+                         c.cluster             ? " cluster"
+                         : c.staged            ? " staged"
+                         : c.dedicated_routers ? " polled ded"
+                         : c.polled            ? " polled"
+                                               : " global",
+                         c.pdl_cooperative ? " coop" : "");
+}
+
+// One launch's stamps: per slot, the earliest and the latest non-zero stamp over its CTAs
+// (0 when no CTA stamped it), and the clock64 cycles of the routing CTA's epilogue.
+struct LaunchStamps {
+  unsigned long long first[cuda::kTimelineSlots] = {}, last[cuda::kTimelineSlots] = {};
+  double epilogue_cycles = 0;
+};
+
+LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
+  constexpr int kSlots = cuda::kTimelineSlots;
+  LaunchStamps s;
+  for (size_t cta = 0; cta * kSlots * 2 < entries; ++cta) {
+    const unsigned long long* c = t + cta * kSlots * 2;
+    for (int slot = 0; slot < kSlots; ++slot) {
+      const unsigned long long ns = c[2 * slot];
+      if (ns == 0) continue;
+      s.first[slot] = s.first[slot] ? std::min(s.first[slot], ns) : ns;
+      s.last[slot] = std::max(s.last[slot], ns);
+    }
+    if (c[2 * cuda::kStampRouted] != 0 && c[2 * cuda::kStampArrived] != 0)
+      s.epilogue_cycles = double(c[2 * cuda::kStampRouted + 1] - c[2 * cuda::kStampArrived + 1]);
+  }
+  return s;
+}
+
+struct Shape {
+  const char* family;
+  int tokens;
+};
+
+}  // namespace
+
+void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
+  std::printf(
+      "\nphase timeline of one launch (us from the first CTA's start; median of 20 launches)\n");
+  std::printf("%-22s %-16s %8s %10s %9s %9s %9s %10s\n", "shape", "config", "ctas", "mainloop",
+              "reduced", "arrived", "routed", "epi_cycles");
+  for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
+                                                  {"deepseek_v3", 64},
+                                                  {"deepseek_v3", 128},
+                                                  {"kimi_k2", 128},
+                                                  {"qwen3_30b", 1},
+                                                  {"mixtral", 1},
+                                                  {"kimi_k2", 1}}) {
+    const RouterSpec spec = FindPreset(family).value().spec;
+    RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+    const size_t wbytes = size_t(spec.experts) * spec.hidden * 2;
+    const int layers = LayersFor(wbytes, 50u << 20, 2, 512);
+    auto weights = Must(DeviceBuffer::Allocate(wbytes * layers));
+    FillRandom(weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16, 0.02f, 5);
+    auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
+    FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 6);
+    auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
+    FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 7);
+    auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+    auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+    std::vector<cuda::DecomposeKConfig> configs = {
+        cuda::ChooseDecomposeKConfig(p, info.sm_count),
+        cuda::ChooseDecomposeKConfig(p, info.sm_count, /*allow_polled=*/false)};
+    cuda::DecomposeKConfig global = configs[1];
+    global.cluster = 0;
+    global.k_splits = 8;
+    configs.push_back(global);
+    if (tokens >= 32) {  // the staged tiles' config (an autotuner candidate)
+      const cuda::DecomposeKConfig staged = cuda::ChooseStagedConfig(p, info.sm_count);
+      if (cuda::CanRouteDecomposeK(p, staged).ok()) configs.push_back(staged);
+    }
+    if (configs[0].polled) {  // the heuristic's polled config with routers the other way
+      cuda::DecomposeKConfig other = configs[0];
+      other.dedicated_routers = !other.dedicated_routers;
+      if (cuda::CanRouteDecomposeK(p, other).ok()) configs.push_back(other);
+    }
+    for (const auto& c : configs) {
+      auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
+      CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
+      const size_t entries = cuda::TimelineEntries(p, c);
+      auto tl = Must(DeviceBuffer::Allocate(entries * 8));
+      std::vector<unsigned long long> host(entries);
+      std::vector<double> phase[4], epilogue_cycles;
+      for (int rep = 0; rep < 20; ++rep) {
+        RouteArgs args{hidden.get(),
+                       weights.as<char>() + wbytes * (rep % layers),
+                       bias.as<float>(),
+                       bias.as<float>(),
+                       ids.as<int32_t>(),
+                       w.as<float>(),
+                       nullptr};
+        CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8, stream));
+        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(p, args, c, ws.get(), stream, false,
+                                                            tl.as<unsigned long long>()));
+        CHECK_CUDA(
+            cudaMemcpyAsync(host.data(), tl.get(), entries * 8, cudaMemcpyDeviceToHost, stream));
+        CHECK_CUDA(cudaStreamSynchronize(stream));
+        const LaunchStamps s = ReadStamps(host.data(), entries);
+        if (s.epilogue_cycles > 0) epilogue_cycles.push_back(s.epilogue_cycles);
+        const unsigned long long start = s.first[cuda::kStampStart];
+        for (int k = cuda::kStampMainloop; k <= cuda::kStampRouted; ++k)
+          phase[k - 1].push_back(s.last[k] ? (s.last[k] - start) / 1000.0 : 0.0);
+      }
+      std::printf("%-22s %-16s %8zu %10.2f %9.2f %9.2f %9.2f %10.0f\n",
+                  absl::StrFormat("%s t=%d", family, tokens).c_str(), DescribePath(c).c_str(),
+                  entries / (2 * cuda::kTimelineSlots), Median(phase[0]), Median(phase[1]),
+                  Median(phase[2]), Median(phase[3]), Median(epilogue_cycles));
+    }
+  }
+}
+
+void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t l2_bytes,
+                       const std::string& filter) {
+  constexpr int kLaunches = 32, kReplays = 10;
+  std::printf(
+      "\nPDL chain: launch i's phases in us after launch i-1's last routing CTA stamped its end\n"
+      "(a graph of %d launches with PDL over rotating layers; median over launches 2.. of %d "
+      "replays).\nstart: its first CTA began (negative: during launch i-1); waited: a "
+      "dedicated router passed griddepcontrol.wait; mainloop / published: the last CTA's; "
+      "routed: the call's\nlatency as the graph sees it\n",
+      kLaunches, kReplays);
+  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s\n", "shape", "config", "start",
+              "waited", "mainloop", "published", "arrived", "routed", "epi_cycles", "graph_us");
+  for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
+                                                  {"deepseek_v3", 16},
+                                                  {"kimi_k2", 1},
+                                                  {"qwen3_30b", 1},
+                                                  {"mixtral", 1},
+                                                  {"gpt_oss_20b", 1},
+                                                  {"gpt_oss_120b", 1}}) {
+    const std::string shape = absl::StrFormat("%s t=%d", family, tokens);
+    if (!Selected(shape, filter)) continue;
+    const RouterSpec spec = FindPreset(family).value().spec;
+    RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+    const size_t layer_bytes = size_t(spec.experts) * spec.hidden * 2;
+    const int layers = LayersFor(layer_bytes, l2_bytes, 16, 2048);
+    auto weights = Must(DeviceBuffer::Allocate(layer_bytes * layers));
+    FillRandom(weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16,
+               1.0f / std::sqrt(float(spec.hidden)), 7);
+    auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
+    FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 9);
+    auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
+    FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 8);
+    auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+    auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+    RouteArgs args{hidden.get(),      weights.get(), bias.as<float>(), bias.as<float>(),
+                   ids.as<int32_t>(), w.as<float>(), nullptr};
+    cuda::AutotuneOptions tune;
+    tune.enabled = true;
+    tune.pdl = true;
+    tune.rotate_layers = layers;
+    tune.layer_stride_bytes = layer_bytes;
+    auto tuned = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream));
+    std::vector<std::pair<std::string, cuda::DecomposeKConfig>> configs = {
+        {"tuned " + DescribePath(tuned->config()), tuned->config()}};
+    const cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
+    if (DescribePath(heuristic) != DescribePath(tuned->config()))
+      configs.push_back({"heur. " + DescribePath(heuristic), heuristic});
+    for (const auto& [name, c] : configs) {
+      auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
+      CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
+      const size_t entries = cuda::TimelineEntries(p, c);
+      auto tl = Must(DeviceBuffer::Allocate(entries * 8 * kLaunches));
+      cudaGraph_t graph;
+      CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < kLaunches; ++i) {
+        RouteArgs a = args;
+        a.weight = weights.as<char>() + layer_bytes * (i % layers);
+        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(
+            p, a, c, ws.get(), stream, /*pdl=*/true, tl.as<unsigned long long>() + i * entries));
+      }
+      CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+      CudaGraph owned(graph);
+      cudaGraphExec_t exec;
+      CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+      CudaGraphExec owned_exec(exec);
+      for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up
+      std::vector<unsigned long long> host(entries * kLaunches);
+      std::vector<double> phase[6], epilogue_cycles, graph_us;
+      for (int r = 0; r < kReplays; ++r) {
+        CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8 * kLaunches, stream));
+        CHECK_CUDA(cudaGraphLaunch(exec, stream));
+        CHECK_CUDA(cudaMemcpyAsync(host.data(), tl.get(), host.size() * 8, cudaMemcpyDeviceToHost,
+                                   stream));
+        CHECK_CUDA(cudaStreamSynchronize(stream));
+        std::vector<LaunchStamps> s;
+        for (int i = 0; i < kLaunches; ++i) s.push_back(ReadStamps(&host[i * entries], entries));
+        for (int i = 2; i < kLaunches; ++i) {
+          const double end = double(s[i - 1].last[cuda::kStampRouted]);
+          auto after = [&](unsigned long long ns) { return ns ? (double(ns) - end) / 1e3 : 0.0; };
+          phase[0].push_back(after(s[i].first[cuda::kStampStart]));
+          phase[1].push_back(after(s[i].first[cuda::kStampWaited]));
+          phase[2].push_back(after(s[i].last[cuda::kStampMainloop]));
+          phase[3].push_back(after(s[i].last[cuda::kStampReduced]));
+          phase[4].push_back(after(s[i].last[cuda::kStampArrived]));
+          phase[5].push_back(after(s[i].last[cuda::kStampRouted]));
+          if (s[i].epilogue_cycles > 0) epilogue_cycles.push_back(s[i].epilogue_cycles);
+        }
+        graph_us.push_back((double(s[kLaunches - 1].last[cuda::kStampRouted]) -
+                            double(s[1].last[cuda::kStampRouted])) /
+                           1e3 / (kLaunches - 2));
+      }
+      std::printf("%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f\n", shape.c_str(),
+                  name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
+                  Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),
+                  Median(graph_us));
+    }
+  }
+}
+
+}  // namespace moe::bench

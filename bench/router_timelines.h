@@ -1,0 +1,24 @@
+// router_bench's diagnostics: where a fused router launch's time goes, from the phase
+// stamps the kernels write when asked (LaunchDecomposeKRouterWithTimeline).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "kernels/cuda_device.h"
+
+namespace moe::bench {
+
+// One eager launch at a time (no PDL): each phase's end from the first CTA's start, for a
+// few shapes and every reduction path.
+void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream);
+
+// Launches as router_bench's PDL column runs them (a graph of back-to-back launches over
+// rotating layers, each with PDL, the autotuned PDL config and the heuristic's): each phase
+// of launch i from the end of launch i - 1, the part of a call that PDL cannot hide.
+// `filter` selects shapes as router_bench's --filter does.
+void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t l2_bytes,
+                       const std::string& filter);
+
+}  // namespace moe::bench
