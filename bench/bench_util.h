@@ -56,11 +56,15 @@ inline int LayersFor(size_t layer_bytes, size_t l2_bytes, int min_layers, int ma
 }
 
 // Whether a row is selected by --filter: its name contains one of the comma-separated
-// substrings (an empty filter selects every row).
+// substrings, or ends with one written with a trailing '$' ("t=1$": the one-token rows,
+// not t=16 or t=128). An empty filter selects every row.
 inline bool Selected(const std::string& row, const std::string& filter) {
   if (filter.empty()) return true;
-  for (absl::string_view part : absl::StrSplit(filter, ','))
-    if (!part.empty() && absl::StrContains(row, part)) return true;
+  for (absl::string_view part : absl::StrSplit(filter, ',')) {
+    if (part.empty()) continue;
+    if (absl::ConsumeSuffix(&part, "$") ? absl::EndsWith(row, part) : absl::StrContains(row, part))
+      return true;
+  }
   return false;
 }
 
