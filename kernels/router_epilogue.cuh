@@ -513,15 +513,17 @@ __device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const f
 // One token routed by a whole CTA of `warps` warps (the polled kernel's router CTA when it
 // has a single token): the per-expert work, scores and the top two keys of each column,
 // is spread over the warps, a column each; warp 0 then ranks the groups and runs the
-// serial top-k. For specs without score-first softmax (whose max and sum span the warps)
-// and with no groups or column groups (experts per group a multiple of 32, group scores of
-// one or two): CtaRouteTokenApplies.
+// top-k: by counting where it can (RouteFewCandidates from 8 experts a lane, and routers
+// of at most kRankedMaxExperts), else the serial rounds. For specs without score-first
+// softmax (whose max and sum span the warps) and with no groups or column groups (experts
+// per group a multiple of 32, group scores of one or two): CtaRouteTokenApplies.
 
 struct CtaRouteScratch {  // shared memory
-  uint32_t keys[kMaxExperts];
+  alignas(16) uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
   alignas(16) uint32_t candidate_key[32];  // the few experts that can still be chosen, in
   int candidate_id[32];                    // id order; key 0 past the last
+  float chosen_value[kMaxTopK];            // WriteRankedChoice: a value per rank
 };
 
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
@@ -536,6 +538,84 @@ __device__ __forceinline__ void WarpTop2Keys(uint32_t k, uint32_t& m1, uint32_t&
   const unsigned holders = __ballot_sync(kFullMask, k == m1);
   const uint32_t others = __reduce_max_sync(kFullMask, k == m1 ? 0u : k);
   m2 = __popc(holders) > 1 ? m1 : others;
+}
+
+// The rank of a candidate (key `mine`, slot `slot`) among the `count` candidates whose keys
+// are in `keys` (shared memory, 16-byte aligned, slots in expert-id order, key 0 in the
+// slots of the last four past `count`): how many beat it, a higher key or an equal one in a
+// lower slot (a lower id: the tie rule). The rank is the round the warp top-k would choose
+// it in. All compares at once from broadcast 16-byte loads, only as many as `count` needs
+// (warp-uniform): no serial rounds of collectives.
+__device__ __forceinline__ int RankAmong(const uint32_t* keys, int count, uint32_t mine, int slot) {
+  const uint4* k4 = reinterpret_cast<const uint4*>(keys);
+  int rank = 0;
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    if (4 * q >= count) break;
+    const uint4 v = k4[q];
+    const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int u = 0; u < 4; ++u) rank += vs[u] > mine || (vs[u] == mine && 4 * q + u < slot);
+  }
+  return rank;
+}
+
+// WriteChoices for choices ranked by counting, one a lane at most (`valid` lanes with rank
+// < top_k): the chosen lanes put a value in shared memory at their rank, and every lane
+// reads the top_k values and computes the normaliser itself, in rank order. No shuffle
+// tree and no warp reduction in the chain (WriteChoices<1> has a reduction for its slots,
+// one for the softmax max and one or two five-step shuffle sums), and one order of
+// summation for every lane. For the specs CtaRouteToken routes (no score-first softmax).
+__device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p, CtaRouteScratch& scratch,
+                                                  bool valid, int rank, int id, float logit,
+                                                  int32_t* __restrict__ ids_out,
+                                                  float* __restrict__ weights_out) {
+  const bool chosen = valid && rank < p.top_k;
+  float w, total = 0.0f;               // the weight, and the sum of the chosen weights
+  if (p.scoring == kScoringSoftmax) {  // softmax over the chosen logits
+    if (chosen) scratch.chosen_value[rank] = logit;
+    __syncwarp();
+    float top = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < kMaxTopK; ++r) {
+      if (r >= p.top_k) break;
+      top = fmaxf(top, scratch.chosen_value[r]);
+    }
+    float e[kMaxTopK], sum = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kMaxTopK; ++r) {
+      if (r >= p.top_k) break;
+      e[r] = __expf(scratch.chosen_value[r] - top);
+      sum += e[r];
+    }
+    const float inv = __fdividef(1.0f, sum);
+    w = __expf(logit - top) * inv;
+    if (p.renormalize) {
+#pragma unroll
+      for (int r = 0; r < kMaxTopK; ++r) {
+        if (r >= p.top_k) break;
+        total += e[r] * inv;
+      }
+    }
+  } else {
+    w = p.scoring == kScoringSigmoid ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f) : logit;
+    if (chosen) scratch.chosen_value[rank] = w;
+    __syncwarp();
+    if (p.renormalize) {
+#pragma unroll
+      for (int r = 0; r < kMaxTopK; ++r) {
+        if (r >= p.top_k) break;
+        total += scratch.chosen_value[r];
+      }
+    }
+  }
+  float scale = p.scaling_factor;
+  if (p.renormalize && total > 0.0f) scale = __fdividef(scale, total);
+  if (chosen) {
+    ids_out[rank] = id;
+    weights_out[rank] = w * scale;
+  }
+  __syncwarp();  // chosen_value may be written again (a dedicated router's dry run first)
 }
 
 // RouteFewCandidates from 8 experts a lane (more than 128 experts). Measured on the H100
@@ -555,7 +635,11 @@ constexpr int kFewCandidatesMinP = 8;
 // All 32 counts run at once from broadcast loads: no serial rounds of collectives (the
 // k rounds, ~75 cycles each, were the bulk of the chain). Returns false (nothing
 // written) when T does not exist or more than 32 reach it; the caller then runs the
-// P-wide top-k.
+// P-wide top-k. The threshold count reads only the 2 * P entries a width can have, the
+// rank count only the candidates there are, and the weights are WriteRankedChoice's:
+// H200, same-run A/B (two rounds, per call under PDL) against the full 32-entry counts
+// and WriteChoices<1>: DeepSeek-V3 t=1 4.33 -> 4.08 us, t=16 5.46 -> 5.31, Kimi K2 t=1
+// 5.95 -> 5.60, GLM-4.5 t=1 3.79 -> 3.56.
 template <int P>
 __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, const float* logits,
                                                    CtaRouteScratch& scratch,
@@ -569,7 +653,7 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
   int greater = 0, at_least = 0;  // kept best-two keys above / at least mine
   const uint4* all = reinterpret_cast<const uint4*>(scratch.column_top2);
 #pragma unroll
-  for (int q = 0; q < 8; ++q) {
+  for (int q = 0; q < (2 * P + 3) / 4; ++q) {  // 2 * columns <= 2 * P entries
     const uint4 v = all[q];
     const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -606,24 +690,18 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
   __syncwarp();
   const uint32_t candidate = scratch.candidate_key[lane];
   const int id = scratch.candidate_id[lane];
-  int rank = 0;
-  const uint4* candidates = reinterpret_cast<const uint4*>(scratch.candidate_key);
-#pragma unroll
-  for (int q = 0; q < 8; ++q) {
-    const uint4 v = candidates[q];
-    const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int u = 0; u < 4; ++u)
-      rank += vs[u] > candidate || (vs[u] == candidate && 4 * q + u < lane);
-  }
-  LaneChoices<1> chosen;
-  const bool picked = lane < total && rank < p.top_k;
-  chosen.round[0] = picked ? rank : -1;
-  chosen.id[0] = id;
-  chosen.logit[0] = picked ? logits[id] : 0.0f;
-  WriteChoices<1>(p, chosen, TokenScoring{}, ids_out, weights_out);
+  const int rank = RankAmong(scratch.candidate_key, total, candidate, lane);
+  const bool valid = lane < total;
+  WriteRankedChoice(p, scratch, valid, rank, id, valid ? logits[id] : 0.0f, ids_out, weights_out);
   return true;
 }
+
+// Routers of at most this many experts (one column) take the top-k by counting in
+// CtaRouteToken. H200 A/B against the top_k rounds (same run, two rounds, per call under
+// PDL): Mixtral (8 experts, top 2) 3.18 -> 2.95 us, Llama 4 Scout (16, top 1) 3.67 ->
+// 3.57; gpt-oss-20b (32, top 4) 2.97 -> 3.00, 4.94 -> 5.09 without PDL: counting 32 keys
+// costs about what four rounds do.
+constexpr int kRankedMaxExperts = 16;
 
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's.
 template <int P>
@@ -631,6 +709,23 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
                               const float* correction_bias, CtaRouteScratch& scratch, int warps,
                               int32_t* __restrict__ ids_out, float* __restrict__ weights_out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (P == 1 && p.experts <= kRankedMaxExperts) {
+    // One column (so no groups: CtaRouteTokenApplies): warp 0 alone, no CTA barrier; the
+    // top-k by counting (RankAmong) instead of top_k rounds of reductions.
+    if (warp != 0) return;
+    const bool real = lane < p.experts;
+    const float logit = real ? logits[lane] : 0.0f;
+    uint32_t k = 0;
+    if (real) {
+      const float v = p.score_first ? ScoreOf(p.scoring, logit, 0.0f, 1.0f) : logit;
+      k = OrderedKey(v + (p.has_correction_bias ? correction_bias[lane] : 0.0f));
+    }
+    scratch.keys[lane] = k;
+    __syncwarp();
+    const int rank = RankAmong(scratch.keys, p.experts, k, lane);
+    WriteRankedChoice(p, scratch, real, rank, lane, logit, ids_out, weights_out);
+    return;
+  }
   const int columns = (p.experts + 31) / 32;
   for (int j = warp; j < columns; j += warps) {
     const int e = lane + 32 * j;
