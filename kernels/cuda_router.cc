@@ -1,6 +1,7 @@
 #include "kernels/cuda_router.h"
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -12,16 +13,19 @@
 namespace moe::cuda {
 namespace {
 
-// "v5": the config gained staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the
-// polled reduction); older cache lines no longer match.
-std::string CacheKey(const RouteProblem& p, int sm_count, bool pdl) {
-  const RouterSpec& s = p.spec;
-  return absl::StrCat("v5:sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h", s.hidden, ":x",
-                      DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
-                      pdl ? ":pdl" : "");
-}
-
 std::mutex cache_mu;
+
+// The current device's name for the cache key ("unknown" when it cannot be read).
+std::string CurrentDeviceName() {
+  int device = 0;
+  cudaDeviceProp prop;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "unknown";
+  }
+  return prop.name;
+}
 
 bool LookupCache(const std::string& file, const std::string& key, DecomposeKConfig* c) {
   std::lock_guard<std::mutex> lock(cache_mu);
@@ -146,6 +150,20 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
 
 }  // namespace
 
+// "v6": the one-token epilogue changed (session 17), so timings cached by older builds no
+// longer rank the configs; v5: the config gained staged (v4: dedicated_routers, v3:
+// pdl_cooperative, v2: the polled reduction). Older cache lines no longer match.
+std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_name, int sm_count,
+                             bool pdl) {
+  std::string device = device_name.empty() ? "unknown" : device_name;
+  for (char& c : device)  // one whitespace-free field of the cache line
+    if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
+  const RouterSpec& s = p.spec;
+  return absl::StrCat("v6:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+                      s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
+                      pdl ? ":pdl" : "");
+}
+
 absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
                                        const DecomposeKConfig& config, const AutotuneOptions& tune,
                                        cudaStream_t stream) {
@@ -203,7 +221,7 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
   DecomposeKConfig config = ChooseDecomposeKConfig(problem, sm_count);
   RETURN_IF_ERROR(CanRouteDecomposeK(problem, config));
   if (tune.enabled && tune_args != nullptr) {
-    const std::string key = CacheKey(problem, sm_count, tune.pdl);
+    const std::string key = AutotuneCacheKey(problem, CurrentDeviceName(), sm_count, tune.pdl);
     DecomposeKConfig cached;
     if (!tune.cache_file.empty() && LookupCache(tune.cache_file, key, &cached) &&
         CanRouteDecomposeK(problem, cached).ok()) {

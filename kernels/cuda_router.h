@@ -32,6 +32,12 @@ struct AutotuneOptions {
   bool pdl = false;
 };
 
+// The autotune cache's key for a problem on a device: the device's name (an H100 and an
+// H200 both have 132 SMs, and a config tuned on one is not the other's best), its SM
+// count, the problem, and whether launches use PDL. One whitespace-free field.
+std::string AutotuneCacheKey(const RouteProblem& problem, const std::string& device_name,
+                             int sm_count, bool pdl);
+
 class CudaRouterPlan {
  public:
   // The weights pointer is needed only when autotuning (candidates run on real data).

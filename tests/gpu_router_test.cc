@@ -367,6 +367,28 @@ TEST(GpuConfigs, AnUnknownMainloopIsRefused) {
   }
 }
 
+// The autotune cache keys a config by device name as well as SM count: an H100 and an
+// H200 both have 132 SMs, and a cache file carried from one to the other must not hand
+// over the first one's choices. The key stays one field of a whitespace-separated line.
+// Host-side only: runs without a GPU too.
+TEST(GpuConfigs, AutotuneCacheKeysNameTheDevice) {
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  const std::string h100 = cuda::AutotuneCacheKey(p, "NVIDIA H100 80GB HBM3", 132, true);
+  const std::string h200 = cuda::AutotuneCacheKey(p, "NVIDIA H200", 132, true);
+  EXPECT_NE(h100, h200);
+  for (const std::string& key : {h100, h200}) {
+    EXPECT_EQ(key.find_first_of(" \t\n"), std::string::npos) << key;
+    EXPECT_NE(key.find("sm132"), std::string::npos) << key;
+  }
+  EXPECT_NE(h200, cuda::AutotuneCacheKey(p, "NVIDIA H200", 132, false));
+  EXPECT_NE(h200, cuda::AutotuneCacheKey(p, "NVIDIA H200", 114, true));
+  RouteProblem p16 = p;
+  p16.tokens = 16;
+  EXPECT_NE(h200, cuda::AutotuneCacheKey(p16, "NVIDIA H200", 132, true));
+  EXPECT_EQ(h200, cuda::AutotuneCacheKey(p, "NVIDIA H200", 132, true));
+  EXPECT_FALSE(cuda::AutotuneCacheKey(p, "", 132, true).empty());
+}
+
 TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
   SKIP_WITHOUT_GPU();
   RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
