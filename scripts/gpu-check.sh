@@ -20,6 +20,8 @@ grep -E "^\[  (FAILED|PASSED|SKIPPED) |tests ran|Failure|Expected|Which is|seed=
   "$out/gpu_router_test.log" | head -40
 echo "== router_bench --timeline"
 timeout 120 "$bin/router_bench" --timeline 2>&1 | tee "$out/timeline.log" | tail -20
+echo "== router_bench --pdl_timeline"
+timeout 150 "$bin/router_bench" --pdl_timeline 2>&1 | tee "$out/pdl_timeline.log" | tail -16
 echo "== router_bench $*"
 timeout "${BENCH_TIMEOUT:-300}" "$bin/router_bench" --json "$out/router_bench.json" "$@" \
   >"$out/router_bench.log" 2>&1 || status=1
