@@ -62,6 +62,39 @@ struct Shape {
   int tokens;
 };
 
+// One shape's device buffers: `layers` layers of random weights (normal, sd
+// `weight_scale`), the hidden states, one bias serving as router and correction bias, and
+// the outputs.
+struct ShapeBuffers {
+  size_t layer_bytes;
+  DeviceBuffer weights, hidden, bias, ids, w;
+
+  RouteArgs Args(int layer) const {
+    return {hidden.get(),
+            weights.as<char>() + layer_bytes * layer,
+            bias.as<float>(),
+            bias.as<float>(),
+            ids.as<int32_t>(),
+            w.as<float>(),
+            nullptr};
+  }
+};
+
+ShapeBuffers MakeShapeBuffers(const RouterSpec& spec, int tokens, int layers, float weight_scale) {
+  ShapeBuffers b;
+  b.layer_bytes = size_t(spec.experts) * spec.hidden * 2;
+  b.weights = Must(DeviceBuffer::Allocate(b.layer_bytes * layers));
+  FillRandom(b.weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16,
+             weight_scale, 5);
+  b.hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
+  FillRandom(b.hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 6);
+  b.bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
+  FillRandom(b.bias.get(), spec.experts, DType::kFP32, 0.05f, 7);
+  b.ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+  b.w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+  return b;
+}
+
 }  // namespace
 
 void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
@@ -78,16 +111,8 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
                                                   {"kimi_k2", 1}}) {
     const RouterSpec spec = FindPreset(family).value().spec;
     RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
-    const size_t wbytes = size_t(spec.experts) * spec.hidden * 2;
-    const int layers = LayersFor(wbytes, 50u << 20, 2, 512);
-    auto weights = Must(DeviceBuffer::Allocate(wbytes * layers));
-    FillRandom(weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16, 0.02f, 5);
-    auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
-    FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 6);
-    auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
-    FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 7);
-    auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
-    auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
+    const int layers = LayersFor(size_t(spec.experts) * spec.hidden * 2, 50u << 20, 2, 512);
+    const ShapeBuffers b = MakeShapeBuffers(spec, tokens, layers, 0.02f);
     std::vector<cuda::DecomposeKConfig> configs = {
         cuda::ChooseDecomposeKConfig(p, info.sm_count),
         cuda::ChooseDecomposeKConfig(p, info.sm_count, /*allow_polled=*/false)};
@@ -112,16 +137,9 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
       std::vector<unsigned long long> host(entries);
       std::vector<double> phase[4], epilogue_cycles;
       for (int rep = 0; rep < 20; ++rep) {
-        RouteArgs args{hidden.get(),
-                       weights.as<char>() + wbytes * (rep % layers),
-                       bias.as<float>(),
-                       bias.as<float>(),
-                       ids.as<int32_t>(),
-                       w.as<float>(),
-                       nullptr};
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8, stream));
-        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(p, args, c, ws.get(), stream, false,
-                                                            tl.as<unsigned long long>()));
+        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(
+            p, b.Args(rep % layers), c, ws.get(), stream, false, tl.as<unsigned long long>()));
         CHECK_CUDA(
             cudaMemcpyAsync(host.data(), tl.get(), entries * 8, cudaMemcpyDeviceToHost, stream));
         CHECK_CUDA(cudaStreamSynchronize(stream));
@@ -164,17 +182,9 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
     RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
     const size_t layer_bytes = size_t(spec.experts) * spec.hidden * 2;
     const int layers = LayersFor(layer_bytes, l2_bytes, 16, 2048);
-    auto weights = Must(DeviceBuffer::Allocate(layer_bytes * layers));
-    FillRandom(weights.get(), size_t(spec.experts) * spec.hidden * layers, DType::kBF16,
-               1.0f / std::sqrt(float(spec.hidden)), 7);
-    auto hidden = Must(DeviceBuffer::Allocate(size_t(tokens) * spec.hidden * 2));
-    FillRandom(hidden.get(), size_t(tokens) * spec.hidden, DType::kBF16, 1.0f, 9);
-    auto bias = Must(DeviceBuffer::Allocate(4 * spec.experts));
-    FillRandom(bias.get(), spec.experts, DType::kFP32, 0.05f, 8);
-    auto ids = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
-    auto w = Must(DeviceBuffer::Allocate(4 * tokens * spec.top_k));
-    RouteArgs args{hidden.get(),      weights.get(), bias.as<float>(), bias.as<float>(),
-                   ids.as<int32_t>(), w.as<float>(), nullptr};
+    const ShapeBuffers b =
+        MakeShapeBuffers(spec, tokens, layers, 1.0f / std::sqrt(float(spec.hidden)));
+    const RouteArgs args = b.Args(0);
     cuda::AutotuneOptions tune;
     tune.enabled = true;
     tune.pdl = true;
@@ -194,10 +204,9 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       cudaGraph_t graph;
       CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
       for (int i = 0; i < kLaunches; ++i) {
-        RouteArgs a = args;
-        a.weight = weights.as<char>() + layer_bytes * (i % layers);
         CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(
-            p, a, c, ws.get(), stream, /*pdl=*/true, tl.as<unsigned long long>() + i * entries));
+            p, b.Args(i % layers), c, ws.get(), stream, /*pdl=*/true,
+            tl.as<unsigned long long>() + i * entries));
       }
       CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
       CudaGraph owned(graph);
