@@ -2,12 +2,16 @@
 
 #include <civetweb.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "server/listener_wake.h"
 
 namespace moe {
 namespace {
@@ -143,6 +147,7 @@ std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& a
                                                             std::string* error) {
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->registry_ = registry;
+  s->wake_host_ = WakeHostOf(address);
   const char* options[] = {"listening_ports", address.c_str(), "num_threads", "2", nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
@@ -162,8 +167,21 @@ std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& a
   return s;
 }
 
+// mg_stop returns once civetweb's listener thread sees the stop flag, which it checks
+// only when its poll() returns (1.3 s when idle): a helper connects to our own port until
+// mg_stop is done, so the poll returns at once (~30 ms in all).
 MetricsHttpServer::~MetricsHttpServer() {
-  if (ctx_) mg_stop(ctx_);
+  if (!ctx_) return;
+  std::atomic<bool> stopped{false};
+  std::thread waker([this, &stopped] {
+    while (!stopped.load()) {
+      ConnectBriefly(wake_host_, port_, 50);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  mg_stop(ctx_);
+  stopped = true;
+  waker.join();
 }
 
 int MetricsHttpServer::Handle(mg_connection* conn, void* self) {

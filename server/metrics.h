@@ -94,6 +94,7 @@ class MetricsHttpServer {
   mg_context* ctx_ = nullptr;
   const MetricsRegistry* registry_ = nullptr;
   int port_ = 0;
+  std::string wake_host_;  // where to connect to wake civetweb's listener (listener_wake.h)
   static int Handle(mg_connection* conn, void* self);
 };
 
