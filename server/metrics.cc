@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -173,15 +174,20 @@ std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& a
 MetricsHttpServer::~MetricsHttpServer() {
   if (!ctx_) return;
   std::atomic<bool> stopped{false};
-  std::thread waker([this, &stopped] {
-    while (!stopped.load()) {
-      ConnectBriefly(wake_host_, port_, 50);
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  });
+  std::thread waker;
+  try {
+    waker = std::thread([this, &stopped] {
+      while (!stopped.load()) {
+        ConnectBriefly(wake_host_, port_, 50);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+  } catch (const std::system_error&) {
+    // No thread to spare: stop the slow way rather than not at all.
+  }
   mg_stop(ctx_);
   stopped = true;
-  waker.join();
+  if (waker.joinable()) waker.join();
 }
 
 int MetricsHttpServer::Handle(mg_connection* conn, void* self) {
