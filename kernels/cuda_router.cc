@@ -8,24 +8,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda_device.h"
 #include "kernels/status_macros.h"
 
 namespace moe::cuda {
 namespace {
 
 std::mutex cache_mu;
-
-// The current device's name for the cache key ("unknown" when it cannot be read).
-std::string CurrentDeviceName() {
-  int device = 0;
-  cudaDeviceProp prop;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-    cudaGetLastError();
-    return "unknown";
-  }
-  return prop.name;
-}
 
 bool LookupCache(const std::string& file, const std::string& key, DecomposeKConfig* c) {
   std::lock_guard<std::mutex> lock(cache_mu);
@@ -221,7 +210,9 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
   DecomposeKConfig config = ChooseDecomposeKConfig(problem, sm_count);
   RETURN_IF_ERROR(CanRouteDecomposeK(problem, config));
   if (tune.enabled && tune_args != nullptr) {
-    const std::string key = AutotuneCacheKey(problem, CurrentDeviceName(), sm_count, tune.pdl);
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) cudaGetLastError();
+    const std::string key = AutotuneCacheKey(problem, ProbeDevice(device).name, sm_count, tune.pdl);
     DecomposeKConfig cached;
     if (!tune.cache_file.empty() && LookupCache(tune.cache_file, key, &cached) &&
         CanRouteDecomposeK(problem, cached).ok()) {

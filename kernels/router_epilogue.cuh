@@ -696,6 +696,14 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
   return true;
 }
 
+// Expert e's selection key in CtaRouteToken (no score-first softmax there): its score,
+// or its logit when scoring follows the choice, plus the correction bias.
+__device__ __forceinline__ uint32_t CtaSelectionKey(const EpilogueParams& p, float logit,
+                                                    const float* correction_bias, int e) {
+  const float v = p.score_first ? ScoreOf(p.scoring, logit, 0.0f, 1.0f) : logit;
+  return OrderedKey(v + (p.has_correction_bias ? correction_bias[e] : 0.0f));
+}
+
 // Routers of at most this many experts (one column) take the top-k by counting in
 // CtaRouteToken. H200 A/B against the top_k rounds (same run, two rounds, per call under
 // PDL): Mixtral (8 experts, top 2) 3.18 -> 2.95 us, Llama 4 Scout (16, top 1) 3.67 ->
@@ -715,11 +723,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     if (warp != 0) return;
     const bool real = lane < p.experts;
     const float logit = real ? logits[lane] : 0.0f;
-    uint32_t k = 0;
-    if (real) {
-      const float v = p.score_first ? ScoreOf(p.scoring, logit, 0.0f, 1.0f) : logit;
-      k = OrderedKey(v + (p.has_correction_bias ? correction_bias[lane] : 0.0f));
-    }
+    const uint32_t k = real ? CtaSelectionKey(p, logit, correction_bias, lane) : 0u;
     scratch.keys[lane] = k;
     __syncwarp();
     const int rank = RankAmong(scratch.keys, p.experts, k, lane);
@@ -729,11 +733,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
   const int columns = (p.experts + 31) / 32;
   for (int j = warp; j < columns; j += warps) {
     const int e = lane + 32 * j;
-    uint32_t k = 0;
-    if (e < p.experts) {
-      const float v = p.score_first ? ScoreOf(p.scoring, logits[e], 0.0f, 1.0f) : logits[e];
-      k = OrderedKey(v + (p.has_correction_bias ? correction_bias[e] : 0.0f));
-    }
+    const uint32_t k = e < p.experts ? CtaSelectionKey(p, logits[e], correction_bias, e) : 0u;
     scratch.keys[e] = k;
     if (P >= kFewCandidatesMinP || p.n_group > 1) {  // group scores; the threshold
       uint32_t m1, m2;
