@@ -31,11 +31,20 @@ namespace v1 = moe_router::v1;
 
 constexpr int kLayers = 3;
 
-// The server binary: MOE_SERVER_BINARY from the environment (e.g. a bundle on a GPU
-// machine), else the one this build made.
+// The server binary: MOE_SERVER_BINARY from the environment, else the one this build
+// made, else a moe-router-server beside this test binary (a device bundle, where the
+// build's path does not exist).
 std::string ServerBinary() {
-  const char* env = std::getenv("MOE_SERVER_BINARY");
-  return env ? env : MOE_SERVER_BINARY;
+  if (const char* env = std::getenv("MOE_SERVER_BINARY")) return env;
+  if (access(MOE_SERVER_BINARY, X_OK) == 0) return MOE_SERVER_BINARY;
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    std::string dir(self, size_t(n));
+    dir.resize(dir.rfind('/') + 1);
+    if (access((dir + "moe-router-server").c_str(), X_OK) == 0) return dir + "moe-router-server";
+  }
+  return MOE_SERVER_BINARY;
 }
 
 // In the ASan/UBSan build, Debian's civetweb fails to start its worker threads inside
@@ -80,15 +89,35 @@ class ServerProcess {
       execv(argv[0], argv.data());
       _exit(127);
     }
+    // Until the port file names the ports; a server that exits first (a missing binary,
+    // a bad flag, a backend that cannot start) ends the wait at once, and WaitServing says
+    // why instead of polling for 30 s.
     for (int i = 0; i < 600 && grpc_port_ == 0; ++i) {
       std::ifstream in(port_file_);
       in >> grpc_port_ >> metrics_port_;
-      if (grpc_port_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (grpc_port_ != 0) break;
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        start_error_ = absl::StrCat(args[0], " exited before listening (",
+                                    WIFEXITED(status) ? "status " : "signal ",
+                                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                                    WIFEXITED(status) && WEXITSTATUS(status) == 127
+                                        ? ": not executable; set MOE_SERVER_BINARY"
+                                        : "",
+                                    ")");
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+    if (grpc_port_ == 0) start_error_ = "no port file after 30 s: " + port_file_;
   }
   // Polls the health service until SERVING (models loaded); false after `seconds`.
   bool WaitServing(int seconds = 120) {
-    if (!up()) return false;
+    if (!up()) {
+      ADD_FAILURE() << start_error_;
+      return false;
+    }
     RouterClient client(address(), tls_);
     for (int i = 0; i < seconds * 20; ++i) {
       bool serving = false;
@@ -123,6 +152,7 @@ class ServerProcess {
   bool exited_ = false;
   std::string port_file_;
   int grpc_port_ = 0, metrics_port_ = 0;
+  std::string start_error_;  // why the server never listened
   ClientOptions tls_;
 };
 
