@@ -34,11 +34,27 @@ std::string DescribePath(const cuda::DecomposeKConfig& c) {
 }
 
 // One launch's stamps: per slot, the earliest and the latest non-zero stamp over its CTAs
-// (0 when no CTA stamped it), and the clock64 cycles of the routing CTA's epilogue.
+// (0 when no CTA stamped it), and the clock64 cycles of the routing CTA's epilogue, whole
+// and (one-token router CTAs) by sub-phase: columns, groups, ranking, weights.
 struct LaunchStamps {
   unsigned long long first[cuda::kTimelineSlots] = {}, last[cuda::kTimelineSlots] = {};
   double epilogue_cycles = 0;
+  double epilogue_phase_cycles[4] = {};  // 0 where a sub-phase was not stamped
 };
+
+// The clock64 cycles between the routing CTA's arrival and its end, split at the epilogue
+// sub-phase stamps it wrote (a phase it skipped, e.g. groups without groups, counts 0).
+void EpiloguePhases(const unsigned long long* c, LaunchStamps& s) {
+  const int order[] = {cuda::kStampArrived, cuda::kStampEpiColumns, cuda::kStampEpiGroups,
+                       cuda::kStampEpiRanked, cuda::kStampRouted};
+  unsigned long long previous = c[2 * cuda::kStampArrived + 1];
+  for (int i = 1; i < 5; ++i) {
+    if (c[2 * order[i]] == 0) continue;
+    const unsigned long long now = c[2 * order[i] + 1];
+    s.epilogue_phase_cycles[i - 1] = double(now - previous);
+    previous = now;
+  }
+}
 
 LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
   constexpr int kSlots = cuda::kTimelineSlots;
@@ -51,8 +67,10 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
       s.first[slot] = s.first[slot] ? std::min(s.first[slot], ns) : ns;
       s.last[slot] = std::max(s.last[slot], ns);
     }
-    if (c[2 * cuda::kStampRouted] != 0 && c[2 * cuda::kStampArrived] != 0)
+    if (c[2 * cuda::kStampRouted] != 0 && c[2 * cuda::kStampArrived] != 0) {
       s.epilogue_cycles = double(c[2 * cuda::kStampRouted + 1] - c[2 * cuda::kStampArrived + 1]);
+      EpiloguePhases(c, s);
+    }
   }
   return s;
 }
@@ -165,10 +183,12 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       "(a graph of %d launches with PDL over rotating layers; median over launches 2.. of %d "
       "replays).\nstart: its first CTA began (negative: during launch i-1); waited: a "
       "dedicated router passed griddepcontrol.wait; mainloop / published: the last CTA's; "
-      "routed: the call's\nlatency as the graph sees it\n",
+      "routed: the call's\nlatency as the graph sees it; epi_cycles split into the one-token "
+      "epilogue's sub-phases: columns / groups / ranking / weights (0: not a phase there)\n",
       kLaunches, kReplays);
-  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s\n", "shape", "config", "start",
-              "waited", "mainloop", "published", "arrived", "routed", "epi_cycles", "graph_us");
+  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %s\n", "shape", "config", "start",
+              "waited", "mainloop", "published", "arrived", "routed", "epi_cycles", "graph_us",
+              "cols/groups/rank/weights");
   for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
                                                   {"deepseek_v3", 16},
                                                   {"kimi_k2", 1},
@@ -215,7 +235,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       CudaGraphExec owned_exec(exec);
       for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up
       std::vector<unsigned long long> host(entries * kLaunches);
-      std::vector<double> phase[6], epilogue_cycles, graph_us;
+      std::vector<double> phase[6], epilogue_cycles, graph_us, epilogue_phases[4];
       for (int r = 0; r < kReplays; ++r) {
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8 * kLaunches, stream));
         CHECK_CUDA(cudaGraphLaunch(exec, stream));
@@ -233,16 +253,21 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
           phase[3].push_back(after(s[i].last[cuda::kStampReduced]));
           phase[4].push_back(after(s[i].last[cuda::kStampArrived]));
           phase[5].push_back(after(s[i].last[cuda::kStampRouted]));
-          if (s[i].epilogue_cycles > 0) epilogue_cycles.push_back(s[i].epilogue_cycles);
+          if (s[i].epilogue_cycles > 0) {
+            epilogue_cycles.push_back(s[i].epilogue_cycles);
+            for (int k = 0; k < 4; ++k) epilogue_phases[k].push_back(s[i].epilogue_phase_cycles[k]);
+          }
         }
         graph_us.push_back((double(s[kLaunches - 1].last[cuda::kStampRouted]) -
                             double(s[1].last[cuda::kStampRouted])) /
                            1e3 / (kLaunches - 2));
       }
-      std::printf("%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f\n", shape.c_str(),
-                  name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
-                  Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),
-                  Median(graph_us));
+      std::printf(
+          "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %.0f/%.0f/%.0f/%.0f\n",
+          shape.c_str(), name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
+          Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),
+          Median(graph_us), Median(epilogue_phases[0]), Median(epilogue_phases[1]),
+          Median(epilogue_phases[2]), Median(epilogue_phases[3]));
     }
   }
 }

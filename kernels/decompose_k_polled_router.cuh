@@ -15,6 +15,10 @@
 
 namespace moe::cuda {
 
+static_assert(kStampEpiGroups - kStampEpiColumns == kEpiGroupsDone - kEpiColumnsDone &&
+                  kStampEpiRanked - kStampEpiColumns == kEpiRanked - kEpiColumnsDone,
+              "the timeline's epilogue slots follow EpiloguePhase");
+
 // A router CTA's shared memory besides its tokens' logits.
 struct PolledRouterShared {
   float router_bias[kMaxExperts];
@@ -107,8 +111,14 @@ __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRo
     return dry ? r.dry_weights : p.weights + (size_t(z) * kChunk + n) * p.ep.top_k;
   };
   if (mine.last - mine.first == 1 && CtaRouteTokenApplies(p.ep)) {
+    unsigned long long* marks =
+        p.timeline && !dry
+            ? p.timeline + ((size_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTimelineSlots +
+                            kStampEpiColumns) *
+                               2
+            : nullptr;
     CtaRouteToken<P>(p.ep, logits, r.correction_bias, r.cta_route, kWarps, ids(mine.first),
-                     weights(mine.first));
+                     weights(mine.first), marks);
     return;
   }
   const int warp = threadIdx.x / 32;

@@ -108,6 +108,11 @@ enum TimelineSlot : int {
   kStampArrived,   // the router CTA has every partial of its tokens
   kStampRouted,    // the router CTA has written its tokens' ids and weights
   kStampWaited,    // a dedicated router CTA passed griddepcontrol.wait (polled kernel)
+  // A one-token router CTA's epilogue (CtaRouteToken's EpiloguePhase, in that order): its
+  // column warps are done, the kept groups are known, the choices are ranked.
+  kStampEpiColumns,
+  kStampEpiGroups,
+  kStampEpiRanked,
   kTimelineSlots
 };
 size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config);

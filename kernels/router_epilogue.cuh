@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/pdl_device.cuh"
 #include "kernels/router_spec.h"
 
 namespace moe::cuda {
@@ -518,6 +519,16 @@ __device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const f
 // softmax (whose max and sum span the warps) and with no groups or column groups (experts
 // per group a multiple of 32, group scores of one or two): CtaRouteTokenApplies.
 
+// CtaRouteToken's sub-phases, stamped (%globaltimer ns, clock64) by thread 0 into
+// marks[2 * phase], marks[2 * phase + 1] when a timeline is asked for: the column warps
+// are done (CTA barrier passed), the kept groups are known, the choices are ranked.
+enum EpiloguePhase : int { kEpiColumnsDone, kEpiGroupsDone, kEpiRanked, kEpiPhases };
+__device__ __forceinline__ void MarkEpiloguePhase(unsigned long long* marks, int phase) {
+  if (marks == nullptr || threadIdx.x != 0) return;
+  marks[2 * phase] = GlobalTimerNs();
+  marks[2 * phase + 1] = clock64();
+}
+
 struct CtaRouteScratch {  // shared memory
   alignas(16) uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
@@ -645,7 +656,8 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
                                                    CtaRouteScratch& scratch,
                                                    const uint32_t (&key)[P], uint32_t kept_columns,
                                                    int32_t* __restrict__ ids_out,
-                                                   float* __restrict__ weights_out) {
+                                                   float* __restrict__ weights_out,
+                                                   unsigned long long* marks) {
   const int lane = threadIdx.x & 31;
   const int columns = (p.experts + 31) / 32;
   const uint32_t mine =
@@ -692,6 +704,7 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
   const int id = scratch.candidate_id[lane];
   const int rank = RankAmong(scratch.candidate_key, total, candidate, lane);
   const bool valid = lane < total;
+  MarkEpiloguePhase(marks, kEpiRanked);
   WriteRankedChoice(p, scratch, valid, rank, id, valid ? logits[id] : 0.0f, ids_out, weights_out);
   return true;
 }
@@ -711,11 +724,14 @@ __device__ __forceinline__ uint32_t CtaSelectionKey(const EpilogueParams& p, flo
 // costs about what four rounds do.
 constexpr int kRankedMaxExperts = 16;
 
-// All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's.
+// All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
+// null, or where thread 0 stamps the sub-phases (EpiloguePhase) for router_bench's
+// timelines.
 template <int P>
 __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
                               const float* correction_bias, CtaRouteScratch& scratch, int warps,
-                              int32_t* __restrict__ ids_out, float* __restrict__ weights_out) {
+                              int32_t* __restrict__ ids_out, float* __restrict__ weights_out,
+                              unsigned long long* marks = nullptr) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   if (P == 1 && p.experts <= kRankedMaxExperts) {
     // One column (so no groups: CtaRouteTokenApplies): warp 0 alone, no CTA barrier; the
@@ -726,7 +742,9 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     const uint32_t k = real ? CtaSelectionKey(p, logit, correction_bias, lane) : 0u;
     scratch.keys[lane] = k;
     __syncwarp();
+    MarkEpiloguePhase(marks, kEpiColumnsDone);
     const int rank = RankAmong(scratch.keys, p.experts, k, lane);
+    MarkEpiloguePhase(marks, kEpiRanked);
     WriteRankedChoice(p, scratch, real, rank, lane, logit, ids_out, weights_out);
     return;
   }
@@ -746,6 +764,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
   }
   __syncthreads();
   if (warp != 0) return;
+  MarkEpiloguePhase(marks, kEpiColumnsDone);
   uint32_t key[P];
 #pragma unroll
   for (int j = 0; j < P; ++j) {
@@ -771,13 +790,15 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
 #pragma unroll
     for (int j = 0; j < P; ++j)
       if (!((kept_columns >> j) & 1u)) key[j] = 0u;
+    MarkEpiloguePhase(marks, kEpiGroupsDone);
     if constexpr (P >= kFewCandidatesMinP) {
-      if (RouteFewCandidates<P>(p, logits, scratch, key, kept_columns, ids_out, weights_out))
+      if (RouteFewCandidates<P>(p, logits, scratch, key, kept_columns, ids_out, weights_out, marks))
         return;
     }
   } else if constexpr (P >= kFewCandidatesMinP) {
     const uint32_t all_columns = columns >= 32 ? ~0u : (1u << columns) - 1u;
-    if (RouteFewCandidates<P>(p, logits, scratch, key, all_columns, ids_out, weights_out)) return;
+    if (RouteFewCandidates<P>(p, logits, scratch, key, all_columns, ids_out, weights_out, marks))
+      return;
   }
   float l[P];
 #pragma unroll
@@ -787,6 +808,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
   }
   LaneChoices<P> chosen;
   WarpTopK<P>(p.top_k, key, l, chosen);
+  MarkEpiloguePhase(marks, kEpiRanked);
   WriteChoices<P>(p, chosen, TokenScoring{}, ids_out, weights_out);
 }
 
