@@ -532,9 +532,9 @@ __device__ __forceinline__ void MarkEpiloguePhase(unsigned long long* marks, int
 struct CtaRouteScratch {  // shared memory
   alignas(16) uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
-  alignas(16) uint32_t candidate_key[32];  // the few experts that can still be chosen, in
-  int candidate_id[32];                    // id order; key 0 past the last
-  float chosen_value[kMaxTopK];            // WriteRankedChoice: a value per rank
+  alignas(16) uint32_t candidate_key[32];    // the few experts that can still be chosen, in
+  int candidate_id[32];                      // id order; key 0 past the last
+  alignas(16) float chosen_value[kMaxTopK];  // WriteRankedChoice: a value per rank
 };
 
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
@@ -571,6 +571,27 @@ __device__ __forceinline__ int RankAmong(const uint32_t* keys, int count, uint32
   return rank;
 }
 
+// Folds f over the values of ranks 0 .. top_k - 1 (shared memory, 16-byte aligned), in rank
+// order: 16-byte broadcast loads, so a top-8 sum waits on two loads, not eight behind
+// their loop's exit tests. H200 sub-phase stamps: the weights phase 688 -> 595 cycles
+// (DeepSeek-V3), 677 -> 605 (Kimi K2), 732 -> 707 (Mixtral). Reading all 16 values into
+// registers at once instead raised the dedicated-router kernels' spills from 12-32 to
+// 52-84 bytes (ptxas) and was not measured.
+template <typename F>
+__device__ __forceinline__ float FoldChosen(const float* values, int top_k, float init, F f) {
+  const float4* v4 = reinterpret_cast<const float4*>(values);
+  float acc = init;
+#pragma unroll
+  for (int q = 0; q < kMaxTopK / 4; ++q) {
+    if (4 * q >= top_k) break;
+    const float4 x = v4[q];
+    const float xs[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc = 4 * q + u < top_k ? f(acc, xs[u]) : acc;
+  }
+  return acc;
+}
+
 // WriteChoices for choices ranked by counting, one a lane at most (`valid` lanes with rank
 // < top_k): the chosen lanes put a value in shared memory at their rank, and every lane
 // reads the top_k values and computes the normaliser itself, in rank order. No shuffle
@@ -586,39 +607,22 @@ __device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p, CtaRo
   if (p.scoring == kScoringSoftmax) {  // softmax over the chosen logits
     if (chosen) scratch.chosen_value[rank] = logit;
     __syncwarp();
-    float top = -INFINITY;
-#pragma unroll
-    for (int r = 0; r < kMaxTopK; ++r) {
-      if (r >= p.top_k) break;
-      top = fmaxf(top, scratch.chosen_value[r]);
-    }
-    float e[kMaxTopK], sum = 0.0f;
-#pragma unroll
-    for (int r = 0; r < kMaxTopK; ++r) {
-      if (r >= p.top_k) break;
-      e[r] = __expf(scratch.chosen_value[r] - top);
-      sum += e[r];
-    }
+    const float top = FoldChosen(scratch.chosen_value, p.top_k, -INFINITY,
+                                 [](float acc, float v) { return fmaxf(acc, v); });
+    const float sum = FoldChosen(scratch.chosen_value, p.top_k, 0.0f,
+                                 [&](float acc, float v) { return acc + __expf(v - top); });
     const float inv = __fdividef(1.0f, sum);
     w = __expf(logit - top) * inv;
-    if (p.renormalize) {
-#pragma unroll
-      for (int r = 0; r < kMaxTopK; ++r) {
-        if (r >= p.top_k) break;
-        total += e[r] * inv;
-      }
-    }
+    if (p.renormalize)
+      total = FoldChosen(scratch.chosen_value, p.top_k, 0.0f,
+                         [&](float acc, float v) { return acc + __expf(v - top) * inv; });
   } else {
     w = p.scoring == kScoringSigmoid ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f) : logit;
     if (chosen) scratch.chosen_value[rank] = w;
     __syncwarp();
-    if (p.renormalize) {
-#pragma unroll
-      for (int r = 0; r < kMaxTopK; ++r) {
-        if (r >= p.top_k) break;
-        total += scratch.chosen_value[r];
-      }
-    }
+    if (p.renormalize)
+      total = FoldChosen(scratch.chosen_value, p.top_k, 0.0f,
+                         [](float acc, float v) { return acc + v; });
   }
   float scale = p.scaling_factor;
   if (p.renormalize && total > 0.0f) scale = __fdividef(scale, total);
@@ -724,6 +728,38 @@ __device__ __forceinline__ uint32_t CtaSelectionKey(const EpilogueParams& p, flo
 // costs about what four rounds do.
 constexpr int kRankedMaxExperts = 16;
 
+// The kept groups when group g is column g (DeepSeek-V3's 8 groups of 32), from the
+// columns' top two keys in shared memory (16-byte aligned; pairs past the groups are
+// ignored): every lane scores every group from broadcast 16-byte loads and ranks its own
+// by counting (KeptGroupsByColumns' rule), so the one collective is the final ballot, not
+// a run-time loop of n_group shuffles. H200, --pdl_timeline's sub-phase stamps (same run):
+// the groups phase of DeepSeek-V3 904 -> 857 cycles at one token (896 -> 862 at 16); per
+// call below the noise of a same-run A/B (4.04 -> 4.01 us).
+template <int P>
+__device__ __forceinline__ uint32_t KeptGroupsOfColumns(const EpilogueParams& p,
+                                                        const uint32_t* column_top2) {
+  const int lane = threadIdx.x & 31;
+  const bool two = p.group_score_topk == 2;
+  const uint4* pairs = reinterpret_cast<const uint4*>(column_top2);
+  float score[P];
+#pragma unroll
+  for (int q = 0; q < (P + 1) / 2; ++q) {  // two groups a load
+    const uint4 v = pairs[q];
+    score[2 * q] = two ? KeyToFloat(v.x) + KeyToFloat(v.y) : KeyToFloat(v.x);
+    if (2 * q + 1 < P) score[2 * q + 1] = two ? KeyToFloat(v.z) + KeyToFloat(v.w) : KeyToFloat(v.z);
+  }
+  float mine = -INFINITY;
+#pragma unroll
+  for (int q = 0; q < P; ++q) {
+    if (q >= p.n_group) score[q] = -INFINITY;
+    mine = q == lane ? score[q] : mine;
+  }
+  int rank = 0;
+#pragma unroll
+  for (int q = 0; q < P; ++q) rank += Beats(score[q], q, mine, lane);
+  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+}
+
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
 // null, or where thread 0 stamps the sub-phases (EpiloguePhase) for router_bench's
 // timelines.
@@ -785,7 +821,8 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       return two ? KeyToFloat(k1) + KeyToFloat(k2) : KeyToFloat(k1);
     };
     const uint32_t kept =
-        KeptGroupsOfLaneScores(p, lane < p.n_group ? group_score(lane) : -INFINITY);
+        cols == 1 ? KeptGroupsOfColumns<P>(p, scratch.column_top2)
+                  : KeptGroupsOfLaneScores(p, lane < p.n_group ? group_score(lane) : -INFINITY);
     const uint32_t kept_columns = KeptColumns(kept, cols, columns);
 #pragma unroll
     for (int j = 0; j < P; ++j)
