@@ -118,6 +118,25 @@ __device__ __forceinline__ bool Beats(float a, int ia, float b, int ib) {
   return a > b || (a == b && ia < ib);
 }
 
+// The kept-groups mask from every group's score, the same in every lane (score[q] for
+// group q; entries from n_group on are ignored): lane g ranks group g by counting the
+// groups that beat it (a higher score, or an equal one and a lower id) and keeps it when
+// fewer than topk_group do.
+template <int P>
+__device__ __forceinline__ uint32_t KeptGroupsOfScores(const EpilogueParams& p, float (&score)[P]) {
+  const int lane = threadIdx.x & 31;
+  float mine = -INFINITY;
+#pragma unroll
+  for (int q = 0; q < P; ++q) {
+    if (q >= p.n_group) score[q] = -INFINITY;
+    mine = q == lane ? score[q] : mine;
+  }
+  int rank = 0;
+#pragma unroll
+  for (int q = 0; q < P; ++q) rank += Beats(score[q], q, mine, lane);
+  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+}
+
 // Grouped selection when every group is whole columns of the lane layout (experts per
 // group a multiple of 32, as DeepSeek-V3's 8 x 32) and the group score sums at most two:
 // every group is scored at once from column maxima; the scores are warp-uniform, so each
@@ -125,7 +144,6 @@ __device__ __forceinline__ bool Beats(float a, int ia, float b, int ib) {
 template <int P>
 __device__ __forceinline__ uint32_t KeptGroupsByColumns(const EpilogueParams& p,
                                                         const uint32_t (&key)[P]) {
-  const int lane = threadIdx.x & 31;
   const int cols = p.group_columns;
   const bool two = p.group_score_topk == 2;
   float score[P];
@@ -141,16 +159,7 @@ __device__ __forceinline__ uint32_t KeptGroupsByColumns(const EpilogueParams& p,
       score[q] = WarpTop2Sum(k1, k2, two);
     }
   }
-  float mine = -INFINITY;
-#pragma unroll
-  for (int q = 0; q < P; ++q) {
-    if (q >= p.n_group) score[q] = -INFINITY;
-    mine = q == lane ? score[q] : mine;
-  }
-  int rank = 0;
-#pragma unroll
-  for (int q = 0; q < P; ++q) rank += Beats(score[q], q, mine, lane);
-  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+  return KeptGroupsOfScores<P>(p, score);
 }
 
 // The kept-groups mask when lane g (< n_group) holds group g's score: a group is kept when
@@ -738,7 +747,6 @@ constexpr int kRankedMaxExperts = 16;
 template <int P>
 __device__ __forceinline__ uint32_t KeptGroupsOfColumns(const EpilogueParams& p,
                                                         const uint32_t* column_top2) {
-  const int lane = threadIdx.x & 31;
   const bool two = p.group_score_topk == 2;
   const uint4* pairs = reinterpret_cast<const uint4*>(column_top2);
   float score[P];
@@ -748,16 +756,7 @@ __device__ __forceinline__ uint32_t KeptGroupsOfColumns(const EpilogueParams& p,
     score[2 * q] = two ? KeyToFloat(v.x) + KeyToFloat(v.y) : KeyToFloat(v.x);
     if (2 * q + 1 < P) score[2 * q + 1] = two ? KeyToFloat(v.z) + KeyToFloat(v.w) : KeyToFloat(v.z);
   }
-  float mine = -INFINITY;
-#pragma unroll
-  for (int q = 0; q < P; ++q) {
-    if (q >= p.n_group) score[q] = -INFINITY;
-    mine = q == lane ? score[q] : mine;
-  }
-  int rank = 0;
-#pragma unroll
-  for (int q = 0; q < P; ++q) rank += Beats(score[q], q, mine, lane);
-  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
+  return KeptGroupsOfScores<P>(p, score);
 }
 
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
