@@ -240,11 +240,13 @@ __device__ __forceinline__ void FmaMainloop(const KernelParams& p, int m_block, 
 
 // Diagnostics: phase stamps per CTA (TimelineSlot, decompose_k_router.h), [cta][slot][2] =
 // (globaltimer ns, clock64), written by thread 0 when the launch asked for a timeline
-// (never in service).
+// (never in service). TimelineEntry: this CTA's entry for `slot` (p.timeline not null).
+__device__ __forceinline__ unsigned long long* TimelineEntry(const KernelParams& p, int slot) {
+  return p.timeline + ((size_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTimelineSlots + slot) * 2;
+}
 __device__ __forceinline__ void Stamp(const KernelParams& p, int slot) {
   if (p.timeline == nullptr || threadIdx.x != 0) return;
-  unsigned long long* out =
-      p.timeline + ((size_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTimelineSlots + slot) * 2;
+  unsigned long long* out = TimelineEntry(p, slot);
   out[0] = GlobalTimerNs();
   out[1] = clock64();
 }

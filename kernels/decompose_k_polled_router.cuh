@@ -111,12 +111,7 @@ __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRo
     return dry ? r.dry_weights : p.weights + (size_t(z) * kChunk + n) * p.ep.top_k;
   };
   if (mine.last - mine.first == 1 && CtaRouteTokenApplies(p.ep)) {
-    unsigned long long* marks =
-        p.timeline && !dry
-            ? p.timeline + ((size_t(blockIdx.y) * gridDim.x + blockIdx.x) * kTimelineSlots +
-                            kStampEpiColumns) *
-                               2
-            : nullptr;
+    unsigned long long* marks = p.timeline && !dry ? TimelineEntry(p, kStampEpiColumns) : nullptr;
     CtaRouteToken<P>(p.ep, logits, r.correction_bias, r.cta_route, kWarps, ids(mine.first),
                      weights(mine.first), marks);
     return;
