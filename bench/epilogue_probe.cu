@@ -4,9 +4,14 @@
 // runs it once per launch), later ones warm. Printed per family: the whole epilogue
 // (dispatching over the experts-per-lane width, as the kernels do) and each of its four
 // phases; then the dependent-chain latency of the warp collectives it is built from.
+// Then CtaRouteToken, the one-token router CTA's epilogue of the polled kernel, alone on
+// one SM and warm: per family its cycles and its sub-phases (EpiloguePhase marks). With
+// `--ncu FAMILY` it only runs a long warm loop of CtaRouteToken for that family, for a
+// profiler's PC sampling (ncu --set full, source page): where a warm CTA epilogue stalls.
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "kernels/router_epilogue.cuh"
@@ -102,6 +107,84 @@ __global__ void ChainLatency(uint32_t seed, uint32_t* sink, long long* cycles) {
     for (int i = 0; i < 6; ++i) cycles[i] = t[i + 1] - t[i];
 }
 
+// CtaRouteToken `reps` times in a row by kCtaWarps warps, logits and correction bias in
+// shared memory as in the polled kernel's router CTA. With `cycles`: per repetition thread
+// 0's clock64 at the start, at the three sub-phase marks (0: not a phase of this spec) and
+// after the closing CTA barrier (kCtaStamps values a repetition).
+constexpr int kCtaWarps = 8;
+constexpr int kCtaStamps = 2 + kEpiPhases;
+
+template <int P>
+__global__ void __launch_bounds__(kCtaWarps * 32)
+    ProbeCta(EpilogueParams ep, const float* logits, const float* bias, int32_t* ids, float* w,
+             int reps, long long* cycles) {
+  __shared__ float shared_logits[kMaxExperts], shared_bias[kMaxExperts];
+  __shared__ CtaRouteScratch scratch;
+  __shared__ unsigned long long marks[2 * kEpiPhases];
+  for (int e = threadIdx.x; e < ep.experts; e += blockDim.x) {
+    shared_logits[e] = logits[e];
+    shared_bias[e] = bias[e];
+  }
+  for (int r = 0; r < reps; ++r) {
+    if (threadIdx.x < 2 * kEpiPhases) marks[threadIdx.x] = 0;
+    __syncthreads();
+    const long long start = clock64();
+    CtaRouteToken<P>(ep, shared_logits, shared_bias, scratch, kCtaWarps, ids, w,
+                     cycles ? marks : nullptr);
+    __syncthreads();
+    const long long end = clock64();
+    if (cycles != nullptr && threadIdx.x == 0) {
+      long long* out = cycles + size_t(r) * kCtaStamps;
+      out[0] = start;
+      for (int ph = 0; ph < kEpiPhases; ++ph) out[1 + ph] = (long long)marks[2 * ph + 1];
+      out[1 + kEpiPhases] = end;
+    }
+  }
+}
+
+void LaunchCta(const EpilogueParams& ep, const float* logits, const float* bias, int32_t* ids,
+               float* w, int reps, long long* cycles) {
+  switch (ExpertsPerLane(ep.experts)) {
+    case 1:
+      return ProbeCta<1><<<1, kCtaWarps * 32>>>(ep, logits, bias, ids, w, reps, cycles);
+    case 2:
+      return ProbeCta<2><<<1, kCtaWarps * 32>>>(ep, logits, bias, ids, w, reps, cycles);
+    case 4:
+      return ProbeCta<4><<<1, kCtaWarps * 32>>>(ep, logits, bias, ids, w, reps, cycles);
+    case 8:
+      return ProbeCta<8><<<1, kCtaWarps * 32>>>(ep, logits, bias, ids, w, reps, cycles);
+    default:
+      return ProbeCta<16><<<1, kCtaWarps * 32>>>(ep, logits, bias, ids, w, reps, cycles);
+  }
+}
+
+// The CTA epilogue's cold and warm cycles per family, and the warm sub-phases.
+int PrintCtaEpilogues(const float* logits, const float* bias, int32_t* ids, float* w,
+                      long long* cycles) {
+  std::printf(
+      "\nCtaRouteToken, one CTA of %d warps alone on an SM (clock64 cycles; warm: the "
+      "last of %d repetitions)\n%-14s %8s %8s | warm: %8s %8s %8s %8s\n",
+      kCtaWarps, kReps, "family", "cold", "warm", "columns", "groups", "ranking", "weights");
+  for (const char* family :
+       {"mixtral", "gpt_oss_20b", "qwen3_30b", "gpt_oss_120b", "deepseek_v3", "kimi_k2"}) {
+    const EpilogueParams ep = MakeEpilogueParams(FindPreset(family).value().spec);
+    if (!CtaRouteTokenApplies(ep)) continue;
+    LaunchCta(ep, logits, bias, ids, w, kReps, cycles);
+    long long c[kReps * kCtaStamps];
+    if (cudaMemcpy(c, cycles, sizeof c, cudaMemcpyDeviceToHost) != cudaSuccess) return 1;
+    const long long* warm = c + (kReps - 1) * kCtaStamps;
+    long long phase[kEpiPhases + 1], last = warm[0];
+    for (int ph = 0; ph <= kEpiPhases; ++ph) {  // a phase not passed (mark 0) counts 0
+      const long long at = warm[1 + ph];
+      phase[ph] = at == 0 ? 0 : at - last;
+      last = at == 0 ? last : at;
+    }
+    std::printf("%-14s %8lld %8lld | %14lld %8lld %8lld %8lld\n", family, c[kCtaStamps - 1] - c[0],
+                warm[kCtaStamps - 1] - warm[0], phase[0], phase[1], phase[2], phase[3]);
+  }
+  return 0;
+}
+
 template <int P>
 void LaunchStages(const EpilogueParams& ep, const float* logits, const float* bias, int32_t* ids,
                   float* w, long long* cycles) {
@@ -111,7 +194,7 @@ void LaunchStages(const EpilogueParams& ep, const float* logits, const float* bi
 }  // namespace
 }  // namespace moe::cuda
 
-int main() {
+int main(int argc, char** argv) {
   using namespace moe;
   using namespace moe::cuda;
   float *logits, *bias, *w;
@@ -122,12 +205,25 @@ int main() {
   cudaMalloc(&bias, 4 * kMaxExperts);
   cudaMalloc(&ids, 64);
   cudaMalloc(&w, 64);
-  cudaMalloc(&cycles, 8 * kReps * kStages);
+  cudaMalloc(&cycles, sizeof(long long) * kReps * (kStages > kCtaStamps ? kStages : kCtaStamps));
   cudaMalloc(&sink, 4 * 32);
   std::vector<float> host(kMaxExperts);
   for (int e = 0; e < kMaxExperts; ++e) host[e] = float((e * 7919) % 1000) / 500.0f - 1.0f;
   cudaMemcpy(logits, host.data(), 4 * kMaxExperts, cudaMemcpyHostToDevice);
   cudaMemset(bias, 0, 4 * kMaxExperts);
+  if (argc == 3 && std::string(argv[1]) == "--ncu") {  // one long warm loop to sample
+    const auto preset = FindPreset(argv[2]);
+    if (!preset.ok()) {
+      std::fprintf(stderr, "epilogue_probe: unknown family %s\n", argv[2]);
+      return 2;
+    }
+    LaunchCta(MakeEpilogueParams(preset->spec), logits, bias, ids, w, 20000, nullptr);
+    return cudaDeviceSynchronize() == cudaSuccess ? 0 : 1;
+  }
+  if (argc != 1) {
+    std::fprintf(stderr, "usage: epilogue_probe [--ncu FAMILY]\n");
+    return 2;
+  }
   std::printf("%-14s %10s %10s | warm cycles by phase: %8s %8s %8s %8s\n", "family", "cold_cyc",
               "warm_cyc", "keys", "groups", "top_k", "weights");
   for (const char* family : {"mixtral", "qwen3_30b", "gpt_oss_120b", "deepseek_v3", "kimi_k2"}) {
@@ -161,5 +257,5 @@ int main() {
   const char* names[] = {"redux.max + iadd",    "shfl.bfly + iadd",    "vote.ballot + iadd",
                          "imax + shift + iadd", "ex2 (__expf) + fadd", "rcp (__fdividef) + fadd"};
   for (int i = 0; i < 6; ++i) std::printf("  %-24s %6.1f\n", names[i], chain[i] / 64.0);
-  return 0;
+  return PrintCtaEpilogues(logits, bias, ids, w, cycles);
 }
