@@ -118,6 +118,22 @@ __device__ __forceinline__ bool Beats(float a, int ia, float b, int ib) {
   return a > b || (a == b && ia < ib);
 }
 
+// The sum of v[0..N) (N a power of two) as a balanced tree of independent adds, so a count
+// of N comparisons waits on log2(N) dependent adds, not on N. (Written as `count += a > b`
+// in a loop, ptxas emits a predicated move after each compare, one waiting for the last:
+// ~12 cycles a term in the ncu source counters of a warm CtaRouteToken, H200. The tree
+// did not pay everywhere: in RouteFewCandidates' threshold counts and RankAmong the
+// warm epilogue got 80-130 cycles slower, so those keep their loops; bench/NOTES.md.)
+template <int N>
+__device__ __forceinline__ int TreeSum(int (&v)[N]) {
+  static_assert((N & (N - 1)) == 0, "TreeSum: N must be a power of two");
+#pragma unroll
+  for (int w = 1; w < N; w *= 2)
+#pragma unroll
+    for (int i = 0; i + w < N; i += 2 * w) v[i] += v[i + w];
+  return v[0];
+}
+
 // The kept-groups mask from every group's score, the same in every lane (score[q] for
 // group q; entries from n_group on are ignored): lane g ranks group g by counting the
 // groups that beat it (a higher score, or an equal one and a lower id) and keeps it when
@@ -541,6 +557,7 @@ __device__ __forceinline__ void MarkEpiloguePhase(unsigned long long* marks, int
 struct CtaRouteScratch {  // shared memory
   alignas(16) uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
+  alignas(16) float group_score[kMaxExperts / 32];           // group g = column g (group_columns 1)
   alignas(16) uint32_t candidate_key[32];    // the few experts that can still be chosen, in
   int candidate_id[32];                      // id order; key 0 past the last
   alignas(16) float chosen_value[kMaxTopK];  // WriteRankedChoice: a value per rank
@@ -737,26 +754,33 @@ __device__ __forceinline__ uint32_t CtaSelectionKey(const EpilogueParams& p, flo
 // costs about what four rounds do.
 constexpr int kRankedMaxExperts = 16;
 
-// The kept groups when group g is column g (DeepSeek-V3's 8 groups of 32), from the
-// columns' top two keys in shared memory (16-byte aligned; pairs past the groups are
-// ignored): every lane scores every group from broadcast 16-byte loads and ranks its own
-// by counting (KeptGroupsByColumns' rule), so the one collective is the final ballot, not
-// a run-time loop of n_group shuffles. H200, --pdl_timeline's sub-phase stamps (same run):
-// the groups phase of DeepSeek-V3 904 -> 857 cycles at one token (896 -> 862 at 16); per
-// call below the noise of a same-run A/B (4.04 -> 4.01 us).
+// The kept groups when group g is column g (DeepSeek-V3's 8 groups of 32), from the group
+// scores the column warps wrote (shared memory, 16-byte aligned; entries from n_group on
+// are ignored): lane g reads its own, every lane reads all from broadcast 16-byte loads and
+// lane g ranks group g by counting the groups that beat it (KeptGroupsOfScores' rule).
+// Before, warp 0 decoded the columns' top two keys into scores and picked its own by a
+// select chain: ~140 serial instructions, ~700 of DeepSeek-V3's ~3.3k warm cycles (ncu).
+// H200: the groups phase of a warm CtaRouteToken alone 935 -> 444 cycles; per call (same
+// run, two rounds, PDL) DeepSeek-V3 t=1 4.03 -> 3.94 us, t=16 5.31 -> 5.16.
 template <int P>
-__device__ __forceinline__ uint32_t KeptGroupsOfColumns(const EpilogueParams& p,
-                                                        const uint32_t* column_top2) {
-  const bool two = p.group_score_topk == 2;
-  const uint4* pairs = reinterpret_cast<const uint4*>(column_top2);
-  float score[P];
+__device__ __forceinline__ uint32_t KeptGroupsOfGroupScores(const EpilogueParams& p,
+                                                            const float* group_score) {
+  const int lane = threadIdx.x & 31;
+  const float mine = lane < p.n_group ? group_score[lane] : -INFINITY;
+  const float4* s4 = reinterpret_cast<const float4*>(group_score);
+  int beats[4 * ((P + 3) / 4)];
 #pragma unroll
-  for (int q = 0; q < (P + 1) / 2; ++q) {  // two groups a load
-    const uint4 v = pairs[q];
-    score[2 * q] = two ? KeyToFloat(v.x) + KeyToFloat(v.y) : KeyToFloat(v.x);
-    if (2 * q + 1 < P) score[2 * q + 1] = two ? KeyToFloat(v.z) + KeyToFloat(v.w) : KeyToFloat(v.z);
+  for (int q = 0; q < (P + 3) / 4; ++q) {  // n_group = columns <= P
+    const float4 v = s4[q];
+    const float vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int g = 4 * q + u;
+      beats[g] = g < p.n_group && Beats(vs[u], g, mine, lane);
+    }
   }
-  return KeptGroupsOfScores<P>(p, score);
+  const int rank = TreeSum(beats);
+  return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
 }
 
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
@@ -794,6 +818,13 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       if (lane == 0) {
         scratch.column_top2[2 * j] = m1;
         scratch.column_top2[2 * j + 1] = m2;
+        // Group j is column j: its score here, in parallel, not by warp 0 after the barrier.
+        // Widths up to 8 experts a lane only: in the 16-wide instance (no family has groups
+        // there) the store made Kimi K2's column phase 130 cycles slower (897 -> 1029,
+        // +0.08 us a call); without it 908.
+        if (P <= 8 && p.group_columns == 1)
+          scratch.group_score[j] =
+              p.group_score_topk == 2 ? KeyToFloat(m1) + KeyToFloat(m2) : KeyToFloat(m1);
       }
     }
   }
@@ -820,8 +851,9 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       return two ? KeyToFloat(k1) + KeyToFloat(k2) : KeyToFloat(k1);
     };
     const uint32_t kept =
-        cols == 1 ? KeptGroupsOfColumns<P>(p, scratch.column_top2)
-                  : KeptGroupsOfLaneScores(p, lane < p.n_group ? group_score(lane) : -INFINITY);
+        P <= 8 && cols == 1
+            ? KeptGroupsOfGroupScores<P>(p, scratch.group_score)
+            : KeptGroupsOfLaneScores(p, lane < p.n_group ? group_score(lane) : -INFINITY);
     const uint32_t kept_columns = KeptColumns(kept, cols, columns);
 #pragma unroll
     for (int j = 0; j < P; ++j)
