@@ -807,6 +807,11 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     WriteRankedChoice(p, scratch, real, rank, lane, logit, ids_out, weights_out);
     return;
   }
+  // Groups of one column (DeepSeek-V3): the column warps score them, in parallel, and warp
+  // 0 only ranks the scores (KeptGroupsOfGroupScores). Widths up to 8 experts a lane only:
+  // in the 16-wide instance (no family has groups there) the score store made Kimi K2's
+  // column phase 130 cycles slower (897 -> 1029, +0.08 us a call); without it 908.
+  constexpr bool kColumnWarpsScoreGroups = P <= 8;
   const int columns = (p.experts + 31) / 32;
   for (int j = warp; j < columns; j += warps) {
     const int e = lane + 32 * j;
@@ -818,11 +823,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       if (lane == 0) {
         scratch.column_top2[2 * j] = m1;
         scratch.column_top2[2 * j + 1] = m2;
-        // Group j is column j: its score here, in parallel, not by warp 0 after the barrier.
-        // Widths up to 8 experts a lane only: in the 16-wide instance (no family has groups
-        // there) the store made Kimi K2's column phase 130 cycles slower (897 -> 1029,
-        // +0.08 us a call); without it 908.
-        if (P <= 8 && p.group_columns == 1)
+        if (kColumnWarpsScoreGroups && p.group_columns == 1)  // group j is column j
           scratch.group_score[j] =
               p.group_score_topk == 2 ? KeyToFloat(m1) + KeyToFloat(m2) : KeyToFloat(m1);
       }
@@ -851,7 +852,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       return two ? KeyToFloat(k1) + KeyToFloat(k2) : KeyToFloat(k1);
     };
     const uint32_t kept =
-        P <= 8 && cols == 1
+        kColumnWarpsScoreGroups && cols == 1
             ? KeptGroupsOfGroupScores<P>(p, scratch.group_score)
             : KeptGroupsOfLaneScores(p, lane < p.n_group ? group_score(lane) : -INFINITY);
     const uint32_t kept_columns = KeptColumns(kept, cols, columns);
