@@ -112,8 +112,12 @@ __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRo
   };
   if (mine.last - mine.first == 1 && CtaRouteTokenApplies(p.ep)) {
     unsigned long long* marks = p.timeline && !dry ? TimelineEntry(p, kStampEpiColumns) : nullptr;
-    CtaRouteToken<P>(p.ep, logits, r.correction_bias, r.cta_route, kWarps, ids(mine.first),
-                     weights(mine.first), marks);
+    // The smallest-key threshold not in the two-token-tile kernels (chunks of 16): there
+    // ptxas spilled 40/96 bytes instead of 28/36 with it, and Kimi K2 and GLM-4.5 at 16
+    // tokens (which never take it) got 0.12-0.15 us slower (H200, same-run rounds).
+    constexpr bool kSmallestThreshold = kChunk != 16;
+    CtaRouteToken<P, kSmallestThreshold>(p.ep, logits, r.correction_bias, r.cta_route, kWarps,
+                                         ids(mine.first), weights(mine.first), marks);
     return;
   }
   const int warp = threadIdx.x / 32;

@@ -681,7 +681,13 @@ constexpr int kFewCandidatesMinP = 8;
 // H200, same-run A/B (two rounds, per call under PDL) against the full 32-entry counts
 // and WriteChoices<1>: DeepSeek-V3 t=1 4.33 -> 4.08 us, t=16 5.46 -> 5.31, Kimi K2 t=1
 // 5.95 -> 5.60, GLM-4.5 t=1 3.79 -> 3.56.
-template <int P>
+// kSmallestThreshold: with groups, T is the smallest kept best-two key when top_k needs
+// every one of them (DeepSeek-V3 and its kin: 4 groups x 2 keys = top 8), one REDUX.MIN
+// instead of the 16-entry count. H200: the ranking phase 1131 -> 957 cycles in the kernel
+// (1261 -> 782 in epilogue_probe's CTA alone); per call, same run, three rounds under PDL,
+// DeepSeek-V3 t=1 3.93 -> 3.79 us. Off at the ungrouped call site: with the check there,
+// Kimi K2 and GLM-4.5 (no groups) got 0.05-0.2 us slower.
+template <int P, bool kSmallestThreshold>
 __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, const float* logits,
                                                    CtaRouteScratch& scratch,
                                                    const uint32_t (&key)[P], uint32_t kept_columns,
@@ -690,24 +696,33 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
                                                    unsigned long long* marks) {
   const int lane = threadIdx.x & 31;
   const int columns = (p.experts + 31) / 32;
-  const uint32_t mine =
-      lane < 2 * columns && ((kept_columns >> (lane / 2)) & 1u) ? scratch.column_top2[lane] : 0u;
-  int greater = 0, at_least = 0;  // kept best-two keys above / at least mine
-  const uint4* all = reinterpret_cast<const uint4*>(scratch.column_top2);
-#pragma unroll
-  for (int q = 0; q < (2 * P + 3) / 4; ++q) {  // 2 * columns <= 2 * P entries
-    const uint4 v = all[q];
-    const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int i = 4 * q + u;
-      const uint32_t o = i < 2 * columns && ((kept_columns >> (i / 2)) & 1u) ? vs[u] : 0u;
-      greater += o > mine;
-      at_least += o >= mine;
-    }
+  const bool kept = lane < 2 * columns && ((kept_columns >> (lane / 2)) & 1u);
+  const uint32_t mine = kept ? scratch.column_top2[lane] : 0u;
+  uint32_t threshold = 0u;
+  if constexpr (kSmallestThreshold) {
+    // Every kept best-two key needed (DeepSeek-V3: 4 groups x 2 = top 8): T is the
+    // smallest of them; 0 (a kept column with one expert) falls back to counting.
+    if (p.top_k == 2 * __popc(kept_columns))
+      threshold = __reduce_min_sync(kFullMask, kept ? mine : ~0u);
   }
-  const bool is_threshold = mine != 0u && greater < p.top_k && at_least >= p.top_k;
-  const uint32_t threshold = __reduce_max_sync(kFullMask, is_threshold ? mine : 0u);
+  if (threshold == 0u) {
+    int greater = 0, at_least = 0;  // kept best-two keys above / at least mine
+    const uint4* all = reinterpret_cast<const uint4*>(scratch.column_top2);
+#pragma unroll
+    for (int q = 0; q < (2 * P + 3) / 4; ++q) {  // 2 * columns <= 2 * P entries
+      const uint4 v = all[q];
+      const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = 4 * q + u;
+        const uint32_t o = i < 2 * columns && ((kept_columns >> (i / 2)) & 1u) ? vs[u] : 0u;
+        greater += o > mine;
+        at_least += o >= mine;
+      }
+    }
+    const bool is_threshold = mine != 0u && greater < p.top_k && at_least >= p.top_k;
+    threshold = __reduce_max_sync(kFullMask, is_threshold ? mine : 0u);
+  }
   if (threshold == 0u) return false;
   unsigned reach[P];
   int total = 0;
@@ -785,8 +800,9 @@ __device__ __forceinline__ uint32_t KeptGroupsOfGroupScores(const EpilogueParams
 
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
 // null, or where thread 0 stamps the sub-phases (EpiloguePhase) for router_bench's
-// timelines.
-template <int P>
+// timelines. kSmallestThreshold: RouteFewCandidates' shortcut for grouped routers (off
+// where it costs a kernel registers; see RouteChunkTokens).
+template <int P, bool kSmallestThreshold = true>
 __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
                               const float* correction_bias, CtaRouteScratch& scratch, int warps,
                               int32_t* __restrict__ ids_out, float* __restrict__ weights_out,
@@ -861,12 +877,14 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       if (!((kept_columns >> j) & 1u)) key[j] = 0u;
     MarkEpiloguePhase(marks, kEpiGroupsDone);
     if constexpr (P >= kFewCandidatesMinP) {
-      if (RouteFewCandidates<P>(p, logits, scratch, key, kept_columns, ids_out, weights_out, marks))
+      if (RouteFewCandidates<P, kSmallestThreshold>(p, logits, scratch, key, kept_columns, ids_out,
+                                                    weights_out, marks))
         return;
     }
   } else if constexpr (P >= kFewCandidatesMinP) {
     const uint32_t all_columns = columns >= 32 ? ~0u : (1u << columns) - 1u;
-    if (RouteFewCandidates<P>(p, logits, scratch, key, all_columns, ids_out, weights_out, marks))
+    if (RouteFewCandidates<P, false>(p, logits, scratch, key, all_columns, ids_out, weights_out,
+                                     marks))
       return;
   }
   float l[P];
