@@ -12,10 +12,10 @@
 # a freshly started echo server answers 16-token calls 2-5x slower than after its first
 # burst of load (a state of the process: a second echo started after the burst is slow
 # again; fixed glibc malloc thresholds made a fresh one faster in a short local check, so
-# probably its heap), and the transport's ceiling is the warm one. Rows of one caller are measured ONE_CALLER_ROUNDS
-# times (default 3), echo and routed in turns; the table shows the round with the median
-# routed - echo gap (the JSON lines keep every round), because one 2 s sample of one caller
-# moves by tens of us from run to run on a shared host.
+# probably its heap), and the transport's ceiling is the warm one. Rows of one caller are
+# measured ONE_CALLER_ROUNDS times (default 3), echo and routed in turns; the table shows
+# the round with the median routed - echo gap (the JSON lines keep every round), because
+# one 2 s sample of one caller moves by tens of us from run to run on a shared host.
 set -euo pipefail
 bin=$1 out=$2 secs=${3:-3} backend=${4:-cuda}
 base=${PORT_BASE:-50150}  # ports base+1 (server), base+2 (echo), base+3 (CPU server)
