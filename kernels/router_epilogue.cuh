@@ -686,7 +686,7 @@ constexpr int kFewCandidatesMinP = 8;
 // instead of the 16-entry count. H200: the ranking phase 1131 -> 957 cycles in the kernel
 // (1261 -> 782 in epilogue_probe's CTA alone); per call, same run, three rounds under PDL,
 // DeepSeek-V3 t=1 3.93 -> 3.79 us. Off at the ungrouped call site: with the check there,
-// Kimi K2 and GLM-4.5 (no groups) got 0.05-0.2 us slower.
+// Kimi K2 and GLM-4.5 (no groups) got 0.08-0.21 us slower.
 template <int P, bool kSmallestThreshold>
 __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, const float* logits,
                                                    CtaRouteScratch& scratch,
