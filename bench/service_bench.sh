@@ -53,9 +53,13 @@ print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {sys.argv[5]} | {r['qp
 PY
 }
 
+record() {  # label round json: appends the run to the JSON lines, tagged
+  sed "s/^{/{\"target\": \"$1\", \"round\": $2, /" "$3" >>"$jsonl"
+}
+
 run() {  # label port callers stream tokens: one measurement, recorded and printed
   measure "$1" "$2" "$3" "$4" "$5" "$secs" "$out/run.json"
-  sed "s/^{/{\"target\": \"$1\", \"round\": 1, /" "$out/run.json" >>"$jsonl"
+  record "$1" 1 "$out/run.json"
   row "$1" "$3" "$4" "$5" "$out/run.json"
 }
 
@@ -66,8 +70,8 @@ one_caller() {  # backend port mode tokens
   for r in $(seq 1 "$rounds"); do
     measure echo $echo_port 1 "$3" "$4" "$secs" "$out/echo_$r.json"
     measure "$1" "$2" 1 "$3" "$4" "$secs" "$out/routed_$r.json"
-    sed "s/^{/{\"target\": \"echo\", \"round\": $r, /" "$out/echo_$r.json" >>"$jsonl"
-    sed "s/^{/{\"target\": \"$1\", \"round\": $r, /" "$out/routed_$r.json" >>"$jsonl"
+    record echo "$r" "$out/echo_$r.json"
+    record "$1" "$r" "$out/routed_$r.json"
   done
   local median
   median=$(/usr/bin/env python3 - "$out" "$rounds" <<'PY'
