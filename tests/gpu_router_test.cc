@@ -71,11 +71,22 @@ DeviceCase MakeDeviceCase(const RouterInputs& in, bool logits) {
   return d;
 }
 
+// Fills device memory and waits until it is filled. cudaMemset runs on the legacy default
+// stream, which the tests' non-blocking streams (MakeStream) do not wait for: without the
+// wait a fill could land after the kernel under test wrote or read that memory. One
+// gpu_router_test run on the H200, with another process using the GPU, failed the PDL test
+// that way (a router routing hidden states still being overwritten with 0x7f, or outputs
+// poisoned after it wrote them): a false failure, never a false pass, but a flaky one.
+void FillAndWait(void* ptr, int byte, size_t bytes) {
+  EXPECT_EQ(cudaMemset(ptr, byte, bytes), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
 void Poison(const DeviceCase& d) {
   // 0xff bytes: ids -1, weights NaN, logits NaN.
   EXPECT_EQ(cudaMemset(d.ids.get(), 0xff, d.count * 4), cudaSuccess);
   EXPECT_EQ(cudaMemset(d.weights.get(), 0xff, d.count * 4), cudaSuccess);
-  EXPECT_EQ(cudaMemset(d.logits.get(), 0xff, d.logits.bytes()), cudaSuccess);
+  FillAndWait(d.logits.get(), 0xff, d.logits.bytes());
 }
 
 struct HostOut {
@@ -774,7 +785,7 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
         }
         if (!cuda::CanRouteDecomposeK(p, config).ok()) continue;
         Poison(d);
-        ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
+        FillAndWait(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size());
         ASSERT_CUDA(LaunchSlowProducer(const_cast<void*>(d.args.hidden), staged.get(),
                                        in.hidden.size(), /*delay_ns=*/20000, stream.get()));
         ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, plan->workspace(), stream.get(),
@@ -837,7 +848,7 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
         in.hidden_f = next.hidden_f;
         std::memcpy(pinned.get(), in.hidden.data(), in.hidden.size());
         Poison(d);
-        ASSERT_CUDA(cudaMemset(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size()));
+        FillAndWait(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size());
         std::memset(stamps.get(), 0, 2 * sizeof(unsigned long long));
         if (rep % 2 == 0) {
           enqueue();
