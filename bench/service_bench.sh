@@ -8,11 +8,11 @@
 # table; writes every run as a JSON line to OUT_DIR/service_bench.jsonl.
 # PORT_BASE=N moves the ports (default 50150). A subset:
 # CALLERS="1 8" MODES=unary TOKENS=1 CPU=0 SERVER_FLAGS=--cuda_graphs=false ECHO_FLAGS=--busy_us=25 service_bench.sh ...
-# Before any row, both servers take a 1 s burst of 64 callers at 16 tokens (not recorded):
-# a freshly started echo server answers 16-token calls 2-5x slower than after its first
-# burst of load (a state of the process: a second echo started after the burst is slow
-# again; fixed glibc malloc thresholds made a fresh one faster in a short local check, so
-# probably its heap), and the transport's ceiling is the warm one. Rows of one caller are
+# Before any row, both servers take a 1 s burst of 64 callers at 16 tokens (not recorded),
+# so that no row pays for connections, threads or first-use paths. (A freshly started echo
+# server used to answer 16-token calls 2-5x slower until its first burst: glibc's malloc
+# handed freed request buffers back to the kernel, ~28 page faults a request. Both servers
+# now fix the thresholds at start-up, server/heap_tuning.cc.) Rows of one caller are
 # measured ONE_CALLER_ROUNDS times (default 3), echo and routed in turns; the table shows
 # the round with the median routed - echo gap (the JSON lines keep every round), because
 # one 2 s sample of one caller moves by tens of us from run to run on a shared host.

@@ -20,6 +20,7 @@
 #include "server/batcher.h"
 #include "server/checkpoint.h"
 #include "server/demo_models.h"
+#include "server/heap_tuning.h"
 #include "server/json_util.h"
 #include "server/metrics.h"
 #include "server/router_service.h"
@@ -162,6 +163,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::string heap = moe::TuneHeapForLargeMessages();  // before any thread exists
   absl::SetProgramUsageMessage(
       "Routes tokens to experts for Mixture-of-Experts models over gRPC.\n"
       "  moe-router-server --model demo-deepseek-v3\n"
@@ -211,6 +213,7 @@ int main(int argc, char** argv) {
   if (!backend) backend = MakeCpuBackend(absl::GetFlag(FLAGS_cpu_threads));
   std::fprintf(stderr, "moe-router-server: backend %s (%s)\n", backend->name().c_str(),
                backend->device().c_str());
+  std::fprintf(stderr, "moe-router-server: %s\n", heap.c_str());
 
   MetricsRegistry registry;
   ServerMetrics metrics(&registry);
