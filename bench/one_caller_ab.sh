@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One-caller latency, A/B: the echo server and moe-router-server variants side by side,
 # measured in turns (ROUNDS times) so drift on the host hits them all alike.
-#   one_caller_ab.sh BIN_DIR OUT_DIR "FLAGS_A" "FLAGS_B" ... (env: TOKENS, MODE, SECS, ROUNDS)
+#   one_caller_ab.sh BIN_DIR OUT_DIR "FLAGS_A" "FLAGS_B" ... (env: TOKENS, MODE, SECS, ROUNDS,
+#   and CALLERS: concurrent callers, default 1)
 # A FLAGS argument starting with "echo" is another echo server variant with the flags that
 # follow (e.g. "echo --handoff"); any other is a moe-router-server variant. Leading NAME=VALUE
 # words are put in that server's environment (e.g. "GLIBC_TUNABLES=... --flag"), except
 # SERVER_BIN=PATH, which runs that moe-router-server binary instead (an older build).
 set -euo pipefail
 bin=$1 out=$2; shift 2
-tokens=${TOKENS:-1} mode=${MODE:-unary} secs=${SECS:-2} rounds=${ROUNDS:-3}
+tokens=${TOKENS:-1} mode=${MODE:-unary} secs=${SECS:-2} rounds=${ROUNDS:-3} callers=${CALLERS:-1}
 mkdir -p "$out"
 pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
@@ -42,14 +43,14 @@ for label in "$@"; do
   fi
   i=$((i + 1))
 done
-echo "| round | target | p50 us | p90 us | server p50 us | compute p50 us |"
-echo "|---|---|---|---|---|---|"
+echo "| round | target | p50 us | p90 us | server p50 us | compute p50 us | req/s |"
+echo "|---|---|---|---|---|---|---|"
 for r in $(seq 1 "$rounds"); do
   for j in "${!ports[@]}"; do
-    args=(--address=127.0.0.1:${ports[$j]} --model=demo-deepseek-v3 --layers=58 --concurrency=1
+    args=(--address=127.0.0.1:${ports[$j]} --model=demo-deepseek-v3 --layers=58 --concurrency=$callers
           --tokens=$tokens --duration_s=$secs --warmup_s=0.5 --progress=false --json="$out/run.json")
     [ "$mode" = stream ] && args+=(--stream)
     "$bin/moe-router-bench" "${args[@]}" >/dev/null
-    python3 -c "import json,sys; r=json.load(open('$out/run.json')); print(f\"| $r | ${labels[$j]} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['server_p50_us']:.0f} | {r['compute_p50_us']:.0f} |\")"
+    python3 -c "import json,sys; r=json.load(open('$out/run.json')); print(f\"| $r | ${labels[$j]} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['server_p50_us']:.0f} | {r['compute_p50_us']:.0f} | {r['qps']:.0f} |\")"
   done
 done
