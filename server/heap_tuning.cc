@@ -12,7 +12,7 @@ namespace moe {
 std::string TuneHeapForLargeMessages() {
 #ifdef __GLIBC__
   // Measured on a fresh echo_server, one caller of 16-token requests: 28 minor page faults
-  // a request and a p50 of 770-870 us; with both thresholds fixed, none and 140-190 us.
+  // a request and a p50 of 770-1017 us; with both thresholds fixed, none and 144-189 us.
   // Default glibc raises its thresholds only after it has freed a large mmapped chunk (so a
   // burst of load happened to cure it), and thread arenas shrink with MADV_DONTNEED
   // whenever their free top passes the trim threshold. Fixing the mmap threshold alone made
