@@ -11,7 +11,6 @@ tmp=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-base=$((20000 + ($$ * 7) % 20000))
 
 minflt() { awk '{print $10}' "/proc/$1/stat"; }  # minor faults of the process so far
 
@@ -37,16 +36,27 @@ check() {  # name pid port
     fail "$1 took $per page faults a 16-token request (fresh process, one caller)"
 }
 
-"$echo_bin" --address=127.0.0.1:$((base + 1)) >"$tmp/echo.log" 2>&1 &
+# Both listen on a port the kernel picks (no clash with tests running beside this one)
+# and name it in their logs.
+port_in() {  # log pattern: the port number after `pattern`, once the log has it
+  for _ in $(seq 1 600); do
+    grep -q "$2" "$1" && { grep -o "$2 [0-9]*" "$1" | head -1 | awk '{print $NF}'; return; }
+    sleep 0.1
+  done
+  echo "FAIL: no '$2' in $1: $(cat "$1")" >&2  # stderr: this runs in $(...)
+  exit 1
+}
+
+"$echo_bin" --address=127.0.0.1:0 >"$tmp/echo.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do grep -q "listening" "$tmp/echo.log" && break; sleep 0.1; done
+port=$(port_in "$tmp/echo.log" "listening on port")
 grep -q "heap: freed memory kept" "$tmp/echo.log" || fail "echo_server: $(cat "$tmp/echo.log")"
-check echo_server "${pids[-1]}" $((base + 1))
+check echo_server "${pids[-1]}" "$port"
 
 "$server" --model=demo-deepseek-v3 --demo_layers=2 --backend=cpu --cpu_threads=1 \
-  --address=127.0.0.1:$((base + 2)) --metrics_address= >"$tmp/server.log" 2>&1 &
+  --address=127.0.0.1:0 --metrics_address= >"$tmp/server.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 600); do grep -q "serving gRPC" "$tmp/server.log" && break; sleep 0.1; done
+port=$(port_in "$tmp/server.log" "serving gRPC on port")
 grep -q "heap: freed memory kept" "$tmp/server.log" || fail "server: $(cat "$tmp/server.log")"
-check moe-router-server "${pids[-1]}" $((base + 2))
+check moe-router-server "${pids[-1]}" "$port"
 echo "heap faults test passed"
