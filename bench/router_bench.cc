@@ -5,6 +5,7 @@
 //
 //   router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR,...]
 //                [--timeline] [--pdl_timeline]   (diagnostics: router_timelines.h)
+//                [--candidates]   (every config the autotuner timed, not only the winner)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -81,13 +82,47 @@ double CopyBandwidth(cudaStream_t stream) {
   return 2.0 * bytes / (ms_list[ms_list.size() / 2] * 1e-3) / 1e9;
 }
 
+// What the autotuner measured for one candidate config of a row: the per-call median in
+// its own graph of the row's layers, without and with PDL (< 0: not timed in that mode).
+struct CandidateRow {
+  std::string config;
+  float nopdl_us = -1, pdl_us = -1;
+};
+
 struct Row {
   std::string shape;
   int layers;
   double bytes;
   float fused_us, fused_nopdl_us, cublas_gemm_us, cublas_route_us, empty_us;
   std::string config;
+  std::vector<CandidateRow> candidates;  // --candidates only
 };
+
+std::string DescribeConfig(const cuda::DecomposeKConfig& k) {
+  return absl::StrFormat("%s nt=%d S=%d%s%s%s",
+                         k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma", k.token_tiles,
+                         k.k_splits,
+                         k.cluster  ? " cluster"
+                         : k.staged ? " staged"
+                         : k.polled ? " polled"
+                                    : "",
+                         k.pdl_cooperative ? " coop" : "", k.dedicated_routers ? " ded" : "");
+}
+
+// Both modes' timings merged by config, in the order the autotuner tried them.
+std::vector<CandidateRow> MergeCandidates(const std::vector<cuda::CandidateTiming>& nopdl,
+                                          const std::vector<cuda::CandidateTiming>& pdl) {
+  std::vector<CandidateRow> out;
+  auto entry = [&](const std::string& config) -> CandidateRow& {
+    for (CandidateRow& c : out)
+      if (c.config == config) return c;
+    out.push_back({config});
+    return out.back();
+  };
+  for (const auto& t : nopdl) entry(DescribeConfig(t.config)).nopdl_us = t.us;
+  for (const auto& t : pdl) entry(DescribeConfig(t.config)).pdl_us = t.us;
+  return out;
+}
 
 }  // namespace
 }  // namespace moe::bench
@@ -98,7 +133,7 @@ int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
-  bool timeline = false, pdl_timeline = false;
+  bool timeline = false, pdl_timeline = false, candidates = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
@@ -112,10 +147,12 @@ int main(int argc, char** argv) {
       timeline = true;
     else if (!std::strcmp(argv[i], "--pdl_timeline"))
       pdl_timeline = true;
+    else if (!std::strcmp(argv[i], "--candidates"))
+      candidates = true;
     else {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
-          "[--timeline] [--pdl_timeline]\n");
+          "[--timeline] [--pdl_timeline] [--candidates]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -196,10 +233,13 @@ int main(int argc, char** argv) {
       tune.enabled = true;
       tune.rotate_layers = layers;
       tune.layer_stride_bytes = layer_bytes;
+      std::vector<cuda::CandidateTiming> nopdl_timings, pdl_timings;
+      if (candidates) tune.timings = &nopdl_timings;
       auto plan = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
       // The PDL column with the config tuned for PDL launches (configs that tie without PDL
       // differ by ~0.5 us under it); the no-PDL column with the one tuned without.
       tune.pdl = true;
+      if (candidates) tune.timings = &pdl_timings;
       auto pdl_plan =
           Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream.get()));
       auto heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
@@ -235,20 +275,11 @@ int main(int argc, char** argv) {
           },
           stream.get());
       row.empty_us = empty_us;
-      const auto& c = plan->config();
-      auto describe = [](const cuda::DecomposeKConfig& k) {
-        return absl::StrFormat("%s nt=%d S=%d%s%s%s",
-                               k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma",
-                               k.token_tiles, k.k_splits,
-                               k.cluster  ? " cluster"
-                               : k.staged ? " staged"
-                               : k.polled ? " polled"
-                                          : "",
-                               k.pdl_cooperative ? " coop" : "", k.dedicated_routers ? " ded" : "");
-      };
-      const std::string pdl_config = describe(pdl_plan->config()), nopdl_config = describe(c);
+      const std::string pdl_config = DescribeConfig(pdl_plan->config()),
+                        nopdl_config = DescribeConfig(plan->config());
       row.config = pdl_config + (pdl_config == nopdl_config ? "" : " / no PDL " + nopdl_config) +
-                   " (heuristic " + describe(heuristic) + ")";
+                   " (heuristic " + DescribeConfig(heuristic) + ")";
+      row.candidates = MergeCandidates(nopdl_timings, pdl_timings);
       rows.push_back(row);
     }
   }
@@ -315,6 +346,19 @@ int main(int argc, char** argv) {
                 r.cublas_route_us > 0 ? absl::StrFormat("%.2f", r.cublas_route_us).c_str() : "-",
                 r.empty_us, r.config.c_str());
   }
+  if (candidates) {
+    // Indented, so that scripts reading the table rows (router_ab.sh) skip these lines.
+    std::printf("\nautotuner candidates, us per call in the tuner's own graph (%s):\n",
+                "no PDL, PDL; - not timed in that mode");
+    auto us = [](float v) { return v < 0 ? std::string("-") : absl::StrFormat("%.2f", v); };
+    for (const Row& r : rows) {
+      if (r.candidates.empty()) continue;
+      std::printf("  %s\n", r.shape.c_str());
+      for (const CandidateRow& c : r.candidates)
+        std::printf("    %-36s %8s %8s\n", c.config.c_str(), us(c.nopdl_us).c_str(),
+                    us(c.pdl_us).c_str());
+    }
+  }
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) return 1;
@@ -325,10 +369,22 @@ int main(int argc, char** argv) {
       std::fprintf(f,
                    "  {\"shape\": \"%s\", \"layers\": %d, \"bytes\": %.0f, \"fused_us\": %.3f, "
                    "\"fused_nopdl_us\": %.3f, \"cublas_gemm_us\": %.3f, \"cublas_route_us\": %.3f, "
-                   "\"empty_us\": %.3f, \"config\": \"%s\"}%s\n",
+                   "\"empty_us\": %.3f, \"config\": \"%s\"",
                    r.shape.c_str(), r.layers, r.bytes, r.fused_us, r.fused_nopdl_us,
-                   r.cublas_gemm_us, r.cublas_route_us, r.empty_us, r.config.c_str(),
-                   i + 1 < rows.size() ? "," : "");
+                   r.cublas_gemm_us, r.cublas_route_us, r.empty_us, r.config.c_str());
+      if (!r.candidates.empty()) {  // --candidates; null: not timed in that mode
+        std::fprintf(f, ", \"candidates\": [");
+        for (size_t j = 0; j < r.candidates.size(); ++j) {
+          const CandidateRow& c = r.candidates[j];
+          auto num = [](float v) {
+            return v < 0 ? std::string("null") : absl::StrFormat("%.3f", v);
+          };
+          std::fprintf(f, "%s{\"config\": \"%s\", \"us\": %s, \"pdl_us\": %s}", j ? ", " : "",
+                       c.config.c_str(), num(c.nopdl_us).c_str(), num(c.pdl_us).c_str());
+        }
+        std::fprintf(f, "]");
+      }
+      std::fprintf(f, "}%s\n", i + 1 < rows.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);

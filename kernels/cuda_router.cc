@@ -227,6 +227,7 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
           cudaGetLastError();
           continue;
         }
+        if (tune.timings != nullptr) tune.timings->push_back({c, *us});
         if (*us < best) {
           best = *us;
           config = c;

@@ -9,12 +9,19 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/cuda_raii.h"
 #include "kernels/decompose_k_router.h"
 
 namespace moe::cuda {
+
+// One candidate the autotuner timed: its config and its per-call median, microseconds.
+struct CandidateTiming {
+  DecomposeKConfig config;
+  float us = 0;
+};
 
 struct AutotuneOptions {
   bool enabled = false;
@@ -30,6 +37,9 @@ struct AutotuneOptions {
   // tunes so for the batches its stage-in kernel feeds (launched under PDL behind it), and
   // without for the others. Cached under its own key.
   bool pdl = false;
+  // Diagnostics (router_bench --candidates): when set, every candidate timed is appended
+  // here, the chosen one among them. Nothing is appended when the cache file answers.
+  std::vector<CandidateTiming>* timings = nullptr;
 };
 
 // The autotune cache's key for a problem on a device: the device's name (an H100 and an

@@ -732,8 +732,30 @@ TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
         tune.cache_file = cache;
         tune.pdl = pdl;
         for (int pass = 0; pass < 2; ++pass) {  // the second plan comes from the cache
+          // The timings the autotuner reports (router_bench --candidates): on the tuning
+          // pass every candidate, the chosen one the fastest; none from the cache.
+          std::vector<cuda::CandidateTiming> timings;
+          tune.timings = &timings;
           auto plan = cuda::CudaRouterPlan::Create(p, SmCount(), tune, &d.args, stream.get());
           ASSERT_TRUE(plan.ok()) << plan.status();
+          if (pass == 0) {
+            ASSERT_FALSE(timings.empty());
+            float chosen = -1, fastest = timings[0].us;
+            for (const auto& t : timings) {
+              EXPECT_TRUE(std::isfinite(t.us) && t.us > 0) << t.us;
+              fastest = std::min(fastest, t.us);
+              const auto& c = (*plan)->config();
+              if (t.config.k_splits == c.k_splits && t.config.token_tiles == c.token_tiles &&
+                  t.config.cluster == c.cluster && t.config.polled == c.polled &&
+                  t.config.pdl_cooperative == c.pdl_cooperative &&
+                  t.config.dedicated_routers == c.dedicated_routers &&
+                  t.config.staged == c.staged && t.config.mainloop == c.mainloop)
+                chosen = t.us;
+            }
+            EXPECT_EQ(chosen, fastest) << Describe(in, seed) << " pdl=" << pdl;
+          } else {
+            EXPECT_TRUE(timings.empty()) << timings.size();
+          }
           Poison(d);
           for (int i = 0; i < 3; ++i) ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), pdl));
           ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
