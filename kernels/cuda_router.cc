@@ -49,12 +49,6 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
       << int(c.dedicated_routers) << " " << int(c.staged) << "\n";
 }
 
-bool SameConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
-  return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
-         a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
-         a.dedicated_routers == b.dedicated_routers && a.staged == b.staged;
-}
-
 // What the autotuner times: around the heuristic's arrival-counter config, the cluster
 // sizes, the polled reduction's split counts and, past 8 tokens, the token tilings; every
 // polled candidate also with dedicated routers, and for plans launched with PDL also
@@ -65,7 +59,7 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   auto add = [&](const DecomposeKConfig& c) {
     if (!CanRouteDecomposeK(p, c).ok()) return;
     for (const auto& o : out)
-      if (SameConfig(o, c)) return;
+      if (SameTunedConfig(o, c)) return;
     out.push_back(c);
   };
   const int max_splits = std::max(1, (p.spec.hidden + 255) / 256);
@@ -138,6 +132,12 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
 }
 
 }  // namespace
+
+bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
+  return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
+         a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
+         a.dedicated_routers == b.dedicated_routers && a.staged == b.staged;
+}
 
 // "v6": the one-token epilogue changed (session 17), so timings cached by older builds no
 // longer rank the configs; v5: the config gained staged (v4: dedicated_routers, v3:

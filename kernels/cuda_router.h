@@ -23,6 +23,10 @@ struct CandidateTiming {
   float us = 0;
 };
 
+// Whether two configs are the same candidate: equal in every field the autotuner varies
+// (and the cache file stores).
+bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b);
+
 struct AutotuneOptions {
   bool enabled = false;
   std::string cache_file;  // empty: no cache

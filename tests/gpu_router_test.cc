@@ -744,13 +744,7 @@ TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
             for (const auto& t : timings) {
               EXPECT_TRUE(std::isfinite(t.us) && t.us > 0) << t.us;
               fastest = std::min(fastest, t.us);
-              const auto& c = (*plan)->config();
-              if (t.config.k_splits == c.k_splits && t.config.token_tiles == c.token_tiles &&
-                  t.config.cluster == c.cluster && t.config.polled == c.polled &&
-                  t.config.pdl_cooperative == c.pdl_cooperative &&
-                  t.config.dedicated_routers == c.dedicated_routers &&
-                  t.config.staged == c.staged && t.config.mainloop == c.mainloop)
-                chosen = t.us;
+              if (cuda::SameTunedConfig(t.config, (*plan)->config())) chosen = t.us;
             }
             EXPECT_EQ(chosen, fastest) << Describe(in, seed) << " pdl=" << pdl;
           } else {
