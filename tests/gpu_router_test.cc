@@ -83,7 +83,8 @@ void FillAndWait(void* ptr, int byte, size_t bytes) {
 }
 
 void Poison(const DeviceCase& d) {
-  // 0xff bytes: ids -1, weights NaN, logits NaN.
+  // 0xff bytes: ids -1, weights NaN, logits NaN. The last fill's wait (a device-wide
+  // synchronise) covers the two before it.
   EXPECT_EQ(cudaMemset(d.ids.get(), 0xff, d.count * 4), cudaSuccess);
   EXPECT_EQ(cudaMemset(d.weights.get(), 0xff, d.count * 4), cudaSuccess);
   FillAndWait(d.logits.get(), 0xff, d.logits.bytes());
