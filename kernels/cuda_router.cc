@@ -84,7 +84,20 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
   if (polled.staged) polled = ChoosePolledConfig(p, sm_count, polled.token_tiles);
   if (polled.polled) {
-    for (int splits : {polled.k_splits / 2, polled.k_splits, polled.k_splits * 2}) {
+    // Below 128 tokens also down to an eighth of the heuristic's splits, and the one-pass
+    // count: fewer partials for the routers to gather, and under PDL each warp's weights
+    // still all loaded before the wait. H200, same run, per call under PDL: Mixtral t=1
+    // 2.94 -> 2.62 us (4 splits against 16), Llama 4 Scout t=1 3.76 -> 2.65, Kimi K2 t=1
+    // 5.85 -> 5.32 (bench/NOTES.md, session 23). A sixteenth was never chosen. At 128
+    // tokens the tuner's graph ranked DeepSeek-V2-Lite's 4-split config within 0.1 us of
+    // the staged one, and router_bench then measured it 0.5 us slower, in one run of two.
+    std::vector<int> split_counts = {polled.k_splits / 2, polled.k_splits, polled.k_splits * 2};
+    if (p.tokens < 128) {
+      for (int splits :
+           {polled.k_splits / 8, polled.k_splits / 4, PolledOnePassSplits(p, polled.token_tiles)})
+        split_counts.push_back(splits);
+    }
+    for (int splits : split_counts) {
       DecomposeKConfig c = polled;
       c.k_splits = std::max(1, splits);
       add(c);

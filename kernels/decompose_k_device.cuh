@@ -22,6 +22,11 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kBlockExperts = 32;  // experts per CTA (two m16 tiles)
 constexpr int kStepK = 32;         // hidden elements per warp step (4 lanes x 8)
 constexpr int kMaxChunk = 32;      // tokens per CTA (NT = 4)
+// K steps a warp of the tensor-core mainloop loads at once (one unrolled pass): a warp's
+// first pass of weights is what it loads before griddepcontrol.wait.
+__host__ __device__ constexpr int TensorCoreUnrollSteps(int token_tiles) {
+  return token_tiles <= 2 ? 4 : 2;
+}
 
 struct KernelParams {
   const void* w;  // [experts, K]
@@ -122,7 +127,7 @@ __device__ __forceinline__ void TensorCoreMainloop(const KernelParams& p, int m_
   const int step_begin = global_warp * p.steps_per_warp;
   const int step_end = min(step_begin + p.steps_per_warp, p.total_steps);
   const int row0 = m_block * kBlockExperts + g;
-  constexpr int kUnroll = NT <= 2 ? 4 : 2;
+  constexpr int kUnroll = TensorCoreUnrollSteps(NT);
   bool waited = false;
   for (int step = step_begin; step < step_end || !waited; step += kUnroll) {
     uint4 a[kUnroll][4];

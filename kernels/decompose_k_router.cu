@@ -515,6 +515,12 @@ DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_coun
   return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true, allow_polled);
 }
 
+int PolledOnePassSplits(const RouteProblem& problem, int token_tiles) {
+  const int total_steps = (problem.spec.hidden + kStepK - 1) / kStepK;
+  const int per_split = kWarps * TensorCoreUnrollSteps(token_tiles);
+  return std::max(1, (total_steps + per_split - 1) / per_split);
+}
+
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles) {
   return PolledConfig(RouteShape(problem), sm_count, token_tiles);
 }

@@ -72,6 +72,15 @@ DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_coun
 // CanRouteDecomposeK (the grid must fit the device).
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles);
 
+// The fewest splits with which every warp of a polled config with `token_tiles` loads its
+// whole K range of weights in one unrolled pass of the mainloop, so under Programmatic
+// Dependent Launch all of it before the wait; fewer splits need a second pass after it.
+// An autotuner candidate: on the H200 the one-token rows were fastest at or near it
+// (Mixtral, in the tuner's own timing under PDL: 4 splits 2.55 us, the heuristic's 32
+// 3.78). The heuristic keeps its own count: without PDL fewer splits are not faster
+// everywhere (Qwen3-30B t=1: 2 splits 5.32 us, 8 splits 4.70).
+int PolledOnePassSplits(const RouteProblem& problem, int token_tiles);
+
 // The staged polled config (DecomposeKConfig::staged): about one CTA per SM, every split
 // at least one stage and at most kStagedMaxStages (check it with CanRouteDecomposeK). An
 // autotuner candidate; `splits` > 0 asks for that split count instead.

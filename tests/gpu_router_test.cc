@@ -288,7 +288,7 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, splits, 0});
         for (int cluster : {1, 2, 4, 8, 16})
           configs.push_back({cuda::Mainloop::kTensorCore, tiles, cluster, cluster});
-        for (int splits : {1, 3, 8, 16, 33}) {
+        for (int splits : {1, 3, 8, 16, 33, cuda::PolledOnePassSplits(p, tiles)}) {
           cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, tiles, splits, 0,
                                         /*polled=*/true};
           configs.push_back(polled);
@@ -412,6 +412,34 @@ TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
   cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, 8, 0, /*polled=*/true};
   polled.pdl_cooperative = true;
   EXPECT_TRUE(cuda::CanRouteDecomposeK(p, polled).ok());
+}
+
+// The one-pass split count (an autotuner candidate): the fewest splits with which every
+// warp's K range of weights is one unrolled pass of the mainloop (4 K steps of 32 at one or
+// two token tiles, 2 at four), so under PDL all of it loads before the wait. Host-only.
+TEST(GpuConfigs, OnePassSplitsAreTheFewestThatLoadEveryWarpsWeightsInOnePass) {
+  for (int hidden : {8, 2048, 2880, 4096, 5120, 7168, 8192, 16384}) {
+    for (int tiles : {1, 2, 4}) {
+      RouterSpec spec = FindPreset("mixtral").value().spec;
+      spec.hidden = hidden;
+      const RouteProblem p{spec, 8 * tiles, DType::kBF16, DType::kBF16};
+      const int splits = cuda::PolledOnePassSplits(p, tiles);
+      const int unroll = tiles <= 2 ? 4 : 2, steps = (hidden + 31) / 32;
+      auto steps_per_warp = [&](int s) { return (steps + 8 * s - 1) / (8 * s); };
+      ASSERT_GE(splits, 1) << hidden;
+      EXPECT_LE(steps_per_warp(splits), unroll) << "hidden=" << hidden << " tiles=" << tiles;
+      if (splits > 1) {
+        EXPECT_GT(steps_per_warp(splits - 1), unroll) << "hidden=" << hidden << " tiles=" << tiles;
+      }
+    }
+  }
+  const auto one_pass = [](const char* family) {
+    const RouteProblem p{FindPreset(family).value().spec, 1, DType::kBF16, DType::kBF16};
+    return cuda::PolledOnePassSplits(p, 1);
+  };
+  EXPECT_EQ(one_pass("mixtral"), 4);      // 4096 = 128 steps, 32 a split
+  EXPECT_EQ(one_pass("gpt_oss_20b"), 3);  // 2880 = 90 steps
+  EXPECT_EQ(one_pass("deepseek_v3"), 7);  // 7168 = 224 steps
 }
 
 // The heuristic (the C ABI's config, and the autotuner's starting point) routes decode
@@ -788,31 +816,44 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       auto staged = Upload(in.hidden);
       auto stream = MakeStream().value();
       // A polled plan also launched cooperatively under PDL and with dedicated routers (the
-      // autotuner's other choices), where the grid fits.
-      // From 32 tokens also the staged tiles (an autotuner candidate), both launch kinds.
-      cuda::DecomposeKConfig config = plan->config();
-      const bool with_staged = tokens >= 32;
-      for (int rep = 0; rep < (with_staged ? 10 : 8); ++rep) {
-        if (rep == 8) config = cuda::ChooseStagedConfig(p, SmCount());
-        if (rep < 8) {
-          config.pdl_cooperative = config.polled && rep % 2 == 1;
-          config.dedicated_routers = config.polled && rep / 2 % 2 == 1;
-        } else {
-          config.pdl_cooperative = rep == 9;
+      // autotuner's other choices), where the grid fits, at the heuristic's split count
+      // and at the one-pass count (a warp's weights all loaded before the wait). From 32
+      // tokens also the staged tiles (an autotuner candidate), both launch kinds.
+      std::vector<cuda::DecomposeKConfig> configs;
+      for (int splits :
+           {plan->config().k_splits, cuda::PolledOnePassSplits(p, plan->config().token_tiles)}) {
+        for (int variant = 0; variant < 4; ++variant) {
+          cuda::DecomposeKConfig c = plan->config();
+          c.k_splits = splits;
+          c.pdl_cooperative = c.polled && variant % 2 == 1;
+          c.dedicated_routers = c.polled && variant / 2 == 1;
+          configs.push_back(c);
         }
+      }
+      if (tokens >= 32) {
+        for (bool cooperative : {false, true}) {
+          cuda::DecomposeKConfig c = cuda::ChooseStagedConfig(p, SmCount());
+          c.pdl_cooperative = cooperative;
+          configs.push_back(c);
+        }
+      }
+      for (size_t rep = 0; rep < 2 * configs.size(); ++rep) {  // each config twice
+        const cuda::DecomposeKConfig& config = configs[rep % configs.size()];
         if (!cuda::CanRouteDecomposeK(p, config).ok()) continue;
+        auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, config)).value();
+        ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, config, stream.get()));
         Poison(d);
         FillAndWait(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size());
         ASSERT_CUDA(LaunchSlowProducer(const_cast<void*>(d.args.hidden), staged.get(),
                                        in.hidden.size(), /*delay_ns=*/20000, stream.get()));
-        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, plan->workspace(), stream.get(),
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), stream.get(),
                                                  /*pdl=*/true));
         ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
         HostOut h = Download(d, true);
         EXPECT_EQ(
             CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
-            << Describe(in, seed) << " rep=" << rep << " config polled=" << config.polled
-            << " pdl_cooperative=" << config.pdl_cooperative
+            << Describe(in, seed) << " rep=" << rep << " splits=" << config.k_splits
+            << " config polled=" << config.polled << " pdl_cooperative=" << config.pdl_cooperative
             << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged;
       }
     }
