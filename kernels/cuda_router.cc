@@ -152,16 +152,19 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
          a.dedicated_routers == b.dedicated_routers && a.staged == b.staged;
 }
 
-// "v6": the one-token epilogue changed (session 17), so timings cached by older builds no
-// longer rank the configs; v5: the config gained staged (v4: dedicated_routers, v3:
-// pdl_cooperative, v2: the polled reduction). Older cache lines no longer match.
+// "v7": more polled split counts and timings with weights from HBM (session 23), so a
+// cache written by an older build holds choices from a smaller, L2-flattered field and
+// is tuned again once; v6: the one-token epilogue changed (session 17), so timings
+// cached by older builds no longer rank the configs; v5: the config gained staged (v4:
+// dedicated_routers, v3: pdl_cooperative, v2: the polled reduction). Older cache lines
+// no longer match.
 std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_name, int sm_count,
                              bool pdl) {
   std::string device = device_name.empty() ? "unknown" : device_name;
   for (char& c : device)  // one whitespace-free field of the cache line
     if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v6:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+  return absl::StrCat("v7:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
                       s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }
