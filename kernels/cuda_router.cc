@@ -80,7 +80,10 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
     c.cluster = c.k_splits = cluster;
     add(c);
   }
-  DecomposeKConfig polled = ChooseDecomposeKConfig(p, sm_count);
+  // Split counts around the polled rule's own (the heuristic's cut for decode batches is
+  // one of the candidates below).
+  DecomposeKConfig polled =
+      ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/true, /*cut_decode_splits=*/false);
   // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
   if (polled.staged) polled = ChoosePolledConfig(p, sm_count, polled.token_tiles);
   if (polled.polled) {

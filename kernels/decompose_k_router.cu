@@ -303,7 +303,16 @@ DecomposeKConfig StagedConfig(const Shape& s, int sm_count, int splits) {
 // device's), so that the heuristic asks them for the SM count it was given.
 absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_count);
 
-DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled) {
+// The fewest splits with which each warp's K range is one unrolled mainloop pass
+// (PolledOnePassSplits).
+int OnePassSplits(int K, int token_tiles) {
+  const int total_steps = (K + kStepK - 1) / kStepK;
+  const int per_split = kWarps * TensorCoreUnrollSteps(token_tiles);
+  return std::max(1, (total_steps + per_split - 1) / per_split);
+}
+
+DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled,
+                              bool cut_decode_splits) {
   DecomposeKConfig c;
   const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
   c.mainloop = tensor ? Mainloop::kTensorCore : Mainloop::kFma;
@@ -329,7 +338,17 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
       // Up to 16 tokens with dedicated routers, a split fewer where they would not fit:
       // the autotuner took them on most such rows, with and without PDL (bench/RESULTS.md).
       if (s.tokens <= 16) {
-        const DecomposeKConfig dedicated = FitDedicatedRouters(s, polled, sm_count);
+        // Up to 8 tokens also fewer splits: the larger of the one-pass count and a quarter
+        // of the rule's. In the autotuner's timings on the H200 (bench/NOTES.md, session
+        // 23) that was within 0.21 us of the fastest split count (dedicated routers, as
+        // here) on every 1- and 4-token row timed, with or without PDL, where the rule's
+        // own count was up to 1.8 us slower (Llama 4 Scout under PDL). Not at 16 tokens:
+        // DeepSeek-V3 got 0.3 us slower there under PDL.
+        DecomposeKConfig fewer = polled;
+        if (cut_decode_splits && s.tokens <= 8)
+          fewer.k_splits = std::min(
+              polled.k_splits, std::max(OnePassSplits(s.K, c.token_tiles), polled.k_splits / 4));
+        const DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
         const Layout l = MakeLayout(s, dedicated);
         if (GridCtas(s, dedicated, l) <= sm_count) return dedicated;
       }
@@ -511,14 +530,13 @@ Shape GemmShape(const GemmProblem& p) { return {p.m, p.n, p.k, p.dtype, p.dtype}
 }  // namespace
 
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
-                                        bool allow_polled) {
-  return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true, allow_polled);
+                                        bool allow_polled, bool cut_decode_splits) {
+  return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true, allow_polled,
+                      cut_decode_splits);
 }
 
 int PolledOnePassSplits(const RouteProblem& problem, int token_tiles) {
-  const int total_steps = (problem.spec.hidden + kStepK - 1) / kStepK;
-  const int per_split = kWarps * TensorCoreUnrollSteps(token_tiles);
-  return std::max(1, (total_steps + per_split - 1) / per_split);
+  return OnePassSplits(problem.spec.hidden, token_tiles);
 }
 
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles) {
@@ -606,7 +624,7 @@ DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
     return c;
   }
   return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false,
-                      /*allow_polled=*/false);
+                      /*allow_polled=*/false, /*cut_decode_splits=*/false);
 }
 
 namespace {

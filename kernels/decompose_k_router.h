@@ -64,8 +64,11 @@ struct DecomposeKConfig {
 // tokens x experts); otherwise enough CTAs to cover the SMs twice, one K step per warp at
 // least.
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
+// Up to 8 tokens the polled split count is cut to the larger of PolledOnePassSplits and a
+// quarter of the rule's; cut_decode_splits = false keeps the rule's own count (the centre
+// of the autotuner's split candidates).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
-                                        bool allow_polled = true);
+                                        bool allow_polled = true, bool cut_decode_splits = true);
 
 // The polled reduction's config for `token_tiles` (split count by its rule), at any token
 // count: an autotuner candidate where the heuristic chose another reduction. Check it with
@@ -77,7 +80,7 @@ DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, i
 // Dependent Launch all of it before the wait; fewer splits need a second pass after it.
 // An autotuner candidate: on the H200 the one-token rows were fastest at or near it
 // (Mixtral, in the tuner's own timing under PDL: 4 splits 2.55 us, the heuristic's 32
-// 3.78). The heuristic keeps its own count: without PDL fewer splits are not faster
+// 3.78). The heuristic takes it only as a floor: without PDL fewer splits are not faster
 // everywhere (Qwen3-30B t=1: 2 splits 5.32 us, 8 splits 4.70).
 int PolledOnePassSplits(const RouteProblem& problem, int token_tiles);
 

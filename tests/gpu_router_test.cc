@@ -442,6 +442,39 @@ TEST(GpuConfigs, OnePassSplitsAreTheFewestThatLoadEveryWarpsWeightsInOnePass) {
   EXPECT_EQ(one_pass("deepseek_v3"), 7);  // 7168 = 224 steps
 }
 
+// Up to 8 tokens the heuristic cuts the polled rule's split count to the larger of the
+// one-pass count and a quarter (the autotuner's timings: bench/NOTES.md, session 23); from
+// 9 tokens it keeps the rule's. Host-only, for a 132-SM device.
+TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
+  const struct {
+    const char* family;
+    int rule, cut;  // splits at one token
+  } expected[] = {{"mixtral", 32, 8},   {"gpt_oss_20b", 22, 5},   {"deepseek_v3", 16, 7},
+                  {"qwen3_30b", 16, 4}, {"llama4_scout", 40, 10}, {"kimi_k2", 10, 7}};
+  for (const auto& e : expected) {
+    for (int tokens : {1, 4, 8, 9, 16}) {
+      const RouteProblem p{FindPreset(e.family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig cut = cuda::ChooseDecomposeKConfig(p, 132);
+      const cuda::DecomposeKConfig rule =
+          cuda::ChooseDecomposeKConfig(p, 132, /*allow_polled=*/true, /*cut_decode_splits=*/false);
+      const std::string where = absl::StrCat(e.family, " t=", tokens);
+      ASSERT_TRUE(cut.polled && cut.dedicated_routers) << where;
+      ASSERT_TRUE(rule.polled && rule.dedicated_routers) << where;
+      EXPECT_EQ(cut.token_tiles, rule.token_tiles) << where;
+      if (tokens == 1) {
+        EXPECT_EQ(rule.k_splits, e.rule) << where;
+        EXPECT_EQ(cut.k_splits, e.cut) << where;
+      }
+      if (tokens <= 8) {
+        EXPECT_LE(cut.k_splits, rule.k_splits) << where;
+        EXPECT_GE(cut.k_splits, std::min(rule.k_splits, cuda::PolledOnePassSplits(p, 1))) << where;
+      } else {
+        EXPECT_EQ(cut.k_splits, rule.k_splits) << where;
+      }
+    }
+  }
+}
+
 // The heuristic (the C ABI's config, and the autotuner's starting point) routes decode
 // batches from dedicated routers, with a grid that fits; larger batches keep the routers
 // in the mainloop CTAs.
