@@ -80,8 +80,8 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
     c.cluster = c.k_splits = cluster;
     add(c);
   }
-  // Split counts around the polled rule's own (the heuristic's cut for decode batches is
-  // one of the candidates below).
+  // Split counts around the polled rule's own count, not the heuristic's cut for decode
+  // batches (which is built from the same S/4 and one-pass count as candidates below).
   DecomposeKConfig polled =
       ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/true, /*cut_decode_splits=*/false);
   // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
