@@ -172,9 +172,31 @@ std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_na
                       pdl ? ":pdl" : "");
 }
 
+int TunedGraphLaunches(const AutotuneOptions& tune) {
+  return std::clamp(std::max(1, tune.rotate_layers), 4, 64);
+}
+
+absl::StatusOr<DeviceBuffer> AllocateL2Flush(const AutotuneOptions& tune) {
+  // Weights that fit in L2 over the graph's launches would stay there from one replay to
+  // the next and flatter configs with fewer CTAs pulling from HBM: on the H200 the graph's
+  // 64 launches over Mixtral's 64 KB layers (4 MB) ranked an 8-split polled config first
+  // at 128 tokens, 5.16 us a call in router_bench with weights from HBM against 4.63 for
+  // the cluster config. So the replays are then preceded by a write of twice the L2's
+  // size, which evicts them as a server's other kernels would. One buffer (120 MB on the
+  // H200) serves all of a plan's candidates.
+  int device = 0, l2_bytes = 0;
+  CUDA_RETURN_STATUS_IF_ERROR(cudaGetDevice(&device));
+  CUDA_RETURN_STATUS_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
+  const int layers = std::max(1, tune.rotate_layers);
+  const size_t graph_weight_bytes =
+      size_t(std::min(layers, TunedGraphLaunches(tune))) * tune.layer_stride_bytes;
+  if (graph_weight_bytes >= 2 * size_t(l2_bytes)) return DeviceBuffer();
+  return DeviceBuffer::Allocate(2 * size_t(l2_bytes));
+}
+
 absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
                                        const DecomposeKConfig& config, const AutotuneOptions& tune,
-                                       cudaStream_t stream) {
+                                       const DeviceBuffer& l2_flush, cudaStream_t stream) {
   // One CUDA graph of launches over the rotating layers, replayed: per-call time as the
   // server runs it (a kernel in a graph), without the ~1 us jitter of timing single eager
   // launches, which decided between close candidates. Captured on a private stream
@@ -187,7 +209,7 @@ absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteA
   CUDA_RETURN_STATUS_IF_ERROR(cudaStreamWaitEvent(s, ready.get(), 0));
   CUDA_RETURN_STATUS_IF_ERROR(ResetDecomposeKWorkspace(ws.get(), problem, config, s));
   const int layers = std::max(1, tune.rotate_layers);
-  const int launches = std::clamp(layers, 4, 64);
+  const int launches = TunedGraphLaunches(tune);
   // Relaxed: a candidate's first launch may make a one-time cudaFuncSetAttribute call (the
   // 16-CTA cluster opt-in), which a stricter mode could refuse and the refusal be cached.
   CUDA_RETURN_STATUS_IF_ERROR(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
@@ -205,30 +227,12 @@ absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteA
   cudaGraphExec_t raw_exec;
   CUDA_RETURN_STATUS_IF_ERROR(cudaGraphInstantiate(&raw_exec, graph.get(), 0));
   CudaGraphExec exec(raw_exec);
-  // Weights that fit in L2 over the graph's launches would stay there from one replay to
-  // the next and flatter configs with fewer CTAs pulling from HBM: on the H200 the graph's
-  // 64 launches over Mixtral's 64 KB layers (4 MB) ranked an 8-split polled config first
-  // at 128 tokens, 5.16 us a call in router_bench with weights from HBM against 4.63 for
-  // the cluster config. So the replays are then preceded by a write of twice the L2's
-  // size, which evicts them as a server's other kernels would.
-  DeviceBuffer l2_flush;
-  size_t flush_bytes = 0;
-  {
-    int device = 0, l2_bytes = 0;
-    CUDA_RETURN_STATUS_IF_ERROR(cudaGetDevice(&device));
-    CUDA_RETURN_STATUS_IF_ERROR(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
-    const size_t graph_weight_bytes = size_t(std::min(layers, launches)) * tune.layer_stride_bytes;
-    if (graph_weight_bytes < 2 * size_t(l2_bytes)) {
-      flush_bytes = 2 * size_t(l2_bytes);
-      ASSIGN_OR_RETURN(l2_flush, DeviceBuffer::Allocate(flush_bytes));
-    }
-  }
   ASSIGN_OR_RETURN(auto start, MakeEvent());
   ASSIGN_OR_RETURN(auto stop, MakeEvent());
   std::vector<float> times;
   for (int i = 0; i < tune.iterations + 2; ++i) {
-    if (flush_bytes > 0)
-      CUDA_RETURN_STATUS_IF_ERROR(cudaMemsetAsync(l2_flush.get(), i & 0xff, flush_bytes, s));
+    if (l2_flush.bytes() > 0)
+      CUDA_RETURN_STATUS_IF_ERROR(cudaMemsetAsync(l2_flush.get(), i & 0xff, l2_flush.bytes(), s));
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(start.get(), s));
     CUDA_RETURN_STATUS_IF_ERROR(cudaGraphLaunch(exec.get(), s));
     CUDA_RETURN_STATUS_IF_ERROR(cudaEventRecord(stop.get(), s));
@@ -258,10 +262,11 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
       config = cached;
     } else {
       float best = 1e30f;
+      ASSIGN_OR_RETURN(const DeviceBuffer l2_flush, AllocateL2Flush(tune));
       for (const auto& c : Candidates(problem, sm_count, tune.pdl)) {
         // A candidate the device cannot run (e.g. a cluster too large to schedule) is
         // skipped, not fatal; clear the error it left.
-        auto us = TimeConfigMicros(problem, *tune_args, c, tune, stream);
+        auto us = TimeConfigMicros(problem, *tune_args, c, tune, l2_flush, stream);
         if (!us.ok()) {
           cudaGetLastError();
           continue;

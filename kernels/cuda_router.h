@@ -79,11 +79,19 @@ class CudaRouterPlan {
   DeviceBuffer workspace_;
 };
 
+// The number of launches in TimeConfigMicros' graph.
+int TunedGraphLaunches(const AutotuneOptions& tune);
+
+// What TimeConfigMicros writes before each replay to evict the graph's weights from L2:
+// twice the L2, or nothing where the graph's weights alone are that large.
+absl::StatusOr<DeviceBuffer> AllocateL2Flush(const AutotuneOptions& tune);
+
 // Times `config` on `args`: per call, the median of tune.iterations replays of a CUDA
-// graph of launches over the rotating layers `tune` describes (CUDA events), after the
-// work already on `stream`; used by the autotuner.
+// graph of launches over the rotating layers `tune` describes (CUDA events), each after a
+// write of `l2_flush` (AllocateL2Flush), after the work already on `stream`; used by the
+// autotuner.
 absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteArgs& args,
                                        const DecomposeKConfig& config, const AutotuneOptions& tune,
-                                       cudaStream_t stream);
+                                       const DeviceBuffer& l2_flush, cudaStream_t stream);
 
 }  // namespace moe::cuda
