@@ -5,6 +5,7 @@
 //
 //   router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR,...]
 //                [--timeline] [--pdl_timeline]   (diagnostics: router_timelines.h)
+//                [--gemm_timeline]   (diagnostics: gemm_timeline.h)
 //                [--candidates]   (every config the autotuner timed, not only the winner)
 #include <cuda_runtime_api.h>
 
@@ -23,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "bench/bench_util.h"
 #include "bench/empty_kernel.h"
+#include "bench/gemm_timeline.h"
 #include "bench/router_timelines.h"
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
@@ -133,7 +135,7 @@ int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
-  bool timeline = false, pdl_timeline = false, candidates = false;
+  bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
@@ -147,12 +149,14 @@ int main(int argc, char** argv) {
       timeline = true;
     else if (!std::strcmp(argv[i], "--pdl_timeline"))
       pdl_timeline = true;
+    else if (!std::strcmp(argv[i], "--gemm_timeline"))
+      gemm_timeline = true;
     else if (!std::strcmp(argv[i], "--candidates"))
       candidates = true;
     else {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
-          "[--timeline] [--pdl_timeline] [--candidates]\n");
+          "[--timeline] [--pdl_timeline] [--gemm_timeline] [--candidates]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -172,9 +176,10 @@ int main(int argc, char** argv) {
       256, [](int, cudaStream_t s) { CHECK_CUDA(LaunchEmptyKernel(s)); }, stream.get());
   std::vector<Row> rows;
 
-  if (timeline || pdl_timeline) {
+  if (timeline || pdl_timeline || gemm_timeline) {
     if (timeline) PrintTimelines(info, stream.get());
     if (pdl_timeline) PrintPdlTimelines(info, stream.get(), size_t(l2), filter);
+    if (gemm_timeline) PrintGemmTimelines(info, stream.get(), size_t(l2), filter);
     return 0;
   }
 

@@ -23,6 +23,7 @@
 
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_gemm_tile.h"
+#include "kernels/pdl_device.cuh"
 #include "kernels/staged_tile_device.cuh"
 
 namespace moe::cuda {
@@ -39,9 +40,21 @@ struct TileGemmParams {
   const float* bias;
   float* c;
   int m, n, k, k_splits, stages_per_split, total_stages;
-  float* partials;     // [split][tile][T x T]
-  unsigned* counters;  // [m tile][n tile][2]: arrivals, generation
+  float* partials;               // [split][tile][T x T]
+  unsigned* counters;            // [m tile][n tile][2]: arrivals, generation
+  unsigned long long* timeline;  // diagnostics, or null (GemmStampSlot)
 };
+
+// A separate instance (kStamps) writes the stamps: the service's kernels do not even test
+// for them: stamps behind a run-time null test made these kernels 0.2-0.8 us a call slower
+// (H200, bench/NOTES.md session 24).
+template <bool kStamps>
+__device__ __forceinline__ void GemmStamp(const TileGemmParams& p, int slot) {
+  if constexpr (!kStamps) return;
+  if (threadIdx.x != 0) return;
+  const size_t cta = (size_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  p.timeline[cta * kGemmStampSlots + slot] = GlobalTimerNs();
+}
 
 // A barrier of the `expected` CTAs that share counters[0..1] (arrivals, generation). The
 // generation is read before arriving (it cannot move until this CTA has arrived); the last
@@ -63,7 +76,7 @@ __device__ inline void TileBarrier(unsigned* counters, unsigned expected) {
   __syncthreads();
 }
 
-template <typename T, int kTile>
+template <typename T, int kTile, bool kStamps>
 __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmParams p) {
   constexpr int kWarpsN = kTile / 32;        // warps along n: 32 rows of B each
   constexpr int kWarpsM = kWarps / kWarpsN;  // warps along m
@@ -74,6 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
   static_assert(kRows * 8 % kThreads == 0, "whole chunks a thread");
   extern __shared__ __align__(128) uint8_t stages[];
   __shared__ float4 warp_sums[kWarps][32];
+  GemmStamp<kStamps>(p, kGemmStampStart);
 
   const int split = blockIdx.x, n0 = blockIdx.y * kTile, m0 = blockIdx.z * kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -114,6 +128,7 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
   for (int i = 0; i < count; ++i) {
     CpAsyncWait<kStages - 2>();
     __syncthreads();  // stage i landed for every thread; stage i - 1's buffer is free
+    if (i == 0) GemmStamp<kStamps>(p, kGemmStampFirstStage);
     if (i + kStages - 1 < count)
       load_stage(first + (i + kStages - 1) * stride, (i + kStages - 1) % kStages);
     CpAsyncCommit();
@@ -153,6 +168,7 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
           p.c[size_t(m0 + row) * p.n + n0 + col] =
               acc[mt][nt][r] + (p.bias ? p.bias[n0 + col] : 0.0f);
         }
+    GemmStamp<kStamps>(p, kGemmStampEnd);
     return;
   }
 
@@ -164,6 +180,7 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
   constexpr int kTileVec = kTile * kTile / 4;  // float4s a tile
   float* staged = reinterpret_cast<float*>(stages);
   __syncthreads();  // every warp done with the stage buffers
+  GemmStamp<kStamps>(p, kGemmStampMainloop);
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -181,7 +198,9 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
     mine[f] = *reinterpret_cast<const float4*>(staged + (f / (kTile / 4)) * kStride +
                                                4 * (f % (kTile / 4)));
 
+  GemmStamp<kStamps>(p, kGemmStampPartial);
   TileBarrier(p.counters + 2 * tile, unsigned(p.k_splits));
+  GemmStamp<kStamps>(p, kGemmStampBarrier);
 
   // This CTA's slice of the tile: float4s [f_begin, f_end), a lane each; warp w sums splits
   // w, w + 8, ... and warp 0 adds the 8 warps' sums in order.
@@ -231,6 +250,7 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
       }
     }
   }
+  GemmStamp<kStamps>(p, kGemmStampEnd);
 }
 
 size_t Align256(size_t n) { return (n + 255) / 256 * 256; }
@@ -240,19 +260,20 @@ int StagesPerSplit(const TileGemmShape& s) {
   return (TotalStages(s.k) + s.k_splits - 1) / s.k_splits;
 }
 
-template <typename T, int kTile>
+template <typename T, int kTile, bool kStamps = false>
 cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t stream) {
   constexpr int kSmem = kStages * 2 * kTile * kRowBytes;
   // Past the 48 KB default: opt in once per instance (not a stream operation, so also
   // legal while a graph is being captured).
   static const cudaError_t opt_in = cudaFuncSetAttribute(
-      TileGemmKernel<T, kTile>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+      TileGemmKernel<T, kTile, kStamps>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (opt_in != cudaSuccess) return opt_in;
   // With S > 1 the CTAs of a tile wait for each other. A cooperative launch has the driver
   // make the whole grid resident at once, also when another launch (say a second GEMM on
   // another stream) holds SMs: without it two such grids could each hold half the SMs and
   // wait for the other half forever. A grid too large to be resident is an error, not a hang.
-  return Launch(TileGemmKernel<T, kTile>, grid, params, stream, /*pdl=*/false, /*cluster=*/0,
+  return Launch(TileGemmKernel<T, kTile, kStamps>, grid, params, stream, /*pdl=*/false,
+                /*cluster=*/0,
                 /*cooperative=*/params.k_splits > 1, kSmem);
 }
 
@@ -288,9 +309,15 @@ size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
   return TileGemmZeroedBytes(s) + Align256(partials);
 }
 
+int TileGemmCtas(const TileGemmShape& s) {
+  return s.k_splits * Tiles(s.n, s.tile) * Tiles(s.m, s.tile);
+}
+
 cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
-                           const float* bias, float* c, void* workspace, cudaStream_t stream) {
+                           const float* bias, float* c, void* workspace, cudaStream_t stream,
+                           unsigned long long* timeline) {
   if (s.tile != 64 && s.tile != 128) return cudaErrorInvalidValue;
+  if (timeline != nullptr && !bf16) return cudaErrorInvalidValue;  // diagnostics: bf16 only
   TileGemmParams p = {};
   p.a = a;
   p.b = b;
@@ -304,14 +331,19 @@ cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, con
   p.stages_per_split = StagesPerSplit(s);
   // Every split must own at least one stage (TileGemmSplits guarantees it).
   if ((s.k_splits - 1) * p.stages_per_split >= p.total_stages) return cudaErrorInvalidValue;
+  p.timeline = timeline;
   p.counters = static_cast<unsigned*>(workspace);
   p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + TileGemmZeroedBytes(s));
   const dim3 grid(s.k_splits, Tiles(s.n, s.tile), Tiles(s.m, s.tile));
   using B = __nv_bfloat16;
   using H = __half;
   if (s.tile == 64)
-    return bf16 ? LaunchTyped<B, 64>(p, grid, stream) : LaunchTyped<H, 64>(p, grid, stream);
-  return bf16 ? LaunchTyped<B, 128>(p, grid, stream) : LaunchTyped<H, 128>(p, grid, stream);
+    return timeline != nullptr ? LaunchTyped<B, 64, true>(p, grid, stream)
+           : bf16              ? LaunchTyped<B, 64>(p, grid, stream)
+                               : LaunchTyped<H, 64>(p, grid, stream);
+  return timeline != nullptr ? LaunchTyped<B, 128, true>(p, grid, stream)
+         : bf16              ? LaunchTyped<B, 128>(p, grid, stream)
+                             : LaunchTyped<H, 128>(p, grid, stream);
 }
 
 }  // namespace moe::cuda

@@ -29,8 +29,26 @@ int TileGemmSplits(int m, int n, int k, int tile, int sm_count);
 size_t TileGemmWorkspaceBytes(const TileGemmShape& s);
 size_t TileGemmZeroedBytes(const TileGemmShape& s);  // counters: zero before the first launch
 
+// Diagnostics (router_bench --gemm_timeline, never in service): when LaunchTileGemm gets a
+// timeline (bf16 only), thread 0 of every CTA writes the globaltimer (ns) at each of these
+// points into timeline[cta * kGemmStampSlots + slot], cta = (z * gridDim.y + y) *
+// gridDim.x + x.
+enum GemmStampSlot {
+  kGemmStampStart,       // the CTA began
+  kGemmStampFirstStage,  // its first K stage landed in shared memory
+  kGemmStampMainloop,    // every warp's MMAs done (S > 1)
+  kGemmStampPartial,     // its partial tile stored (S > 1)
+  kGemmStampBarrier,     // the tile's S CTAs met (S > 1)
+  kGemmStampEnd,         // its part of C written
+  kGemmStampSlots
+};
+
 // C[m, n] = A[m, k] · B[n, k]ᵀ (+ bias[n]); bf16 (`bf16`) or fp16 operands, fp32 C.
 cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
-                           const float* bias, float* c, void* workspace, cudaStream_t stream);
+                           const float* bias, float* c, void* workspace, cudaStream_t stream,
+                           unsigned long long* timeline = nullptr);
+
+// The CTAs of LaunchTileGemm's grid for `s` (the timeline's entries / kGemmStampSlots).
+int TileGemmCtas(const TileGemmShape& s);
 
 }  // namespace moe::cuda
