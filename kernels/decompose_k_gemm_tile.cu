@@ -172,31 +172,25 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
     return;
   }
 
-  // The partial tile goes out through shared memory (the stage buffers; rows padded by 4
-  // floats so a warp's fragment stores hit 32 banks) as whole 16-byte rows, tile after tile:
-  // scattered 4-byte fragment stores and loads made the reduction cost as much as the
-  // mainloop at 128 x 128.
-  constexpr int kStride = kTile + 4;
+  // The partial tile goes out straight from the MMA fragments, a float4 each: float4 f of
+  // a tile is lane l's fragment (mt, nt) of warp w, f = ((w * 2 + mt) * kNT + nt) * 32 + l,
+  // its four values in register order. So a warp's store is 512 contiguous bytes, with no
+  // pass through shared memory; the layout is the reduction's own (the slice reduction
+  // maps it back to C). Scattered 4-byte stores in C's layout had made the reduction cost
+  // as much as the mainloop at 128 x 128.
   constexpr int kTileVec = kTile * kTile / 4;  // float4s a tile
-  float* staged = reinterpret_cast<float*>(stages);
-  __syncthreads();  // every warp done with the stage buffers
+  static_assert(kWarps * 2 * kNT * 32 == kTileVec, "the fragments cover the tile");
   GemmStamp<kStamps>(p, kGemmStampMainloop);
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int r = 0; r < 4; ++r)
-        staged[(wm * kWarpM + nt * 8 + 2 * t + (r & 1)) * kStride + wn * 32 + mt * 16 + g +
-               (r >= 2 ? 8 : 0)] = acc[mt][nt][r];
-  __syncthreads();
   const size_t tile = size_t(blockIdx.z) * gridDim.y + blockIdx.y;
   const size_t tiles = size_t(gridDim.y) * gridDim.z;
   float4* partials = reinterpret_cast<float4*>(p.partials);
   float4* mine = partials + (size_t(split) * tiles + tile) * kTileVec;
-  for (int f = threadIdx.x; f < kTileVec; f += kThreads)
-    mine[f] = *reinterpret_cast<const float4*>(staged + (f / (kTile / 4)) * kStride +
-                                               4 * (f % (kTile / 4)));
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+      mine[((warp * 2 + mt) * kNT + nt) * 32 + lane] =
+          make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]);
 
   GemmStamp<kStamps>(p, kGemmStampPartial);
   TileBarrier(p.counters + 2 * tile, unsigned(p.k_splits));
@@ -240,13 +234,17 @@ __global__ void __launch_bounds__(kThreads, 1) TileGemmKernel(const TileGemmPara
         total.z += x.z;
         total.w += x.w;
       }
+      // f back to the fragment it came from (the store above), then to C's row and column
+      // as in the one-split path.
       const float e[4] = {total.x, total.y, total.z, total.w};
-      const int row = f / (kTile / 4), col0 = 4 * (f % (kTile / 4));
+      const int fl = f % 32, fnt = f / 32 % kNT, fmt = f / 32 / kNT % 2, fw = f / 32 / kNT / 2;
+      const int fg = fl >> 2, ft = fl & 3;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int col = col0 + i;
+      for (int r = 0; r < 4; ++r) {
+        const int col = (fw % kWarpsN) * 32 + fmt * 16 + fg + (r >= 2 ? 8 : 0);
+        const int row = (fw / kWarpsN) * kWarpM + fnt * 8 + 2 * ft + (r & 1);
         if (row < tm && col < tn)
-          p.c[size_t(m0 + row) * p.n + n0 + col] = e[i] + (p.bias ? p.bias[n0 + col] : 0.0f);
+          p.c[size_t(m0 + row) * p.n + n0 + col] = e[r] + (p.bias ? p.bias[n0 + col] : 0.0f);
       }
     }
   }
