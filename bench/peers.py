@@ -4,6 +4,7 @@ a user could assemble from PyTorch and Triton, in one run on one GPU.
 
 Per shape, per call, weights rotated over L layers so they come from HBM:
   fused          moe_route, L launches captured in one CUDA graph
+  fused+pdl      the same with MOE_ROUTE_PDL (moe_route_ex): each launch may start during the last
   torch eager    the family's routing written in torch (F.linear in fp32, scoring, top-k)
   torch.compile  the same function, mode="max-autotune-no-cudagraphs", replayed in a graph
   triton dk      a Triton Decompose-K GEMM (split-K partials + sum) + torch routing, in a graph
@@ -45,6 +46,7 @@ def load_lib(path):
     lib.moe_route_workspace_bytes.argtypes = [ctypes.POINTER(Spec), ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.moe_route.argtypes = [ctypes.POINTER(Spec), ctypes.c_int, ctypes.c_int, ctypes.c_int] + \
         [ctypes.c_void_p] * 7 + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.moe_route_ex.argtypes = lib.moe_route.argtypes + [ctypes.c_uint]
     lib.moe_gemm_workspace_bytes.restype = ctypes.c_size_t
     lib.moe_gemm_workspace_bytes.argtypes = [ctypes.c_int] * 4
     lib.moe_gemm.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 4 + [
@@ -189,15 +191,18 @@ def main():
             ws_bytes = lib.moe_route_workspace_bytes(ctypes.byref(cspec), T, 0, 0)
             ws = torch.zeros(ws_bytes, dtype=torch.uint8, device=dev)
 
-            def fused(l):
-                rc = lib.moe_route(ctypes.byref(cspec), T, 0, 0, x.data_ptr(), W[l].data_ptr(),
-                                   rbias.data_ptr(), cbias.data_ptr(), ids.data_ptr(), wts.data_ptr(),
-                                   None, ws.data_ptr(), ws_bytes, torch.cuda.current_stream().cuda_stream)
+            def fused(l, flags=0):
+                rc = lib.moe_route_ex(ctypes.byref(cspec), T, 0, 0, x.data_ptr(), W[l].data_ptr(),
+                                      rbias.data_ptr(), cbias.data_ptr(), ids.data_ptr(), wts.data_ptr(),
+                                      None, ws.data_ptr(), ws_bytes, torch.cuda.current_stream().cuda_stream,
+                                      flags)
                 if rc != 0:
                     raise RuntimeError(lib.moe_last_error().decode())
 
             row = {"shape": f"{family} t={T}", "layers": layers}
             row["fused_us"] = time_graph(fused, layers, args.replays)
+            # MOE_ROUTE_PDL: each launch's weights stream while the previous one finishes.
+            row["fused_pdl_us"] = time_graph(lambda l: fused(l, 1), layers, args.replays)
             row["eager_us"] = time_eager(lambda l: torch_route(spec, x, W[l], rbias, cbias), layers, args.replays)
             # Agreement of the fused expert sets with torch's (ties aside).
             fused(0)
@@ -213,7 +218,8 @@ def main():
                 lambda xx, ww: torch_route(spec, xx, ww, rbias, cbias), lambda f, l: f(x, W[l]),
                 layers, args, compile_start)
             rows.append(row)
-            print(f"{row['shape']:24s} fused {row['fused_us']:7.2f}  eager {row['eager_us']:7.2f}  "
+            print(f"{row['shape']:24s} fused {row['fused_us']:7.2f}  fused+pdl {row['fused_pdl_us']:7.2f}  "
+                  f"eager {row['eager_us']:7.2f}  "
                   f"compile {row['compile_us'] if row['compile_us'] is None else round(row['compile_us'], 2)!s:>7}  "
                   f"triton {row['triton_us']:7.2f}  agree {row['agree']:.3f}", flush=True)
     if args.json:

@@ -81,6 +81,18 @@ int moe_route(const moe_router_spec* spec, int tokens, int hidden_dtype, int wei
               const void* hidden, const void* weight, const float* router_bias,
               const float* correction_bias, int32_t* expert_ids, float* expert_weights,
               float* logits, void* workspace, size_t workspace_bytes, void* stream) {
+  return moe_route_ex(spec, tokens, hidden_dtype, weight_dtype, hidden, weight, router_bias,
+                      correction_bias, expert_ids, expert_weights, logits, workspace,
+                      workspace_bytes, stream, 0);
+}
+
+int moe_route_ex(const moe_router_spec* spec, int tokens, int hidden_dtype, int weight_dtype,
+                 const void* hidden, const void* weight, const float* router_bias,
+                 const float* correction_bias, int32_t* expert_ids, float* expert_weights,
+                 float* logits, void* workspace, size_t workspace_bytes, void* stream,
+                 unsigned flags) {
+  if ((flags & ~unsigned(MOE_ROUTE_PDL)) != 0)
+    return Fail(MOE_INVALID_ARGUMENT, "flags: unknown bits (MOE_ROUTE_PDL is the only flag)");
   if (spec == nullptr) return Fail(MOE_INVALID_ARGUMENT, "spec: null");
   if (!ValidDType(hidden_dtype)) return Fail(MOE_INVALID_ARGUMENT, "hidden_dtype: invalid");
   if (!ValidDType(weight_dtype)) return Fail(MOE_INVALID_ARGUMENT, "weight_dtype: invalid");
@@ -97,7 +109,8 @@ int moe_route(const moe_router_spec* spec, int tokens, int hidden_dtype, int wei
   if (workspace == nullptr || workspace_bytes < moe::cuda::DecomposeKWorkspaceBytes(p, config))
     return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_route_workspace_bytes()");
   const cudaError_t err = moe::cuda::LaunchDecomposeKRouter(p, args, config, workspace,
-                                                            static_cast<cudaStream_t>(stream));
+                                                            static_cast<cudaStream_t>(stream),
+                                                            /*pdl=*/(flags & MOE_ROUTE_PDL) != 0);
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
 }

@@ -1227,6 +1227,59 @@ TEST(GpuCApi, RoutesAndReportsErrors) {
   EXPECT_NE(std::string(moe_last_error()).find("correction_bias"), std::string::npos);
 }
 
+// moe_route_ex with MOE_ROUTE_PDL: eight launches back to back on one stream and one
+// workspace, each on its own hidden states, route like the reference (the workspace's
+// counters and slots are handed from launch to launch under PDL); an unknown flag is
+// refused by name. (moe_route is moe_route_ex with flags 0: the test above.)
+TEST(GpuCApi, PdlFlagRoutesBackToBackLaunches) {
+  SKIP_WITHOUT_GPU();
+  for (const char* family : {"mixtral", "deepseek_v3"}) {
+    moe_router_spec spec;
+    ASSERT_EQ(moe_router_preset(family, &spec), MOE_OK);
+    const RouterSpec s = FindPreset(family).value().spec;
+    const int tokens = 4;
+    const size_t bytes = moe_route_workspace_bytes(&spec, tokens, MOE_BF16, MOE_BF16);
+    ASSERT_GT(bytes, 0u);
+    auto ws = DeviceBuffer::Allocate(bytes).value();
+    FillAndWait(ws.get(), 0, bytes);
+    auto stream = MakeStream().value();
+    const RouterInputs base = MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, FreshSeed());
+    std::vector<RouterInputs> inputs;
+    std::vector<DeviceCase> cases;
+    for (int i = 0; i < 8; ++i) {
+      RouterInputs in = base;  // the same weights and biases, new hidden states
+      const RouterInputs other =
+          MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, FreshSeed());
+      in.hidden = other.hidden;
+      in.hidden_f = other.hidden_f;
+      cases.push_back(MakeDeviceCase(in, false));
+      inputs.push_back(std::move(in));
+      Poison(cases.back());
+    }
+    for (const DeviceCase& d : cases) {
+      ASSERT_EQ(moe_route_ex(&spec, tokens, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight,
+                             d.args.router_bias, d.args.correction_bias, d.args.expert_ids,
+                             d.args.expert_weights, nullptr, ws.get(), bytes, stream.get(),
+                             MOE_ROUTE_PDL),
+                MOE_OK)
+          << moe_last_error();
+    }
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    for (size_t i = 0; i < cases.size(); ++i) {
+      HostOut h = Download(cases[i], false);
+      EXPECT_EQ(
+          CompareWithReference(s, inputs[i].Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+          << family << " launch " << i;
+    }
+    const DeviceCase& d = cases[0];
+    EXPECT_EQ(moe_route_ex(&spec, tokens, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight,
+                           d.args.router_bias, d.args.correction_bias, d.args.expert_ids,
+                           d.args.expert_weights, nullptr, ws.get(), bytes, stream.get(), 2u),
+              MOE_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(moe_last_error()).find("flags"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace moe::testing
 
