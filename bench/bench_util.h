@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
 #include <utility>
@@ -16,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "kernels/cuda_raii.h"
 #include "kernels/dtype.h"
 
 namespace moe::bench {
@@ -46,6 +48,22 @@ inline void FillRandom(void* dst, size_t count, DType dt, float scale, uint64_t 
   std::vector<uint8_t> host(count * DTypeSize(dt));
   for (size_t i = 0; i < count; ++i) StoreFromFloat(host.data(), dt, i, normal(rng));
   CHECK_CUDA(cudaMemcpy(dst, host.data(), host.size(), cudaMemcpyHostToDevice));
+}
+
+// `count` calls of enqueue(i, stream) captured on `stream` into one CUDA graph,
+// instantiated and replayed three times to warm up.
+inline CudaGraphExec CaptureWarmGraph(int count, cudaStream_t stream,
+                                      const std::function<void(int, cudaStream_t)>& enqueue) {
+  cudaGraph_t graph;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < count; ++i) enqueue(i, stream);
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  const CudaGraph owned(graph);
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CudaGraphExec owned_exec(exec);
+  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));
+  return owned_exec;
 }
 
 // Layers of `layer_bytes` each that together exceed 3x the L2 cache, within the bounds:

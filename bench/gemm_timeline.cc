@@ -86,20 +86,12 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
     const int ctas = cuda::TileGemmCtas(s);
     const size_t entries = size_t(ctas) * cuda::kGemmStampSlots;
     auto tl = Must(DeviceBuffer::Allocate(entries * 8 * launches));
-    cudaGraph_t graph;
-    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < launches; ++i) {
+    const CudaGraphExec exec = CaptureWarmGraph(launches, stream, [&](int i, cudaStream_t st) {
       const size_t off = mat_bytes * (i % layers);
       CHECK_CUDA(cuda::LaunchTileGemm(true, s, a.as<char>() + off, b.as<char>() + off, nullptr,
-                                      c.as<float>(), ws.get(), stream,
+                                      c.as<float>(), ws.get(), st,
                                       tl.as<unsigned long long>() + i * entries));
-    }
-    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-    CudaGraph owned(graph);
-    cudaGraphExec_t exec;
-    CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    CudaGraphExec owned_exec(exec);
-    for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up
+    });
     // A CTA's operand bytes: its share of the K stages of both T-row operand tiles.
     const double bytes_per_cta =
         2.0 * cs.tile * 2.0 * cs.k / s.k_splits;  // 2 operands x T rows x 2 bytes x K / S
@@ -107,7 +99,7 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
     std::vector<unsigned long long> host(entries * launches);
     for (int r = 0; r < kReplays; ++r) {
       CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, host.size() * 8, stream));
-      CHECK_CUDA(cudaGraphLaunch(exec, stream));
+      CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
       CHECK_CUDA(
           cudaMemcpyAsync(host.data(), tl.get(), host.size() * 8, cudaMemcpyDeviceToHost, stream));
       CHECK_CUDA(cudaStreamSynchronize(stream));

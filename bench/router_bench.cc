@@ -40,20 +40,12 @@ int g_replays = 50;
 // into a graph and replayed.
 float TimePerCall(int layers, const std::function<void(int, cudaStream_t)>& enqueue_layer,
                   cudaStream_t stream) {
-  cudaGraph_t graph;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int l = 0; l < layers; ++l) enqueue_layer(l, stream);
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  CudaGraph owned(graph);
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  CudaGraphExec owned_exec(exec);
+  const CudaGraphExec exec = CaptureWarmGraph(layers, stream, enqueue_layer);
   auto start = Must(MakeEvent()), stop = Must(MakeEvent());
-  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up
   std::vector<float> us;
   for (int r = 0; r < g_replays; ++r) {
     CHECK_CUDA(cudaEventRecord(start.get(), stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
     CHECK_CUDA(cudaEventRecord(stop.get(), stream));
     CHECK_CUDA(cudaEventSynchronize(stop.get()));
     float ms;

@@ -221,24 +221,16 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
       const size_t entries = cuda::TimelineEntries(p, c);
       auto tl = Must(DeviceBuffer::Allocate(entries * 8 * kLaunches));
-      cudaGraph_t graph;
-      CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < kLaunches; ++i) {
+      const CudaGraphExec exec = CaptureWarmGraph(kLaunches, stream, [&](int i, cudaStream_t s) {
         CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(
-            p, b.Args(i % layers), c, ws.get(), stream, /*pdl=*/true,
+            p, b.Args(i % layers), c, ws.get(), s, /*pdl=*/true,
             tl.as<unsigned long long>() + i * entries));
-      }
-      CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-      CudaGraph owned(graph);
-      cudaGraphExec_t exec;
-      CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-      CudaGraphExec owned_exec(exec);
-      for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up
+      });
       std::vector<unsigned long long> host(entries * kLaunches);
       std::vector<double> phase[6], epilogue_cycles, graph_us, epilogue_phases[4];
       for (int r = 0; r < kReplays; ++r) {
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8 * kLaunches, stream));
-        CHECK_CUDA(cudaGraphLaunch(exec, stream));
+        CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
         CHECK_CUDA(cudaMemcpyAsync(host.data(), tl.get(), host.size() * 8, cudaMemcpyDeviceToHost,
                                    stream));
         CHECK_CUDA(cudaStreamSynchronize(stream));
