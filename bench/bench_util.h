@@ -50,6 +50,14 @@ inline void FillRandom(void* dst, size_t count, DType dt, float scale, uint64_t 
   CHECK_CUDA(cudaMemcpy(dst, host.data(), host.size(), cudaMemcpyHostToDevice));
 }
 
+// The q-quantile (0: min, 0.5: median, 1: max) of `v` by rank; 0 for an empty `v`.
+inline double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, size_t(q * double(v.size())))];
+}
+inline double Median(std::vector<double> v) { return Quantile(std::move(v), 0.5); }
+
 // `count` calls of enqueue(i, stream) captured on `stream` into one CUDA graph,
 // instantiated and replayed three times to warm up.
 inline CudaGraphExec CaptureWarmGraph(int count, cudaStream_t stream,

@@ -13,12 +13,6 @@
 namespace moe::bench {
 namespace {
 
-double Quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, size_t(q * double(v.size())))];
-}
-
 // One launch's stamps, per slot its CTAs' times in us from the launch's first start.
 struct LaunchPhases {
   double first_start_ns = 0, last_end_ns = 0;

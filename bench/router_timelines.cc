@@ -17,12 +17,6 @@
 namespace moe::bench {
 namespace {
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 std::string DescribePath(const cuda::DecomposeKConfig& c) {
   return absl::StrFormat("S=%d%s%s", c.k_splits,
                          c.cluster             ? " cluster"
