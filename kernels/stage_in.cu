@@ -42,14 +42,26 @@ __device__ __forceinline__ void CheckVector(const uint4& v, size_t i, const RowC
 }
 
 // One 16-byte vector a thread per round. Host memory is read with L2-only (.cg) loads:
-// coherent, and nothing is kept in L1 that is read once.
+// coherent, and nothing is kept in L1 that is read once. `source_cells`, when not null,
+// hold the source address instead of `src`, one cell a block (LaunchStageInFrom).
 __global__ void __launch_bounds__(kStageThreads)
-    StageInKernel(const uint4* src, uint4* __restrict__ dst, size_t vectors,
-                  unsigned long long* start_ns, RowCheck check) {
+    StageInKernel(const uint4* src, const char* source_cells, uint4* __restrict__ dst,
+                  size_t vectors, unsigned long long* start_ns, RowCheck check) {
   if (start_ns != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *start_ns = GlobalTimerNs();
   // The dependent router may start now: it touches the hidden states only after
   // griddepcontrol.wait, which waits for this whole grid to finish and its writes to land.
   AllowDependentLaunch();
+  if (source_cells != nullptr) {
+    // This block's own cell, by an L2-only load like the data's (the host wrote it before
+    // the launch).
+    __shared__ const uint4* block_src;
+    if (threadIdx.x == 0) {
+      block_src = reinterpret_cast<const uint4*>(__ldcg(reinterpret_cast<const unsigned long long*>(
+          source_cells + blockIdx.x * kStageSourceCellStride)));
+    }
+    __syncthreads();
+    src = block_src;
+  }
   const size_t stride = size_t(gridDim.x) * kStageThreads;
   for (size_t i = size_t(blockIdx.x) * kStageThreads + threadIdx.x; i < vectors; i += stride) {
     const uint4 v = __ldcg(src + i);
@@ -84,18 +96,35 @@ __global__ void CompletionStampKernel(unsigned long long* end_ns) {
   *end_ns = GlobalTimerNs();
 }
 
-}  // namespace
-
-cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
-                          unsigned long long* start_ns, const FiniteCheck& check) {
+// Either a source (`source_cells` null) or the cells holding it.
+cudaError_t LaunchStage(const void* mapped_src, const void* source_cells, void* dst, size_t bytes,
+                        cudaStream_t stream, unsigned long long* start_ns,
+                        const FiniteCheck& check) {
   if (bytes % 16 != 0 || reinterpret_cast<uintptr_t>(mapped_src) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(dst) % 16 != 0 || !ValidCheck(check))
     return cudaErrorInvalidValue;
   const size_t vectors = bytes / 16;
   if (vectors == 0 && start_ns == nullptr) return cudaSuccess;  // else still stamp the start
-  const cudaLaunchConfig_t config = GridStrideConfig(vectors, stream);
+  cudaLaunchConfig_t config = GridStrideConfig(vectors, stream);
+  if (source_cells != nullptr && config.gridDim.x > unsigned(kStageSourceCells))
+    config.gridDim.x = kStageSourceCells;  // a cell a block; the grid-stride loop does the rest
   return cudaLaunchKernelEx(&config, StageInKernel, static_cast<const uint4*>(mapped_src),
-                            static_cast<uint4*>(dst), vectors, start_ns, MakeRowCheck(check));
+                            static_cast<const char*>(source_cells), static_cast<uint4*>(dst),
+                            vectors, start_ns, MakeRowCheck(check));
+}
+
+}  // namespace
+
+cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaStream_t stream,
+                          unsigned long long* start_ns, const FiniteCheck& check) {
+  return LaunchStage(mapped_src, nullptr, dst, bytes, stream, start_ns, check);
+}
+
+cudaError_t LaunchStageInFrom(const void* mapped_cells, void* dst, size_t bytes,
+                              cudaStream_t stream, unsigned long long* start_ns,
+                              const FiniteCheck& check) {
+  if (mapped_cells == nullptr) return cudaErrorInvalidValue;
+  return LaunchStage(nullptr, mapped_cells, dst, bytes, stream, start_ns, check);
 }
 
 cudaError_t LaunchCheckFiniteRows(const void* data, size_t bytes, const FiniteCheck& check,

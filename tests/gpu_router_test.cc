@@ -974,6 +974,66 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
   EXPECT_EQ(cuda::LaunchStageIn(dst.as<char>() + 8, dst.get(), 16, nullptr), cudaErrorInvalidValue);
 }
 
+// The stage-in that takes its source from cells (the server's per-request input blocks):
+// one captured graph, replayed after the host names a different source each time, copies
+// exactly the named buffer, with that buffer's non-finite rows marked. At 1 token, at 16
+// (56 blocks) and at 40 (more blocks than cells: the grid is capped and strides). Missing
+// cells are refused.
+TEST(GpuStageIn, StageInFromCellsCopiesWhicheverBufferTheHostNames) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(FreshSeed());
+  for (const int rows : {1, 16, 40}) {
+    constexpr int kSources = 3, kHidden = 7168;
+    const size_t row_bytes = size_t(kHidden) * 2, bytes = rows * row_bytes;
+    auto region = PinnedBuffer::Allocate(kSources * bytes).value();
+    std::vector<std::vector<uint8_t>> want(kSources, std::vector<uint8_t>(bytes));
+    for (int i = 0; i < kSources; ++i) {
+      for (size_t e = 0; e < bytes / 2; ++e)
+        StoreFromFloat(want[i].data(), DType::kBF16, e, float(int(rng() % 2001) - 1000) / 64);
+      // A NaN in row i of source i only.
+      StoreFromFloat(want[i].data(), DType::kBF16, size_t(i % rows) * kHidden + 5,
+                     std::numeric_limits<float>::quiet_NaN());
+      std::memcpy(region.as<uint8_t>() + i * bytes, want[i].data(), bytes);
+    }
+    void* mapped_region = nullptr;
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_region, region.get(), 0));
+    auto cells = PinnedBuffer::Allocate(cuda::kStageSourceCellsBytes).value();
+    void* mapped_cells = nullptr;
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_cells, cells.get(), 0));
+    auto flags = PinnedBuffer::Allocate(rows).value();
+    void* mapped_flags = nullptr;
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_flags, flags.get(), 0));
+    const cuda::FiniteCheck check{static_cast<uint8_t*>(mapped_flags), row_bytes, DType::kBF16};
+    auto dst = DeviceBuffer::Allocate(bytes).value();
+    CudaStream stream = MakeStream().value();
+    ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    ASSERT_CUDA(
+        cuda::LaunchStageInFrom(mapped_cells, dst.get(), bytes, stream.get(), nullptr, check));
+    cudaGraph_t graph = nullptr;
+    ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
+    CudaGraph owned_graph(graph);
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    CudaGraphExec owned_exec(exec);
+    for (int rep = 0; rep < 12; ++rep) {
+      const int i = int(rng() % kSources);
+      cuda::SetStageInSource(cells.get(), static_cast<const char*>(mapped_region) + i * bytes);
+      std::memset(flags.get(), 0, rows);
+      FillAndWait(dst.get(), 0x7f, bytes);
+      ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      std::vector<uint8_t> copied(bytes);
+      ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
+      EXPECT_TRUE(copied == want[i]) << "rows " << rows << " rep " << rep << " source " << i;
+      for (int r = 0; r < rows; ++r)
+        EXPECT_EQ(flags.as<uint8_t>()[r], r == i % rows ? 1 : 0)
+            << "rows " << rows << " rep " << rep << " row " << r;
+    }
+  }
+  auto dst = DeviceBuffer::Allocate(16).value();
+  EXPECT_EQ(cuda::LaunchStageInFrom(nullptr, dst.get(), 16, nullptr), cudaErrorInvalidValue);
+}
+
 // The device-side finite check, through both ways in: the stage-in kernel (rows read from
 // mapped host memory) and the check kernel (rows already in device memory). Finite values
 // chosen to trip a wrong mask (largest finite, subnormals, negative zero) fill every row;
