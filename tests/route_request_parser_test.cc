@@ -1,0 +1,248 @@
+// ParseRouteRequest against protobuf's own parser: on random requests, split into gRPC
+// slices at random places, on merged repeats and unknown fields, and on every prefix of a
+// message (truncations must fail exactly where protobuf's parse fails). Plus the input
+// pool: blocks used while free, the heap after, blocks back when their bytes are dropped.
+#include "server/route_request_parser.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <grpcpp/impl/grpc_library.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/slice.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace moe {
+namespace {
+
+namespace v1 = moe_router::v1;
+using google::protobuf::util::MessageDifferencer;
+
+// gRPC's C++ runtime, for ByteBuffer outside a server.
+grpc::internal::GrpcLibraryInitializer grpc_runtime;
+
+constexpr size_t kBlockBytes = 64 << 10;
+constexpr int kBlocks = 3;
+
+struct TestPool {
+  std::vector<char> region = std::vector<char>(kBlockBytes * kBlocks);
+  std::vector<char> device_region = std::vector<char>(1);  // a stand-in address, never read
+  InputPool pool{region.data(), device_region.data(), kBlockBytes, kBlocks};
+};
+
+v1::RouteRequest RandomRequest(std::mt19937& rng) {
+  v1::RouteRequest r;
+  if (rng() % 4 != 0) r.set_model("model-" + std::to_string(rng() % 1000));
+  r.set_layer(int(rng() % 100) - 2);
+  if (rng() % 2) r.set_request_id(rng() * uint64_t(rng()));
+  r.set_return_logits(rng() % 2);
+  if (rng() % 8 != 0) {
+    auto* t = r.mutable_hidden_states();
+    t->set_dtype(static_cast<v1::DType>(rng() % 4));
+    const int dims = int(rng() % 4);
+    for (int d = 0; d < dims; ++d) t->add_shape(int64_t(rng() % 9000) - 10);
+    // Sizes around the block size, and a few larger.
+    const size_t sizes[] = {0, 1, 16, 14336, kBlockBytes - 1, kBlockBytes, kBlockBytes + 1, 229376};
+    std::string data(sizes[rng() % 8], '\0');
+    for (char& c : data) c = char(rng());
+    t->set_data(std::move(data));
+  }
+  return r;
+}
+
+// The serialization as gRPC might hand it over: cut into up to 5 slices at random places.
+grpc::ByteBuffer Slices(const std::string& bytes, std::mt19937& rng) {
+  std::vector<size_t> cuts = {0, bytes.size()};
+  const int n = int(rng() % 5);
+  for (int i = 0; i < n && !bytes.empty(); ++i) cuts.push_back(rng() % bytes.size());
+  std::sort(cuts.begin(), cuts.end());
+  std::vector<grpc::Slice> slices;
+  for (size_t i = 0; i + 1 < cuts.size(); ++i)
+    if (cuts[i + 1] > cuts[i]) slices.emplace_back(bytes.data() + cuts[i], cuts[i + 1] - cuts[i]);
+  if (slices.empty()) slices.emplace_back(bytes.data(), 0);
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+// Compares a parse with protobuf's parse of the same bytes: `ok` must agree, and on
+// success every field but data must be equal, and data equal the parsed hidden bytes.
+void ExpectSameAsProtobuf(const std::string& bytes, const absl::Status& status,
+                          ParsedRouteRequest& parsed) {
+  v1::RouteRequest reference;
+  const bool reference_ok = reference.ParseFromString(bytes);
+  ASSERT_EQ(status.ok(), reference_ok) << status;
+  if (!reference_ok) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(status.message().find("request:"), std::string::npos) << status;
+    return;
+  }
+  EXPECT_EQ(parsed.hidden.view(), reference.hidden_states().data());
+  EXPECT_EQ(parsed.request.has_hidden_states(), reference.has_hidden_states());
+  if (reference.has_hidden_states()) reference.mutable_hidden_states()->clear_data();
+  EXPECT_TRUE(MessageDifferencer::Equals(parsed.request, reference))
+      << parsed.request.DebugString() << "\nvs\n"
+      << reference.DebugString();
+  EXPECT_TRUE(parsed.request.hidden_states().data().empty());
+}
+
+TEST(RouteRequestParser, EqualsProtobufOnRandomRequestsInRandomSlices) {
+  std::mt19937 rng(7);
+  TestPool pool;
+  for (int i = 0; i < 400; ++i) {
+    const std::string bytes = RandomRequest(rng).SerializeAsString();
+    ParsedRouteRequest parsed;
+    const bool use_pool = rng() % 2;
+    const absl::Status status =
+        ParseRouteRequest(Slices(bytes, rng), use_pool ? &pool.pool : nullptr, &parsed);
+    ExpectSameAsProtobuf(bytes, status, parsed);
+    // Pooled exactly when a pool was given and the data fits a block.
+    const size_t size = parsed.hidden.size();
+    EXPECT_EQ(parsed.hidden.pooled(), use_pool && size > 0 && size <= kBlockBytes) << size;
+    if (parsed.hidden.pooled()) {
+      EXPECT_NE(parsed.hidden.device_view(), nullptr);
+      EXPECT_EQ(parsed.hidden.device_readable_bytes(), kBlockBytes);
+    } else {
+      EXPECT_EQ(parsed.hidden.device_view(), nullptr);
+    }
+  }
+  EXPECT_EQ(pool.pool.free_blocks(), kBlocks);  // every block came back
+}
+
+// Two serializations back to back are one message to protobuf: singular fields from the
+// second, repeated ones (shape) concatenated, hidden_states merged, data from the second.
+TEST(RouteRequestParser, MergesRepeatedFieldsAsProtobufDoes) {
+  std::mt19937 rng(11);
+  TestPool pool;
+  for (int i = 0; i < 200; ++i) {
+    const std::string bytes =
+        RandomRequest(rng).SerializeAsString() + RandomRequest(rng).SerializeAsString();
+    ParsedRouteRequest parsed;
+    ExpectSameAsProtobuf(bytes, ParseRouteRequest(Slices(bytes, rng), &pool.pool, &parsed), parsed);
+  }
+  EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
+}
+
+// Fields this build does not know (a newer client), top level and inside hidden_states,
+// are kept as unknown fields, as protobuf keeps them.
+TEST(RouteRequestParser, KeepsUnknownFields) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream out(&stream);
+    out.WriteTag((1 << 3) | 2);  // model
+    out.WriteVarint32(3);
+    out.WriteRaw("abc", 3);
+    out.WriteTag((99 << 3) | 0);  // unknown varint
+    out.WriteVarint64(12345);
+    std::string tensor;
+    {
+      google::protobuf::io::StringOutputStream ts(&tensor);
+      google::protobuf::io::CodedOutputStream t(&ts);
+      t.WriteTag((2 << 3) | 0);  // shape, unpacked
+      t.WriteVarint64(4);
+      t.WriteTag((50 << 3) | 5);  // unknown fixed32
+      t.WriteLittleEndian32(7);
+      t.WriteTag((3 << 3) | 2);  // data
+      t.WriteVarint32(16);
+      t.WriteRaw("0123456789abcdef", 16);
+      t.WriteTag((3 << 3) | 0);  // data with the wrong wire type: unknown to protobuf too
+      t.WriteVarint32(1);
+    }
+    out.WriteTag((3 << 3) | 2);
+    out.WriteVarint32(uint32_t(tensor.size()));
+    out.WriteRaw(tensor.data(), int(tensor.size()));
+  }
+  TestPool pool;
+  ParsedRouteRequest parsed;
+  const absl::Status status = ParseRouteRequest(bytes, &pool.pool, &parsed);
+  ExpectSameAsProtobuf(bytes, status, parsed);
+  EXPECT_EQ(parsed.hidden.view(), "0123456789abcdef");
+  EXPECT_FALSE(parsed.request.GetReflection()->GetUnknownFields(parsed.request).empty());
+}
+
+// Every prefix of a request: protobuf fails on a cut inside a field and succeeds on a cut
+// between fields; the parser must do the same, with the same fields.
+TEST(RouteRequestParser, EveryTruncationFailsWhereProtobufFails) {
+  std::mt19937 rng(3);
+  v1::RouteRequest r;
+  r.set_model("demo");
+  r.set_layer(3);
+  r.set_request_id(77);
+  r.mutable_hidden_states()->set_dtype(v1::DTYPE_BF16);
+  r.mutable_hidden_states()->add_shape(2);
+  r.mutable_hidden_states()->add_shape(64);
+  r.mutable_hidden_states()->set_data(std::string(256, 'x'));
+  r.set_return_logits(true);
+  const std::string whole = r.SerializeAsString();
+  TestPool pool;
+  int failures = 0;
+  for (size_t n = 0; n <= whole.size(); ++n) {
+    const std::string prefix = whole.substr(0, n);
+    ParsedRouteRequest parsed;
+    const absl::Status status = ParseRouteRequest(Slices(prefix, rng), &pool.pool, &parsed);
+    ExpectSameAsProtobuf(prefix, status, parsed);
+    failures += !status.ok();
+  }
+  EXPECT_GT(failures, 200);  // most cuts fall inside data
+  EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
+}
+
+// Lengths that claim more than the message holds are refused before anything is
+// allocated for them.
+TEST(RouteRequestParser, LengthsPastTheEndAreRefused) {
+  const std::string tensor_too_long = std::string("\x1a\xff\xff\xff\x7f", 5) + "\x1a\x01x";
+  const std::string data_too_long = std::string("\x1a\x06\x1a\xff\xff\xff\x0f", 7) + "abcd";
+  for (const std::string& bytes : {tensor_too_long, data_too_long}) {
+    ParsedRouteRequest parsed;
+    const absl::Status status = ParseRouteRequest(bytes, nullptr, &parsed);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    v1::RouteRequest reference;
+    EXPECT_FALSE(reference.ParseFromString(bytes));
+  }
+}
+
+TEST(InputPool, BlocksWhileFreeThenTheHeapAndBlocksComeBack) {
+  TestPool pool;
+  std::vector<HiddenBytes> held(kBlocks);
+  for (auto& h : held) ASSERT_TRUE(pool.pool.TryAcquire(100, &h));
+  HiddenBytes extra;
+  EXPECT_FALSE(pool.pool.TryAcquire(100, &extra));  // all taken
+  EXPECT_FALSE(extra.pooled());
+  // Distinct blocks, each as large as a block for the device.
+  for (int i = 0; i < kBlocks; ++i)
+    for (int j = i + 1; j < kBlocks; ++j) EXPECT_NE(held[i].data(), held[j].data());
+  // Moving a block moves its ownership; dropping it gives it back.
+  HiddenBytes moved = std::move(held[0]);
+  EXPECT_FALSE(held[0].pooled());
+  EXPECT_TRUE(moved.pooled());
+  EXPECT_EQ(moved.size(), 100u);
+  EXPECT_EQ(pool.pool.free_blocks(), 0);
+  moved.Reset();
+  EXPECT_EQ(pool.pool.free_blocks(), 1);
+  EXPECT_TRUE(pool.pool.TryAcquire(kBlockBytes, &extra));
+  EXPECT_FALSE(pool.pool.TryAcquire(kBlockBytes + 1, &moved));  // larger than a block
+  // Assigning over a pooled HiddenBytes gives its block back first.
+  extra = HiddenBytes(std::string("heap"));
+  EXPECT_EQ(extra.view(), "heap");
+  EXPECT_EQ(pool.pool.free_blocks(), 1);
+  held.clear();
+  EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
+}
+
+// A pool without a device view (memory the device cannot read in place) still holds
+// bytes, and says so.
+TEST(InputPool, WithoutADeviceViewBlocksAreHostOnly) {
+  std::vector<char> region(kBlockBytes);
+  InputPool pool(region.data(), nullptr, kBlockBytes, 1);
+  HiddenBytes h;
+  ASSERT_TRUE(pool.TryAcquire(10, &h));
+  EXPECT_EQ(h.device_view(), nullptr);
+  EXPECT_EQ(h.device_readable_bytes(), 0u);
+}
+
+}  // namespace
+}  // namespace moe
