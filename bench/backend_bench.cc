@@ -1,6 +1,8 @@
 // backend_bench: where a one-caller request's time goes in the server, without gRPC.
 // Times the service's own path (RouterService::Submit: validation, batcher, backend,
-// response) and the backend's Route() alone; for the CUDA backend also the CUDA floors
+// response; with the request's parse: protobuf's, or into an input-pool block) and the
+// backend's Route() alone (hidden states on the heap, or in a pool block read in place);
+// for the CUDA backend also the CUDA floors
 // they are built from: an empty graph launch + sync, a graph copying the hidden states in
 // (copy engine, or the stage-in kernel reading mapped memory; 1 and 16 tokens), and a graph
 // with the server's copy-in, kernel slot and copy-outs around an empty kernel.
@@ -28,6 +30,7 @@
 #include "server/batcher.h"
 #include "server/demo_models.h"
 #include "server/metrics.h"
+#include "server/route_request_parser.h"
 #include "server/router_service.h"
 
 namespace moe {
@@ -118,11 +121,20 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
         s, [&] { return cuda::LaunchStageIn(mapped_in, dev_in->get(), one_token * tokens, s); });
   };
   auto staged_1 = stage_in(1), staged_16 = stage_in(16);
+  // The same with the source named by a cell in mapped memory, as the server stages.
+  auto cells = PinnedBuffer::Allocate(cuda::kStageSourceCellsBytes);
+  void* mapped_cells = nullptr;
+  if (!cells.ok() || cudaHostGetDevicePointer(&mapped_cells, cells->get(), 0) != cudaSuccess)
+    return false;
+  cuda::SetStageInSource(cells->get(), mapped_in);
+  auto staged_from_cell_16 = Capture(
+      s, [&] { return cuda::LaunchStageInFrom(mapped_cells, dev_in->get(), one_token * 16, s); });
   auto copy_in_16 = Capture(s, [&] {
     return cudaMemcpyAsync(dev_in->get(), pinned_in->get(), one_token * 16, cudaMemcpyHostToDevice,
                            s);
   });
-  if (!empty || !copy_in_only || !server_shape || !staged_1 || !staged_16 || !copy_in_16)
+  if (!empty || !copy_in_only || !server_shape || !staged_1 || !staged_16 || !staged_from_cell_16 ||
+      !copy_in_16)
     return false;
   auto replay = [&](const CudaGraphExec& g) {
     return [&] {
@@ -134,6 +146,7 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
   rows->push_back(Time("copy-in graph (16 tokens) + sync", calls, replay(copy_in_16)));
   rows->push_back(Time("stage-in kernel graph (1 token) + sync", calls, replay(staged_1)));
   rows->push_back(Time("stage-in kernel graph (16 tokens) + sync", calls, replay(staged_16)));
+  rows->push_back(Time("  the same, source named by cells", calls, replay(staged_from_cell_16)));
   rows->push_back(Time("copy-in, empty kernel, 2 copy-outs + sync", calls, replay(server_shape)));
   // The device part of a 16-token stage-in batch taken apart: the router alone (hidden
   // states already on the device), the stage-in kernel then the router in plain stream
@@ -371,6 +384,37 @@ int Main(int argc, char** argv) {
         Gap::kNone, [&] { request = requests[next]; }));
     AddMedianRow("  server_us it reports", std::move(server_us), &rows);
 
+    // The parse too, as the server does it: protobuf's (what gRPC does for a typed handler:
+    // the data into a heap string) against ParseRouteRequest (the data into an input-pool
+    // block the device reads in place). Each call parses one layer's serialization.
+    std::vector<std::string> serialized(layers);
+    for (int l = 0; l < layers; ++l) serialized[l] = requests[l].SerializeAsString();
+    for (const bool pooled : {false, true}) {
+      InputPool* pool = pooled ? graphs->input_pool() : nullptr;
+      if (pooled && pool == nullptr) continue;
+      rows.push_back(Time(std::string(pooled ? "parse into an input block" : "protobuf parse") +
+                              " + Submit() " + t_label,
+                          calls, [&] {
+                            bool ok = false;
+                            auto done = [&](absl::Status s, moe_router::v1::RouteResponse) {
+                              ok = s.ok();
+                            };
+                            const std::string& bytes = serialized[next];
+                            next = (next + 1) % layers;
+                            if (pooled) {
+                              ParsedRouteRequest parsed;
+                              const absl::Status status = ParseRouteRequest(bytes, pool, &parsed);
+                              service.Submit(status, parsed.request, std::move(parsed.hidden),
+                                             Clock::now(), nullptr, done);
+                            } else {
+                              moe_router::v1::RouteRequest request;
+                              if (!request.ParseFromString(bytes)) return false;
+                              service.Submit(&request, nullptr, done);
+                            }
+                            return ok;
+                          }));
+    }
+
     std::vector<int32_t> ids(size_t(tokens) * spec.top_k);
     std::vector<float> weights(ids.size());
     BatchIO io{hidden.data(), DType::kBF16, tokens, ids.data(), weights.data(), nullptr};
@@ -378,8 +422,16 @@ int Main(int argc, char** argv) {
       RouterBackend* backend;
       const char* label;
       Gap gap;
+      bool pooled_input = false;  // the hidden states in an input-pool block
     };
     std::vector<Variant> variants = {{graphs.get(), "graphs", Gap::kNone}};
+    // The hidden states in an input-pool block: the stage-in reads them in place.
+    HiddenBytes block;
+    if (graphs->input_pool() != nullptr &&
+        graphs->input_pool()->TryAcquire(hidden.size() * 2, &block)) {
+      std::memcpy(block.mutable_data(), hidden.data(), hidden.size() * 2);
+      variants.push_back({graphs.get(), "graphs, input in a pool block", Gap::kNone, true});
+    }
     if (cuda)
       variants.insert(variants.end(),
                       {Variant{eager.get(), "no graphs", Gap::kNone},
@@ -393,7 +445,13 @@ int Main(int argc, char** argv) {
       rows.push_back(Time(
           "backend Route() " + t_label + ", " + v.label, calls,
           [&] {
-            auto r = v.backend->Route(model_name, layer, io);
+            BatchIO call = io;
+            if (v.pooled_input) {
+              call.hidden = block.data();
+              call.hidden_device = block.device_view();
+              call.hidden_device_bytes = block.device_readable_bytes();
+            }
+            auto r = v.backend->Route(model_name, layer, call);
             layer = (layer + 1) % layers;
             if (r.ok()) compute.push_back(*r * 1e6);
             return r.ok();

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/input_pool.h"
 #include "server/router_model.h"
 
 namespace moe {
@@ -25,6 +26,11 @@ struct BatchIO {
   // (ChecksFiniteOnDevice): 1 where the row holds a NaN or an infinity, else 0. That row's
   // outputs are then meaningless; every other row's are unaffected.
   uint8_t* nonfinite_rows = nullptr;
+  // The device's view of `hidden` when the backend can read it in place (a lone request's
+  // block of the backend's input_pool()), and how many bytes from there it may read; else
+  // null and 0.
+  const void* hidden_device = nullptr;
+  size_t hidden_device_bytes = 0;
 };
 
 class RouterBackend {
@@ -42,6 +48,9 @@ class RouterBackend {
   // pass through the device: requests then skip the host's finite check, which at 16
   // DeepSeek-V3 tokens read 229 KB in ~19 us on the H100 host.
   virtual bool ChecksFiniteOnDevice() const { return false; }
+  // Where requests' hidden states should be parsed to so that this backend reads them in
+  // place (BatchIO::hidden_device); null when it has no such memory.
+  virtual InputPool* input_pool() { return nullptr; }
   // False once the device failed in a way the process cannot recover from.
   virtual bool healthy() const { return true; }
 };
@@ -58,7 +67,15 @@ struct CudaBackendOptions {
   // memory while the router streams its weights (kernels/stage_in.h); false, or a device
   // that cannot map host memory: a copy-engine transfer before the router kernel.
   bool zero_copy_input = true;
+  // Blocks of kInputBlockBytes, page-locked and mapped, that requests' hidden states are
+  // parsed into (input_pool()): a lone request's stage-in then reads its block in place,
+  // with no staging copy on the host. Needs zero_copy_input; 0: no pool.
+  int input_pool_blocks = 128;
 };
+
+// The input pool's block size: the most hidden-state bytes a batch goes in with by the
+// stage-in kernel (larger ones take a copy-engine transfer from a staging buffer).
+inline constexpr size_t kInputBlockBytes = 256 << 10;
 
 // Null with `error` set when CUDA is not compiled in or no usable device exists.
 std::unique_ptr<RouterBackend> MakeCudaBackend(const CudaBackendOptions& options,

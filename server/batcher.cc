@@ -80,7 +80,7 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
       return;
     }
   }
-  const int64_t bytes = static_cast<int64_t>(work->hidden_bytes.size());
+  const int64_t bytes = static_cast<int64_t>(work->hidden_states.size());
   bool bytes_full = false;
   {
     absl::MutexLock lock(&mu_);
@@ -167,7 +167,7 @@ void Batcher::WorkerMain() {
           if (!expired && batch_tokens + w->tokens > options_.limits.max_batch_tokens &&
               !batch.empty())
             break;
-          queued_bytes_ -= static_cast<int64_t>(w->hidden_bytes.size());
+          queued_bytes_ -= static_cast<int64_t>(w->hidden_states.size());
           if (expired) {
             dropped.push_back(std::move(w));
           } else {
@@ -226,25 +226,29 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
     want_logits |= w->want_logits;
   }
   // Gather the hidden states of every request into one batch (a lone request's bytes
-  // are used in place).
+  // are used in place, by the device too where they are in its input pool).
   std::string gathered;
   if (batch.size() > 1) {
     gathered.reserve(size_t(tokens) * first.hidden * DTypeSize(first.dtype));
-    for (const auto& w : batch) gathered += w->hidden_bytes;
+    for (const auto& w : batch) gathered += w->hidden_states.view();
   }
-  const std::string& hidden = batch.size() > 1 ? gathered : first.hidden_bytes;
+  const bool lone = batch.size() == 1;
+  const char* hidden = lone ? first.hidden_states.data() : gathered.data();
   std::vector<int32_t> ids(size_t(tokens) * top_k);
   std::vector<float> weights(ids.size());
   std::vector<float> logits(want_logits ? size_t(tokens) * experts : 0);
   const bool device_checks = backend_->ChecksFiniteOnDevice();
   std::vector<uint8_t> nonfinite(device_checks ? tokens : 0, 0);
-  BatchIO io{hidden.data(),
-             first.dtype,
-             tokens,
-             ids.data(),
-             weights.data(),
-             want_logits ? logits.data() : nullptr,
-             device_checks ? nonfinite.data() : nullptr};
+  BatchIO io;
+  io.hidden = hidden;
+  io.hidden_dtype = first.dtype;
+  io.hidden_device = lone ? first.hidden_states.device_view() : nullptr;
+  io.hidden_device_bytes = lone ? first.hidden_states.device_readable_bytes() : 0;
+  io.tokens = tokens;
+  io.ids = ids.data();
+  io.weights = weights.data();
+  io.logits = want_logits ? logits.data() : nullptr;
+  io.nonfinite_rows = device_checks ? nonfinite.data() : nullptr;
   const auto start = Clock::now();
   auto compute = backend_->Route(first.model, first.layer, io);
   if (!backend_->healthy() && options_.on_backend_failure && !failure_reported_.exchange(true))
@@ -266,7 +270,7 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
       // The device saw a NaN or an infinity in this request's rows (and only its outputs
       // are spoilt). The host names the element, as validation would have; should it find
       // none, the device was wrong and the outputs, computed from finite values, stand.
-      absl::Status finite = CheckFinite(w->hidden_bytes.data(), w->dtype,
+      absl::Status finite = CheckFinite(w->hidden_states.data(), w->dtype,
                                         size_t(w->tokens) * w->hidden, kHiddenDataField);
       if (!finite.ok()) {
         row += w->tokens;

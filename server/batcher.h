@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/backend.h"
 #include "server/batching_policy.h"
+#include "server/input_pool.h"
 #include "server/metrics.h"
 
 namespace moe {
@@ -48,7 +49,7 @@ struct RouteWork {
   DType dtype = DType::kBF16;
   int tokens = 0;
   int top_k = 0, experts = 0, hidden = 0;
-  std::string hidden_bytes;  // [tokens, hidden] raw
+  HiddenBytes hidden_states;  // [tokens, hidden] raw
   bool want_logits = false;
   Clock::time_point arrival;
   Clock::time_point deadline = Clock::time_point::max();
@@ -109,7 +110,7 @@ class Batcher {
   std::map<Key, std::deque<std::unique_ptr<RouteWork>>> queues_ ABSL_GUARDED_BY(mu_);
   // Written under mu_; read without it by a spinning worker (SpinForWork).
   std::atomic<int> queued_{0};
-  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // hidden_bytes of the queued requests
+  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // hidden bytes of the queued requests
   int executing_ ABSL_GUARDED_BY(mu_) = 0;         // batches being computed (workers and inline)
   std::atomic<bool> stopping_{false};              // written under mu_, like queued_
   std::atomic<int> spinning_{0};                   // workers busy-waiting for work

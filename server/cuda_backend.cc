@@ -10,6 +10,10 @@
 // dtype, logits) gets one CUDA graph per slot of that sequence, captured on first use and
 // replayed after: one launch per batch. A graph computes the whole bucket (rows past the
 // batch hold earlier inputs, and their outputs are ignored; tokens are independent).
+// The stage-in kernel takes its source from cells the host fills before each launch: the
+// slot's pinned_in after a staging copy, or, for a lone request parsed into a block of the
+// backend's input pool (page-locked, mapped; input_pool()), that block itself, with no
+// copy on the host.
 // Hidden states are checked for NaN and infinities on the device as they pass (the stage-in
 // kernel, or a check kernel after a copy-engine transfer), marking rows the batcher turns
 // into INVALID_ARGUMENT for their request alone (ChecksFiniteOnDevice). Device time: the device
@@ -55,7 +59,7 @@ int TokenBucket(int tokens) {
 // other slot's kernels, where the stage-in kernel would hold the router's CTAs waiting on a
 // long PCIe read (H100, 64 streaming callers of 16 tokens, all batches 256 tokens: 6.5k
 // requests/s with the kernel for every batch, 11.8k in the previous run with the engine).
-constexpr size_t kStageKernelMaxBytes = 256 << 10;
+constexpr size_t kStageKernelMaxBytes = kInputBlockBytes;
 
 constexpr int kBuckets = 9;  // 1, 2, 4, ..., 256 tokens
 constexpr int kDTypes = 3;
@@ -105,6 +109,11 @@ struct Slot {
   char* mapped_out = nullptr;
   // pinned_in as the device sees it, when small batches go in by the stage-in kernel.
   const char* mapped_in = nullptr;
+  // Where that kernel reads its source address (LaunchStageInFrom): the host names
+  // mapped_in there, or a lone request's input-pool block, before each launch
+  // (SetStageInSource). Host view, device view.
+  PinnedBuffer source_cells;
+  const void* mapped_source_cells = nullptr;
   // Those batches are timed by the device clock, not events: [start, end] ns written by the
   // stage-in kernel and a completion-stamp kernel into page-locked memory (host view, device
   // view).
@@ -143,9 +152,14 @@ class CudaBackend : public RouterBackend {
           cudaHostGetDevicePointer(&mapped, slot->pinned_in.get(), 0) == cudaSuccess) {
         ASSIGN_OR_RETURN(slot->stamps, PinnedBuffer::Allocate(2 * sizeof(unsigned long long)));
         void* stamps = nullptr;
-        if (cudaHostGetDevicePointer(&stamps, slot->stamps.get(), 0) == cudaSuccess) {
+        ASSIGN_OR_RETURN(slot->source_cells, PinnedBuffer::Allocate(cuda::kStageSourceCellsBytes));
+        void* cells = nullptr;
+        if (cudaHostGetDevicePointer(&stamps, slot->stamps.get(), 0) == cudaSuccess &&
+            cudaHostGetDevicePointer(&cells, slot->source_cells.get(), 0) == cudaSuccess) {
           slot->mapped_in = static_cast<const char*>(mapped);
           slot->mapped_stamps = static_cast<unsigned long long*>(stamps);
+          slot->mapped_source_cells = cells;
+          cuda::SetStageInSource(slot->source_cells.get(), slot->mapped_in);
         }
       }
       cudaGetLastError();  // nor here: a copy-engine transfer is used instead
@@ -166,7 +180,7 @@ class CudaBackend : public RouterBackend {
     checks_finite_on_device_ = std::all_of(slots_.begin(), slots_.end(), [](const auto& slot) {
       return slot->mapped_nonfinite != nullptr;
     });
-    return absl::OkStatus();
+    return MakeInputPool();
   }
 
   std::string name() const override { return "cuda"; }
@@ -176,6 +190,7 @@ class CudaBackend : public RouterBackend {
   // kernel after a copy-engine transfer. Needs device-mapped host memory for the marks.
   bool ChecksFiniteOnDevice() const override { return checks_finite_on_device_; }
   bool healthy() const override { return healthy_.load(); }
+  InputPool* input_pool() override { return input_pool_.get(); }
 
   absl::Status LoadModel(const RouterModel& model) override {
     CUDA_RETURN_STATUS_IF_ERROR(cudaSetDevice(info_.ordinal));
@@ -247,6 +262,27 @@ class CudaBackend : public RouterBackend {
     free_slots_.push_back(s);
   }
 
+  // The blocks requests are parsed into, when every slot's stage-in can read them in place.
+  absl::Status MakeInputPool() {
+    const int blocks = options_.input_pool_blocks;
+    const bool in_place = std::all_of(slots_.begin(), slots_.end(), [](const auto& slot) {
+      return slot->mapped_source_cells != nullptr;
+    });
+    if (blocks <= 0 || !in_place) return absl::OkStatus();
+    ASSIGN_OR_RETURN(input_region_, PinnedBuffer::Allocate(size_t(blocks) * kInputBlockBytes));
+    // Defined contents: a padded batch reads its block past the request's rows.
+    std::memset(input_region_.get(), 0, size_t(blocks) * kInputBlockBytes);
+    void* mapped = nullptr;
+    if (cudaHostGetDevicePointer(&mapped, input_region_.get(), 0) != cudaSuccess) {
+      cudaGetLastError();  // no pool: requests are parsed into heap memory and staged
+      input_region_ = PinnedBuffer();
+      return absl::OkStatus();
+    }
+    input_pool_ =
+        std::make_unique<InputPool>(input_region_.as<char>(), mapped, kInputBlockBytes, blocks);
+    return absl::OkStatus();
+  }
+
   // Where a batch's outputs land on the host (pinned_out: ids, weights, logits, each sized
   // for kMaxTokens rows) and where the kernel writes them.
   struct Outputs {
@@ -280,8 +316,8 @@ class CudaBackend : public RouterBackend {
                                   dtype};
     cudaError_t err;
     if (stage_kernel) {  // device time then includes the stage-in, which the router overlaps
-      err = cuda::LaunchStageIn(slot.mapped_in, slot.dev_in.get(), in_bytes, stream,
-                                slot.mapped_stamps, check);
+      err = cuda::LaunchStageInFrom(slot.mapped_source_cells, slot.dev_in.get(), in_bytes, stream,
+                                    slot.mapped_stamps, check);
     } else {
       err = cudaMemcpyAsync(slot.dev_in.get(), slot.pinned_in.get(), in_bytes,
                             cudaMemcpyHostToDevice, stream);
@@ -429,11 +465,20 @@ class CudaBackend : public RouterBackend {
     const size_t e = m.spec.experts, k = m.spec.top_k;
     cudaStream_t stream = slot.stream.get();
     const Outputs out = MakeOutputs(slot, r, layer, io.logits != nullptr);
-    const size_t in_bytes = size_t(io.tokens) * m.spec.hidden * DTypeSize(io.hidden_dtype);
-    std::memcpy(slot.pinned_in.get(), io.hidden, in_bytes);
+    const size_t row_bytes = size_t(m.spec.hidden) * DTypeSize(io.hidden_dtype);
+    const int bucket = TokenBucket(io.tokens);
+    const bool stage_kernel = StagesByKernel(slot, m.spec, bucket, io.hidden_dtype);
+    // The stage-in reads the whole bucket (a graph's size): from the request's own block when
+    // it holds that much, with no copy here; else from pinned_in, after one.
+    if (stage_kernel && io.hidden_device != nullptr &&
+        io.hidden_device_bytes >= size_t(bucket) * row_bytes) {
+      cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device);
+    } else {
+      std::memcpy(slot.pinned_in.get(), io.hidden, size_t(io.tokens) * row_bytes);
+      if (stage_kernel) cuda::SetStageInSource(slot.source_cells.get(), slot.mapped_in);
+    }
     // The kernels only ever set marks; the rows read back are cleared before each batch.
     if (slot.mapped_nonfinite != nullptr) std::memset(slot.nonfinite.get(), 0, io.tokens);
-    const int bucket = TokenBucket(io.tokens);
     ASSIGN_OR_RETURN(cuda::CudaRouterPlan * plan,
                      PlanFor(slot, r, bucket, io.hidden_dtype, out.args));
     if (options_.graphs) {
@@ -454,7 +499,7 @@ class CudaBackend : public RouterBackend {
         return absl::FailedPreconditionError("this GPU does not check hidden states");
       std::memcpy(io.nonfinite_rows, slot.nonfinite.get(), io.tokens);
     }
-    if (StagesByKernel(slot, m.spec, bucket, io.hidden_dtype)) {
+    if (stage_kernel) {
       const volatile unsigned long long* ns = slot.stamps.as<unsigned long long>();
       return ns[1] > ns[0] ? double(ns[1] - ns[0]) * 1e-9 : 0.0;
     }
@@ -473,6 +518,9 @@ class CudaBackend : public RouterBackend {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<ResidentModel>> models_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Slot>> slots_;
+  // Declared after the slots, so destroyed before them; both outlive every request.
+  PinnedBuffer input_region_;
+  std::unique_ptr<InputPool> input_pool_;
   bool checks_finite_on_device_ = false;  // every slot has device-mapped row marks (Init)
   absl::Mutex slots_mu_;
   std::deque<Slot*> free_slots_ ABSL_GUARDED_BY(slots_mu_);

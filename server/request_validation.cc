@@ -6,9 +6,8 @@
 namespace moe {
 
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
-    moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
-    int max_tokens, bool check_finite) {
-  const moe_router::v1::RouteRequest& req = *request;
+    const moe_router::v1::RouteRequest& req, HiddenBytes* data,
+    const std::map<std::string, ModelDescription>& models, int max_tokens, bool check_finite) {
   auto it = models.find(req.model());
   if (it == models.end())
     return absl::NotFoundError(absl::StrCat("model: '", req.model(), "' is not loaded"));
@@ -46,12 +45,12 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
                                                    ", expected ", m.spec.hidden, " for model '",
                                                    m.name, "'"));
   const size_t want = size_t(tokens) * hidden * DTypeSize(dtype);
-  if (t.data().size() != want)
-    return absl::InvalidArgumentError(absl::StrCat("hidden_states.data: ", t.data().size(),
+  if (data->size() != want)
+    return absl::InvalidArgumentError(absl::StrCat("hidden_states.data: ", data->size(),
                                                    " bytes, expected ", want, " (", tokens, " x ",
                                                    hidden, " x ", DTypeSize(dtype), ")"));
   if (check_finite) {
-    auto finite = CheckFinite(t.data().data(), dtype, size_t(tokens) * hidden, kHiddenDataField);
+    auto finite = CheckFinite(data->data(), dtype, size_t(tokens) * hidden, kHiddenDataField);
     if (!finite.ok()) return finite;
   }
   auto work = std::make_unique<RouteWork>();
@@ -62,8 +61,18 @@ absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
   work->top_k = m.spec.top_k;
   work->experts = m.spec.experts;
   work->hidden = m.spec.hidden;
-  work->hidden_bytes = std::move(*request->mutable_hidden_states()->mutable_data());
+  work->hidden_states = std::move(*data);
   work->want_logits = req.return_logits();
+  return work;
+}
+
+absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
+    moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
+    int max_tokens, bool check_finite) {
+  std::string* bytes = request->mutable_hidden_states()->mutable_data();
+  HiddenBytes data(std::move(*bytes));
+  auto work = ValidateRouteRequest(*request, &data, models, max_tokens, check_finite);
+  if (!work.ok()) *bytes = data.TakeHeapBytes();  // a refused request keeps its bytes
   return work;
 }
 

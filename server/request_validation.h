@@ -23,10 +23,18 @@ struct ModelDescription {
   int64_t weight_bytes = 0;
 };
 
-// On success the work takes the request's hidden-state bytes (moved, not copied: at 16
-// DeepSeek-V3 tokens a copy of the 229 KB cost ~15 us); the request is left without them.
-// `check_finite` = false leaves the NaN / infinity check to a backend that makes it on the
-// device (RouterBackend::ChecksFiniteOnDevice; the batcher then answers the same error).
+// `data` is the request's hidden_states.data, parsed apart from it (ParseRouteRequest);
+// the request's own data field is ignored. On success the work takes `*data` (moved, not
+// copied: at 16 DeepSeek-V3 tokens a copy of the 229 KB cost ~15 us); on failure it is
+// left alone. `check_finite` =
+// false leaves the NaN / infinity check to a backend that makes it on the device
+// (RouterBackend::ChecksFiniteOnDevice; the batcher then answers the same error).
+absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
+    const moe_router::v1::RouteRequest& request, HiddenBytes* data,
+    const std::map<std::string, ModelDescription>& models, int max_tokens,
+    bool check_finite = true);
+
+// The same for a request parsed whole: takes its hidden_states.data on success.
 absl::StatusOr<std::unique_ptr<RouteWork>> ValidateRouteRequest(
     moe_router::v1::RouteRequest* request, const std::map<std::string, ModelDescription>& models,
     int max_tokens, bool check_finite = true);

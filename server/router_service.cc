@@ -46,10 +46,14 @@ std::shared_ptr<const RouterService::ModelTable> RouterService::Models() const {
   return models_;
 }
 
-void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContext* ctx,
-                           std::function<void(absl::Status, v1::RouteResponse)> done) {
-  const auto arrival = Clock::now();
-  const v1::RouteRequest& req = *request;
+void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContext* ctx, Done done) {
+  HiddenBytes hidden(std::move(*request->mutable_hidden_states()->mutable_data()));
+  Submit(absl::OkStatus(), *request, std::move(hidden), Clock::now(), ctx, std::move(done));
+}
+
+void RouterService::Submit(const absl::Status& parsed, const v1::RouteRequest& req,
+                           HiddenBytes hidden, Clock::time_point arrival,
+                           grpc::CallbackServerContext* ctx, Done done) {
   const uint64_t request_id = req.request_id();
   // `label` is the metrics' model label: a loaded model's name, else kUnknownModelLabel.
   // Never the client's string: every made-up name would be a new series, without bound.
@@ -62,6 +66,10 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
     done(std::move(s), std::move(r));
   };
   metrics_->in_flight->Increment({}, 1);
+  if (!parsed.ok()) {
+    finish(kUnknownModelLabel, parsed, {});
+    return;
+  }
   const auto models = Models();
   if (models == nullptr) {
     finish(kUnknownModelLabel, absl::UnavailableError("models are still loading; retry shortly"),
@@ -69,7 +77,7 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
     return;
   }
   auto work =
-      ValidateRouteRequest(request, *models, max_tokens_, !backend_->ChecksFiniteOnDevice());
+      ValidateRouteRequest(req, &hidden, *models, max_tokens_, !backend_->ChecksFiniteOnDevice());
   if (!work.ok()) {
     // Only a refused request needs the lookup: a routed one's model is loaded.
     finish(models->count(req.model()) != 0 ? req.model() : kUnknownModelLabel, work.status(), {});
@@ -108,15 +116,18 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
 }
 
 grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
-                                               const v1::RouteRequest* req,
-                                               v1::RouteResponse* resp) {
+                                               const grpc::ByteBuffer* req,
+                                               grpc::ByteBuffer* resp) {
+  const auto arrival = Clock::now();
   auto* reactor = ctx->DefaultReactor();
-  // The callback API hands the request as const, but the call owns it and nothing reads it
-  // after this handler: the service takes its hidden-state bytes instead of copying them.
-  Submit(const_cast<v1::RouteRequest*>(req), ctx,
+  ParsedRouteRequest parsed;
+  const absl::Status status = ParseRouteRequest(*req, backend_->input_pool(), &parsed);
+  Submit(status, parsed.request, std::move(parsed.hidden), arrival, ctx,
          [reactor, resp](absl::Status s, v1::RouteResponse r) {
-           if (s.ok()) *resp = std::move(r);
-           reactor->Finish(ToGrpcStatus(s));
+           if (!s.ok()) return reactor->Finish(ToGrpcStatus(s));
+           bool own_buffer;
+           reactor->Finish(
+               grpc::SerializationTraits<v1::RouteResponse>::Serialize(r, resp, &own_buffer));
          });
   return reactor;
 }
@@ -124,11 +135,10 @@ grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
 namespace {
 
 // Answers each streamed request in arrival order; a failed request gets an error entry
-// and the stream goes on. At most max_stream_in_flight requests are held (queued, being
-// routed, or answered and waiting to be written): at the bound the next read waits for a
-// write to complete.
-class RouteStreamReactor
-    : public grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse> {
+// and the stream goes on (a message that is no RouteRequest too, with request_id 0). At most
+// max_stream_in_flight requests are held (queued, being routed, or answered and waiting to be
+// written): at the bound the next read waits for a write to complete.
+class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   RouteStreamReactor(RouterService* service, grpc::CallbackServerContext* ctx)
       : service_(service), ctx_(ctx) {
@@ -143,29 +153,43 @@ class RouteStreamReactor
       MaybeFinishLocked();
       return;
     }
+    const auto arrival = Clock::now();
     uint64_t seq;
     {
       std::lock_guard<std::recursive_mutex> lock(mu_);
       seq = next_seq_++;
       pending_.emplace_back();
     }
-    const uint64_t request_id = request_.request_id();
-    service_->Submit(&request_, ctx_, [this, seq, request_id](absl::Status s, v1::RouteResponse r) {
+    ParsedRouteRequest parsed;
+    const absl::Status status =
+        ParseRouteRequest(request_, service_->backend()->input_pool(), &parsed);
+    request_.Clear();
+    const uint64_t request_id = parsed.request.request_id();  // 0 when unparsable
+    auto answer = [this, seq, request_id](absl::Status s, v1::RouteResponse r) {
+      v1::RouteStreamResponse message;
+      message.set_request_id(request_id);
+      if (s.ok()) {
+        *message.mutable_response() = std::move(r);
+      } else {
+        message.mutable_error()->set_code(static_cast<int>(s.code()));
+        message.mutable_error()->set_message(std::string(s.message()));
+      }
+      grpc::ByteBuffer bytes;
+      bool own_buffer;
+      // Cannot fail: no required fields, and far below protobuf's 2 GB.
+      (void)grpc::SerializationTraits<v1::RouteStreamResponse>::Serialize(message, &bytes,
+                                                                          &own_buffer);
       std::lock_guard<std::recursive_mutex> lock(mu_);
       Slot& slot = pending_[seq - first_seq_];
       slot.ready = true;
-      slot.message.set_request_id(request_id);
-      if (s.ok()) {
-        *slot.message.mutable_response() = std::move(r);
-      } else {
-        slot.message.mutable_error()->set_code(static_cast<int>(s.code()));
-        slot.message.mutable_error()->set_message(std::string(s.message()));
-      }
+      slot.message = std::move(bytes);
       WriteNextLocked();
       // After a failed write the answer was dropped here, not written: the stream may be
       // done now, and no OnWriteDone will come to finish it.
       MaybeFinishLocked();
-    });
+    };
+    service_->Submit(status, parsed.request, std::move(parsed.hidden), arrival, ctx_,
+                     std::move(answer));
     {
       std::lock_guard<std::recursive_mutex> lock(mu_);
       if (pending_.size() >= static_cast<size_t>(service_->max_stream_in_flight())) {
@@ -195,7 +219,7 @@ class RouteStreamReactor
  private:
   struct Slot {
     bool ready = false;
-    v1::RouteStreamResponse message;
+    grpc::ByteBuffer message;  // a serialized RouteStreamResponse
   };
 
   void WriteNextLocked() {
@@ -227,7 +251,7 @@ class RouteStreamReactor
 
   RouterService* const service_;
   grpc::CallbackServerContext* const ctx_;
-  v1::RouteRequest request_;
+  grpc::ByteBuffer request_;
   std::recursive_mutex mu_;
   std::deque<Slot> pending_;  // answers not yet written, in request order
   uint64_t first_seq_ = 0, next_seq_ = 0;
@@ -237,7 +261,7 @@ class RouteStreamReactor
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse>* RouterService::RouteStream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* RouterService::RouteStream(
     grpc::CallbackServerContext* ctx) {
   return new RouteStreamReactor(this, ctx);
 }

@@ -1,6 +1,9 @@
 // The moe_router.v1.Router gRPC service (callback API): validate -> submit to the batcher
 // -> finish. Thread-safe. The service starts with no models (Route answers UNAVAILABLE
-// while they load) and gets its model table once, from SetModels.
+// while they load) and gets its model table once, from SetModels. Route and RouteStream
+// take raw messages and parse them themselves (ParseRouteRequest), putting the hidden
+// states into the backend's input pool, where the device reads them without a staging
+// copy.
 #pragma once
 
 #include <map>
@@ -13,6 +16,7 @@
 #include "server/batcher.h"
 #include "server/metrics.h"
 #include "server/request_validation.h"
+#include "server/route_request_parser.h"
 
 namespace moe {
 
@@ -20,7 +24,13 @@ namespace moe {
 // request_duration_seconds): one series for all of them, whatever names clients send.
 inline constexpr char kUnknownModelLabel[] = "(unknown)";
 
-class RouterService final : public moe_router::v1::Router::CallbackService {
+// The generated callback service, with the two routing methods raw.
+using RouterCallbackBase = moe_router::v1::Router::WithRawCallbackMethod_Route<
+    moe_router::v1::Router::WithRawCallbackMethod_RouteStream<
+        moe_router::v1::Router::WithCallbackMethod_ListModels<
+            moe_router::v1::Router::WithCallbackMethod_GetModel<moe_router::v1::Router::Service>>>>;
+
+class RouterService final : public RouterCallbackBase {
  public:
   using ModelTable = std::map<std::string, ModelDescription>;
   // max_stream_in_flight: a RouteStream's requests not yet answered or not yet written;
@@ -32,11 +42,12 @@ class RouterService final : public moe_router::v1::Router::CallbackService {
   // Publishes the loaded models; requests are served from then on.
   void SetModels(ModelTable models);
 
-  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* ctx,
-                                  const moe_router::v1::RouteRequest* req,
-                                  moe_router::v1::RouteResponse* resp) override;
-  grpc::ServerBidiReactor<moe_router::v1::RouteRequest, moe_router::v1::RouteStreamResponse>*
-  RouteStream(grpc::CallbackServerContext* ctx) override;
+  // A serialized RouteRequest in, a serialized RouteResponse out.
+  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                  grpc::ByteBuffer* resp) override;
+  // Serialized RouteRequests in, serialized RouteStreamResponses out.
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* RouteStream(
+      grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const moe_router::v1::ListModelsRequest* req,
                                        moe_router::v1::ListModelsResponse* resp) override;
@@ -46,11 +57,17 @@ class RouterService final : public moe_router::v1::Router::CallbackService {
 
   int max_stream_in_flight() const { return max_stream_in_flight_; }
   ServerMetrics* metrics() const { return metrics_; }
+  RouterBackend* backend() const { return backend_; }
 
+  using Done = std::function<void(absl::Status, moe_router::v1::RouteResponse)>;
   // Validates and submits one request; `done` gets the status and the filled response.
   // Takes the request's hidden-state bytes (see ValidateRouteRequest).
-  void Submit(moe_router::v1::RouteRequest* req, grpc::CallbackServerContext* ctx,
-              std::function<void(absl::Status, moe_router::v1::RouteResponse)> done);
+  void Submit(moe_router::v1::RouteRequest* req, grpc::CallbackServerContext* ctx, Done done);
+  // The same for a request parsed by ParseRouteRequest (`parsed`: how that went; a failure
+  // is answered and counted like any refused request). `arrival`: when the call came in.
+  void Submit(const absl::Status& parsed, const moe_router::v1::RouteRequest& req,
+              HiddenBytes hidden, Clock::time_point arrival, grpc::CallbackServerContext* ctx,
+              Done done);
 
  private:
   void FillInfo(const ModelDescription& m, moe_router::v1::ModelInfo* info) const;

@@ -47,6 +47,11 @@ ABSL_FLAG(bool, zero_copy_input, true,
           "Batches of up to 256 KiB of hidden states: a small kernel reads them from "
           "page-locked host memory while the router kernel streams its weights (PDL); false, "
           "or larger batches: a copy-engine transfer first");
+ABSL_FLAG(int, pinned_input_blocks, 128,
+          "With --zero_copy_input: page-locked 256 KiB blocks that requests' hidden states are "
+          "parsed into, so a lone request's are read by the GPU in place, with no staging "
+          "copy (128 blocks: 32 MiB); requests finding none free, or larger, are parsed into "
+          "heap memory and copied. 0: no blocks");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
@@ -191,6 +196,8 @@ int main(int argc, char** argv) {
     return Fail("--max_queued_bytes: must not be negative");
   if (absl::GetFlag(FLAGS_max_stream_in_flight) < 1)
     return Fail("--max_stream_in_flight: must be at least 1");
+  if (const int blocks = absl::GetFlag(FLAGS_pinned_input_blocks); blocks < 0 || blocks > 4096)
+    return Fail(absl::StrCat("--pinned_input_blocks: ", blocks, " is outside 0..4096"));
 
   // Backend.
   std::unique_ptr<RouterBackend> backend;
@@ -205,6 +212,7 @@ int main(int argc, char** argv) {
     options.tune_cache = absl::GetFlag(FLAGS_autotune_cache);
     options.graphs = absl::GetFlag(FLAGS_cuda_graphs);
     options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
+    options.input_pool_blocks = absl::GetFlag(FLAGS_pinned_input_blocks);
     backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)

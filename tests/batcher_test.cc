@@ -93,7 +93,7 @@ std::unique_ptr<RouteWork> Work(int tokens, Outcome* out,
   w->top_k = 1;
   w->experts = 4;
   w->hidden = 8;
-  w->hidden_bytes.assign(size_t(tokens) * 8 * 2, '\0');
+  w->hidden_states = HiddenBytes(std::string(size_t(tokens) * 8 * 2, '\0'));
   w->arrival = Clock::now();
   w->deadline = deadline;
   w->done = [out](absl::Status s, RouteResult r) {
@@ -232,8 +232,8 @@ TEST_F(BatcherTest, RowsMarkedNonFiniteOnTheDeviceFailOnlyTheirRequest) {
   Outcome out;
   auto with_nan = [&](int tokens, int element) {
     auto w = Work(tokens, &out);
-    w->hidden_bytes[2 * element] = '\xc0';  // bf16 0x7fc0: NaN
-    w->hidden_bytes[2 * element + 1] = '\x7f';
+    w->hidden_states.mutable_data()[2 * element] = '\xc0';  // bf16 0x7fc0: NaN
+    w->hidden_states.mutable_data()[2 * element + 1] = '\x7f';
     return w;
   };
   auto lone = with_nan(2, 9);

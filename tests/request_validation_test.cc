@@ -42,7 +42,7 @@ TEST(RequestValidation, AValidRequestHandsItsBytesToTheWork) {
   const std::string original = req.hidden_states().data();
   auto work = ValidateRouteRequest(&req, models, 256);
   ASSERT_TRUE(work.ok()) << work.status();
-  EXPECT_EQ((*work)->hidden_bytes, original);
+  EXPECT_EQ((*work)->hidden_states.view(), original);
   EXPECT_EQ((*work)->tokens, 3);
   EXPECT_EQ((*work)->layer, 1);
   EXPECT_EQ((*work)->dtype, DType::kFP32);
@@ -66,7 +66,7 @@ TEST(RequestValidation, ARejectedRequestKeepsItsBytesAndNamesTheField) {
   // Left to a backend that checks on the device: the same request passes validation.
   auto unchecked = ValidateRouteRequest(&req, models, 256, /*check_finite=*/false);
   ASSERT_TRUE(unchecked.ok()) << unchecked.status();
-  EXPECT_EQ((*unchecked)->hidden_bytes, original);
+  EXPECT_EQ((*unchecked)->hidden_states.view(), original);
 
   auto wrong_layer = Request(1, hidden);
   wrong_layer.set_layer(2);
