@@ -126,7 +126,7 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
   void* mapped_cells = nullptr;
   if (!cells.ok() || cudaHostGetDevicePointer(&mapped_cells, cells->get(), 0) != cudaSuccess)
     return false;
-  cuda::SetStageInSource(cells->get(), mapped_in);
+  cuda::SetStageInSource(cells->get(), mapped_in, one_token * 16);
   auto staged_from_cell_16 = Capture(
       s, [&] { return cuda::LaunchStageInFrom(mapped_cells, dev_in->get(), one_token * 16, s); });
   auto copy_in_16 = Capture(s, [&] {

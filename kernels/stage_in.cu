@@ -7,7 +7,7 @@
 namespace moe::cuda {
 namespace {
 
-constexpr int kStageThreads = 256;
+constexpr int kStageThreads = int(kStageBlockBytes / 16);
 constexpr int kMaxStageBlocks = 1024;
 
 // The check as the kernels take it: a row's length in 16-byte vectors and the exponent

@@ -45,13 +45,22 @@ cudaError_t LaunchStageIn(const void* mapped_src, void* dst, size_t bytes, cudaS
 inline constexpr int kStageSourceCells = 64;  // blocks of a LaunchStageInFrom grid, at most
 inline constexpr size_t kStageSourceCellStride = 128;
 inline constexpr size_t kStageSourceCellsBytes = kStageSourceCells * kStageSourceCellStride;
+// Bytes a stage-in block copies in one pass (256 threads, 16 bytes each).
+inline constexpr size_t kStageBlockBytes = 256 * 16;
 
-// Names the source of the next LaunchStageInFrom launches reading `cells` (the host's view
-// of kStageSourceCellsBytes of page-locked memory): `mapped_src`, as the device sees it.
-inline void SetStageInSource(void* cells, const void* mapped_src) {
-  for (int b = 0; b < kStageSourceCells; ++b)
-    *reinterpret_cast<const void* volatile*>(static_cast<char*>(cells) +
-                                             b * kStageSourceCellStride) = mapped_src;
+// Names the source of the next LaunchStageInFrom launches of up to `bytes` reading `cells`
+// (the host's view of kStageSourceCellsBytes of page-locked memory): `mapped_src`, as the
+// device sees it. Only the cells of those launches' blocks are written, and only where
+// they hold another address: a line the device has read and the host writes again must be
+// fetched back first, and a server reusing one input block names the same source each time.
+inline void SetStageInSource(void* cells, const void* mapped_src, size_t bytes) {
+  const size_t blocks = (bytes + kStageBlockBytes - 1) / kStageBlockBytes;
+  const int n = blocks < size_t(kStageSourceCells) ? int(blocks) : kStageSourceCells;
+  for (int b = 0; b < n; ++b) {
+    auto* cell = reinterpret_cast<const void* volatile*>(static_cast<char*>(cells) +
+                                                         b * kStageSourceCellStride);
+    if (*cell != mapped_src) *cell = mapped_src;
+  }
 }
 
 // The same as LaunchStageIn, but the kernel takes its source address from the cells at

@@ -159,7 +159,8 @@ class CudaBackend : public RouterBackend {
           slot->mapped_in = static_cast<const char*>(mapped);
           slot->mapped_stamps = static_cast<unsigned long long*>(stamps);
           slot->mapped_source_cells = cells;
-          cuda::SetStageInSource(slot->source_cells.get(), slot->mapped_in);
+          cuda::SetStageInSource(slot->source_cells.get(), slot->mapped_in,
+                                 cuda::kStageSourceCells * cuda::kStageBlockBytes);
         }
       }
       cudaGetLastError();  // nor here: a copy-engine transfer is used instead
@@ -470,12 +471,13 @@ class CudaBackend : public RouterBackend {
     const bool stage_kernel = StagesByKernel(slot, m.spec, bucket, io.hidden_dtype);
     // The stage-in reads the whole bucket (a graph's size): from the request's own block when
     // it holds that much, with no copy here; else from pinned_in, after one.
-    if (stage_kernel && io.hidden_device != nullptr &&
-        io.hidden_device_bytes >= size_t(bucket) * row_bytes) {
-      cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device);
+    const size_t bucket_bytes = size_t(bucket) * row_bytes;
+    if (stage_kernel && io.hidden_device != nullptr && io.hidden_device_bytes >= bucket_bytes) {
+      cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device, bucket_bytes);
     } else {
       std::memcpy(slot.pinned_in.get(), io.hidden, size_t(io.tokens) * row_bytes);
-      if (stage_kernel) cuda::SetStageInSource(slot.source_cells.get(), slot.mapped_in);
+      if (stage_kernel)
+        cuda::SetStageInSource(slot.source_cells.get(), slot.mapped_in, bucket_bytes);
     }
     // The kernels only ever set marks; the rows read back are cleared before each batch.
     if (slot.mapped_nonfinite != nullptr) std::memset(slot.nonfinite.get(), 0, io.tokens);

@@ -1017,7 +1017,8 @@ TEST(GpuStageIn, StageInFromCellsCopiesWhicheverBufferTheHostNames) {
     CudaGraphExec owned_exec(exec);
     for (int rep = 0; rep < 12; ++rep) {
       const int i = int(rng() % kSources);
-      cuda::SetStageInSource(cells.get(), static_cast<const char*>(mapped_region) + i * bytes);
+      cuda::SetStageInSource(cells.get(), static_cast<const char*>(mapped_region) + i * bytes,
+                             bytes);
       std::memset(flags.get(), 0, rows);
       FillAndWait(dst.get(), 0x7f, bytes);
       ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
