@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <random>
 
@@ -89,6 +90,26 @@ void Poison(const DeviceCase& d) {
   EXPECT_EQ(cudaMemset(d.ids.get(), 0xff, d.count * 4), cudaSuccess);
   EXPECT_EQ(cudaMemset(d.weights.get(), 0xff, d.count * 4), cudaSuccess);
   FillAndWait(d.logits.get(), 0xff, d.logits.bytes());
+}
+
+// What `record` enqueues on `stream`, captured and instantiated as a graph; empty (and
+// the test failed) when recording, capture or instantiation fails.
+CudaGraphExec CaptureGraph(cudaStream_t stream, const std::function<cudaError_t()>& record) {
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    ADD_FAILURE() << "cudaStreamBeginCapture failed";
+    return {};
+  }
+  const cudaError_t recorded = record();
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  CudaGraph owned(graph);
+  EXPECT_EQ(recorded, cudaSuccess) << cudaGetErrorString(recorded);
+  EXPECT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+  cudaGraphExec_t exec = nullptr;
+  if (recorded != cudaSuccess || ended != cudaSuccess) return {};
+  const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+  EXPECT_EQ(instantiated, cudaSuccess) << cudaGetErrorString(instantiated);
+  return instantiated == cudaSuccess ? CudaGraphExec(exec) : CudaGraphExec();
 }
 
 struct HostOut {
@@ -756,16 +777,14 @@ TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
     EXPECT_EQ(many.ids, first.ids);
     EXPECT_EQ(0, std::memcmp(many.weights.data(), first.weights.data(), first.weights.size() * 4));
     // Captured into a graph of 16 launches, replayed 10 times: identical bits.
-    cudaGraph_t graph;
-    ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < 16; ++i) ASSERT_CUDA(plan->Launch(d.args, stream.get(), true));
-    ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
-    CudaGraph owned_graph(graph);
-    cudaGraphExec_t exec;
-    ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    CudaGraphExec owned_exec(exec);
+    const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
+      cudaError_t e = cudaSuccess;
+      for (int i = 0; i < 16 && e == cudaSuccess; ++i) e = plan->Launch(d.args, stream.get(), true);
+      return e;
+    });
+    ASSERT_TRUE(exec);
     Poison(d);
-    for (int i = 0; i < 10; ++i) ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
+    for (int i = 0; i < 10; ++i) ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
     ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
     HostOut replay = Download(d, false);
     EXPECT_EQ(replay.ids, first.ids);
@@ -923,19 +942,14 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
       ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_stamps, stamps.get(), 0));
       auto* ns = static_cast<unsigned long long*>(mapped_stamps);
       auto enqueue = [&] {
-        ASSERT_CUDA(cuda::LaunchStageIn(mapped, const_cast<void*>(d.args.hidden), in.hidden.size(),
-                                        stream.get(), ns));
-        ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/true));
-        ASSERT_CUDA(cuda::LaunchCompletionStamp(ns + 1, stream.get()));
+        cudaError_t e = cuda::LaunchStageIn(mapped, const_cast<void*>(d.args.hidden),
+                                            in.hidden.size(), stream.get(), ns);
+        if (e == cudaSuccess) e = plan->Launch(d.args, stream.get(), /*pdl=*/true);
+        if (e == cudaSuccess) e = cuda::LaunchCompletionStamp(ns + 1, stream.get());
+        return e;
       };
-      cudaGraph_t graph = nullptr;
-      ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-      enqueue();
-      ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
-      CudaGraph owned(graph);
-      cudaGraphExec_t exec = nullptr;
-      ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-      CudaGraphExec owned_exec(exec);
+      const CudaGraphExec exec = CaptureGraph(stream.get(), enqueue);
+      ASSERT_TRUE(exec);
       for (int rep = 0; rep < 4; ++rep) {
         // Same weights, fresh hidden states each time (the reference follows them).
         const uint64_t seed = rep == 0 ? seed0 : FreshSeed();
@@ -947,9 +961,9 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
         FillAndWait(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size());
         std::memset(stamps.get(), 0, 2 * sizeof(unsigned long long));
         if (rep % 2 == 0) {
-          enqueue();
+          ASSERT_CUDA(enqueue());
         } else {
-          ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
+          ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
         }
         ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
         const auto* host_ns = static_cast<const volatile unsigned long long*>(stamps.get());
@@ -1006,22 +1020,17 @@ TEST(GpuStageIn, StageInFromCellsCopiesWhicheverBufferTheHostNames) {
     const cuda::FiniteCheck check{static_cast<uint8_t*>(mapped_flags), row_bytes, DType::kBF16};
     auto dst = DeviceBuffer::Allocate(bytes).value();
     CudaStream stream = MakeStream().value();
-    ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-    ASSERT_CUDA(
-        cuda::LaunchStageInFrom(mapped_cells, dst.get(), bytes, stream.get(), nullptr, check));
-    cudaGraph_t graph = nullptr;
-    ASSERT_CUDA(cudaStreamEndCapture(stream.get(), &graph));
-    CudaGraph owned_graph(graph);
-    cudaGraphExec_t exec = nullptr;
-    ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    CudaGraphExec owned_exec(exec);
+    const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
+      return cuda::LaunchStageInFrom(mapped_cells, dst.get(), bytes, stream.get(), nullptr, check);
+    });
+    ASSERT_TRUE(exec);
     for (int rep = 0; rep < 12; ++rep) {
       const int i = int(rng() % kSources);
       cuda::SetStageInSource(cells.get(), static_cast<const char*>(mapped_region) + i * bytes,
                              bytes);
       std::memset(flags.get(), 0, rows);
       FillAndWait(dst.get(), 0x7f, bytes);
-      ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
+      ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
       ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
       std::vector<uint8_t> copied(bytes);
       ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
