@@ -38,8 +38,6 @@ v1::RouteRequest MakeRouteRequest(const std::string& model, int layer, v1::DType
   return req;
 }
 
-namespace {
-
 Routed Unpack(const v1::RouteResponse& resp) {
   Routed out;
   out.tokens = resp.tokens();
@@ -49,8 +47,6 @@ Routed Unpack(const v1::RouteResponse& resp) {
   out.timing = resp.timing();
   return out;
 }
-
-}  // namespace
 
 grpc::Status RouterClient::Route(const std::string& model, int layer, v1::DType dtype, int tokens,
                                  int hidden, const std::string& bytes, Routed* out,

@@ -57,6 +57,9 @@ moe_router::v1::RouteRequest MakeRouteRequest(const std::string& model, int laye
                                               moe_router::v1::DType dtype, int tokens, int hidden,
                                               const std::string& bytes, uint64_t request_id = 0);
 
+// A RouteResponse's routing as a Routed (ids, weights, shape and timing).
+Routed Unpack(const moe_router::v1::RouteResponse& resp);
+
 class RouterClient {
  public:
   RouterClient(const std::string& address, const ClientOptions& options = {});

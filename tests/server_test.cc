@@ -555,11 +555,7 @@ TEST_F(Server, ParsesRawRequestsMalformedCompressedAndWithoutPinnedBlocks) {
         const auto& a = stream.answers[i];
         EXPECT_EQ(a.request_id(), uint64_t(i + 1));
         ASSERT_TRUE(a.has_response()) << a.DebugString();
-        Routed r;
-        r.ids.assign(a.response().expert_ids().begin(), a.response().expert_ids().end());
-        r.weights.assign(a.response().expert_weights().begin(),
-                         a.response().expert_weights().end());
-        EXPECT_EQ(Check(m, good, r), "");
+        EXPECT_EQ(Check(m, good, Unpack(a.response())), "");
       }
       for (int i : {1, 3}) {
         const auto& a = stream.answers[i];
@@ -575,10 +571,7 @@ TEST_F(Server, ParsesRawRequestsMalformedCompressedAndWithoutPinnedBlocks) {
       v1::RouteResponse resp;
       const auto s = client.stub()->Route(&ctx, Request(m, 1, 3, good.bytes), &resp);
       ASSERT_TRUE(s.ok()) << s.error_message();
-      Routed r;
-      r.ids.assign(resp.expert_ids().begin(), resp.expert_ids().end());
-      r.weights.assign(resp.expert_weights().begin(), resp.expert_weights().end());
-      EXPECT_EQ(Check(m, good, r), "");
+      EXPECT_EQ(Check(m, good, Unpack(resp)), "");
     }
     // Sixteen callers at once, 1-16 tokens (16 DeepSeek-V3 tokens fill most of a block):
     // with one block most requests find it taken.
