@@ -10,13 +10,12 @@ HiddenBytes& HiddenBytes::operator=(HiddenBytes&& other) noexcept {
   block_ = other.block_;
   device_ = other.device_;
   size_ = other.size_;
-  capacity_ = other.capacity_;
   heap_ = std::move(other.heap_);
   other.pool_ = nullptr;
   other.index_ = -1;
   other.block_ = nullptr;
   other.device_ = nullptr;
-  other.size_ = other.capacity_ = 0;
+  other.size_ = 0;
   other.heap_.clear();
   return *this;
 }
@@ -27,8 +26,12 @@ void HiddenBytes::Reset() {
   index_ = -1;
   block_ = nullptr;
   device_ = nullptr;
-  size_ = capacity_ = 0;
+  size_ = 0;
   heap_.clear();
+}
+
+size_t HiddenBytes::device_readable_bytes() const {
+  return device_ != nullptr ? pool_->block_bytes() : 0;
 }
 
 std::string HiddenBytes::TakeHeapBytes() {
@@ -64,7 +67,6 @@ bool InputPool::TryAcquire(size_t bytes, HiddenBytes* out) {
   out->device_ =
       device_region_ != nullptr ? device_region_ + size_t(index) * block_bytes_ : nullptr;
   out->size_ = bytes;
-  out->capacity_ = block_bytes_;
   return true;
 }
 

@@ -40,7 +40,7 @@ class HiddenBytes {
   // how many bytes from there it may read (the whole block: a backend computing a
   // padded batch reads past size()); null and 0 on the heap.
   const void* device_view() const { return device_; }
-  size_t device_readable_bytes() const { return device_ != nullptr ? capacity_ : 0; }
+  size_t device_readable_bytes() const;
   bool pooled() const { return pool_ != nullptr; }
 
   // Back to empty; a block returns to its pool.
@@ -54,7 +54,7 @@ class HiddenBytes {
   int index_ = -1;
   char* block_ = nullptr;
   const void* device_ = nullptr;
-  size_t size_ = 0, capacity_ = 0;
+  size_t size_ = 0;
   std::string heap_;
 };
 
