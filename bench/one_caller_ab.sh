@@ -43,14 +43,14 @@ for label in "$@"; do
   fi
   i=$((i + 1))
 done
-echo "| round | target | p50 us | p90 us | server p50 us | compute p50 us | req/s |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | target | p50 us | p90 us | server p50 us | queue p50 us | compute p50 us | req/s |"
+echo "|---|---|---|---|---|---|---|---|"
 for r in $(seq 1 "$rounds"); do
   for j in "${!ports[@]}"; do
     args=(--address=127.0.0.1:${ports[$j]} --model=demo-deepseek-v3 --layers=58 --concurrency=$callers
           --tokens=$tokens --duration_s=$secs --warmup_s=0.5 --progress=false --json="$out/run.json")
     [ "$mode" = stream ] && args+=(--stream)
     "$bin/moe-router-bench" "${args[@]}" >/dev/null
-    python3 -c "import json,sys; r=json.load(open('$out/run.json')); print(f\"| $r | ${labels[$j]} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['server_p50_us']:.0f} | {r['compute_p50_us']:.0f} | {r['qps']:.0f} |\")"
+    python3 -c "import json,sys; r=json.load(open('$out/run.json')); print(f\"| $r | ${labels[$j]} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['server_p50_us']:.0f} | {r.get('queue_p50_us', 0):.0f} | {r['compute_p50_us']:.0f} | {r['qps']:.0f} |\")"
   done
 done

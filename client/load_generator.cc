@@ -42,10 +42,11 @@ std::string CodeName(grpc::StatusCode code) {
   return c >= 0 && c < 17 ? kNames[c] : absl::StrCat("CODE_", c);
 }
 
-// One caller's samples, microseconds: client-side latency, and the server's own time and
-// its batch's compute time as the response reports them (Timing.server_us, compute_us).
+// One caller's samples, microseconds: client-side latency, and the server's own time, its
+// queue wait and its batch's compute time as the response reports them (Timing.server_us,
+// queue_us, compute_us).
 struct Samples {
-  std::vector<double> latency, server, compute;
+  std::vector<double> latency, server, queue, compute;
 };
 
 // Shared tallies: samples per thread (merged at the end), counters under one mutex.
@@ -60,6 +61,7 @@ class Tally {
       samples->latency.push_back(std::chrono::duration<double, std::micro>(end - start).count());
       if (timing != nullptr) {
         samples->server.push_back(timing->server_us());
+        samples->queue.push_back(timing->queue_us());
         samples->compute.push_back(timing->compute_us());
       }
     } else {
@@ -71,6 +73,7 @@ class Tally {
     std::lock_guard<std::mutex> lock(mu_);
     all_.insert(all_.end(), samples.latency.begin(), samples.latency.end());
     server_.insert(server_.end(), samples.server.begin(), samples.server.end());
+    queue_.insert(queue_.end(), samples.queue.begin(), samples.queue.end());
     compute_.insert(compute_.end(), samples.compute.begin(), samples.compute.end());
   }
   uint64_t ok() const { return ok_.load(); }
@@ -107,6 +110,7 @@ class Tally {
       return v[v.size() / 2];
     };
     r.server_p50_us = median(server_);
+    r.queue_p50_us = median(queue_);
     r.compute_p50_us = median(compute_);
     return r;
   }
@@ -116,7 +120,7 @@ class Tally {
   std::atomic<uint64_t> ok_{0};
   std::mutex mu_;
   std::map<std::string, uint64_t> errors_;
-  std::vector<double> all_, server_, compute_;
+  std::vector<double> all_, server_, queue_, compute_;
 };
 
 std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden) {
@@ -233,10 +237,12 @@ std::string LoadReport::ToJson(const LoadOptions& o) const {
       "{\"model\": \"%s\", \"tokens\": %d, \"concurrency\": %d, \"rate\": %g, \"stream\": %s, "
       "\"seconds\": %.3f, \"ok\": %d, \"qps\": %.1f, \"tokens_per_s\": %.1f, \"p50_us\": %.1f, "
       "\"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, "
-      "\"mean_us\": %.1f, \"server_p50_us\": %.1f, \"compute_p50_us\": %.1f, \"errors\": {%s}}",
+      "\"mean_us\": %.1f, \"server_p50_us\": %.1f, \"queue_p50_us\": %.1f, \"compute_p50_us\": "
+      "%.1f, "
+      "\"errors\": {%s}}",
       o.model, o.tokens, o.concurrency, o.rate, o.stream ? "true" : "false", seconds, ok, qps,
-      tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, server_p50_us, compute_p50_us,
-      absl::StrJoin(errs, ", "));
+      tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, server_p50_us, queue_p50_us,
+      compute_p50_us, absl::StrJoin(errs, ", "));
 }
 
 std::string LoadReport::ToText() const {
@@ -244,9 +250,9 @@ std::string LoadReport::ToText() const {
   for (const auto& [code, n] : errors) errs.push_back(absl::StrCat(code, "=", n));
   return absl::StrFormat(
       "%d ok in %.1f s: %.0f req/s, %.0f tokens/s; latency us p50 %.0f p90 %.0f p99 %.0f "
-      "p99.9 %.0f max %.0f; server p50 %.0f (compute %.0f); errors: %s",
+      "p99.9 %.0f max %.0f; server p50 %.0f (queue %.0f, compute %.0f); errors: %s",
       ok, seconds, qps, tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, server_p50_us,
-      compute_p50_us, errs.empty() ? "none" : absl::StrJoin(errs, " "));
+      queue_p50_us, compute_p50_us, errs.empty() ? "none" : absl::StrJoin(errs, " "));
 }
 
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {

@@ -37,6 +37,8 @@ struct LoadReport {
   // Median of the server's own time per request (Timing.server_us; 0 from servers that
   // do not report it, like the echo server): the rest of p50 is transport and client.
   double server_p50_us = 0;
+  // Median Timing.queue_us: arrival (before the parse) to the batch's launch.
+  double queue_p50_us = 0;
   double compute_p50_us = 0;  // median Timing.compute_us: the batch's device (or CPU) time
 
   std::string ToJson(const LoadOptions& o) const;
