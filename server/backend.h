@@ -71,6 +71,10 @@ struct CudaBackendOptions {
   // parsed into (input_pool()): a lone request's stage-in then reads its block in place,
   // with no staging copy on the host. Needs zero_copy_input; 0: no pool.
   int input_pool_blocks = 128;
+  // How the host learns that a stage-in batch is done: true, by spinning on the completion
+  // stamp the graph's last kernel writes into page-locked memory
+  // (cuda::WaitForCompletionStamp); false, cudaStreamSynchronize.
+  bool wait_on_stamp = true;
 };
 
 // The input pool's block size: the most hidden-state bytes a batch goes in with by the

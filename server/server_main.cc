@@ -52,6 +52,9 @@ ABSL_FLAG(int, pinned_input_blocks, 128,
           "parsed into, so a lone request's are read by the GPU in place, with no staging "
           "copy (128 blocks: 32 MiB); requests finding none free, or larger, are parsed into "
           "heap memory and copied. 0: no blocks");
+ABSL_FLAG(bool, wait_on_stamp, true,
+          "With --zero_copy_input: learn that a batch is done from the completion stamp its "
+          "last kernel writes into page-locked memory, not from cudaStreamSynchronize");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
@@ -213,6 +216,7 @@ int main(int argc, char** argv) {
     options.graphs = absl::GetFlag(FLAGS_cuda_graphs);
     options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
     options.input_pool_blocks = absl::GetFlag(FLAGS_pinned_input_blocks);
+    options.wait_on_stamp = absl::GetFlag(FLAGS_wait_on_stamp);
     backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)
