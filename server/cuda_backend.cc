@@ -279,8 +279,8 @@ class CudaBackend : public RouterBackend {
       input_region_ = PinnedBuffer();
       return absl::OkStatus();
     }
-    input_pool_ =
-        std::make_unique<InputPool>(input_region_.as<char>(), mapped, kInputBlockBytes, blocks);
+    input_pool_ = std::make_unique<InputPool>(input_region_.as<char>(), mapped, kInputBlockBytes,
+                                              blocks, options_.input_pool_streaming_stores);
     return absl::OkStatus();
   }
 

@@ -41,11 +41,13 @@ std::string HiddenBytes::TakeHeapBytes() {
   return bytes;
 }
 
-InputPool::InputPool(char* region, const void* device_region, size_t block_bytes, int blocks)
+InputPool::InputPool(char* region, const void* device_region, size_t block_bytes, int blocks,
+                     bool streaming_stores)
     : region_(region),
       device_region_(static_cast<const char*>(device_region)),
       block_bytes_(block_bytes),
-      blocks_(blocks) {
+      blocks_(blocks),
+      streaming_stores_(streaming_stores) {
   absl::MutexLock lock(&mu_);
   free_.reserve(blocks);
   for (int i = blocks - 1; i >= 0; --i) free_.push_back(i);

@@ -61,8 +61,11 @@ class HiddenBytes {
 class InputPool {
  public:
   // `region`: `blocks` x `block_bytes` bytes; `device_region`: the device's view of it, or
-  // null when the device cannot read it in place.
-  InputPool(char* region, const void* device_region, size_t block_bytes, int blocks);
+  // null when the device cannot read it in place. `streaming_stores`: bytes are to be
+  // copied into its blocks with StreamingCopy (server/streaming_copy.h), past the CPU's
+  // caches, since the device reads them next.
+  InputPool(char* region, const void* device_region, size_t block_bytes, int blocks,
+            bool streaming_stores = false);
   InputPool(const InputPool&) = delete;
   InputPool& operator=(const InputPool&) = delete;
   // Every block must have been given back.
@@ -74,6 +77,7 @@ class InputPool {
 
   size_t block_bytes() const { return block_bytes_; }
   int blocks() const { return blocks_; }
+  bool streaming_stores() const { return streaming_stores_; }
   int free_blocks() const;
 
  private:
@@ -84,6 +88,7 @@ class InputPool {
   const char* const device_region_;
   const size_t block_bytes_;
   const int blocks_;
+  const bool streaming_stores_;
   mutable absl::Mutex mu_;
   std::vector<int> free_ ABSL_GUARDED_BY(mu_);  // a stack: the block used last is warm
 };

@@ -5,7 +5,10 @@
 #include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
+#include <algorithm>
 #include <cstdint>
+
+#include "server/streaming_copy.h"
 
 namespace moe {
 namespace {
@@ -29,6 +32,22 @@ absl::Status Malformed() {
       "request: not a valid moe_router.v1.RouteRequest message (malformed protobuf)");
 }
 
+// CodedInputStream::ReadRaw with StreamingCopy: the stream's buffers one after another
+// (each up to the current limit), copied past the caches.
+bool ReadRawStreaming(CodedInputStream* in, char* dst, int length) {
+  while (length > 0) {
+    const void* data;
+    int size;
+    if (!in->GetDirectBufferPointer(&data, &size)) return false;  // the input ended early
+    const int n = std::min(size, length);
+    StreamingCopy(dst, data, size_t(n));
+    in->Skip(n);
+    dst += n;
+    length -= n;
+  }
+  return true;
+}
+
 // Reads one Tensor occurrence (up to the limit the caller pushed): data into `hidden`, every
 // other field re-encoded into `tensor_rest`. A later data field replaces an earlier one, as
 // protobuf's merge of a singular field does.
@@ -47,7 +66,12 @@ bool ReadTensor(CodedInputStream* in, InputPool* pool, CodedOutputStream* tensor
     hidden->Reset();
     if (length == 0 || pool == nullptr || !pool->TryAcquire(length, hidden))
       *hidden = HiddenBytes(std::string(length, '\0'));
-    if (length > 0 && !in->ReadRaw(hidden->mutable_data(), int(length))) return false;
+    if (length == 0) continue;
+    if (hidden->pooled() && pool->streaming_stores()) {
+      if (!ReadRawStreaming(in, hidden->mutable_data(), int(length))) return false;
+    } else if (!in->ReadRaw(hidden->mutable_data(), int(length))) {
+      return false;
+    }
   }
   return in->ConsumedEntireMessage() && in->BytesUntilLimit() == 0;
 }

@@ -52,6 +52,9 @@ ABSL_FLAG(int, pinned_input_blocks, 128,
           "parsed into, so a lone request's are read by the GPU in place, with no staging "
           "copy (128 blocks: 32 MiB); requests finding none free, or larger, are parsed into "
           "heap memory and copied. 0: no blocks");
+ABSL_FLAG(bool, pinned_input_streaming_stores, true,
+          "Copy requests' hidden states into the pinned input blocks with non-temporal "
+          "stores, past the CPU caches, so the GPU's reads of them need not snoop a core");
 ABSL_FLAG(bool, wait_on_stamp, true,
           "With --zero_copy_input: learn that a batch is done from the completion stamp its "
           "last kernel writes into page-locked memory, not from cudaStreamSynchronize");
@@ -217,6 +220,7 @@ int main(int argc, char** argv) {
     options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
     options.input_pool_blocks = absl::GetFlag(FLAGS_pinned_input_blocks);
     options.wait_on_stamp = absl::GetFlag(FLAGS_wait_on_stamp);
+    options.input_pool_streaming_stores = absl::GetFlag(FLAGS_pinned_input_streaming_stores);
     backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)

@@ -29,10 +29,13 @@ grpc::internal::GrpcLibraryInitializer grpc_runtime;
 constexpr size_t kBlockBytes = 64 << 10;
 constexpr int kBlocks = 3;
 
+// `streaming_stores`: the pool's blocks are filled by StreamingCopy, not ReadRaw.
 struct TestPool {
+  explicit TestPool(bool streaming_stores = false)
+      : pool(region.data(), device_region.data(), kBlockBytes, kBlocks, streaming_stores) {}
   std::vector<char> region = std::vector<char>(kBlockBytes * kBlocks);
   std::vector<char> device_region = std::vector<char>(1);  // a stand-in address, never read
-  InputPool pool{region.data(), device_region.data(), kBlockBytes, kBlocks};
+  InputPool pool;
 };
 
 v1::RouteRequest RandomRequest(std::mt19937& rng) {
@@ -89,9 +92,11 @@ void ExpectSameAsProtobuf(const std::string& bytes, const absl::Status& status,
   EXPECT_TRUE(parsed.request.hidden_states().data().empty());
 }
 
-TEST(RouteRequestParser, EqualsProtobufOnRandomRequestsInRandomSlices) {
+class RouteRequestParserStores : public testing::TestWithParam<bool> {};
+
+TEST_P(RouteRequestParserStores, EqualsProtobufOnRandomRequestsInRandomSlices) {
   std::mt19937 rng(7);
-  TestPool pool;
+  TestPool pool(GetParam());
   for (int i = 0; i < 400; ++i) {
     const std::string bytes = RandomRequest(rng).SerializeAsString();
     ParsedRouteRequest parsed;
@@ -166,7 +171,7 @@ TEST(RouteRequestParser, KeepsUnknownFields) {
 
 // Every prefix of a request: protobuf fails on a cut inside a field and succeeds on a cut
 // between fields; the parser must do the same, with the same fields.
-TEST(RouteRequestParser, EveryTruncationFailsWhereProtobufFails) {
+TEST_P(RouteRequestParserStores, EveryTruncationFailsWhereProtobufFails) {
   std::mt19937 rng(3);
   v1::RouteRequest r;
   r.set_model("demo");
@@ -178,7 +183,7 @@ TEST(RouteRequestParser, EveryTruncationFailsWhereProtobufFails) {
   r.mutable_hidden_states()->set_data(std::string(256, 'x'));
   r.set_return_logits(true);
   const std::string whole = r.SerializeAsString();
-  TestPool pool;
+  TestPool pool(GetParam());
   int failures = 0;
   for (size_t n = 0; n <= whole.size(); ++n) {
     const std::string prefix = whole.substr(0, n);
@@ -190,6 +195,11 @@ TEST(RouteRequestParser, EveryTruncationFailsWhereProtobufFails) {
   EXPECT_GT(failures, 200);  // most cuts fall inside data
   EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
 }
+
+INSTANTIATE_TEST_SUITE_P(CachedAndStreamingStores, RouteRequestParserStores, testing::Bool(),
+                         [](const testing::TestParamInfo<bool>& info) {
+                           return info.param ? "StreamingStores" : "CachedStores";
+                         });
 
 // Lengths that claim more than the message holds are refused before anything is
 // allocated for them.
