@@ -14,18 +14,27 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 minflt() { awk '{print $10}' "/proc/$1/stat"; }  # minor faults of the process so far
 
-# One caller, 16 tokens: a short warm-up (connections, threads), then a measured second.
+# One caller, 16 tokens: a short warm-up (connections, threads), then two measured seconds;
+# the fewer faults a request of the two. Faults on every request (the regression this
+# guards) show in both. A gRPC thread that serves its first request inside a window
+# touches a fresh malloc arena once (~1.6 MB, seen at 1.3-1.8 faults a request on the CPU
+# backend's ~150 requests a second, 2 cores); that shows in one window at most.
 faults_per_request() {  # pid port
   "$bench" --address=127.0.0.1:$2 --model=demo-deepseek-v3 --concurrency=1 --tokens=16 \
     --duration_s=0.3 --warmup_s=0 --progress=false >/dev/null
-  local before after ok
-  before=$(minflt "$1")
-  "$bench" --address=127.0.0.1:$2 --model=demo-deepseek-v3 --concurrency=1 --tokens=16 \
-    --duration_s=1 --warmup_s=0 --progress=false --json="$tmp/run.json" >/dev/null
-  after=$(minflt "$1")
-  ok=$(python3 -c "import json; print(json.load(open('$tmp/run.json'))['ok'])")
-  [ "$ok" -gt 20 ] || fail "only $ok requests answered"
-  python3 -c "print(f'{($after - $before) / $ok:.3f}')"
+  local before after ok fewest=""
+  for window in 1 2; do
+    before=$(minflt "$1")
+    "$bench" --address=127.0.0.1:$2 --model=demo-deepseek-v3 --concurrency=1 --tokens=16 \
+      --duration_s=1 --warmup_s=0 --progress=false --json="$tmp/run.json" >/dev/null
+    after=$(minflt "$1")
+    ok=$(python3 -c "import json; print(json.load(open('$tmp/run.json'))['ok'])")
+    [ "$ok" -gt 20 ] || fail "only $ok requests answered"
+    fewest=$(python3 -c "
+per = ($after - $before) / $ok
+print(f'{min(per, float(\"${fewest:-inf}\")):.3f}')")
+  done
+  echo "$fewest"
 }
 
 check() {  # name pid port
