@@ -163,7 +163,6 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     ParsedRouteRequest parsed;
     const absl::Status status =
         ParseRouteRequest(request_, service_->backend()->input_pool(), &parsed);
-    request_.Clear();
     const uint64_t request_id = parsed.request.request_id();  // 0 when unparsable
     auto answer = [this, seq, request_id](absl::Status s, v1::RouteResponse r) {
       v1::RouteStreamResponse message;
@@ -190,6 +189,7 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     };
     service_->Submit(status, parsed.request, std::move(parsed.hidden), arrival, ctx_,
                      std::move(answer));
+    request_.Clear();  // gRPC's slices are freed after the hand-off, not before it
     {
       std::lock_guard<std::recursive_mutex> lock(mu_);
       if (pending_.size() >= static_cast<size_t>(service_->max_stream_in_flight())) {
