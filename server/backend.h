@@ -71,8 +71,9 @@ struct CudaBackendOptions {
   // parsed into (input_pool()): a lone request's stage-in then reads its block in place,
   // with no staging copy on the host. Needs zero_copy_input; 0: no pool.
   int input_pool_blocks = 128;
-  // Requests are copied into those blocks with non-temporal stores (StreamingCopy), so the
-  // device's reads do not snoop lines the parsing core holds.
+  // Hidden states are copied into page-locked memory the device reads (those blocks, and
+  // the slots' staging buffers) with non-temporal stores (StreamingCopy): no fetching of
+  // lines the device read last time, and no snooping of the copying core by its reads.
   bool input_pool_streaming_stores = true;
   // How the host learns that a stage-in batch is done: true, by spinning on the completion
   // stamp the graph's last kernel writes into page-locked memory

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/backend.h"
+#include "server/streaming_copy.h"
 
 #ifdef MOE_HAVE_CUDA
 #include <cstring>
@@ -474,6 +475,8 @@ class CudaBackend : public RouterBackend {
     const size_t bucket_bytes = size_t(bucket) * row_bytes;
     if (stage_kernel && io.hidden_device != nullptr && io.hidden_device_bytes >= bucket_bytes) {
       cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device, bucket_bytes);
+    } else if (options_.input_pool_streaming_stores) {  // the device reads them next
+      StreamingCopy(slot.pinned_in.get(), io.hidden, size_t(io.tokens) * row_bytes);
     } else {
       std::memcpy(slot.pinned_in.get(), io.hidden, size_t(io.tokens) * row_bytes);
       if (stage_kernel)

@@ -53,8 +53,8 @@ ABSL_FLAG(int, pinned_input_blocks, 128,
           "copy (128 blocks: 32 MiB); requests finding none free, or larger, are parsed into "
           "heap memory and copied. 0: no blocks");
 ABSL_FLAG(bool, pinned_input_streaming_stores, true,
-          "Copy requests' hidden states into the pinned input blocks with non-temporal "
-          "stores, past the CPU caches, so the GPU's reads of them need not snoop a core");
+          "Copy hidden states into the page-locked memory the GPU reads them from (the input "
+          "blocks, the staging buffers) with non-temporal stores, past the CPU caches");
 ABSL_FLAG(bool, wait_on_stamp, true,
           "With --zero_copy_input: learn that a batch is done from the completion stamp its "
           "last kernel writes into page-locked memory, not from cudaStreamSynchronize");
