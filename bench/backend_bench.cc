@@ -133,20 +133,8 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
     return cudaMemcpyAsync(dev_in->get(), pinned_in->get(), one_token * 16, cudaMemcpyHostToDevice,
                            s);
   });
-  // An empty kernel then the completion stamp, as the server's stage-in graphs end: waited
-  // for by cudaStreamSynchronize, or by spinning until the stamp lands (--wait_on_stamp).
-  auto stamps = PinnedBuffer::Allocate(sizeof(unsigned long long));
-  void* mapped_stamp = nullptr;
-  if (!stamps.ok() || cudaHostGetDevicePointer(&mapped_stamp, stamps->get(), 0) != cudaSuccess)
-    return false;
-  auto empty_stamped = Capture(s, [&] {
-    cudaError_t e = bench::LaunchEmptyKernel(s);
-    if (e == cudaSuccess)
-      e = cuda::LaunchCompletionStamp(static_cast<unsigned long long*>(mapped_stamp), s);
-    return e;
-  });
   if (!empty || !copy_in_only || !server_shape || !staged_1 || !staged_16 || !staged_from_cell_16 ||
-      !copy_in_16 || !empty_stamped)
+      !copy_in_16)
     return false;
   auto replay = [&](const CudaGraphExec& g) {
     return [&] {
@@ -154,16 +142,6 @@ bool TimeCudaFloors(const RouterSpec& spec, int calls, std::vector<Stat>* rows) 
     };
   };
   rows->push_back(Time("empty kernel graph + sync", calls, replay(empty)));
-  rows->push_back(Time("empty kernel + stamp graph + sync", calls, replay(empty_stamped)));
-  volatile unsigned long long* stamp = stamps->as<unsigned long long>();
-  rows->push_back(Time("empty kernel + stamp graph, stamp spun on", calls, [&] {
-    *stamp = 0;
-    if (cudaGraphLaunch(empty_stamped.get(), s) != cudaSuccess) return false;
-    while (*stamp == 0) {
-    }
-    return true;
-  }));
-  if (cudaStreamSynchronize(s) != cudaSuccess) return false;
   rows->push_back(Time("copy-in graph (1 token) + sync", calls, replay(copy_in_only)));
   rows->push_back(Time("copy-in graph (16 tokens) + sync", calls, replay(copy_in_16)));
   rows->push_back(Time("stage-in kernel graph (1 token) + sync", calls, replay(staged_1)));
@@ -329,22 +307,18 @@ int Main(int argc, char** argv) {
   }
   // The backends first: they set the device's scheduling flags before the context exists.
   std::string error;
-  auto make = [&](bool graphs, bool zero_copy_input,
-                  bool wait_on_stamp = true) -> std::unique_ptr<RouterBackend> {
+  auto make = [&](bool graphs, bool zero_copy_input) -> std::unique_ptr<RouterBackend> {
     if (!cuda) return MakeCpuBackend(0);
     CudaBackendOptions options;
     options.graphs = graphs;
     options.zero_copy_input = zero_copy_input;
-    options.wait_on_stamp = wait_on_stamp;
     return MakeCudaBackend(options, &error);
   };
   std::unique_ptr<RouterBackend> graphs = make(true, true);
   std::unique_ptr<RouterBackend> eager = graphs ? make(false, true) : nullptr;
   // The same with a copy-engine transfer of the hidden states (--zero_copy_input=false).
   std::unique_ptr<RouterBackend> copied = cuda && eager ? make(true, false) : nullptr;
-  // And waiting by cudaStreamSynchronize instead of the completion stamp (--wait_on_stamp).
-  std::unique_ptr<RouterBackend> synced = cuda && copied ? make(true, true, false) : nullptr;
-  if (graphs == nullptr || eager == nullptr || (cuda && (copied == nullptr || synced == nullptr))) {
+  if (graphs == nullptr || eager == nullptr || (cuda && copied == nullptr)) {
     std::fprintf(stderr, "backend_bench: %s\n", error.c_str());
     return 1;
   }
@@ -353,7 +327,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "backend_bench: %s\n", std::string(model.status().message()).c_str());
     return 1;
   }
-  for (RouterBackend* b : {graphs.get(), eager.get(), copied.get(), synced.get()}) {
+  for (RouterBackend* b : {graphs.get(), eager.get(), copied.get()}) {
     if (b == nullptr) continue;
     const auto s = b->LoadModel(*model);
     if (!s.ok()) {
@@ -479,14 +453,10 @@ int Main(int argc, char** argv) {
         graphs->input_pool()->TryAcquire(hidden.size() * 2, &block)) {
       std::memcpy(block.mutable_data(), hidden.data(), hidden.size() * 2);
       variants.push_back({graphs.get(), "graphs, input in a pool block", Gap::kNone, true});
-      if (cuda)
-        variants.push_back(
-            {synced.get(), "graphs, input in a pool block, stream sync", Gap::kNone, true});
     }
     if (cuda)
       variants.insert(variants.end(),
-                      {Variant{synced.get(), "graphs, stream sync", Gap::kNone},
-                       Variant{eager.get(), "no graphs", Gap::kNone},
+                      {Variant{eager.get(), "no graphs", Gap::kNone},
                        Variant{copied.get(), "graphs, copy-engine input", Gap::kNone},
                        Variant{graphs.get(), "graphs, 150 us spin between", Gap::kSpin},
                        Variant{graphs.get(), "graphs, 150 us sleep between", Gap::kSleep}});

@@ -1,6 +1,4 @@
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdint>
 
 #include "kernels/pdl_device.cuh"
@@ -95,10 +93,6 @@ cudaLaunchConfig_t GridStrideConfig(size_t vectors, cudaStream_t stream) {
 
 __global__ void CompletionStampKernel(unsigned long long* end_ns) {
   WaitForPrerequisiteGrid();
-  // The host may take the stamp for "done" and read the earlier kernels' outputs from
-  // mapped memory: order their writes (visible to this grid after the wait) before it, for
-  // every observer.
-  __threadfence_system();
   *end_ns = GlobalTimerNs();
 }
 
@@ -156,26 +150,6 @@ cudaError_t LaunchCompletionStamp(unsigned long long* end_ns, cudaStream_t strea
   config.attrs = &pdl;
   config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, CompletionStampKernel, end_ns);
-}
-
-cudaError_t WaitForCompletionStamp(const volatile unsigned long long* end_ns, cudaStream_t stream,
-                                   int query_period_us) {
-  using Clock = std::chrono::steady_clock;
-  const auto period = std::chrono::microseconds(query_period_us);
-  auto next_query = Clock::now() + period;
-  // Clock reads only every 256 polls: the stamp usually lands within a few microseconds.
-  for (uint32_t polls = 1; *end_ns == 0; ++polls) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-    if (polls % 256 != 0 || Clock::now() < next_query) continue;
-    const cudaError_t e = cudaStreamQuery(stream);
-    if (e == cudaSuccess) break;  // finished (without a stamp, or it is visible now)
-    if (e != cudaErrorNotReady) return e;
-    next_query = Clock::now() + period;
-  }
-  std::atomic_thread_fence(std::memory_order_acquire);  // outputs are read after the stamp
-  return cudaSuccess;
 }
 
 }  // namespace moe::cuda

@@ -82,18 +82,7 @@ cudaError_t LaunchCheckFiniteRows(const void* data, size_t bytes, const FiniteCh
 // stream has finished and its writes are visible. Launched under PDL, so it is resident
 // before that kernel ends (which must allow dependents early, as the router kernels do).
 // With LaunchStageIn's start_ns it times a batch on the device without CUDA events: event
-// record nodes cost ~4 us of a graph launch on the host (bench/NOTES.md). The write
-// follows a system-scope fence, so a host that sees the stamp also sees what the kernels
-// before it wrote to mapped memory: it may stand in for a stream synchronisation.
+// record nodes cost ~4 us of a graph launch on the host (bench/NOTES.md).
 cudaError_t LaunchCompletionStamp(unsigned long long* end_ns, cudaStream_t stream);
-
-// The host side of that: spins until `end_ns` (host view; zeroed by the caller before the
-// launch) holds the stamp, then returns cudaSuccess, and what the kernels before the stamp
-// wrote to mapped memory may be read. A launch that fails never writes it, so the stream
-// is asked every `query_period_us`: its error is returned, or cudaSuccess if it finished
-// without a stamp. Sooner than cudaStreamSynchronize (spinning too), which waits for the
-// stamp kernel's grid to retire and then for a semaphore write of its own.
-cudaError_t WaitForCompletionStamp(const volatile unsigned long long* end_ns, cudaStream_t stream,
-                                   int query_period_us = 100);
 
 }  // namespace moe::cuda

@@ -75,10 +75,6 @@ struct CudaBackendOptions {
   // the slots' staging buffers) with non-temporal stores (StreamingCopy): no fetching of
   // lines the device read last time, and no snooping of the copying core by its reads.
   bool input_pool_streaming_stores = true;
-  // How the host learns that a stage-in batch is done: true, by spinning on the completion
-  // stamp the graph's last kernel writes into page-locked memory
-  // (cuda::WaitForCompletionStamp); false, cudaStreamSynchronize.
-  bool wait_on_stamp = true;
 };
 
 // The input pool's block size: the most hidden-state bytes a batch goes in with by the

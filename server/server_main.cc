@@ -55,9 +55,6 @@ ABSL_FLAG(int, pinned_input_blocks, 128,
 ABSL_FLAG(bool, pinned_input_streaming_stores, true,
           "Copy hidden states into the page-locked memory the GPU reads them from (the input "
           "blocks, the staging buffers) with non-temporal stores, past the CPU caches");
-ABSL_FLAG(bool, wait_on_stamp, true,
-          "With --zero_copy_input: learn that a batch is done from the completion stamp its "
-          "last kernel writes into page-locked memory, not from cudaStreamSynchronize");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
@@ -219,7 +216,6 @@ int main(int argc, char** argv) {
     options.graphs = absl::GetFlag(FLAGS_cuda_graphs);
     options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
     options.input_pool_blocks = absl::GetFlag(FLAGS_pinned_input_blocks);
-    options.wait_on_stamp = absl::GetFlag(FLAGS_wait_on_stamp);
     options.input_pool_streaming_stores = absl::GetFlag(FLAGS_pinned_input_streaming_stores);
     backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));

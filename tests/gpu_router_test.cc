@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -987,103 +986,6 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
   auto dst = DeviceBuffer::Allocate(64).value();
   EXPECT_EQ(cuda::LaunchStageIn(dst.get(), dst.get(), 24, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(cuda::LaunchStageIn(dst.as<char>() + 8, dst.get(), 16, nullptr), cudaErrorInvalidValue);
-}
-
-// The server's wait (--wait_on_stamp): the router writes its outputs into mapped
-// page-locked memory and the host reads them as soon as the completion stamp lands, with
-// no stream synchronisation. Outputs poisoned before each replay; fresh hidden states each
-// time.
-TEST(GpuStageIn, OutputsAreCompleteWhenTheCompletionStampLands) {
-  SKIP_WITHOUT_GPU();
-  for (const char* family : {"deepseek_v3", "mixtral"}) {
-    for (int tokens : {1, 16}) {
-      RouterSpec spec = FindPreset(family).value().spec;
-      RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
-      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
-      const uint64_t seed0 = FreshSeed();
-      RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed0);
-      DeviceCase d = MakeDeviceCase(in, false);
-      const size_t out_bytes = size_t(tokens) * spec.top_k * 4;
-      auto pinned_in = PinnedBuffer::Allocate(in.hidden.size()).value();
-      auto pinned_out = PinnedBuffer::Allocate(2 * out_bytes).value();
-      auto stamps = PinnedBuffer::Allocate(2 * sizeof(unsigned long long)).value();
-      void *mapped_in = nullptr, *mapped_out = nullptr, *mapped_stamps = nullptr;
-      ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_in, pinned_in.get(), 0));
-      ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_out, pinned_out.get(), 0));
-      ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_stamps, stamps.get(), 0));
-      RouteArgs args = d.args;
-      args.expert_ids = static_cast<int32_t*>(mapped_out);
-      args.expert_weights = reinterpret_cast<float*>(static_cast<char*>(mapped_out) + out_bytes);
-      auto* ns = static_cast<unsigned long long*>(mapped_stamps);
-      auto stream = MakeStream().value();
-      const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
-        cudaError_t e = cuda::LaunchStageIn(mapped_in, const_cast<void*>(args.hidden),
-                                            in.hidden.size(), stream.get(), ns);
-        if (e == cudaSuccess) e = plan->Launch(args, stream.get(), /*pdl=*/true);
-        if (e == cudaSuccess) e = cuda::LaunchCompletionStamp(ns + 1, stream.get());
-        return e;
-      });
-      ASSERT_TRUE(exec);
-      auto* host_ns = static_cast<volatile unsigned long long*>(stamps.get());
-      const auto* ids = pinned_out.as<int32_t>();
-      const auto* weights = reinterpret_cast<const float*>(pinned_out.as<char>() + out_bytes);
-      for (int rep = 0; rep < 8; ++rep) {
-        const uint64_t seed = rep == 0 ? seed0 : FreshSeed();
-        RouterInputs next = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
-        in.hidden = next.hidden;
-        in.hidden_f = next.hidden_f;
-        std::memcpy(pinned_in.get(), in.hidden.data(), in.hidden.size());
-        std::memset(pinned_out.get(), 0xff, 2 * out_bytes);  // ids -1, weights NaN
-        host_ns[1] = 0;
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
-        ASSERT_CUDA(cuda::WaitForCompletionStamp(host_ns + 1, stream.get()));
-        EXPECT_NE(host_ns[1], 0u) << "the wait returned before the stamp";
-        EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), ids, weights, 1e-3), "")
-            << family << " tokens=" << tokens << " rep=" << rep << " seed=" << seed;
-      }
-      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-    }
-  }
-}
-
-// A stream that finishes without writing the stamp ends the wait (the stream is asked),
-// and a launch that fails returns its error instead of spinning for ever. The failure
-// spoils the CUDA context, so that part runs in a child process (a death test).
-TEST(GpuStageIn, CompletionStampWaitEndsWithTheStreamAndReportsFailures) {
-  SKIP_WITHOUT_GPU();
-  auto stream = MakeStream().value();
-  auto stamps = PinnedBuffer::Allocate(sizeof(unsigned long long)).value();
-  auto* host_ns = static_cast<volatile unsigned long long*>(stamps.get());
-  *host_ns = 0;
-  auto scratch = DeviceBuffer::Allocate(1 << 20).value();
-  ASSERT_CUDA(cudaMemsetAsync(scratch.get(), 0, scratch.bytes(), stream.get()));
-  ASSERT_CUDA(cuda::WaitForCompletionStamp(host_ns, stream.get(), /*query_period_us=*/20));
-  EXPECT_EQ(*host_ns, 0u);
-
-  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: CUDA is not fork-safe
-  EXPECT_EXIT(
-      {
-        auto s = MakeStream().value();
-        auto pinned = PinnedBuffer::Allocate(sizeof(unsigned long long)).value();
-        void* mapped = nullptr;
-        if (cudaHostGetDevicePointer(&mapped, pinned.get(), 0) != cudaSuccess) _exit(2);
-        auto* ns = static_cast<volatile unsigned long long*>(pinned.get());
-        *ns = 0;
-        auto src = DeviceBuffer::Allocate(4096).value();
-        // A write through a wild pointer: the copy faults, so the stamp is never written.
-        // It first spins 20 ms, so that the stamp's launch is queued before the fault
-        // (after it, the launch itself would fail).
-        void* wild = reinterpret_cast<void*>(uintptr_t(0x10));
-        if (LaunchSlowProducer(wild, src.get(), 4096, 20'000'000, s.get()) != cudaSuccess) _exit(3);
-        if (cuda::LaunchCompletionStamp(static_cast<unsigned long long*>(mapped), s.get()) !=
-            cudaSuccess)
-          _exit(4);
-        const cudaError_t e = cuda::WaitForCompletionStamp(ns, s.get(), 20);
-        std::fprintf(stderr, "wait returned %s\n", cudaGetErrorName(e));
-        _exit(e != cudaSuccess && *ns == 0 ? 0 : 1);
-      },
-      ::testing::ExitedWithCode(0), "wait returned cudaError");
 }
 
 // The stage-in that takes its source from cells (the server's per-request input blocks):
