@@ -475,10 +475,13 @@ class CudaBackend : public RouterBackend {
     const size_t bucket_bytes = size_t(bucket) * row_bytes;
     if (stage_kernel && io.hidden_device != nullptr && io.hidden_device_bytes >= bucket_bytes) {
       cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device, bucket_bytes);
-    } else if (options_.input_pool_streaming_stores) {  // the device reads them next
-      StreamingCopy(slot.pinned_in.get(), io.hidden, size_t(io.tokens) * row_bytes);
     } else {
-      std::memcpy(slot.pinned_in.get(), io.hidden, size_t(io.tokens) * row_bytes);
+      const size_t bytes = size_t(io.tokens) * row_bytes;
+      if (options_.input_pool_streaming_stores) {  // the device reads them next
+        StreamingCopy(slot.pinned_in.get(), io.hidden, bytes);
+      } else {
+        std::memcpy(slot.pinned_in.get(), io.hidden, bytes);
+      }
       if (stage_kernel)
         cuda::SetStageInSource(slot.source_cells.get(), slot.mapped_in, bucket_bytes);
     }
