@@ -74,7 +74,7 @@ struct CudaBackendOptions {
   // Hidden states are copied into page-locked memory the device reads (those blocks, and
   // the slots' staging buffers) with non-temporal stores (StreamingCopy): no fetching of
   // lines the device read last time, and no snooping of the copying core by its reads.
-  bool input_pool_streaming_stores = true;
+  bool pinned_input_streaming_stores = true;
 };
 
 // The input pool's block size: the most hidden-state bytes a batch goes in with by the

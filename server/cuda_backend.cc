@@ -281,7 +281,7 @@ class CudaBackend : public RouterBackend {
       return absl::OkStatus();
     }
     input_pool_ = std::make_unique<InputPool>(input_region_.as<char>(), mapped, kInputBlockBytes,
-                                              blocks, options_.input_pool_streaming_stores);
+                                              blocks, options_.pinned_input_streaming_stores);
     return absl::OkStatus();
   }
 
@@ -477,7 +477,7 @@ class CudaBackend : public RouterBackend {
       cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device, bucket_bytes);
     } else {
       const size_t bytes = size_t(io.tokens) * row_bytes;
-      if (options_.input_pool_streaming_stores) {  // the device reads them next
+      if (options_.pinned_input_streaming_stores) {  // the device reads them next
         StreamingCopy(slot.pinned_in.get(), io.hidden, bytes);
       } else {
         std::memcpy(slot.pinned_in.get(), io.hidden, bytes);

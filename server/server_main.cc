@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
     options.graphs = absl::GetFlag(FLAGS_cuda_graphs);
     options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
     options.input_pool_blocks = absl::GetFlag(FLAGS_pinned_input_blocks);
-    options.input_pool_streaming_stores = absl::GetFlag(FLAGS_pinned_input_streaming_stores);
+    options.pinned_input_streaming_stores = absl::GetFlag(FLAGS_pinned_input_streaming_stores);
     backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)

@@ -21,7 +21,8 @@ TEST(StreamingCopy, EqualsMemcpyAtEveryAlignmentAndLength) {
   for (char& c : src) c = char(rng());
   int copies = 0;
   for (size_t length : lengths) {
-    for (size_t dst_offset = 0; dst_offset<64; dst_offset += length> 4096 ? 13 : 1) {
+    const size_t offset_step = length > 4096 ? 13 : 1;  // every offset for the short ones
+    for (size_t dst_offset = 0; dst_offset < 64; dst_offset += offset_step) {
       const size_t src_offset = rng() % 64;
       // 64-byte aligned storage, so dst_offset is the destination's offset within a line.
       std::vector<char> storage(length + 2 * kGuard + 64);
