@@ -1,19 +1,32 @@
 // Decompose-K with thread-block clusters (Hopper, sm_90+): the S CTAs that share one
 // expert block's K range form a cluster and reduce their partial logits through
-// distributed shared memory, instead of fp32 partials in global memory, a fence, an
-// arrival counter and L2 reads by the last CTA. One global arrival per cluster remains:
-// the last cluster of a token chunk runs the routing epilogue.
+// distributed shared memory, instead of fp32 partials in global memory.
 //
 // Grid = (m_blocks · C, z_chunks), cluster = (C, 1, 1): cluster m owns experts
-// [32m, 32m + 32); its rank r owns the r-th of C K ranges. After the mainloop each CTA sums
-// its 8 warps into `cta_sum`; cluster barrier; rank r then sums element i (for i ≡ r mod C
-// slices) across all C CTAs' `cta_sum` — a fixed order, so results are deterministic —
-// adds the router bias and writes the logits; cluster barrier again (no CTA may exit
-// while its shared memory can still be read); rank 0 arrives on the chunk's counter.
+// [32m, 32m + 32); its rank r owns the r-th of C K ranges. Two kernels:
+//
+// - Routers of at most 32 experts (one expert block; DecomposeKClusterRouterKernel): rank 0
+//   routes. Every other rank sums its 8 warps and pushes its 32 x chunk partial logits
+//   straight into a slot of rank 0's shared memory with st.async, whose completion is
+//   counted in bytes by an mbarrier there; rank 0 waits on it, sums the C partials in rank
+//   order (deterministic), adds the router bias and routes from shared memory with the
+//   polled kernel's routers (a lone token by the whole CTA). No global round trip, no
+//   arrival counter and one cluster barrier (before the mainloop, hidden by it). This is
+//   the polled kernel's one-pass decode config (all weights in registers before the PDL
+//   wait) with the hand-over of partials moved from L2 polling to shared memory.
+// - Otherwise (DecomposeKClusterKernel, and the GEMM): after the mainloop each CTA sums
+//   its 8 warps into `cta_sum`; cluster barrier; rank r then sums element i (for i ≡ r
+//   mod C slices) across all C CTAs' `cta_sum` — a fixed order, so results are
+//   deterministic — adds the router bias and writes the logits; cluster barrier again (no
+//   CTA may exit while its shared memory can still be read); rank 0 arrives on the
+//   chunk's counter, and the last cluster of a token chunk runs the routing epilogue.
 #include <cooperative_groups.h>
+
+#include <cuda/ptx>
 
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_device.cuh"
+#include "kernels/decompose_k_polled_router.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -68,16 +81,136 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterKernel(const Ker
 #endif
 }
 
+// Rank 0's shared memory besides the receive slots: the mainloop's reduction, the chunk's
+// logits ([token][expert], as the polled routers read them), the biases and scratch.
+struct ClusterRouterShared {
+  SharedStorage main;
+  float logits[kMaxChunk * kBlockExperts];
+  PolledRouterShared router;
+};
+
+// Dynamic shared memory of DecomposeKClusterRouterKernel: rank 0's receive slots, one per
+// other rank, each a 32 x chunk block of partial logits.
+size_t ClusterRouterSlotBytes(int cluster, int token_tiles) {
+  return sizeof(float) * size_t(cluster - 1) * kBlockExperts * 8 * token_tiles;
+}
+
+// Routers of one expert block (see the file comment). Rank 0 is the router: it stages the
+// biases, initialises the mbarrier that counts the other ranks' pushed bytes, and after
+// the mainloop sums, adds the bias and routes. The cluster barrier at the start only
+// publishes the mbarrier's initialisation: each rank arrives before its mainloop and
+// waits right before it pushes.
+//
+// Element q = tid + 256·j of a block is token q / 32, expert q % 32: warp w holds tokens
+// w, w + 8, ..., exactly the tokens the polled routers give warp w (a lone token: warp 0,
+// which CtaRouteToken routes alone up to 32 experts). So rank 0's warps write their own
+// tokens' logits and route them after a warp barrier, with no CTA barrier after the sums.
 template <typename T, int NT>
-cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, int cluster, cudaStream_t stream,
-                        bool pdl) {
-  auto kernel = DecomposeKClusterKernel<T, NT>;
-  if (cluster > 8) {  // 16-CTA clusters are "non-portable": opt in once per instance
+__global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(const KernelParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace ptx = ::cuda::ptx;
+  constexpr int kChunk = 8 * NT;
+  constexpr int kSlot = kBlockExperts * kChunk;
+  constexpr int kPerThread = kSlot / kThreads;
+  static_assert(kSlot % kThreads == 0, "every thread sums whole tokens' experts");
+  __shared__ ClusterRouterShared smem;
+  __shared__ alignas(8) uint64_t pushed;  // rank 0: completes when every slot has landed
+  extern __shared__ float slots[];        // rank 0: [rank - 1][kSlot]
+  cg::cluster_group cluster = cg::this_cluster();
+  const int C = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int z = blockIdx.y, tid = threadIdx.x, lane = tid & 31;
+  const int valid = min(kChunk, p.tokens - z * kChunk);
+  AllowDependentLaunch();
+  Stamp(p, kStampStart);
+  if (rank == 0) {
+    if (tid == 0) {
+      ptx::mbarrier_init(&pushed, 1);
+      // The only arrival, with the bytes the other ranks push: the phase completes when
+      // they have all landed.
+      ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared, &pushed,
+                                     uint32_t(sizeof(float) * (C - 1) * kSlot));
+      ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
+    }
+    StageBiases(p, smem.router);
+  }
+  ptx::barrier_cluster_arrive(ptx::sem_release);
+  float acc[2][NT][4] = {};
+  TensorCoreMainloop<T, NT>(p, /*m_block=*/0, rank, z * kChunk, acc);
+  StoreAccumulators<NT>(smem.main.reduce, acc);
+  __syncthreads();
+  Stamp(p, kStampMainloop);
+  float sum[kPerThread];
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int q = tid + j * kThreads;
+    sum[j] = SumWarps<kChunk>(smem.main.reduce, (q % kBlockExperts) * kChunk + q / kBlockExperts);
+  }
+  ptx::barrier_cluster_wait(ptx::sem_acquire);  // rank 0's mbarrier is initialised
+  if (rank != 0) {
+    float* slot = cluster.map_shared_rank(slots, 0) + (rank - 1) * kSlot;
+    uint64_t* remote_pushed = cluster.map_shared_rank(&pushed, 0);
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j)
+      ptx::st_async(slot + tid + j * kThreads, sum[j], remote_pushed);
+    Stamp(p, kStampReduced);
+    return;  // nothing reads this CTA's shared memory
+  }
+  while (!ptx::mbarrier_try_wait_parity(ptx::sem_acquire, ptx::scope_cluster, &pushed, 0u)) {
+  }
+  Stamp(p, kStampReduced);
+  const float bias = lane < p.experts ? smem.router.router_bias[lane] : 0.0f;
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int q = tid + j * kThreads, n = q / kBlockExperts;
+    for (int r = 1; r < C; ++r) sum[j] += slots[(r - 1) * kSlot + q];  // rank order
+    if (lane >= p.experts || n >= valid) continue;
+    const float s = sum[j] + bias;
+    smem.logits[n * p.experts + lane] = s;
+    if (p.logits_out) p.logits_out[size_t(z * kChunk + n) * p.experts + lane] = s;
+  }
+  __syncwarp();  // a warp routes only the tokens whose logits it wrote
+  Stamp(p, kStampArrived);
+  RouteChunkTokens</*P=*/1, kChunk>(p, smem.router, smem.logits, z, RouterTokens{0, valid},
+                                    /*dry=*/false);
+  __syncthreads();
+  Stamp(p, kStampRouted);
+#else
+  __trap();  // launched only on sm_90+ (see ClustersSupported)
+#endif
+}
+
+// Opts an instance in, once: to 16-CTA clusters ("non-portable") when asked for, and the
+// router kernel to its largest receive slots (past the 48 KB default with its static part).
+template <typename T, int NT, bool kLeaderRoutes>
+cudaError_t OptIn(int cluster) {
+  auto kernel =
+      kLeaderRoutes ? DecomposeKClusterRouterKernel<T, NT> : DecomposeKClusterKernel<T, NT>;
+  if (cluster > 8) {
     static const cudaError_t opt_in =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (opt_in != cudaSuccess) return opt_in;
   }
-  return Launch(kernel, grid, params, stream, pdl, cluster);
+  if constexpr (kLeaderRoutes) {
+    static const cudaError_t opt_in = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ClusterRouterSlotBytes(16, NT)));
+    if (opt_in != cudaSuccess) return opt_in;
+  }
+  return cudaSuccess;
+}
+
+template <typename T, int NT>
+cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, int cluster, cudaStream_t stream,
+                        bool pdl) {
+  if (params.m_blocks == 1 && !params.gemm_mode) {  // rank 0 routes
+    const cudaError_t opt_in = OptIn<T, NT, true>(cluster);
+    if (opt_in != cudaSuccess) return opt_in;
+    return Launch(DecomposeKClusterRouterKernel<T, NT>, grid, params, stream, pdl, cluster,
+                  /*cooperative=*/false, ClusterRouterSlotBytes(cluster, NT));
+  }
+  const cudaError_t opt_in = OptIn<T, NT, false>(cluster);
+  if (opt_in != cudaSuccess) return opt_in;
+  return Launch(DecomposeKClusterKernel<T, NT>, grid, params, stream, pdl, cluster);
 }
 
 }  // namespace

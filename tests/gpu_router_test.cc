@@ -894,6 +894,15 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
           configs.push_back(c);
         }
       }
+      // Routers of one expert block (Mixtral): the cluster kernel whose rank 0 routes, at
+      // the autotuner's cluster sizes (sm_90+; CanRouteDecomposeK skips it elsewhere).
+      if (in.spec.experts <= 32) {
+        for (int cluster : {4, 8}) {
+          cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, SmCount(), false);
+          c.cluster = c.k_splits = cluster;
+          configs.push_back(c);
+        }
+      }
       for (size_t rep = 0; rep < 2 * configs.size(); ++rep) {  // each config twice
         const cuda::DecomposeKConfig& config = configs[rep % configs.size()];
         if (!cuda::CanRouteDecomposeK(p, config).ok()) continue;
@@ -911,7 +920,8 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
             CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
             << Describe(in, seed) << " rep=" << rep << " splits=" << config.k_splits
             << " config polled=" << config.polled << " pdl_cooperative=" << config.pdl_cooperative
-            << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged;
+            << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged
+            << " cluster=" << config.cluster;
       }
     }
   }
