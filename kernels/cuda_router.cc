@@ -82,8 +82,19 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   }
   // Split counts around the polled rule's own count, not the heuristic's cut for decode
   // batches (which is built from the same S/4 and one-pass count as candidates below).
+  // Clusters whose rank 0 routes (routers of up to 128 experts): 8-token chunks, every
+  // split count whose cluster fits (CanRouteDecomposeK). From 16 tokens too: the chunks
+  // are then routed by several clusters at once (H200, Mixtral t=16: 2.70 us against 3.83
+  // with 16-token chunks).
+  for (int splits : {2, 4, 8, 16}) {
+    DecomposeKConfig c = base;
+    c.token_tiles = 1;
+    c.cluster = c.k_splits = splits;
+    add(c);
+  }
   DecomposeKConfig polled =
-      ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/true, /*cut_decode_splits=*/false);
+      ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/true, /*cut_decode_splits=*/false,
+                             /*allow_rank_zero_routes=*/false);
   // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
   if (polled.staged) polled = ChoosePolledConfig(p, sm_count, polled.token_tiles);
   if (polled.polled) {
@@ -155,11 +166,13 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
          a.dedicated_routers == b.dedicated_routers && a.staged == b.staged;
 }
 
-// "v7": more polled split counts and timings with weights from HBM (session 23), so a
-// cache written by an older build holds choices from a smaller, L2-flattered field and
-// is tuned again once; v6: the one-token epilogue changed (session 17), so timings
-// cached by older builds no longer rank the configs; v5: the config gained staged (v4:
-// dedicated_routers, v3: pdl_cooperative, v2: the polled reduction). Older cache lines
+// "v8": cluster configs of routers up to 128 experts at 8-token chunks run the kernel
+// whose rank 0 routes, with clusters across the expert blocks (session 27), so a cached
+// cluster config means another kernel, or is no longer valid; "v7": more polled split counts and
+// timings with weights from HBM (session 23), so a cache written by an older build holds choices
+// from a smaller, L2-flattered field and is tuned again once; v6: the one-token epilogue changed
+// (session 17), so timings cached by older builds no longer rank the configs; v5: the config gained
+// staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the polled reduction). Older cache lines
 // no longer match.
 std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_name, int sm_count,
                              bool pdl) {
@@ -167,7 +180,7 @@ std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_na
   for (char& c : device)  // one whitespace-free field of the cache line
     if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v7:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+  return absl::StrCat("v8:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
                       s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }

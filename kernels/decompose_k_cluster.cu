@@ -1,25 +1,27 @@
-// Decompose-K with thread-block clusters (Hopper, sm_90+): the S CTAs that share one
-// expert block's K range form a cluster and reduce their partial logits through
-// distributed shared memory, instead of fp32 partials in global memory.
+// Decompose-K with thread-block clusters (Hopper, sm_90+): the CTAs that share K ranges
+// form a cluster and hand their partial logits over through distributed shared memory,
+// instead of fp32 partials in global memory. Two kernels:
 //
-// Grid = (m_blocks · C, z_chunks), cluster = (C, 1, 1): cluster m owns experts
-// [32m, 32m + 32); its rank r owns the r-th of C K ranges. Two kernels:
-//
-// - Routers of at most 32 experts (one expert block; DecomposeKClusterRouterKernel): rank 0
-//   routes. Every other rank sums its 8 warps and pushes its 32 x chunk partial logits
-//   straight into a slot of rank 0's shared memory with st.async, whose completion is
-//   counted in bytes by an mbarrier there; rank 0 waits on it, sums the C partials in rank
-//   order (deterministic), adds the router bias and routes from shared memory with the
-//   polled kernel's routers (a lone token by the whole CTA). No global round trip, no
-//   arrival counter and one cluster barrier (before the mainloop, hidden by it). This is
-//   the polled kernel's one-pass decode config (all weights in registers before the PDL
-//   wait) with the hand-over of partials moved from L2 polling to shared memory.
-// - Otherwise (DecomposeKClusterKernel, and the GEMM): after the mainloop each CTA sums
-//   its 8 warps into `cta_sum`; cluster barrier; rank r then sums element i (for i ≡ r
-//   mod C slices) across all C CTAs' `cta_sum` — a fixed order, so results are
-//   deterministic — adds the router bias and writes the logits; cluster barrier again (no
-//   CTA may exit while its shared memory can still be read); rank 0 arrives on the
-//   chunk's counter, and the last cluster of a token chunk runs the routing epilogue.
+// - Routing in 8-token chunks with at most 128 experts (4 expert blocks;
+//   DecomposeKClusterRouterKernel). Grid = (m_blocks · S, z_chunks), one cluster of
+//   m_blocks · S <= 16 CTAs per chunk: rank r multiplies expert block r / S over the
+//   (r % S)-th of S K ranges, and rank 0 routes. Every other rank sums its 8 warps and
+//   pushes its 32 x 8 partial logits straight into a slot of rank 0's shared memory with
+//   st.async, whose completion is counted in bytes by an mbarrier there; rank 0 waits on
+//   it, sums each block's S partials in rank order (deterministic), adds the router bias
+//   and routes from shared memory with the polled kernel's routers (a lone token by the
+//   whole CTA). No global round trip, no arrival counter and one cluster barrier (before
+//   the mainloop, hidden by it). With S at the one-pass count this is the polled kernel's
+//   decode config (all weights in registers before the PDL wait) with the hand-over of
+//   partials moved from L2 polling to shared memory.
+// - Otherwise (DecomposeKClusterKernel, and the GEMM). Grid = (m_blocks · C, z_chunks),
+//   cluster = (C, 1, 1): cluster m owns experts [32m, 32m + 32), its rank r the r-th of C
+//   K ranges. After the mainloop each CTA sums its 8 warps into `cta_sum`; cluster
+//   barrier; rank r then sums element i (for i ≡ r mod C slices) across all C CTAs'
+//   `cta_sum` — a fixed order, so results are deterministic — adds the router bias and
+//   writes the logits; cluster barrier again (no CTA may exit while its shared memory can
+//   still be read); rank 0 arrives on the chunk's counter, and the last cluster of a
+//   token chunk runs the routing epilogue.
 #include <cooperative_groups.h>
 
 #include <cuda/ptx>
@@ -85,41 +87,45 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterKernel(const Ker
 // logits ([token][expert], as the polled routers read them), the biases and scratch.
 struct ClusterRouterShared {
   SharedStorage main;
-  float logits[kMaxChunk * kBlockExperts];
+  float logits[kClusterRouterChunk * kClusterRouterMaxBlocks * kBlockExperts];
   PolledRouterShared router;
 };
 
+// A rank's partial logits: one 32-expert block of the chunk's 8 tokens.
+constexpr int kClusterSlot = kBlockExperts * kClusterRouterChunk;
+static_assert(kClusterSlot == kThreads, "a thread per (token, expert) of a block");
+
 // Dynamic shared memory of DecomposeKClusterRouterKernel: rank 0's receive slots, one per
-// other rank, each a 32 x chunk block of partial logits.
-size_t ClusterRouterSlotBytes(int cluster, int token_tiles) {
-  return sizeof(float) * size_t(cluster - 1) * kBlockExperts * 8 * token_tiles;
+// other rank.
+size_t ClusterRouterSlotBytes(int cluster_ctas) {
+  return sizeof(float) * size_t(cluster_ctas - 1) * kClusterSlot;
 }
 
-// Routers of one expert block (see the file comment). Rank 0 is the router: it stages the
-// biases, initialises the mbarrier that counts the other ranks' pushed bytes, and after
-// the mainloop sums, adds the bias and routes. The cluster barrier at the start only
-// publishes the mbarrier's initialisation: each rank arrives before its mainloop and
-// waits right before it pushes.
+// Routers of at most kClusterRouterMaxBlocks expert blocks, 8-token chunks (see the file
+// comment). Rank r multiplies expert block r / S over K range r % S; rank 0 is also the
+// router: it stages the biases, initialises the mbarrier that counts the other ranks'
+// pushed bytes, and after the mainloop sums, adds the bias and routes (P: experts per
+// lane). The cluster barrier at the start only publishes the mbarrier's initialisation:
+// each rank arrives before its mainloop and waits right before it pushes.
 //
-// Element q = tid + 256·j of a block is token q / 32, expert q % 32: warp w holds tokens
-// w, w + 8, ..., exactly the tokens the polled routers give warp w (a lone token: warp 0,
-// which CtaRouteToken routes alone up to 32 experts). So rank 0's warps write their own
-// tokens' logits and route them after a warp barrier, with no CTA barrier after the sums.
-template <typename T, int NT>
+// Thread (warp w, lane l) sums token w, expert l of its block: warp w holds token w, the
+// token the polled routers give warp w (a lone token: warp 0, which CtaRouteToken routes
+// alone up to 32 experts). So rank 0's warps write their own tokens' logits and route them
+// after a warp barrier; only a lone token of more than 32 experts, whose columns
+// CtaRouteToken spreads over the warps, needs a CTA barrier.
+template <typename T, int P>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(const KernelParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace ptx = ::cuda::ptx;
-  constexpr int kChunk = 8 * NT;
-  constexpr int kSlot = kBlockExperts * kChunk;
-  constexpr int kPerThread = kSlot / kThreads;
-  static_assert(kSlot % kThreads == 0, "every thread sums whole tokens' experts");
+  constexpr int kChunk = kClusterRouterChunk;
   __shared__ ClusterRouterShared smem;
   __shared__ alignas(8) uint64_t pushed;  // rank 0: completes when every slot has landed
-  extern __shared__ float slots[];        // rank 0: [rank - 1][kSlot]
+  extern __shared__ float slots[];        // rank 0: [rank - 1][kClusterSlot]
   cg::cluster_group cluster = cg::this_cluster();
   const int C = static_cast<int>(cluster.num_blocks());
   const int rank = static_cast<int>(cluster.block_rank());
-  const int z = blockIdx.y, tid = threadIdx.x, lane = tid & 31;
+  const int S = p.k_splits;  // ranks per expert block
+  const int z = blockIdx.y, tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
   const int valid = min(kChunk, p.tokens - z * kChunk);
   AllowDependentLaunch();
   Stamp(p, kStampStart);
@@ -129,50 +135,47 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(con
       // The only arrival, with the bytes the other ranks push: the phase completes when
       // they have all landed.
       ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared, &pushed,
-                                     uint32_t(sizeof(float) * (C - 1) * kSlot));
+                                     uint32_t(sizeof(float) * (C - 1) * kClusterSlot));
       ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
     }
     StageBiases(p, smem.router);
   }
   ptx::barrier_cluster_arrive(ptx::sem_release);
-  float acc[2][NT][4] = {};
-  TensorCoreMainloop<T, NT>(p, /*m_block=*/0, rank, z * kChunk, acc);
-  StoreAccumulators<NT>(smem.main.reduce, acc);
+  float acc[2][1][4] = {};
+  TensorCoreMainloop<T, 1>(p, rank / S, rank % S, z * kChunk, acc);
+  StoreAccumulators<1>(smem.main.reduce, acc);
   __syncthreads();
   Stamp(p, kStampMainloop);
-  float sum[kPerThread];
-#pragma unroll
-  for (int j = 0; j < kPerThread; ++j) {
-    const int q = tid + j * kThreads;
-    sum[j] = SumWarps<kChunk>(smem.main.reduce, (q % kBlockExperts) * kChunk + q / kBlockExperts);
-  }
+  const float own = SumWarps<kChunk>(smem.main.reduce, lane * kChunk + warp);
   ptx::barrier_cluster_wait(ptx::sem_acquire);  // rank 0's mbarrier is initialised
   if (rank != 0) {
-    float* slot = cluster.map_shared_rank(slots, 0) + (rank - 1) * kSlot;
-    uint64_t* remote_pushed = cluster.map_shared_rank(&pushed, 0);
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j)
-      ptx::st_async(slot + tid + j * kThreads, sum[j], remote_pushed);
+    float* slot = cluster.map_shared_rank(slots, 0) + (rank - 1) * kClusterSlot;
+    ptx::st_async(slot + tid, own, cluster.map_shared_rank(&pushed, 0));
     Stamp(p, kStampReduced);
     return;  // nothing reads this CTA's shared memory
   }
   while (!ptx::mbarrier_try_wait_parity(ptx::sem_acquire, ptx::scope_cluster, &pushed, 0u)) {
   }
   Stamp(p, kStampReduced);
-  const float bias = lane < p.experts ? smem.router.router_bias[lane] : 0.0f;
+  const int blocks = C / S;
 #pragma unroll
-  for (int j = 0; j < kPerThread; ++j) {
-    const int q = tid + j * kThreads, n = q / kBlockExperts;
-    for (int r = 1; r < C; ++r) sum[j] += slots[(r - 1) * kSlot + q];  // rank order
-    if (lane >= p.experts || n >= valid) continue;
-    const float s = sum[j] + bias;
-    smem.logits[n * p.experts + lane] = s;
-    if (p.logits_out) p.logits_out[size_t(z * kChunk + n) * p.experts + lane] = s;
+  for (int m = 0; m < P; ++m) {
+    const int e = m * kBlockExperts + lane;
+    if (m >= blocks || e >= p.experts || warp >= valid) break;
+    float s = m == 0 ? own : 0.0f;
+    for (int r = max(m * S, 1); r < (m + 1) * S; ++r)  // rank order
+      s += slots[(r - 1) * kClusterSlot + tid];
+    s += smem.router.router_bias[e];
+    smem.logits[warp * p.experts + e] = s;
+    if (p.logits_out) p.logits_out[size_t(z * kChunk + warp) * p.experts + e] = s;
   }
-  __syncwarp();  // a warp routes only the tokens whose logits it wrote
+  if (P > 1 && valid == 1)
+    __syncthreads();  // CtaRouteToken gives each warp a column of the lone token
+  else
+    __syncwarp();  // a warp routes only the token whose logits it wrote
   Stamp(p, kStampArrived);
-  RouteChunkTokens</*P=*/1, kChunk>(p, smem.router, smem.logits, z, RouterTokens{0, valid},
-                                    /*dry=*/false);
+  RouteChunkTokens<P, kChunk>(p, smem.router, smem.logits, z, RouterTokens{0, valid},
+                              /*dry=*/false);
   __syncthreads();
   Stamp(p, kStampRouted);
 #else
@@ -180,37 +183,36 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(con
 #endif
 }
 
-// Opts an instance in, once: to 16-CTA clusters ("non-portable") when asked for, and the
-// router kernel to its largest receive slots (past the 48 KB default with its static part).
-template <typename T, int NT, bool kLeaderRoutes>
-cudaError_t OptIn(int cluster) {
-  auto kernel =
-      kLeaderRoutes ? DecomposeKClusterRouterKernel<T, NT> : DecomposeKClusterKernel<T, NT>;
-  if (cluster > 8) {
+// Each instance opts in once (static initialisation is thread-safe): to 16-CTA clusters
+// ("non-portable") when asked for, and the router kernel to its largest receive slots (past
+// the 48 KB default with its static part).
+template <typename T, int P>
+cudaError_t LaunchRouter(dim3 grid, const KernelParams& params, int cluster_ctas,
+                         cudaStream_t stream, bool pdl) {
+  auto kernel = DecomposeKClusterRouterKernel<T, P>;
+  static const cudaError_t slots =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(ClusterRouterSlotBytes(kClusterRouterMaxCtas)));
+  if (slots != cudaSuccess) return slots;
+  if (cluster_ctas > 8) {
     static const cudaError_t opt_in =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (opt_in != cudaSuccess) return opt_in;
   }
-  if constexpr (kLeaderRoutes) {
-    static const cudaError_t opt_in = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ClusterRouterSlotBytes(16, NT)));
-    if (opt_in != cudaSuccess) return opt_in;
-  }
-  return cudaSuccess;
+  return Launch(kernel, grid, params, stream, pdl, cluster_ctas, /*cooperative=*/false,
+                ClusterRouterSlotBytes(cluster_ctas));
 }
 
 template <typename T, int NT>
 cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, int cluster, cudaStream_t stream,
                         bool pdl) {
-  if (params.m_blocks == 1 && !params.gemm_mode) {  // rank 0 routes
-    const cudaError_t opt_in = OptIn<T, NT, true>(cluster);
+  auto kernel = DecomposeKClusterKernel<T, NT>;
+  if (cluster > 8) {
+    static const cudaError_t opt_in =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (opt_in != cudaSuccess) return opt_in;
-    return Launch(DecomposeKClusterRouterKernel<T, NT>, grid, params, stream, pdl, cluster,
-                  /*cooperative=*/false, ClusterRouterSlotBytes(cluster, NT));
   }
-  const cudaError_t opt_in = OptIn<T, NT, false>(cluster);
-  if (opt_in != cudaSuccess) return opt_in;
-  return Launch(DecomposeKClusterKernel<T, NT>, grid, params, stream, pdl, cluster);
+  return Launch(kernel, grid, params, stream, pdl, cluster);
 }
 
 }  // namespace
@@ -224,6 +226,23 @@ bool ClustersSupported() {
     return major >= 9;
   }();
   return supported;
+}
+
+cudaError_t LaunchClusterRouterKernel(bool bf16, dim3 grid, const KernelParams& params,
+                                      int cluster_ctas, cudaStream_t stream, bool pdl) {
+  switch (ExpertsPerLane(params.experts)) {
+    case 1:
+      return bf16 ? LaunchRouter<__nv_bfloat16, 1>(grid, params, cluster_ctas, stream, pdl)
+                  : LaunchRouter<__half, 1>(grid, params, cluster_ctas, stream, pdl);
+    case 2:
+      return bf16 ? LaunchRouter<__nv_bfloat16, 2>(grid, params, cluster_ctas, stream, pdl)
+                  : LaunchRouter<__half, 2>(grid, params, cluster_ctas, stream, pdl);
+    case 4:
+      return bf16 ? LaunchRouter<__nv_bfloat16, 4>(grid, params, cluster_ctas, stream, pdl)
+                  : LaunchRouter<__half, 4>(grid, params, cluster_ctas, stream, pdl);
+    default:
+      return cudaErrorInvalidValue;  // more experts than kClusterRouterMaxBlocks blocks
+  }
 }
 
 cudaError_t LaunchClusterKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,

@@ -311,8 +311,43 @@ int OnePassSplits(int K, int token_tiles) {
   return std::max(1, (total_steps + per_split - 1) / per_split);
 }
 
+// Whether a routing launch of this cluster config runs the kernel whose rank 0 routes
+// (DecomposeKClusterRouterKernel): 8-token chunks, at most kClusterRouterMaxBlocks expert
+// blocks. Its clusters then span every expert block: m_blocks * k_splits CTAs.
+bool RankZeroRoutes(const Shape& s, const DecomposeKConfig& c) {
+  return c.cluster > 0 && c.token_tiles == 1 &&
+         (s.experts + kBlockExperts - 1) / kBlockExperts <= kClusterRouterMaxBlocks;
+}
+
+// The heuristic's cluster config whose rank 0 routes, or none (cluster 0): splits per
+// expert block the one-pass count rounded up to a power of two (all weights loaded
+// before the PDL wait), at least 8 CTAs a cluster past 8 tokens, where the cluster fits
+// and the grid does not outnumber the SMs. Several expert blocks only past 8 tokens.
+// H200, router_bench --candidates and same-run A/Bs under PDL (bench/NOTES.md, session
+// 27): one expert block is fastest this way at every token count (Mixtral t=1 4 splits
+// 2.28 us, 8 splits 2.44, the best polled config 2.57; from 16 tokens 8 splits); with
+// 2-4 blocks the polled decode configs stay ahead at 1-4 tokens (Qwen3-30B t=1 3.30
+// against 3.40, gpt-oss-120b 3.18 against 3.52) and fall behind from 16 (Qwen3-30B t=16
+// 3.90 against 4.26, t=64 -1.2 us); grids of more CTAs than SMs (Qwen3-235B, gpt-oss-120b
+// at 128 tokens) gained nothing.
+DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
+  DecomposeKConfig c;
+  c.mainloop = Mainloop::kTensorCore;
+  c.token_tiles = 1;
+  const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+  const int z_chunks = (s.tokens + kClusterRouterChunk - 1) / kClusterRouterChunk;
+  int splits = 1;
+  while (splits < OnePassSplits(s.K, 1)) splits *= 2;
+  while (s.tokens > kClusterRouterChunk && m_blocks * splits < 8) splits *= 2;
+  if (m_blocks > kClusterRouterMaxBlocks || m_blocks * splits > kClusterRouterMaxCtas) return {};
+  if (m_blocks > 1 && s.tokens <= kClusterRouterChunk) return {};
+  if (sm_count > 0 && z_chunks * m_blocks * splits > sm_count) return {};
+  c.cluster = c.k_splits = splits;
+  return c;
+}
+
 DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled,
-                              bool cut_decode_splits) {
+                              bool cut_decode_splits, bool allow_rank_zero_routes) {
   DecomposeKConfig c;
   const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
   c.mainloop = tensor ? Mainloop::kTensorCore : Mainloop::kFma;
@@ -321,6 +356,14 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   const int total_steps = (s.K + kStepK - 1) / kStepK;
+  // Routers of up to 128 experts whose weights one cluster holds in registers in one pass:
+  // the cluster kernel whose rank 0 routes, up to 128 tokens (RankZeroRoutesConfig says
+  // where).
+  if (tensor && allow_cluster && allow_polled && allow_rank_zero_routes && s.tokens <= 128 &&
+      ClustersSupported()) {
+    const DecomposeKConfig cluster = RankZeroRoutesConfig(s, sm_count);
+    if (cluster.cluster > 0) return cluster;
+  }
   // The staged tiles from 128 x 160 (tokens x experts): where router_bench's autotuner took
   // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
   // other families kept the polled 32 x 32 CTAs there), where the grid fits.
@@ -389,6 +432,11 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_cou
     if (c.mainloop != Mainloop::kTensorCore || c.k_splits != c.cluster)
       return absl::InvalidArgumentError(
           "config: clusters need the tensor-core mainloop and k_splits == cluster");
+    const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+    if (RankZeroRoutes(s, c) && m_blocks * c.cluster > kClusterRouterMaxCtas)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: with 8-token chunks a cluster spans all ", m_blocks, " expert blocks; ",
+          m_blocks, " x ", c.cluster, " splits is more than ", kClusterRouterMaxCtas, " CTAs"));
     if (!ClustersSupported())
       return absl::InvalidArgumentError("config: thread-block clusters need an sm_90+ GPU");
   }
@@ -486,6 +534,9 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
                               c.pdl_cooperative);
   }
   const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
+  if (c.cluster > 0 && !params.gemm_mode && RankZeroRoutes(s, c))
+    return LaunchClusterRouterKernel(s.w_dtype == DType::kBF16, grid, params,
+                                     l.m_blocks * c.cluster, stream, pdl);
   if (c.cluster > 0)
     return LaunchClusterKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, c.cluster,
                                stream, pdl);
@@ -530,9 +581,10 @@ Shape GemmShape(const GemmProblem& p) { return {p.m, p.n, p.k, p.dtype, p.dtype}
 }  // namespace
 
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
-                                        bool allow_polled, bool cut_decode_splits) {
+                                        bool allow_polled, bool cut_decode_splits,
+                                        bool allow_rank_zero_routes) {
   return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true, allow_polled,
-                      cut_decode_splits);
+                      cut_decode_splits, allow_rank_zero_routes);
 }
 
 int PolledOnePassSplits(const RouteProblem& problem, int token_tiles) {
@@ -624,7 +676,8 @@ DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
     return c;
   }
   return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false,
-                      /*allow_polled=*/false, /*cut_decode_splits=*/false);
+                      /*allow_polled=*/false, /*cut_decode_splits=*/false,
+                      /*allow_rank_zero_routes=*/false);
 }
 
 namespace {

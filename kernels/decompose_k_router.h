@@ -33,7 +33,10 @@ struct DecomposeKConfig {
   int k_splits = 1;     // S: CTAs that share one expert block's K range
   // 0: the S CTAs reduce through global memory and an arrival counter. 1..16: they form
   // a thread-block cluster of this size (== k_splits) and reduce through distributed
-  // shared memory (sm_90+, tensor-core mainloop).
+  // shared memory (sm_90+, tensor-core mainloop). Routing with token_tiles 1 and at most
+  // 128 experts (4 expert blocks), a cluster instead spans every expert block (m_blocks ·
+  // k_splits CTAs, at most 16) and its rank 0 routes from shared memory, the others
+  // pushing their partials there (decompose_k_cluster.cu).
   int cluster = 0;
   // With cluster == 0: every CTA publishes self-validating partials and a router CTA per
   // token polls them (decompose_k_polled.cu). Tensor-core mainloop, at most one CTA per
@@ -63,12 +66,17 @@ struct DecomposeKConfig {
 // about one CTA per SM (up to 16 tokens with dedicated routers; staged tiles for large
 // tokens x experts); otherwise enough CTAs to cover the SMs twice, one K step per warp at
 // least.
+// Up to 128 tokens, routers of up to 128 experts whose weights a cluster of at most 16
+// CTAs loads in one pass take the cluster whose rank 0 routes (sm_90+; with more than 32
+// experts only past 8 tokens, and where the grid fits the SMs), unless
+// allow_rank_zero_routes is false.
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
 // Up to 8 tokens the polled split count is cut to the larger of PolledOnePassSplits and a
 // quarter of the rule's; cut_decode_splits = false keeps the rule's own count (the centre
 // of the autotuner's split candidates).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
-                                        bool allow_polled = true, bool cut_decode_splits = true);
+                                        bool allow_polled = true, bool cut_decode_splits = true,
+                                        bool allow_rank_zero_routes = true);
 
 // The polled reduction's config for `token_tiles` (split count by its rule), at any token
 // count: an autotuner candidate where the heuristic chose another reduction. Check it with

@@ -297,7 +297,8 @@ TEST(GpuFused, MatchesTheCpuBackendBitForBitOnIds) {
 // Every reduction strategy and tile choice the autotuner may pick, not just the heuristic's.
 TEST(GpuConfigs, EveryStrategyMatchesReference) {
   SKIP_WITHOUT_GPU();
-  for (const char* family : {"deepseek_v3", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
+  for (const char* family :
+       {"deepseek_v3", "qwen3_30b", "mixtral", "gpt_oss_20b", "deepseek_v2_lite"}) {
     for (int tokens : {1, 9, 40}) {
       const uint64_t seed = FreshSeed();
       RouterInputs in = MakeRouterInputs(FindPreset(family).value().spec, tokens, DType::kBF16,
@@ -351,26 +352,36 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
 
 // The server reuses a token bucket's plan (config and workspace) for every smaller batch:
 // the polled reduction must leave no slot filled whatever the token count.
+// The same for the heuristic's plan where that is a cluster whose rank 0 routes (Mixtral
+// on sm_90+).
 TEST(GpuConfigs, PolledPlanServesSmallerTokenCounts) {
   SKIP_WITHOUT_GPU();
   for (const char* family : {"deepseek_v3", "kimi_k2", "mixtral"}) {
     const RouterSpec spec = FindPreset(family).value().spec;
     RouteProblem bucket{spec, 16, DType::kBF16, DType::kBF16};
-    auto plan = cuda::CudaRouterPlan::Create(bucket, SmCount()).value();
-    ASSERT_TRUE(plan->config().polled) << family;
-    for (int tokens : {16, 5, 1, 16, 9}) {
-      const uint64_t seed = FreshSeed();
-      RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
-      RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
-      DeviceCase d = MakeDeviceCase(in, true);
-      Poison(d);
-      ASSERT_CUDA(
-          cuda::LaunchDecomposeKRouter(p, d.args, plan->config(), plan->workspace(), nullptr));
-      ASSERT_CUDA(cudaDeviceSynchronize());
-      HostOut h = Download(d, true);
-      EXPECT_EQ(CompareWithReference(spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
-                "")
-          << Describe(in, seed);
+    const cuda::DecomposeKConfig polled = cuda::ChooseDecomposeKConfig(
+        bucket, SmCount(), /*allow_polled=*/true, /*cut_decode_splits=*/true,
+        /*allow_rank_zero_routes=*/false);
+    ASSERT_TRUE(polled.polled) << family;
+    std::vector<cuda::DecomposeKConfig> configs = {polled};
+    const cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfig(bucket, SmCount());
+    if (!cuda::SameTunedConfig(heuristic, polled)) configs.push_back(heuristic);
+    for (const cuda::DecomposeKConfig& config : configs) {
+      auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(bucket, config)).value();
+      ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), bucket, config, nullptr));
+      for (int tokens : {16, 5, 1, 16, 9}) {
+        const uint64_t seed = FreshSeed();
+        RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
+        RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+        DeviceCase d = MakeDeviceCase(in, true);
+        Poison(d);
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr));
+        ASSERT_CUDA(cudaDeviceSynchronize());
+        HostOut h = Download(d, true);
+        EXPECT_EQ(CompareWithReference(spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
+                  "")
+            << Describe(in, seed) << " cluster=" << config.cluster << " polled=" << config.polled;
+      }
     }
   }
 }
@@ -476,9 +487,14 @@ TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
   for (const auto& e : expected) {
     for (int tokens : {1, 4, 8, 9, 16}) {
       const RouteProblem p{FindPreset(e.family).value().spec, tokens, DType::kBF16, DType::kBF16};
-      const cuda::DecomposeKConfig cut = cuda::ChooseDecomposeKConfig(p, 132);
+      // The polled heuristic (without the clusters whose rank 0 routes, which it takes
+      // first on sm_90+ for most of these families: the test below).
+      const cuda::DecomposeKConfig cut =
+          cuda::ChooseDecomposeKConfig(p, 132, /*allow_polled=*/true, /*cut_decode_splits=*/true,
+                                       /*allow_rank_zero_routes=*/false);
       const cuda::DecomposeKConfig rule =
-          cuda::ChooseDecomposeKConfig(p, 132, /*allow_polled=*/true, /*cut_decode_splits=*/false);
+          cuda::ChooseDecomposeKConfig(p, 132, /*allow_polled=*/true, /*cut_decode_splits=*/false,
+                                       /*allow_rank_zero_routes=*/false);
       const std::string where = absl::StrCat(e.family, " t=", tokens);
       ASSERT_TRUE(cut.polled && cut.dedicated_routers) << where;
       ASSERT_TRUE(rule.polled && rule.dedicated_routers) << where;
@@ -505,12 +521,60 @@ TEST(GpuConfigs, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
   for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
     for (int tokens : {1, 7, 16, 64}) {
       const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
-      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, SmCount());
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(
+          p, SmCount(), /*allow_polled=*/true, /*cut_decode_splits=*/true,
+          /*allow_rank_zero_routes=*/false);
       ASSERT_TRUE(c.polled) << family << " t=" << tokens;
       EXPECT_EQ(c.dedicated_routers, tokens <= 16) << family << " t=" << tokens;
       EXPECT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << family << " t=" << tokens;
     }
   }
+}
+
+bool DeviceHasClusters() {
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         major >= 9;
+}
+
+// On sm_90+ the heuristic routes up to 128 tokens of a router of at most 128 experts from a
+// cluster whose rank 0 routes, where the weights fit one pass of at most 16 CTAs and the
+// grid fits the SMs (with several expert blocks only past 8 tokens): splits a block = the
+// one-pass count rounded up to a power of two, at least 8 CTAs a cluster past 8 tokens.
+TEST(GpuConfigs, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
+  SKIP_WITHOUT_GPU();
+  if (!DeviceHasClusters()) GTEST_SKIP() << "no thread-block clusters before sm_90";
+  if (SmCount() < 128) GTEST_SKIP() << "the expectations assume an H100/H200-size grid";
+  const struct {
+    const char* family;
+    int tokens, splits;  // 0: not a cluster whose rank 0 routes
+  } expected[] = {
+      {"mixtral", 1, 4},          {"mixtral", 16, 8},         {"mixtral", 128, 8},
+      {"mixtral", 129, 0},        {"gpt_oss_20b", 1, 4},      {"llama4_scout", 1, 8},
+      {"qwen3_30b", 1, 0},        {"qwen3_30b", 16, 2},       {"qwen3_30b", 128, 2},
+      {"qwen3_235b", 4, 0},       {"qwen3_235b", 16, 4},      {"qwen3_235b", 128, 0},
+      {"gpt_oss_120b", 64, 4},    {"deepseek_v2_lite", 1, 0}, {"deepseek_v2_lite", 16, 4},
+      {"llama4_maverick", 16, 0}, {"deepseek_v3", 16, 0},     {"glm4_moe", 1, 0},
+  };
+  for (const auto& e : expected) {
+    const RouteProblem p{FindPreset(e.family).value().spec, e.tokens, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, SmCount());
+    const std::string where = absl::StrCat(e.family, " t=", e.tokens);
+    if (e.splits > 0) {
+      EXPECT_EQ(c.cluster, e.splits) << where;
+      EXPECT_EQ(c.k_splits, e.splits) << where;
+      EXPECT_EQ(c.token_tiles, 1) << where;
+    } else {  // polled, or past 128 tokens the older cluster kernel (16- or 32-token chunks)
+      EXPECT_FALSE(c.cluster > 0 && c.token_tiles == 1) << where << " cluster=" << c.cluster;
+    }
+    EXPECT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << where;
+  }
+  // A cluster across 4 expert blocks holds at most 4 splits (16 CTAs).
+  const RouteProblem qwen{FindPreset("qwen3_30b").value().spec, 1, DType::kBF16, DType::kBF16};
+  const absl::Status wide = cuda::CanRouteDecomposeK(qwen, {cuda::Mainloop::kTensorCore, 1, 8, 8});
+  EXPECT_EQ(wide.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(wide.message()).find("expert blocks"), std::string::npos) << wide;
 }
 
 // ... and the staged tiles where tokens x experts is large and their grid fits.
@@ -753,43 +817,49 @@ TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
 
 TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
   SKIP_WITHOUT_GPU();
-  RouterSpec s = FindPreset("deepseek_v3").value().spec;
-  for (int tokens : {1, 16, 200}) {
-    const uint64_t seed = FreshSeed();
-    RouterInputs in = MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed);
-    RouteProblem p{s, tokens, DType::kBF16, DType::kBF16};
-    auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
-    DeviceCase d = MakeDeviceCase(in, false);
-    auto stream = MakeStream().value();
-    // Eager run: the expected answer.
-    Poison(d);
-    ASSERT_CUDA(plan->Launch(d.args, stream.get()));
-    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-    HostOut first = Download(d, false);
-    EXPECT_EQ(CompareWithReference(s, in.Reference(), first.ids.data(), first.weights.data(), 1e-3),
-              "")
-        << Describe(in, seed);
-    // 200 launches back to back (counters must reset themselves), with PDL on.
-    Poison(d);
-    for (int i = 0; i < 200; ++i) ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/i % 2));
-    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-    HostOut many = Download(d, false);
-    EXPECT_EQ(many.ids, first.ids);
-    EXPECT_EQ(0, std::memcmp(many.weights.data(), first.weights.data(), first.weights.size() * 4));
-    // Captured into a graph of 16 launches, replayed 10 times: identical bits.
-    const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
-      cudaError_t e = cudaSuccess;
-      for (int i = 0; i < 16 && e == cudaSuccess; ++i) e = plan->Launch(d.args, stream.get(), true);
-      return e;
-    });
-    ASSERT_TRUE(exec);
-    Poison(d);
-    for (int i = 0; i < 10; ++i) ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
-    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-    HostOut replay = Download(d, false);
-    EXPECT_EQ(replay.ids, first.ids);
-    EXPECT_EQ(0,
-              std::memcmp(replay.weights.data(), first.weights.data(), first.weights.size() * 4));
+  // DeepSeek-V3: polled and staged plans; Qwen3-30B: on sm_90+ a cluster whose rank 0
+  // routes up to 16 tokens.
+  for (const char* family : {"deepseek_v3", "qwen3_30b"}) {
+    for (int tokens : {1, 16, 200}) {
+      RouterSpec s = FindPreset(family).value().spec;
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed);
+      RouteProblem p{s, tokens, DType::kBF16, DType::kBF16};
+      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+      DeviceCase d = MakeDeviceCase(in, false);
+      auto stream = MakeStream().value();
+      // Eager run: the expected answer.
+      Poison(d);
+      ASSERT_CUDA(plan->Launch(d.args, stream.get()));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      HostOut first = Download(d, false);
+      EXPECT_EQ(
+          CompareWithReference(s, in.Reference(), first.ids.data(), first.weights.data(), 1e-3), "")
+          << Describe(in, seed);
+      // 200 launches back to back (counters must reset themselves), with PDL on.
+      Poison(d);
+      for (int i = 0; i < 200; ++i) ASSERT_CUDA(plan->Launch(d.args, stream.get(), /*pdl=*/i % 2));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      HostOut many = Download(d, false);
+      EXPECT_EQ(many.ids, first.ids);
+      EXPECT_EQ(0,
+                std::memcmp(many.weights.data(), first.weights.data(), first.weights.size() * 4));
+      // Captured into a graph of 16 launches, replayed 10 times: identical bits.
+      const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
+        cudaError_t e = cudaSuccess;
+        for (int i = 0; i < 16 && e == cudaSuccess; ++i)
+          e = plan->Launch(d.args, stream.get(), true);
+        return e;
+      });
+      ASSERT_TRUE(exec);
+      Poison(d);
+      for (int i = 0; i < 10; ++i) ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      HostOut replay = Download(d, false);
+      EXPECT_EQ(replay.ids, first.ids);
+      EXPECT_EQ(0,
+                std::memcmp(replay.weights.data(), first.weights.data(), first.weights.size() * 4));
+    }
   }
 }
 
@@ -873,10 +943,12 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       // and at the one-pass count (a warp's weights all loaded before the wait). From 32
       // tokens also the staged tiles (an autotuner candidate), both launch kinds.
       std::vector<cuda::DecomposeKConfig> configs;
-      for (int splits :
-           {plan->config().k_splits, cuda::PolledOnePassSplits(p, plan->config().token_tiles)}) {
+      const cuda::DecomposeKConfig polled = cuda::ChooseDecomposeKConfig(
+          p, SmCount(), /*allow_polled=*/true, /*cut_decode_splits=*/true,
+          /*allow_rank_zero_routes=*/false);
+      for (int splits : {polled.k_splits, cuda::PolledOnePassSplits(p, polled.token_tiles)}) {
         for (int variant = 0; variant < 4; ++variant) {
-          cuda::DecomposeKConfig c = plan->config();
+          cuda::DecomposeKConfig c = polled;
           c.k_splits = splits;
           c.pdl_cooperative = c.polled && variant % 2 == 1;
           c.dedicated_routers = c.polled && variant / 2 == 1;
@@ -894,14 +966,12 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
           configs.push_back(c);
         }
       }
-      // Routers of one expert block (Mixtral): the cluster kernel whose rank 0 routes, at
-      // the autotuner's cluster sizes (sm_90+; CanRouteDecomposeK skips it elsewhere).
+      // The heuristic's plan (Mixtral on sm_90+: a cluster whose rank 0 routes), and that
+      // kernel at 4 and 8 splits (CanRouteDecomposeK skips clusters before sm_90).
+      configs.push_back(plan->config());
       if (in.spec.experts <= 32) {
-        for (int cluster : {4, 8}) {
-          cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, SmCount(), false);
-          c.cluster = c.k_splits = cluster;
-          configs.push_back(c);
-        }
+        for (int cluster : {4, 8})
+          configs.push_back({cuda::Mainloop::kTensorCore, /*token_tiles=*/1, cluster, cluster});
       }
       for (size_t rep = 0; rep < 2 * configs.size(); ++rep) {  // each config twice
         const cuda::DecomposeKConfig& config = configs[rep % configs.size()];
