@@ -80,8 +80,6 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
     c.cluster = c.k_splits = cluster;
     add(c);
   }
-  // Split counts around the polled rule's own count, not the heuristic's cut for decode
-  // batches (which is built from the same S/4 and one-pass count as candidates below).
   // Clusters whose rank 0 routes (routers of up to 128 experts): 8-token chunks, every
   // split count whose cluster fits (CanRouteDecomposeK). From 16 tokens too: the chunks
   // are then routed by several clusters at once (H200, Mixtral t=16: 2.70 us against 3.83
@@ -92,6 +90,8 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
     c.cluster = c.k_splits = splits;
     add(c);
   }
+  // Split counts around the polled rule's own count, not the heuristic's cut for decode
+  // batches (which is built from the same S/4 and one-pass count as candidates below).
   DecomposeKConfig polled =
       ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/true, /*cut_decode_splits=*/false,
                              /*allow_rank_zero_routes=*/false);

@@ -207,7 +207,7 @@ template <typename T, int NT>
 cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, int cluster, cudaStream_t stream,
                         bool pdl) {
   auto kernel = DecomposeKClusterKernel<T, NT>;
-  if (cluster > 8) {
+  if (cluster > 8) {  // 16-CTA clusters are "non-portable": opt in once per instance
     static const cudaError_t opt_in =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (opt_in != cudaSuccess) return opt_in;
