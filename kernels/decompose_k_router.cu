@@ -178,6 +178,9 @@ struct Shape {
   DType x_dtype, w_dtype;
 };
 
+// 32-expert blocks (m-blocks) covering the experts.
+int ExpertBlocks(const Shape& s) { return (s.experts + kBlockExperts - 1) / kBlockExperts; }
+
 int ChunkTokens(const DecomposeKConfig& c) {
   if (c.staged) return kStagedTileTokens;
   return c.mainloop == Mainloop::kFma ? 8 : 8 * c.token_tiles;
@@ -210,7 +213,7 @@ struct Layout {
 
 Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
   Layout l;
-  l.m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+  l.m_blocks = ExpertBlocks(s);
   l.chunk = ChunkTokens(c);
   l.z_chunks = (s.tokens + l.chunk - 1) / l.chunk;
   l.total_steps = (s.K + kStepK - 1) / kStepK;
@@ -280,7 +283,7 @@ DecomposeKConfig PolledConfig(const Shape& s, int sm_count, int token_tiles) {
   c.polled = true;
   c.token_tiles = token_tiles;
   const int chunk = ChunkTokens(c);
-  const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+  const int m_blocks = ExpertBlocks(s);
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   c.k_splits = PolledSplits(s, m_blocks, z_chunks, chunk, sm_count);
   return c;
@@ -315,8 +318,7 @@ int OnePassSplits(int K, int token_tiles) {
 // (DecomposeKClusterRouterKernel): 8-token chunks, at most kClusterRouterMaxBlocks expert
 // blocks. Its clusters then span every expert block: m_blocks * k_splits CTAs.
 bool RankZeroRoutes(const Shape& s, const DecomposeKConfig& c) {
-  return c.cluster > 0 && c.token_tiles == 1 &&
-         (s.experts + kBlockExperts - 1) / kBlockExperts <= kClusterRouterMaxBlocks;
+  return c.cluster > 0 && c.token_tiles == 1 && ExpertBlocks(s) <= kClusterRouterMaxBlocks;
 }
 
 // The heuristic's cluster config whose rank 0 routes, or none (cluster 0): splits per
@@ -334,7 +336,7 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
   DecomposeKConfig c;
   c.mainloop = Mainloop::kTensorCore;
   c.token_tiles = 1;
-  const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+  const int m_blocks = ExpertBlocks(s);
   const int z_chunks = (s.tokens + kClusterRouterChunk - 1) / kClusterRouterChunk;
   int splits = 1;
   while (splits < OnePassSplits(s.K, 1)) splits *= 2;
@@ -353,7 +355,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   c.mainloop = tensor ? Mainloop::kTensorCore : Mainloop::kFma;
   c.token_tiles = s.tokens <= 8 ? 1 : s.tokens <= 16 ? 2 : 4;
   const int chunk = ChunkTokens(c);
-  const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+  const int m_blocks = ExpertBlocks(s);
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   const int total_steps = (s.K + kStepK - 1) / kStepK;
   // Routers of up to 128 experts whose weights one cluster holds in registers in one pass:
@@ -432,7 +434,7 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_cou
     if (c.mainloop != Mainloop::kTensorCore || c.k_splits != c.cluster)
       return absl::InvalidArgumentError(
           "config: clusters need the tensor-core mainloop and k_splits == cluster");
-    const int m_blocks = (s.experts + kBlockExperts - 1) / kBlockExperts;
+    const int m_blocks = ExpertBlocks(s);
     if (RankZeroRoutes(s, c) && m_blocks * c.cluster > kClusterRouterMaxCtas)
       return absl::InvalidArgumentError(absl::StrCat(
           "config: with 8-token chunks a cluster spans all ", m_blocks, " expert blocks; ",
