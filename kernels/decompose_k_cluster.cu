@@ -132,10 +132,6 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(con
   if (rank == 0) {
     if (tid == 0) {
       ptx::mbarrier_init(&pushed, 1);
-      // The only arrival, with the bytes the other ranks push: the phase completes when
-      // they have all landed.
-      ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared, &pushed,
-                                     uint32_t(sizeof(float) * (C - 1) * kClusterSlot));
       ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
     }
     StageBiases(p, smem.router);
@@ -154,6 +150,13 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(con
     Stamp(p, kStampReduced);
     return;  // nothing reads this CTA's shared memory
   }
+  // The only arrival, with the bytes the other ranks push: the phase completes when they
+  // have all landed. After the cluster barrier, as the init must be seen first (pushes may
+  // land before it: tx-count may go below zero, and the phase cannot complete before the
+  // arrival).
+  if (tid == 0)
+    ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared, &pushed,
+                                   uint32_t(sizeof(float) * (C - 1) * kClusterSlot));
   while (!ptx::mbarrier_try_wait_parity(ptx::sem_acquire, ptx::scope_cluster, &pushed, 0u)) {
   }
   Stamp(p, kStampReduced);
