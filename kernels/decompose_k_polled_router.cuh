@@ -23,8 +23,9 @@ static_assert(kStampEpiGroups - kStampEpiColumns == kEpiGroupsDone - kEpiColumns
 struct PolledRouterShared {
   float router_bias[kMaxExperts];
   float correction_bias[kMaxExperts];
-  CtaRouteScratch cta_route;  // a router with one token only
-  int32_t dry_ids[kMaxTopK];  // a dedicated router's dry run
+  CtaRouteScratch cta_route;              // a router with one token only
+  RankedWarpScratch ranked_warp[kWarps];  // several tokens, a warp each, ranked
+  int32_t dry_ids[kMaxTopK];              // a dedicated router's dry run
   float dry_weights[kMaxTopK];
 };
 
@@ -121,6 +122,14 @@ __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRo
     return;
   }
   const int warp = threadIdx.x / 32;
+  if (P == 1 && RankedWarpRouteTokenApplies(p.ep)) {
+    // Routers of at most 16 experts (Mixtral, Llama 4 Scout): each warp ranks its tokens by
+    // counting, as CtaRouteToken does a lone token, not by top_k rounds of reductions.
+    for (int n = mine.first + warp; n < mine.last; n += kWarps)
+      RankedWarpRouteToken(p.ep, logits + (n - mine.first) * p.experts, r.correction_bias,
+                           r.ranked_warp[warp], ids(n), weights(n));
+    return;
+  }
   for (int n = mine.first + warp; n < mine.last; n += kWarps) {
     WarpRouteTokenP<P>(p.ep, logits + (n - mine.first) * p.experts, r.correction_bias, ids(n),
                        weights(n));

@@ -554,13 +554,20 @@ __device__ __forceinline__ void MarkEpiloguePhase(unsigned long long* marks, int
   marks[2 * phase + 1] = clock64();
 }
 
-struct CtaRouteScratch {  // shared memory
+// What one warp ranking one token by counting needs in shared memory (RankedWarpRouteToken):
+// the token's keys, one a lane, and WriteRankedChoice's value per rank.
+struct RankedWarpScratch {
+  alignas(16) uint32_t keys[32];
+  alignas(16) float chosen_value[kMaxTopK];
+};
+
+struct CtaRouteScratch {     // shared memory
+  RankedWarpScratch ranked;  // warp 0's: the weights, or the whole top-k of one column
   alignas(16) uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
   alignas(16) float group_score[kMaxExperts / 32];           // group g = column g (group_columns 1)
-  alignas(16) uint32_t candidate_key[32];    // the few experts that can still be chosen, in
-  int candidate_id[32];                      // id order; key 0 past the last
-  alignas(16) float chosen_value[kMaxTopK];  // WriteRankedChoice: a value per rank
+  alignas(16) uint32_t candidate_key[32];  // the few experts that can still be chosen, in
+  int candidate_id[32];                    // id order; key 0 past the last
 };
 
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
@@ -624,8 +631,9 @@ __device__ __forceinline__ float FoldChosen(const float* values, int top_k, floa
 // tree and no warp reduction in the chain (WriteChoices<1> has a reduction for its slots,
 // one for the softmax max and one or two five-step shuffle sums), and one order of
 // summation for every lane. For the specs CtaRouteToken routes (no score-first softmax).
-__device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p, CtaRouteScratch& scratch,
-                                                  bool valid, int rank, int id, float logit,
+__device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p,
+                                                  RankedWarpScratch& scratch, bool valid, int rank,
+                                                  int id, float logit,
                                                   int32_t* __restrict__ ids_out,
                                                   float* __restrict__ weights_out) {
   const bool chosen = valid && rank < p.top_k;
@@ -750,7 +758,8 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
   const int rank = RankAmong(scratch.candidate_key, total, candidate, lane);
   const bool valid = lane < total;
   MarkEpiloguePhase(marks, kEpiRanked);
-  WriteRankedChoice(p, scratch, valid, rank, id, valid ? logits[id] : 0.0f, ids_out, weights_out);
+  WriteRankedChoice(p, scratch.ranked, valid, rank, id, valid ? logits[id] : 0.0f, ids_out,
+                    weights_out);
   return true;
 }
 
@@ -762,12 +771,42 @@ __device__ __forceinline__ uint32_t CtaSelectionKey(const EpilogueParams& p, flo
   return OrderedKey(v + (p.has_correction_bias ? correction_bias[e] : 0.0f));
 }
 
-// Routers of at most this many experts (one column) take the top-k by counting in
-// CtaRouteToken. H200 A/B against the top_k rounds (same run, two rounds, per call under
-// PDL): Mixtral (8 experts, top 2) 3.18 -> 2.95 us, Llama 4 Scout (16, top 1) 3.67 ->
+// Routers of at most this many experts take the top-k by counting (RankedWarpRouteToken):
+// a lone token in CtaRouteToken, several a warp each in the routers' per-token loop.
+// H200 A/Bs against the top_k rounds (same run, two rounds, per call under PDL). A lone
+// token: Mixtral (8 experts, top 2) 3.18 -> 2.95 us, Llama 4 Scout (16, top 1) 3.67 ->
 // 3.57; gpt-oss-20b (32, top 4) 2.97 -> 3.00, 4.94 -> 5.09 without PDL: counting 32 keys
-// costs about what four rounds do.
+// costs about what four rounds do. A warp a token (session 28): Mixtral t=4 2.58 -> 2.34,
+// t=16 2.62 -> 2.44, t=128 2.98 -> 2.80; Scout t=4 2.39 -> 2.32; gpt-oss-20b at 32 experts
+// +0.00..+0.08 again.
 constexpr int kRankedMaxExperts = 16;
+
+__host__ __device__ inline bool RankedWarpRouteTokenApplies(const EpilogueParams& p) {
+  return p.experts <= kRankedMaxExperts && CtaRouteTokenApplies(p);
+}
+
+// One warp routes one token of at most kRankedMaxExperts experts (RankedWarpRouteTokenApplies)
+// by counting: lane e holds expert e's key, ranks it against the others' from shared memory
+// (RankAmong: the round the top-k rounds would choose it in) and WriteRankedChoice writes
+// the choices. No serial rounds of warp reductions. `marks`: CtaRouteToken's sub-phase
+// stamps, or null.
+__device__ __forceinline__ void RankedWarpRouteToken(const EpilogueParams& p, const float* logits,
+                                                     const float* correction_bias,
+                                                     RankedWarpScratch& scratch,
+                                                     int32_t* __restrict__ ids_out,
+                                                     float* __restrict__ weights_out,
+                                                     unsigned long long* marks = nullptr) {
+  const int lane = threadIdx.x & 31;
+  const bool real = lane < p.experts;
+  const float logit = real ? logits[lane] : 0.0f;
+  const uint32_t k = real ? CtaSelectionKey(p, logit, correction_bias, lane) : 0u;
+  scratch.keys[lane] = k;  // 0 past the experts: RankAmong reads whole 16-byte groups
+  __syncwarp();
+  MarkEpiloguePhase(marks, kEpiColumnsDone);
+  const int rank = RankAmong(scratch.keys, p.experts, k, lane);
+  MarkEpiloguePhase(marks, kEpiRanked);
+  WriteRankedChoice(p, scratch, real, rank, lane, logit, ids_out, weights_out);
+}
 
 // The kept groups when group g is column g (DeepSeek-V3's 8 groups of 32), from the group
 // scores the column warps wrote (shared memory, 16-byte aligned; entries from n_group on
@@ -809,18 +848,9 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
                               unsigned long long* marks = nullptr) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   if (P == 1 && p.experts <= kRankedMaxExperts) {
-    // One column (so no groups: CtaRouteTokenApplies): warp 0 alone, no CTA barrier; the
-    // top-k by counting (RankAmong) instead of top_k rounds of reductions.
-    if (warp != 0) return;
-    const bool real = lane < p.experts;
-    const float logit = real ? logits[lane] : 0.0f;
-    const uint32_t k = real ? CtaSelectionKey(p, logit, correction_bias, lane) : 0u;
-    scratch.keys[lane] = k;
-    __syncwarp();
-    MarkEpiloguePhase(marks, kEpiColumnsDone);
-    const int rank = RankAmong(scratch.keys, p.experts, k, lane);
-    MarkEpiloguePhase(marks, kEpiRanked);
-    WriteRankedChoice(p, scratch, real, rank, lane, logit, ids_out, weights_out);
+    // One column (so no groups: CtaRouteTokenApplies): warp 0 alone, no CTA barrier.
+    if (warp == 0)
+      RankedWarpRouteToken(p, logits, correction_bias, scratch.ranked, ids_out, weights_out, marks);
     return;
   }
   // Groups of one column (DeepSeek-V3): the column warps score them, in parallel, and warp

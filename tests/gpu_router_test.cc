@@ -776,7 +776,8 @@ TEST(GpuFused, ManyExpertsReachingTheThresholdRouteLikeTheReference) {
 // epilogue's exact fallback, which random inputs almost never reach.
 TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
   SKIP_WITHOUT_GPU();
-  for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
+  for (const char* family :
+       {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "llama4_scout", "gpt_oss_20b"}) {
     for (int tokens : {1, 7, 40}) {
       const uint64_t seed = FreshSeed();
       RouterInputs in = MakeRouterInputs(FindPreset(family).value().spec, tokens, DType::kBF16,
