@@ -770,50 +770,56 @@ TEST(GpuFused, ManyExpertsReachingTheThresholdRouteLikeTheReference) {
   }
 }
 
-// Exact ties: every odd expert's router row (and biases) copies the even one below it,
-// so twins get bit-identical logits and scores. The tie rule says the lower id wins and
-// comes first: a chosen odd twin must directly follow its even twin. This drives the
-// epilogue's exact fallback, which random inputs almost never reach.
+// Exact ties: expert e's router row (and biases) copies expert e - gap's for every e whose
+// (e / gap) is odd, so twins gap apart get bit-identical logits and scores. The tie rule
+// says the lower id wins and comes first: a chosen upper twin must directly follow its
+// lower twin. This drives the epilogue's exact fallback, which random inputs almost never
+// reach. Twins 8 and 32 apart sit in other lanes' registers and other lane-layout columns
+// than twins 1 apart (and in other columns of the column-ranked top-k tried in session 29).
 TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
   SKIP_WITHOUT_GPU();
-  for (const char* family :
-       {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "llama4_scout", "gpt_oss_20b"}) {
-    for (int tokens : {1, 7, 40}) {
-      const uint64_t seed = FreshSeed();
-      RouterInputs in = MakeRouterInputs(FindPreset(family).value().spec, tokens, DType::kBF16,
-                                         DType::kBF16, seed);
-      const int E = in.spec.experts, H = in.spec.hidden;
-      const size_t row_bytes = size_t(H) * DTypeSize(in.weight_dtype);
-      for (int e = 1; e < E; e += 2) {
-        std::memcpy(in.weight.data() + e * row_bytes, in.weight.data() + (e - 1) * row_bytes,
-                    row_bytes);
-        std::copy_n(in.weight_f.begin() + size_t(e - 1) * H, H,
-                    in.weight_f.begin() + size_t(e) * H);
-        if (!in.router_bias.empty()) in.router_bias[e] = in.router_bias[e - 1];
-        if (!in.correction_bias.empty()) in.correction_bias[e] = in.correction_bias[e - 1];
-      }
-      RouteProblem p{in.spec, tokens, in.hidden_dtype, in.weight_dtype};
-      auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
-      DeviceCase d = MakeDeviceCase(in, false);
-      Poison(d);
-      ASSERT_TRUE(plan->Route(d.args, nullptr).ok());
-      ASSERT_CUDA(cudaDeviceSynchronize());
-      HostOut h = Download(d, false);
-      EXPECT_EQ(CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
-                "")
-          << Describe(in, seed);
-      const int K = in.spec.top_k;
-      for (int t = 0; t < tokens; ++t)
-        for (int i = 0; i < K; ++i) {
-          const int id = h.ids[size_t(t) * K + i];
-          if (id % 2 == 0) continue;
-          ASSERT_GT(i, 0) << Describe(in, seed) << " token " << t << ": odd twin " << id
-                          << " chosen first";
-          EXPECT_EQ(h.ids[size_t(t) * K + i - 1], id - 1)
-              << Describe(in, seed) << " token " << t << " slot " << i;
+  for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "llama4_scout",
+                             "gpt_oss_20b", "gpt_oss_120b", "llama4_maverick"})
+    for (int gap : {1, 8, 32})
+      for (int tokens : {1, 7, 40}) {
+        const RouterSpec spec = FindPreset(family).value().spec;
+        if (2 * gap > spec.experts || (gap > 1 && tokens == 40)) continue;
+        const uint64_t seed = FreshSeed();
+        RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
+        const int E = in.spec.experts, H = in.spec.hidden;
+        const size_t row_bytes = size_t(H) * DTypeSize(in.weight_dtype);
+        auto upper_twin = [gap](int e) { return (e / gap) % 2 == 1; };
+        for (int e = gap; e < E; ++e) {
+          if (!upper_twin(e)) continue;
+          std::memcpy(in.weight.data() + e * row_bytes, in.weight.data() + (e - gap) * row_bytes,
+                      row_bytes);
+          std::copy_n(in.weight_f.begin() + size_t(e - gap) * H, H,
+                      in.weight_f.begin() + size_t(e) * H);
+          if (!in.router_bias.empty()) in.router_bias[e] = in.router_bias[e - gap];
+          if (!in.correction_bias.empty()) in.correction_bias[e] = in.correction_bias[e - gap];
         }
-    }
-  }
+        RouteProblem p{in.spec, tokens, in.hidden_dtype, in.weight_dtype};
+        auto plan = cuda::CudaRouterPlan::Create(p, SmCount()).value();
+        DeviceCase d = MakeDeviceCase(in, false);
+        Poison(d);
+        ASSERT_TRUE(plan->Route(d.args, nullptr).ok());
+        ASSERT_CUDA(cudaDeviceSynchronize());
+        HostOut h = Download(d, false);
+        EXPECT_EQ(
+            CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+            << Describe(in, seed);
+        const int K = in.spec.top_k;
+        for (int t = 0; t < tokens; ++t)
+          for (int i = 0; i < K; ++i) {
+            const int id = h.ids[size_t(t) * K + i];
+            if (!upper_twin(id)) continue;
+            ASSERT_GT(i, 0) << Describe(in, seed) << " token " << t << ": upper twin " << id
+                            << " chosen first (twins " << gap << " apart)";
+            EXPECT_EQ(h.ids[size_t(t) * K + i - 1], id - gap)
+                << Describe(in, seed) << " token " << t << " slot " << i << " (twins " << gap
+                << " apart)";
+          }
+      }
 }
 
 TEST(GpuFused, GraphReplayAndBackToBackLaunchesStayCorrect) {
