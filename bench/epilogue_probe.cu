@@ -76,7 +76,7 @@ __global__ void ProbeStages(EpilogueParams ep, const float* logits, const float*
 __global__ void ChainLatency(uint32_t seed, uint32_t* sink, long long* cycles) {
   uint32_t v = seed + threadIdx.x;
   float f = 1.0f + 1e-3f * threadIdx.x;
-  long long t[7];
+  long long t[10];
   t[0] = clock64();
 #pragma unroll
   for (int i = 0; i < 64; ++i) v = __reduce_max_sync(kFullMask, v) + threadIdx.x;
@@ -102,9 +102,24 @@ __global__ void ChainLatency(uint32_t seed, uint32_t* sink, long long* cycles) {
   for (int i = 0; i < 64; ++i) f = __fdividef(1.0f, f + 1.0f);
   asm volatile("" ::"f"(f));
   t[6] = clock64();
+  // match.any with 1, 8 and 32 distinct values in the warp (`zero` is 0, unknown to the
+  // compiler, so each step waits on the one before).
+  const uint32_t zero = seed >> 31, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) v += __match_any_sync(kFullMask, v & zero);
+  asm volatile("" ::"r"(v));
+  t[7] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) v += __match_any_sync(kFullMask, (v & zero) + lane / 4);
+  asm volatile("" ::"r"(v));
+  t[8] = clock64();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) v += __match_any_sync(kFullMask, (v & zero) + lane);
+  asm volatile("" ::"r"(v));
+  t[9] = clock64();
   sink[threadIdx.x] = v + __float_as_uint(f);
   if (threadIdx.x == 0)
-    for (int i = 0; i < 6; ++i) cycles[i] = t[i + 1] - t[i];
+    for (int i = 0; i < 9; ++i) cycles[i] = t[i + 1] - t[i];
 }
 
 // CtaRouteToken `reps` times in a row by kCtaWarps warps, logits and correction bias in
@@ -250,12 +265,13 @@ int main(int argc, char** argv) {
     std::printf("%-14s %10lld %10lld | %29lld %8lld %8lld %8lld\n", family, whole[0],
                 whole[kReps - 1], warm[0], warm[1], warm[2], warm[3]);
   }
-  long long chain[6];
+  long long chain[9];
   ChainLatency<<<1, 32>>>(1u, sink, cycles);
   if (cudaMemcpy(chain, cycles, sizeof chain, cudaMemcpyDeviceToHost) != cudaSuccess) return 1;
   std::printf("\ncycles per op, 64-long dependent chains of one warp:\n");
   const char* names[] = {"redux.max + iadd",    "shfl.bfly + iadd",    "vote.ballot + iadd",
-                         "imax + shift + iadd", "ex2 (__expf) + fadd", "rcp (__fdividef) + fadd"};
-  for (int i = 0; i < 6; ++i) std::printf("  %-24s %6.1f\n", names[i], chain[i] / 64.0);
+                         "imax + shift + iadd", "ex2 (__expf) + fadd", "rcp (__fdividef) + fadd",
+                         "match.any, 1 value",  "match.any, 8 values", "match.any, 32 values"};
+  for (int i = 0; i < 9; ++i) std::printf("  %-24s %6.1f\n", names[i], chain[i] / 64.0);
   return PrintCtaEpilogues(logits, bias, ids, w, cycles);
 }

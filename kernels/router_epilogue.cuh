@@ -123,7 +123,7 @@ __device__ __forceinline__ bool Beats(float a, int ia, float b, int ib) {
 // in a loop, ptxas emits a predicated move after each compare, one waiting for the last:
 // ~12 cycles a term in the ncu source counters of a warm CtaRouteToken, H200. The tree
 // did not pay everywhere: in RouteFewCandidates' threshold counts and RankAmong the
-// warm epilogue got 80-130 cycles slower, so those keep their loops; bench/NOTES.md.)
+// warm epilogue got 80-130 cycles slower; RankAmong now sums carries, MinusOneIfAbove.)
 template <int N>
 __device__ __forceinline__ int TreeSum(int (&v)[N]) {
   static_assert((N & (N - 1)) == 0, "TreeSum: N must be a power of two");
@@ -568,6 +568,7 @@ struct CtaRouteScratch {     // shared memory
   alignas(16) float group_score[kMaxExperts / 32];           // group g = column g (group_columns 1)
   alignas(16) uint32_t candidate_key[32];  // the few experts that can still be chosen, in
   int candidate_id[32];                    // id order; key 0 past the last
+  float candidate_logit[32];               // (ColumnRankedRouteToken only)
 };
 
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
@@ -584,24 +585,44 @@ __device__ __forceinline__ void WarpTop2Keys(uint32_t k, uint32_t& m1, uint32_t&
   m2 = __popc(holders) > 1 ? m1 : others;
 }
 
-// The rank of a candidate (key `mine`, slot `slot`) among the `count` candidates whose keys
-// are in `keys` (shared memory, 16-byte aligned, slots in expert-id order, key 0 in the
-// slots of the last four past `count`): how many beat it, a higher key or an equal one in a
-// lower slot (a lower id: the tie rule). The rank is the round the warp top-k would choose
-// it in. All compares at once from broadcast 16-byte loads, only as many as `count` needs
-// (warp-uniform): no serial rounds of collectives.
-__device__ __forceinline__ int RankAmong(const uint32_t* keys, int count, uint32_t mine, int slot) {
+// 0xffffffff when key > mine, else 0: the high word of the 64-bit difference, which ptxas
+// makes a subtract with a carry out and an add of the carry, no predicate. (Written as
+// `rank += key > mine || ...`, each term became a compare, a VIADD and a move predicated
+// on the compare, every term waiting on the one before through the count: SASS of the
+// H200 build, session 29, ~10-13 cycles a term.)
+__device__ __forceinline__ uint32_t MinusOneIfAbove(uint32_t key, uint32_t mine) {
+  return uint32_t((uint64_t(mine) - uint64_t(key)) >> 32);
+}
+
+// The rank of the candidate held by this lane (key `mine`; lane i holds the key of slot i)
+// among the `count` candidates whose keys are in `keys` (shared memory, 16-byte aligned,
+// slots in expert-id order, key 0 in the slots of the last four past `count` and in the
+// lanes past it): how many beat it, a higher key or an equal one in a lower slot (a lower
+// id: the tie rule). The rank is the round the warp top-k would choose it in. The higher
+// keys are counted from broadcast 16-byte loads into four independent sums (only as many
+// loads as `count` needs, warp-uniform). Equal keys are rare: when the lanes below
+// `count` have distinct counts (one REDUX.OR of their bits), no two of them are equal and
+// the count is the rank; otherwise one match.any adds the equal keys in lower lanes.
+// (match.any on every call measured slow, session 30: its cost grows with the distinct
+// values in the warp.) All 32 lanes must call; count <= 32.
+__device__ __forceinline__ int RankAmong(const uint32_t* keys, int count, uint32_t mine) {
   const uint4* k4 = reinterpret_cast<const uint4*>(keys);
-  int rank = 0;
+  const int lane = threadIdx.x & 31;
+  uint32_t minus_above[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
   for (int q = 0; q < 8; ++q) {
     if (4 * q >= count) break;
     const uint4 v = k4[q];
-    const uint32_t vs[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int u = 0; u < 4; ++u) rank += vs[u] > mine || (vs[u] == mine && 4 * q + u < slot);
+    minus_above[0] += MinusOneIfAbove(v.x, mine);
+    minus_above[1] += MinusOneIfAbove(v.y, mine);
+    minus_above[2] += MinusOneIfAbove(v.z, mine);
+    minus_above[3] += MinusOneIfAbove(v.w, mine);
   }
-  return rank;
+  const int above = -int((minus_above[0] + minus_above[1]) + (minus_above[2] + minus_above[3]));
+  const unsigned counts = __reduce_or_sync(kFullMask, lane < count ? 1u << above : 0u);
+  if (__popc(counts) == count) return above;  // warp-uniform
+  const unsigned same = __match_any_sync(kFullMask, mine);
+  return above + __popc(same & ((1u << lane) - 1u));
 }
 
 // Folds f over the values of ranks 0 .. top_k - 1 (shared memory, 16-byte aligned), in rank
@@ -755,7 +776,7 @@ __device__ __forceinline__ bool RouteFewCandidates(const EpilogueParams& p, cons
   __syncwarp();
   const uint32_t candidate = scratch.candidate_key[lane];
   const int id = scratch.candidate_id[lane];
-  const int rank = RankAmong(scratch.candidate_key, total, candidate, lane);
+  const int rank = RankAmong(scratch.candidate_key, total, candidate);
   const bool valid = lane < total;
   MarkEpiloguePhase(marks, kEpiRanked);
   WriteRankedChoice(p, scratch.ranked, valid, rank, id, valid ? logits[id] : 0.0f, ids_out,
@@ -775,11 +796,11 @@ __device__ __forceinline__ uint32_t CtaSelectionKey(const EpilogueParams& p, flo
 // a lone token in CtaRouteToken, several a warp each in the routers' per-token loop.
 // H200 A/Bs against the top_k rounds (same run, two rounds, per call under PDL). A lone
 // token: Mixtral (8 experts, top 2) 3.18 -> 2.95 us, Llama 4 Scout (16, top 1) 3.67 ->
-// 3.57; gpt-oss-20b (32, top 4) 2.97 -> 3.00, 4.94 -> 5.09 without PDL: counting 32 keys
-// costs about what four rounds do. A warp a token (session 28): Mixtral t=4 2.58 -> 2.34,
-// t=16 2.62 -> 2.44, t=128 2.98 -> 2.80; Scout t=4 2.39 -> 2.32; gpt-oss-20b at 32 experts
-// +0.00..+0.08 again.
-constexpr int kRankedMaxExperts = 16;
+// 3.57. A warp a token (session 28): Mixtral t=4 2.58 -> 2.34, t=16 2.62 -> 2.44, t=128
+// 2.98 -> 2.80; Scout t=4 2.39 -> 2.32. gpt-oss-20b (32 experts, top 4) lost twice while
+// RankAmong's terms were a predicated chain (+0.00..+0.08); with the carry sums (session
+// 30) t=1 2.60 -> 2.54, t=4 2.59 -> 2.51, t=16 2.70 -> 2.60 (Scout -0.06..-0.08 too).
+constexpr int kRankedMaxExperts = 32;
 
 __host__ __device__ inline bool RankedWarpRouteTokenApplies(const EpilogueParams& p) {
   return p.experts <= kRankedMaxExperts && CtaRouteTokenApplies(p);
@@ -803,9 +824,67 @@ __device__ __forceinline__ void RankedWarpRouteToken(const EpilogueParams& p, co
   scratch.keys[lane] = k;  // 0 past the experts: RankAmong reads whole 16-byte groups
   __syncwarp();
   MarkEpiloguePhase(marks, kEpiColumnsDone);
-  const int rank = RankAmong(scratch.keys, p.experts, k, lane);
+  const int rank = RankAmong(scratch.keys, p.experts, k);
   MarkEpiloguePhase(marks, kEpiRanked);
   WriteRankedChoice(p, scratch, real, rank, lane, logit, ids_out, weights_out);
+}
+
+// Column-ranked top-k (ColumnRankedRouteToken): routers of 33 to 128 experts without
+// groups whose columns' top_k fit in one warp together (columns x top_k <= 32: Qwen3,
+// gpt-oss-120b, Llama 4 Maverick). H200, same-run A/B against the top_k rounds (two
+// rounds, per call under PDL, session 30): gpt-oss-120b t=1 3.24 -> 3.08, t=4 3.32 ->
+// 3.21, Maverick t=1 3.04 -> 2.89, Qwen3-30B and Qwen3-235B -0.03. Lost while RankAmong
+// was a predicated chain or called match.any every time (sessions 29, 30).
+template <int P>
+__host__ __device__ inline bool ColumnRankedApplies(const EpilogueParams& p) {
+  const int columns = (p.experts + 31) / 32;
+  return P >= 2 && P <= 4 && p.n_group == 1 && columns * p.top_k <= 32;
+}
+
+// One token by a CTA, ColumnRankedApplies: the warp of column j ranks the column's keys by
+// counting within it (RankAmong; ties: lower lane, lower id) and puts its best top_k in
+// shared memory at slots j * top_k + local rank. So a column's candidates are in rank order
+// and columns in id order: slot order breaks equal keys as the tie rule does. Lanes past
+// the experts have key 0 and rank last, so every slot of a column is written. After a CTA
+// barrier warp 0 ranks the candidates by counting again: a candidate's rank among them is
+// its rank among all experts when it is chosen (whatever beats it is a candidate too), and
+// top_k or more otherwise (every chosen expert beats it). Two counts of a few keys and one
+// CTA barrier in place of the sort, top_k rounds of warp reductions and WriteChoices.
+template <int P>
+__device__ __forceinline__ void ColumnRankedRouteToken(const EpilogueParams& p, const float* logits,
+                                                       const float* correction_bias,
+                                                       CtaRouteScratch& scratch, int warps,
+                                                       int32_t* __restrict__ ids_out,
+                                                       float* __restrict__ weights_out,
+                                                       unsigned long long* marks) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int columns = (p.experts + 31) / 32;
+  for (int j = warp; j < columns; j += warps) {
+    const int e = lane + 32 * j;
+    const bool real = e < p.experts;
+    const float logit = real ? logits[e] : 0.0f;
+    const uint32_t k = real ? CtaSelectionKey(p, logit, correction_bias, e) : 0u;
+    scratch.keys[e] = k;
+    __syncwarp();
+    const int local = RankAmong(scratch.keys + 32 * j, 32, k);
+    if (local < p.top_k) {
+      const int slot = j * p.top_k + local;
+      scratch.candidate_key[slot] = k;
+      scratch.candidate_id[slot] = real ? e : -1;
+      scratch.candidate_logit[slot] = logit;
+    }
+  }
+  const int count = columns * p.top_k;
+  if (warp == 0 && lane >= count) scratch.candidate_key[lane] = 0u;  // RankAmong reads by 4
+  __syncthreads();
+  if (warp != 0) return;
+  MarkEpiloguePhase(marks, kEpiColumnsDone);
+  const uint32_t key = scratch.candidate_key[lane];
+  const bool valid = lane < count && scratch.candidate_id[lane] >= 0;
+  const int rank = RankAmong(scratch.candidate_key, count, key);
+  MarkEpiloguePhase(marks, kEpiRanked);
+  WriteRankedChoice(p, scratch.ranked, valid, rank, valid ? scratch.candidate_id[lane] : 0,
+                    valid ? scratch.candidate_logit[lane] : 0.0f, ids_out, weights_out);
 }
 
 // The kept groups when group g is column g (DeepSeek-V3's 8 groups of 32), from the group
@@ -851,6 +930,11 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     // One column (so no groups: CtaRouteTokenApplies): warp 0 alone, no CTA barrier.
     if (warp == 0)
       RankedWarpRouteToken(p, logits, correction_bias, scratch.ranked, ids_out, weights_out, marks);
+    return;
+  }
+  if (ColumnRankedApplies<P>(p)) {
+    ColumnRankedRouteToken<P>(p, logits, correction_bias, scratch, warps, ids_out, weights_out,
+                              marks);
     return;
   }
   // Groups of one column (DeepSeek-V3): the column warps score them, in parallel, and warp

@@ -13,6 +13,8 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cublas_router.h"
@@ -282,6 +284,35 @@ TEST(GpuShapes, OddHiddenSizesAndLimits) {
   EXPECT_EQ(
       cuda::CudaRouterPlan::Create({s, 257, DType::kBF16, DType::kBF16}, SmCount()).status().code(),
       absl::StatusCode::kInvalidArgument);
+}
+
+// Ungrouped routers of 17 to 128 experts, most not a whole number of 32-expert columns, at
+// few tokens: the one-token top-k by counting (a ranked warp up to 32 experts; column
+// warps ranking their columns, then warp 0 the columns' best, where columns x top_k <= 32)
+// with lanes past the experts in the last column, and top_k both under and over that
+// bound.
+TEST(GpuShapes, RaggedUngroupedRoutersAtFewTokens) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  for (int experts : {17, 24, 31, 32, 33, 40, 72, 100, 127, 128}) {
+    for (int tokens : {1, 2, 5}) {
+      RouterSpec s;
+      s.family = "ragged_ungrouped";
+      s.hidden = 2048;
+      s.experts = experts;
+      const int columns = (experts + 31) / 32;
+      const int fits = std::max(1, std::min(kMaxTopK, 32 / columns));  // columns x top_k <= 32
+      s.top_k = std::min<int>(experts, pick() % 3 == 0 ? 1 + pick() % kMaxTopK : 1 + pick() % fits);
+      s.scoring = static_cast<Scoring>(pick() % 3);
+      s.order = static_cast<RoutingOrder>(pick() % 2);
+      s.has_router_bias = pick() % 2;
+      s.has_correction_bias = pick() % 2;
+      s.renormalize = pick() % 2;
+      const uint64_t seed = FreshSeed();
+      CheckFused(MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed), seed,
+                 /*with_logits=*/pick() % 2);
+    }
+  }
 }
 
 TEST(GpuFused, MatchesTheCpuBackendBitForBitOnIds) {
@@ -775,14 +806,27 @@ TEST(GpuFused, ManyExpertsReachingTheThresholdRouteLikeTheReference) {
 // says the lower id wins and comes first: a chosen upper twin must directly follow its
 // lower twin. This drives the epilogue's exact fallback, which random inputs almost never
 // reach. Twins 8 and 32 apart sit in other lanes' registers and other lane-layout columns
-// than twins 1 apart (and in other columns of the column-ranked top-k tried in session 29).
+// than twins 1 apart (for the column-ranked top-k of 33-128 experts: other column warps,
+// where slot order breaks the tie).
 TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
   SKIP_WITHOUT_GPU();
+  std::vector<RouterSpec> specs;
   for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "llama4_scout",
                              "gpt_oss_20b", "gpt_oss_120b", "llama4_maverick"})
+    specs.push_back(FindPreset(family).value().spec);
+  // Ungrouped routers with lanes past the experts in their last column (the counting
+  // top-k's padding keys tie with each other there): 24 experts in one warp, 40 and 100
+  // over 2 and 4 column warps.
+  for (const auto& [experts, top_k] : {std::pair{24, 4}, std::pair{40, 6}, std::pair{100, 8}}) {
+    RouterSpec s = FindPreset("qwen3_30b").value().spec;
+    s.family = "ragged_ungrouped";
+    s.experts = experts;
+    s.top_k = top_k;
+    specs.push_back(s);
+  }
+  for (const RouterSpec& spec : specs)
     for (int gap : {1, 8, 32})
       for (int tokens : {1, 7, 40}) {
-        const RouterSpec spec = FindPreset(family).value().spec;
         if (2 * gap > spec.experts || (gap > 1 && tokens == 40)) continue;
         const uint64_t seed = FreshSeed();
         RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
