@@ -596,28 +596,38 @@ __device__ __forceinline__ uint32_t MinusOneIfAbove(uint32_t key, uint32_t mine)
 
 // The rank of the candidate held by this lane (key `mine`; lane i holds the key of slot i)
 // among the `count` candidates whose keys are in `keys` (shared memory, 16-byte aligned,
-// slots in expert-id order, key 0 in the slots of the last four past `count` and in the
-// lanes past it): how many beat it, a higher key or an equal one in a lower slot (a lower
-// id: the tie rule). The rank is the round the warp top-k would choose it in. The higher
-// keys are counted from broadcast 16-byte loads into four independent sums (only as many
-// loads as `count` needs, warp-uniform). Equal keys are rare: when the lanes below
-// `count` have distinct counts (one REDUX.OR of their bits), no two of them are equal and
-// the count is the rank; otherwise one match.any adds the equal keys in lower lanes.
-// (match.any on every call measured slow, session 30: its cost grows with the distinct
-// values in the warp.) All 32 lanes must call; count <= 32.
+// slots in expert-id order; all 32 slots written, key 0 past `count`): how many beat it, a
+// higher key or an equal one in a lower slot (a lower id: the tie rule). The rank is the
+// round the warp top-k would choose it in. The higher keys are counted from broadcast
+// 16-byte loads into four independent sums. The loads of the first 16 slots are issued at
+// once, those of the other 16 together after one warp-uniform test of `count`: a test
+// before each load kept one load in flight at a time (~35 cycles each, SASS of session
+// 30). Equal keys are rare: when the lanes below `count` have distinct counts (one
+// REDUX.OR of their bits), no two of them are equal and the count is the rank; otherwise
+// one match.any adds the equal keys in lower lanes (match.any on every call cost ~300
+// cycles a count of 32 distinct keys, session 30). All 32 lanes must call; count <= 32.
 __device__ __forceinline__ int RankAmong(const uint32_t* keys, int count, uint32_t mine) {
   const uint4* k4 = reinterpret_cast<const uint4*>(keys);
   const int lane = threadIdx.x & 31;
   uint32_t minus_above[4] = {0u, 0u, 0u, 0u};
-#pragma unroll
-  for (int q = 0; q < 8; ++q) {
-    if (4 * q >= count) break;
-    const uint4 v = k4[q];
+  auto count_above = [&](const uint4& v) {
     minus_above[0] += MinusOneIfAbove(v.x, mine);
     minus_above[1] += MinusOneIfAbove(v.y, mine);
     minus_above[2] += MinusOneIfAbove(v.z, mine);
     minus_above[3] += MinusOneIfAbove(v.w, mine);
+  };
+  uint4 low[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) low[q] = k4[q];
+  if (count > 16) {
+    uint4 high[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) high[q] = k4[4 + q];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) count_above(high[q]);
   }
+#pragma unroll
+  for (int q = 0; q < 4; ++q) count_above(low[q]);
   const int above = -int((minus_above[0] + minus_above[1]) + (minus_above[2] + minus_above[3]));
   const unsigned counts = __reduce_or_sync(kFullMask, lane < count ? 1u << above : 0u);
   if (__popc(counts) == count) return above;  // warp-uniform
