@@ -808,8 +808,9 @@ __device__ __forceinline__ uint32_t CtaSelectionKey(const EpilogueParams& p, flo
 // token: Mixtral (8 experts, top 2) 3.18 -> 2.95 us, Llama 4 Scout (16, top 1) 3.67 ->
 // 3.57. A warp a token (session 28): Mixtral t=4 2.58 -> 2.34, t=16 2.62 -> 2.44, t=128
 // 2.98 -> 2.80; Scout t=4 2.39 -> 2.32. gpt-oss-20b (32 experts, top 4) lost twice while
-// RankAmong's terms were a predicated chain (+0.00..+0.08); with the carry sums (session
-// 30) t=1 2.60 -> 2.54, t=4 2.59 -> 2.51, t=16 2.70 -> 2.60 (Scout -0.06..-0.08 too).
+// RankAmong's terms were a predicated chain (+0.00..+0.08); with today's RankAmong
+// (session 30, one round against the build before) t=1 2.60 -> 2.40, t=4 2.58 -> 2.42,
+// t=16 2.69 -> 2.54, Scout -0.11..-0.16.
 constexpr int kRankedMaxExperts = 32;
 
 __host__ __device__ inline bool RankedWarpRouteTokenApplies(const EpilogueParams& p) {
@@ -841,10 +842,11 @@ __device__ __forceinline__ void RankedWarpRouteToken(const EpilogueParams& p, co
 
 // Column-ranked top-k (ColumnRankedRouteToken): routers of 33 to 128 experts without
 // groups whose columns' top_k fit in one warp together (columns x top_k <= 32: Qwen3,
-// gpt-oss-120b, Llama 4 Maverick). H200, same-run A/B against the top_k rounds (two
-// rounds, per call under PDL, session 30): gpt-oss-120b t=1 3.24 -> 3.08, t=4 3.32 ->
-// 3.21, Maverick t=1 3.04 -> 2.89, Qwen3-30B and Qwen3-235B -0.03. Lost while RankAmong
-// was a predicated chain or called match.any every time (sessions 29, 30).
+// gpt-oss-120b, Llama 4 Maverick). H200, against the top_k rounds (per call under PDL,
+// one round, session 30, with today's RankAmong): gpt-oss-120b t=1 3.19 -> 2.87, t=4
+// 3.27 -> 3.00, Maverick t=1 3.03 -> 2.80, Qwen3-30B t=1 3.26 -> 3.03, t=4 3.32 -> 3.08,
+// Qwen3-235B t=1 3.44 -> 3.22. Lost while RankAmong was a predicated chain or called
+// match.any every time (sessions 29, 30).
 template <int P>
 __host__ __device__ inline bool ColumnRankedApplies(const EpilogueParams& p) {
   const int columns = (p.experts + 31) / 32;
