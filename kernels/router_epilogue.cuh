@@ -123,7 +123,7 @@ __device__ __forceinline__ bool Beats(float a, int ia, float b, int ib) {
 // in a loop, ptxas emits a predicated move after each compare, one waiting for the last:
 // ~12 cycles a term in the ncu source counters of a warm CtaRouteToken, H200. The tree
 // did not pay everywhere: in RouteFewCandidates' threshold counts and RankAmong the
-// warm epilogue got 80-130 cycles slower; RankAmong now sums carries, MinusOneIfAbove.)
+// warm epilogue got 80-130 cycles slower; RankAmong now sums MinusOneIfAbove, no compares.)
 template <int N>
 __device__ __forceinline__ int TreeSum(int (&v)[N]) {
   static_assert((N & (N - 1)) == 0, "TreeSum: N must be a power of two");
