@@ -145,10 +145,13 @@ std::string Describe(const RouterInputs& in, uint64_t seed) {
 int SmCount() { return cuda::ProbeDevice(0).sm_count; }
 
 // Downloads what a backend wrote into `d` for `in` and checks it against the reference:
-// expert ids and weights, and the logits output where it was asked for.
+// expert ids and weights, and the logits output where it was asked for. `downloaded`: where
+// to leave the outputs for a test's own checks, or null.
 void ExpectMatchesReference(const RouterInputs& in, const DeviceCase& d, bool with_logits,
-                            const std::string& what) {
-  HostOut h = Download(d, with_logits);
+                            const std::string& what, HostOut* downloaded = nullptr) {
+  HostOut local;
+  HostOut& h = downloaded != nullptr ? *downloaded : local;
+  h = Download(d, with_logits);
   auto ref = in.Reference();
   EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3), "") << what;
   if (!with_logits) return;
@@ -789,10 +792,9 @@ TEST(GpuFused, ManyExpertsReachingTheThresholdRouteLikeTheReference) {
         Poison(d);
         ASSERT_TRUE(plan->Route(d.args, nullptr).ok());
         ASSERT_CUDA(cudaDeviceSynchronize());
-        HostOut h = Download(d, false);
-        EXPECT_EQ(
-            CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
-            << Describe(in, seed) << " lifted=" << lifted;
+        HostOut h;
+        ExpectMatchesReference(in, d, false,
+                               Describe(in, seed) + " lifted=" + (lifted ? "true" : "false"), &h);
         if (lifted) {
           for (int i = 0; i < in.spec.top_k; ++i) EXPECT_LT(h.ids[i], 64) << Describe(in, seed);
         }
@@ -848,10 +850,8 @@ TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
         Poison(d);
         ASSERT_TRUE(plan->Route(d.args, nullptr).ok());
         ASSERT_CUDA(cudaDeviceSynchronize());
-        HostOut h = Download(d, false);
-        EXPECT_EQ(
-            CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
-            << Describe(in, seed);
+        HostOut h;
+        ExpectMatchesReference(in, d, false, Describe(in, seed), &h);
         const int K = in.spec.top_k;
         for (int t = 0; t < tokens; ++t)
           for (int i = 0; i < K; ++i) {
@@ -956,10 +956,9 @@ TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
           Poison(d);
           for (int i = 0; i < 3; ++i) ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), pdl));
           ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-          HostOut h = Download(d, false);
-          EXPECT_EQ(CompareWithReference(s, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
-                    "")
-              << Describe(in, seed) << " pdl=" << pdl << " pass=" << pass;
+          ExpectMatchesReference(
+              in, d, false,
+              absl::StrCat(Describe(in, seed), " pdl=", pdl ? "true" : "false", " pass=", pass));
         }
       }
     }
@@ -1105,11 +1104,9 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
         ASSERT_CUDA(
             cudaMemcpy(staged.data(), d.args.hidden, staged.size(), cudaMemcpyDeviceToHost));
         EXPECT_EQ(staged, in.hidden) << family << " tokens=" << tokens << " rep=" << rep;
-        HostOut h = Download(d, false);
-        EXPECT_EQ(
-            CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
-            << Describe(in, seed) << " weights seed=" << seed0 << " rep=" << rep
-            << (rep % 2 ? " graph" : " eager");
+        ExpectMatchesReference(in, d, false,
+                               absl::StrCat(Describe(in, seed), " weights seed=", seed0,
+                                            " rep=", rep, rep % 2 ? " graph" : " eager"));
       }
     }
   }
