@@ -294,26 +294,68 @@ TEST(GpuShapes, OddHiddenSizesAndLimits) {
 // warps ranking their columns, then warp 0 the columns' best, where columns x top_k <= 32)
 // with lanes past the experts in the last column, and top_k both under and over that
 // bound.
+// A random ungrouped spec of `experts` experts: scoring, order, biases and
+// renormalisation drawn, top_k mostly within the column-ranked top-k's bound (columns x
+// top_k <= 32) and a third of the time anywhere up to kMaxTopK.
+RouterSpec RandomUngroupedSpec(int experts, std::mt19937& pick) {
+  RouterSpec s;
+  s.family = "ragged_ungrouped";
+  s.hidden = 2048;
+  s.experts = experts;
+  const int columns = (experts + 31) / 32;
+  const int fits = std::max(1, std::min(kMaxTopK, 32 / columns));
+  s.top_k = std::min<int>(experts, pick() % 3 == 0 ? 1 + pick() % kMaxTopK : 1 + pick() % fits);
+  s.scoring = static_cast<Scoring>(pick() % 3);
+  s.order = static_cast<RoutingOrder>(pick() % 2);
+  s.has_router_bias = pick() % 2;
+  s.has_correction_bias = pick() % 2;
+  s.renormalize = pick() % 2;
+  return s;
+}
+
 TEST(GpuShapes, RaggedUngroupedRoutersAtFewTokens) {
   SKIP_WITHOUT_GPU();
   std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
   for (int experts : {17, 24, 31, 32, 33, 40, 72, 100, 127, 128}) {
     for (int tokens : {1, 2, 5}) {
-      RouterSpec s;
-      s.family = "ragged_ungrouped";
-      s.hidden = 2048;
-      s.experts = experts;
-      const int columns = (experts + 31) / 32;
-      const int fits = std::max(1, std::min(kMaxTopK, 32 / columns));  // columns x top_k <= 32
-      s.top_k = std::min<int>(experts, pick() % 3 == 0 ? 1 + pick() % kMaxTopK : 1 + pick() % fits);
-      s.scoring = static_cast<Scoring>(pick() % 3);
-      s.order = static_cast<RoutingOrder>(pick() % 2);
-      s.has_router_bias = pick() % 2;
-      s.has_correction_bias = pick() % 2;
-      s.renormalize = pick() % 2;
       const uint64_t seed = FreshSeed();
-      CheckFused(MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed), seed,
-                 /*with_logits=*/pick() % 2);
+      CheckFused(MakeRouterInputs(RandomUngroupedSpec(experts, pick), tokens, DType::kBF16,
+                                  DType::kBF16, seed),
+                 seed, /*with_logits=*/pick() % 2);
+    }
+  }
+}
+
+// Ungrouped routers of 33-128 experts where a router CTA has several tokens and each warp
+// routes one of its own (WarpRouteTokenP, not CtaRouteToken's column-ranked top-k): the
+// cluster kernel whose rank 0 routes its chunk's 8 tokens, and polled launches of one
+// split (so few router CTAs share the tokens), not only the configs the heuristic picks.
+TEST(GpuShapes, RaggedUngroupedRoutersAWarpAToken) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  for (int experts : {33, 40, 64, 65, 96, 100, 127, 128}) {
+    for (int tokens : {2, 8, 16}) {
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(RandomUngroupedSpec(experts, pick), tokens,
+                                               DType::kBF16, DType::kBF16, seed);
+      const RouteProblem p{in.spec, tokens, DType::kBF16, DType::kBF16};
+      const bool with_logits = pick() % 2;
+      cuda::DecomposeKConfig cluster{cuda::Mainloop::kTensorCore, 1, 2, 2};
+      cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, 1, 0, /*polled=*/true};
+      cuda::DecomposeKConfig polled_two_tiles = polled;
+      polled_two_tiles.token_tiles = 2;
+      for (const auto& c : {cluster, polled, polled_two_tiles}) {
+        if (!cuda::CanRouteDecomposeK(p, c).ok()) continue;  // e.g. clusters before sm_90
+        auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)).value();
+        ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, nullptr));
+        DeviceCase d = MakeDeviceCase(in, with_logits);
+        Poison(d);
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), nullptr));
+        ASSERT_CUDA(cudaDeviceSynchronize());
+        ExpectMatchesReference(in, d, with_logits,
+                               absl::StrCat(Describe(in, seed), " top_k=", in.spec.top_k,
+                                            " cluster=", c.cluster, " tiles=", c.token_tiles));
+      }
     }
   }
 }
@@ -828,7 +870,7 @@ TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
   }
   for (const RouterSpec& spec : specs)
     for (int gap : {1, 8, 32})
-      for (int tokens : {1, 7, 40}) {
+      for (int tokens : {1, 7, 16, 40}) {  // 16: a warp a token in the cluster router (33-128)
         if (2 * gap > spec.experts || (gap > 1 && tokens == 40)) continue;
         const uint64_t seed = FreshSeed();
         RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
