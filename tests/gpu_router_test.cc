@@ -289,11 +289,6 @@ TEST(GpuShapes, OddHiddenSizesAndLimits) {
       absl::StatusCode::kInvalidArgument);
 }
 
-// Ungrouped routers of 17 to 128 experts, most not a whole number of 32-expert columns, at
-// few tokens: the one-token top-k by counting (a ranked warp up to 32 experts; column
-// warps ranking their columns, then warp 0 the columns' best, where columns x top_k <= 32)
-// with lanes past the experts in the last column, and top_k both under and over that
-// bound.
 // A random ungrouped spec of `experts` experts: scoring, order, biases and
 // renormalisation drawn, top_k mostly within the column-ranked top-k's bound (columns x
 // top_k <= 32) and a third of the time anywhere up to kMaxTopK.
@@ -313,6 +308,11 @@ RouterSpec RandomUngroupedSpec(int experts, std::mt19937& pick) {
   return s;
 }
 
+// Ungrouped routers of 17 to 128 experts, most not a whole number of 32-expert columns, at
+// few tokens: the one-token top-k by counting (a ranked warp up to 32 experts; column
+// warps ranking their columns, then warp 0 the columns' best, where columns x top_k <= 32)
+// with lanes past the experts in the last column, and top_k both under and over that
+// bound.
 TEST(GpuShapes, RaggedUngroupedRoutersAtFewTokens) {
   SKIP_WITHOUT_GPU();
   std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
@@ -344,8 +344,10 @@ TEST(GpuShapes, RaggedUngroupedRoutersAWarpAToken) {
       cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, 1, 0, /*polled=*/true};
       cuda::DecomposeKConfig polled_two_tiles = polled;
       polled_two_tiles.token_tiles = 2;
+      int routed = 0;
       for (const auto& c : {cluster, polled, polled_two_tiles}) {
         if (!cuda::CanRouteDecomposeK(p, c).ok()) continue;  // e.g. clusters before sm_90
+        ++routed;
         auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)).value();
         ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, nullptr));
         DeviceCase d = MakeDeviceCase(in, with_logits);
@@ -356,6 +358,7 @@ TEST(GpuShapes, RaggedUngroupedRoutersAWarpAToken) {
                                absl::StrCat(Describe(in, seed), " top_k=", in.spec.top_k,
                                             " cluster=", c.cluster, " tiles=", c.token_tiles));
       }
+      EXPECT_GE(routed, 2) << "the polled configs must run on every GPU: " << Describe(in, seed);
     }
   }
 }
