@@ -177,8 +177,8 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(con
   else
     __syncwarp();  // a warp routes only the token whose logits it wrote
   Stamp(p, kStampArrived);
-  RouteChunkTokens<P, kChunk>(p, smem.router, smem.logits, z, RouterTokens{0, valid},
-                              /*dry=*/false);
+  RouteChunkTokensP<P, kChunk>(p, smem.router, smem.logits, z, RouterTokens{0, valid},
+                               /*dry=*/false);
   __syncthreads();
   Stamp(p, kStampRouted);
 #else

@@ -121,7 +121,8 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
       }
       __syncthreads();
       if (!dry) Stamp(p, kStampArrived);
-      RouteChunkTokens<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine, dry);
+      RouteChunkTokens<kChunk, /*kCountWinsOnce=*/false>(p, smem.router, smem.main.chunk_logits, z,
+                                                         mine, dry);
       __syncthreads();
       if (!dry) break;
       dry = false;

@@ -102,11 +102,15 @@ __device__ void GatherChunkLogits(const KernelParams& p, const PolledRouterShare
 
 // A router with one token (decode) spreads the token's per-expert work over its warps
 // where the spec allows (CtaRouteToken); otherwise a warp per token. `dry`: a dedicated
-// router's dry run (one token), outputs into shared memory.
-template <int P, int kChunk>
-__device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRouterShared& r,
-                                                 const float* logits, int z, RouterTokens mine,
-                                                 bool dry) {
+// router's dry run (one token), outputs into shared memory. kCountWinsOnce: WarpTopK's,
+// off in the dedicated routers: there it raised ptxas' spills of the two-tile instance
+// from 28/36 to 40/96 bytes, and gpt-oss-120b, Llama 4 Maverick and DeepSeek-V3 at 16
+// tokens (which take it) got 0.09-0.14 us slower (H200, same run, two rounds), while
+// their one-token routers do not run WarpTopK on the common path.
+template <int P, int kChunk, bool kCountWinsOnce = true>
+__device__ __forceinline__ void RouteChunkTokensP(const KernelParams& p, PolledRouterShared& r,
+                                                  const float* logits, int z, RouterTokens mine,
+                                                  bool dry) {
   auto ids = [&](int n) { return dry ? r.dry_ids : p.ids + (size_t(z) * kChunk + n) * p.ep.top_k; };
   auto weights = [&](int n) {
     return dry ? r.dry_weights : p.weights + (size_t(z) * kChunk + n) * p.ep.top_k;
@@ -117,8 +121,9 @@ __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRo
     // ptxas spilled 40/96 bytes instead of 28/36 with it, and Kimi K2 and GLM-4.5 at 16
     // tokens (which never take it) got 0.12-0.15 us slower (H200, same-run rounds).
     constexpr bool kSmallestThreshold = kChunk != 16;
-    CtaRouteToken<P, kSmallestThreshold>(p.ep, logits, r.correction_bias, r.cta_route, kWarps,
-                                         ids(mine.first), weights(mine.first), marks);
+    CtaRouteToken<P, kSmallestThreshold, kCountWinsOnce>(p.ep, logits, r.correction_bias,
+                                                         r.cta_route, kWarps, ids(mine.first),
+                                                         weights(mine.first), marks);
     return;
   }
   const int warp = threadIdx.x / 32;
@@ -131,17 +136,18 @@ __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRo
     return;
   }
   for (int n = mine.first + warp; n < mine.last; n += kWarps) {
-    WarpRouteTokenP<P>(p.ep, logits + (n - mine.first) * p.experts, r.correction_bias, ids(n),
-                       weights(n));
+    WarpRouteTokenP<P, kCountWinsOnce>(p.ep, logits + (n - mine.first) * p.experts,
+                                       r.correction_bias, ids(n), weights(n));
   }
 }
 
-template <int kChunk>
+// RouteChunkTokensP for the spec's experts-per-lane width.
+template <int kChunk, bool kCountWinsOnce = true>
 __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRouterShared& r,
                                                  const float* logits, int z, RouterTokens mine,
                                                  bool dry) {
   WithExpertsPerLane(p.experts, [&](auto width) {
-    RouteChunkTokens<decltype(width)::value, kChunk>(p, r, logits, z, mine, dry);
+    RouteChunkTokensP<decltype(width)::value, kChunk, kCountWinsOnce>(p, r, logits, z, mine, dry);
   });
 }
 

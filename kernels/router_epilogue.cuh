@@ -369,8 +369,14 @@ __device__ void WarpTopKExact(int top_k, uint32_t (&key)[P], int (&round)[P]) {
 // best lane head) and a one-step shift of the winner's queue: no rescan, no id exchange.
 // Exact ties (two equal keys, in one lane or two) are only recorded on the way, off the
 // critical path; when one occurred the selection is redone exactly (WarpTopKExact), so
-// the tie rule holds.
-template <int P>
+// the tie rule holds. kCountWinsOnce: a tie is found from the total of the lanes' wins
+// after the rounds (one REDUX.ADD), not from a ballot in each round. H200, session 31:
+// the top-k phase of a warp alone, warm, Qwen3-30B 1123 -> 1019 cycles, gpt-oss-120b 830
+// -> 784; per call under PDL, against a rebuild of the same source (a rebuild alone moved
+// other rows by up to 0.1 us, bench/NOTES.md), Qwen3-30B t=16 3.85 -> 3.79 us, t=64 4.01
+// -> 3.97 (a warp a token in the cluster router). Off in the dedicated routers (see
+// RouteChunkTokensP).
+template <int P, bool kCountWinsOnce = true>
 __device__ __forceinline__ void WarpTopK(int top_k, const uint32_t (&key)[P], const float (&l)[P],
                                          LaneChoices<P>& out) {
   const int lane = threadIdx.x & 31;
@@ -387,21 +393,27 @@ __device__ __forceinline__ void WarpTopK(int top_k, const uint32_t (&key)[P], co
   for (int m = 0; m + 1 < P; ++m) tie |= q[m] != 0u && q[m] == q[m + 1];
 #pragma unroll
   for (int m = 0; m < P; ++m) out.id[m] = qj[m];  // the expert's j for now; id below
-  unsigned won_rounds = 0, shared_wins = 0;
+  unsigned won_rounds = 0, shared_round = 0;
   for (int i = 0; i < top_k; ++i) {
     const uint32_t best = __reduce_max_sync(kFullMask, q[0]);
     const bool won = q[0] == best;
-    const unsigned winners = __ballot_sync(kFullMask, won);
-    shared_wins |= winners & (winners - 1);  // more than one lane: a tie (or none left)
+    if constexpr (!kCountWinsOnce) {
+      const unsigned winners = __ballot_sync(kFullMask, won);
+      shared_round |= winners & (winners - 1);  // more than one lane: a tie (or none left)
+    }
     won_rounds |= unsigned(won) << i;
 #pragma unroll
     for (int m = 0; m + 1 < P; ++m) q[m] = won ? q[m + 1] : q[m];
     q[P - 1] = won ? 0u : q[P - 1];
   }
   // The lane's wins are its first sorted slots, in round order; each slot's logit is
-  // picked from l by its j (only the filled slots, usually one or two).
+  // picked from l by its j (only the filled slots, usually one or two). Every round has a
+  // winner, so more wins than rounds across the warp means two lanes shared a round.
   const int filled = __popc(won_rounds);
   const int slots = int(__reduce_max_sync(kFullMask, uint32_t(filled)));
+  const bool shared_wins = kCountWinsOnce
+                               ? __reduce_add_sync(kFullMask, uint32_t(filled)) != uint32_t(top_k)
+                               : shared_round != 0;
 #pragma unroll
   for (int m = 0; m < P; ++m) {
     out.round[m] = won_rounds ? __ffs(won_rounds) - 1 : -1;
@@ -413,7 +425,10 @@ __device__ __forceinline__ void WarpTopK(int top_k, const uint32_t (&key)[P], co
   }
 #pragma unroll
   for (int m = 0; m < P; ++m) out.id[m] = lane + 32 * out.id[m];
-  if (__any_sync(kFullMask, tie || shared_wins != 0)) {
+  // (Without kCountWinsOnce, one vote as before: the short-circuit form changed ptxas'
+  // register allocation of the dedicated routers' two-tile kernel, 28/36 -> 32/84 bytes.)
+  if (kCountWinsOnce ? shared_wins || __any_sync(kFullMask, tie)
+                     : __any_sync(kFullMask, tie || shared_wins)) {
     uint32_t k[P];
     int round[P];
 #pragma unroll
@@ -495,7 +510,7 @@ __device__ __forceinline__ void WriteChoices(const EpilogueParams& p, const Lane
 // One warp routes one token. l: the token's logits (router bias included) and cb: the
 // correction bias (zeros when the spec has none), expert lane + 32 j in element j. Writes
 // top_k ids and weights. All 32 lanes must call.
-template <int P>
+template <int P, bool kCountWinsOnce = true>
 __device__ __forceinline__ void WarpRouteTokenRegs(const EpilogueParams& p, const float (&l)[P],
                                                    const float (&cb)[P],
                                                    int32_t* __restrict__ ids_out,
@@ -504,7 +519,7 @@ __device__ __forceinline__ void WarpRouteTokenRegs(const EpilogueParams& p, cons
   LaneChoices<P> chosen;
   const TokenScoring sc = SelectionKeys<P>(p, l, cb, key);
   if (p.n_group > 1) DropUnkeptGroups<P>(p, key);
-  WarpTopK<P>(p.top_k, key, l, chosen);
+  WarpTopK<P, kCountWinsOnce>(p.top_k, key, l, chosen);
   WriteChoices<P>(p, chosen, sc, ids_out, weights_out);
 }
 
@@ -525,14 +540,14 @@ __device__ __forceinline__ void LoadTokenInputs(const EpilogueParams& p, const f
 }
 
 // Loads one token's inputs (LoadTokenInputs) and routes it.
-template <int P>
+template <int P, bool kCountWinsOnce = true>
 __device__ __forceinline__ void WarpRouteTokenP(const EpilogueParams& p, const float* logits,
                                                 const float* correction_bias,
                                                 int32_t* __restrict__ ids_out,
                                                 float* __restrict__ weights_out) {
   float l[P], cb[P];
   LoadTokenInputs<P>(p, logits, correction_bias, l, cb);
-  WarpRouteTokenRegs<P>(p, l, cb, ids_out, weights_out);
+  WarpRouteTokenRegs<P, kCountWinsOnce>(p, l, cb, ids_out, weights_out);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -931,8 +946,8 @@ __device__ __forceinline__ uint32_t KeptGroupsOfGroupScores(const EpilogueParams
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
 // null, or where thread 0 stamps the sub-phases (EpiloguePhase) for router_bench's
 // timelines. kSmallestThreshold: RouteFewCandidates' shortcut for grouped routers (off
-// where it costs a kernel registers; see RouteChunkTokens).
-template <int P, bool kSmallestThreshold = true>
+// where it costs a kernel registers; see RouteChunkTokensP). kCountWinsOnce: WarpTopK's.
+template <int P, bool kSmallestThreshold = true, bool kCountWinsOnce = true>
 __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
                               const float* correction_bias, CtaRouteScratch& scratch, int warps,
                               int32_t* __restrict__ ids_out, float* __restrict__ weights_out,
@@ -1020,7 +1035,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     l[j] = e < p.experts ? logits[e] : 0.0f;
   }
   LaneChoices<P> chosen;
-  WarpTopK<P>(p.top_k, key, l, chosen);
+  WarpTopK<P, kCountWinsOnce>(p.top_k, key, l, chosen);
   MarkEpiloguePhase(marks, kEpiRanked);
   WriteChoices<P>(p, chosen, TokenScoring{}, ids_out, weights_out);
 }
