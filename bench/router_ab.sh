@@ -6,9 +6,9 @@
 # A -> B in us. Refuses two identical binaries: an A/B of a build against itself (a
 # failed rebuild leaves the old binary in place) measures nothing.
 # Resolution (H200, session 31, bench/NOTES.md): a binary against itself moves +-0.01 us
-# under PDL, but rows whose kernel is the same code in both builds moved up to +-0.09 us
-# when another kernel changed (where the code lands). Read a change by the rows whose
-# kernels changed, against unchanged rows in the same run.
+# under PDL, but a rebuild of the same kernel source moved rows up to +-0.1 us. Build A
+# from the base commit in the same session, and read a change by the rows whose kernels
+# changed, against unchanged rows in the same run.
 set -euo pipefail
 a=$1 b=$2 out=$3
 shift 3
