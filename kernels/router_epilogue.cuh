@@ -583,7 +583,8 @@ struct CtaRouteScratch {     // shared memory
   alignas(16) float group_score[kMaxExperts / 32];           // group g = column g (group_columns 1)
   alignas(16) uint32_t candidate_key[32];  // the few experts that can still be chosen, in
   int candidate_id[32];                    // id order; key 0 past the last
-  float candidate_logit[32];               // (ColumnRankedRouteToken only)
+  float candidate_logit[32];  // ColumnRankedRouteToken: stored beside the id so warp 0's
+                              // weights do not wait on a dependent load of logits[id]
 };
 
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
