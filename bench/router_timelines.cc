@@ -178,14 +178,20 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       "replays).\nstart: its first CTA began (negative: during launch i-1); waited: a "
       "dedicated router passed griddepcontrol.wait; mainloop / published: the last CTA's; "
       "routed: the call's\nlatency as the graph sees it; epi_cycles split into the one-token "
-      "epilogue's sub-phases: columns / groups / ranking / weights (0: not a phase there)\n",
+      "epilogue's sub-phases: columns / groups / ranking / weights (0: not a phase there); "
+      "first ml / arr: the first CTA's mainloop and arrival (the spread behind the last's)\n",
       kLaunches, kReplays);
-  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %s\n", "shape", "config", "start",
-              "waited", "mainloop", "published", "arrived", "routed", "epi_cycles", "graph_us",
-              "cols/groups/rank/weights");
+  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %8s\n", "shape", "config",
+              "start", "waited", "mainloop", "published", "arrived", "routed", "epi_cycles",
+              "graph_us", "cols/groups/rank/weights", "first ml", "first arr");
   for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
                                                   {"deepseek_v3", 16},
+                                                  {"deepseek_v3", 64},
+                                                  {"deepseek_v3", 128},
                                                   {"kimi_k2", 1},
+                                                  {"kimi_k2", 64},
+                                                  {"kimi_k2", 128},
+                                                  {"glm4_moe", 128},
                                                   {"qwen3_30b", 1},
                                                   {"mixtral", 1},
                                                   {"gpt_oss_20b", 1},
@@ -221,7 +227,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
             tl.as<unsigned long long>() + i * entries));
       });
       std::vector<unsigned long long> host(entries * kLaunches);
-      std::vector<double> phase[6], epilogue_cycles, graph_us, epilogue_phases[4];
+      std::vector<double> phase[6], epilogue_cycles, graph_us, epilogue_phases[4], first_ml,
+          first_arrived;
       for (int r = 0; r < kReplays; ++r) {
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8 * kLaunches, stream));
         CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
@@ -239,6 +246,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
           phase[3].push_back(after(s[i].last[cuda::kStampReduced]));
           phase[4].push_back(after(s[i].last[cuda::kStampArrived]));
           phase[5].push_back(after(s[i].last[cuda::kStampRouted]));
+          first_ml.push_back(after(s[i].first[cuda::kStampMainloop]));
+          first_arrived.push_back(after(s[i].first[cuda::kStampArrived]));
           if (s[i].epilogue_cycles > 0) {
             epilogue_cycles.push_back(s[i].epilogue_cycles);
             for (int k = 0; k < 4; ++k) epilogue_phases[k].push_back(s[i].epilogue_phase_cycles[k]);
@@ -249,11 +258,15 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
                            1e3 / (kLaunches - 2));
       }
       std::printf(
-          "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %.0f/%.0f/%.0f/%.0f\n",
+          "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %-24s %8.2f %8.2f\n",
           shape.c_str(), name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
           Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),
-          Median(graph_us), Median(epilogue_phases[0]), Median(epilogue_phases[1]),
-          Median(epilogue_phases[2]), Median(epilogue_phases[3]));
+          Median(graph_us),
+          absl::StrFormat("%.0f/%.0f/%.0f/%.0f", Median(epilogue_phases[0]),
+                          Median(epilogue_phases[1]), Median(epilogue_phases[2]),
+                          Median(epilogue_phases[3]))
+              .c_str(),
+          Median(first_ml), Median(first_arrived));
     }
   }
 }
