@@ -83,6 +83,12 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
   const int z = blockIdx.y;
   const int valid = min(kChunk, p.tokens - z * kChunk);
   const int routers = kDedicatedRouters ? p.router_ctas : 0;
+  // A lone token of more experts than threads polls two experts a thread at once
+  // (GatherWideToken): per call under PDL, Kimi K2 t=1 5.25 -> 4.50 us, t=4 5.62 -> 4.58
+  // (H200, bench/NOTES.md session 32). Not in the two-tile instances: there its presence
+  // alone made DeepSeek-V3 at 16 tokens (dedicated routers, which never take it) 0.10-0.14
+  // us slower, in two forms; Kimi K2 at 16 tokens keeps the old gather with them.
+  constexpr bool kWidePairs = NT != 2;
   AllowDependentLaunch();
   Stamp(p, kStampStart);
   RouterTokens mine;
@@ -117,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
       } else {
         WaitForPrerequisiteGrid();  // the mainloop CTAs waited in the mainloop
         Stamp(p, kStampWaited);
-        GatherChunkLogits<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine);
+        GatherChunkLogits<kChunk, kWidePairs>(p, smem.router, smem.main.chunk_logits, z, mine);
       }
       __syncthreads();
       if (!dry) Stamp(p, kStampArrived);
@@ -128,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
       dry = false;
     }
   } else {
-    GatherChunkLogits<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine);
+    GatherChunkLogits<kChunk, kWidePairs>(p, smem.router, smem.main.chunk_logits, z, mine);
     __syncthreads();
     Stamp(p, kStampArrived);
     RouteChunkTokens<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine, /*dry=*/false);

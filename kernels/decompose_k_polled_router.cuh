@@ -81,16 +81,94 @@ __device__ __forceinline__ float SumPolled(float* first, int splits, size_t stri
   return s;
 }
 
+// SumPolled for two elements at once: the element at `first` and the one kThreads floats
+// after it (expert e and e + kThreads of one token: Kimi K2's 384 experts on 256 threads),
+// the second only when `second`. Both elements' loads are in flight together, so a thread
+// with two elements waits one L2 round trip for up to 16 splits, not two, one after the
+// other. Sums in slot order, as SumPolled: the same bits.
+__device__ __forceinline__ void SumPolledPair(float* first, int splits, size_t stride, bool second,
+                                              float& sum_first, float& sum_second) {
+  constexpr int kBatch = 16;
+  constexpr uint32_t kNone = 0x80000000u;  // -0.0: an absent slot adds nothing
+  sum_first = sum_second = 0.0f;
+  for (int sp = 0; sp < splits; sp += kBatch) {
+    uint32_t v[kBatch], w[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const bool in = sp + u < splits;
+      const float* slot = first + (sp + u) * stride;
+      v[u] = in ? LoadPolledBits(slot) : kNone;
+      w[u] = in && second ? LoadPolledBits(slot + kThreads) : kNone;
+    }
+    for (;;) {
+      bool empty = false;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) empty |= v[u] == 0u || w[u] == 0u;
+      if (!empty) break;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const float* slot = first + (sp + u) * stride;
+        if (v[u] == 0u) v[u] = LoadPolledBits(slot);
+        if (w[u] == 0u) w[u] = LoadPolledBits(slot + kThreads);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      if (sp + u >= splits) break;
+      float* slot = first + (sp + u) * stride;
+      sum_first += __uint_as_float(v[u]);
+      EmptyPolled(slot);
+      if (second) {
+        sum_second += __uint_as_float(w[u]);
+        EmptyPolled(slot + kThreads);
+      }
+    }
+  }
+}
+
+// GatherChunkLogits for a lone token of more experts than threads: thread e sums experts e
+// and e + kThreads (SumPolledPair). Out of line, so that its 32 values and 16 addresses in
+// flight are allocated apart from the kernels that inline the rest: inlined, ptxas spilled
+// 24-60 more bytes in the polled kernels and rows that never take this path got 0.05-0.10
+// us slower (DeepSeek-V3 t=1 and t=16, the staged rows at 128 tokens; H200, bench/NOTES.md
+// session 32; inlined it was 0.25 us faster for Kimi K2 at one token itself). Only such a
+// token pays the call.
+inline __device__ __noinline__ void GatherWideToken(const KernelParams& p,
+                                                    const PolledRouterShared& r, float* logits,
+                                                    float* first_slot, size_t split_stride,
+                                                    float* logits_out) {
+  const int e = threadIdx.x;
+  const bool second = e + kThreads < p.experts;
+  float first_sum, second_sum;
+  SumPolledPair(first_slot + e, p.k_splits, split_stride, second, first_sum, second_sum);
+  logits[e] = first_sum + r.router_bias[e];
+  if (logits_out) logits_out[e] = logits[e];
+  if (second) {
+    logits[e + kThreads] = second_sum + r.router_bias[e + kThreads];
+    if (logits_out) logits_out[e + kThreads] = logits[e + kThreads];
+  }
+}
+
 // Router CTA: its tokens' logits (bias added) into `logits` (shared memory), [token -
-// first][expert], and to the optional logits output; a thread per (token, expert).
-// (Polling a thread's slots of several elements together measured slower at one token;
-// see bench/NOTES.md.)
-template <int kChunk>
+// first][expert], and to the optional logits output; a thread per (token, expert), or per
+// two experts of a lone token of more experts than threads (SumPolledPair).
+// (Polling a thread's slots of several elements together in two batches of 8, one after
+// the other, had measured no steady gain: bench/NOTES.md session 19.)
+// kWidePairs: the two-expert path compiled in (off in the polled two-tile instances, see
+// DecomposeKPolledKernel).
+template <int kChunk, bool kWidePairs = true>
 __device__ void GatherChunkLogits(const KernelParams& p, const PolledRouterShared& r, float* logits,
                                   int z, RouterTokens mine) {
   const int E = p.experts, epad = p.m_blocks * kBlockExperts;
   const size_t split_stride = size_t(kChunk) * epad;
   float* base = p.partials + size_t(z) * p.k_splits * split_stride;
+  static_assert(kMaxExperts <= 2 * kThreads, "a thread polls at most two experts of a token");
+  if (kWidePairs && mine.last - mine.first == 1 && E > kThreads) {
+    const int n = mine.first;
+    GatherWideToken(p, r, logits, base + size_t(n) * epad, split_stride,
+                    p.logits_out ? p.logits_out + size_t(z * kChunk + n) * E : nullptr);
+    return;
+  }
   for (int i = threadIdx.x; i < (mine.last - mine.first) * E; i += kThreads) {
     const int n = mine.first + i / E, e = i % E;
     const float s =

@@ -759,6 +759,47 @@ TEST(GpuStaged, EveryFamilyMatchesReference) {
   EXPECT_GE(ran, 2 * int(FamilyPresets().size()));  // most shapes have a config that fits
 }
 
+// A lone token of more experts than a router CTA has threads: each thread polls two experts
+// of the token at once (GatherWideToken), some threads one. Expert counts with none, some
+// and all threads holding a second expert; polled routers dedicated or not, one token and
+// several (one a router); the staged tiles at split counts around the poll batch of 16
+// (exactly one batch, a second batch of one, of several). Each config runs twice on one
+// workspace: the second run fails if the first left a polled slot unemptied.
+TEST(GpuPolled, WideTokenGatherMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  int polled_ran = 0, staged_ran = 0;
+  for (int experts : {257, 300, 384, 448, 512}) {
+    for (int tokens : {1, 5, 40}) {
+      RouterSpec spec = RandomUngroupedSpec(experts, pick);
+      spec.hidden = 7168;
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
+      const RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+      const auto ref = in.Reference();
+      if (tokens == 40) {  // staged: 64-token chunks, a token a router CTA
+        for (int splits : {16, 17, 21})
+          staged_ran += CheckConfigTwice(in, ref, cuda::ChooseStagedConfig(p, SmCount(), splits),
+                                         Describe(in, seed));
+        continue;
+      }
+      for (bool dedicated : {false, true}) {
+        for (int splits : {1, 3, 8}) {
+          cuda::DecomposeKConfig c;
+          c.polled = true;
+          c.k_splits = splits;
+          c.dedicated_routers = dedicated;
+          polled_ran += CheckConfigTwice(in, ref, c, Describe(in, seed));
+        }
+      }
+    }
+  }
+  // Grids of more CTAs than SMs are refused (CheckConfigTwice returns false): a few here on
+  // 132 SMs (512 experts at the largest splits), more on smaller GPUs.
+  EXPECT_GE(polled_ran, 20);
+  EXPECT_GE(staged_ran, 5);
+}
+
 // Experts that are not a whole number of 64-tiles (or of 32-blocks), hidden sizes that are
 // not a whole number of 64-element stages, random routing specs.
 TEST(GpuStaged, RaggedExpertsAndHiddenMatchReference) {
