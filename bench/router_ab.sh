@@ -5,10 +5,11 @@
 # (env ROUNDS, default 2; default args: --quick). Columns: fused with PDL and without,
 # A -> B in us. Refuses two identical binaries: an A/B of a build against itself (a
 # failed rebuild leaves the old binary in place) measures nothing.
-# Resolution (H200, session 31, bench/NOTES.md): a binary against itself moves +-0.01 us
-# under PDL, but a rebuild of the same kernel source moved rows up to +-0.1 us. Build A
-# from the base commit in the same session, and read a change by the rows whose kernels
-# changed, against unchanged rows in the same run.
+# Resolution (H200, bench/NOTES.md sessions 31-32): a binary against itself moves +-0.01
+# us under PDL, and a same-session rebuild of the tree with every line number shifted gave
+# identical SASS and +-0.02; a binary from an earlier session moved rows up to +-0.1 us.
+# Build A from the base commit in the same session, and read a change by the rows whose
+# kernels changed, against unchanged rows in the same run.
 set -euo pipefail
 a=$1 b=$2 out=$3
 shift 3
