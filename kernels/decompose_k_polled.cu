@@ -76,19 +76,16 @@ __device__ __forceinline__ void FillDryLogits(const KernelParams& p, PolledShare
 // warms exactly the instructions the real one executes. A separate instance: with the
 // routing code inlined twice, or called, ptxas spilled in the mainloop path, and the
 // instance without dedicated routers measured slower with the loop in it.
-template <typename T, int NT, bool kDedicatedRouters>
+//
+// kWideExperts: the instance for routers of more than 256 experts (width 16 and
+// GatherWideToken only), the other one the widths 1-8 (WithExpertsPerLaneOf).
+template <typename T, int NT, bool kDedicatedRouters, bool kWideExperts>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const KernelParams p) {
   __shared__ PolledShared smem;
   constexpr int kChunk = 8 * NT;
   const int z = blockIdx.y;
   const int valid = min(kChunk, p.tokens - z * kChunk);
   const int routers = kDedicatedRouters ? p.router_ctas : 0;
-  // A lone token of more experts than threads polls two experts a thread at once
-  // (GatherWideToken): per call under PDL, Kimi K2 t=1 5.25 -> 4.50 us, t=4 5.62 -> 4.58
-  // (H200, bench/NOTES.md session 32). Not in the two-tile instances: there its presence
-  // alone made DeepSeek-V3 at 16 tokens (dedicated routers, which never take it) 0.10-0.14
-  // us slower, in two forms; Kimi K2 at 16 tokens keeps the old gather with them.
-  constexpr bool kWidePairs = NT != 2;
   AllowDependentLaunch();
   Stamp(p, kStampStart);
   RouterTokens mine;
@@ -123,21 +120,22 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
       } else {
         WaitForPrerequisiteGrid();  // the mainloop CTAs waited in the mainloop
         Stamp(p, kStampWaited);
-        GatherChunkLogits<kChunk, kWidePairs>(p, smem.router, smem.main.chunk_logits, z, mine);
+        GatherChunkLogits<kChunk, kWideExperts>(p, smem.router, smem.main.chunk_logits, z, mine);
       }
       __syncthreads();
       if (!dry) Stamp(p, kStampArrived);
-      RouteChunkTokens<kChunk, /*kCountWinsOnce=*/false>(p, smem.router, smem.main.chunk_logits, z,
-                                                         mine, dry);
+      RouteChunkTokens<kChunk, kWideExperts, /*kCountWinsOnce=*/false>(
+          p, smem.router, smem.main.chunk_logits, z, mine, dry);
       __syncthreads();
       if (!dry) break;
       dry = false;
     }
   } else {
-    GatherChunkLogits<kChunk, kWidePairs>(p, smem.router, smem.main.chunk_logits, z, mine);
+    GatherChunkLogits<kChunk, kWideExperts>(p, smem.router, smem.main.chunk_logits, z, mine);
     __syncthreads();
     Stamp(p, kStampArrived);
-    RouteChunkTokens<kChunk>(p, smem.router, smem.main.chunk_logits, z, mine, /*dry=*/false);
+    RouteChunkTokens<kChunk, kWideExperts>(p, smem.router, smem.main.chunk_logits, z, mine,
+                                           /*dry=*/false);
     __syncthreads();
   }
   Stamp(p, kStampRouted);
@@ -155,26 +153,37 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
 // at 16 tokens). Where it is not cooperative, PDL callers (the server's two slots,
 // router_bench) keep to few concurrent grids, which cannot fill the SMs with waiting
 // router CTAs.
-template <typename T, bool kDedicatedRouters>
+template <typename T, bool kDedicatedRouters, bool kWideExperts>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
                         bool pdl, bool cooperative) {
   switch (token_tiles) {
     case 1:
-      return Launch(DecomposeKPolledKernel<T, 1, kDedicatedRouters>, grid, params, stream, pdl, 0,
-                    cooperative);
+      return Launch(DecomposeKPolledKernel<T, 1, kDedicatedRouters, kWideExperts>, grid, params,
+                    stream, pdl, 0, cooperative);
     case 2:
-      return Launch(DecomposeKPolledKernel<T, 2, kDedicatedRouters>, grid, params, stream, pdl, 0,
-                    cooperative);
+      return Launch(DecomposeKPolledKernel<T, 2, kDedicatedRouters, kWideExperts>, grid, params,
+                    stream, pdl, 0, cooperative);
     default:
-      return Launch(DecomposeKPolledKernel<T, 4, kDedicatedRouters>, grid, params, stream, pdl, 0,
-                    cooperative);
+      return Launch(DecomposeKPolledKernel<T, 4, kDedicatedRouters, kWideExperts>, grid, params,
+                    stream, pdl, 0, cooperative);
   }
 }
 
+template <typename T, bool kWideExperts>
+cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
+                        bool pdl, bool cooperative) {
+  return params.router_ctas > 0 ? LaunchTyped<T, true, kWideExperts>(token_tiles, grid, params,
+                                                                     stream, pdl, cooperative)
+                                : LaunchTyped<T, false, kWideExperts>(token_tiles, grid, params,
+                                                                      stream, pdl, cooperative);
+}
+
+// An instance for routers of more than 256 experts and one for the rest
+// (WithExpertsPerLaneOf).
 template <typename T>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
                         bool pdl, bool cooperative) {
-  return params.router_ctas > 0
+  return WideExperts(params.experts)
              ? LaunchTyped<T, true>(token_tiles, grid, params, stream, pdl, cooperative)
              : LaunchTyped<T, false>(token_tiles, grid, params, stream, pdl, cooperative);
 }

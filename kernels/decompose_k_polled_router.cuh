@@ -127,16 +127,13 @@ __device__ __forceinline__ void SumPolledPair(float* first, int splits, size_t s
 }
 
 // GatherChunkLogits for a lone token of more experts than threads: thread e sums experts e
-// and e + kThreads (SumPolledPair). Out of line, so that its 32 values and 16 addresses in
-// flight are allocated apart from the kernels that inline the rest: inlined, ptxas spilled
-// 24-60 more bytes in the polled kernels and rows that never take this path got 0.05-0.10
-// us slower (DeepSeek-V3 t=1 and t=16, the staged rows at 128 tokens; H200, bench/NOTES.md
-// session 32; inlined it was 0.25 us faster for Kimi K2 at one token itself). Only such a
-// token pays the call.
-inline __device__ __noinline__ void GatherWideToken(const KernelParams& p,
-                                                    const PolledRouterShared& r, float* logits,
-                                                    float* first_slot, size_t split_stride,
-                                                    float* logits_out) {
+// and e + kThreads (SumPolledPair). Compiled only into the kernel instances for more than
+// 256 experts (WithExpertsPerLaneOf): in instances shared with the other widths it made
+// rows that never take it 0.05-0.14 us slower (inlined, ptxas spilled 24-60 more bytes;
+// out of line, DeepSeek-V3 t=16 still +0.14; H200, bench/NOTES.md session 32).
+__device__ __forceinline__ void GatherWideToken(const KernelParams& p, const PolledRouterShared& r,
+                                                float* logits, float* first_slot,
+                                                size_t split_stride, float* logits_out) {
   const int e = threadIdx.x;
   const bool second = e + kThreads < p.experts;
   float first_sum, second_sum;
@@ -154,16 +151,16 @@ inline __device__ __noinline__ void GatherWideToken(const KernelParams& p,
 // two experts of a lone token of more experts than threads (SumPolledPair).
 // (Polling a thread's slots of several elements together in two batches of 8, one after
 // the other, had measured no steady gain: bench/NOTES.md session 19.)
-// kWidePairs: the two-expert path compiled in (off in the polled two-tile instances, see
-// DecomposeKPolledKernel).
-template <int kChunk, bool kWidePairs = true>
+// kWideExperts: the kernel instance for more than 256 experts (WithExpertsPerLaneOf), the
+// only one with the two-expert path.
+template <int kChunk, bool kWideExperts>
 __device__ void GatherChunkLogits(const KernelParams& p, const PolledRouterShared& r, float* logits,
                                   int z, RouterTokens mine) {
   const int E = p.experts, epad = p.m_blocks * kBlockExperts;
   const size_t split_stride = size_t(kChunk) * epad;
   float* base = p.partials + size_t(z) * p.k_splits * split_stride;
   static_assert(kMaxExperts <= 2 * kThreads, "a thread polls at most two experts of a token");
-  if (kWidePairs && mine.last - mine.first == 1 && E > kThreads) {
+  if (kWideExperts && mine.last - mine.first == 1 && E > kThreads) {
     const int n = mine.first;
     GatherWideToken(p, r, logits, base + size_t(n) * epad, split_stride,
                     p.logits_out ? p.logits_out + size_t(z * kChunk + n) * E : nullptr);
@@ -219,12 +216,13 @@ __device__ __forceinline__ void RouteChunkTokensP(const KernelParams& p, PolledR
   }
 }
 
-// RouteChunkTokensP for the spec's experts-per-lane width.
-template <int kChunk, bool kCountWinsOnce = true>
+// RouteChunkTokensP for the spec's experts-per-lane width, among the widths of the kernel
+// instance's group (WithExpertsPerLaneOf).
+template <int kChunk, bool kWideExperts, bool kCountWinsOnce = true>
 __device__ __forceinline__ void RouteChunkTokens(const KernelParams& p, PolledRouterShared& r,
                                                  const float* logits, int z, RouterTokens mine,
                                                  bool dry) {
-  WithExpertsPerLane(p.experts, [&](auto width) {
+  WithExpertsPerLaneOf<kWideExperts>(p.experts, [&](auto width) {
     RouteChunkTokensP<decltype(width)::value, kChunk, kCountWinsOnce>(p, r, logits, z, mine, dry);
   });
 }

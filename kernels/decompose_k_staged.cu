@@ -112,7 +112,7 @@ __device__ __forceinline__ void PublishFragments(const KernelParams& p, const fl
 
 // Two CTAs per SM where the stages leave room (<= 128 registers a thread): one of this
 // launch, one of the next launch already staging its weights under PDL.
-template <typename T>
+template <typename T, bool kWideExperts>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKStagedKernel(const KernelParams p) {
   extern __shared__ __align__(128) uint8_t stages[];
   __shared__ PolledRouterShared router;
@@ -146,31 +146,41 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKStagedKernel(const Kern
   if (!is_router) return;
   __syncthreads();  // every warp is done with the stages: they become the router's logits
   float* logits = reinterpret_cast<float*>(stages);
-  GatherChunkLogits<kStagedTileTokens>(p, router, logits, z, mine);
+  GatherChunkLogits<kStagedTileTokens, kWideExperts>(p, router, logits, z, mine);
   __syncthreads();
   Stamp(p, kStampArrived);
-  RouteChunkTokens<kStagedTileTokens>(p, router, logits, z, mine, /*dry=*/false);
+  RouteChunkTokens<kStagedTileTokens, kWideExperts>(p, router, logits, z, mine, /*dry=*/false);
   __syncthreads();
   Stamp(p, kStampRouted);
 }
 
 // Past the 48 KB default: opt in once per instance, to the most a launch may ask for (not
 // a stream operation, so also legal while a graph is being captured).
-template <typename T>
+template <typename T, bool kWideExperts>
 cudaError_t OptIn() {
-  static const cudaError_t opt_in =
-      cudaFuncSetAttribute(DecomposeKStagedKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(kStagedMaxStages * kStagedStageBytes));
+  static const cudaError_t opt_in = cudaFuncSetAttribute(
+      DecomposeKStagedKernel<T, kWideExperts>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      int(kStagedMaxStages * kStagedStageBytes));
   return opt_in;
+}
+
+// An instance for routers of more than 256 experts and one for the rest
+// (WithExpertsPerLaneOf).
+template <typename T, bool kWideExperts>
+cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_smem,
+                        cudaStream_t stream, bool pdl, bool cooperative) {
+  const cudaError_t opt_in = OptIn<T, kWideExperts>();
+  if (opt_in != cudaSuccess) return opt_in;
+  return Launch(DecomposeKStagedKernel<T, kWideExperts>, grid, params, stream, pdl, /*cluster=*/0,
+                cooperative, dynamic_smem);
 }
 
 template <typename T>
 cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_smem,
                         cudaStream_t stream, bool pdl, bool cooperative) {
-  const cudaError_t opt_in = OptIn<T>();
-  if (opt_in != cudaSuccess) return opt_in;
-  return Launch(DecomposeKStagedKernel<T>, grid, params, stream, pdl, /*cluster=*/0, cooperative,
-                dynamic_smem);
+  return WideExperts(params.experts)
+             ? LaunchTyped<T, true>(grid, params, dynamic_smem, stream, pdl, cooperative)
+             : LaunchTyped<T, false>(grid, params, dynamic_smem, stream, pdl, cooperative);
 }
 
 }  // namespace

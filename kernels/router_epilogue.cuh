@@ -1046,22 +1046,38 @@ __host__ __device__ inline int ExpertsPerLane(int experts) {
   return experts <= 32 ? 1 : experts <= 64 ? 2 : experts <= 128 ? 4 : experts <= 256 ? 8 : 16;
 }
 
-// Calls f(std::integral_constant<int, P>{}) for the experts-per-lane width P of `experts`:
-// the one place a run-time expert count picks an epilogue instance.
+// Whether `experts` takes the kWideExperts kernel instances (width 16: more than 256).
+__host__ __device__ inline bool WideExperts(int experts) { return ExpertsPerLane(experts) == 16; }
+
+// Calls f(std::integral_constant<int, P>{}) for the experts-per-lane width P of `experts`,
+// among one group of widths: routers of more than 256 experts (width 16) when
+// kWideExperts, else the widths 1-8. The polled and staged kernels have an instance for
+// each group (the host picks by the expert count), so neither carries the other's routing
+// code or registers.
+template <bool kWideExperts, typename F>
+__device__ __forceinline__ void WithExpertsPerLaneOf(int experts, F&& f) {
+  if constexpr (kWideExperts) {
+    return f(std::integral_constant<int, 16>{});
+  } else {
+    switch (ExpertsPerLane(experts)) {
+      case 1:
+        return f(std::integral_constant<int, 1>{});
+      case 2:
+        return f(std::integral_constant<int, 2>{});
+      case 4:
+        return f(std::integral_constant<int, 4>{});
+      default:
+        return f(std::integral_constant<int, 8>{});
+    }
+  }
+}
+
+// Any width, for the kernels with one instance for all (the one place a run-time expert
+// count picks an epilogue instance).
 template <typename F>
 __device__ __forceinline__ void WithExpertsPerLane(int experts, F&& f) {
-  switch (ExpertsPerLane(experts)) {
-    case 1:
-      return f(std::integral_constant<int, 1>{});
-    case 2:
-      return f(std::integral_constant<int, 2>{});
-    case 4:
-      return f(std::integral_constant<int, 4>{});
-    case 8:
-      return f(std::integral_constant<int, 8>{});
-    default:
-      return f(std::integral_constant<int, 16>{});
-  }
+  if (WideExperts(experts)) return WithExpertsPerLaneOf<true>(experts, f);
+  return WithExpertsPerLaneOf<false>(experts, f);
 }
 
 // WarpRouteTokenP for the spec's width.
