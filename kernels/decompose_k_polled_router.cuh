@@ -50,84 +50,77 @@ __device__ __forceinline__ RouterTokens TokensOfRouter(int valid) {
   return {first, min(first + per_router, valid)};
 }
 
-// Sum of `splits` polled slots `stride` floats apart, in slot order (deterministic);
-// empties each slot. Sixteen slots are polled together and every round re-issues the loads
-// of all that are still empty, so slots that land late cost one L2 round trip between
-// them, not one each.
-__device__ __forceinline__ float SumPolled(float* first, int splits, size_t stride) {
-  constexpr int kBatch = 16;
-  float s = 0.0f;
-  for (int sp = 0; sp < splits; sp += kBatch) {
-    uint32_t v[kBatch];
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-      v[u] = sp + u < splits ? LoadPolledBits(first + (sp + u) * stride) : 0x80000000u;
-    for (;;) {
-      bool empty = false;
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) empty |= v[u] == 0u;
-      if (!empty) break;
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u)
-        if (v[u] == 0u) v[u] = LoadPolledBits(first + (sp + u) * stride);
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      if (sp + u >= splits) break;
-      s += __uint_as_float(v[u]);
-      EmptyPolled(first + (sp + u) * stride);
-    }
-  }
-  return s;
-}
-
-// SumPolled for two elements at once: the element at `first` and the one kThreads floats
-// after it (expert e and e + kThreads of one token: Kimi K2's 384 experts on 256 threads),
-// the second only when `second`. Both elements' loads are in flight together, so a thread
-// with two elements waits one L2 round trip for up to 16 splits, not two, one after the
-// other. Sums in slot order, as SumPolled: the same bits.
-__device__ __forceinline__ void SumPolledPair(float* first, int splits, size_t stride, bool second,
-                                              float& sum_first, float& sum_second) {
+// Sums of `splits` polled slots `stride` floats apart, in slot order (deterministic), of
+// the element at `first` and, when kTwo and `second`, of the one kThreads floats after it
+// (experts e and e + kThreads of one token: Kimi K2's 384 experts on 256 threads); empties
+// each slot. Sixteen slots (of each element) are polled together and every round re-issues
+// the loads of all that are still empty, so slots that land late cost one L2 round trip
+// between them, not one each; with two elements, both elements' loads are in flight
+// together (one round trip for both, not two one after the other). The kTwo branches keep
+// each form's instructions as they were measured as two functions (session 33: the PTX of
+// every polled instance the same but for one moved constant).
+template <bool kTwo>
+__device__ __forceinline__ float SumPolledSlots(float* first, int splits, size_t stride,
+                                                bool second, float& sum_second) {
   constexpr int kBatch = 16;
   constexpr uint32_t kNone = 0x80000000u;  // -0.0: an absent slot adds nothing
-  sum_first = sum_second = 0.0f;
+  float s = 0.0f;
+  if constexpr (kTwo) sum_second = 0.0f;
   for (int sp = 0; sp < splits; sp += kBatch) {
-    uint32_t v[kBatch], w[kBatch];
+    uint32_t v[kBatch], w[kTwo ? kBatch : 1];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const bool in = sp + u < splits;
-      const float* slot = first + (sp + u) * stride;
-      v[u] = in ? LoadPolledBits(slot) : kNone;
-      w[u] = in && second ? LoadPolledBits(slot + kThreads) : kNone;
+      if constexpr (kTwo) {
+        const float* slot = first + (sp + u) * stride;
+        v[u] = in ? LoadPolledBits(slot) : kNone;
+        w[u] = in && second ? LoadPolledBits(slot + kThreads) : kNone;
+      } else {
+        v[u] = in ? LoadPolledBits(first + (sp + u) * stride) : kNone;
+      }
     }
     for (;;) {
       bool empty = false;
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) empty |= v[u] == 0u || w[u] == 0u;
+      for (int u = 0; u < kBatch; ++u) {
+        if constexpr (kTwo)
+          empty |= v[u] == 0u || w[u] == 0u;
+        else
+          empty |= v[u] == 0u;
+      }
       if (!empty) break;
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const float* slot = first + (sp + u) * stride;
         if (v[u] == 0u) v[u] = LoadPolledBits(slot);
-        if (w[u] == 0u) w[u] = LoadPolledBits(slot + kThreads);
+        if constexpr (kTwo)
+          if (w[u] == 0u) w[u] = LoadPolledBits(slot + kThreads);
       }
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       if (sp + u >= splits) break;
       float* slot = first + (sp + u) * stride;
-      sum_first += __uint_as_float(v[u]);
+      s += __uint_as_float(v[u]);
       EmptyPolled(slot);
-      if (second) {
-        sum_second += __uint_as_float(w[u]);
-        EmptyPolled(slot + kThreads);
+      if constexpr (kTwo) {
+        if (second) {
+          sum_second += __uint_as_float(w[u]);
+          EmptyPolled(slot + kThreads);
+        }
       }
     }
   }
+  return s;
+}
+
+__device__ __forceinline__ float SumPolled(float* first, int splits, size_t stride) {
+  float unused;
+  return SumPolledSlots<false>(first, splits, stride, false, unused);
 }
 
 // GatherChunkLogits for a lone token of more experts than threads: thread e sums experts e
-// and e + kThreads (SumPolledPair). Compiled only into the kernel instances for more than
+// and e + kThreads (SumPolledSlots<true>). Compiled only into the kernel instances for more than
 // 256 experts (WithExpertsPerLaneOf): in instances shared with the other widths it made
 // rows that never take it 0.05-0.14 us slower (inlined, ptxas spilled 24-60 more bytes;
 // out of line, DeepSeek-V3 t=16 still +0.14; H200, bench/NOTES.md session 32).
@@ -136,8 +129,9 @@ __device__ __forceinline__ void GatherWideToken(const KernelParams& p, const Pol
                                                 size_t split_stride, float* logits_out) {
   const int e = threadIdx.x;
   const bool second = e + kThreads < p.experts;
-  float first_sum, second_sum;
-  SumPolledPair(first_slot + e, p.k_splits, split_stride, second, first_sum, second_sum);
+  float second_sum;
+  const float first_sum =
+      SumPolledSlots<true>(first_slot + e, p.k_splits, split_stride, second, second_sum);
   logits[e] = first_sum + r.router_bias[e];
   if (logits_out) logits_out[e] = logits[e];
   if (second) {
@@ -148,7 +142,7 @@ __device__ __forceinline__ void GatherWideToken(const KernelParams& p, const Pol
 
 // Router CTA: its tokens' logits (bias added) into `logits` (shared memory), [token -
 // first][expert], and to the optional logits output; a thread per (token, expert), or per
-// two experts of a lone token of more experts than threads (SumPolledPair).
+// two experts of a lone token of more experts than threads (SumPolledSlots<true>).
 // (Polling a thread's slots of several elements together in two batches of 8, one after
 // the other, had measured no steady gain: bench/NOTES.md session 19.)
 // kWideExperts: the kernel instance for more than 256 experts (WithExpertsPerLaneOf), the
