@@ -28,11 +28,13 @@ std::string DescribePath(const cuda::DecomposeKConfig& c) {
 }
 
 // One launch's stamps: per slot, the earliest and the latest non-zero stamp over its CTAs
-// (0 when no CTA stamped it), and the clock64 cycles of the routing CTA's epilogue, whole
-// and (one-token router CTAs) by sub-phase: columns, groups, ranking, weights.
+// (0 when no CTA stamped it), and the clock64 cycles of the routing CTA's epilogue (the
+// last routing CTA's), whole and (one-token router CTAs) by sub-phase: columns, groups,
+// ranking, weights; and the first routing CTA's whole epilogue (token 0's router).
 struct LaunchStamps {
   unsigned long long first[cuda::kTimelineSlots] = {}, last[cuda::kTimelineSlots] = {};
   double epilogue_cycles = 0;
+  double first_epilogue_cycles = 0;
   double epilogue_phase_cycles[4] = {};  // 0 where a sub-phase was not stamped
 };
 
@@ -63,6 +65,7 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
     }
     if (c[2 * cuda::kStampRouted] != 0 && c[2 * cuda::kStampArrived] != 0) {
       s.epilogue_cycles = double(c[2 * cuda::kStampRouted + 1] - c[2 * cuda::kStampArrived + 1]);
+      if (s.first_epilogue_cycles == 0) s.first_epilogue_cycles = s.epilogue_cycles;
       EpiloguePhases(c, s);
     }
   }
@@ -179,18 +182,22 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       "dedicated router passed griddepcontrol.wait; mainloop / published: the last CTA's; "
       "routed: the call's\nlatency as the graph sees it; epi_cycles split into the one-token "
       "epilogue's sub-phases: columns / groups / ranking / weights (0: not a phase there); "
-      "first ml / arr: the first CTA's mainloop and arrival (the spread behind the last's)\n",
+      "first ml / arr / rt: the first CTA's mainloop, arrival and end of routing (the spread "
+      "behind the last's); epi0: the first routing CTA's epilogue cycles (token 0's router)\n",
       kLaunches, kReplays);
-  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %8s\n", "shape", "config",
-              "start", "waited", "mainloop", "published", "arrived", "routed", "epi_cycles",
-              "graph_us", "cols/groups/rank/weights", "first ml", "first arr");
+  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %9s %8s %6s\n", "shape",
+              "config", "start", "waited", "mainloop", "published", "arrived", "routed",
+              "epi_cycles", "graph_us", "cols/groups/rank/weights", "first ml", "first arr",
+              "first rt", "epi0");
   for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
+                                                  {"deepseek_v3", 4},
                                                   {"deepseek_v3", 16},
                                                   {"deepseek_v3", 64},
                                                   {"deepseek_v3", 128},
                                                   {"kimi_k2", 1},
                                                   {"kimi_k2", 64},
                                                   {"kimi_k2", 128},
+                                                  {"glm4_moe", 16},
                                                   {"glm4_moe", 128},
                                                   {"qwen3_30b", 1},
                                                   {"mixtral", 1},
@@ -228,7 +235,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       });
       std::vector<unsigned long long> host(entries * kLaunches);
       std::vector<double> phase[6], epilogue_cycles, graph_us, epilogue_phases[4], first_ml,
-          first_arrived;
+          first_arrived, first_routed, first_epilogue_cycles;
       for (int r = 0; r < kReplays; ++r) {
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8 * kLaunches, stream));
         CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
@@ -248,6 +255,9 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
           phase[5].push_back(after(s[i].last[cuda::kStampRouted]));
           first_ml.push_back(after(s[i].first[cuda::kStampMainloop]));
           first_arrived.push_back(after(s[i].first[cuda::kStampArrived]));
+          first_routed.push_back(after(s[i].first[cuda::kStampRouted]));
+          if (s[i].first_epilogue_cycles > 0)
+            first_epilogue_cycles.push_back(s[i].first_epilogue_cycles);
           if (s[i].epilogue_cycles > 0) {
             epilogue_cycles.push_back(s[i].epilogue_cycles);
             for (int k = 0; k < 4; ++k) epilogue_phases[k].push_back(s[i].epilogue_phase_cycles[k]);
@@ -258,7 +268,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
                            1e3 / (kLaunches - 2));
       }
       std::printf(
-          "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %-24s %8.2f %8.2f\n",
+          "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %-24s %8.2f %9.2f %8.2f "
+          "%6.0f\n",
           shape.c_str(), name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
           Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),
           Median(graph_us),
@@ -266,7 +277,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
                           Median(epilogue_phases[1]), Median(epilogue_phases[2]),
                           Median(epilogue_phases[3]))
               .c_str(),
-          Median(first_ml), Median(first_arrived));
+          Median(first_ml), Median(first_arrived), Median(first_routed),
+          Median(first_epilogue_cycles));
     }
   }
 }
