@@ -704,10 +704,13 @@ TEST_F(Server, DeadlinesSheddingAndMetrics) {
   RouterClient client(server.address());
   const std::string m = "demo-deepseek-v3";
   Case c = MakeCase(m, 0, 4, 9);
-  // A deadline shorter than the queue delay: DEADLINE_EXCEEDED, not computed.
+  // A deadline shorter than the queue delay: DEADLINE_EXCEEDED, not computed. Long enough
+  // for the request to reach the server first on a loaded machine: with 50 ms, under four
+  // concurrent server tests on two cores, the client's deadline once passed before the
+  // server saw the call, and the server's counter below stayed empty (session 33).
   {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(150));
     v1::RouteResponse resp;
     auto s = client.stub()->Route(&ctx, Request(m, 0, 4, c.bytes), &resp);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
