@@ -645,8 +645,11 @@ TEST_F(Server, StreamAnswersInOrderAndABadRequestFailsAlone) {
 // A client that sends without reading: at --max_stream_in_flight the server stops reading
 // the stream, so the client's writes stall (gRPC's flow control) instead of the server
 // buffering answers without bound; once the client reads, every answer arrives in order.
+// The server's own flow-control window is fixed (1 MiB): gRPC's adaptive one grew past the
+// test's 42 MB on a loaded host (all 3000 writes went through although the server had
+// stopped reading at 4), and with 1 MiB the writes stall at ~164 requests however loaded.
 TEST_F(Server, StreamStopsReadingAtItsBoundUntilTheClientReads) {
-  ServerProcess server({"--max_stream_in_flight=4"});
+  ServerProcess server({"--max_stream_in_flight=4", "--stream_window_bytes=1048576"});
   ASSERT_TRUE(server.WaitServing());
   // A client that buffers little of what it has not read (no window growth), so the
   // server's writes stall soon, as they would for a client that reads nothing for long.
@@ -901,6 +904,12 @@ TEST_F(Server, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
       " --address=127.0.0.1:0 --metrics_address= 2>&1 | grep -q \"'modle' is not a server flag\"";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
   std::remove(path.c_str());
+  // A flow-control window below HTTP/2's least: refused, naming the flag and the range.
+  const std::string window_cmd =
+      ServerBinary() +
+      " --stream_window_bytes=100 --address=127.0.0.1:0 --metrics_address= 2>&1 | grep -q "
+      "-- '--stream_window_bytes: 100 is neither 0 nor in 65535..1073741824'";
+  EXPECT_EQ(std::system(window_cmd.c_str()), 0);
 }
 
 TEST_F(Server, ClientLibraryAsyncCallsAndStreamSession) {
