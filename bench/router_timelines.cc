@@ -57,7 +57,7 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
   LaunchStamps s;
   for (size_t cta = 0; cta * kSlots * 2 < entries; ++cta) {
     const unsigned long long* c = t + cta * kSlots * 2;
-    for (int slot = 0; slot < kSlots; ++slot) {
+    for (int slot = 0; slot < cuda::kStampSm; ++slot) {
       const unsigned long long ns = c[2 * slot];
       if (ns == 0) continue;
       s.first[slot] = s.first[slot] ? std::min(s.first[slot], ns) : ns;
@@ -70,6 +70,57 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
     }
   }
   return s;
+}
+
+// Other CTAs on token 0's router's SM while it routes (between its arrival and end
+// stamps): of launch `i` itself, of later launches (under PDL they start up to ~12 us
+// early, stream their weights, then wait), and of those the ones that started during it
+// (streaming beside it). All -1 when launch i has no such router.
+struct SmNeighbours {
+  int same = -1, later = -1, started = -1;
+};
+SmNeighbours RouterSmNeighbours(const unsigned long long* launches, size_t entries,
+                                int launch_count, int i) {
+  constexpr int kSlots = cuda::kTimelineSlots;
+  const size_t ctas = entries / (2 * kSlots);
+  auto cta = [&](int launch, size_t k) { return launches + launch * entries + k * kSlots * 2; };
+  const unsigned long long* router = nullptr;
+  for (size_t k = 0; k < ctas && router == nullptr; ++k)
+    if (cta(i, k)[2 * cuda::kStampRouted] && cta(i, k)[2 * cuda::kStampArrived]) router = cta(i, k);
+  SmNeighbours n;
+  if (router == nullptr || router[2 * cuda::kStampSm] == 0) return n;
+  n = {0, 0, 0};
+  const unsigned long long from = router[2 * cuda::kStampArrived],
+                           to = router[2 * cuda::kStampRouted];
+  for (int launch = i; launch < launch_count; ++launch)
+    for (size_t k = 0; k < ctas; ++k) {
+      const unsigned long long* c = cta(launch, k);
+      if (c == router || c[2 * cuda::kStampSm] != router[2 * cuda::kStampSm]) continue;
+      unsigned long long end = 0;
+      for (int slot = 0; slot < cuda::kStampSm; ++slot) end = std::max(end, c[2 * slot]);
+      const unsigned long long start = c[2 * cuda::kStampStart];
+      if (start > to || end < from) continue;
+      if (launch == i) {
+        ++n.same;
+      } else {
+        ++n.later;
+        if (start >= from) ++n.started;
+      }
+    }
+  return n;
+}
+
+double Mean(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  return v.empty() ? 0.0 : sum / double(v.size());
+}
+
+// The share of launches with a neighbour that started streaming beside the router.
+double Shared(const std::vector<double>& started) {
+  size_t any = 0;
+  for (double x : started) any += x > 0;
+  return started.empty() ? 0.0 : double(any) / double(started.size());
 }
 
 struct Shape {
@@ -185,10 +236,15 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       "first ml / arr / rt: the first CTA's mainloop, arrival and end of routing (the spread "
       "behind the last's); epi0: the first routing CTA's epilogue cycles (token 0's router)\n",
       kLaunches, kReplays);
-  std::printf("%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %9s %8s %6s\n", "shape",
-              "config", "start", "waited", "mainloop", "published", "arrived", "routed",
-              "epi_cycles", "graph_us", "cols/groups/rank/weights", "first ml", "first arr",
-              "first rt", "epi0");
+  std::printf(
+      "sm0 same/later/started: CTAs of the same launch / of later ones / of those, started "
+      "during it, on token 0's router's SM while it routes (means over launches); shr: "
+      "launches with one started during it; epi0 al/shr: epi0's median without / with\n");
+  std::printf(
+      "%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %9s %8s %6s  %14s %4s  %13s\n",
+      "shape", "config", "start", "waited", "mainloop", "published", "arrived", "routed",
+      "epi_cycles", "graph_us", "cols/groups/rank/weights", "first ml", "first arr", "first rt",
+      "epi0", "sm0 s/l/st", "shr", "epi0 al/shr");
   for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
                                                   {"deepseek_v3", 4},
                                                   {"deepseek_v3", 16},
@@ -235,7 +291,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       });
       std::vector<unsigned long long> host(entries * kLaunches);
       std::vector<double> phase[6], epilogue_cycles, graph_us, epilogue_phases[4], first_ml,
-          first_arrived, first_routed, first_epilogue_cycles;
+          first_arrived, first_routed, first_epilogue_cycles, sm_same, sm_later, sm_started;
+      std::vector<double> sm_epilogue_alone, sm_epilogue_shared;  // epi0 by neighbours
       for (int r = 0; r < kReplays; ++r) {
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8 * kLaunches, stream));
         CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
@@ -258,6 +315,14 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
           first_routed.push_back(after(s[i].first[cuda::kStampRouted]));
           if (s[i].first_epilogue_cycles > 0)
             first_epilogue_cycles.push_back(s[i].first_epilogue_cycles);
+          if (const SmNeighbours n = RouterSmNeighbours(host.data(), entries, kLaunches, i);
+              n.same >= 0) {
+            sm_same.push_back(n.same);
+            sm_later.push_back(n.later);
+            sm_started.push_back(n.started);
+            (n.started == 0 ? sm_epilogue_alone : sm_epilogue_shared)
+                .push_back(s[i].first_epilogue_cycles);
+          }
           if (s[i].epilogue_cycles > 0) {
             epilogue_cycles.push_back(s[i].epilogue_cycles);
             for (int k = 0; k < 4; ++k) epilogue_phases[k].push_back(s[i].epilogue_phase_cycles[k]);
@@ -269,7 +334,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       }
       std::printf(
           "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %-24s %8.2f %9.2f %8.2f "
-          "%6.0f\n",
+          "%6.0f  %4.1f/%4.1f/%4.1f %3.0f%%  %6.0f/%6.0f\n",
           shape.c_str(), name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
           Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),
           Median(graph_us),
@@ -278,7 +343,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
                           Median(epilogue_phases[3]))
               .c_str(),
           Median(first_ml), Median(first_arrived), Median(first_routed),
-          Median(first_epilogue_cycles));
+          Median(first_epilogue_cycles), Mean(sm_same), Mean(sm_later), Mean(sm_started),
+          100.0 * Shared(sm_started), Median(sm_epilogue_alone), Median(sm_epilogue_shared));
     }
   }
 }

@@ -254,6 +254,11 @@ __device__ __forceinline__ void Stamp(const KernelParams& p, int slot) {
   unsigned long long* out = TimelineEntry(p, slot);
   out[0] = GlobalTimerNs();
   out[1] = clock64();
+  if (slot == kStampStart) {  // where it runs: which CTAs share an SM (router_bench)
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    TimelineEntry(p, kStampSm)[0] = sm + 1ull;
+  }
 }
 
 // Adds the router bias to this block's logits in logits_ws and writes the optional logits

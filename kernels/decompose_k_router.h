@@ -133,6 +133,7 @@ enum TimelineSlot : int {
   kStampEpiColumns,
   kStampEpiGroups,
   kStampEpiRanked,
+  kStampSm,  // not a time: (the SM the CTA ran on + 1, 0), written with kStampStart
   kTimelineSlots
 };
 size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config);
