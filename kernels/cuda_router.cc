@@ -97,6 +97,7 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
                              /*allow_rank_zero_routes=*/false);
   // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
   if (polled.staged) polled = ChoosePolledConfig(p, sm_count, polled.token_tiles);
+  polled.pdl_cooperative = false;  // both launches are candidates under PDL (below)
   if (polled.polled) {
     // Below 128 tokens also down to an eighth of the heuristic's splits, and the one-pass
     // count: fewer partials for the routers to gather, and under PDL each warp's weights

@@ -393,7 +393,13 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
         if (cut_decode_splits && s.tokens <= 8)
           fewer.k_splits = std::min(
               polled.k_splits, std::max(OnePassSplits(s.K, c.token_tiles), polled.k_splits / 4));
-        const DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
+        DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
+        // Up to 8 tokens also launched cooperatively under PDL (without PDL it always
+        // is). The autotuner took that on 14 of 16 such rows (H200, session 33's table),
+        // and session 34 found why: under a plain PDL launch, CTAs of later launches start
+        // on a router's SM while it routes in ~50% of launches and slow its epilogue by
+        // ~550 cycles (~18%); under a cooperative one they never did (bench/NOTES.md).
+        dedicated.pdl_cooperative = s.tokens <= 8;
         const Layout l = MakeLayout(s, dedicated);
         if (GridCtas(s, dedicated, l) <= sm_count) return dedicated;
       }

@@ -578,6 +578,9 @@ TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
       ASSERT_TRUE(cut.polled && cut.dedicated_routers) << where;
       ASSERT_TRUE(rule.polled && rule.dedicated_routers) << where;
       EXPECT_EQ(cut.token_tiles, rule.token_tiles) << where;
+      // Decode batches launch cooperatively under PDL too (bench/NOTES.md, session 34).
+      EXPECT_EQ(cut.pdl_cooperative, tokens <= 8) << where;
+      EXPECT_EQ(rule.pdl_cooperative, tokens <= 8) << where;
       if (tokens == 1) {
         EXPECT_EQ(rule.k_splits, e.rule) << where;
         EXPECT_EQ(cut.k_splits, e.cut) << where;
