@@ -348,6 +348,11 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
   return c;
 }
 
+// The heuristic's staged tiles: at most this many splits. At 19-20 (the SM-filling count for
+// Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took 4-6 us under PDL: per call
+// 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session 34).
+constexpr int kStagedMaxHeuristicSplits = 16;
+
 DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled,
                               bool cut_decode_splits, bool allow_rank_zero_routes) {
   DecomposeKConfig c;
@@ -370,7 +375,9 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
   // other families kept the polled 32 x 32 CTAs there), where the grid fits.
   if (tensor && allow_polled && s.tokens * s.experts >= 128 * 160) {
-    const DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
+    DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
+    if (staged.k_splits > kStagedMaxHeuristicSplits)
+      staged = StagedConfig(s, sm_count, kStagedMaxHeuristicSplits);
     if (CheckConfigOn(s, staged, sm_count).ok()) return staged;
   }
   // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families

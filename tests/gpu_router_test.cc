@@ -595,6 +595,21 @@ TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
   }
 }
 
+// The heuristic's staged tiles keep to at most 16 splits: at 19-20 (its SM-filling count for
+// Kimi K2 at 64 tokens and GLM-4.5 at 128) the gather took 4-6 us under PDL, a call 13.7-14.2
+// us against 8.8 and 12.3 at 16 (H200, bench/NOTES.md session 34).
+TEST(GpuConfigs, HeuristicStagedTilesKeepToSixteenSplits) {
+  for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
+           {"kimi_k2", 64}, {"kimi_k2", 128}, {"glm4_moe", 128}, {"deepseek_v3", 128}}) {
+    const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, 132);
+    const std::string where = absl::StrCat(family, " t=", tokens);
+    EXPECT_TRUE(c.staged) << where;
+    EXPECT_LE(c.k_splits, 16) << where;
+    EXPECT_GE(c.k_splits, 10) << where;  // still about an SM's worth of CTAs
+  }
+}
+
 // The heuristic (the C ABI's config, and the autotuner's starting point) routes decode
 // batches from dedicated routers, with a grid that fits; larger batches keep the routers
 // in the mainloop CTAs.
