@@ -49,8 +49,9 @@ int moe_route(const moe_router_spec* spec, int tokens, int hidden_dtype, int wei
  * and load their weights and biases before they wait for it (griddepcontrol.wait);
  * `hidden`, the outputs and the workspace are touched only after the wait. So `weight`
  * and the biases must not be written by the kernel just before on the stream (they are a
- * model's constants); the hidden states may be. Saves 1.0-2.3 us a call on the H200 when
- * the previous kernel allows its dependents to launch early (bench/RESULTS.md). */
+ * model's constants); the hidden states may be. Saves 0.9-3.0 us a call on the H200 when
+ * the previous kernel allows its dependents to launch early (53 of the 55 shapes of
+ * bench/RESULTS.md session 34; the other two were fixed after that run). */
 enum { MOE_ROUTE_PDL = 1u };
 
 /* moe_route with launch flags (0: exactly moe_route); unknown bits: MOE_INVALID_ARGUMENT. */
