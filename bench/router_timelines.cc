@@ -73,7 +73,7 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
 }
 
 // Other CTAs on token 0's router's SM while it routes (between its arrival and end
-// stamps): of launch `i` itself, of later launches (under PDL they start up to ~12 us
+// stamps): of launch `i` itself, of later launches (under PDL they start ~9-37 us
 // early, stream their weights, then wait), and of those the ones that started during it
 // (streaming beside it). All -1 when launch i has no such router.
 struct SmNeighbours {
