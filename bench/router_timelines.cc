@@ -35,6 +35,7 @@ struct LaunchStamps {
   unsigned long long first[cuda::kTimelineSlots] = {}, last[cuda::kTimelineSlots] = {};
   double epilogue_cycles = 0;
   double first_epilogue_cycles = 0;
+  int first_router = -1;                 // the first routing CTA's index (token 0's router), or -1
   double epilogue_phase_cycles[4] = {};  // 0 where a sub-phase was not stamped
 };
 
@@ -65,7 +66,10 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
     }
     if (c[2 * cuda::kStampRouted] != 0 && c[2 * cuda::kStampArrived] != 0) {
       s.epilogue_cycles = double(c[2 * cuda::kStampRouted + 1] - c[2 * cuda::kStampArrived + 1]);
-      if (s.first_epilogue_cycles == 0) s.first_epilogue_cycles = s.epilogue_cycles;
+      if (s.first_router < 0) {
+        s.first_router = int(cta);
+        s.first_epilogue_cycles = s.epilogue_cycles;
+      }
       EpiloguePhases(c, s);
     }
   }
@@ -75,20 +79,20 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
 // Other CTAs on token 0's router's SM while it routes (between its arrival and end
 // stamps): of launch `i` itself, of later launches (under PDL they start ~9-37 us
 // early, stream their weights, then wait), and of those the ones that started during it
-// (streaming beside it). All -1 when launch i has no such router.
+// (streaming beside it). router_cta: that router's index (LaunchStamps::first_router).
+// All -1 when launch i has no such router.
 struct SmNeighbours {
   int same = -1, later = -1, started = -1;
 };
 SmNeighbours RouterSmNeighbours(const unsigned long long* launches, size_t entries,
-                                int launch_count, int i) {
+                                int launch_count, int i, int router_cta) {
   constexpr int kSlots = cuda::kTimelineSlots;
   const size_t ctas = entries / (2 * kSlots);
   auto cta = [&](int launch, size_t k) { return launches + launch * entries + k * kSlots * 2; };
-  const unsigned long long* router = nullptr;
-  for (size_t k = 0; k < ctas && router == nullptr; ++k)
-    if (cta(i, k)[2 * cuda::kStampRouted] && cta(i, k)[2 * cuda::kStampArrived]) router = cta(i, k);
   SmNeighbours n;
-  if (router == nullptr || router[2 * cuda::kStampSm] == 0) return n;
+  if (router_cta < 0) return n;
+  const unsigned long long* router = cta(i, router_cta);
+  if (router[2 * cuda::kStampSm] == 0) return n;
   n = {0, 0, 0};
   const unsigned long long from = router[2 * cuda::kStampArrived],
                            to = router[2 * cuda::kStampRouted];
@@ -315,7 +319,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
           first_routed.push_back(after(s[i].first[cuda::kStampRouted]));
           if (s[i].first_epilogue_cycles > 0)
             first_epilogue_cycles.push_back(s[i].first_epilogue_cycles);
-          if (const SmNeighbours n = RouterSmNeighbours(host.data(), entries, kLaunches, i);
+          if (const SmNeighbours n =
+                  RouterSmNeighbours(host.data(), entries, kLaunches, i, s[i].first_router);
               n.same >= 0) {
             sm_same.push_back(n.same);
             sm_later.push_back(n.later);
