@@ -383,7 +383,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families
   // at 64 and 128 tokens (with these token tilings and split counts, mostly).
   if (tensor && allow_polled && s.tokens <= 128 && m_blocks * z_chunks <= sm_count) {
-    const DecomposeKConfig polled = PolledConfig(s, sm_count, c.token_tiles);
+    DecomposeKConfig polled = PolledConfig(s, sm_count, c.token_tiles);
     const int per_router =
         PolledTokensPerRouter(std::min(chunk, s.tokens), m_blocks * polled.k_splits);
     if (per_router * s.experts <= kPolledMaxChunkLogits) {
@@ -394,12 +394,24 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
         // of the rule's. In the autotuner's timings on the H200 (bench/NOTES.md, session
         // 23) that was within 0.21 us of the fastest split count (dedicated routers, as
         // here) on every 1- and 4-token row timed, with or without PDL, where the rule's
-        // own count was up to 1.8 us slower (Llama 4 Scout under PDL). Not at 16 tokens:
-        // DeepSeek-V3 got 0.3 us slower there under PDL.
+        // own count was up to 1.8 us slower (Llama 4 Scout under PDL).
+        // From 9 tokens a quarter only where it is at least the one-pass count: where the
+        // rule's count is over four one-pass counts (routers of few expert blocks, whose
+        // rule fills the SMs with splits), its 16-token rows were ~1 us slower than the
+        // tuner's picks (5 and 7 splits). Through the C ABI under PDL, same run: GLM-4.5 23
+        // splits 5.35-5.37 us, a quarter (6) 4.80-4.84; Llama 4 Maverick 29 splits
+        // 4.77-4.81, a quarter (8) 4.04-4.05. Where it is under (DeepSeek-V3 16, Kimi K2
+        // 10) the rule's count was the tuner's pick and the one-pass count 0.35-0.42 us
+        // slower (H200, bench/NOTES.md, session 35).
         DecomposeKConfig fewer = polled;
-        if (cut_decode_splits && s.tokens <= 8)
-          fewer.k_splits = std::min(
-              polled.k_splits, std::max(OnePassSplits(s.K, c.token_tiles), polled.k_splits / 4));
+        if (cut_decode_splits) {
+          const int quarter = polled.k_splits / 4;
+          const int one_pass = OnePassSplits(s.K, c.token_tiles);
+          if (s.tokens <= 8)
+            fewer.k_splits = std::min(polled.k_splits, std::max(one_pass, quarter));
+          else if (quarter >= one_pass)
+            fewer.k_splits = quarter;
+        }
         DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
         // Up to 8 tokens also launched cooperatively under PDL (without PDL it always
         // is). The autotuner took that on 14 of 16 such rows (H200, session 33's table),
@@ -410,6 +422,12 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
         const Layout l = MakeLayout(s, dedicated);
         if (GridCtas(s, dedicated, l) <= sm_count) return dedicated;
       }
+      // Past 16 tokens (routers in the mainloop CTAs) cooperative under PDL as well: the
+      // autotuner's pick on 5 of the 6 such rows of the H200 table (DeepSeek-V3, GLM-4.5
+      // and Llama 4 Maverick at 64 tokens, Qwen3-235B and gpt-oss-120b at 128; not
+      // Maverick at 128, +0.04 us). Through the C ABI, same run: -0.19..-0.35 us on four
+      // of them, -0.05 on Qwen3-235B (bench/NOTES.md, session 35).
+      polled.pdl_cooperative = s.tokens > 16;
       return polled;
     }
   }

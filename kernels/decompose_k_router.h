@@ -72,8 +72,10 @@ struct DecomposeKConfig {
 // allow_rank_zero_routes is false.
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
 // Up to 8 tokens the polled split count is cut to the larger of PolledOnePassSplits and a
-// quarter of the rule's; cut_decode_splits = false keeps the rule's own count (the centre
-// of the autotuner's split candidates).
+// quarter of the rule's, at 9-16 tokens to a quarter where that is at least
+// PolledOnePassSplits; cut_decode_splits = false keeps the rule's own count (the centre of
+// the autotuner's split candidates). Polled configs launch cooperatively under PDL up to 8
+// tokens (dedicated routers) and past 16 (routers in the mainloop CTAs).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true, bool cut_decode_splits = true,
                                         bool allow_rank_zero_routes = true);
