@@ -4,7 +4,8 @@
 // replays, CUDA events, warmed up. Prints a table; --json writes every number.
 //
 //   router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR,...]
-//                [--timeline] [--pdl_timeline]   (diagnostics: router_timelines.h)
+//                [--timeline] [--pdl_timeline [--sweep_splits N,...]]   (diagnostics:
+//                router_timelines.h)
 //                [--gemm_timeline]   (diagnostics: gemm_timeline.h)
 //                [--candidates]   (every config the autotuner timed, not only the winner)
 #include <cuda_runtime_api.h>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -128,6 +130,7 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
   bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
+  std::vector<int> sweep_splits;  // --sweep_splits: extra --pdl_timeline configs
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
@@ -145,10 +148,21 @@ int main(int argc, char** argv) {
       gemm_timeline = true;
     else if (!std::strcmp(argv[i], "--candidates"))
       candidates = true;
+    else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
+      for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
+        int splits = 0;
+        if (!absl::SimpleAtoi(n, &splits) || splits < 1) {
+          std::fprintf(stderr, "router_bench: --sweep_splits: '%s' is not a split count\n",
+                       std::string(n).c_str());
+          return 2;
+        }
+        sweep_splits.push_back(splits);
+      }
     else {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
-          "[--timeline] [--pdl_timeline] [--gemm_timeline] [--candidates]\n");
+          "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
+          "[--candidates]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -170,7 +184,7 @@ int main(int argc, char** argv) {
 
   if (timeline || pdl_timeline || gemm_timeline) {
     if (timeline) PrintTimelines(info, stream.get());
-    if (pdl_timeline) PrintPdlTimelines(info, stream.get(), size_t(l2), filter);
+    if (pdl_timeline) PrintPdlTimelines(info, stream.get(), size_t(l2), filter, sweep_splits);
     if (gemm_timeline) PrintGemmTimelines(info, stream.get(), size_t(l2), filter);
     return 0;
   }

@@ -228,7 +228,7 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
 }
 
 void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t l2_bytes,
-                       const std::string& filter) {
+                       const std::string& filter, const std::vector<int>& sweep_splits) {
   constexpr int kLaunches = 32, kReplays = 10;
   std::printf(
       "\nPDL chain: launch i's phases in us after launch i-1's last routing CTA stamped its end\n"
@@ -249,23 +249,13 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       "shape", "config", "start", "waited", "mainloop", "published", "arrived", "routed",
       "epi_cycles", "graph_us", "cols/groups/rank/weights", "first ml", "first arr", "first rt",
       "epi0", "sm0 s/l/st", "shr", "epi0 al/shr");
-  for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
-                                                  {"deepseek_v3", 4},
-                                                  {"deepseek_v3", 16},
-                                                  {"deepseek_v3", 64},
-                                                  {"deepseek_v3", 128},
-                                                  {"kimi_k2", 1},
-                                                  {"kimi_k2", 4},
-                                                  {"kimi_k2", 16},
-                                                  {"kimi_k2", 64},
-                                                  {"kimi_k2", 128},
-                                                  {"glm4_moe", 16},
-                                                  {"glm4_moe", 128},
-                                                  {"llama4_maverick", 16},
-                                                  {"qwen3_30b", 1},
-                                                  {"mixtral", 1},
-                                                  {"gpt_oss_20b", 1},
-                                                  {"gpt_oss_120b", 1}}) {
+  for (auto [family, tokens] : std::vector<Shape>{
+           {"deepseek_v3", 1},      {"deepseek_v3", 2},  {"deepseek_v3", 4},   {"deepseek_v3", 8},
+           {"deepseek_v3", 16},     {"deepseek_v3", 64}, {"deepseek_v3", 128}, {"kimi_k2", 1},
+           {"kimi_k2", 2},          {"kimi_k2", 4},      {"kimi_k2", 8},       {"kimi_k2", 16},
+           {"kimi_k2", 64},         {"kimi_k2", 128},    {"glm4_moe", 16},     {"glm4_moe", 128},
+           {"llama4_maverick", 16}, {"qwen3_30b", 1},    {"mixtral", 1},       {"gpt_oss_20b", 1},
+           {"gpt_oss_120b", 1}}) {
     const std::string shape = absl::StrFormat("%s t=%d", family, tokens);
     if (!Selected(shape, filter)) continue;
     const RouterSpec spec = FindPreset(family).value().spec;
@@ -286,6 +276,17 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
     const cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
     if (DescribePath(heuristic) != DescribePath(tuned->config()))
       configs.push_back({"heur. " + DescribePath(heuristic), heuristic});
+    for (int splits : heuristic.polled ? sweep_splits : std::vector<int>{}) {
+      for (bool cooperative : {false, true}) {
+        cuda::DecomposeKConfig c = heuristic;
+        c.k_splits = splits;
+        // Whole stages a split: counts that would leave the last split empty are skipped.
+        if (c.staged) c = cuda::ChooseStagedConfig(p, info.sm_count, splits);
+        c.pdl_cooperative = cooperative;
+        if (c.k_splits != splits || !cuda::CanRouteDecomposeK(p, c).ok()) continue;
+        configs.push_back({"sweep " + DescribePath(c), c});
+      }
+    }
     for (const auto& [name, c] : configs) {
       auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
       CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));

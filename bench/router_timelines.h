@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <string>
+#include <vector>
 
 #include "kernels/cuda_device.h"
 
@@ -17,8 +18,10 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream);
 // Launches as router_bench's PDL column runs them (a graph of back-to-back launches over
 // rotating layers, each with PDL, the autotuned PDL config and the heuristic's): each phase
 // of launch i from the end of launch i - 1, the part of a call that PDL cannot hide.
-// `filter` selects shapes as router_bench's --filter does.
+// `filter` selects shapes as router_bench's --filter does. `sweep_splits` (--sweep_splits):
+// also the heuristic's polled or staged config at each of these split counts, launched
+// plainly and cooperatively, where it can run (staged: where no split is left empty).
 void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t l2_bytes,
-                       const std::string& filter);
+                       const std::string& filter, const std::vector<int>& sweep_splits = {});
 
 }  // namespace moe::bench
