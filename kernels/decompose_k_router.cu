@@ -350,7 +350,9 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
 
 // The heuristic's staged tiles: at most this many splits. At 19-20 (the SM-filling count for
 // Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took 4-6 us under PDL: per call
-// 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session 34).
+// 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session 34). Most of that
+// was two CTAs a SM (decompose_k_staged.cu: launches under PDL now keep to one); with one,
+// Kimi K2 t=64 still ran 9.13 us at 19 splits against 8.81 at 16 (session 35).
 constexpr int kStagedMaxHeuristicSplits = 16;
 
 DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled,

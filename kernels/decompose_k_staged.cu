@@ -164,6 +164,33 @@ cudaError_t OptIn() {
   return opt_in;
 }
 
+// The dynamic shared memory past which two CTAs of an instance no longer fit on an SM
+// (0 where the device cannot say). Under PDL a launch asks for at least this much: with two
+// CTAs a SM (splits of at most 6 stages, 96 KB, where an SM has 228 KB), CTAs of the next
+// launches sat beside this one's from ~30 us ahead and its routers' gather took 3.6-6.4 us
+// instead of ~1.5. H200, per call under PDL (bench/NOTES.md session 35): GLM-4.5 t=128 at
+// 16 splits 12.27 -> 8.45 us, 14 splits 12.24 -> 8.76, 20 splits 13.75 -> 9.05; Kimi K2
+// t=64 at 19 splits 14.24 -> 9.13; configs of 7 stages or more (one CTA a SM already)
+// within +-0.04.
+template <typename T, bool kWideExperts>
+size_t OneCtaPerSmDynamicSmem() {
+  static const size_t bytes = [] {
+    int device = 0, per_sm = 0, reserved = 0;
+    cudaFuncAttributes attributes{};
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) !=
+            cudaSuccess ||
+        cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device) !=
+            cudaSuccess ||
+        cudaFuncGetAttributes(&attributes, DecomposeKStagedKernel<T, kWideExperts>) != cudaSuccess)
+      return size_t(0);
+    // Two CTAs fit while 2 * (static + dynamic + reserved) <= per_sm.
+    const long half = long(per_sm) / 2 - long(attributes.sharedSizeBytes) - reserved;
+    return half > 0 ? size_t(half) + 128 : size_t(0);
+  }();
+  return bytes;
+}
+
 // An instance for routers of more than 256 experts and one for the rest
 // (WithExpertsPerLaneOf).
 template <typename T, bool kWideExperts>
@@ -171,6 +198,11 @@ cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_sm
                         cudaStream_t stream, bool pdl, bool cooperative) {
   const cudaError_t opt_in = OptIn<T, kWideExperts>();
   if (opt_in != cudaSuccess) return opt_in;
+  if (pdl) {
+    const size_t one_cta = OneCtaPerSmDynamicSmem<T, kWideExperts>();
+    if (one_cta <= kStagedMaxStages * kStagedStageBytes && one_cta > dynamic_smem)
+      dynamic_smem = one_cta;
+  }
   return Launch(DecomposeKStagedKernel<T, kWideExperts>, grid, params, stream, pdl, /*cluster=*/0,
                 cooperative, dynamic_smem);
 }
