@@ -25,6 +25,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "kernels/cuda_check.h"
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled_router.cuh"
 #include "kernels/decompose_k_staged.h"
@@ -193,18 +194,32 @@ size_t OneCtaPerSmDynamicSmem() {
 
 // An instance for routers of more than 256 experts and one for the rest
 // (WithExpertsPerLaneOf).
+// The dynamic shared memory a launch asks for: what it needs, and under PDL at least
+// OneCtaPerSmDynamicSmem (where that is within the opt-in limit).
+template <typename T, bool kWideExperts>
+size_t LaunchDynamicSmem(size_t needed, bool pdl) {
+  if (!pdl) return needed;
+  const size_t one_cta = OneCtaPerSmDynamicSmem<T, kWideExperts>();
+  return one_cta <= kStagedMaxStages * kStagedStageBytes && one_cta > needed ? one_cta : needed;
+}
+
 template <typename T, bool kWideExperts>
 cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_smem,
                         cudaStream_t stream, bool pdl, bool cooperative) {
   const cudaError_t opt_in = OptIn<T, kWideExperts>();
   if (opt_in != cudaSuccess) return opt_in;
-  if (pdl) {
-    const size_t one_cta = OneCtaPerSmDynamicSmem<T, kWideExperts>();
-    if (one_cta <= kStagedMaxStages * kStagedStageBytes && one_cta > dynamic_smem)
-      dynamic_smem = one_cta;
-  }
   return Launch(DecomposeKStagedKernel<T, kWideExperts>, grid, params, stream, pdl, /*cluster=*/0,
-                cooperative, dynamic_smem);
+                cooperative, LaunchDynamicSmem<T, kWideExperts>(dynamic_smem, pdl));
+}
+
+template <typename T, bool kWideExperts>
+absl::StatusOr<int> CtasPerSm(size_t dynamic_smem, bool pdl) {
+  CUDA_RETURN_STATUS_IF_ERROR((OptIn<T, kWideExperts>()));
+  int ctas = 0;
+  CUDA_RETURN_STATUS_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &ctas, DecomposeKStagedKernel<T, kWideExperts>, kThreads,
+      LaunchDynamicSmem<T, kWideExperts>(dynamic_smem, pdl)));
+  return ctas;
 }
 
 template <typename T>
@@ -216,6 +231,14 @@ cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_sm
 }
 
 }  // namespace
+
+absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic_smem, bool pdl) {
+  if (bf16)
+    return wide_experts ? CtasPerSm<__nv_bfloat16, true>(dynamic_smem, pdl)
+                        : CtasPerSm<__nv_bfloat16, false>(dynamic_smem, pdl);
+  return wide_experts ? CtasPerSm<__half, true>(dynamic_smem, pdl)
+                      : CtasPerSm<__half, false>(dynamic_smem, pdl);
+}
 
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                size_t dynamic_smem, cudaStream_t stream, bool pdl,

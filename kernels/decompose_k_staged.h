@@ -6,6 +6,8 @@
 
 #include <cstddef>
 
+#include "absl/status/statusor.h"
+
 namespace moe::cuda {
 
 struct KernelParams;
@@ -31,5 +33,11 @@ inline size_t StagedDynamicSmemBytes(int stages_per_split, int router_logits) {
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                size_t dynamic_smem, cudaStream_t stream, bool pdl,
                                bool pdl_cooperative);
+
+// CTAs of the staged kernel (bf16 or fp16; the instance for more than 256 experts or the
+// other) that fit on one SM of this device when a launch needs `dynamic_smem` bytes, as
+// LaunchStagedKernel launches it: under PDL one, whatever the stages (the launch asks for
+// more than half an SM's shared memory; decompose_k_staged.cu says why).
+absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic_smem, bool pdl);
 
 }  // namespace moe::cuda

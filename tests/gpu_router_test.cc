@@ -22,6 +22,7 @@
 #include "kernels/cuda_raii.h"
 #include "kernels/cuda_router.h"
 #include "kernels/decompose_k_router.h"
+#include "kernels/decompose_k_staged.h"
 #include "kernels/moe_kernels.h"
 #include "kernels/stage_in.h"
 #include "tests/slow_producer.h"
@@ -905,6 +906,29 @@ TEST(GpuStaged, ConfigChecksNameTheProblem) {
   expect_refused(bad, "that fit");
   bad = cuda::ChooseStagedConfig({p.spec, 256, DType::kBF16, DType::kBF16}, SmCount(), 40);
   expect_refused(bad, "SMs");  // 4 expert tiles x 4 chunks x 38 splits
+}
+
+// Under PDL a staged launch keeps to one CTA per SM whatever its stages: with two, CTAs of
+// later launches sat beside the routers and the gather took 3.6-6.4 us (bench/NOTES.md,
+// session 35). Without PDL it asks only for what it needs: at 6 stages (96 KB) two fit.
+TEST(GpuStaged, LaunchesUnderPdlKeepToOneCtaPerSm) {
+  SKIP_WITHOUT_GPU();
+  for (bool bf16 : {true, false}) {
+    for (bool wide : {false, true}) {
+      for (int stages = 1; stages <= cuda::kStagedMaxStages; ++stages) {
+        const size_t smem = cuda::StagedDynamicSmemBytes(stages, 0);
+        const absl::StatusOr<int> ctas = cuda::StagedCtasPerSm(bf16, wide, smem, /*pdl=*/true);
+        ASSERT_TRUE(ctas.ok()) << ctas.status();
+        EXPECT_EQ(*ctas, 1) << "bf16 " << bf16 << " wide " << wide << " stages " << stages;
+      }
+    }
+  }
+  for (bool wide : {false, true}) {
+    const absl::StatusOr<int> ctas =
+        cuda::StagedCtasPerSm(true, wide, cuda::StagedDynamicSmemBytes(6, 0), /*pdl=*/false);
+    ASSERT_TRUE(ctas.ok()) << ctas.status();
+    EXPECT_GE(*ctas, 2) << "wide " << wide;
+  }
 }
 
 // The one-token router CTA's top-k runs on the few experts that reach a threshold taken
