@@ -165,14 +165,14 @@ cudaError_t OptIn() {
   return opt_in;
 }
 
-// The dynamic shared memory past which two CTAs of an instance no longer fit on an SM
-// (0 where the device cannot say). Under PDL a launch asks for at least this much: with two
-// CTAs a SM (splits of at most 6 stages, 96 KB, where an SM has 228 KB), CTAs of the next
-// launches sat beside this one's from ~30 us ahead and its routers' gather took 3.6-6.4 us
-// instead of ~1.5. H200, per call under PDL (bench/NOTES.md session 35): GLM-4.5 t=128 at
-// 16 splits 12.27 -> 8.45 us, 14 splits 12.24 -> 8.76, 20 splits 13.75 -> 9.05; Kimi K2
-// t=64 at 19 splits 14.24 -> 9.13; configs of 7 stages or more (one CTA a SM already)
-// within +-0.04.
+// The dynamic shared memory past which two CTAs of an instance no longer fit on an SM of
+// the device it first runs on (0 where the device cannot say; read once, as OptIn). Under PDL a
+// launch asks for at least this much: with two CTAs a SM (splits of at most 6 stages, 96 KB, where
+// an SM has 228 KB), CTAs of the next launches sat beside this one's from ~30 us ahead and its
+// routers' gather took 3.6-6.4 us instead of ~1.5. H200, per call under PDL (bench/NOTES.md session
+// 35): GLM-4.5 t=128 at 16 splits 12.27 -> 8.45 us, 14 splits 12.24 -> 8.76, 20 splits 13.75
+// -> 9.05; Kimi K2 t=64 at 19 splits 14.24 -> 9.13; configs of 7 stages or more (one CTA a SM
+// already) within +-0.04.
 template <typename T, bool kWideExperts>
 size_t OneCtaPerSmDynamicSmem() {
   static const size_t bytes = [] {
@@ -192,8 +192,6 @@ size_t OneCtaPerSmDynamicSmem() {
   return bytes;
 }
 
-// An instance for routers of more than 256 experts and one for the rest
-// (WithExpertsPerLaneOf).
 // The dynamic shared memory a launch asks for: what it needs, and under PDL at least
 // OneCtaPerSmDynamicSmem (where that is within the opt-in limit).
 template <typename T, bool kWideExperts>
@@ -203,6 +201,8 @@ size_t LaunchDynamicSmem(size_t needed, bool pdl) {
   return one_cta <= kStagedMaxStages * kStagedStageBytes && one_cta > needed ? one_cta : needed;
 }
 
+// An instance for routers of more than 256 experts and one for the rest
+// (WithExpertsPerLaneOf).
 template <typename T, bool kWideExperts>
 cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_smem,
                         cudaStream_t stream, bool pdl, bool cooperative) {
