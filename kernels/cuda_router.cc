@@ -50,9 +50,9 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
 }
 
 // What the autotuner times: around the heuristic's arrival-counter config, the cluster
-// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings; every
-// polled candidate also with dedicated routers, and for plans launched with PDL also
-// launched cooperatively. Only configs
+// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings, and
+// the heuristic's own config; every polled candidate also with dedicated routers, and for
+// plans launched with PDL also launched cooperatively. Only configs
 // this device can run.
 std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bool pdl) {
   std::vector<DecomposeKConfig> out;
@@ -138,6 +138,14 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
     for (int splits : {staged.k_splits, staged.k_splits * 3 / 4, staged.k_splits / 2})
       add(ChooseStagedConfig(p, sm_count, std::max(1, splits)));
   }
+  // The heuristic's own config (the C ABI's, and the server's without tuning), so that a
+  // tuned plan is never one the heuristic beats: session 35's H200 sweep had the
+  // heuristic's staged 16 splits at GLM-4.5 t=128 (8.45 us) and Kimi K2 t=64 (8.81) ahead
+  // of every staged count the tuner timed (8.74, 9.12). Its launch flag as the others':
+  // both launches are added below.
+  DecomposeKConfig heuristic = ChooseDecomposeKConfig(p, sm_count);
+  heuristic.pdl_cooperative = false;
+  add(heuristic);
   // Every polled candidate also with and without dedicated router CTAs (with: a split
   // fewer where the routers would not fit on the SMs otherwise).
   const size_t before_dedicated = out.size();
