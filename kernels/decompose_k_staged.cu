@@ -25,6 +25,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "kernels/cuda_check.h"
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled_router.cuh"
@@ -166,13 +168,13 @@ cudaError_t OptIn() {
 }
 
 // The dynamic shared memory past which two CTAs of an instance no longer fit on an SM of
-// the device it first runs on (0 where the device cannot say; read once, as OptIn). Under PDL a
-// launch asks for at least this much: with two CTAs a SM (splits of at most 6 stages, 96 KB, where
-// an SM has 228 KB), CTAs of the next launches sat beside this one's from ~30 us ahead and its
-// routers' gather took 3.6-6.4 us instead of ~1.5. H200, per call under PDL (bench/NOTES.md session
-// 35): GLM-4.5 t=128 at 16 splits 12.27 -> 8.45 us, 14 splits 12.24 -> 8.76, 20 splits 13.75
-// -> 9.05; Kimi K2 t=64 at 19 splits 14.24 -> 9.13; configs of 7 stages or more (one CTA a SM
-// already) within +-0.04.
+// the device it first runs on (0 where the device cannot say; read once, as OptIn). Under
+// PDL a launch asks for at least this much: with two CTAs a SM (splits of at most 6 stages,
+// 96 KB, where an SM has 228 KB), CTAs of the next launches sat beside this one's from ~30
+// us ahead and its routers' gather took 3.6-6.4 us instead of ~1.5. H200, per call under
+// PDL (bench/NOTES.md session 35): GLM-4.5 t=128 at 16 splits 12.27 -> 8.45 us, 14 splits
+// 12.24 -> 8.76, 20 splits 13.75 -> 9.05; Kimi K2 t=64 at 19 splits 14.24 -> 9.13; configs
+// of 7 stages or more (one CTA a SM already) within +-0.04.
 template <typename T, bool kWideExperts>
 size_t OneCtaPerSmDynamicSmem() {
   static const size_t bytes = [] {
@@ -223,21 +225,26 @@ absl::StatusOr<int> CtasPerSm(size_t dynamic_smem, bool pdl) {
 }
 
 template <typename T>
-cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_smem,
-                        cudaStream_t stream, bool pdl, bool cooperative) {
-  return WideExperts(params.experts)
-             ? LaunchTyped<T, true>(grid, params, dynamic_smem, stream, pdl, cooperative)
-             : LaunchTyped<T, false>(grid, params, dynamic_smem, stream, pdl, cooperative);
+struct Type {
+  using type = T;
+};
+
+// Calls f(Type<T>{}, std::bool_constant<kWideExperts>{}) for the kernel instance of bf16 or
+// fp16 operands and routers of more than 256 experts or not.
+template <typename F>
+auto WithInstance(bool bf16, bool wide_experts, F&& f) {
+  if (bf16)
+    return wide_experts ? f(Type<__nv_bfloat16>{}, std::true_type{})
+                        : f(Type<__nv_bfloat16>{}, std::false_type{});
+  return wide_experts ? f(Type<__half>{}, std::true_type{}) : f(Type<__half>{}, std::false_type{});
 }
 
 }  // namespace
 
 absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic_smem, bool pdl) {
-  if (bf16)
-    return wide_experts ? CtasPerSm<__nv_bfloat16, true>(dynamic_smem, pdl)
-                        : CtasPerSm<__nv_bfloat16, false>(dynamic_smem, pdl);
-  return wide_experts ? CtasPerSm<__half, true>(dynamic_smem, pdl)
-                      : CtasPerSm<__half, false>(dynamic_smem, pdl);
+  return WithInstance(bf16, wide_experts, [&](auto type, auto wide) {
+    return CtasPerSm<typename decltype(type)::type, decltype(wide)::value>(dynamic_smem, pdl);
+  });
 }
 
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
@@ -245,8 +252,10 @@ cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                bool pdl_cooperative) {
   // Cooperative as the polled kernel (decompose_k_polled.cu says why).
   const bool cooperative = !pdl || pdl_cooperative;
-  return bf16 ? LaunchTyped<__nv_bfloat16>(grid, params, dynamic_smem, stream, pdl, cooperative)
-              : LaunchTyped<__half>(grid, params, dynamic_smem, stream, pdl, cooperative);
+  return WithInstance(bf16, WideExperts(params.experts), [&](auto type, auto wide) {
+    return LaunchTyped<typename decltype(type)::type, decltype(wide)::value>(
+        grid, params, dynamic_smem, stream, pdl, cooperative);
+  });
 }
 
 }  // namespace moe::cuda
