@@ -23,9 +23,10 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
-    int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers, staged;
+    int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers, staged,
+        one_cta_per_sm;
     if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative >>
-          dedicated_routers >> staged) ||
+          dedicated_routers >> staged >> one_cta_per_sm) ||
         k != key)
       continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
@@ -36,6 +37,7 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
     c->pdl_cooperative = pdl_cooperative != 0;
     c->dedicated_routers = dedicated_routers != 0;
     c->staged = staged != 0;
+    c->pdl_one_cta_per_sm = one_cta_per_sm != 0;
     return true;
   }
   return false;
@@ -46,7 +48,8 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   std::ofstream out(file, std::ios::app);
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
       << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << " "
-      << int(c.dedicated_routers) << " " << int(c.staged) << "\n";
+      << int(c.dedicated_routers) << " " << int(c.staged) << " " << int(c.pdl_one_cta_per_sm)
+      << "\n";
 }
 
 // What the autotuner times: around the heuristic's arrival-counter config, the cluster
@@ -98,6 +101,7 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
   if (polled.staged) polled = ChoosePolledConfig(p, sm_count, polled.token_tiles);
   polled.pdl_cooperative = false;  // both launches are candidates under PDL (below)
+  polled.pdl_one_cta_per_sm = false;
   if (polled.polled) {
     // Below 128 tokens also down to an eighth of the heuristic's splits, and the one-pass
     // count: fewer partials for the routers to gather, and under PDL each warp's weights
@@ -145,6 +149,7 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   // both launches are added below.
   DecomposeKConfig heuristic = ChooseDecomposeKConfig(p, sm_count);
   heuristic.pdl_cooperative = false;
+  heuristic.pdl_one_cta_per_sm = false;
   add(heuristic);
   // Every polled candidate also with and without dedicated router CTAs (with: a split
   // fewer where the routers would not fit on the SMs otherwise).
@@ -163,6 +168,15 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
       c.pdl_cooperative = true;
       add(c);
     }
+    // And the 32-expert polled CTAs kept to one CTA per SM, both launches (the cost and the
+    // gain depend on the grid: decompose_k_polled.cu).
+    const size_t launches = out.size();
+    for (size_t i = 0; i < launches; ++i) {
+      if (!out[i].polled || out[i].staged) continue;
+      DecomposeKConfig c = out[i];
+      c.pdl_one_cta_per_sm = true;
+      add(c);
+    }
   }
   return out;
 }
@@ -172,11 +186,13 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
 bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
          a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
-         a.dedicated_routers == b.dedicated_routers && a.staged == b.staged;
+         a.dedicated_routers == b.dedicated_routers && a.staged == b.staged &&
+         a.pdl_one_cta_per_sm == b.pdl_one_cta_per_sm;
 }
 
-// "v8": cluster configs of routers up to 128 experts at 8-token chunks run the kernel
-// whose rank 0 routes, with clusters across the expert blocks (session 27), so a cached
+// "v9": the config gained pdl_one_cta_per_sm (session 36), and the heuristic's decode
+// configs changed with it; "v8": cluster configs of routers up to 128 experts at 8-token chunks run
+// the kernel whose rank 0 routes, with clusters across the expert blocks (session 27), so a cached
 // cluster config means another kernel, or is no longer valid; "v7": more polled split counts and
 // timings with weights from HBM (session 23), so a cache written by an older build holds choices
 // from a smaller, L2-flattered field and is tuned again once; v6: the one-token epilogue changed
@@ -189,7 +205,7 @@ std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_na
   for (char& c : device)  // one whitespace-free field of the cache line
     if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v8:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+  return absl::StrCat("v9:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
                       s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }

@@ -32,6 +32,7 @@
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_polled_router.cuh"
+#include "kernels/one_cta_per_sm.h"
 
 namespace moe::cuda {
 namespace {
@@ -152,40 +153,80 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
 // 22 rows at 1 and 16 tokens and 0.1-0.3 slower on the rest (Kimi K2, gpt-oss, DeepSeek-V3
 // at 16 tokens). Where it is not cooperative, PDL callers (the server's two slots,
 // router_bench) keep to few concurrent grids, which cannot fill the SMs with waiting
-// router CTAs.
+// router CTAs: a grid is at most one CTA per SM, and blocks of a later grid of the same
+// priority are dispatched once every block of the earlier one has been.
+//
+// Under PDL a config may also keep the kernel to one CTA per SM (pdl_one_cta_per_sm): the
+// launch asks for dynamic shared memory past half an SM's, which it does not use, so that
+// no CTA of the next launches shares an SM with this one's (routers included) while it
+// runs, as the staged launches do (decompose_k_staged.cu). H200, per call under PDL in a
+// graph (bench/NOTES.md session 36), dedicated routers: DeepSeek-V3 t=16 at 7 splits
+// cooperative 5.19 -> 4.29 us, Kimi K2 t=4 at 7 cooperative 5.05 -> 3.80, GLM-4.5 t=16 at 6
+// cooperative 4.18 -> 3.97; but DeepSeek-V3 t=8 at 7 cooperative 3.69 -> 4.14 and Kimi K2
+// t=8 at 10 cooperative 4.17 -> 5.99, so the autotuner times both.
+// Per kernel instance, once: OneCtaPerSmDynamicSmem, with the instance allowed to ask for
+// it (0 where either fails: such launches then run as they would without the option).
+template <typename T, int kTokenTiles, bool kDedicatedRouters, bool kWideExperts>
+size_t PolledOneCtaPerSmDynamicSmem() {
+  static const size_t bytes = [] {
+    const auto kernel = DecomposeKPolledKernel<T, kTokenTiles, kDedicatedRouters, kWideExperts>;
+    const size_t smem = OneCtaPerSmDynamicSmem(kernel);
+    if (smem == 0 || cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(smem)) != cudaSuccess) {
+      cudaGetLastError();
+      return size_t(0);
+    }
+    return smem;
+  }();
+  return bytes;
+}
+
+template <typename T, int kTokenTiles, bool kDedicatedRouters, bool kWideExperts>
+cudaError_t LaunchInstance(dim3 grid, const KernelParams& params, cudaStream_t stream, bool pdl,
+                           bool cooperative, bool one_cta_per_sm) {
+  const size_t smem =
+      pdl && one_cta_per_sm
+          ? PolledOneCtaPerSmDynamicSmem<T, kTokenTiles, kDedicatedRouters, kWideExperts>()
+          : 0;  // the kernel itself uses static shared memory only
+  return Launch(DecomposeKPolledKernel<T, kTokenTiles, kDedicatedRouters, kWideExperts>, grid,
+                params, stream, pdl, /*cluster=*/0, cooperative, smem);
+}
+
 template <typename T, bool kDedicatedRouters, bool kWideExperts>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
-                        bool pdl, bool cooperative) {
+                        bool pdl, bool cooperative, bool one_cta_per_sm) {
   switch (token_tiles) {
     case 1:
-      return Launch(DecomposeKPolledKernel<T, 1, kDedicatedRouters, kWideExperts>, grid, params,
-                    stream, pdl, 0, cooperative);
+      return LaunchInstance<T, 1, kDedicatedRouters, kWideExperts>(grid, params, stream, pdl,
+                                                                   cooperative, one_cta_per_sm);
     case 2:
-      return Launch(DecomposeKPolledKernel<T, 2, kDedicatedRouters, kWideExperts>, grid, params,
-                    stream, pdl, 0, cooperative);
+      return LaunchInstance<T, 2, kDedicatedRouters, kWideExperts>(grid, params, stream, pdl,
+                                                                   cooperative, one_cta_per_sm);
     default:
-      return Launch(DecomposeKPolledKernel<T, 4, kDedicatedRouters, kWideExperts>, grid, params,
-                    stream, pdl, 0, cooperative);
+      return LaunchInstance<T, 4, kDedicatedRouters, kWideExperts>(grid, params, stream, pdl,
+                                                                   cooperative, one_cta_per_sm);
   }
 }
 
 template <typename T, bool kWideExperts>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
-                        bool pdl, bool cooperative) {
-  return params.router_ctas > 0 ? LaunchTyped<T, true, kWideExperts>(token_tiles, grid, params,
-                                                                     stream, pdl, cooperative)
-                                : LaunchTyped<T, false, kWideExperts>(token_tiles, grid, params,
-                                                                      stream, pdl, cooperative);
+                        bool pdl, bool cooperative, bool one_cta_per_sm) {
+  return params.router_ctas > 0
+             ? LaunchTyped<T, true, kWideExperts>(token_tiles, grid, params, stream, pdl,
+                                                  cooperative, one_cta_per_sm)
+             : LaunchTyped<T, false, kWideExperts>(token_tiles, grid, params, stream, pdl,
+                                                   cooperative, one_cta_per_sm);
 }
 
 // An instance for routers of more than 256 experts and one for the rest
 // (WithExpertsPerLaneOf).
 template <typename T>
 cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, cudaStream_t stream,
-                        bool pdl, bool cooperative) {
-  return WideExperts(params.experts)
-             ? LaunchTyped<T, true>(token_tiles, grid, params, stream, pdl, cooperative)
-             : LaunchTyped<T, false>(token_tiles, grid, params, stream, pdl, cooperative);
+                        bool pdl, bool cooperative, bool one_cta_per_sm) {
+  return WideExperts(params.experts) ? LaunchTyped<T, true>(token_tiles, grid, params, stream, pdl,
+                                                            cooperative, one_cta_per_sm)
+                                     : LaunchTyped<T, false>(token_tiles, grid, params, stream, pdl,
+                                                             cooperative, one_cta_per_sm);
 }
 
 }  // namespace
@@ -201,10 +242,13 @@ int PolledMaxCtas() {
 }
 
 cudaError_t LaunchPolledKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
-                               cudaStream_t stream, bool pdl, bool pdl_cooperative) {
+                               cudaStream_t stream, bool pdl, bool pdl_cooperative,
+                               bool pdl_one_cta_per_sm) {
   const bool cooperative = !pdl || pdl_cooperative;
-  return bf16 ? LaunchTyped<__nv_bfloat16>(token_tiles, grid, params, stream, pdl, cooperative)
-              : LaunchTyped<__half>(token_tiles, grid, params, stream, pdl, cooperative);
+  return bf16 ? LaunchTyped<__nv_bfloat16>(token_tiles, grid, params, stream, pdl, cooperative,
+                                           pdl_one_cta_per_sm)
+              : LaunchTyped<__half>(token_tiles, grid, params, stream, pdl, cooperative,
+                                    pdl_one_cta_per_sm);
 }
 
 }  // namespace moe::cuda

@@ -25,8 +25,10 @@ __host__ __device__ inline int PolledTokensPerRouter(int valid, int grid_x) {
 }
 
 // grid.x = m_blocks * k_splits, grid.y = token chunks; tensor-core mainloop only.
-// Cooperative when !pdl or `pdl_cooperative` (DecomposeKConfig::pdl_cooperative).
+// Cooperative when !pdl or `pdl_cooperative` (DecomposeKConfig::pdl_cooperative); under PDL
+// one CTA per SM with `pdl_one_cta_per_sm` (DecomposeKConfig::pdl_one_cta_per_sm).
 cudaError_t LaunchPolledKernel(bool bf16, int token_tiles, dim3 grid, const KernelParams& params,
-                               cudaStream_t stream, bool pdl, bool pdl_cooperative);
+                               cudaStream_t stream, bool pdl, bool pdl_cooperative,
+                               bool pdl_one_cta_per_sm);
 
 }  // namespace moe::cuda

@@ -392,35 +392,35 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
       // Up to 16 tokens with dedicated routers, a split fewer where they would not fit:
       // the autotuner took them on most such rows, with and without PDL (bench/RESULTS.md).
       if (s.tokens <= 16) {
-        // Up to 8 tokens also fewer splits: the larger of the one-pass count and a quarter
-        // of the rule's. In the autotuner's timings on the H200 (bench/NOTES.md, session
-        // 23) that was within 0.21 us of the fastest split count (dedicated routers, as
-        // here) on every 1- and 4-token row timed, with or without PDL, where the rule's
-        // own count was up to 1.8 us slower (Llama 4 Scout under PDL).
-        // From 9 tokens a quarter only where it is at least the one-pass count: where the
-        // rule's count is over four one-pass counts (routers of few expert blocks, whose
-        // rule fills the SMs with splits), its 16-token rows were ~1 us slower than the
-        // tuner's picks (5 and 7 splits). Through the C ABI under PDL, same run: GLM-4.5 23
-        // splits 5.35-5.37 us, a quarter (6) 4.80-4.84; Llama 4 Maverick 29 splits
-        // 4.77-4.81, a quarter (8) 4.04-4.05. Where it is under (DeepSeek-V3 16, Kimi K2
-        // 10) the rule's count was the tuner's pick and the one-pass count 0.35-0.42 us
-        // slower (H200, bench/NOTES.md, session 35).
+        // Also fewer splits: the larger of the one-pass count and a quarter of the rule's.
+        // In the autotuner's timings on the H200 (bench/NOTES.md, session 23) that was
+        // within 0.21 us of the fastest split count (dedicated routers, as here) on every
+        // 1- and 4-token row timed, with or without PDL, where the rule's own count was up
+        // to 1.8 us slower (Llama 4 Scout under PDL). At 9-16 tokens, where the rule's count
+        // is over four one-pass counts (routers of few expert blocks) it was ~1 us slower
+        // than the tuner's picks (session 35), and once the launch keeps to one CTA per SM
+        // (below) the one-pass count beats the rule's elsewhere too: DeepSeek-V3 t=16 4.29
+        // us at 7 splits against 5.21 at 14, Kimi K2 t=16 4.59 at 7 against 4.78 at 9
+        // (session 36).
         DecomposeKConfig fewer = polled;
         if (cut_decode_splits) {
           const int quarter = polled.k_splits / 4;
           const int one_pass = OnePassSplits(s.K, c.token_tiles);
-          if (s.tokens <= 8)
-            fewer.k_splits = std::min(polled.k_splits, std::max(one_pass, quarter));
-          else if (quarter >= one_pass)
-            fewer.k_splits = quarter;
+          fewer.k_splits = std::min(polled.k_splits, std::max(one_pass, quarter));
         }
         DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
-        // Up to 8 tokens also launched cooperatively under PDL (without PDL it always
-        // is). The autotuner took that on 14 of 16 such rows (H200, session 33's table),
-        // and session 34 found why: under a plain PDL launch, CTAs of later launches start
-        // on a router's SM while it routes in ~50% of launches and slow its epilogue by
-        // ~550 cycles (~18%); under a cooperative one they never did (bench/NOTES.md).
-        dedicated.pdl_cooperative = s.tokens <= 8;
+        // Launched cooperatively under PDL (without PDL it always is), and kept to one CTA
+        // per SM. Cooperative: the autotuner took that on 14 of 16 rows up to 8 tokens
+        // (H200, session 33's table), and session 34 found why: under a plain PDL launch,
+        // CTAs of later launches start on a router's SM while it routes in ~50% of launches
+        // and slow its epilogue by ~550 cycles (~18%); under a cooperative one they never
+        // did. One CTA per SM (session 36, per call under PDL, the rule's config before and
+        // after): DeepSeek-V3 t=1/2/4 3.65/3.64/3.69 -> 3.48/3.44/3.49 us, Kimi K2 t=1/2/4/8
+        // 3.98/3.93/5.05/4.28 -> 3.86/3.73/3.80/3.87, GLM-4.5 t=16 4.57 -> 3.97, Llama 4
+        // Maverick t=16 3.84 -> 3.51; DeepSeek-V3 t=8 lost, 3.69 -> 4.14 (its tuner keeps the
+        // other launch).
+        dedicated.pdl_cooperative = true;
+        dedicated.pdl_one_cta_per_sm = true;
         const Layout l = MakeLayout(s, dedicated);
         if (GridCtas(s, dedicated, l) <= sm_count) return dedicated;
       }
@@ -481,6 +481,10 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_cou
   if (c.pdl_cooperative && !c.polled)
     return absl::InvalidArgumentError(
         "config: pdl_cooperative applies to the polled reduction only");
+  if (c.pdl_one_cta_per_sm && (!c.polled || c.staged))
+    return absl::InvalidArgumentError(
+        "config: pdl_one_cta_per_sm applies to the polled reduction's 32-expert CTAs only (staged "
+        "launches keep to one CTA per SM under PDL anyway)");
   if (c.dedicated_routers && !c.polled)
     return absl::InvalidArgumentError(
         "config: dedicated_routers applies to the polled reduction only");
@@ -566,7 +570,7 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
           c.pdl_cooperative);
     }
     return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl,
-                              c.pdl_cooperative);
+                              c.pdl_cooperative, c.pdl_one_cta_per_sm);
   }
   const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
   if (c.cluster > 0 && !params.gemm_mode && RankZeroRoutes(s, c))

@@ -47,6 +47,12 @@ struct DecomposeKConfig {
   // launch measured faster on some shapes and slower on others (its secondary may not start
   // until SMs free up), so the autotuner times both.
   bool pdl_cooperative = false;
+  // Polled, not staged, only: under PDL the launch asks for dynamic shared memory past half
+  // an SM's (it uses none), so one CTA fits a SM and CTAs of the next launches cannot share
+  // an SM with this one's while it runs (the staged launches always do so under PDL).
+  // Faster on most decode rows, slower on some grids, so the autotuner times both
+  // (decompose_k_polled.cu). Ignored without PDL.
+  bool pdl_one_cta_per_sm = false;
   // Polled only: the routers are CTAs of their own (one per token of a chunk, ahead of the
   // mainloop CTAs) instead of the first mainloop CTAs. With no weights to stream, a router
   // warms its instruction and constant caches with a dry run of the epilogue while the
@@ -71,11 +77,10 @@ struct DecomposeKConfig {
 // experts only past 8 tokens, and where the grid fits the SMs), unless
 // allow_rank_zero_routes is false.
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
-// Up to 8 tokens the polled split count is cut to the larger of PolledOnePassSplits and a
-// quarter of the rule's, at 9-16 tokens to a quarter where that is at least
-// PolledOnePassSplits; cut_decode_splits = false keeps the rule's own count (the centre of
-// the autotuner's split candidates). Polled configs launch cooperatively under PDL up to 8
-// tokens (dedicated routers) and past 16 (routers in the mainloop CTAs).
+// Up to 16 tokens the polled split count is cut to the larger of PolledOnePassSplits and a
+// quarter of the rule's; cut_decode_splits = false keeps the rule's own count (the centre
+// of the autotuner's split candidates). Polled configs launch cooperatively under PDL, up
+// to 16 tokens (dedicated routers) also one CTA per SM (pdl_one_cta_per_sm).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true, bool cut_decode_splits = true,
                                         bool allow_rank_zero_routes = true);

@@ -31,6 +31,7 @@
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled_router.cuh"
 #include "kernels/decompose_k_staged.h"
+#include "kernels/one_cta_per_sm.h"
 #include "kernels/staged_tile_device.cuh"
 
 namespace moe::cuda {
@@ -176,30 +177,17 @@ cudaError_t OptIn() {
 // 12.24 -> 8.76, 20 splits 13.75 -> 9.05; Kimi K2 t=64 at 19 splits 14.24 -> 9.13; configs
 // of 7 stages or more (one CTA a SM already) within +-0.04.
 template <typename T, bool kWideExperts>
-size_t OneCtaPerSmDynamicSmem() {
-  static const size_t bytes = [] {
-    int device = 0, per_sm = 0, reserved = 0;
-    cudaFuncAttributes attributes{};
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) !=
-            cudaSuccess ||
-        cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device) !=
-            cudaSuccess ||
-        cudaFuncGetAttributes(&attributes, DecomposeKStagedKernel<T, kWideExperts>) != cudaSuccess)
-      return size_t(0);
-    // Two CTAs fit while 2 * (static + dynamic + reserved) <= per_sm.
-    const long half = long(per_sm) / 2 - long(attributes.sharedSizeBytes) - reserved;
-    return half > 0 ? size_t(half) + 128 : size_t(0);
-  }();
+size_t StagedOneCtaPerSmDynamicSmem() {
+  static const size_t bytes = OneCtaPerSmDynamicSmem(DecomposeKStagedKernel<T, kWideExperts>);
   return bytes;
 }
 
 // The dynamic shared memory a launch asks for: what it needs, and under PDL at least
-// OneCtaPerSmDynamicSmem (where that is within the opt-in limit).
+// StagedOneCtaPerSmDynamicSmem (where that is within the opt-in limit).
 template <typename T, bool kWideExperts>
 size_t LaunchDynamicSmem(size_t needed, bool pdl) {
   if (!pdl) return needed;
-  const size_t one_cta = OneCtaPerSmDynamicSmem<T, kWideExperts>();
+  const size_t one_cta = StagedOneCtaPerSmDynamicSmem<T, kWideExperts>();
   return one_cta <= kStagedMaxStages * kStagedStageBytes && one_cta > needed ? one_cta : needed;
 }
 

@@ -514,7 +514,7 @@ TEST(GpuConfigs, AutotuneCacheKeysNameTheDevice) {
   EXPECT_FALSE(cuda::AutotuneCacheKey(p, "", 132, true).empty());
 }
 
-TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
+TEST(GpuConfigs, PdlLaunchOptionsNeedThePolledReduction) {
   SKIP_WITHOUT_GPU();
   RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
   cuda::DecomposeKConfig counter{cuda::Mainloop::kTensorCore, 1, 8, 0};
@@ -524,7 +524,22 @@ TEST(GpuConfigs, PdlCooperativeNeedsThePolledReduction) {
   EXPECT_NE(std::string(status.message()).find("pdl_cooperative"), std::string::npos) << status;
   cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, 8, 0, /*polled=*/true};
   polled.pdl_cooperative = true;
+  polled.pdl_one_cta_per_sm = true;
   EXPECT_TRUE(cuda::CanRouteDecomposeK(p, polled).ok());
+  // One CTA per SM is the 32-expert polled CTAs' option only.
+  cuda::DecomposeKConfig padded_counter{cuda::Mainloop::kTensorCore, 1, 8, 0};
+  padded_counter.pdl_one_cta_per_sm = true;
+  const absl::Status padded_status = cuda::CanRouteDecomposeK(p, padded_counter);
+  EXPECT_EQ(padded_status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(padded_status.message()).find("pdl_one_cta_per_sm"), std::string::npos)
+      << padded_status;
+  const RouteProblem large{FindPreset("deepseek_v3").value().spec, 128, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig staged = cuda::ChooseStagedConfig(large, 132);
+  ASSERT_TRUE(staged.staged);
+  staged.pdl_one_cta_per_sm = true;
+  EXPECT_NE(
+      std::string(cuda::CanRouteDecomposeK(large, staged).message()).find("pdl_one_cta_per_sm"),
+      std::string::npos);
 }
 
 // The one-pass split count (an autotuner candidate): the fewest splits with which every
@@ -555,18 +570,18 @@ TEST(GpuConfigs, OnePassSplitsAreTheFewestThatLoadEveryWarpsWeightsInOnePass) {
   EXPECT_EQ(one_pass("deepseek_v3"), 7);  // 7168 = 224 steps
 }
 
-// Up to 8 tokens the heuristic cuts the polled rule's split count to the larger of the
-// one-pass count and a quarter (the autotuner's timings: bench/NOTES.md, session 23); at
-// 9-16 tokens to a quarter where that is at least the one-pass count, else it keeps the
-// rule's (session 35). Host-only, for a 132-SM device.
+// Up to 16 tokens the heuristic cuts the polled rule's split count to the larger of the
+// one-pass count and a quarter (the autotuner's timings: bench/NOTES.md, sessions 23, 35
+// and 36), and launches cooperatively, one CTA per SM, under PDL (sessions 34 and 36).
+// Host-only, for a 132-SM device.
 TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
   const struct {
     const char* family;
     int rule, cut;        // splits at one token
     int rule_16, cut_16;  // at 16 tokens
   } expected[] = {{"mixtral", 32, 8, 32, 8},        {"gpt_oss_20b", 22, 5, 22, 5},
-                  {"deepseek_v3", 16, 7, 14, 14},   {"qwen3_30b", 16, 4, 16, 4},
-                  {"llama4_scout", 40, 10, 40, 10}, {"kimi_k2", 10, 7, 9, 9},
+                  {"deepseek_v3", 16, 7, 14, 7},    {"qwen3_30b", 16, 4, 16, 4},
+                  {"llama4_scout", 40, 10, 40, 10}, {"kimi_k2", 10, 7, 9, 7},
                   {"glm4_moe", 26, 6, 23, 6},       {"llama4_maverick", 32, 8, 29, 8}};
   for (const auto& e : expected) {
     for (int tokens : {1, 4, 8, 9, 16}) {
@@ -583,9 +598,9 @@ TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
       ASSERT_TRUE(cut.polled && cut.dedicated_routers) << where;
       ASSERT_TRUE(rule.polled && rule.dedicated_routers) << where;
       EXPECT_EQ(cut.token_tiles, rule.token_tiles) << where;
-      // Decode batches launch cooperatively under PDL too (bench/NOTES.md, session 34).
-      EXPECT_EQ(cut.pdl_cooperative, tokens <= 8) << where;
-      EXPECT_EQ(rule.pdl_cooperative, tokens <= 8) << where;
+      // Decode batches launch cooperatively under PDL too, one CTA per SM.
+      EXPECT_TRUE(cut.pdl_cooperative && cut.pdl_one_cta_per_sm) << where;
+      EXPECT_TRUE(rule.pdl_cooperative && rule.pdl_one_cta_per_sm) << where;
       if (tokens == 1) {
         EXPECT_EQ(rule.k_splits, e.rule) << where;
         EXPECT_EQ(cut.k_splits, e.cut) << where;
@@ -596,13 +611,10 @@ TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
       }
       EXPECT_LE(cut.k_splits, rule.k_splits) << where;
       const int one_pass = cuda::PolledOnePassSplits(p, cut.token_tiles);
-      if (tokens <= 8) {
-        EXPECT_GE(cut.k_splits, std::min(rule.k_splits, one_pass)) << where;
-      } else {  // a quarter of the rule's count where that reaches one pass, else the rule's
-        EXPECT_TRUE(cut.k_splits == rule.k_splits ||
-                    (cut.k_splits >= one_pass && cut.k_splits <= rule.k_splits / 4 + 1))
-            << where << ": " << cut.k_splits << " of " << rule.k_splits;
-      }
+      // The one-pass count or a quarter of the rule's (its count before dedicated routers
+      // took a split off to fit: up to a split more than a quarter of the one here).
+      EXPECT_GE(cut.k_splits, std::min(rule.k_splits, one_pass)) << where;
+      EXPECT_LE(cut.k_splits, std::max(one_pass, rule.k_splits / 4 + 1)) << where;
     }
   }
 }
@@ -653,10 +665,11 @@ TEST(GpuConfigs, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
           /*allow_rank_zero_routes=*/false);
       ASSERT_TRUE(c.polled) << family << " t=" << tokens;
       EXPECT_EQ(c.dedicated_routers, tokens <= 16) << family << " t=" << tokens;
-      // Cooperative under PDL up to 8 tokens and, routers in the mainloop CTAs, past 16
-      // (bench/NOTES.md, sessions 34 and 35); the staged tiles launch plainly.
+      // Cooperative under PDL (bench/NOTES.md, sessions 34-36), up to 16 tokens one CTA per
+      // SM; the staged tiles launch plainly (one CTA per SM under PDL anyway).
       if (!c.staged) {
-        EXPECT_EQ(c.pdl_cooperative, tokens <= 8 || tokens > 16) << family << " t=" << tokens;
+        EXPECT_TRUE(c.pdl_cooperative) << family << " t=" << tokens;
+        EXPECT_EQ(c.pdl_one_cta_per_sm, tokens <= 16) << family << " t=" << tokens;
       }
       EXPECT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << family << " t=" << tokens;
     }
@@ -1150,20 +1163,22 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       DeviceCase d = MakeDeviceCase(in, true);
       auto staged = Upload(in.hidden);
       auto stream = MakeStream().value();
-      // A polled plan also launched cooperatively under PDL and with dedicated routers (the
-      // autotuner's other choices), where the grid fits, at the heuristic's split count
-      // and at the one-pass count (a warp's weights all loaded before the wait). From 32
+      // A polled plan also launched cooperatively under PDL, kept to one CTA per SM and with
+      // dedicated routers (the autotuner's other choices), where the grid fits, at the
+      // heuristic's split count and at the one-pass count (a warp's weights all loaded
+      // before the wait). From 32
       // tokens also the staged tiles (an autotuner candidate), both launch kinds.
       std::vector<cuda::DecomposeKConfig> configs;
       const cuda::DecomposeKConfig polled = cuda::ChooseDecomposeKConfig(
           p, SmCount(), /*allow_polled=*/true, /*cut_decode_splits=*/true,
           /*allow_rank_zero_routes=*/false);
       for (int splits : {polled.k_splits, cuda::PolledOnePassSplits(p, polled.token_tiles)}) {
-        for (int variant = 0; variant < 4; ++variant) {
+        for (int variant = 0; variant < 8; ++variant) {
           cuda::DecomposeKConfig c = polled;
           c.k_splits = splits;
           c.pdl_cooperative = c.polled && variant % 2 == 1;
-          c.dedicated_routers = c.polled && variant / 2 == 1;
+          c.dedicated_routers = c.polled && variant / 2 % 2 == 1;
+          c.pdl_one_cta_per_sm = c.polled && !c.staged && variant / 4 == 1;
           // The two counts can be equal (DeepSeek-V3 at one token: 7 and 7).
           if (std::none_of(configs.begin(), configs.end(), [&](const cuda::DecomposeKConfig& o) {
                 return cuda::SameTunedConfig(o, c);
@@ -1202,6 +1217,7 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
             CompareWithReference(in.spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
             << Describe(in, seed) << " rep=" << rep << " splits=" << config.k_splits
             << " config polled=" << config.polled << " pdl_cooperative=" << config.pdl_cooperative
+            << " pdl_one_cta_per_sm=" << config.pdl_one_cta_per_sm
             << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged
             << " cluster=" << config.cluster;
       }
