@@ -95,14 +95,15 @@ struct Row {
 };
 
 std::string DescribeConfig(const cuda::DecomposeKConfig& k) {
-  return absl::StrFormat("%s nt=%d S=%d%s%s%s",
+  return absl::StrFormat("%s nt=%d S=%d%s%s%s%s",
                          k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma", k.token_tiles,
                          k.k_splits,
                          k.cluster  ? " cluster"
                          : k.staged ? " staged"
                          : k.polled ? " polled"
                                     : "",
-                         k.pdl_cooperative ? " coop" : "", k.dedicated_routers ? " ded" : "");
+                         k.pdl_cooperative ? " coop" : "", k.dedicated_routers ? " ded" : "",
+                         k.pdl_one_cta_per_sm ? " 1cta" : "");
 }
 
 // Both modes' timings merged by config, in the order the autotuner tried them.

@@ -18,13 +18,13 @@ namespace moe::bench {
 namespace {
 
 std::string DescribePath(const cuda::DecomposeKConfig& c) {
-  return absl::StrFormat("S=%d%s%s", c.k_splits,
+  return absl::StrFormat("S=%d%s%s%s", c.k_splits,
                          c.cluster             ? " cluster"
                          : c.staged            ? " staged"
                          : c.dedicated_routers ? " polled ded"
                          : c.polled            ? " polled"
                                                : " global",
-                         c.pdl_cooperative ? " coop" : "");
+                         c.pdl_cooperative ? " coop" : "", c.pdl_one_cta_per_sm ? " 1cta" : "");
 }
 
 // One launch's stamps: per slot, the earliest and the latest non-zero stamp over its CTAs
@@ -277,12 +277,13 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
     if (DescribePath(heuristic) != DescribePath(tuned->config()))
       configs.push_back({"heur. " + DescribePath(heuristic), heuristic});
     for (int splits : heuristic.polled ? sweep_splits : std::vector<int>{}) {
-      for (bool cooperative : {false, true}) {
+      for (int launch = 0; launch < 4; ++launch) {  // plain, cooperative; each one CTA per SM
         cuda::DecomposeKConfig c = heuristic;
         c.k_splits = splits;
         // Whole stages a split: counts that would leave the last split empty are skipped.
         if (c.staged) c = cuda::ChooseStagedConfig(p, info.sm_count, splits);
-        c.pdl_cooperative = cooperative;
+        c.pdl_cooperative = launch % 2 == 1;
+        c.pdl_one_cta_per_sm = launch / 2 == 1;
         if (c.k_splits != splits || !cuda::CanRouteDecomposeK(p, c).ok()) continue;
         configs.push_back({"sweep " + DescribePath(c), c});
       }
