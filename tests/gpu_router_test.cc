@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1564,6 +1566,87 @@ TEST(GpuGemm, ConcurrentGridWideGemmsOnTwoStreamsFinish) {
   for (int s = 0; s < 2; ++s) {
     ASSERT_CUDA(cudaMemcpy(got.data(), dc[s].get(), c_bytes, cudaMemcpyDeviceToHost));
     EXPECT_EQ(std::memcmp(got.data(), reference.data(), c_bytes), 0) << "stream " << s;
+  }
+}
+
+// The server's two slots launch under PDL on two streams at once, and the autotuner may
+// pick plain launches whose grids keep to one CTA per SM and fill more than half the SMs
+// (GLM-4.5 t=64: 100 CTAs of the polled kernel; DeepSeek-V3 t=64: 112 staged tiles). Their
+// routers wait for the rest of their grid, so two such grids must never each hold part of
+// the SMs while waiting for the other's: blocks of a later grid (same priority) are
+// dispatched only once every block of an earlier one has been. Launched back to back on two
+// streams, every launch must finish (a watchdog, not a hang) with the lone launch's bits.
+TEST(GpuPolled, PlainOneCtaPerSmLaunchesFromTwoStreamsFinish) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    const char* family;
+    int tokens;
+    bool staged;
+  };
+  for (const Case& c : {Case{"glm4_moe", 64, false}, Case{"deepseek_v3", 64, true}}) {
+    const RouterSpec s = FindPreset(c.family).value().spec;
+    const uint64_t seed = FreshSeed();
+    const RouterInputs in = MakeRouterInputs(s, c.tokens, DType::kBF16, DType::kBF16, seed);
+    const RouteProblem p{s, c.tokens, DType::kBF16, DType::kBF16};
+    cuda::DecomposeKConfig config;
+    int ctas = 0;
+    if (c.staged) {
+      config = cuda::ChooseStagedConfig(p, SmCount());
+      ctas =
+          (s.experts + cuda::kStagedTileExperts - 1) / cuda::kStagedTileExperts * config.k_splits;
+    } else {
+      config = cuda::ChoosePolledConfig(p, SmCount(), /*token_tiles=*/4);
+      config.k_splits = 10;
+      config.dedicated_routers = false;
+      config.pdl_one_cta_per_sm = true;
+      ctas = (s.experts + 31) / 32 * config.k_splits * ((c.tokens + 31) / 32);
+    }
+    config.pdl_cooperative = false;
+    const std::string where = absl::StrCat(c.family, " t=", c.tokens, " ", ctas, " CTAs");
+    ASSERT_TRUE(cuda::CanRouteDecomposeK(p, config).ok()) << where;
+    ASSERT_GT(2 * ctas, SmCount()) << where;  // two grids cannot sit side by side
+    std::vector<DeviceCase> d;
+    std::vector<DeviceBuffer> ws;
+    std::vector<CudaStream> streams;
+    for (int i = 0; i < 3; ++i) {  // [2]: the lone reference run
+      d.push_back(MakeDeviceCase(in, false));
+      ws.push_back(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, config)).value());
+      streams.push_back(MakeStream().value());
+      ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws[i].get(), p, config, streams[i].get()));
+      Poison(d[i]);
+    }
+    ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d[2].args, config, ws[2].get(), streams[2].get(),
+                                             /*pdl=*/true));
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const HostOut lone = Download(d[2], false);
+    EXPECT_EQ(CompareWithReference(s, in.Reference(), lone.ids.data(), lone.weights.data(), 1e-3),
+              "")
+        << Describe(in, seed) << " " << where;
+    for (int rep = 0; rep < 200; ++rep)
+      for (int i = 0; i < 2; ++i)
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d[i].args, config, ws[i].get(),
+                                                 streams[i].get(), /*pdl=*/true));
+    // Spinning grids would hang cudaDeviceSynchronize: poll with a deadline instead, and
+    // end the process (its context and grids with it) if it passes.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (int i = 0; i < 2; ++i) {
+      cudaError_t e;
+      while ((e = cudaStreamQuery(streams[i].get())) == cudaErrorNotReady) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          std::fprintf(stderr, "FATAL: %s: 400 launches on two streams still running after 30 s\n",
+                       where.c_str());
+          std::_Exit(3);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      ASSERT_CUDA(e);
+    }
+    for (int i = 0; i < 2; ++i) {
+      const HostOut got = Download(d[i], false);
+      EXPECT_EQ(got.ids, lone.ids) << where << " stream " << i;
+      EXPECT_EQ(0, std::memcmp(got.weights.data(), lone.weights.data(), lone.weights.size() * 4))
+          << where << " stream " << i;
+    }
   }
 }
 
