@@ -561,16 +561,17 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
     params.router_ctas = DedicatedRouterCtas(s, c, l);
     params.warm_routers = pdl;  // without PDL a dry run would delay the gather
     const dim3 grid(GridRowCtas(s, c, l), l.z_chunks);
+    const bool cooperative = LaunchesCooperatively(c, pdl, stream);
     if (c.staged) {
       params.stages_per_split = StagedStagesPerSplit(s, c.k_splits);
       const int per_router = PolledTokensPerRouter(std::min(l.chunk, s.tokens), int(grid.x));
       return LaunchStagedKernel(
           s.w_dtype == DType::kBF16, grid, params,
           StagedDynamicSmemBytes(params.stages_per_split, per_router * s.experts), stream, pdl,
-          c.pdl_cooperative);
+          cooperative);
     }
     return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl,
-                              c.pdl_cooperative, c.pdl_one_cta_per_sm);
+                              cooperative, c.pdl_one_cta_per_sm);
   }
   const dim3 grid(l.m_blocks * c.k_splits, l.z_chunks);
   if (c.cluster > 0 && !params.gemm_mode && RankZeroRoutes(s, c))
@@ -657,6 +658,17 @@ cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& proble
                                      const DecomposeKConfig& config, cudaStream_t stream) {
   return cudaMemsetAsync(workspace, 0, MakeLayout(RouteShape(problem), config).zeroed_bytes,
                          stream);
+}
+
+bool LaunchesCooperatively(const DecomposeKConfig& config, bool pdl, cudaStream_t stream) {
+  if (!pdl || config.pdl_cooperative) return true;
+  int priority = 0, least = 0, greatest = 0;
+  if (cudaStreamGetPriority(stream, &priority) != cudaSuccess ||
+      cudaDeviceGetStreamPriorityRange(&least, &greatest) != cudaSuccess) {
+    cudaGetLastError();
+    return true;  // cannot tell: the launch that needs no ordering
+  }
+  return priority != least;  // streams are created with the least priority by default
 }
 
 cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,

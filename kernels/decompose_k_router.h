@@ -118,6 +118,13 @@ size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKCon
 cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& problem,
                                      const DecomposeKConfig& config, cudaStream_t stream);
 
+// Whether a polled or staged launch of `config` on `stream` is cooperative: always without
+// PDL; under PDL where the config says so (pdl_cooperative), and also from a stream whose
+// priority is not the default: a plain launch relies on grids of one priority reaching the
+// SMs in launch order (decompose_k_polled.cu says why), which a higher-priority grid
+// overtakes.
+bool LaunchesCooperatively(const DecomposeKConfig& config, bool pdl, cudaStream_t stream);
+
 // Launches the kernel (with Programmatic Dependent Launch when `pdl` is set: the kernel
 // prefetches weights before waiting for the previous kernel in the stream).
 cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,

@@ -1650,6 +1650,44 @@ TEST(GpuPolled, PlainOneCtaPerSmLaunchesFromTwoStreamsFinish) {
   }
 }
 
+// A plain PDL launch relies on grids of one priority reaching the SMs in launch order
+// (the test above); from a stream of higher priority, whose grids overtake others, it is
+// launched cooperatively instead, and still routes like the reference.
+TEST(GpuPolled, PlainPdlLaunchesFromAHigherPriorityStreamAreCooperative) {
+  SKIP_WITHOUT_GPU();
+  int least = 0, greatest = 0;
+  ASSERT_CUDA(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  if (least == greatest) GTEST_SKIP() << "this device has one stream priority";
+  cudaStream_t raw = nullptr;
+  ASSERT_CUDA(cudaStreamCreateWithPriority(&raw, cudaStreamNonBlocking, greatest));
+  const CudaStream high(raw);
+  const CudaStream plain = MakeStream().value();
+  const RouterSpec s = FindPreset("glm4_moe").value().spec;
+  const RouteProblem p{s, 64, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig config = cuda::ChoosePolledConfig(p, SmCount(), /*token_tiles=*/4);
+  config.pdl_cooperative = false;
+  config.pdl_one_cta_per_sm = true;
+  ASSERT_TRUE(cuda::CanRouteDecomposeK(p, config).ok());
+  EXPECT_FALSE(cuda::LaunchesCooperatively(config, /*pdl=*/true, plain.get()));
+  EXPECT_TRUE(cuda::LaunchesCooperatively(config, /*pdl=*/true, high.get()));
+  EXPECT_TRUE(cuda::LaunchesCooperatively(config, /*pdl=*/false, plain.get()));
+  cuda::DecomposeKConfig cooperative = config;
+  cooperative.pdl_cooperative = true;
+  EXPECT_TRUE(cuda::LaunchesCooperatively(cooperative, /*pdl=*/true, plain.get()));
+  const uint64_t seed = FreshSeed();
+  const RouterInputs in = MakeRouterInputs(s, p.tokens, DType::kBF16, DType::kBF16, seed);
+  DeviceCase d = MakeDeviceCase(in, false);
+  auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, config)).value();
+  ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, config, high.get()));
+  Poison(d);
+  for (int i = 0; i < 20; ++i)
+    ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), high.get(), true));
+  ASSERT_CUDA(cudaStreamSynchronize(high.get()));
+  const HostOut h = Download(d, false);
+  EXPECT_EQ(CompareWithReference(s, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
+      << Describe(in, seed);
+}
+
 // Launch flags are checked before anything touches the device, so this runs without a GPU
 // (and in CI): an unknown bit is refused by name, not ignored.
 TEST(GpuCApi, UnknownLaunchFlagsAreRefused) {
