@@ -154,7 +154,8 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
 // at 16 tokens). Where it is not cooperative, PDL callers (the server's two slots,
 // router_bench) keep to few concurrent grids, which cannot fill the SMs with waiting
 // router CTAs: a grid is at most one CTA per SM, and blocks of a later grid of the same
-// priority are dispatched once every block of the earlier one has been.
+// priority are dispatched once every block of the earlier one has been (a stream of
+// another priority launches cooperatively: LaunchesCooperatively).
 //
 // Under PDL a config may also keep the kernel to one CTA per SM (pdl_one_cta_per_sm): the
 // launch asks for dynamic shared memory past half an SM's, which it does not use, so that
