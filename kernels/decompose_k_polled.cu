@@ -165,6 +165,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
 // cooperative 5.19 -> 4.29 us, Kimi K2 t=4 at 7 cooperative 5.05 -> 3.80, GLM-4.5 t=16 at 6
 // cooperative 4.18 -> 3.97; but DeepSeek-V3 t=8 at 7 cooperative 3.69 -> 4.14 and Kimi K2
 // t=8 at 10 cooperative 4.17 -> 5.99, so the autotuner times both.
+
 // Per kernel instance, once: OneCtaPerSmDynamicSmem, with the instance allowed to ask for
 // it (0 where either fails: such launches then run as they would without the option).
 template <typename T, int kTokenTiles, bool kDedicatedRouters, bool kWideExperts>
