@@ -114,6 +114,51 @@ SmNeighbours RouterSmNeighbours(const unsigned long long* launches, size_t entri
   return n;
 }
 
+// The CTA whose partials launch i published last (the one its routers waited for): when it
+// started, after the launch's first CTA; how long it took to publish once it could run (from
+// its start or launch i-1's end, whichever came later); and how many CTAs of other launches
+// ran on its SM meanwhile. A last partial from a CTA that started late waited for an SM; one
+// that started on time but ran long shared its SM (or the memory system). All -1 where no
+// CTA of launch i published.
+struct LastPublisher {
+  double start_us = -1, run_us = -1;
+  int neighbours = -1;
+};
+LastPublisher FindLastPublisher(const unsigned long long* launches, size_t entries,
+                                int launch_count, int i, unsigned long long previous_end) {
+  constexpr int kSlots = cuda::kTimelineSlots;
+  const size_t ctas = entries / (2 * kSlots);
+  auto cta = [&](int launch, size_t k) { return launches + launch * entries + k * kSlots * 2; };
+  const unsigned long long* last = nullptr;
+  unsigned long long first_start = 0;
+  for (size_t k = 0; k < ctas; ++k) {
+    const unsigned long long* c = cta(i, k);
+    const unsigned long long start = c[2 * cuda::kStampStart];
+    if (start != 0) first_start = first_start ? std::min(first_start, start) : start;
+    if (c[2 * cuda::kStampReduced] != 0 &&
+        (last == nullptr || c[2 * cuda::kStampReduced] > last[2 * cuda::kStampReduced]))
+      last = c;
+  }
+  LastPublisher l;
+  if (last == nullptr || last[2 * cuda::kStampStart] == 0) return l;
+  const unsigned long long from = last[2 * cuda::kStampStart], to = last[2 * cuda::kStampReduced];
+  l.start_us = double(from - first_start) / 1e3;
+  l.run_us = (double(to) - double(std::max(from, previous_end))) / 1e3;
+  l.neighbours = 0;
+  for (int launch = 0; launch < launch_count; ++launch) {
+    if (launch == i) continue;
+    for (size_t k = 0; k < ctas; ++k) {
+      const unsigned long long* c = cta(launch, k);
+      if (c[2 * cuda::kStampSm] != last[2 * cuda::kStampSm] || c[2 * cuda::kStampStart] == 0)
+        continue;
+      unsigned long long end = 0;
+      for (int slot = 0; slot < cuda::kStampSm; ++slot) end = std::max(end, c[2 * slot]);
+      if (c[2 * cuda::kStampStart] <= to && end >= from) ++l.neighbours;
+    }
+  }
+  return l;
+}
+
 double Mean(const std::vector<double>& v) {
   double sum = 0;
   for (double x : v) sum += x;
@@ -243,12 +288,16 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
   std::printf(
       "sm0 same/later/started: CTAs of the same launch / of later ones / of those, started "
       "during it, on token 0's router's SM while it routes (means over launches); shr: "
-      "launches with one started during it; epi0 al/shr: epi0's median without / with\n");
+      "launches with one started during it; epi0 al/shr: epi0's median without / with\n"
+      "last pub st/run/nb: the CTA that published last: its start after the launch's first "
+      "CTA's, its time to publish once it could run (us, medians), CTAs of other launches "
+      "on its SM meanwhile (mean)\n");
   std::printf(
-      "%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %9s %8s %6s  %14s %4s  %13s\n",
+      "%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %9s %8s %6s  %14s %4s  %13s  "
+      "%18s\n",
       "shape", "config", "start", "waited", "mainloop", "published", "arrived", "routed",
       "epi_cycles", "graph_us", "cols/groups/rank/weights", "first ml", "first arr", "first rt",
-      "epi0", "sm0 s/l/st", "shr", "epi0 al/shr");
+      "epi0", "sm0 s/l/st", "shr", "epi0 al/shr", "last pub st/run/nb");
   for (auto [family, tokens] : std::vector<Shape>{
            {"deepseek_v3", 1},      {"deepseek_v3", 2},  {"deepseek_v3", 4},   {"deepseek_v3", 8},
            {"deepseek_v3", 16},     {"deepseek_v3", 64}, {"deepseek_v3", 128}, {"kimi_k2", 1},
@@ -302,6 +351,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       std::vector<double> phase[6], epilogue_cycles, graph_us, epilogue_phases[4], first_ml,
           first_arrived, first_routed, first_epilogue_cycles, sm_same, sm_later, sm_started;
       std::vector<double> sm_epilogue_alone, sm_epilogue_shared;  // epi0 by neighbours
+      std::vector<double> last_start, last_run, last_neighbours;
       for (int r = 0; r < kReplays; ++r) {
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8 * kLaunches, stream));
         CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
@@ -333,6 +383,13 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
             (n.started == 0 ? sm_epilogue_alone : sm_epilogue_shared)
                 .push_back(s[i].first_epilogue_cycles);
           }
+          if (const LastPublisher l = FindLastPublisher(host.data(), entries, kLaunches, i,
+                                                        s[i - 1].last[cuda::kStampRouted]);
+              l.neighbours >= 0) {
+            last_start.push_back(l.start_us);
+            last_run.push_back(l.run_us);
+            last_neighbours.push_back(l.neighbours);
+          }
           if (s[i].epilogue_cycles > 0) {
             epilogue_cycles.push_back(s[i].epilogue_cycles);
             for (int k = 0; k < 4; ++k) epilogue_phases[k].push_back(s[i].epilogue_phase_cycles[k]);
@@ -344,7 +401,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       }
       std::printf(
           "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %-24s %8.2f %9.2f %8.2f "
-          "%6.0f  %4.1f/%4.1f/%4.1f %3.0f%%  %6.0f/%6.0f\n",
+          "%6.0f  %4.1f/%4.1f/%4.1f %3.0f%%  %6.0f/%6.0f  %6.2f/%5.2f/%4.1f\n",
           shape.c_str(), name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
           Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),
           Median(graph_us),
@@ -354,7 +411,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
               .c_str(),
           Median(first_ml), Median(first_arrived), Median(first_routed),
           Median(first_epilogue_cycles), Mean(sm_same), Mean(sm_later), Mean(sm_started),
-          100.0 * Shared(sm_started), Median(sm_epilogue_alone), Median(sm_epilogue_shared));
+          100.0 * Shared(sm_started), Median(sm_epilogue_alone), Median(sm_epilogue_shared),
+          Median(last_start), Median(last_run), Mean(last_neighbours));
     }
   }
 }
