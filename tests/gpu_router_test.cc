@@ -1111,6 +1111,7 @@ TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
         tune.iterations = 3;
         tune.cache_file = cache;
         tune.pdl = pdl;
+        cuda::DecomposeKConfig tuned;
         for (int pass = 0; pass < 2; ++pass) {  // the second plan comes from the cache
           // The timings the autotuner reports (router_bench --candidates): on the tuning
           // pass every candidate, the chosen one the fastest; none from the cache.
@@ -1127,8 +1128,20 @@ TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
               if (cuda::SameTunedConfig(t.config, (*plan)->config())) chosen = t.us;
             }
             EXPECT_EQ(chosen, fastest) << Describe(in, seed) << " pdl=" << pdl;
+            // Under PDL every 32-expert polled candidate is also timed one CTA per SM;
+            // without PDL the option means nothing and is never a candidate.
+            int one_cta = 0, other = 0;
+            for (const auto& t : timings) {
+              if (!t.config.polled || t.config.staged) continue;
+              ++(t.config.pdl_one_cta_per_sm ? one_cta : other);
+            }
+            EXPECT_EQ(one_cta, pdl ? other : 0) << Describe(in, seed) << " pdl=" << pdl;
+            tuned = (*plan)->config();
           } else {
             EXPECT_TRUE(timings.empty()) << timings.size();
+            // The cache line holds the whole config, launch options included.
+            EXPECT_TRUE(cuda::SameTunedConfig((*plan)->config(), tuned))
+                << Describe(in, seed) << " pdl=" << pdl;
           }
           Poison(d);
           for (int i = 0; i < 3; ++i) ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), pdl));
