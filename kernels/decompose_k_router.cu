@@ -662,13 +662,19 @@ cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& proble
 
 bool LaunchesCooperatively(const DecomposeKConfig& config, bool pdl, cudaStream_t stream) {
   if (!pdl || config.pdl_cooperative) return true;
-  int priority = 0, least = 0, greatest = 0;
-  if (cudaStreamGetPriority(stream, &priority) != cudaSuccess ||
-      cudaDeviceGetStreamPriorityRange(&least, &greatest) != cudaSuccess) {
+  // Streams are created with the least priority by default; read once (every launch of a
+  // plain config asks).
+  static const int least = [] {
+    int lowest = 0, greatest = 0;
+    if (cudaDeviceGetStreamPriorityRange(&lowest, &greatest) != cudaSuccess) cudaGetLastError();
+    return lowest;
+  }();
+  int priority = 0;
+  if (cudaStreamGetPriority(stream, &priority) != cudaSuccess) {
     cudaGetLastError();
     return true;  // cannot tell: the launch that needs no ordering
   }
-  return priority != least;  // streams are created with the least priority by default
+  return priority != least;
 }
 
 cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,
