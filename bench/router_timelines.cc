@@ -76,6 +76,23 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
   return s;
 }
 
+// The stamps of a graph's launches, each `entries` long (TimelineEntries): CTA k of launch i.
+struct LaunchTimelines {
+  const unsigned long long* launches;
+  size_t entries;
+  size_t Ctas() const { return entries / (2 * cuda::kTimelineSlots); }
+  const unsigned long long* Cta(int launch, size_t k) const {
+    return launches + launch * entries + k * cuda::kTimelineSlots * 2;
+  }
+};
+
+// A CTA's last time stamp (its end, whichever phase it ended in).
+unsigned long long CtaEnd(const unsigned long long* c) {
+  unsigned long long end = 0;
+  for (int slot = 0; slot < cuda::kStampSm; ++slot) end = std::max(end, c[2 * slot]);
+  return end;
+}
+
 // Other CTAs on token 0's router's SM while it routes (between its arrival and end
 // stamps): of launch `i` itself, of later launches (under PDL they start ~9-37 us
 // early, stream their weights, then wait), and of those the ones that started during it
@@ -84,26 +101,20 @@ LaunchStamps ReadStamps(const unsigned long long* t, size_t entries) {
 struct SmNeighbours {
   int same = -1, later = -1, started = -1;
 };
-SmNeighbours RouterSmNeighbours(const unsigned long long* launches, size_t entries,
-                                int launch_count, int i, int router_cta) {
-  constexpr int kSlots = cuda::kTimelineSlots;
-  const size_t ctas = entries / (2 * kSlots);
-  auto cta = [&](int launch, size_t k) { return launches + launch * entries + k * kSlots * 2; };
+SmNeighbours RouterSmNeighbours(const LaunchTimelines& t, int launch_count, int i, int router_cta) {
   SmNeighbours n;
   if (router_cta < 0) return n;
-  const unsigned long long* router = cta(i, router_cta);
+  const unsigned long long* router = t.Cta(i, router_cta);
   if (router[2 * cuda::kStampSm] == 0) return n;
   n = {0, 0, 0};
   const unsigned long long from = router[2 * cuda::kStampArrived],
                            to = router[2 * cuda::kStampRouted];
   for (int launch = i; launch < launch_count; ++launch)
-    for (size_t k = 0; k < ctas; ++k) {
-      const unsigned long long* c = cta(launch, k);
+    for (size_t k = 0; k < t.Ctas(); ++k) {
+      const unsigned long long* c = t.Cta(launch, k);
       if (c == router || c[2 * cuda::kStampSm] != router[2 * cuda::kStampSm]) continue;
-      unsigned long long end = 0;
-      for (int slot = 0; slot < cuda::kStampSm; ++slot) end = std::max(end, c[2 * slot]);
       const unsigned long long start = c[2 * cuda::kStampStart];
-      if (start > to || end < from) continue;
+      if (start > to || CtaEnd(c) < from) continue;
       if (launch == i) {
         ++n.same;
       } else {
@@ -124,15 +135,12 @@ struct LastPublisher {
   double start_us = -1, run_us = -1;
   int neighbours = -1;
 };
-LastPublisher FindLastPublisher(const unsigned long long* launches, size_t entries,
-                                int launch_count, int i, unsigned long long previous_end) {
-  constexpr int kSlots = cuda::kTimelineSlots;
-  const size_t ctas = entries / (2 * kSlots);
-  auto cta = [&](int launch, size_t k) { return launches + launch * entries + k * kSlots * 2; };
+LastPublisher FindLastPublisher(const LaunchTimelines& t, int launch_count, int i,
+                                unsigned long long previous_end) {
   const unsigned long long* last = nullptr;
   unsigned long long first_start = 0;
-  for (size_t k = 0; k < ctas; ++k) {
-    const unsigned long long* c = cta(i, k);
+  for (size_t k = 0; k < t.Ctas(); ++k) {
+    const unsigned long long* c = t.Cta(i, k);
     const unsigned long long start = c[2 * cuda::kStampStart];
     if (start != 0) first_start = first_start ? std::min(first_start, start) : start;
     if (c[2 * cuda::kStampReduced] != 0 &&
@@ -147,13 +155,11 @@ LastPublisher FindLastPublisher(const unsigned long long* launches, size_t entri
   l.neighbours = 0;
   for (int launch = 0; launch < launch_count; ++launch) {
     if (launch == i) continue;
-    for (size_t k = 0; k < ctas; ++k) {
-      const unsigned long long* c = cta(launch, k);
+    for (size_t k = 0; k < t.Ctas(); ++k) {
+      const unsigned long long* c = t.Cta(launch, k);
       if (c[2 * cuda::kStampSm] != last[2 * cuda::kStampSm] || c[2 * cuda::kStampStart] == 0)
         continue;
-      unsigned long long end = 0;
-      for (int slot = 0; slot < cuda::kStampSm; ++slot) end = std::max(end, c[2 * slot]);
-      if (c[2 * cuda::kStampStart] <= to && end >= from) ++l.neighbours;
+      if (c[2 * cuda::kStampStart] <= to && CtaEnd(c) >= from) ++l.neighbours;
     }
   }
   return l;
@@ -358,6 +364,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
         CHECK_CUDA(cudaMemcpyAsync(host.data(), tl.get(), host.size() * 8, cudaMemcpyDeviceToHost,
                                    stream));
         CHECK_CUDA(cudaStreamSynchronize(stream));
+        const LaunchTimelines timelines{host.data(), entries};
         std::vector<LaunchStamps> s;
         for (int i = 0; i < kLaunches; ++i) s.push_back(ReadStamps(&host[i * entries], entries));
         for (int i = 2; i < kLaunches; ++i) {
@@ -374,8 +381,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
           first_routed.push_back(after(s[i].first[cuda::kStampRouted]));
           if (s[i].first_epilogue_cycles > 0)
             first_epilogue_cycles.push_back(s[i].first_epilogue_cycles);
-          if (const SmNeighbours n =
-                  RouterSmNeighbours(host.data(), entries, kLaunches, i, s[i].first_router);
+          if (const SmNeighbours n = RouterSmNeighbours(timelines, kLaunches, i, s[i].first_router);
               n.same >= 0) {
             sm_same.push_back(n.same);
             sm_later.push_back(n.later);
@@ -383,8 +389,8 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
             (n.started == 0 ? sm_epilogue_alone : sm_epilogue_shared)
                 .push_back(s[i].first_epilogue_cycles);
           }
-          if (const LastPublisher l = FindLastPublisher(host.data(), entries, kLaunches, i,
-                                                        s[i - 1].last[cuda::kStampRouted]);
+          if (const LastPublisher l =
+                  FindLastPublisher(timelines, kLaunches, i, s[i - 1].last[cuda::kStampRouted]);
               l.neighbours >= 0) {
             last_start.push_back(l.start_us);
             last_run.push_back(l.run_us);
