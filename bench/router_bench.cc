@@ -7,7 +7,8 @@
 //                [--timeline] [--pdl_timeline [--sweep_splits N,...]]   (diagnostics:
 //                router_timelines.h)
 //                [--gemm_timeline]   (diagnostics: gemm_timeline.h)
-//                [--candidates]   (every config the autotuner timed, not only the winner)
+//                [--candidates]   (every config the autotuner timed, not only the winner;
+//                with --pdl_timeline its five fastest for each shape)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -185,7 +186,8 @@ int main(int argc, char** argv) {
 
   if (timeline || pdl_timeline || gemm_timeline) {
     if (timeline) PrintTimelines(info, stream.get());
-    if (pdl_timeline) PrintPdlTimelines(info, stream.get(), size_t(l2), filter, sweep_splits);
+    if (pdl_timeline)
+      PrintPdlTimelines(info, stream.get(), size_t(l2), filter, sweep_splits, candidates);
     if (gemm_timeline) PrintGemmTimelines(info, stream.get(), size_t(l2), filter);
     return 0;
   }

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench_util.h"
 #include "kernels/cuda_raii.h"
@@ -25,6 +26,17 @@ std::string DescribePath(const cuda::DecomposeKConfig& c) {
                          : c.polled            ? " polled"
                                                : " global",
                          c.pdl_cooperative ? " coop" : "", c.pdl_one_cta_per_sm ? " 1cta" : "");
+}
+
+// The tuner's five fastest candidates for a shape, fastest first, indented so that scripts
+// reading the table rows skip them.
+void PrintFastestCandidates(const std::string& shape, std::vector<cuda::CandidateTiming> timings) {
+  std::sort(timings.begin(), timings.end(),
+            [](const auto& a, const auto& b) { return a.us < b.us; });
+  std::string line = "  tuner " + shape + ":";
+  for (size_t i = 0; i < std::min<size_t>(5, timings.size()); ++i)
+    absl::StrAppendFormat(&line, "  %s %.2f", DescribePath(timings[i].config), timings[i].us);
+  std::printf("%s (of %zu)\n", line.c_str(), timings.size());
 }
 
 // One launch's stamps: per slot, the earliest and the latest non-zero stamp over its CTAs
@@ -279,7 +291,8 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
 }
 
 void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t l2_bytes,
-                       const std::string& filter, const std::vector<int>& sweep_splits) {
+                       const std::string& filter, const std::vector<int>& sweep_splits,
+                       bool tuner_candidates) {
   constexpr int kLaunches = 32, kReplays = 10;
   std::printf(
       "\nPDL chain: launch i's phases in us after launch i-1's last routing CTA stamped its end\n"
@@ -325,7 +338,10 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
     tune.pdl = true;
     tune.rotate_layers = layers;
     tune.layer_stride_bytes = layer_bytes;
+    std::vector<cuda::CandidateTiming> timings;
+    if (tuner_candidates) tune.timings = &timings;
     auto tuned = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream));
+    if (tuner_candidates) PrintFastestCandidates(shape, timings);
     std::vector<std::pair<std::string, cuda::DecomposeKConfig>> configs = {
         {"tuned " + DescribePath(tuned->config()), tuned->config()}};
     const cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);

@@ -21,7 +21,10 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream);
 // `filter` selects shapes as router_bench's --filter does. `sweep_splits` (--sweep_splits):
 // also the heuristic's polled or staged config at each of these split counts, launched
 // plainly and cooperatively, where it can run (staged: where no split is left empty).
+// `tuner_candidates` (--candidates): also the autotuner's fastest candidates for each shape,
+// as it timed them in its own graph (to see how far apart its close calls are).
 void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t l2_bytes,
-                       const std::string& filter, const std::vector<int>& sweep_splits = {});
+                       const std::string& filter, const std::vector<int>& sweep_splits = {},
+                       bool tuner_candidates = false);
 
 }  // namespace moe::bench
