@@ -4,11 +4,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
 #include "kernels/cuda_raii.h"
 #include "kernels/cuda_router.h"
@@ -191,9 +195,27 @@ double Shared(const std::vector<double>& started) {
 }
 
 struct Shape {
-  const char* family;
+  std::string family;
   int tokens;
 };
+
+// The shapes a --filter names in full ("glm4_moe t=14", optionally with the trailing '$'),
+// so that the PDL timelines run token counts their default list does not have.
+std::vector<Shape> ShapesNamedIn(const std::string& filter) {
+  std::vector<Shape> out;
+  for (absl::string_view part : absl::StrSplit(filter, ',', absl::SkipEmpty())) {
+    absl::ConsumeSuffix(&part, "$");
+    const std::vector<absl::string_view> words = absl::StrSplit(part, ' ', absl::SkipEmpty());
+    if (words.size() != 2) continue;
+    absl::string_view count = words[1];
+    int tokens = 0;
+    if (!absl::ConsumePrefix(&count, "t=") || !absl::SimpleAtoi(count, &tokens) || tokens < 1 ||
+        tokens > kMaxTokens || !FindPreset(words[0]).ok())
+      continue;
+    out.push_back({std::string(words[0]), tokens});
+  }
+  return out;
+}
 
 // One shape's device buffers: `layers` layers of random weights (normal, sd
 // `weight_scale`), the hidden states, one bias serving as router and correction bias, and
@@ -317,13 +339,20 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       "shape", "config", "start", "waited", "mainloop", "published", "arrived", "routed",
       "epi_cycles", "graph_us", "cols/groups/rank/weights", "first ml", "first arr", "first rt",
       "epi0", "sm0 s/l/st", "shr", "epi0 al/shr", "last pub st/run/nb");
-  for (auto [family, tokens] : std::vector<Shape>{
-           {"deepseek_v3", 1},      {"deepseek_v3", 2},  {"deepseek_v3", 4},   {"deepseek_v3", 8},
-           {"deepseek_v3", 16},     {"deepseek_v3", 64}, {"deepseek_v3", 128}, {"kimi_k2", 1},
-           {"kimi_k2", 2},          {"kimi_k2", 4},      {"kimi_k2", 8},       {"kimi_k2", 16},
-           {"kimi_k2", 64},         {"kimi_k2", 128},    {"glm4_moe", 16},     {"glm4_moe", 128},
-           {"llama4_maverick", 16}, {"qwen3_30b", 1},    {"mixtral", 1},       {"gpt_oss_20b", 1},
-           {"gpt_oss_120b", 1}}) {
+  std::vector<Shape> shapes = {{"deepseek_v3", 1},   {"deepseek_v3", 2},      {"deepseek_v3", 4},
+                               {"deepseek_v3", 8},   {"deepseek_v3", 16},     {"deepseek_v3", 64},
+                               {"deepseek_v3", 128}, {"kimi_k2", 1},          {"kimi_k2", 2},
+                               {"kimi_k2", 4},       {"kimi_k2", 8},          {"kimi_k2", 16},
+                               {"kimi_k2", 64},      {"kimi_k2", 128},        {"glm4_moe", 16},
+                               {"glm4_moe", 128},    {"llama4_maverick", 16}, {"qwen3_30b", 1},
+                               {"mixtral", 1},       {"gpt_oss_20b", 1},      {"gpt_oss_120b", 1}};
+  for (const Shape& named : ShapesNamedIn(filter)) {
+    const bool listed = std::any_of(shapes.begin(), shapes.end(), [&](const Shape& s) {
+      return s.family == named.family && s.tokens == named.tokens;
+    });
+    if (!listed) shapes.push_back(named);
+  }
+  for (const auto& [family, tokens] : shapes) {
     const std::string shape = absl::StrFormat("%s t=%d", family, tokens);
     if (!Selected(shape, filter)) continue;
     const RouterSpec spec = FindPreset(family).value().spec;

@@ -18,7 +18,8 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream);
 // Launches as router_bench's PDL column runs them (a graph of back-to-back launches over
 // rotating layers, each with PDL, the autotuned PDL config and the heuristic's): each phase
 // of launch i from the end of launch i - 1, the part of a call that PDL cannot hide.
-// `filter` selects shapes as router_bench's --filter does. `sweep_splits` (--sweep_splits):
+// `filter` selects shapes as router_bench's --filter does, from a default list and any shape
+// it names in full ("glm4_moe t=14": any family, any token count). `sweep_splits` (--sweep_splits):
 // also the heuristic's polled or staged config at each of these split counts, launched
 // plainly and cooperatively, where it can run (staged: where no split is left empty).
 // `tuner_candidates` (--candidates): also the autotuner's fastest candidates for each shape,
