@@ -348,6 +348,48 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
   return c;
 }
 
+}  // namespace
+
+bool PdlLaunchStartsAtWaitRelease(int grid_ctas, int router_ctas, int cta_slots) {
+  if (grid_ctas < 1 || cta_slots < 1) return false;
+  const int resident = cta_slots / grid_ctas;  // launches resident at once
+  return resident >= 2 && cta_slots - resident * grid_ctas < router_ctas;
+}
+
+namespace {
+
+// AwayFromWaitReleaseStarts acts on grids of which at most this many launches are resident
+// at once. H200, session 37, per call under PDL, a split more where the rule says so: two
+// resident (DeepSeek-V3 t=7-10, 63-66 CTAs) -0.50..-0.61 us; three (GLM-4.5 t=14, Llama 4
+// Maverick t=12) -0.21, -0.08; four (GLM-4.5 t=3, Qwen3-235B and Maverick t=1) -0.11..-0.01;
+// six (gpt-oss-120b t=2 and 6, 22 and 26 CTAs) +0.04, +0.05. Launches of grids that small
+// overlap so deeply that the one whose start coincides with a wait release matters little.
+constexpr int kMaxResidentLaunchesSteered = 4;
+
+// A dedicated-router config launched one CTA per SM under PDL, with splits added (each adds
+// a CTA per expert block) until its launches no longer start at their predecessors' wait
+// release (PdlLaunchStartsAtWaitRelease), while the grid fits; unchanged where none does.
+// More splits rather than fewer: below the one-pass count a warp's second pass of weights
+// would load after the wait. H200, session 37: DeepSeek-V3 t=8, 7 splits (64 CTAs) 4.15
+// us a call, 8 splits (72) 3.54; t=5 and t=6 (61, 62 CTAs: not in that state) 3.54-3.55 at
+// either count.
+DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfig& c,
+                                           const Layout& l, int sm_count) {
+  auto trapped = [&](const DecomposeKConfig& k) {
+    const int ctas = GridCtas(s, k, l);
+    return sm_count / ctas <= kMaxResidentLaunchesSteered &&
+           PdlLaunchStartsAtWaitRelease(ctas, DedicatedRouterCtas(s, k, l) * l.z_chunks, sm_count);
+  };
+  DecomposeKConfig out = c;
+  while (trapped(out)) {
+    DecomposeKConfig more = out;
+    ++more.k_splits;
+    if (GridCtas(s, more, l) > sm_count || !CheckConfigOn(s, more, sm_count).ok()) return c;
+    out = more;
+  }
+  return out;
+}
+
 // The heuristic's staged tiles: at most this many splits. At 19-20 (the SM-filling count for
 // Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took 4-6 us under PDL: per call
 // 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session 34). Most of that
@@ -422,7 +464,8 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
         dedicated.pdl_cooperative = true;
         dedicated.pdl_one_cta_per_sm = true;
         const Layout l = MakeLayout(s, dedicated);
-        if (GridCtas(s, dedicated, l) <= sm_count) return dedicated;
+        if (GridCtas(s, dedicated, l) <= sm_count)
+          return AwayFromWaitReleaseStarts(s, dedicated, l, sm_count);
       }
       // Past 16 tokens (routers in the mainloop CTAs) cooperative under PDL as well: the
       // autotuner's pick on 5 of the 6 such rows of the H200 table (DeepSeek-V3, GLM-4.5

@@ -80,7 +80,9 @@ struct DecomposeKConfig {
 // Up to 16 tokens the polled split count is cut to the larger of PolledOnePassSplits and a
 // quarter of the rule's; cut_decode_splits = false keeps the rule's own count (the centre
 // of the autotuner's split candidates). Polled configs launch cooperatively under PDL, up
-// to 16 tokens (dedicated routers) also one CTA per SM (pdl_one_cta_per_sm).
+// to 16 tokens (dedicated routers) also one CTA per SM (pdl_one_cta_per_sm), with a split
+// or more added where the grid would otherwise start each launch at its predecessor's
+// wait release with at most four launches resident (PdlLaunchStartsAtWaitRelease).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true, bool cut_decode_splits = true,
                                         bool allow_rank_zero_routes = true);
@@ -109,6 +111,20 @@ DecomposeKConfig ChooseStagedConfig(const RouteProblem& problem, int sm_count, i
 // heuristic's and the autotuner's one way to add them.
 DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const DecomposeKConfig& config,
                                       int sm_count);
+
+// Whether back-to-back PDL launches of a grid of `grid_ctas` CTAs, one CTA a slot of
+// `cta_slots` (the SMs, for one CTA per SM), `router_ctas` of which still route after the
+// others have published and left, start each launch at the moment its predecessor's
+// griddepcontrol.wait is released. As many launches as fit whole are resident at once;
+// the next one starts when enough slots are free. That is when the oldest one's mainloop
+// CTAs leave, unless the slots left over by the resident launches are fewer than its
+// routers: then it starts only when those routers finish, which is the very moment the
+// next-oldest launch's wait is released. H200 (bench/NOTES.md, session 37): cooperative
+// one-CTA-per-SM DeepSeek-V3 grids in that state (64 and 66 CTAs) gathered their partials
+// ~0.8 us late (4.14 / 4.16 us a call), their neighbours (58, 60, 72 CTAs) did not (3.44 -
+// 3.55). The heuristic steers clear of it where at most four launches are resident
+// (ChooseDecomposeKConfig).
+bool PdlLaunchStartsAtWaitRelease(int grid_ctas, int router_ctas, int cta_slots);
 
 // Checks the problem and the config (e.g. tensor cores need equal 16-bit dtypes).
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config);
