@@ -581,9 +581,11 @@ struct CtaRouteScratch {     // shared memory
   alignas(16) uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
   alignas(16) float group_score[kMaxExperts / 32];           // group g = column g (group_columns 1)
-  alignas(16) uint32_t candidate_key[32];  // the few experts that can still be chosen, in
-  int candidate_id[32];                    // id order; key 0 past the last
-  float candidate_logit[32];  // ColumnRankedRouteToken: stored beside the id so warp 0's
+  // The few experts that can still be chosen, in id order; key 0 past the last. 64 slots:
+  // GroupColumnRankedRouteToken's top_k of each of up to 8 columns; the others use 32.
+  alignas(16) uint32_t candidate_key[64];
+  int candidate_id[64];
+  float candidate_logit[64];  // ColumnRankedRouteToken: stored beside the id so warp 0's
                               // weights do not wait on a dependent load of logits[id]
 };
 
@@ -678,11 +680,11 @@ __device__ __forceinline__ float FoldChosen(const float* values, int top_k, floa
 // tree and no warp reduction in the chain (WriteChoices<1> has a reduction for its slots,
 // one for the softmax max and one or two five-step shuffle sums), and one order of
 // summation for every lane. For the specs CtaRouteToken routes (no score-first softmax).
-__device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p,
-                                                  RankedWarpScratch& scratch, bool valid, int rank,
-                                                  int id, float logit,
-                                                  int32_t* __restrict__ ids_out,
-                                                  float* __restrict__ weights_out) {
+// `scored`: for sigmoid scoring, `logit` is already the expert's score (computed off the
+// critical path by a column warp), not its logit.
+__device__ __forceinline__ void WriteRankedChoice(
+    const EpilogueParams& p, RankedWarpScratch& scratch, bool valid, int rank, int id, float logit,
+    int32_t* __restrict__ ids_out, float* __restrict__ weights_out, bool scored = false) {
   const bool chosen = valid && rank < p.top_k;
   float w, total = 0.0f;               // the weight, and the sum of the chosen weights
   if (p.scoring == kScoringSoftmax) {  // softmax over the chosen logits
@@ -698,7 +700,8 @@ __device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p,
       total = FoldChosen(scratch.chosen_value, p.top_k, 0.0f,
                          [&](float acc, float v) { return acc + __expf(v - top) * inv; });
   } else {
-    w = p.scoring == kScoringSigmoid ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f) : logit;
+    w = p.scoring == kScoringSigmoid && !scored ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f)
+                                                : logit;
     if (chosen) scratch.chosen_value[rank] = w;
     __syncwarp();
     if (p.renormalize)
@@ -944,6 +947,84 @@ __device__ __forceinline__ uint32_t KeptGroupsOfGroupScores(const EpilogueParams
   return __ballot_sync(kFullMask, lane < p.n_group && rank < p.topk_group);
 }
 
+// Grouped routers whose groups are whole columns (group g = column g: DeepSeek-V3's 8 x 32)
+// and whose kept groups' top_k fit one warp (topk_group x top_k <= 32), at most 8 columns
+// of top_k <= 8 candidates each.
+template <int P>
+__host__ __device__ inline bool GroupColumnRankedApplies(const EpilogueParams& p) {
+  const int columns = (p.experts + 31) / 32;
+  return P <= 8 && p.n_group > 1 && p.group_columns == 1 && p.n_group == columns &&
+         p.top_k >= p.group_score_topk && p.top_k <= 8 && p.topk_group * p.top_k <= 32 &&
+         CtaRouteTokenApplies(p);
+}
+
+// One token by a CTA, GroupColumnRankedApplies: ColumnRankedRouteToken with groups. The warp
+// of column j ranks the column's keys by counting (RankAmong), puts its best top_k in
+// shared memory at slots j * top_k + local rank (key, id, and for sigmoid scoring the score
+// itself, so that warp 0 computes no exponential), and scores its group from its ranks 0
+// and 1. After a CTA barrier warp 0 ranks the group scores (KeptGroupsOfGroupScores), lane
+// i takes slot i % top_k of the (i / top_k)-th kept column, and ranks it among those
+// topk_group x top_k candidates by counting. Candidates come in column order, each column's
+// in rank order: slot order is the tie rule's id order. A candidate's rank among them is
+// its rank among the kept experts when it is chosen (whatever beats it is in its column's
+// top_k, so a candidate too), and top_k or more otherwise. In place of the smallest-key
+// threshold, eight ballots, a compaction and its count (RouteFewCandidates): a count in
+// every column warp, in parallel, and one of 32 keys in warp 0.
+template <int P>
+__device__ __forceinline__ void GroupColumnRankedRouteToken(
+    const EpilogueParams& p, const float* logits, const float* correction_bias,
+    CtaRouteScratch& scratch, int warps, int32_t* __restrict__ ids_out,
+    float* __restrict__ weights_out, unsigned long long* marks) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int columns = (p.experts + 31) / 32;
+  const bool sigmoid = p.scoring == kScoringSigmoid;
+  for (int j = warp; j < columns; j += warps) {
+    const int e = lane + 32 * j;  // every expert is real: groups are whole columns
+    const float logit = logits[e];
+    const float score = sigmoid ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f) : logit;
+    const uint32_t k = OrderedKey((p.score_first ? score : logit) +
+                                  (p.has_correction_bias ? correction_bias[e] : 0.0f));
+    scratch.keys[e] = k;
+    __syncwarp();
+    const int local = RankAmong(scratch.keys + 32 * j, 32, k);
+    const int slot = j * p.top_k + local;
+    if (local < p.top_k) {
+      scratch.candidate_key[slot] = k;
+      scratch.candidate_id[slot] = e;
+      scratch.candidate_logit[slot] = sigmoid ? score : logit;
+    }
+    __syncwarp();
+    if (lane == 0) {
+      const uint32_t first = scratch.candidate_key[j * p.top_k];
+      const uint32_t second = scratch.candidate_key[j * p.top_k + 1];
+      scratch.group_score[j] =
+          p.group_score_topk == 2 ? KeyToFloat(first) + KeyToFloat(second) : KeyToFloat(first);
+    }
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  MarkEpiloguePhase(marks, kEpiColumnsDone);
+  const uint32_t kept = KeptGroupsOfGroupScores<P>(p, scratch.group_score);
+  MarkEpiloguePhase(marks, kEpiGroupsDone);
+  // Lane i: the (i / top_k)-th kept column (q-th set bit of `kept`), its slot i % top_k.
+  const int count = p.topk_group * p.top_k;
+  const int q = lane / p.top_k, r = lane - q * p.top_k;
+  int column = 0;
+#pragma unroll
+  for (int c = 0; c < P; ++c) column += c < columns && __popc(kept & ((2u << c) - 1u)) <= q ? 1 : 0;
+  const bool valid = lane < count && column < columns;  // fewer kept: non-finite scores only
+  const int slot = column * p.top_k + r;
+  const uint32_t key = valid ? scratch.candidate_key[slot] : 0u;
+  const int id = valid ? scratch.candidate_id[slot] : 0;
+  const float value = valid ? scratch.candidate_logit[slot] : 0.0f;
+  scratch.ranked.keys[lane] = key;  // 0 past count: RankAmong reads whole 16-byte groups
+  __syncwarp();
+  const int rank = RankAmong(scratch.ranked.keys, count, key);
+  MarkEpiloguePhase(marks, kEpiRanked);
+  WriteRankedChoice(p, scratch.ranked, valid, rank, id, value, ids_out, weights_out,
+                    /*scored=*/sigmoid);
+}
+
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
 // null, or where thread 0 stamps the sub-phases (EpiloguePhase) for router_bench's
 // timelines. kSmallestThreshold: RouteFewCandidates' shortcut for grouped routers (off
@@ -963,6 +1044,11 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
   if (ColumnRankedApplies<P>(p)) {
     ColumnRankedRouteToken<P>(p, logits, correction_bias, scratch, warps, ids_out, weights_out,
                               marks);
+    return;
+  }
+  if (GroupColumnRankedApplies<P>(p)) {
+    GroupColumnRankedRouteToken<P>(p, logits, correction_bias, scratch, warps, ids_out, weights_out,
+                                   marks);
     return;
   }
   // Groups of one column (DeepSeek-V3): the column warps score them, in parallel, and warp
