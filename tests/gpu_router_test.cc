@@ -1059,13 +1059,14 @@ TEST(GpuFused, ManyExpertsReachingTheThresholdRouteLikeTheReference) {
 TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
   SKIP_WITHOUT_GPU();
   std::vector<RouterSpec> specs;
-  for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "llama4_scout",
-                             "gpt_oss_20b", "gpt_oss_120b", "llama4_maverick"})
+  for (const char* family : {"deepseek_v3", "kimi_k2", "glm4_moe", "qwen3_30b", "mixtral",
+                             "llama4_scout", "gpt_oss_20b", "gpt_oss_120b", "llama4_maverick"})
     specs.push_back(FindPreset(family).value().spec);
   // Ungrouped routers with lanes past the experts in their last column (the counting
   // top-k's padding keys tie with each other there): 24 experts in one warp, 40 and 100
-  // over 2 and 4 column warps.
-  for (const auto& [experts, top_k] : {std::pair{24, 4}, std::pair{40, 6}, std::pair{100, 8}}) {
+  // over 2 and 4 column warps, 200 over 7 (warp 0 ranks 56 candidates, two a lane).
+  for (const auto& [experts, top_k] :
+       {std::pair{24, 4}, std::pair{40, 6}, std::pair{100, 8}, std::pair{200, 8}}) {
     RouterSpec s = FindPreset("qwen3_30b").value().spec;
     s.family = "ragged_ungrouped";
     s.experts = experts;
