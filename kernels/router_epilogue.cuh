@@ -872,6 +872,26 @@ __host__ __device__ inline bool ColumnRankedApplies(const EpilogueParams& p) {
   return P >= 2 && P <= 4 && p.n_group == 1 && columns * p.top_k <= 32;
 }
 
+// A column warp's step of the column-ranked top-k (ColumnRankedRouteToken,
+// GroupColumnRankedRouteToken): lane's expert of column j (key k) goes into keys[], is
+// ranked within the column by counting (RankAmong; ties: lower lane, lower id), and the
+// column's best top_k put key, id and `value` at slots j * top_k + local rank: in rank
+// order, so that slot order is the tie rule's id order.
+__device__ __forceinline__ void KeepColumnCandidates(const EpilogueParams& p,
+                                                     CtaRouteScratch& scratch, int j, uint32_t k,
+                                                     int id, float value) {
+  const int lane = threadIdx.x & 31;
+  scratch.keys[lane + 32 * j] = k;
+  __syncwarp();
+  const int local = RankAmong(scratch.keys + 32 * j, 32, k);
+  if (local < p.top_k) {
+    const int slot = j * p.top_k + local;
+    scratch.candidate_key[slot] = k;
+    scratch.candidate_id[slot] = id;
+    scratch.candidate_logit[slot] = value;
+  }
+}
+
 // One token by a CTA, ColumnRankedApplies: the warp of column j ranks the column's keys by
 // counting within it (RankAmong; ties: lower lane, lower id) and puts its best top_k in
 // shared memory at slots j * top_k + local rank. So a column's candidates are in rank order
@@ -895,15 +915,7 @@ __device__ __forceinline__ void ColumnRankedRouteToken(const EpilogueParams& p, 
     const bool real = e < p.experts;
     const float logit = real ? logits[e] : 0.0f;
     const uint32_t k = real ? CtaSelectionKey(p, logit, correction_bias, e) : 0u;
-    scratch.keys[e] = k;
-    __syncwarp();
-    const int local = RankAmong(scratch.keys + 32 * j, 32, k);
-    if (local < p.top_k) {
-      const int slot = j * p.top_k + local;
-      scratch.candidate_key[slot] = k;
-      scratch.candidate_id[slot] = real ? e : -1;
-      scratch.candidate_logit[slot] = logit;
-    }
+    KeepColumnCandidates(p, scratch, j, k, real ? e : -1, logit);
   }
   const int count = columns * p.top_k;
   if (warp == 0 && lane >= count) scratch.candidate_key[lane] = 0u;  // RankAmong reads by 4
@@ -984,15 +996,7 @@ __device__ __forceinline__ void GroupColumnRankedRouteToken(
     const float score = sigmoid ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f) : logit;
     const uint32_t k = OrderedKey((p.score_first ? score : logit) +
                                   (p.has_correction_bias ? correction_bias[e] : 0.0f));
-    scratch.keys[e] = k;
-    __syncwarp();
-    const int local = RankAmong(scratch.keys + 32 * j, 32, k);
-    const int slot = j * p.top_k + local;
-    if (local < p.top_k) {
-      scratch.candidate_key[slot] = k;
-      scratch.candidate_id[slot] = e;
-      scratch.candidate_logit[slot] = sigmoid ? score : logit;
-    }
+    KeepColumnCandidates(p, scratch, j, k, e, sigmoid ? score : logit);
     __syncwarp();
     if (lane == 0) {
       const uint32_t first = scratch.candidate_key[j * p.top_k];
