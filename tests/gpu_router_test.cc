@@ -573,11 +573,17 @@ TEST(GpuConfigs, OnePassSplitsAreTheFewestThatLoadEveryWarpsWeightsInOnePass) {
   EXPECT_EQ(one_pass("deepseek_v3"), 7);  // 7168 = 224 steps
 }
 
-// Whether back-to-back PDL launches of a dedicated-router config (up to 16 tokens: one chunk)
-// on `sms` SMs, one CTA each, would start at their predecessors' wait release.
+// A dedicated-router config's routers and grid CTAs up to 16 tokens (one chunk), and whether
+// its back-to-back PDL launches on `sms` SMs, one CTA each, would start at their
+// predecessors' wait release.
+int DecodeRouters(const RouteProblem& p, const cuda::DecomposeKConfig& c) {
+  return std::min(p.tokens, 8 * c.token_tiles);
+}
+int DecodeGridCtas(const RouteProblem& p, const cuda::DecomposeKConfig& c) {
+  return (p.spec.experts + 31) / 32 * c.k_splits + DecodeRouters(p, c);
+}
 bool StartsAtWaitRelease(const RouteProblem& p, const cuda::DecomposeKConfig& c, int sms) {
-  const int blocks = (p.spec.experts + 31) / 32, routers = std::min(p.tokens, 8 * c.token_tiles);
-  return cuda::PdlLaunchStartsAtWaitRelease(blocks * c.k_splits + routers, routers, sms);
+  return cuda::PdlLaunchStartsAtWaitRelease(DecodeGridCtas(p, c), DecodeRouters(p, c), sms);
 }
 
 // The launch-queue rule (bench/NOTES.md, session 37): with one CTA per SM, as many launches
@@ -612,7 +618,7 @@ TEST(GpuConfigs, HeuristicDecodeGridsDoNotStartLaunchesAtTheirPredecessorsWaitRe
                                        /*allow_rank_zero_routes=*/false);
       const std::string where = absl::StrCat(preset.name, " t=", tokens);
       ASSERT_TRUE(c.polled && c.dedicated_routers && c.pdl_one_cta_per_sm) << where;
-      const int ctas = (preset.spec.experts + 31) / 32 * c.k_splits + tokens;
+      const int ctas = DecodeGridCtas(p, c);
       EXPECT_LE(ctas, 132) << where;
       // Where more than four launches are resident the rule is not applied (measured
       // -0.11..+0.05 us a call): the split cut's count stands (checked below).
