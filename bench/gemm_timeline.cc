@@ -42,7 +42,7 @@ LaunchPhases ReadLaunch(const unsigned long long* t, int ctas, double bytes_per_
 }  // namespace
 
 void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t l2_bytes,
-                        const std::string& filter) {
+                        const std::string& filter, bool tma) {
   constexpr int kReplays = 10;
   std::printf(
       "\nstaged-tile GEMM phases, us from the launch's first CTA start (min / median / max over "
@@ -52,7 +52,7 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
       "first start; B/ns: a CTA's operand bytes over its\nmainloop (first stage to MMAs done); "
       "call: first start to first start\n",
       kReplays);
-  std::printf("%-20s %-12s %6s %17s %17s %17s %17s %17s %6s %6s %6s\n", "shape", "config", "start",
+  std::printf("%-20s %-18s %6s %17s %17s %17s %17s %17s %6s %6s %6s\n", "shape", "config", "start",
               "first", "mainloop", "partial", "barrier", "end", "gap", "B/ns", "call");
   struct Case {
     int mn, k, tile;
@@ -65,8 +65,12 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
                                           {64, 131072, 64}}) {
     const std::string shape = absl::StrFormat("gemm %dx%dx%d", cs.mn, cs.mn, cs.k);
     if (!Selected(shape, filter)) continue;
-    cuda::TileGemmShape s{cs.mn, cs.mn, cs.k, cs.tile,
-                          cuda::TileGemmSplits(cs.mn, cs.mn, cs.k, cs.tile, info.sm_count)};
+    cuda::TileGemmShape s{cs.mn,
+                          cs.mn,
+                          cs.k,
+                          cs.tile,
+                          cuda::TileGemmSplits(cs.mn, cs.mn, cs.k, cs.tile, info.sm_count),
+                          tma};
     const size_t mat_bytes = size_t(cs.mn) * cs.k * 2;
     const int layers = LayersFor(2 * mat_bytes, l2_bytes, 4, 256);
     const int launches = std::max(layers, 8);
@@ -115,8 +119,8 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
       return absl::StrFormat("%5.2f/%5.2f/%5.2f", Quantile(col[slot][0], 0.5),
                              Quantile(col[slot][1], 0.5), Quantile(col[slot][2], 0.5));
     };
-    std::printf("%-20s %-12s %6.2f %17s %17s %17s %17s %17s %6.2f %6.1f %6.2f\n", shape.c_str(),
-                absl::StrFormat("tile=%d S=%d", s.tile, s.k_splits).c_str(),
+    std::printf("%-20s %-18s %6.2f %17s %17s %17s %17s %17s %6.2f %6.1f %6.2f\n", shape.c_str(),
+                absl::StrFormat("tile=%d S=%d%s", s.tile, s.k_splits, tma ? " tma" : "").c_str(),
                 Quantile(col[cuda::kGemmStampStart][2], 0.5),
                 spread(cuda::kGemmStampFirstStage).c_str(),
                 spread(cuda::kGemmStampMainloop).c_str(), spread(cuda::kGemmStampPartial).c_str(),

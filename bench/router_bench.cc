@@ -9,6 +9,8 @@
 //                [--gemm_timeline]   (diagnostics: gemm_timeline.h)
 //                [--candidates]   (every config the autotuner timed, not only the winner;
 //                with --pdl_timeline its five fastest for each shape)
+//                [--gemm_cp_async]   (the staged-tile GEMMs load by cp.async, not the TMA:
+//                an A/B of the two in one binary)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -33,6 +35,7 @@
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
 #include "kernels/cuda_router.h"
+#include "kernels/decompose_k_gemm_tile.h"
 
 namespace moe::bench {
 namespace {
@@ -132,6 +135,7 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
   bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
+  bool gemm_cp_async = false;
   std::vector<int> sweep_splits;  // --sweep_splits: extra --pdl_timeline configs
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
@@ -150,6 +154,8 @@ int main(int argc, char** argv) {
       gemm_timeline = true;
     else if (!std::strcmp(argv[i], "--candidates"))
       candidates = true;
+    else if (!std::strcmp(argv[i], "--gemm_cp_async"))
+      gemm_cp_async = true;
     else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
       for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
         int splits = 0;
@@ -164,7 +170,7 @@ int main(int argc, char** argv) {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
-          "[--candidates]\n");
+          "[--candidates] [--gemm_cp_async]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -188,7 +194,9 @@ int main(int argc, char** argv) {
     if (timeline) PrintTimelines(info, stream.get());
     if (pdl_timeline)
       PrintPdlTimelines(info, stream.get(), size_t(l2), filter, sweep_splits, candidates);
-    if (gemm_timeline) PrintGemmTimelines(info, stream.get(), size_t(l2), filter);
+    if (gemm_timeline)
+      PrintGemmTimelines(info, stream.get(), size_t(l2), filter,
+                         !gemm_cp_async && cuda::TileGemmTmaSupported());
     return 0;
   }
 
@@ -312,6 +320,7 @@ int main(int argc, char** argv) {
       FillRandom(b.get(), size_t(mn) * k * layers, DType::kBF16, 1.0f, 2);
       auto c = Must(DeviceBuffer::Allocate(4 * size_t(mn) * mn));
       auto cfg = cuda::ChooseGemmConfig(p, info.sm_count);
+      if (gemm_cp_async) cfg.gemm_tma = false;
       auto ws = Must(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)));
       CHECK_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
       RouteProblem rp;  // the cuBLAS call shape: "experts" = n, "tokens" = m
@@ -341,7 +350,8 @@ int main(int argc, char** argv) {
       row.cublas_route_us = 0;
       row.empty_us = empty_us;
       row.config = cfg.gemm_tile != 0
-                       ? absl::StrFormat("tile=%d S=%d", cfg.gemm_tile, cfg.k_splits)
+                       ? absl::StrFormat("tile=%d S=%d%s", cfg.gemm_tile, cfg.k_splits,
+                                         cfg.gemm_tma ? " tma" : "")
                        : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
       rows.push_back(row);
     }

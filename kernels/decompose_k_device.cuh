@@ -342,14 +342,15 @@ __device__ __forceinline__ float SumWarps(const WarpPartials& reduce, int i) {
   return s;
 }
 
-// Launches `kernel` (kThreads a CTA, `dynamic_smem` bytes of dynamic shared memory) with
+// Launches `kernel` (`threads` a CTA, `dynamic_smem` bytes of dynamic shared memory) with
 // the optional PDL, cluster and cooperative attributes.
 template <typename Kernel, typename Params>
 cudaError_t Launch(Kernel kernel, dim3 grid, const Params& params, cudaStream_t stream, bool pdl,
-                   int cluster = 0, bool cooperative = false, size_t dynamic_smem = 0) {
+                   int cluster = 0, bool cooperative = false, size_t dynamic_smem = 0,
+                   int threads = kThreads) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
-  config.blockDim = dim3(kThreads);
+  config.blockDim = dim3(threads);
   config.dynamicSmemBytes = dynamic_smem;
   config.stream = stream;
   cudaLaunchAttribute attr[3];

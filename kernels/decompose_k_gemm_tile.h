@@ -16,7 +16,14 @@ struct TileGemmShape {
   int m = 0, n = 0, k = 0;
   int tile = 128;    // CTA tile edge: 64 or 128
   int k_splits = 1;  // S: CTAs that share one output tile's K range
+  // Stages loaded by the TMA (tensor-map tile copies from a producer warp, mbarriers)
+  // instead of cp.async from every thread. Honoured where TileGemmTmaSupported() and both
+  // operands are 16-byte aligned; otherwise the launch uses cp.async. Same bits either way.
+  bool tma = false;
 };
+
+// Whether this device runs the TMA loads (sm_90+).
+bool TileGemmTmaSupported();
 
 // The tile edge: 128 past 64 rows of both A and B and 32768 of K, else 64.
 int ChooseGemmTile(int m, int n, int k);

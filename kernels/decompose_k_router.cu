@@ -773,6 +773,7 @@ DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
     DecomposeKConfig c;
     c.gemm_tile = ChooseGemmTile(problem.m, problem.n, problem.k);
     c.k_splits = TileGemmSplits(problem.m, problem.n, problem.k, c.gemm_tile, sm_count);
+    c.gemm_tma = TileGemmTmaSupported();
     return c;
   }
   return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false,
@@ -782,7 +783,7 @@ DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
 
 namespace {
 TileGemmShape TileShape(const GemmProblem& p, const DecomposeKConfig& c) {
-  return {p.m, p.n, p.k, c.gemm_tile, c.k_splits};
+  return {p.m, p.n, p.k, c.gemm_tile, c.k_splits, c.gemm_tma};
 }
 }  // namespace
 

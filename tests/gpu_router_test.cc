@@ -24,6 +24,7 @@
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
 #include "kernels/cuda_router.h"
+#include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/decompose_k_staged.h"
 #include "kernels/moe_kernels.h"
@@ -1597,6 +1598,21 @@ TEST(GpuGemm, MatchesDoubleReference) {
     // Deterministic: a fixed summation order, so bit-identical launches.
     ASSERT_EQ(std::memcmp(first.data(), got.data(), got.size() * 4), 0)
         << c.m << "x" << c.n << "x" << c.k << " S=" << cfg.k_splits;
+    // The staged tiles' two ways of loading a stage (TMA on sm_90+, cp.async) feed the
+    // same MMAs in the same order: the same bits.
+    if (cfg.gemm_tile != 0) {
+      EXPECT_EQ(cfg.gemm_tma, cuda::TileGemmTmaSupported());
+      auto other = cfg;
+      other.gemm_tma = !cfg.gemm_tma;
+      std::vector<float> again(got.size());
+      ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
+      ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(),
+                                             dc.as<float>(), other, ws.get(), nullptr));
+      ASSERT_CUDA(cudaMemcpy(again.data(), dc.get(), again.size() * 4, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 4), 0)
+          << c.m << "x" << c.n << "x" << c.k << " tile=" << cfg.gemm_tile
+          << " tma=" << other.gemm_tma;
+    }
     double err2 = 0, ref2 = 0;
     for (int i = 0; i < c.m; ++i)
       for (int j = 0; j < c.n; ++j) {
@@ -1789,6 +1805,33 @@ TEST(GpuCApi, UnknownLaunchFlagsAreRefused) {
         << flags;
     EXPECT_NE(std::string(moe_last_error()).find("flags"), std::string::npos) << flags;
   }
+}
+
+// Operands not 16-byte aligned would fault in the kernels' vector loads (and the GEMM's TMA
+// maps refuse them): refused by name before anything touches the device, so this also runs
+// without a GPU. The pointers are host memory that is never read.
+TEST(GpuCApi, MisalignedOperandsAreRefused) {
+  moe_router_spec spec;
+  ASSERT_EQ(moe_router_preset("mixtral", &spec), MOE_OK);
+  alignas(16) static char buf[64];
+  const char* aligned = buf;
+  const char* off = buf + 8;
+  auto route = [&](const void* hidden, const void* weight) {
+    return moe_route(&spec, 1, MOE_BF16, MOE_BF16, hidden, weight, nullptr, nullptr, nullptr,
+                     nullptr, nullptr, nullptr, 0, nullptr);
+  };
+  auto gemm = [&](const void* a, const void* b) {
+    return moe_gemm(16, 16, 64, MOE_BF16, a, b, nullptr,
+                    reinterpret_cast<float*>(const_cast<char*>(aligned)), nullptr, 0, nullptr);
+  };
+  EXPECT_EQ(route(off, aligned), MOE_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(moe_last_error()), "hidden: not 16-byte aligned");
+  EXPECT_EQ(route(aligned, off), MOE_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(moe_last_error()), "weight: not 16-byte aligned");
+  EXPECT_EQ(gemm(off, aligned), MOE_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(moe_last_error()), "a: not 16-byte aligned");
+  EXPECT_EQ(gemm(aligned, off), MOE_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(moe_last_error()), "b: not 16-byte aligned");
 }
 
 TEST(GpuCApi, RoutesAndReportsErrors) {
