@@ -34,4 +34,15 @@ DeviceInfo ProbeDevice(int ordinal) {
   return info;
 }
 
+bool CurrentDeviceIsSm90OrNewer() {
+  static const bool sm90 = [] {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
+      return false;
+    return major >= 9;
+  }();
+  return sm90;
+}
+
 }  // namespace moe::cuda

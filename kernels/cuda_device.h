@@ -19,4 +19,8 @@ struct DeviceInfo {
 // Probes device `ordinal`; never throws or aborts when there is no driver or GPU.
 DeviceInfo ProbeDevice(int ordinal = 0);
 
+// Whether the calling thread's current device is sm_90 or newer (thread-block clusters,
+// the TMA). Asked once per process: the answer is cached (one device per process here).
+bool CurrentDeviceIsSm90OrNewer();
+
 }  // namespace moe::cuda

@@ -26,6 +26,7 @@
 
 #include <cuda/ptx>
 
+#include "kernels/cuda_device.h"
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled_router.cuh"
@@ -220,16 +221,7 @@ cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, int cluster, cuda
 
 }  // namespace
 
-bool ClustersSupported() {
-  static const bool supported = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
-      return false;
-    return major >= 9;
-  }();
-  return supported;
-}
+bool ClustersSupported() { return CurrentDeviceIsSm90OrNewer(); }
 
 cudaError_t LaunchClusterRouterKernel(bool bf16, dim3 grid, const KernelParams& params,
                                       int cluster_ctas, cudaStream_t stream, bool pdl) {

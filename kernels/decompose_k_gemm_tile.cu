@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cuda/atomic>
 
+#include "kernels/cuda_device.h"
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/pdl_device.cuh"
@@ -413,16 +414,7 @@ size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
   return TileGemmZeroedBytes(s) + Align256(partials);
 }
 
-bool TileGemmTmaSupported() {
-  static const bool supported = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
-      return false;
-    return major >= 9;
-  }();
-  return supported;
-}
+bool TileGemmTmaSupported() { return CurrentDeviceIsSm90OrNewer(); }
 
 int TileGemmCtas(const TileGemmShape& s) {
   return s.k_splits * Tiles(s.n, s.tile) * Tiles(s.m, s.tile);
