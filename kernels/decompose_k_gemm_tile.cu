@@ -133,7 +133,8 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
   uint8_t* const stages =
       kTma ? dynamic_smem + ((1024 - SharedAddress(dynamic_smem) % 1024) % 1024) : dynamic_smem;
   __shared__ float4 warp_sums[kWarps][32];
-  __shared__ alignas(8) uint64_t full[kStages], empty[kStages];  // TMA instances only
+  // The TMA instances' stage barriers (unused, and unreferenced before sm_90, elsewhere).
+  [[maybe_unused]] __shared__ alignas(8) uint64_t full[kStages], empty[kStages];
   GemmStamp<kStamps>(p, kGemmStampStart);
 
   const int split = blockIdx.x, n0 = blockIdx.y * kTile, m0 = blockIdx.z * kTile;
