@@ -14,7 +14,8 @@ Agreement: the fraction of tokens whose expert sets equal the torch eager ones.
 With --gemm, the skinny GEMMs of router_bench (C[M,N] = A[M,K]·B[N,K]^T, bf16, M = N in
 16..128, K in 8192..131072) the same way: moe_gemm (fp32 C) against torch eager (a @ b.T,
 bf16 out: cuBLAS), torch.compile of it (max-autotune-no-cudagraphs) and the Triton
-Decompose-K GEMM; `rel_err` is moe_gemm's relative L2 error against torch in fp64.
+Decompose-K GEMM; `fused+pdl` is moe_gemm_ex with MOE_GEMM_PDL (B, rotated with A, in the
+weights' role); `rel_err` is moe_gemm's relative L2 error against torch in fp64.
 
   python3 bench/peers.py --lib build/kernels/libmoe_kernels.so [--quick] [--json out.json]
       [--families deepseek_v3,mixtral] [--tokens 1,16] [--gemm] [--compile_budget_s 240]
@@ -51,6 +52,7 @@ def load_lib(path):
     lib.moe_gemm_workspace_bytes.argtypes = [ctypes.c_int] * 4
     lib.moe_gemm.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 4 + [
         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.moe_gemm_ex.argtypes = lib.moe_gemm.argtypes + [ctypes.c_uint]
     lib.moe_last_error.restype = ctypes.c_char_p
     return lib
 
@@ -239,14 +241,16 @@ def gemm_rows(lib, args, dev, l2):
             ws_bytes = lib.moe_gemm_workspace_bytes(mn, mn, K, 0)
             ws = torch.zeros(max(ws_bytes, 1), dtype=torch.uint8, device=dev)
 
-            def fused(l):
-                rc = lib.moe_gemm(mn, mn, K, 0, A[l].data_ptr(), B[l].data_ptr(), None, C.data_ptr(),
-                                  ws.data_ptr(), ws_bytes, torch.cuda.current_stream().cuda_stream)
+            def fused(l, flags=0):
+                rc = lib.moe_gemm_ex(mn, mn, K, 0, A[l].data_ptr(), B[l].data_ptr(), None, C.data_ptr(),
+                                     ws.data_ptr(), ws_bytes, torch.cuda.current_stream().cuda_stream,
+                                     flags)
                 if rc != 0:
                     raise RuntimeError(lib.moe_last_error().decode())
 
             row = {"shape": f"gemm {mn}x{mn}x{K}", "layers": layers}
             row["fused_us"] = time_graph(fused, layers, args.replays)
+            row["fused_pdl_us"] = time_graph(lambda l: fused(l, 1), layers, args.replays)  # MOE_GEMM_PDL
             row["eager_us"] = time_graph(lambda l: A[l] @ B[l].t(), layers, args.replays)
             splits = triton_splits(K, mn)
             partials = torch.empty(splits, mn, mn, device=dev)
@@ -259,7 +263,8 @@ def gemm_rows(lib, args, dev, l2):
             row["rel_err"] = ((C.double() - ref).norm() / ref.norm()).item()
             row["gbs_fused"] = (2 * mat + 4 * mn * mn) / (row["fused_us"] * 1e-6) / 1e9
             rows.append(row)
-            print(f"{row['shape']:24s} fused {row['fused_us']:7.2f}  eager {row['eager_us']:7.2f}  "
+            print(f"{row['shape']:24s} fused {row['fused_us']:7.2f}  fused+pdl {row['fused_pdl_us']:7.2f}  "
+                  f"eager {row['eager_us']:7.2f}  "
                   f"compile {row['compile_us'] if row['compile_us'] is None else round(row['compile_us'], 2)!s:>7}  "
                   f"triton {row['triton_us']:7.2f}  fused GB/s {row['gbs_fused']:6.0f}  "
                   f"rel_err {row['rel_err']:.1e}", flush=True)

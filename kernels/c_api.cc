@@ -135,6 +135,13 @@ size_t moe_gemm_workspace_bytes(int m, int n, int k, int dtype) {
 
 int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
              float* c, void* workspace, size_t workspace_bytes, void* stream) {
+  return moe_gemm_ex(m, n, k, dtype, a, b, bias, c, workspace, workspace_bytes, stream, 0);
+}
+
+int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
+                float* c, void* workspace, size_t workspace_bytes, void* stream, unsigned flags) {
+  if ((flags & ~unsigned(MOE_GEMM_PDL)) != 0)
+    return Fail(MOE_INVALID_ARGUMENT, "flags: unknown bits (MOE_GEMM_PDL is the only flag)");
   if (!ValidDType(dtype)) return Fail(MOE_INVALID_ARGUMENT, "dtype: invalid");
   if (a == nullptr || b == nullptr || c == nullptr)
     return Fail(MOE_INVALID_ARGUMENT, "a, b, c: null pointer");
@@ -147,7 +154,8 @@ int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const
   if (workspace == nullptr || workspace_bytes < moe::cuda::GemmWorkspaceBytes(p, config))
     return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_gemm_workspace_bytes()");
   const cudaError_t err = moe::cuda::LaunchDecomposeKGemm(p, a, b, bias, c, config, workspace,
-                                                          static_cast<cudaStream_t>(stream));
+                                                          static_cast<cudaStream_t>(stream),
+                                                          (flags & MOE_GEMM_PDL) != 0);
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
 }

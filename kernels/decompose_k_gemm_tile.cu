@@ -111,9 +111,20 @@ __device__ inline void TileBarrier(unsigned* counters, unsigned expected) {
   __syncthreads();
 }
 
-template <typename T, int kTile, bool kStamps, bool kTma>
+// kPdl (64-tile TMA instances, launched with Programmatic Dependent Launch): B is a
+// constant (a model's weights), so the producer loads B's half of the first stages into
+// shared memory before griddepcontrol.wait, while the previous launch still runs; A, the
+// workspace and C only after the wait. Each CTA allows the next launch in once its
+// mainloop is done: its CTAs (65 KB, 96 registers) leave room for one of the next launch
+// on their SM, which loads its B while this one reduces (L2 traffic only). H200: 0.3-1.0
+// us a call on every 64-tile row (bench/NOTES.md session 39). The 128-tiles (129 KB, one a
+// SM) launch plain: under PDL they were 0.5 us slower at K = 65536 and even at 131072, and
+// cut to 3 stages and 112 registers, so that two fit a SM, ~3 us slower; prefetching more
+// of B into L2 before the wait lost on every row.
+template <typename T, int kTile, bool kStamps, bool kTma, bool kPdl>
 __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
     TileGemmKernel(const __grid_constant__ TileGemmParams p) {
+  static_assert(kTma || !kPdl, "PDL instances load by the TMA");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   if constexpr (kTma) {
     __trap();  // launched only on sm_90+ (TileGemmTmaSupported)
@@ -207,7 +218,22 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
       if (lane == 0) {
         PrefetchTensorMap(&p.map_a);
         PrefetchTensorMap(&p.map_b);
-        for (int i = 0; i < count; ++i) {
+        int i = 0;
+        if constexpr (kPdl) {
+          // B's half of the first stages now (each stage's barrier expects both halves);
+          // A's halves once the previous kernel is done.
+          const int early = min(count, kStages);
+          for (int j = 0; j < early; ++j) {
+            MbarrierArriveExpectTx(&full[j], kStageBytes);
+            TmaLoad2d(stages + j * kStageBytes, &p.map_b, (first + j * stride) * kStageK, n0,
+                      &full[j]);
+          }
+          WaitForPrerequisiteGrid();
+          for (; i < early; ++i)
+            TmaLoad2d(stages + i * kStageBytes + kTile * kRowBytes, &p.map_a,
+                      (first + i * stride) * kStageK, m0, &full[i]);
+        }
+        for (; i < count; ++i) {
           const int buf = i % kStages;
           // A buffer's previous use (stage i - kStages) must have been read by every warp.
           if (i >= kStages) MbarrierWait(&empty[buf], (i / kStages - 1) & 1);
@@ -219,7 +245,11 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
         }
       }
       __syncwarp();
+      if constexpr (kPdl) AllowDependentLaunch();
     } else {
+      // Nothing of the previous kernel's is read before the partials and C are written, but
+      // those writes (the same workspace and C) must not start before it has finished.
+      if constexpr (kPdl) WaitForPrerequisiteGrid();
       for (int i = 0; i < count; ++i) {
         const int buf = i % kStages;
         MbarrierWait(&full[buf], (i / kStages) & 1);
@@ -228,6 +258,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
         __syncwarp();  // every lane's shared loads of the stage are done
         if (lane == 0) MbarrierArrive(&empty[buf]);
       }
+      if constexpr (kPdl) AllowDependentLaunch();  // the next launch may stream B meanwhile
     }
 #endif
   } else {
@@ -355,32 +386,39 @@ int StagesPerSplit(const TileGemmShape& s) {
   return (TotalStages(s.k) + s.k_splits - 1) / s.k_splits;
 }
 
-template <typename T, int kTile, bool kStamps, bool kTma>
+template <typename T, int kTile, bool kStamps, bool kTma, bool kPdl>
 cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t stream) {
+  const auto kernel = TileGemmKernel<T, kTile, kStamps, kTma, kPdl>;
   // The TMA instances align their stages to 1024 bytes themselves: up to 1 KB of slack.
   constexpr int kSmem = kStages * 2 * kTile * kRowBytes + (kTma ? 1024 : 0);
   // Past the 48 KB default: opt in once per instance (not a stream operation, so also
   // legal while a graph is being captured).
-  static const cudaError_t opt_in = cudaFuncSetAttribute(
-      TileGemmKernel<T, kTile, kStamps, kTma>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  static const cudaError_t opt_in =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (opt_in != cudaSuccess) return opt_in;
   // With S > 1 the CTAs of a tile wait for each other. A cooperative launch has the driver
   // make the whole grid resident at once, also when another launch (say a second GEMM on
   // another stream) holds SMs: without it two such grids could each hold half the SMs and
   // wait for the other half forever. A grid too large to be resident is an error, not a hang.
-  return Launch(TileGemmKernel<T, kTile, kStamps, kTma>, grid, params, stream, /*pdl=*/false,
-                /*cluster=*/0,
+  return Launch(kernel, grid, params, stream, kPdl, /*cluster=*/0,
                 /*cooperative=*/params.k_splits > 1, kSmem, kCtaThreads<kTma>);
 }
 
+// `pdl` is honoured by the 64-tile TMA instances only (see kPdl); the others launch plain,
+// which is what PDL relaxes.
 template <int kTile, bool kTma>
-cudaError_t LaunchForTile(bool bf16, bool stamps, const TileGemmParams& p, dim3 grid,
+cudaError_t LaunchForTile(bool bf16, bool stamps, bool pdl, const TileGemmParams& p, dim3 grid,
                           cudaStream_t stream) {
   using B = __nv_bfloat16;
   using H = __half;
-  return stamps ? LaunchTyped<B, kTile, true, kTma>(p, grid, stream)
-         : bf16 ? LaunchTyped<B, kTile, false, kTma>(p, grid, stream)
-                : LaunchTyped<H, kTile, false, kTma>(p, grid, stream);
+  if constexpr (kTma && kTile == 64) {
+    if (pdl && !stamps)
+      return bf16 ? LaunchTyped<B, kTile, false, true, true>(p, grid, stream)
+                  : LaunchTyped<H, kTile, false, true, true>(p, grid, stream);
+  }
+  return stamps ? LaunchTyped<B, kTile, true, kTma, false>(p, grid, stream)
+         : bf16 ? LaunchTyped<B, kTile, false, kTma, false>(p, grid, stream)
+                : LaunchTyped<H, kTile, false, kTma, false>(p, grid, stream);
 }
 
 }  // namespace
@@ -451,11 +489,12 @@ cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, con
   if (s.tma && TileGemmTmaSupported() && TensorMapAligned(a) && TensorMapAligned(b) &&
       EncodeSwizzledRowsMap(&p.map_a, a, s.m, s.k, s.tile, promote) == cudaSuccess &&
       EncodeSwizzledRowsMap(&p.map_b, b, s.n, s.k, s.tile, promote) == cudaSuccess) {
-    return s.tile == 64 ? LaunchForTile<64, true>(bf16, stamps, p, grid, stream)
-                        : LaunchForTile<128, true>(bf16, stamps, p, grid, stream);
+    return s.tile == 64 ? LaunchForTile<64, true>(bf16, stamps, s.pdl, p, grid, stream)
+                        : LaunchForTile<128, true>(bf16, stamps, s.pdl, p, grid, stream);
   }
-  return s.tile == 64 ? LaunchForTile<64, false>(bf16, stamps, p, grid, stream)
-                      : LaunchForTile<128, false>(bf16, stamps, p, grid, stream);
+  // No PDL without the TMA (pre-sm_90, where it does not exist, or unaligned operands).
+  return s.tile == 64 ? LaunchForTile<64, false>(bf16, stamps, false, p, grid, stream)
+                      : LaunchForTile<128, false>(bf16, stamps, false, p, grid, stream);
 }
 
 }  // namespace moe::cuda

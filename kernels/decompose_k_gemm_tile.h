@@ -20,6 +20,13 @@ struct TileGemmShape {
   // instead of cp.async from every thread. Honoured where TileGemmTmaSupported() and both
   // operands are 16-byte aligned; otherwise the launch uses cp.async. Same bits either way.
   bool tma = false;
+  // Launched with Programmatic Dependent Launch (64-tile TMA launches; the others launch
+  // plain, which measured as fast or faster): B is a constant (not written by the kernel
+  // before on the stream), so each CTA loads its first stages of B while the previous
+  // kernel finishes; A, the workspace and C only after griddepcontrol.wait. The CTAs let
+  // the next launch in once their mainloop is done, so its CTAs start, and read B, on the
+  // SMs' second slot while this launch reduces its splits.
+  bool pdl = false;
 };
 
 // Whether this device runs the TMA loads (sm_90+).
@@ -50,7 +57,8 @@ enum GemmStampSlot {
   kGemmStampSlots
 };
 
-// C[m, n] = A[m, k] · B[n, k]ᵀ (+ bias[n]); bf16 (`bf16`) or fp16 operands, fp32 C.
+// C[m, n] = A[m, k] · B[n, k]ᵀ (+ bias[n]); bf16 (`bf16`) or fp16 operands, fp32 C. Under
+// PDL (s.pdl) only B must be a constant; the bias is read after the wait.
 cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
                            const float* bias, float* c, void* workspace, cudaStream_t stream,
                            unsigned long long* timeline = nullptr);

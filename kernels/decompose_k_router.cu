@@ -802,12 +802,13 @@ cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
 
 cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,
                                  const float* bias, float* c, const DecomposeKConfig& config,
-                                 void* workspace, cudaStream_t stream) {
+                                 void* workspace, cudaStream_t stream, bool pdl) {
   if (config.gemm_tile != 0) {
     if (problem.dtype == DType::kFP32) return cudaErrorInvalidValue;  // tensor cores only
+    TileGemmShape shape = TileShape(problem, config);
+    shape.pdl = pdl;
     // A grid whose split CTAs cannot all be resident is refused by its cooperative launch.
-    return LaunchTileGemm(problem.dtype == DType::kBF16, TileShape(problem, config), a, b, bias, c,
-                          workspace, stream);
+    return LaunchTileGemm(problem.dtype == DType::kBF16, shape, a, b, bias, c, workspace, stream);
   }
   KernelParams params = {};
   params.w = b;
@@ -818,7 +819,9 @@ cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, cons
   params.router_bias = bias;
   params.logits_out = c;
   params.gemm_mode = 1;
-  return LaunchForShape(GemmShape(problem), config, params, workspace, stream, false);
+  // Under PDL the router kernels read B as their weights, before the wait, and A as their
+  // hidden states after it.
+  return LaunchForShape(GemmShape(problem), config, params, workspace, stream, pdl);
 }
 
 }  // namespace moe::cuda

@@ -186,8 +186,11 @@ DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count);
 size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& config);
 cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
                                const DecomposeKConfig& config, cudaStream_t stream);
+// With `pdl`: launched with Programmatic Dependent Launch. B (the weights' role) must not be
+// written by the kernel just before on the stream: it is read before griddepcontrol.wait;
+// A, the bias, the workspace and C only after it.
 cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,
                                  const float* bias, float* c, const DecomposeKConfig& config,
-                                 void* workspace, cudaStream_t stream);
+                                 void* workspace, cudaStream_t stream, bool pdl = false);
 
 }  // namespace moe::cuda

@@ -1674,6 +1674,153 @@ TEST(GpuGemm, ConcurrentGridWideGemmsOnTwoStreamsFinish) {
   }
 }
 
+// Under PDL (LaunchDecomposeKGemm's `pdl`, moe_gemm_ex's MOE_GEMM_PDL) the GEMM reads B
+// before griddepcontrol.wait and A after it, and lets the next launch in before it reduces.
+// Every path (staged 128- and 64-tiles, one split, the router kernels' tensor-core and FMA
+// mainloops) must give the plain launch's bits:
+// - behind a slow kernel that writes A (poisoned with huge values before): reading A
+//   before the wait would see the poison;
+// - back to back on one workspace and stream, alternating two operand sets, eager and as
+//   a replayed graph: a launch reducing while the next one streams must not mix them up;
+TEST(GpuGemm, PdlLaunchesGiveThePlainLaunchBits) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(FreshSeed());
+  std::normal_distribution<float> normal;
+  struct Case {
+    int m, n, k;
+    DType dt;
+  };
+  const Case cases[] = {{128, 128, 131072, DType::kBF16}, {128, 128, 32768, DType::kBF16},
+                        {64, 64, 65536, DType::kFP16},    {40, 200, 4096, DType::kFP16},
+                        {256, 4000, 72, DType::kBF16},    {16, 16, 8192, DType::kBF16},
+                        {3, 100, 1000, DType::kFP32}};
+  auto stream = MakeStream().value();
+  for (const Case& c : cases) {
+    const std::string where = absl::StrCat(c.m, "x", c.n, "x", c.k);
+    const cuda::GemmProblem p{c.m, c.n, c.k, c.dt};
+    const size_t a_bytes = size_t(c.m) * c.k * DTypeSize(c.dt);
+    const size_t b_bytes = size_t(c.n) * c.k * DTypeSize(c.dt);
+    const size_t c_bytes = size_t(c.m) * c.n * 4;
+    std::vector<DeviceBuffer> da, db;
+    for (int set = 0; set < 2; ++set) {
+      std::vector<uint8_t> a(a_bytes), b(b_bytes);
+      for (size_t i = 0; i < size_t(c.m) * c.k; ++i) StoreFromFloat(a.data(), c.dt, i, normal(rng));
+      for (size_t i = 0; i < size_t(c.n) * c.k; ++i) StoreFromFloat(b.data(), c.dt, i, normal(rng));
+      da.push_back(Upload(a));
+      db.push_back(Upload(b));
+    }
+    std::vector<float> bias(c.n);
+    for (float& v : bias) v = normal(rng);
+    auto dbias = Upload(bias);
+    const auto cfg = cuda::ChooseGemmConfig(p, SmCount());
+    const std::string what = absl::StrCat(where, " tile=", cfg.gemm_tile, " S=", cfg.k_splits);
+    auto ws = DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)).value();
+    ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
+    auto launch = [&](int set, void* out, bool pdl) {
+      return cuda::LaunchDecomposeKGemm(p, da[set].get(), db[set].get(), dbias.as<float>(),
+                                        static_cast<float*>(out), cfg, ws.get(), stream.get(), pdl);
+    };
+    // The plain launches' bits, one per operand set.
+    std::vector<std::vector<float>> want(2, std::vector<float>(c_bytes / 4));
+    for (int set = 0; set < 2; ++set) {
+      auto out = DeviceBuffer::Allocate(c_bytes).value();
+      FillAndWait(out.get(), 0xff, c_bytes);
+      ASSERT_CUDA(launch(set, out.get(), false));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      ASSERT_CUDA(cudaMemcpy(want[set].data(), out.get(), c_bytes, cudaMemcpyDeviceToHost));
+      for (const float v : want[set]) ASSERT_TRUE(std::isfinite(v)) << what;
+    }
+    auto expect_bits = [&](const DeviceBuffer& out, int set, const std::string& how) {
+      std::vector<float> got(c_bytes / 4);
+      ASSERT_CUDA(cudaMemcpy(got.data(), out.get(), c_bytes, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(std::memcmp(got.data(), want[set].data(), c_bytes), 0) << what << " " << how;
+    };
+    // Behind a slow producer of A.
+    {
+      auto staged = DeviceBuffer::Allocate(a_bytes).value();
+      ASSERT_CUDA(cudaMemcpy(staged.get(), da[0].get(), a_bytes, cudaMemcpyDeviceToDevice));
+      FillAndWait(da[0].get(), 0x7f, a_bytes);
+      auto out = DeviceBuffer::Allocate(c_bytes).value();
+      FillAndWait(out.get(), 0xff, c_bytes);
+      ASSERT_CUDA(
+          LaunchSlowProducer(da[0].get(), staged.get(), a_bytes, /*delay_ns=*/20000, stream.get()));
+      ASSERT_CUDA(launch(0, out.get(), true));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      expect_bits(out, 0, "behind a slow producer of A");
+    }
+    // Back to back, eager, then the same sequence captured and replayed twice.
+    constexpr int kChain = 6;
+    std::vector<DeviceBuffer> outs;
+    for (int i = 0; i < kChain; ++i) outs.push_back(DeviceBuffer::Allocate(c_bytes).value());
+    auto poison_all = [&] {
+      for (auto& o : outs) FillAndWait(o.get(), 0xff, c_bytes);
+    };
+    auto record = [&]() -> cudaError_t {
+      for (int i = 0; i < kChain; ++i) {
+        const cudaError_t err = launch(i % 2, outs[i].get(), true);
+        if (err != cudaSuccess) return err;
+      }
+      return cudaSuccess;
+    };
+    poison_all();
+    ASSERT_CUDA(record());
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    for (int i = 0; i < kChain; ++i) expect_bits(outs[i], i % 2, absl::StrCat("eager ", i));
+    CudaGraphExec exec = CaptureGraph(stream.get(), record);
+    ASSERT_TRUE(exec.get() != nullptr) << what;
+    for (int replay = 0; replay < 2; ++replay) {
+      poison_all();
+      ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      for (int i = 0; i < kChain; ++i)
+        expect_bits(outs[i], i % 2, absl::StrCat("graph replay ", replay, " launch ", i));
+    }
+  }
+}
+
+// The C ABI's flag: moe_gemm_ex with MOE_GEMM_PDL, back to back on one workspace, gives
+// moe_gemm's bits (128 x 128 x 65536: staged 128-tiles on sm_90).
+TEST(GpuCApi, GemmPdlFlagGivesThePlainBits) {
+  SKIP_WITHOUT_GPU();
+  const int m = 128, n = 128, k = 65536;
+  std::mt19937_64 rng(FreshSeed());
+  std::normal_distribution<float> normal;
+  std::vector<uint8_t> a(size_t(m) * k * 2), b(size_t(n) * k * 2);
+  for (size_t i = 0; i < size_t(m) * k; ++i) StoreFromFloat(a.data(), DType::kBF16, i, normal(rng));
+  for (size_t i = 0; i < size_t(n) * k; ++i) StoreFromFloat(b.data(), DType::kBF16, i, normal(rng));
+  auto da = Upload(a), db = Upload(b);
+  const size_t bytes = moe_gemm_workspace_bytes(m, n, k, MOE_BF16);
+  ASSERT_GT(bytes, 0u);
+  auto ws = DeviceBuffer::Allocate(bytes).value();
+  FillAndWait(ws.get(), 0, bytes);
+  auto stream = MakeStream().value();
+  const size_t c_bytes = size_t(m) * n * 4;
+  auto plain = DeviceBuffer::Allocate(c_bytes).value();
+  FillAndWait(plain.get(), 0xff, c_bytes);
+  ASSERT_EQ(moe_gemm(m, n, k, MOE_BF16, da.get(), db.get(), nullptr, plain.as<float>(), ws.get(),
+                     bytes, stream.get()),
+            MOE_OK)
+      << moe_last_error();
+  std::vector<DeviceBuffer> outs;
+  for (int i = 0; i < 4; ++i) {
+    outs.push_back(DeviceBuffer::Allocate(c_bytes).value());
+    FillAndWait(outs.back().get(), 0xff, c_bytes);
+  }
+  for (auto& o : outs)
+    ASSERT_EQ(moe_gemm_ex(m, n, k, MOE_BF16, da.get(), db.get(), nullptr, o.as<float>(), ws.get(),
+                          bytes, stream.get(), MOE_GEMM_PDL),
+              MOE_OK)
+        << moe_last_error();
+  ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+  std::vector<float> want(c_bytes / 4), got(c_bytes / 4);
+  ASSERT_CUDA(cudaMemcpy(want.data(), plain.get(), c_bytes, cudaMemcpyDeviceToHost));
+  for (const float v : want) ASSERT_TRUE(std::isfinite(v));
+  for (size_t i = 0; i < outs.size(); ++i) {
+    ASSERT_CUDA(cudaMemcpy(got.data(), outs[i].get(), c_bytes, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), c_bytes), 0) << "launch " << i;
+  }
+}
+
 // The server's two slots launch under PDL on two streams at once, and the autotuner may
 // pick plain launches whose grids keep to one CTA per SM and fill more than half the SMs
 // (GLM-4.5 t=64: 100 CTAs of the polled kernel; DeepSeek-V3 t=64: 112 staged tiles). Their
@@ -1804,6 +1951,11 @@ TEST(GpuCApi, UnknownLaunchFlagsAreRefused) {
               MOE_INVALID_ARGUMENT)
         << flags;
     EXPECT_NE(std::string(moe_last_error()).find("flags"), std::string::npos) << flags;
+    EXPECT_EQ(moe_gemm_ex(16, 16, 64, MOE_BF16, nullptr, nullptr, nullptr, nullptr, nullptr, 0,
+                          nullptr, flags),
+              MOE_INVALID_ARGUMENT)
+        << flags;
+    EXPECT_NE(std::string(moe_last_error()).find("MOE_GEMM_PDL"), std::string::npos) << flags;
   }
 }
 
