@@ -11,6 +11,8 @@
 //                with --pdl_timeline its five fastest for each shape)
 //                [--gemm_cp_async]   (the staged-tile GEMMs load by cp.async, not the TMA:
 //                an A/B of the two in one binary)
+//                [--gemm_tile 64|128]   (every staged-tile GEMM row takes this tile edge, its
+//                splits chosen for it as the heuristic would: an A/B of tile choices)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -136,6 +138,7 @@ int main(int argc, char** argv) {
   std::string filter;  // comma-separated substrings of the row names; empty: every row
   bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
   bool gemm_cp_async = false;
+  int gemm_tile = 0;              // --gemm_tile: force the staged tiles' edge; 0 the heuristic's
   std::vector<int> sweep_splits;  // --sweep_splits: extra --pdl_timeline configs
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
@@ -156,6 +159,9 @@ int main(int argc, char** argv) {
       candidates = true;
     else if (!std::strcmp(argv[i], "--gemm_cp_async"))
       gemm_cp_async = true;
+    else if (!std::strcmp(argv[i], "--gemm_tile") && i + 1 < argc &&
+             (!std::strcmp(argv[i + 1], "64") || !std::strcmp(argv[i + 1], "128")))
+      gemm_tile = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
       for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
         int splits = 0;
@@ -170,7 +176,7 @@ int main(int argc, char** argv) {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
-          "[--candidates] [--gemm_cp_async]\n");
+          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -321,6 +327,10 @@ int main(int argc, char** argv) {
       auto c = Must(DeviceBuffer::Allocate(4 * size_t(mn) * mn));
       auto cfg = cuda::ChooseGemmConfig(p, info.sm_count);
       if (gemm_cp_async) cfg.gemm_tma = false;
+      if (gemm_tile != 0 && cfg.gemm_tile != 0) {
+        cfg.gemm_tile = gemm_tile;
+        cfg.k_splits = cuda::TileGemmSplits(mn, mn, k, gemm_tile, info.sm_count);
+      }
       auto ws = Must(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)));
       CHECK_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
       RouteProblem rp;  // the cuBLAS call shape: "experts" = n, "tokens" = m
