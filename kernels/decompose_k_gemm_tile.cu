@@ -20,6 +20,10 @@
 // launched cooperatively) and each sums a 1/S slice of the tile over the S partials in a
 // fixed order (deterministic), adds the bias and writes C. Spread over S SMs, that is a few
 // L2 round trips; one last CTA summing all partials would read S x 64 KB through one SM.
+//
+// Programmatic Dependent Launch (TileGemmShape::pdl; the 64-tile TMA instances, kPdl): B,
+// the weights' operand, is loaded before griddepcontrol.wait, and the next launch's CTAs
+// share the SMs while this one reduces: 0.35-1.0 us a call on the H200.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
