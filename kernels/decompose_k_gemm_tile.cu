@@ -122,9 +122,9 @@ __device__ inline void TileBarrier(unsigned* counters, unsigned expected) {
 // mainloop is done: its CTAs (65 KB, 96 registers) leave room for one of the next launch
 // on their SM, which loads its B while this one reduces (L2 traffic only). H200: 0.3-1.0
 // us a call on every 64-tile row (bench/NOTES.md session 39). The 128-tiles (129 KB, one a
-// SM) launch plain: under PDL they were 0.5 us slower at K = 65536 and even at 131072, and
-// cut to 3 stages and 112 registers, so that two fit a SM, ~3 us slower; prefetching more
-// of B into L2 before the wait lost on every row.
+// SM) launch plain: under PDL they were 0.5 us slower at K = 65536 and no faster at
+// 131072, and cut to 3 stages and 112 registers, so that two fit a SM, ~3 us slower;
+// prefetching more of B into L2 before the wait lost on every row.
 template <typename T, int kTile, bool kStamps, bool kTma, bool kPdl>
 __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
     TileGemmKernel(const __grid_constant__ TileGemmParams p) {
