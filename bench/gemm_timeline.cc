@@ -49,20 +49,27 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
       "its CTAs,\nmedian over launches 1.. of a graph over rotating operands, %d replays). "
       "first: first K stage landed;\nmainloop: MMAs done; partial: partial tile stored; "
       "barrier: the splits met; end: C written;\ngap: from launch i-1's last end to launch i's "
-      "first start; B/ns: a CTA's operand bytes over its\nmainloop (first stage to MMAs done); "
+      "first start (negative: under PDL, during launch i-1); B/ns: a CTA's operand bytes over "
+      "its\nmainloop (first stage to MMAs done); "
       "call: first start to first start\n",
       kReplays);
   std::printf("%-20s %-18s %6s %17s %17s %17s %17s %17s %6s %6s %6s\n", "shape", "config", "start",
               "first", "mainloop", "partial", "barrier", "end", "gap", "B/ns", "call");
   struct Case {
     int mn, k, tile;
+    bool pdl;  // launched under PDL (the 64-tiles; the 128-tiles launch plain regardless)
   };
-  for (const Case& cs : std::vector<Case>{{128, 131072, 128},
-                                          {128, 131072, 64},
-                                          {128, 65536, 128},
-                                          {128, 32768, 128},
-                                          {128, 32768, 64},
-                                          {64, 131072, 64}}) {
+  for (const Case& cs : std::vector<Case>{{128, 131072, 128, false},
+                                          {128, 131072, 64, false},
+                                          {128, 65536, 128, false},
+                                          {128, 32768, 128, false},
+                                          {128, 32768, 64, false},
+                                          {128, 32768, 64, true},
+                                          {64, 131072, 64, false},
+                                          {64, 131072, 64, true},
+                                          {64, 32768, 64, false},
+                                          {64, 32768, 64, true}}) {
+    if (cs.pdl && !tma) continue;  // PDL launches load by the TMA
     const std::string shape = absl::StrFormat("gemm %dx%dx%d", cs.mn, cs.mn, cs.k);
     if (!Selected(shape, filter)) continue;
     cuda::TileGemmShape s{cs.mn,
@@ -70,7 +77,8 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
                           cs.k,
                           cs.tile,
                           cuda::TileGemmSplits(cs.mn, cs.mn, cs.k, cs.tile, info.sm_count),
-                          tma};
+                          tma,
+                          cs.pdl};
     const size_t mat_bytes = size_t(cs.mn) * cs.k * 2;
     const int layers = LayersFor(2 * mat_bytes, l2_bytes, 4, 256);
     const int launches = std::max(layers, 8);
@@ -120,7 +128,9 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
                              Quantile(col[slot][1], 0.5), Quantile(col[slot][2], 0.5));
     };
     std::printf("%-20s %-18s %6.2f %17s %17s %17s %17s %17s %6.2f %6.1f %6.2f\n", shape.c_str(),
-                absl::StrFormat("tile=%d S=%d%s", s.tile, s.k_splits, tma ? " tma" : "").c_str(),
+                absl::StrFormat("tile=%d S=%d%s%s", s.tile, s.k_splits, tma ? " tma" : "",
+                                cs.pdl ? " pdl" : "")
+                    .c_str(),
                 Quantile(col[cuda::kGemmStampStart][2], 0.5),
                 spread(cuda::kGemmStampFirstStage).c_str(),
                 spread(cuda::kGemmStampMainloop).c_str(), spread(cuda::kGemmStampPartial).c_str(),

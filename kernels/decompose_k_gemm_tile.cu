@@ -416,9 +416,10 @@ cudaError_t LaunchForTile(bool bf16, bool stamps, bool pdl, const TileGemmParams
   using B = __nv_bfloat16;
   using H = __half;
   if constexpr (kTma && kTile == 64) {
-    if (pdl && !stamps)
-      return bf16 ? LaunchTyped<B, kTile, false, true, true>(p, grid, stream)
-                  : LaunchTyped<H, kTile, false, true, true>(p, grid, stream);
+    if (pdl)
+      return stamps ? LaunchTyped<B, kTile, true, true, true>(p, grid, stream)
+             : bf16 ? LaunchTyped<B, kTile, false, true, true>(p, grid, stream)
+                    : LaunchTyped<H, kTile, false, true, true>(p, grid, stream);
   }
   return stamps ? LaunchTyped<B, kTile, true, kTma, false>(p, grid, stream)
          : bf16 ? LaunchTyped<B, kTile, false, kTma, false>(p, grid, stream)
