@@ -222,30 +222,32 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
       if (lane == 0) {
         PrefetchTensorMap(&p.map_a);
         PrefetchTensorMap(&p.map_b);
+        // Stage i's half of B (rows n0..) or of A (rows m0..): a box into its buffer,
+        // counted by the buffer's `full` barrier (which expects both halves).
+        auto load_half = [&](int i, bool is_a) {
+          const int buf = i % kStages;
+          TmaLoad2d(stages + buf * kStageBytes + (is_a ? kTile * kRowBytes : 0),
+                    is_a ? &p.map_a : &p.map_b, (first + i * stride) * kStageK, is_a ? m0 : n0,
+                    &full[buf]);
+        };
         int i = 0;
         if constexpr (kPdl) {
-          // B's half of the first stages now (each stage's barrier expects both halves);
-          // A's halves once the previous kernel is done.
+          // B's half of the first stages now; A's halves once the previous kernel is done.
           const int early = min(count, kStages);
           for (int j = 0; j < early; ++j) {
             MbarrierArriveExpectTx(&full[j], kStageBytes);
-            TmaLoad2d(stages + j * kStageBytes, &p.map_b, (first + j * stride) * kStageK, n0,
-                      &full[j]);
+            load_half(j, false);
           }
           WaitForPrerequisiteGrid();
-          for (; i < early; ++i)
-            TmaLoad2d(stages + i * kStageBytes + kTile * kRowBytes, &p.map_a,
-                      (first + i * stride) * kStageK, m0, &full[i]);
+          for (; i < early; ++i) load_half(i, true);
         }
         for (; i < count; ++i) {
           const int buf = i % kStages;
           // A buffer's previous use (stage i - kStages) must have been read by every warp.
           if (i >= kStages) MbarrierWait(&empty[buf], (i / kStages - 1) & 1);
-          uint8_t* dst = stages + buf * kStageBytes;
-          const int k0 = (first + i * stride) * kStageK;
           MbarrierArriveExpectTx(&full[buf], kStageBytes);
-          TmaLoad2d(dst, &p.map_b, k0, n0, &full[buf]);
-          TmaLoad2d(dst + kTile * kRowBytes, &p.map_a, k0, m0, &full[buf]);
+          load_half(i, false);
+          load_half(i, true);
         }
       }
       __syncwarp();
