@@ -53,7 +53,7 @@ struct TileGemmParams {
   float* c;
   int m, n, k, k_splits, stages_per_split, total_stages;
   float* partials;               // [split][tile][T x T]
-  unsigned* counters;            // [m tile][n tile][2]: arrivals, generation
+  unsigned* counters;            // [m tile][n tile][kTileCounters] (TileBarrier)
   unsigned long long* timeline;  // diagnostics, or null (GemmStampSlot)
   // The TMA instances' operand maps (EncodeSwizzledRowsMap, box = one tile edge of rows).
   CUtensorMap map_a, map_b;
@@ -95,21 +95,40 @@ __device__ __forceinline__ void GemmStamp(const TileGemmParams& p, int slot) {
   p.timeline[cta * kGemmStampSlots + slot] = GlobalTimerNs();
 }
 
-// A barrier of the `expected` CTAs that share counters[0..1] (arrivals, generation). The
-// generation is read before arriving (it cannot move until this CTA has arrived); the last
-// arrival resets the count and publishes the next generation, so graph replays need no
-// reset. Release/acquire through thread 0 and the CTA barriers, as in ArriveLast.
-__device__ inline void TileBarrier(unsigned* counters, unsigned expected) {
+// The tile's split barrier: its S CTAs, after storing their partial tiles, wait until all
+// S have arrived. Per tile: two arrival counters used in turns and a generation
+// (counters[tile][kCounter*]). The generation g, read when the CTA starts (it cannot move
+// before this CTA has arrived), picks this launch's counter (g & 1); every CTA adds its
+// arrival and waits until that counter holds S, so the last arrival releases the others
+// as soon as it lands in L2. The last arrival then zeroes the other counter (the previous
+// launch's, which nobody reads any more) and advances the generation for the next launch,
+// so graph replays need no reset. Release/acquire through thread 0 and the CTA barriers,
+// as in ArriveLast. Before (one counter the last arrival reset, the others waiting for its
+// generation store, the generation read at the barrier) the barrier passed ~1.5 us after
+// the last partial; now ~1.0, and every tile GEMM row with S > 1 is 0.4-0.8 us faster
+// (H200, bench/NOTES.md session 40).
+enum TileCounter {
+  kCounterArrivalsEven,
+  kCounterArrivalsOdd,
+  kCounterGeneration,
+  kTileCounters = 4
+};
+
+__device__ __forceinline__ unsigned* TileCounters(const TileGemmParams& p, size_t tile) {
+  return p.counters + kTileCounters * tile;
+}
+
+__device__ inline void TileBarrier(unsigned* counters, unsigned generation, unsigned expected) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> count(counters[0]);
-    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> generation(counters[1]);
-    const unsigned gen = generation.load(::cuda::memory_order_acquire);
+    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> count(counters[generation & 1]);
     if (count.fetch_add(1u, ::cuda::memory_order_acq_rel) == expected - 1) {
-      count.store(0u, ::cuda::memory_order_relaxed);
-      generation.store(gen + 1, ::cuda::memory_order_release);
+      ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(counters[(generation + 1) & 1])
+          .store(0u, ::cuda::memory_order_relaxed);
+      ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(counters[kCounterGeneration])
+          .store(generation + 1, ::cuda::memory_order_relaxed);
     } else {
-      while (generation.load(::cuda::memory_order_acquire) == gen) __nanosleep(64);
+      while (count.load(::cuda::memory_order_acquire) != expected) __nanosleep(64);
     }
   }
   __syncthreads();
@@ -151,8 +170,20 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
   // The TMA instances' stage barriers (unused, and unreferenced before sm_90, elsewhere).
   [[maybe_unused]] __shared__ alignas(8) uint64_t full[kStages], empty[kStages];
   GemmStamp<kStamps>(p, kGemmStampStart);
-
   const int split = blockIdx.x, n0 = blockIdx.y * kTile, m0 = blockIdx.z * kTile;
+  const size_t tile = size_t(blockIdx.z) * gridDim.y + blockIdx.y;
+  // The tile barrier's generation (thread 0; S > 1), read early so that it is off the
+  // barrier's path. Under PDL only after the previous launch has finished (its last
+  // arrival advances it), so there after the wait below.
+  unsigned generation = 0;
+  auto read_generation = [&] {
+    if (threadIdx.x == 0 && p.k_splits > 1)
+      generation = ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(
+                       TileCounters(p, tile)[kCounterGeneration])
+                       .load(::cuda::memory_order_relaxed);
+  };
+  if constexpr (!kPdl) read_generation();
+
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int wn = warp % kWarpsN, wm = warp / kWarpsN;
@@ -255,7 +286,10 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
     } else {
       // Nothing of the previous kernel's is read before the partials and C are written, but
       // those writes (the same workspace and C) must not start before it has finished.
-      if constexpr (kPdl) WaitForPrerequisiteGrid();
+      if constexpr (kPdl) {
+        WaitForPrerequisiteGrid();
+        read_generation();
+      }
       for (int i = 0; i < count; ++i) {
         const int buf = i % kStages;
         MbarrierWait(&full[buf], (i / kStages) & 1);
@@ -313,7 +347,6 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
   constexpr int kTileVec = kTile * kTile / 4;  // float4s a tile
   static_assert(kWarps * 2 * kNT * 32 == kTileVec, "the fragments cover the tile");
   GemmStamp<kStamps>(p, kGemmStampMainloop);
-  const size_t tile = size_t(blockIdx.z) * gridDim.y + blockIdx.y;
   const size_t tiles = size_t(gridDim.y) * gridDim.z;
   float4* partials = reinterpret_cast<float4*>(p.partials);
   float4* mine = partials + (size_t(split) * tiles + tile) * kTileVec;
@@ -326,7 +359,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
             make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]);
 
   GemmStamp<kStamps>(p, kGemmStampPartial);
-  TileBarrier(p.counters + 2 * tile, unsigned(p.k_splits));
+  TileBarrier(TileCounters(p, tile), generation, unsigned(p.k_splits));
   GemmStamp<kStamps>(p, kGemmStampBarrier);
 
   // This CTA's slice of the tile: float4s [f_begin, f_end), a lane each; warp w sums splits
@@ -449,7 +482,8 @@ int TileGemmSplits(int m, int n, int k, int tile, int sm_count) {
 }
 
 size_t TileGemmZeroedBytes(const TileGemmShape& s) {
-  return Align256(sizeof(unsigned) * 2 * size_t(Tiles(s.m, s.tile)) * Tiles(s.n, s.tile));
+  return Align256(sizeof(unsigned) * kTileCounters * size_t(Tiles(s.m, s.tile)) *
+                  Tiles(s.n, s.tile));
 }
 
 size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
