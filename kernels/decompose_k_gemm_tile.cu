@@ -114,6 +114,9 @@ enum TileCounter {
   kTileCounters = 4
 };
 
+// TileBarrier picks this launch's arrival counter as counters[generation & 1].
+static_assert(kCounterArrivalsEven == 0 && kCounterArrivalsOdd == 1, "parity indexes arrivals");
+
 __device__ __forceinline__ unsigned* TileCounters(const TileGemmParams& p, size_t tile) {
   return p.counters + kTileCounters * tile;
 }
