@@ -66,24 +66,6 @@ struct TileGemmParams {
 template <bool kTma>
 constexpr int kCtaThreads = kThreads + (kTma ? 32 : 0);
 
-// Shared-memory position of 16-byte chunk `chunk` of staged row `row`: the cp.async
-// layout (staged_tile_device.cuh) or the TMA's 128-byte swizzle (chunk ^ row % 8).
-template <bool kTma>
-__device__ __forceinline__ int StagedChunkOffset(int row, int chunk) {
-  if constexpr (kTma) return row * kRowBytes + ((chunk ^ (row & 7)) << 4);
-  return ChunkOffset(row, chunk);
-}
-
-// The staged row that MMA row (or column) g of an 8-row group reads. Under the TMA
-// swizzle, rows r and r + 1 hold the same four chunks of a 64-byte half in swapped pairs,
-// so the quarter-warp reading rows g = 0, 1 (lanes 0-7) would hit each bank twice; rows
-// g and g + 4 hold the two halves apart. So g = 0..7 reads rows 0, 4, 1, 5, 2, 6, 3, 7;
-// the C mapping below applies the same permutation.
-template <bool kTma>
-__host__ __device__ constexpr int StagedRow(int g) {
-  return kTma ? ((g & 1) << 2) | (g >> 1) : g;
-}
-
 // A separate instance (kStamps) writes the stamps: the service's kernels do not even test
 // for them: stamps behind a run-time null test made these kernels 0.2-0.8 us a call slower
 // (H200, bench/NOTES.md session 24).
@@ -273,6 +255,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
             load_half(j, false);
           }
           WaitForPrerequisiteGrid();
+          FenceProxyAsyncGlobal();  // A may have been written by the previous kernel
           for (; i < early; ++i) load_half(i, true);
         }
         for (; i < count; ++i) {

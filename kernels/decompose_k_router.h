@@ -63,6 +63,9 @@ struct DecomposeKConfig {
   // CTAs streaming into registers: fewer re-reads of each operand at 64+ tokens.
   // token_tiles is unused; no dedicated routers.
   bool staged = false;
+  // Staged only: the stages copied by cp.async even where the TMA could copy them (sm_90+,
+  // 16-byte aligned operands; decompose_k_staged.cu). Same bits; for tests and benchmarks.
+  bool staged_cp_async = false;
   // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
   // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
   int gemm_tile = 0;

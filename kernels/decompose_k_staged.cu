@@ -8,31 +8,38 @@
 // Here a CTA owns 64 experts x 64 tokens, which halves both re-reads.
 //
 // Grid = (expert tiles · S, token chunks of 64), at most one CTA per SM (CanRouteDecomposeK
-// checks it). A CTA copies its split's whole K slice of both operands into shared memory
-// with cp.async, every copy in flight at once (no pipeline: the slice is a few 16 KB
-// stages, and one round trip for all of it beats a ring of dependent ones): first the
-// weights (model constants, so under Programmatic Dependent Launch they stream while the
-// previous launch finishes), then, after griddepcontrol.wait, the hidden states. Its 8
-// warps, 2 along experts x 4 along tokens, each multiply a 32 x 16 block out of shared
-// memory on the tensor cores (mma.sync m16n8k16, experts as M, with the router kernels' K
-// permutation: a lane's fragment registers are one 16-byte shared load), and store their
-// partial logits straight from the fragments as self-validating partials. The chunk's
-// routers (one token per CTA of the grid row) gather and route them exactly as in the
-// polled kernel (decompose_k_polled_router.cuh); a router's logits reuse the stages.
+// checks it). A CTA copies its split's whole K slice of both operands into shared memory,
+// every copy in flight at once (no pipeline: the slice is a few 16 KB stages, and one round
+// trip for all of it beats a ring of dependent ones): first the weights (model constants,
+// so under Programmatic Dependent Launch they stream while the previous launch finishes),
+// then, after griddepcontrol.wait, the hidden states. Two ways to copy, same bits:
+// - sm_90+ (StagedParams::tma): one thread issues each stage's operand as one TMA
+//   tensor-map box (64 rows x 128 bytes, 128-byte swizzle), all completing on one
+//   mbarrier;
+// - otherwise: 16-byte cp.async from every thread into the cp.async layout.
+// Its 8 warps, 2 along experts x 4 along tokens, each multiply a 32 x 16 block out of
+// shared memory on the tensor cores (mma.sync m16n8k16, experts as M, with the router
+// kernels' K permutation: a lane's fragment registers are one 16-byte shared load), and
+// store their partial logits straight from the fragments as self-validating partials. The
+// chunk's routers (one token per CTA of the grid row) gather and route them exactly as in
+// the polled kernel (decompose_k_polled_router.cuh); a router's logits reuse the stages.
 //
 // Rows past the experts, past the tokens and past K are zero-filled by the copies
-// (src-size 0), so ragged edges need no other care.
+// (src-size 0, or the TMA's out-of-bounds fill), so ragged edges need no other care.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <type_traits>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_device.h"
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_polled_router.cuh"
 #include "kernels/decompose_k_staged.h"
 #include "kernels/one_cta_per_sm.h"
 #include "kernels/staged_tile_device.cuh"
+#include "kernels/tensor_map.h"
+#include "kernels/tma_device.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -62,8 +69,16 @@ __device__ __forceinline__ void StageRows(uint8_t* stages, int smem_row, const v
   }
 }
 
+// The launch's parameters: the kernels' common ones and, for the TMA copies, the operands'
+// tensor maps (EncodeSwizzledRowsMap, boxes of 64 rows).
+struct StagedParams {
+  KernelParams p;
+  CUtensorMap map_w, map_x;
+  int tma;  // stages copied by the TMA (sm_90+ only; the maps are valid)
+};
+
 // The warp's 32 x 16 block of partial logits over the staged slice.
-template <typename T>
+template <typename T, bool kTma>
 __device__ __forceinline__ void MultiplyStages(const uint8_t* stages, int count,
                                                float (&acc)[2][2][4]) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -77,10 +92,12 @@ __device__ __forceinline__ void MultiplyStages(const uint8_t* stages, int count,
       uint4 a[4];                  // expert rows g, g+8, g+16, g+24 of the warp's 32
 #pragma unroll
       for (int r = 0; r < 4; ++r)
-        a[r] = LoadShared16(buf + ChunkOffset(expert_row + g + 8 * r, 4 * h + t));
+        a[r] = LoadShared16(
+            buf + StagedChunkOffset<kTma>(expert_row + StagedRow<kTma>(g) + 8 * r, 4 * h + t));
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
-        const uint4 b = LoadShared16(buf + ChunkOffset(token_row + nt * 8 + g, 4 * h + t));
+        const uint4 b = LoadShared16(
+            buf + StagedChunkOffset<kTma>(token_row + nt * 8 + StagedRow<kTma>(g), 4 * h + t));
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           const uint4 lo = a[2 * mt], hi = a[2 * mt + 1];
@@ -93,7 +110,9 @@ __device__ __forceinline__ void MultiplyStages(const uint8_t* stages, int count,
 }
 
 // Stores the warp's partial logits (real experts and tokens only) from its fragments:
-// acc[mt][nt][r] is expert mt·16 + g (+8 for r >= 2), token nt·8 + 2t (+1 for odd r).
+// acc[mt][nt][r] is expert mt·16 + g (+8 for r >= 2), token nt·8 + 2t (+1 for odd r), each
+// of g and 2t (+1) through StagedRow.
+template <bool kTma>
 __device__ __forceinline__ void PublishFragments(const KernelParams& p, const float (&acc)[2][2][4],
                                                  int expert_tile, int split, int z, int valid) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -108,18 +127,62 @@ __device__ __forceinline__ void PublishFragments(const KernelParams& p, const fl
     for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const int e = e0 + mt * 16 + g + (r >= 2 ? 8 : 0);
-        const int n = n0 + nt * 8 + 2 * t + (r & 1);
+        const int e = e0 + mt * 16 + StagedRow<kTma>(g) + (r >= 2 ? 8 : 0);
+        const int n = n0 + nt * 8 + StagedRow<kTma>(2 * t + (r & 1));
         if (n < valid && e < p.experts) StorePolled(base + size_t(n) * epad + e, acc[mt][nt][r]);
       }
+}
+
+// The TMA copies (sm_90+ only): thread 0 initialises `landed` and issues the weights'
+// boxes of the split's stages, all completing on `landed`...
+__device__ __forceinline__ void StageWeightsByTma(const StagedParams& sp, uint8_t* stages,
+                                                  uint64_t* landed, int expert_tile,
+                                                  int stage_begin, int count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (threadIdx.x != 0) return;
+  MbarrierInit(landed, 1);
+  FenceMbarrierInit();
+  PrefetchTensorMap(&sp.map_w);
+  PrefetchTensorMap(&sp.map_x);
+  MbarrierArriveExpectTx(landed, unsigned(count * kStagedStageBytes));
+  for (int s = 0; s < count; ++s)
+    TmaLoad2d(stages + s * kStagedStageBytes, &sp.map_w, (stage_begin + s) * kStagedStageK,
+              expert_tile * kStagedTileExperts, landed);
+#endif
+}
+
+// ...and, after griddepcontrol.wait, the hidden states' boxes.
+__device__ __forceinline__ void StageHiddenStatesByTma(const StagedParams& sp, uint8_t* stages,
+                                                       uint64_t* landed, int z, int stage_begin,
+                                                       int count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (threadIdx.x != 0) return;
+  constexpr int kTokenRowsOffset = kStagedTileExperts * kSwizzledRowBytes;
+  FenceProxyAsyncGlobal();  // the previous kernel may have written them
+  for (int s = 0; s < count; ++s)
+    TmaLoad2d(stages + s * kStagedStageBytes + kTokenRowsOffset, &sp.map_x,
+              (stage_begin + s) * kStagedStageK, z * kStagedTileTokens, landed);
+#endif
 }
 
 // Two CTAs per SM where the stages leave room (<= 128 registers a thread): one of this
 // launch, one of the next launch already staging its weights under PDL.
 template <typename T, bool kWideExperts>
-__global__ void __launch_bounds__(kThreads, 2) DecomposeKStagedKernel(const KernelParams p) {
-  extern __shared__ __align__(128) uint8_t stages[];
+__global__ void __launch_bounds__(kThreads, 2)
+    DecomposeKStagedKernel(const __grid_constant__ StagedParams sp) {
+  extern __shared__ __align__(128) uint8_t dynamic_smem[];
   __shared__ PolledRouterShared router;
+  __shared__ alignas(8) uint64_t landed;  // the TMA copies' mbarrier
+  const KernelParams& p = sp.p;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const bool tma = sp.tma != 0;
+#else
+  constexpr bool tma = false;
+#endif
+  // The TMA's 128-byte swizzle repeats every 1024 bytes and is anchored to the address:
+  // its stages start 1024-byte aligned (the launch allocates the slack).
+  uint8_t* const stages =
+      tma ? dynamic_smem + ((1024 - SharedAddress(dynamic_smem) % 1024) % 1024) : dynamic_smem;
   const int z = blockIdx.y;
   const int valid = min(kStagedTileTokens, p.tokens - z * kStagedTileTokens);
   const int expert_tiles =
@@ -130,22 +193,36 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKStagedKernel(const Kern
   const int count = max(0, min(p.stages_per_split, total_stages - stage_begin));
   AllowDependentLaunch();
   Stamp(p, kStampStart);
-  StageRows<T>(stages, 0, p.w, expert_tile * kStagedTileExperts, p.experts, p.K, stage_begin,
-               count);
-  CpAsyncCommit();
   const RouterTokens mine = TokensOfRouter(valid);
   const bool is_router = mine.first < mine.last;
-  if (is_router) StageBiases(p, router);
-  WaitForPrerequisiteGrid();  // hidden states may be written by the previous kernel
-  StageRows<T>(stages, kStagedTileExperts, p.x, z * kStagedTileTokens, p.tokens, p.K, stage_begin,
-               count);
-  CpAsyncCommit();
-  CpAsyncWait<0>();
-  __syncthreads();  // every thread's copies have landed
   float acc[2][2][4] = {};
-  MultiplyStages<T>(stages, count, acc);
-  Stamp(p, kStampMainloop);
-  PublishFragments(p, acc, expert_tile, split, z, valid);
+  if (tma) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    StageWeightsByTma(sp, stages, &landed, expert_tile, stage_begin, count);
+    if (is_router) StageBiases(p, router);
+    WaitForPrerequisiteGrid();  // hidden states may be written by the previous kernel
+    StageHiddenStatesByTma(sp, stages, &landed, z, stage_begin, count);
+    __syncthreads();  // `landed` is initialised
+    MbarrierWait(&landed, 0);
+    MultiplyStages<T, true>(stages, count, acc);
+    Stamp(p, kStampMainloop);
+    PublishFragments<true>(p, acc, expert_tile, split, z, valid);
+#endif
+  } else {
+    StageRows<T>(stages, 0, p.w, expert_tile * kStagedTileExperts, p.experts, p.K, stage_begin,
+                 count);
+    CpAsyncCommit();
+    if (is_router) StageBiases(p, router);
+    WaitForPrerequisiteGrid();  // hidden states may be written by the previous kernel
+    StageRows<T>(stages, kStagedTileExperts, p.x, z * kStagedTileTokens, p.tokens, p.K, stage_begin,
+                 count);
+    CpAsyncCommit();
+    CpAsyncWait<0>();
+    __syncthreads();  // every thread's copies have landed
+    MultiplyStages<T, false>(stages, count, acc);
+    Stamp(p, kStampMainloop);
+    PublishFragments<false>(p, acc, expert_tile, split, z, valid);
+  }
   Stamp(p, kStampReduced);
   if (!is_router) return;
   __syncthreads();  // every warp is done with the stages: they become the router's logits
@@ -158,13 +235,18 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKStagedKernel(const Kern
   Stamp(p, kStampRouted);
 }
 
+// The TMA copies align the stages to 1024 bytes in the kernel: every launch asks for that
+// much slack (the cp.async ones too, so both take the same room on an SM).
+constexpr size_t kTmaAlignmentSlack = 1024;
+constexpr size_t kMaxDynamicSmem = kStagedMaxStages * kStagedStageBytes + kTmaAlignmentSlack;
+
 // Past the 48 KB default: opt in once per instance, to the most a launch may ask for (not
 // a stream operation, so also legal while a graph is being captured).
 template <typename T, bool kWideExperts>
 cudaError_t OptIn() {
-  static const cudaError_t opt_in = cudaFuncSetAttribute(
-      DecomposeKStagedKernel<T, kWideExperts>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      int(kStagedMaxStages * kStagedStageBytes));
+  static const cudaError_t opt_in =
+      cudaFuncSetAttribute(DecomposeKStagedKernel<T, kWideExperts>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxDynamicSmem));
   return opt_in;
 }
 
@@ -182,19 +264,20 @@ size_t StagedOneCtaPerSmDynamicSmem() {
   return bytes;
 }
 
-// The dynamic shared memory a launch asks for: what it needs, and under PDL at least
-// StagedOneCtaPerSmDynamicSmem (where that is within the opt-in limit).
+// The dynamic shared memory a launch asks for: what it needs with the alignment slack, and
+// under PDL at least StagedOneCtaPerSmDynamicSmem (where that is within the opt-in limit).
 template <typename T, bool kWideExperts>
 size_t LaunchDynamicSmem(size_t needed, bool pdl) {
+  needed += kTmaAlignmentSlack;
   if (!pdl) return needed;
   const size_t one_cta = StagedOneCtaPerSmDynamicSmem<T, kWideExperts>();
-  return one_cta <= kStagedMaxStages * kStagedStageBytes && one_cta > needed ? one_cta : needed;
+  return one_cta <= kMaxDynamicSmem && one_cta > needed ? one_cta : needed;
 }
 
 // An instance for routers of more than 256 experts and one for the rest
 // (WithExpertsPerLaneOf).
 template <typename T, bool kWideExperts>
-cudaError_t LaunchTyped(dim3 grid, const KernelParams& params, size_t dynamic_smem,
+cudaError_t LaunchTyped(dim3 grid, const StagedParams& params, size_t dynamic_smem,
                         cudaStream_t stream, bool pdl, bool cooperative) {
   const cudaError_t opt_in = OptIn<T, kWideExperts>();
   if (opt_in != cudaSuccess) return opt_in;
@@ -235,14 +318,32 @@ absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic
   });
 }
 
+bool StagedTmaApplies(const void* w, const void* x) {
+  return CurrentDeviceIsSm90OrNewer() && TensorMapAligned(w) && TensorMapAligned(x);
+}
+
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                size_t dynamic_smem, cudaStream_t stream, bool pdl,
-                               bool pdl_cooperative) {
+                               bool pdl_cooperative, bool tma) {
+  if (tma && !StagedTmaApplies(params.w, params.x)) return cudaErrorInvalidValue;
+  StagedParams sp = {};
+  sp.p = params;
+  sp.tma = tma;
+  if (tma) {
+    // No L2 promotion: a split's stages are a contiguous range (as the 64-tile GEMM's,
+    // which measured faster without it, bench/NOTES.md session 38).
+    const cudaError_t w_map = EncodeSwizzledRowsMap(&sp.map_w, params.w, params.experts, params.K,
+                                                    kStagedTileExperts, /*promote_256=*/false);
+    if (w_map != cudaSuccess) return w_map;
+    const cudaError_t x_map = EncodeSwizzledRowsMap(&sp.map_x, params.x, params.tokens, params.K,
+                                                    kStagedTileTokens, /*promote_256=*/false);
+    if (x_map != cudaSuccess) return x_map;
+  }
   // Cooperative as the polled kernel (decompose_k_polled.cu says why).
   const bool cooperative = !pdl || pdl_cooperative;
   return WithInstance(bf16, WideExperts(params.experts), [&](auto type, auto wide) {
     return LaunchTyped<typename decltype(type)::type, decltype(wide)::value>(
-        grid, params, dynamic_smem, stream, pdl, cooperative);
+        grid, sp, dynamic_smem, stream, pdl, cooperative);
   });
 }
 

@@ -60,6 +60,15 @@ __device__ __forceinline__ void TmaLoad2d(void* dst, const CUtensorMap* map, int
       : "memory");
 }
 
+// Between griddepcontrol.wait and TMA reads of memory the previous kernel wrote with
+// ordinary stores: the wait makes those writes visible to this thread's generic proxy; the
+// TMA reads through the async proxy, which this fence orders after them. DeepEP (#621,
+// #642) and flashinfer (#3835) saw TMA loads return stale data without it, and so did a
+// bulk-copy staged router here under PDL (bench/NOTES.md session 22).
+__device__ __forceinline__ void FenceProxyAsyncGlobal() {
+  asm volatile("fence.proxy.async.global;" ::: "memory");
+}
+
 __device__ __forceinline__ void PrefetchTensorMap(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }

@@ -973,6 +973,73 @@ TEST(GpuStaged, RaggedExpertsAndHiddenMatchReference) {
   EXPECT_GE(ran, 10);
 }
 
+// The staged tiles' two ways of copying a stage (the TMA on sm_90+, cp.async everywhere)
+// give the same bits: the same products summed in the same order, only placed differently
+// in shared memory. Every family at a whole and a ragged chunk, ragged experts and hidden
+// sizes (the TMA's out-of-bounds fill against cp.async's zero fill), both dtypes, at the
+// heuristic's splits and at half; each checked against the reference too.
+TEST(GpuStaged, TmaAndCpAsyncGiveTheSameBits) {
+  SKIP_WITHOUT_GPU();
+  std::vector<RouterSpec> specs;
+  for (const auto& preset : FamilyPresets()) specs.push_back(preset.spec);
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  for (int experts : {8, 100, 400}) {
+    RouterSpec s = RandomUngroupedSpec(experts, pick);
+    s.hidden = experts == 100 ? 2056 : 4104;  // not whole 64-element stages
+    specs.push_back(s);
+  }
+  int ran = 0;
+  for (const RouterSpec& spec : specs) {
+    for (int tokens : {64, 97}) {
+      const DType dt = tokens == 97 ? DType::kFP16 : DType::kBF16;
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(spec, tokens, dt, dt, seed);
+      const RouteProblem p{spec, tokens, dt, dt};
+      const auto ref = in.Reference();
+      const int splits = cuda::ChooseStagedConfig(p, SmCount()).k_splits;
+      for (int s : {splits, std::max(1, splits / 2)}) {
+        HostOut out[2];
+        bool applies = true;
+        for (bool cp_async : {false, true}) {
+          cuda::DecomposeKConfig c = cuda::ChooseStagedConfig(p, SmCount(), s);
+          c.staged_cp_async = cp_async;
+          if (!cuda::CanRouteDecomposeK(p, c).ok()) {
+            applies = false;
+            break;
+          }
+          auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)).value();
+          ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, nullptr));
+          DeviceCase d = MakeDeviceCase(in, true);
+          Poison(d);
+          ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), nullptr));
+          ASSERT_CUDA(cudaDeviceSynchronize());
+          out[cp_async] = Download(d, true);
+        }
+        if (!applies) continue;
+        ++ran;
+        const std::string where = absl::StrCat(Describe(in, seed), " splits=", s);
+        EXPECT_EQ(CompareWithReference(spec, ref, out[0].ids.data(), out[0].weights.data(), 1e-3),
+                  "")
+            << where;
+        EXPECT_EQ(out[0].ids, out[1].ids) << where;
+        // Bitwise: memcmp, so that NaN never compares equal to itself by accident either.
+        ASSERT_EQ(out[0].weights.size(), out[1].weights.size());
+        EXPECT_EQ(std::memcmp(out[0].weights.data(), out[1].weights.data(),
+                              out[0].weights.size() * sizeof(float)),
+                  0)
+            << where;
+        ASSERT_EQ(out[0].logits.size(), out[1].logits.size());
+        EXPECT_EQ(std::memcmp(out[0].logits.data(), out[1].logits.data(),
+                              out[0].logits.size() * sizeof(float)),
+                  0)
+            << where;
+        for (float w : out[0].weights) ASSERT_FALSE(std::isnan(w)) << where;
+      }
+    }
+  }
+  EXPECT_GE(ran, int(specs.size()));
+}
+
 TEST(GpuStaged, ConfigChecksNameTheProblem) {
   SKIP_WITHOUT_GPU();
   const RouteProblem p{FindPreset("deepseek_v3").value().spec, 64, DType::kBF16, DType::kBF16};
@@ -1279,9 +1346,12 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
         }
       }
       if (tokens >= 32) {
-        for (bool cooperative : {false, true}) {
+        for (int variant = 0; variant < 4; ++variant) {
           cuda::DecomposeKConfig c = cuda::ChooseStagedConfig(p, SmCount());
-          c.pdl_cooperative = cooperative;
+          c.pdl_cooperative = variant % 2 == 1;
+          // TMA copies (sm_90+) read the hidden states through the async proxy: the case
+          // that needs a proxy fence after the wait (tma_device.cuh).
+          c.staged_cp_async = variant / 2 == 1;
           configs.push_back(c);
         }
       }
@@ -1311,7 +1381,7 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
             << " config polled=" << config.polled << " pdl_cooperative=" << config.pdl_cooperative
             << " pdl_one_cta_per_sm=" << config.pdl_one_cta_per_sm
             << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged
-            << " cluster=" << config.cluster;
+            << " staged_cp_async=" << config.staged_cp_async << " cluster=" << config.cluster;
       }
     }
   }
