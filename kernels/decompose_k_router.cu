@@ -390,11 +390,11 @@ DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfi
   return out;
 }
 
-// The heuristic's staged tiles: at most this many splits. At 19-20 (the SM-filling count for
-// Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took 4-6 us under PDL: per call
-// 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session 34). Most of that
-// was two CTAs a SM (decompose_k_staged.cu: launches under PDL now keep to one); with one,
-// Kimi K2 t=64 still ran 9.13 us at 19 splits against 8.81 at 16 (session 35).
+// The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
+// 19-20 (the SM-filling count for Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took
+// 4-6 us under PDL: per call 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session
+// 34). Most of that was two CTAs a SM (decompose_k_staged.cu: launches under PDL now keep to one);
+// with one, Kimi K2 t=64 still ran 9.13 us at 19 splits against 8.81 at 16 (session 35).
 constexpr int kStagedMaxHeuristicSplits = 16;
 
 DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled,
@@ -417,10 +417,18 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   }
   // The staged tiles from 128 x 160 (tokens x experts): where router_bench's autotuner took
   // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
-  // other families kept the polled 32 x 32 CTAs there), where the grid fits.
-  if (tensor && allow_polled && s.tokens * s.experts >= 128 * 160) {
+  // other families kept the polled 32 x 32 CTAs there), where the grid fits. Also from 64
+  // tokens of routers of 256+ experts over 4096+ hidden (DeepSeek-V3 at 64-79 tokens), at
+  // the SM-filling split count: the autotuner's own timings under PDL (H200, bench/NOTES.md
+  // session 41), DeepSeek-V3 t=64 6.83 us staged at 28 splits (its pick, as in session 37
+  // with cp.async stages) against 8.34 for the polled config taken here before; at 14 and
+  // 19 splits 9.33 and 7.14. Not for 128 experts: Qwen3-235B t=128 5.94 staged at 16
+  // against 5.87, gpt-oss-120b t=128 (2880 hidden) 5.81 against 5.29.
+  const bool large_batch = s.tokens * s.experts >= 128 * 160;
+  const bool one_chunk_of_a_large_router = s.tokens >= 64 && s.experts >= 256 && s.K >= 4096;
+  if (tensor && allow_polled && (large_batch || one_chunk_of_a_large_router)) {
     DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
-    if (staged.k_splits > kStagedMaxHeuristicSplits)
+    if (large_batch && staged.k_splits > kStagedMaxHeuristicSplits)
       staged = StagedConfig(s, sm_count, kStagedMaxHeuristicSplits);
     if (CheckConfigOn(s, staged, sm_count).ok()) return staged;
   }

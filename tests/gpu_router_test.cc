@@ -701,12 +701,8 @@ TEST(GpuConfigs, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
 // cooperatively under PDL: the autotuner's pick on 5 of 6 such rows; through the C ABI
 // 0.05-0.35 us faster on those five (H200, bench/NOTES.md session 35). Host-only, 132 SMs.
 TEST(GpuConfigs, HeuristicLaunchesPolledBatchesPastSixteenTokensCooperatively) {
-  for (const auto& [family, tokens] :
-       std::vector<std::pair<const char*, int>>{{"deepseek_v3", 64},
-                                                {"glm4_moe", 64},
-                                                {"llama4_maverick", 64},
-                                                {"qwen3_235b", 128},
-                                                {"gpt_oss_120b", 128}}) {
+  for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
+           {"glm4_moe", 64}, {"llama4_maverick", 64}, {"qwen3_235b", 128}, {"gpt_oss_120b", 128}}) {
     const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, 132);
     const std::string where = absl::StrCat(family, " t=", tokens);
@@ -728,6 +724,17 @@ TEST(GpuConfigs, HeuristicStagedTilesKeepToSixteenSplits) {
     EXPECT_LE(c.k_splits, 16) << where;
     EXPECT_GE(c.k_splits, 10) << where;  // still about an SM's worth of CTAs
   }
+}
+
+// One 64-token chunk of a router of 256+ experts over 4096+ hidden (DeepSeek-V3 at 64
+// tokens) takes the staged tiles at the SM-filling split count, past the 16 of larger
+// batches: the autotuner's pick there, 28 splits on 132 SMs (H200, bench/NOTES.md session
+// 41). Host-only.
+TEST(GpuConfigs, HeuristicStagedTilesFillTheSmsForOneChunkOfALargeRouter) {
+  const RouteProblem p{FindPreset("deepseek_v3").value().spec, 64, DType::kBF16, DType::kBF16};
+  const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, 132);
+  EXPECT_TRUE(c.staged);
+  EXPECT_EQ(c.k_splits, 28);  // 4 expert tiles x 28 = 112 CTAs, 4 of the 112 stages each
 }
 
 // The heuristic (the C ABI's config, and the autotuner's starting point) routes decode
@@ -809,9 +816,11 @@ TEST(GpuConfigs, HeuristicTakesStagedTilesForLargeBatchesOfLargeRouters) {
     int tokens;
     bool staged;
   };
-  for (const Case& k : {Case{"deepseek_v3", 128, true}, Case{"kimi_k2", 64, true},
-                        Case{"glm4_moe", 128, true}, Case{"deepseek_v3", 64, false},
-                        Case{"qwen3_30b", 128, false}, Case{"mixtral", 256, false}}) {
+  for (const Case& k :
+       {Case{"deepseek_v3", 128, true}, Case{"kimi_k2", 64, true}, Case{"glm4_moe", 128, true},
+        Case{"deepseek_v3", 64, true}, Case{"deepseek_v3", 32, false},
+        Case{"qwen3_235b", 128, false}, Case{"gpt_oss_120b", 128, false},
+        Case{"qwen3_30b", 128, false}, Case{"mixtral", 256, false}}) {
     const RouteProblem p{FindPreset(k.family).value().spec, k.tokens, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfig(p, sms);
     EXPECT_EQ(c.staged, k.staged && sms >= 128) << k.family << " t=" << k.tokens;
