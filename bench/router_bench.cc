@@ -13,6 +13,8 @@
 //                an A/B of the two in one binary)
 //                [--gemm_tile 64|128]   (every staged-tile GEMM row takes this tile edge, its
 //                splits chosen for it as the heuristic would: an A/B of tile choices)
+//                [--host_launch_cost]   (the host time of one eager launch call, TMA and
+//                cp.async stages: host_launch_cost.h)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -32,6 +34,7 @@
 #include "bench/bench_util.h"
 #include "bench/empty_kernel.h"
 #include "bench/gemm_timeline.h"
+#include "bench/host_launch_cost.h"
 #include "bench/router_timelines.h"
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
@@ -137,7 +140,7 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
   bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
-  bool gemm_cp_async = false;
+  bool gemm_cp_async = false, host_launch_cost = false;
   int gemm_tile = 0;              // --gemm_tile: force the staged tiles' edge; 0 the heuristic's
   std::vector<int> sweep_splits;  // --sweep_splits: extra --pdl_timeline configs
   for (int i = 1; i < argc; ++i) {
@@ -159,6 +162,8 @@ int main(int argc, char** argv) {
       candidates = true;
     else if (!std::strcmp(argv[i], "--gemm_cp_async"))
       gemm_cp_async = true;
+    else if (!std::strcmp(argv[i], "--host_launch_cost"))
+      host_launch_cost = true;
     else if (!std::strcmp(argv[i], "--gemm_tile") && i + 1 < argc &&
              (!std::strcmp(argv[i + 1], "64") || !std::strcmp(argv[i + 1], "128")))
       gemm_tile = std::atoi(argv[++i]);
@@ -176,7 +181,7 @@ int main(int argc, char** argv) {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
-          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128]\n");
+          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128] [--host_launch_cost]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -196,6 +201,10 @@ int main(int argc, char** argv) {
       256, [](int, cudaStream_t s) { CHECK_CUDA(LaunchEmptyKernel(s)); }, stream.get());
   std::vector<Row> rows;
 
+  if (host_launch_cost) {
+    PrintHostLaunchCost(info, stream.get());
+    return 0;
+  }
   if (timeline || pdl_timeline || gemm_timeline) {
     if (timeline) PrintTimelines(info, stream.get());
     if (pdl_timeline)
