@@ -147,10 +147,12 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
   constexpr int kStageBytes = kRows * kRowBytes;
   static_assert(kRows * 8 % kThreads == 0, "whole chunks a thread");
   extern __shared__ __align__(128) uint8_t dynamic_smem[];
-  // The TMA's 128-byte swizzle repeats every 1024 bytes and is anchored to the address:
-  // the stages start 1024-byte aligned (LaunchTyped allocates the slack).
+  // The TMA's swizzled stages start kSwizzleAlignment-aligned (LaunchTyped allocates the
+  // slack).
   uint8_t* const stages =
-      kTma ? dynamic_smem + ((1024 - SharedAddress(dynamic_smem) % 1024) % 1024) : dynamic_smem;
+      kTma ? dynamic_smem + ((kSwizzleAlignment - SharedAddress(dynamic_smem) % kSwizzleAlignment) %
+                             kSwizzleAlignment)
+           : dynamic_smem;
   __shared__ float4 warp_sums[kWarps][32];
   // The TMA instances' stage barriers (unused, and unreferenced before sm_90, elsewhere).
   [[maybe_unused]] __shared__ alignas(8) uint64_t full[kStages], empty[kStages];
@@ -414,8 +416,8 @@ int StagesPerSplit(const TileGemmShape& s) {
 template <typename T, int kTile, bool kStamps, bool kTma, bool kPdl>
 cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t stream) {
   const auto kernel = TileGemmKernel<T, kTile, kStamps, kTma, kPdl>;
-  // The TMA instances align their stages to 1024 bytes themselves: up to 1 KB of slack.
-  constexpr int kSmem = kStages * 2 * kTile * kRowBytes + (kTma ? 1024 : 0);
+  // The TMA instances align their stages themselves (kSwizzleAlignment): the slack.
+  constexpr int kSmem = kStages * 2 * kTile * kRowBytes + (kTma ? kSwizzleAlignment : 0);
   // Past the 48 KB default: opt in once per instance (not a stream operation, so also
   // legal while a graph is being captured).
   static const cudaError_t opt_in =

@@ -616,11 +616,10 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
     if (c.staged) {
       params.stages_per_split = StagedStagesPerSplit(s, c.k_splits);
       const int per_router = PolledTokensPerRouter(std::min(l.chunk, s.tokens), int(grid.x));
-      const bool tma = !c.staged_cp_async && StagedTmaApplies(params.w, params.x);
       return LaunchStagedKernel(
           s.w_dtype == DType::kBF16, grid, params,
           StagedDynamicSmemBytes(params.stages_per_split, per_router * s.experts), stream, pdl,
-          cooperative, tma);
+          cooperative, /*tma=*/!c.staged_cp_async);
     }
     return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl,
                               cooperative, c.pdl_one_cta_per_sm);

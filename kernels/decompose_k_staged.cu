@@ -179,10 +179,12 @@ __global__ void __launch_bounds__(kThreads, 2)
 #else
   constexpr bool tma = false;
 #endif
-  // The TMA's 128-byte swizzle repeats every 1024 bytes and is anchored to the address:
-  // its stages start 1024-byte aligned (the launch allocates the slack).
+  // The TMA's swizzled stages start kSwizzleAlignment-aligned (LaunchDynamicSmem allocates the
+  // slack).
   uint8_t* const stages =
-      tma ? dynamic_smem + ((1024 - SharedAddress(dynamic_smem) % 1024) % 1024) : dynamic_smem;
+      tma ? dynamic_smem + ((kSwizzleAlignment - SharedAddress(dynamic_smem) % kSwizzleAlignment) %
+                            kSwizzleAlignment)
+          : dynamic_smem;
   const int z = blockIdx.y;
   const int valid = min(kStagedTileTokens, p.tokens - z * kStagedTileTokens);
   const int expert_tiles =
@@ -235,10 +237,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   Stamp(p, kStampRouted);
 }
 
-// The TMA copies align the stages to 1024 bytes in the kernel: every launch asks for that
-// much slack (the cp.async ones too, so both take the same room on an SM).
-constexpr size_t kTmaAlignmentSlack = 1024;
-constexpr size_t kMaxDynamicSmem = kStagedMaxStages * kStagedStageBytes + kTmaAlignmentSlack;
+// The TMA copies align the stages in the kernel (kSwizzleAlignment): every launch asks for
+// that slack (the cp.async ones too, so both take the same room on an SM).
+constexpr size_t kMaxDynamicSmem = kStagedMaxStages * kStagedStageBytes + kSwizzleAlignment;
 
 // Past the 48 KB default: opt in once per instance, to the most a launch may ask for (not
 // a stream operation, so also legal while a graph is being captured).
@@ -268,7 +269,7 @@ size_t StagedOneCtaPerSmDynamicSmem() {
 // under PDL at least StagedOneCtaPerSmDynamicSmem (where that is within the opt-in limit).
 template <typename T, bool kWideExperts>
 size_t LaunchDynamicSmem(size_t needed, bool pdl) {
-  needed += kTmaAlignmentSlack;
+  needed += kSwizzleAlignment;
   if (!pdl) return needed;
   const size_t one_cta = StagedOneCtaPerSmDynamicSmem<T, kWideExperts>();
   return one_cta <= kMaxDynamicSmem && one_cta > needed ? one_cta : needed;
@@ -318,14 +319,11 @@ absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic
   });
 }
 
-bool StagedTmaApplies(const void* w, const void* x) {
-  return CurrentDeviceIsSm90OrNewer() && TensorMapAligned(w) && TensorMapAligned(x);
-}
-
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                size_t dynamic_smem, cudaStream_t stream, bool pdl,
                                bool pdl_cooperative, bool tma) {
-  if (tma && !StagedTmaApplies(params.w, params.x)) return cudaErrorInvalidValue;
+  tma = tma && CurrentDeviceIsSm90OrNewer() && TensorMapAligned(params.w) &&
+        TensorMapAligned(params.x);
   StagedParams sp = {};
   sp.p = params;
   sp.tma = tma;

@@ -28,13 +28,10 @@ inline size_t StagedDynamicSmemBytes(int stages_per_split, int router_logits) {
   return stages > logits ? stages : logits;
 }
 
-// Whether the stages of a launch with these operands can be copied by the TMA: an sm_90+
-// device and 16-byte aligned operands (tensor-map bases).
-bool StagedTmaApplies(const void* w, const void* x);
-
 // grid.x = expert tiles * k_splits, grid.y = token chunks of 64. Cooperative when !pdl or
-// `pdl_cooperative`, as the polled kernel. `tma`: the stages copied by the TMA (where
-// StagedTmaApplies, else cudaErrorInvalidValue), else by cp.async; same bits.
+// `pdl_cooperative`, as the polled kernel. `tma`: the stages copied by the TMA, honoured on
+// an sm_90+ device with 16-byte aligned operands (tensor-map bases); otherwise, or without
+// it, by cp.async. Same bits either way.
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                size_t dynamic_smem, cudaStream_t stream, bool pdl,
                                bool pdl_cooperative, bool tma);

@@ -13,6 +13,14 @@ __device__ __forceinline__ unsigned SharedAddress(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 
+// The TMA's 128-byte swizzle repeats every 1024 bytes and is anchored to the shared-memory
+// address: a kernel's swizzled stages start on this alignment, and its launch asks for
+// this much dynamic shared memory more than the stages need (the slack to align them).
+// The kernels round up inline: the same arithmetic through a shared inline helper changed
+// ptxas' input for the narrow staged router instances (different inlining, +46 parameter
+// loads a kernel), a change nobody has timed.
+constexpr int kSwizzleAlignment = 1024;
+
 __device__ __forceinline__ void MbarrierInit(uint64_t* bar, unsigned arrivals) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(SharedAddress(bar)), "r"(arrivals)
                : "memory");
