@@ -576,17 +576,22 @@ struct RankedWarpScratch {
   alignas(16) float chosen_value[kMaxTopK];
 };
 
+// WideColumnRankedRouteToken ranks at most this many column candidates (a warp per 32).
+constexpr int kMaxRankedCandidates = 128;
+
 struct CtaRouteScratch {     // shared memory
   RankedWarpScratch ranked;  // warp 0's: the weights, or the whole top-k of one column
   alignas(16) uint32_t keys[kMaxExperts];
   alignas(16) uint32_t column_top2[2 * (kMaxExperts / 32)];  // per column: best, second key
   alignas(16) float group_score[kMaxExperts / 32];           // group g = column g (group_columns 1)
-  // The few experts that can still be chosen, in id order; key 0 past the last. 64 slots:
-  // GroupColumnRankedRouteToken's top_k of each of up to 8 columns; the others use 32.
-  alignas(16) uint32_t candidate_key[64];
-  int candidate_id[64];
-  float candidate_logit[64];  // ColumnRankedRouteToken: stored beside the id so warp 0's
-                              // weights do not wait on a dependent load of logits[id]
+  // The few experts that can still be chosen, in id order; key 0 past the last. 128 slots:
+  // WideColumnRankedRouteToken's top_k of each of up to 16 columns (at most 128 in all);
+  // GroupColumnRankedRouteToken uses 64, the others 32.
+  alignas(16) uint32_t candidate_key[kMaxRankedCandidates];
+  int candidate_id[kMaxRankedCandidates];
+  float candidate_logit[kMaxRankedCandidates];  // ColumnRankedRouteToken: stored beside the
+                                                // id so warp 0's weights do not wait on a
+                                                // dependent load of logits[id]
 };
 
 __host__ __device__ inline bool CtaRouteTokenApplies(const EpilogueParams& p) {
@@ -682,14 +687,23 @@ __device__ __forceinline__ float FoldChosen(const float* values, int top_k, floa
 // summation for every lane. For the specs CtaRouteToken routes (no score-first softmax).
 // `scored`: for sigmoid scoring, `logit` is already the expert's score (computed off the
 // critical path by a column warp), not its logit.
-__device__ __forceinline__ void WriteRankedChoice(
-    const EpilogueParams& p, RankedWarpScratch& scratch, bool valid, int rank, int id, float logit,
-    int32_t* __restrict__ ids_out, float* __restrict__ weights_out, bool scored = false) {
+// `sync`: what makes the chosen values visible to every lane that folds them: the warp's
+// __syncwarp (SyncWarp), or a named barrier over several ranking warps (SyncRankers).
+struct SyncWarp {
+  __device__ __forceinline__ void operator()() const { __syncwarp(); }
+};
+template <typename Sync = SyncWarp>
+__device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p,
+                                                  RankedWarpScratch& scratch, bool valid, int rank,
+                                                  int id, float logit,
+                                                  int32_t* __restrict__ ids_out,
+                                                  float* __restrict__ weights_out,
+                                                  bool scored = false, Sync sync = Sync{}) {
   const bool chosen = valid && rank < p.top_k;
   float w, total = 0.0f;               // the weight, and the sum of the chosen weights
   if (p.scoring == kScoringSoftmax) {  // softmax over the chosen logits
     if (chosen) scratch.chosen_value[rank] = logit;
-    __syncwarp();
+    sync();
     const float top = FoldChosen(scratch.chosen_value, p.top_k, -INFINITY,
                                  [](float acc, float v) { return fmaxf(acc, v); });
     const float sum = FoldChosen(scratch.chosen_value, p.top_k, 0.0f,
@@ -703,7 +717,7 @@ __device__ __forceinline__ void WriteRankedChoice(
     w = p.scoring == kScoringSigmoid && !scored ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f)
                                                 : logit;
     if (chosen) scratch.chosen_value[rank] = w;
-    __syncwarp();
+    sync();
     if (p.renormalize)
       total = FoldChosen(scratch.chosen_value, p.top_k, 0.0f,
                          [](float acc, float v) { return acc + v; });
@@ -714,7 +728,7 @@ __device__ __forceinline__ void WriteRankedChoice(
     ids_out[rank] = id;
     weights_out[rank] = w * scale;
   }
-  __syncwarp();  // chosen_value may be written again (a dedicated router's dry run first)
+  sync();  // chosen_value may be written again (a dedicated router's dry run first)
 }
 
 // RouteFewCandidates from 8 experts a lane (more than 128 experts). Measured on the H100
@@ -1029,6 +1043,97 @@ __device__ __forceinline__ void GroupColumnRankedRouteToken(
                     /*scored=*/sigmoid);
 }
 
+// Routers of more than 256 experts without groups (Kimi K2: 384 experts, 12 columns, top
+// 8) whose columns' top_k are at most kMaxRankedCandidates together.
+template <int P>
+__host__ __device__ inline bool WideColumnRankedApplies(const EpilogueParams& p) {
+  const int columns = (p.experts + 31) / 32;
+  return P == 16 && p.n_group == 1 && columns * p.top_k <= kMaxRankedCandidates &&
+         CtaRouteTokenApplies(p);
+}
+
+// The rank of the candidate in slot `my_slot` (key `mine`, non-zero) among the `count`
+// candidates in `keys` (shared memory, 16-byte aligned, zero from count to the next
+// multiple of 32): how many beat it, a higher key or an equal one in a lower slot. Lane i
+// of warp w holds slot 32 w + i; whole warps' slots below it are beaten by keys >= mine,
+// i.e. > mine - 1, those above by keys > mine, so only the warp's own 32 slots need a
+// per-slot threshold. Broadcast 16-byte loads, 32 keys in flight at a time, into four
+// independent sums (RankAmong's MinusOneIfAbove).
+__device__ __forceinline__ int RankAmongSlots(const uint32_t* keys, int count, uint32_t mine) {
+  const uint4* k4 = reinterpret_cast<const uint4*>(keys);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const uint32_t below = mine - 1u;
+  uint32_t minus_above[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+  for (int g = 0; g < kMaxRankedCandidates / 32; ++g) {
+    if (32 * g >= count) break;  // warp-uniform
+    uint4 v[8];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) v[q] = k4[8 * g + q];
+    const uint32_t group_threshold = g < warp ? below : mine;
+#pragma unroll
+    for (int q = 0; q < 8; ++q) {
+      const uint32_t vs[4] = {v[q].x, v[q].y, v[q].z, v[q].w};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const uint32_t threshold = g != warp ? group_threshold : 4 * q + u < lane ? below : mine;
+        minus_above[u] += MinusOneIfAbove(vs[u], threshold);
+      }
+    }
+  }
+  return -int((minus_above[0] + minus_above[1]) + (minus_above[2] + minus_above[3]));
+}
+
+// Named barrier 1 over the CTA's first `threads` threads (the ranking warps).
+struct SyncRankers {
+  int threads;
+  __device__ __forceinline__ void operator()() const {
+    asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory");
+  }
+};
+
+// One token by a CTA, WideColumnRankedApplies: ColumnRankedRouteToken for more candidates
+// than one warp holds. Each column's warp keeps its best top_k in rank order
+// (KeepColumnCandidates: key, id, and for sigmoid scoring the score itself); after a CTA
+// barrier, warp w ranks candidate slots [32 w, 32 w + 32) against all of them by counting
+// (RankAmongSlots: slot order is the tie rule's id order, as in ColumnRankedRouteToken),
+// the warps in parallel, and the chosen fold their weights' normaliser after a barrier of
+// the ranking warps only. In place of RouteFewCandidates' threshold count, 16 ballots and
+// compaction in warp 0 (Kimi K2: ~2.5k cycles of ranking, bench/NOTES.md session 41).
+// Requires warps x 32 >= columns x top_k.
+template <int P>
+__device__ __forceinline__ void WideColumnRankedRouteToken(
+    const EpilogueParams& p, const float* logits, const float* correction_bias,
+    CtaRouteScratch& scratch, int warps, int32_t* __restrict__ ids_out,
+    float* __restrict__ weights_out, unsigned long long* marks) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int columns = (p.experts + 31) / 32;
+  const bool sigmoid = p.scoring == kScoringSigmoid;
+  for (int j = warp; j < columns; j += warps) {
+    const int e = lane + 32 * j;
+    const bool real = e < p.experts;
+    const float logit = real ? logits[e] : 0.0f;
+    const float score = sigmoid ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f) : logit;
+    const uint32_t k = real ? OrderedKey((p.score_first ? score : logit) +
+                                         (p.has_correction_bias ? correction_bias[e] : 0.0f))
+                            : 0u;
+    KeepColumnCandidates(p, scratch, j, k, real ? e : -1, sigmoid ? score : logit);
+  }
+  const int count = columns * p.top_k, rankers = (count + 31) / 32;
+  const int slot = int(threadIdx.x);
+  if (slot >= count && slot < 32 * rankers) scratch.candidate_key[slot] = 0u;
+  __syncthreads();
+  if (warp >= rankers) return;
+  MarkEpiloguePhase(marks, kEpiColumnsDone);
+  const bool valid = slot < count && scratch.candidate_id[slot] >= 0;
+  const uint32_t key = valid ? scratch.candidate_key[slot] : 0u;
+  const int rank = RankAmongSlots(scratch.candidate_key, count, key);  // used where valid
+  MarkEpiloguePhase(marks, kEpiRanked);
+  WriteRankedChoice(p, scratch.ranked, valid, rank, valid ? scratch.candidate_id[slot] : 0,
+                    valid ? scratch.candidate_logit[slot] : 0.0f, ids_out, weights_out,
+                    /*scored=*/sigmoid, SyncRankers{32 * rankers});
+}
+
 // All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
 // null, or where thread 0 stamps the sub-phases (EpiloguePhase) for router_bench's
 // timelines. kSmallestThreshold: RouteFewCandidates' shortcut for grouped routers (off
@@ -1054,6 +1159,13 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     GroupColumnRankedRouteToken<P>(p, logits, correction_bias, scratch, warps, ids_out, weights_out,
                                    marks);
     return;
+  }
+  if constexpr (P == 16) {
+    if (WideColumnRankedApplies<P>(p) && 32 * warps >= (p.experts + 31) / 32 * p.top_k) {
+      WideColumnRankedRouteToken<P>(p, logits, correction_bias, scratch, warps, ids_out,
+                                    weights_out, marks);
+      return;
+    }
   }
   // Groups of one column (DeepSeek-V3): the column warps score them, in parallel, and warp
   // 0 only ranks the scores (KeptGroupsOfGroupScores). Widths up to 8 experts a lane only:

@@ -1147,9 +1147,11 @@ TEST(GpuFused, ExactTiesPickTheLowerIdFirst) {
     specs.push_back(FindPreset(family).value().spec);
   // Ungrouped routers with lanes past the experts in their last column (the counting
   // top-k's padding keys tie with each other there): 24 experts in one warp, 40 and 100
-  // over 2 and 4 column warps, 200 over 7 (warp 0 ranks 56 candidates, two a lane).
-  for (const auto& [experts, top_k] :
-       {std::pair{24, 4}, std::pair{40, 6}, std::pair{100, 8}, std::pair{200, 8}}) {
+  // over 2 and 4 column warps, 200 over 7 (warp 0 ranks 56 candidates, two a lane), 300
+  // over 10 and 500 over 16 (three and four warps rank 80 and 128 candidates, twins 32
+  // apart in different ranking warps).
+  for (const auto& [experts, top_k] : {std::pair{24, 4}, std::pair{40, 6}, std::pair{100, 8},
+                                       std::pair{200, 8}, std::pair{300, 8}, std::pair{500, 8}}) {
     RouterSpec s = FindPreset("qwen3_30b").value().spec;
     s.family = "ragged_ungrouped";
     s.experts = experts;
