@@ -1084,6 +1084,45 @@ __device__ __forceinline__ int RankAmongSlots(const uint32_t* keys, int count, u
   return -int((minus_above[0] + minus_above[1]) + (minus_above[2] + minus_above[3]));
 }
 
+// RankAmong of two lanes' keys, each among its own whole column of 32 (count 32), for a
+// warp that keeps two columns' candidates: both columns' eight 16-byte loads in flight
+// together and both counts interleaved, where two RankAmong calls one after the other wait
+// on two rounds of loads (their tie checks are branches the loads do not move across).
+__device__ __forceinline__ void RankAmongTwoColumns(const uint32_t* keys_a, uint32_t mine_a,
+                                                    const uint32_t* keys_b, uint32_t mine_b,
+                                                    int& rank_a, int& rank_b) {
+  const uint4* a4 = reinterpret_cast<const uint4*>(keys_a);
+  const uint4* b4 = reinterpret_cast<const uint4*>(keys_b);
+  const int lane = threadIdx.x & 31;
+  uint4 va[8], vb[8];
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    va[q] = a4[q];
+    vb[q] = b4[q];
+  }
+  uint32_t ma[4] = {0u, 0u, 0u, 0u}, mb[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    ma[0] += MinusOneIfAbove(va[q].x, mine_a);
+    mb[0] += MinusOneIfAbove(vb[q].x, mine_b);
+    ma[1] += MinusOneIfAbove(va[q].y, mine_a);
+    mb[1] += MinusOneIfAbove(vb[q].y, mine_b);
+    ma[2] += MinusOneIfAbove(va[q].z, mine_a);
+    mb[2] += MinusOneIfAbove(vb[q].z, mine_b);
+    ma[3] += MinusOneIfAbove(va[q].w, mine_a);
+    mb[3] += MinusOneIfAbove(vb[q].w, mine_b);
+  }
+  rank_a = -int((ma[0] + ma[1]) + (ma[2] + ma[3]));
+  rank_b = -int((mb[0] + mb[1]) + (mb[2] + mb[3]));
+  // Equal keys (rare): RankAmong's check, for each column.
+  const unsigned counts_a = __reduce_or_sync(kFullMask, 1u << rank_a);
+  const unsigned counts_b = __reduce_or_sync(kFullMask, 1u << rank_b);
+  if (counts_a != kFullMask)
+    rank_a += __popc(__match_any_sync(kFullMask, mine_a) & ((1u << lane) - 1u));
+  if (counts_b != kFullMask)
+    rank_b += __popc(__match_any_sync(kFullMask, mine_b) & ((1u << lane) - 1u));
+}
+
 // Named barrier 1 over the CTA's first `threads` threads (the ranking warps).
 struct SyncRankers {
   int threads;
@@ -1109,15 +1148,49 @@ __device__ __forceinline__ void WideColumnRankedRouteToken(
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int columns = (p.experts + 31) / 32;
   const bool sigmoid = p.scoring == kScoringSigmoid;
-  for (int j = warp; j < columns; j += warps) {
+  // Lane's expert of column j: its selection key, id (-1 past the experts) and value.
+  auto column_entry = [&](int j, uint32_t& k, int& id, float& value) {
     const int e = lane + 32 * j;
     const bool real = e < p.experts;
     const float logit = real ? logits[e] : 0.0f;
     const float score = sigmoid ? ScoreOf(kScoringSigmoid, logit, 0.0f, 1.0f) : logit;
-    const uint32_t k = real ? OrderedKey((p.score_first ? score : logit) +
-                                         (p.has_correction_bias ? correction_bias[e] : 0.0f))
-                            : 0u;
-    KeepColumnCandidates(p, scratch, j, k, real ? e : -1, sigmoid ? score : logit);
+    k = real ? OrderedKey((p.score_first ? score : logit) +
+                          (p.has_correction_bias ? correction_bias[e] : 0.0f))
+             : 0u;
+    id = real ? e : -1;
+    value = sigmoid ? score : logit;
+  };
+  auto keep = [&](int j, int local, uint32_t k, int id, float value) {
+    if (local < p.top_k) {
+      const int slot = j * p.top_k + local;
+      scratch.candidate_key[slot] = k;
+      scratch.candidate_id[slot] = id;
+      scratch.candidate_logit[slot] = value;
+    }
+  };
+  const int second = warp + warps;  // Kimi K2: warps 0-3 keep columns 8-11 as well
+  if (warp < columns && second < columns && second + warps >= columns) {
+    uint32_t k0, k1;
+    int id0, id1;
+    float v0, v1;
+    column_entry(warp, k0, id0, v0);
+    column_entry(second, k1, id1, v1);
+    scratch.keys[lane + 32 * warp] = k0;
+    scratch.keys[lane + 32 * second] = k1;
+    __syncwarp();
+    int local0, local1;
+    RankAmongTwoColumns(scratch.keys + 32 * warp, k0, scratch.keys + 32 * second, k1, local0,
+                        local1);
+    keep(warp, local0, k0, id0, v0);
+    keep(second, local1, k1, id1, v1);
+  } else {
+    for (int j = warp; j < columns; j += warps) {
+      uint32_t k;
+      int id;
+      float value;
+      column_entry(j, k, id, value);
+      KeepColumnCandidates(p, scratch, j, k, id, value);
+    }
   }
   const int count = columns * p.top_k, rankers = (count + 31) / 32;
   const int slot = int(threadIdx.x);
