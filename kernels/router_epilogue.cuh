@@ -1052,13 +1052,13 @@ __host__ __device__ inline bool WideColumnRankedApplies(const EpilogueParams& p)
          CtaRouteTokenApplies(p);
 }
 
-// The rank of the candidate in slot `my_slot` (key `mine`, non-zero) among the `count`
-// candidates in `keys` (shared memory, 16-byte aligned, zero from count to the next
-// multiple of 32): how many beat it, a higher key or an equal one in a lower slot. Lane i
-// of warp w holds slot 32 w + i; whole warps' slots below it are beaten by keys >= mine,
-// i.e. > mine - 1, those above by keys > mine, so only the warp's own 32 slots need a
-// per-slot threshold. Broadcast 16-byte loads, 32 keys in flight at a time, into four
-// independent sums (RankAmong's MinusOneIfAbove).
+// The rank of the candidate in this thread's slot (slot 32 w + i for lane i of warp w;
+// key `mine`, non-zero where it matters) among the `count` candidates in `keys` (shared
+// memory, 16-byte aligned, zero from count to the next multiple of 32): how many beat it,
+// a higher key or an equal one in a lower slot. Whole warps' slots below the thread's are
+// beaten by keys >= mine, i.e. > mine - 1, those above by keys > mine, so only the warp's
+// own 32 slots need a per-slot threshold. Broadcast 16-byte loads, 32 keys in flight at a
+// time, into four independent sums (RankAmong's MinusOneIfAbove).
 __device__ __forceinline__ int RankAmongSlots(const uint32_t* keys, int count, uint32_t mine) {
   const uint4* k4 = reinterpret_cast<const uint4*>(keys);
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
