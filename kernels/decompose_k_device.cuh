@@ -71,10 +71,22 @@ union SharedStorage {
 // "empty"; a producer never stores the all-zero bit pattern (+0.0 is stored as -0.0, equal
 // in every sum), so a consumer polls a slot until it is non-zero, and empties it after
 // reading. Relaxed GPU-scope accesses: single-copy atomic, never served stale from L1.
-__device__ __forceinline__ void StorePolled(float* slot, float v) {
-  uint32_t u = __float_as_uint(v);
-  u = u == 0u ? 0x80000000u : u;
+__device__ __forceinline__ uint32_t PolledBits(float v) {
+  const uint32_t u = __float_as_uint(v);
+  return u == 0u ? 0x80000000u : u;
+}
+__device__ __forceinline__ void StorePolledBits(float* slot, uint32_t u) {
   asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(slot), "r"(u) : "memory");
+}
+__device__ __forceinline__ void StorePolled(float* slot, float v) {
+  StorePolledBits(slot, PolledBits(v));
+}
+// Four slots at once (16-byte aligned), each already PolledBits: a vector access is four
+// single-copy atomic element accesses, so a consumer polling one slot sees its value whole.
+__device__ __forceinline__ void StorePolledBits4(float* slot, uint4 u) {
+  asm volatile("st.relaxed.gpu.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(slot), "r"(u.x),
+               "r"(u.y), "r"(u.z), "r"(u.w)
+               : "memory");
 }
 __device__ __forceinline__ uint32_t LoadPolledBits(const float* slot) {
   uint32_t u;

@@ -20,9 +20,11 @@
 // Its 8 warps, 2 along experts x 4 along tokens, each multiply a 32 x 16 block out of
 // shared memory on the tensor cores (mma.sync m16n8k16, experts as M, with the router
 // kernels' K permutation: a lane's fragment registers are one 16-byte shared load), and
-// store their partial logits straight from the fragments as self-validating partials. The
-// chunk's routers (one token per CTA of the grid row) gather and route them exactly as in
-// the polled kernel (decompose_k_polled_router.cuh); a router's logits reuse the stages.
+// publish their partial logits as self-validating partials, through shared memory in
+// 16-byte stores (PublishFragments: the publish phase of the CTA that publishes last 0.77
+// -> 0.52 us at DeepSeek-V3 t=128, H200, bench/NOTES.md session 43). The chunk's routers (one token
+// per CTA of the grid row) gather and route them exactly as in the polled kernel
+// (decompose_k_polled_router.cuh); a router's logits reuse the stages.
 //
 // Rows past the experts, past the tokens and past K are zero-filled by the copies
 // (src-size 0, or the TMA's out-of-bounds fill), so ragged edges need no other care.
@@ -50,6 +52,9 @@ constexpr int kWarpExperts = 32;  // 2 MMA m-tiles
 constexpr int kWarpTokens = 16;   // 2 MMA n-tiles
 static_assert(kWarps * kWarpExperts * kWarpTokens == kStagedTileExperts * kStagedTileTokens,
               "the warps cover the tile");
+static_assert(kStagedPublishBytes == size_t(kWarps) * kWarpTokens * kStagedPublishRowFloats * 4 &&
+                  kStagedPublishRowFloats >= kWarpExperts,
+              "each warp's outgoing partials have their rows");
 
 // Copies `rows` rows (from `first_row` of a [row_count, K] operand) of this split's stages
 // into stage rows [smem_row, smem_row + 64), zero-filled past the operand's edges.
@@ -109,28 +114,51 @@ __device__ __forceinline__ void MultiplyStages(const uint8_t* stages, int count,
   }
 }
 
-// Stores the warp's partial logits (real experts and tokens only) from its fragments:
-// acc[mt][nt][r] is expert mt·16 + g (+8 for r >= 2), token nt·8 + 2t (+1 for odd r), each
-// of g and 2t (+1) through StagedRow.
+// Publishes the warp's partial logits (real experts and tokens only). The fragments go to
+// the warp's rows of shared memory first, [token][expert] (`publish`: 16 rows of
+// kStagedPublishRowFloats, after every warp is done with the stages), and leave as 16-byte
+// stores of four experts of a token: 4 a lane instead of 16 scalar stores from the
+// fragments. acc[mt][nt][r] is expert mt·16 + g (+8 for r >= 2), token nt·8 + 2t (+1 for
+// odd r), each of g and 2t (+1) through StagedRow.
 template <bool kTma>
 __device__ __forceinline__ void PublishFragments(const KernelParams& p, const float (&acc)[2][2][4],
-                                                 int expert_tile, int split, int z, int valid) {
+                                                 float* publish, int expert_tile, int split, int z,
+                                                 int valid) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int epad = p.m_blocks * kBlockExperts;
-  float* base = p.partials + (size_t(z) * p.k_splits + split) * kStagedTileTokens * epad;
-  const int e0 = expert_tile * kStagedTileExperts + (warp & 1) * kWarpExperts;
-  const int n0 = (warp >> 1) * kWarpTokens;
+  // Row stride 40: lanes (g, t) of one fragment register write banks 8t + g's expert, all 32
+  // distinct.
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const int e = e0 + mt * 16 + StagedRow<kTma>(g) + (r >= 2 ? 8 : 0);
-        const int n = n0 + nt * 8 + StagedRow<kTma>(2 * t + (r & 1));
-        if (n < valid && e < p.experts) StorePolled(base + size_t(n) * epad + e, acc[mt][nt][r]);
+        const int e = mt * 16 + StagedRow<kTma>(g) + (r >= 2 ? 8 : 0);
+        const int n = nt * 8 + StagedRow<kTma>(2 * t + (r & 1));
+        publish[n * kStagedPublishRowFloats + e] = __uint_as_float(PolledBits(acc[mt][nt][r]));
       }
+  __syncwarp();
+  const int epad = p.m_blocks * kBlockExperts;
+  float* base = p.partials + (size_t(z) * p.k_splits + split) * kStagedTileTokens * epad;
+  const int quad = lane & 7;  // experts 4·quad .. 4·quad + 3 of the warp's 32
+  const int e = expert_tile * kStagedTileExperts + (warp & 1) * kWarpExperts + 4 * quad;
+  const int n0 = (warp >> 1) * kWarpTokens;
+#pragma unroll
+  for (int i = 0; i < kWarpTokens / 4; ++i) {  // 4 token rows a store, 8 lanes a row
+    const int row = 4 * i + (lane >> 3), n = n0 + row;
+    if (n >= valid || e >= p.experts) continue;
+    const uint4 bits =
+        *reinterpret_cast<const uint4*>(publish + row * kStagedPublishRowFloats + 4 * quad);
+    float* slot = base + size_t(n) * epad + e;
+    if (e + 4 <= p.experts) {
+      StorePolledBits4(slot, bits);
+    } else {  // the last experts: slots past them stay empty
+      const uint32_t b[4] = {bits.x, bits.y, bits.z, bits.w};
+      for (int j = 0; j < 4 && e + j < p.experts; ++j)
+        asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(slot + j), "r"(b[j]) : "memory");
+    }
+  }
 }
 
 // The TMA copies (sm_90+ only): thread 0 initialises `landed` and issues the weights'
@@ -185,6 +213,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       tma ? dynamic_smem + ((kSwizzleAlignment - SharedAddress(dynamic_smem) % kSwizzleAlignment) %
                             kSwizzleAlignment)
           : dynamic_smem;
+  float* const publish =
+      reinterpret_cast<float*>(stages) + (threadIdx.x / 32) * kWarpTokens * kStagedPublishRowFloats;
   const int z = blockIdx.y;
   const int valid = min(kStagedTileTokens, p.tokens - z * kStagedTileTokens);
   const int expert_tiles =
@@ -208,7 +238,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     MbarrierWait(&landed, 0);
     MultiplyStages<T, true>(stages, count, acc);
     Stamp(p, kStampMainloop);
-    PublishFragments<true>(p, acc, expert_tile, split, z, valid);
+    __syncthreads();  // every warp is done with the stages: they hold the outgoing partials
+    PublishFragments<true>(p, acc, publish, expert_tile, split, z, valid);
 #endif
   } else {
     StageRows<T>(stages, 0, p.w, expert_tile * kStagedTileExperts, p.experts, p.K, stage_begin,
@@ -223,7 +254,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();  // every thread's copies have landed
     MultiplyStages<T, false>(stages, count, acc);
     Stamp(p, kStampMainloop);
-    PublishFragments<false>(p, acc, expert_tile, split, z, valid);
+    __syncthreads();  // every warp is done with the stages: they hold the outgoing partials
+    PublishFragments<false>(p, acc, publish, expert_tile, split, z, valid);
   }
   Stamp(p, kStampReduced);
   if (!is_router) return;

@@ -21,11 +21,19 @@ inline constexpr size_t kStagedStageBytes = size_t(kStagedTileExperts + kStagedT
 // A split's whole K slice is staged at once: at most this many stages (192 KB).
 inline constexpr int kStagedMaxStages = 12;
 
-// Dynamic shared memory of a launch: the split's stages, and later the router's logits.
+// After the multiply each warp lays its 32 x 16 partial logits out as 16 token rows of 40
+// floats (32 experts and a pad that keeps the fragment writes conflict-free), to publish
+// them with 16-byte stores.
+inline constexpr int kStagedPublishRowFloats = 40;
+inline constexpr size_t kStagedPublishBytes = size_t(8) * 16 * kStagedPublishRowFloats * 4;
+
+// Dynamic shared memory of a launch: the split's stages, then the warps' partials on their
+// way out, then the router's logits.
 inline size_t StagedDynamicSmemBytes(int stages_per_split, int router_logits) {
   const size_t stages = size_t(stages_per_split) * kStagedStageBytes;
   const size_t logits = size_t(router_logits) * sizeof(float);
-  return stages > logits ? stages : logits;
+  const size_t most = stages > logits ? stages : logits;
+  return most > kStagedPublishBytes ? most : kStagedPublishBytes;
 }
 
 // grid.x = expert tiles * k_splits, grid.y = token chunks of 64. Cooperative when !pdl or
