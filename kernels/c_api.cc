@@ -26,8 +26,10 @@ int SmCount() {
 bool ValidDType(int d) { return d >= MOE_BF16 && d <= MOE_FP32; }
 
 // The kernels read operands in 16-byte vectors (and the GEMM's TMA maps need 16-byte
-// bases): a misaligned pointer would fault on the device and poison the caller's context.
-// Checked before anything touches the device. Null passes here; the null checks name it.
+// bases), and store partials into the workspace in 16-byte vectors (the staged router, the
+// tile GEMM): a misaligned pointer would fault on the device and poison the caller's
+// context. Checked before anything touches the device. Null passes here; the null and
+// size checks name it.
 int CheckAligned16(const void* p, const char* field) {
   if (reinterpret_cast<uintptr_t>(p) % 16 == 0) return MOE_OK;
   return Fail(MOE_INVALID_ARGUMENT, std::string(field) + ": not 16-byte aligned");
@@ -107,7 +109,8 @@ int moe_route_ex(const moe_router_spec* spec, int tokens, int hidden_dtype, int 
   if (!ValidDType(weight_dtype)) return Fail(MOE_INVALID_ARGUMENT, "weight_dtype: invalid");
   if (spec->scoring < 0 || spec->scoring > 2) return Fail(MOE_INVALID_ARGUMENT, "scoring: invalid");
   if (spec->order < 0 || spec->order > 1) return Fail(MOE_INVALID_ARGUMENT, "order: invalid");
-  if (CheckAligned16(hidden, "hidden") != MOE_OK || CheckAligned16(weight, "weight") != MOE_OK)
+  if (CheckAligned16(hidden, "hidden") != MOE_OK || CheckAligned16(weight, "weight") != MOE_OK ||
+      CheckAligned16(workspace, "workspace") != MOE_OK)
     return MOE_INVALID_ARGUMENT;
   auto p = ToProblem(*spec, tokens, hidden_dtype, weight_dtype);
   const auto config = moe::cuda::ChooseDecomposeKConfig(p, SmCount());
@@ -145,7 +148,8 @@ int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, co
   if (!ValidDType(dtype)) return Fail(MOE_INVALID_ARGUMENT, "dtype: invalid");
   if (a == nullptr || b == nullptr || c == nullptr)
     return Fail(MOE_INVALID_ARGUMENT, "a, b, c: null pointer");
-  if (CheckAligned16(a, "a") != MOE_OK || CheckAligned16(b, "b") != MOE_OK)
+  if (CheckAligned16(a, "a") != MOE_OK || CheckAligned16(b, "b") != MOE_OK ||
+      CheckAligned16(workspace, "workspace") != MOE_OK)
     return MOE_INVALID_ARGUMENT;
   moe::cuda::GemmProblem p{m, n, k, static_cast<moe::DType>(dtype)};
   auto status = moe::cuda::CanGemmDecomposeK(p);

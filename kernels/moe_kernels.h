@@ -2,8 +2,8 @@
  * Decompose-K GEMM, for ctypes and any other language (libmoe_kernels.so).
  *
  * All pointers are device pointers. The operands (moe_route's hidden and weight, moe_gemm's
- * a and b) must be 16-byte aligned, as cudaMalloc's are; others get MOE_INVALID_ARGUMENT
- * before the device is touched. Every call is asynchronous on `stream` and
+ * a and b) and the workspaces must be 16-byte aligned, as cudaMalloc's are; others get
+ * MOE_INVALID_ARGUMENT before the device is touched. Every call is asynchronous on `stream` and
  * graph-capturable. A workspace must be zero-filled once after allocation (cudaMemset);
  * the kernels leave it ready for the next call. One workspace per concurrent call.
  * Functions return MOE_OK or an error code; moe_last_error() gives this thread's message.

@@ -2036,21 +2036,23 @@ TEST(GpuCApi, UnknownLaunchFlagsAreRefused) {
 }
 
 // Operands not 16-byte aligned would fault in the kernels' vector loads (and the GEMM's TMA
-// maps refuse them): refused by name before anything touches the device, so this also runs
-// without a GPU. The pointers are host memory that is never read.
+// maps refuse them), workspaces in their vector stores: refused by name before anything
+// touches the device, so this also runs without a GPU. The pointers are host memory that
+// is never read.
 TEST(GpuCApi, MisalignedOperandsAreRefused) {
   moe_router_spec spec;
   ASSERT_EQ(moe_router_preset("mixtral", &spec), MOE_OK);
   alignas(16) static char buf[64];
   const char* aligned = buf;
   const char* off = buf + 8;
-  auto route = [&](const void* hidden, const void* weight) {
+  void* const off_workspace = buf + 4;
+  auto route = [&](const void* hidden, const void* weight, void* workspace = nullptr) {
     return moe_route(&spec, 1, MOE_BF16, MOE_BF16, hidden, weight, nullptr, nullptr, nullptr,
-                     nullptr, nullptr, nullptr, 0, nullptr);
+                     nullptr, nullptr, workspace, 64, nullptr);
   };
-  auto gemm = [&](const void* a, const void* b) {
+  auto gemm = [&](const void* a, const void* b, void* workspace = nullptr) {
     return moe_gemm(16, 16, 64, MOE_BF16, a, b, nullptr,
-                    reinterpret_cast<float*>(const_cast<char*>(aligned)), nullptr, 0, nullptr);
+                    reinterpret_cast<float*>(const_cast<char*>(aligned)), workspace, 64, nullptr);
   };
   EXPECT_EQ(route(off, aligned), MOE_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(moe_last_error()), "hidden: not 16-byte aligned");
@@ -2060,6 +2062,10 @@ TEST(GpuCApi, MisalignedOperandsAreRefused) {
   EXPECT_EQ(std::string(moe_last_error()), "a: not 16-byte aligned");
   EXPECT_EQ(gemm(aligned, off), MOE_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(moe_last_error()), "b: not 16-byte aligned");
+  EXPECT_EQ(route(aligned, aligned, off_workspace), MOE_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(moe_last_error()), "workspace: not 16-byte aligned");
+  EXPECT_EQ(gemm(aligned, aligned, off_workspace), MOE_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(moe_last_error()), "workspace: not 16-byte aligned");
 }
 
 TEST(GpuCApi, RoutesAndReportsErrors) {
