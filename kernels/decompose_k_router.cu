@@ -705,10 +705,13 @@ size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKCon
   return MakeLayout(RouteShape(problem), config).total;
 }
 
+size_t DecomposeKZeroedBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
+  return MakeLayout(RouteShape(problem), config).zeroed_bytes;
+}
+
 cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& problem,
                                      const DecomposeKConfig& config, cudaStream_t stream) {
-  return cudaMemsetAsync(workspace, 0, MakeLayout(RouteShape(problem), config).zeroed_bytes,
-                         stream);
+  return cudaMemsetAsync(workspace, 0, DecomposeKZeroedBytes(problem, config), stream);
 }
 
 bool LaunchesCooperatively(const DecomposeKConfig& config, bool pdl, cudaStream_t stream) {

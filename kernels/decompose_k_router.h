@@ -137,6 +137,10 @@ absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKCon
 
 size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config);
 
+// The workspace's prefix that must be zero before a launch (counters, polled partial
+// slots); every launch leaves it zero again. The rest is scratch.
+size_t DecomposeKZeroedBytes(const RouteProblem& problem, const DecomposeKConfig& config);
+
 cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& problem,
                                      const DecomposeKConfig& config, cudaStream_t stream);
 

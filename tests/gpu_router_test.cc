@@ -2106,15 +2106,18 @@ TEST(GpuCApi, RoutesAndReportsErrors) {
 
 // moe_route_ex with MOE_ROUTE_PDL: eight launches back to back on one stream and one
 // workspace, each on its own hidden states, route like the reference (the workspace's
-// counters and slots are handed from launch to launch under PDL). moe_route is
-// moe_route_ex with flags 0 (RoutesAndReportsErrors); unknown flags: UnknownLaunchFlagsAreRefused.
+// counters and slots are handed from launch to launch under PDL; a slot left full would
+// hand one launch's partial to the next), and leave the workspace zero, as the header
+// promises. Decode batches (cluster, polled) and 128 tokens (the staged router, the wide
+// instance for Kimi K2). moe_route is moe_route_ex with flags 0 (RoutesAndReportsErrors);
+// unknown flags: UnknownLaunchFlagsAreRefused.
 TEST(GpuCApi, PdlFlagRoutesBackToBackLaunches) {
   SKIP_WITHOUT_GPU();
-  for (const char* family : {"mixtral", "deepseek_v3"}) {
+  for (const auto& [family, tokens] : {std::pair{"mixtral", 4}, std::pair{"deepseek_v3", 4},
+                                       std::pair{"deepseek_v3", 128}, std::pair{"kimi_k2", 128}}) {
     moe_router_spec spec;
     ASSERT_EQ(moe_router_preset(family, &spec), MOE_OK);
     const RouterSpec s = FindPreset(family).value().spec;
-    const int tokens = 4;
     const size_t bytes = moe_route_workspace_bytes(&spec, tokens, MOE_BF16, MOE_BF16);
     ASSERT_GT(bytes, 0u);
     auto ws = DeviceBuffer::Allocate(bytes).value();
@@ -2146,8 +2149,19 @@ TEST(GpuCApi, PdlFlagRoutesBackToBackLaunches) {
       HostOut h = Download(cases[i], false);
       EXPECT_EQ(
           CompareWithReference(s, inputs[i].Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
-          << family << " launch " << i;
+          << family << " t=" << tokens << " launch " << i;
     }
+    // The part that must be zero at a launch (the C ABI's config, as moe_route_ex picks it).
+    const RouteProblem problem{s, tokens, DType::kBF16, DType::kBF16};
+    const size_t zeroed =
+        cuda::DecomposeKZeroedBytes(problem, cuda::ChooseDecomposeKConfig(problem, SmCount()));
+    ASSERT_LE(zeroed, bytes);
+    std::vector<unsigned char> left(zeroed);
+    ASSERT_CUDA(cudaMemcpy(left.data(), ws.get(), zeroed, cudaMemcpyDeviceToHost));
+    const size_t nonzero =
+        size_t(std::count_if(left.begin(), left.end(), [](unsigned char b) { return b != 0; }));
+    EXPECT_EQ(nonzero, 0u) << family << " t=" << tokens << ": of the " << zeroed
+                           << " bytes that must stay zero";
   }
 }
 
