@@ -155,8 +155,7 @@ __device__ __forceinline__ void PublishFragments(const KernelParams& p, const fl
       StorePolledBits4(slot, bits);
     } else {  // the last experts: slots past them stay empty
       const uint32_t b[4] = {bits.x, bits.y, bits.z, bits.w};
-      for (int j = 0; j < 4 && e + j < p.experts; ++j)
-        asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(slot + j), "r"(b[j]) : "memory");
+      for (int j = 0; j < 4 && e + j < p.experts; ++j) StorePolledBits(slot + j, b[j]);
     }
   }
 }
