@@ -376,6 +376,22 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
     const cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
     if (DescribePath(heuristic) != DescribePath(tuned->config()))
       configs.push_back({"heur. " + DescribePath(heuristic), heuristic});
+    if (tuner_candidates) {
+      // The fastest candidate of each kernel the tuner timed (cluster, polled, staged,
+      // global) beside the winner, so their phases can be compared in one run.
+      std::sort(timings.begin(), timings.end(),
+                [](const auto& a, const auto& b) { return a.us < b.us; });
+      auto kernel_of = [](const cuda::DecomposeKConfig& c) {
+        return c.cluster ? 0 : c.staged ? 1 : c.polled ? 2 : 3;
+      };
+      bool timed[4] = {};
+      timed[kernel_of(tuned->config())] = true;
+      for (const cuda::CandidateTiming& t : timings) {
+        if (timed[kernel_of(t.config)]) continue;
+        timed[kernel_of(t.config)] = true;
+        configs.push_back({"cand. " + DescribePath(t.config), t.config});
+      }
+    }
     for (int splits : heuristic.polled ? sweep_splits : std::vector<int>{}) {
       for (int launch = 0; launch < 4; ++launch) {  // plain, cooperative; each one CTA per SM
         cuda::DecomposeKConfig c = heuristic;
