@@ -97,11 +97,7 @@ TEST(CpuRouterShapes, SweepExpertsHiddenTokens) {
       s.hidden = hidden;
       s.experts = experts;
       s.top_k = std::min<int>(experts, 1 + pick() % kMaxTopK);
-      s.scoring = static_cast<Scoring>(pick() % 3);
-      s.order = static_cast<RoutingOrder>(pick() % 2);
-      s.has_router_bias = pick() % 2;
-      s.has_correction_bias = pick() % 2;
-      s.renormalize = pick() % 2;
+      DrawRoutingVariant(pick, s);
       s.scaling_factor = pick() % 2 ? 1.0f : 2.5f;
       if (experts % 8 == 0 && experts >= 64) {
         s.n_group = 8;

@@ -246,11 +246,7 @@ TEST(GpuShapes, SweepExpertsAndHidden) {
       s.hidden = hidden;
       s.experts = experts;
       s.top_k = std::min<int>(experts, 1 + pick() % kMaxTopK);
-      s.scoring = static_cast<Scoring>(pick() % 3);
-      s.order = static_cast<RoutingOrder>(pick() % 2);
-      s.has_router_bias = pick() % 2;
-      s.has_correction_bias = pick() % 2;
-      s.renormalize = pick() % 2;
+      DrawRoutingVariant(pick, s);
       if (experts >= 64) {
         // 8 groups of 8..64 experts: whole columns of the epilogue's lane layout (32, 64)
         // or not (8, 16, 20, 48); group scores of 1, 2 or 3 experts.
@@ -305,11 +301,7 @@ RouterSpec RandomUngroupedSpec(int experts, std::mt19937& pick) {
   const int columns = (experts + 31) / 32;
   const int fits = std::max(1, std::min(kMaxTopK, 32 / columns));
   s.top_k = std::min<int>(experts, pick() % 3 == 0 ? 1 + pick() % kMaxTopK : 1 + pick() % fits);
-  s.scoring = static_cast<Scoring>(pick() % 3);
-  s.order = static_cast<RoutingOrder>(pick() % 2);
-  s.has_router_bias = pick() % 2;
-  s.has_correction_bias = pick() % 2;
-  s.renormalize = pick() % 2;
+  DrawRoutingVariant(pick, s);
   return s;
 }
 

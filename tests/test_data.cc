@@ -21,6 +21,14 @@ uint64_t FreshSeed() {
   return base++;
 }
 
+void DrawRoutingVariant(std::mt19937& pick, RouterSpec& s) {
+  s.scoring = static_cast<Scoring>(pick() % 3);
+  s.order = static_cast<RoutingOrder>(pick() % 2);
+  s.has_router_bias = pick() % 2;
+  s.has_correction_bias = pick() % 2;
+  s.renormalize = pick() % 2;
+}
+
 RouterInputs MakeRouterInputs(const RouterSpec& spec, int tokens, DType hidden_dtype,
                               DType weight_dtype, uint64_t seed) {
   RouterInputs in;

@@ -37,4 +37,8 @@ RouterInputs MakeRouterInputs(const RouterSpec& spec, int tokens, DType hidden_d
 // process, so a failure can be replayed with MOE_TEST_SEED (and the same test filter).
 uint64_t FreshSeed();
 
+// Draws a random spec's routing variant into `s`, in this order: scoring, routing order,
+// router bias, correction bias, renormalisation (each uniformly).
+void DrawRoutingVariant(std::mt19937& pick, RouterSpec& s);
+
 }  // namespace moe::testing
