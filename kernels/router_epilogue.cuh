@@ -77,8 +77,9 @@ __device__ __forceinline__ float WarpSum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
   return v;
 }
-__device__ __forceinline__ float WarpMaxFloat(float v) {
-  return KeyToFloat(__reduce_max_sync(kFullMask, OrderedKey(v)));
+// The float whose key is the largest of the warp's `key`s (one REDUX.MAX; key 0: none).
+__device__ __forceinline__ float WarpMaxOfKeys(uint32_t key) {
+  return KeyToFloat(__reduce_max_sync(kFullMask, key));
 }
 
 // The scoring function of one logit (softmax needs the max and 1/sum over all experts).
@@ -243,7 +244,7 @@ __device__ __forceinline__ TokenScoring SelectionKeys(const EpilogueParams& p, c
     uint32_t mk = 0;
 #pragma unroll
     for (int j = 0; j < P; ++j) mk = max(mk, lane + 32 * j < p.experts ? OrderedKey(l[j]) : 0u);
-    sc.softmax_max = KeyToFloat(__reduce_max_sync(kFullMask, mk));
+    sc.softmax_max = WarpMaxOfKeys(mk);
     float s = 0.0f;
 #pragma unroll
     for (int j = 0; j < P; ++j)
@@ -461,7 +462,7 @@ __device__ __forceinline__ void WriteChoices(const EpilogueParams& p, const Lane
     uint32_t mk = 0;
 #pragma unroll
     for (int m = 0; m < P; ++m) mk = max(mk, c.round[m] >= 0 ? OrderedKey(c.logit[m]) : 0u);
-    const float top = KeyToFloat(__reduce_max_sync(kFullMask, mk));
+    const float top = WarpMaxOfKeys(mk);
 #pragma unroll
     for (int m = 0; m < P; ++m) {
       if (m >= slots) break;
@@ -710,7 +711,7 @@ __device__ __forceinline__ void WriteRankedChoice(const EpilogueParams& p,
     // 994 -> 559 cycles, gpt-oss-120b (top 4) 772 -> 509; per call under PDL (same
     // session, two rounds): Qwen3-30B t=1 2.85 -> 2.62 us, t=16 3.65 -> 3.45, Qwen3-235B
     // t=1 2.96 -> 2.74, gpt-oss-120b t=1 2.67 -> 2.58, gpt-oss-20b t=1 2.41 -> 2.34.
-    const float top = KeyToFloat(__reduce_max_sync(kFullMask, chosen ? OrderedKey(logit) : 0u));
+    const float top = WarpMaxOfKeys(chosen ? OrderedKey(logit) : 0u);
     const float e = __expf(logit - top);
     if (chosen) scratch.chosen_value[rank] = e;
     sync();
