@@ -391,10 +391,11 @@ int Main(int argc, char** argv) {
         "service Submit() " + t_label + ", graphs", calls,
         [&] {
           bool ok = false;
-          service.Submit(&request, nullptr, [&](absl::Status s, moe_router::v1::RouteResponse r) {
-            ok = s.ok();  // a lone request on an idle batcher runs inline
-            if (ok) server_us.push_back(r.timing().server_us());
-          });
+          service.Submit(&request, nullptr,
+                         [&](const absl::Status& s, const moe_router::v1::RouteResponse& r) {
+                           ok = s.ok();  // a lone request on an idle batcher runs inline
+                           if (ok) server_us.push_back(r.timing().server_us());
+                         });
           next = (next + 1) % layers;
           return ok;
         },
@@ -420,7 +421,9 @@ int Main(int argc, char** argv) {
       const bool pooled = pool != nullptr;
       rows.push_back(Time(std::string(variant.label) + " + Submit() " + t_label, calls, [&] {
         bool ok = false;
-        auto done = [&](absl::Status s, moe_router::v1::RouteResponse) { ok = s.ok(); };
+        auto done = [&](const absl::Status& s, const moe_router::v1::RouteResponse&) {
+          ok = s.ok();
+        };
         const std::string& bytes = serialized[next];
         next = (next + 1) % layers;
         if (pooled) {

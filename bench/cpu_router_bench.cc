@@ -16,8 +16,10 @@
 #include "kernels/cpu_router.h"
 #include "server/demo_models.h"
 
-int main(int argc, char** argv) {
-  using namespace moe;
+namespace moe {
+namespace {
+
+int BenchMain(int argc, char** argv) {
   int threads = 0, runs = 30;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -72,3 +74,8 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) { return moe::BenchMain(argc, argv); }

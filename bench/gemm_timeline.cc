@@ -110,6 +110,7 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
           cudaMemcpyAsync(host.data(), tl.get(), host.size() * 8, cudaMemcpyDeviceToHost, stream));
       CHECK_CUDA(cudaStreamSynchronize(stream));
       std::vector<LaunchPhases> l;
+      l.reserve(launches);
       for (int i = 0; i < launches; ++i)
         l.push_back(ReadLaunch(&host[i * entries], ctas, bytes_per_cta));
       for (int i = 1; i < launches; ++i) {

@@ -130,12 +130,7 @@ std::vector<CandidateRow> MergeCandidates(const std::vector<cuda::CandidateTimin
   return out;
 }
 
-}  // namespace
-}  // namespace moe::bench
-
-int main(int argc, char** argv) {
-  using namespace moe;
-  using namespace moe::bench;
+int BenchMain(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
@@ -314,8 +309,9 @@ int main(int argc, char** argv) {
       row.empty_us = empty_us;
       const std::string pdl_config = DescribeConfig(pdl_plan->config()),
                         nopdl_config = DescribeConfig(plan->config());
-      row.config = pdl_config + (pdl_config == nopdl_config ? "" : " / no PDL " + nopdl_config) +
-                   " (heuristic " + DescribeConfig(heuristic) + ")";
+      row.config = pdl_config;
+      if (pdl_config != nopdl_config) absl::StrAppend(&row.config, " / no PDL ", nopdl_config);
+      absl::StrAppend(&row.config, " (heuristic ", DescribeConfig(heuristic), ")");
       row.candidates = MergeCandidates(nopdl_timings, pdl_timings);
       rows.push_back(row);
     }
@@ -439,3 +435,8 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+}  // namespace moe::bench
+
+int main(int argc, char** argv) { return moe::bench::BenchMain(argc, argv); }

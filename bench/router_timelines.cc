@@ -375,7 +375,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
         {"tuned " + DescribePath(tuned->config()), tuned->config()}};
     const cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
     if (DescribePath(heuristic) != DescribePath(tuned->config()))
-      configs.push_back({"heur. " + DescribePath(heuristic), heuristic});
+      configs.emplace_back("heur. " + DescribePath(heuristic), heuristic);
     if (tuner_candidates) {
       // The fastest candidate of each kernel the tuner timed (cluster, polled, staged,
       // global) beside the winner, so their phases can be compared in one run.
@@ -389,7 +389,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       for (const cuda::CandidateTiming& t : timings) {
         if (timed[kernel_of(t.config)]) continue;
         timed[kernel_of(t.config)] = true;
-        configs.push_back({"cand. " + DescribePath(t.config), t.config});
+        configs.emplace_back("cand. " + DescribePath(t.config), t.config);
       }
     }
     for (int splits : heuristic.polled ? sweep_splits : std::vector<int>{}) {
@@ -401,10 +401,13 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
         c.pdl_cooperative = launch % 2 == 1;
         c.pdl_one_cta_per_sm = launch / 2 == 1;
         if (c.k_splits != splits || !cuda::CanRouteDecomposeK(p, c).ok()) continue;
-        configs.push_back({"sweep " + DescribePath(c), c});
+        configs.emplace_back("sweep " + DescribePath(c), c);
       }
     }
-    for (const auto& [name, c] : configs) {
+    for (const auto& named : configs) {
+      // Not a structured binding: C++17 lets no lambda capture one (the graph's below).
+      const std::string& name = named.first;
+      const cuda::DecomposeKConfig& c = named.second;
       auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
       CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
       const size_t entries = cuda::TimelineEntries(p, c);
@@ -427,6 +430,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
         CHECK_CUDA(cudaStreamSynchronize(stream));
         const LaunchTimelines timelines{host.data(), entries};
         std::vector<LaunchStamps> s;
+        s.reserve(kLaunches);
         for (int i = 0; i < kLaunches; ++i) s.push_back(ReadStamps(&host[i * entries], entries));
         for (int i = 2; i < kLaunches; ++i) {
           const double end = double(s[i - 1].last[cuda::kStampRouted]);

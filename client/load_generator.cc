@@ -214,7 +214,7 @@ void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs,
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     outstanding.fetch_add(1);
     stub->async()->Route(&call->ctx, &reqs[i % reqs.size()], &call->resp,
-                         [call, tally, &outstanding, &lat_mu, &samples](grpc::Status s) {
+                         [call, tally, &outstanding, &lat_mu, &samples](const grpc::Status& s) {
                            {
                              std::lock_guard<std::mutex> lock(lat_mu);
                              tally->Record(call->scheduled, Clock::now(), s.error_code(),
@@ -277,6 +277,7 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   // Several channels: one HTTP/2 connection serialises many callers.
   std::vector<std::unique_ptr<RouterClient>> clients;
   const int channels = std::clamp(o.concurrency / 16, 1, 8);
+  clients.reserve(channels);
   for (int i = 0; i < channels; ++i)
     clients.push_back(std::make_unique<RouterClient>(o.address, o.client));
 

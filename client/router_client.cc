@@ -70,7 +70,7 @@ void RouterClient::RouteAsync(v1::RouteRequest request,
   };
   auto* call = new Call{{}, std::move(request), {}, std::move(done)};
   call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
-  stub_->async()->Route(&call->ctx, &call->req, &call->resp, [call](grpc::Status s) {
+  stub_->async()->Route(&call->ctx, &call->req, &call->resp, [call](const grpc::Status& s) {
     call->done(s, s.ok() ? Unpack(call->resp) : Routed{});
     delete call;
   });

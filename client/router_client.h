@@ -62,7 +62,7 @@ Routed Unpack(const moe_router::v1::RouteResponse& resp);
 
 class RouterClient {
  public:
-  RouterClient(const std::string& address, const ClientOptions& options = {});
+  explicit RouterClient(const std::string& address, const ClientOptions& options = {});
 
   // hidden: raw [tokens, hidden] bytes of `dtype`. Blocking.
   grpc::Status Route(const std::string& model, int layer, moe_router::v1::DType dtype, int tokens,

@@ -47,7 +47,9 @@ CpuLevel Level() {
 }
 
 // Defines Name##Dispatch(args) calling the body Name##Body<level> compiled for the CPU's
-// level (a body may differ per level, as DotFloat4x4's block shape does).
+// level (a body may differ per level, as DotFloat4x4's block shape does). Params and Args
+// are parenthesised lists, Ret a type: none can take parentheses of their own.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #if MOE_CPU_DISPATCH
 #define MOE_DISPATCHED(Ret, Name, Params, Args)                                            \
   MOE_TARGET_AVX512 Ret Name##Avx512 Params { return Name##Body<CpuLevel::kAvx512> Args; } \
@@ -67,6 +69,7 @@ CpuLevel Level() {
 #define MOE_DISPATCHED(Ret, Name, Params, Args) \
   Ret Name##Dispatch Params { return Name##Body<CpuLevel::kBaseline> Args; }
 #endif
+// NOLINTEND(bugprone-macro-parentheses)
 
 template <CpuLevel>
 MOE_INLINE void Bf16ToFloatBlockBody(const uint16_t* src, int n, float* dst) {

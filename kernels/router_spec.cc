@@ -25,7 +25,7 @@ absl::string_view RoutingOrderName(RoutingOrder o) {
 absl::StatusOr<Scoring> ParseScoring(absl::string_view name) {
   if (name == "softmax") return Scoring::kSoftmax;
   if (name == "sigmoid") return Scoring::kSigmoid;
-  if (name == "none" || name == "") return Scoring::kNone;
+  if (name == "none" || name.empty()) return Scoring::kNone;
   return absl::InvalidArgumentError(
       absl::StrCat("scoring: unknown scoring function '", name, "' (softmax, sigmoid, none)"));
 }
@@ -93,8 +93,8 @@ std::vector<FamilyPreset> BuildPresets() {
   constexpr auto kStk = RoutingOrder::kScoreThenTopK;
   constexpr auto kTks = RoutingOrder::kTopKThenScore;
   std::vector<FamilyPreset> p;
-  auto deepseek_like = [&](std::string name, int hidden, int experts, int n_group, int topk_group,
-                           float scale, int layers) {
+  auto deepseek_like = [&](const std::string& name, int hidden, int experts, int n_group,
+                           int topk_group, float scale, int layers) {
     FamilyPreset f;
     f.name = name;
     f.spec = MakeSpec(name, hidden, experts, 8, Scoring::kSigmoid, kStk, true, scale);
@@ -110,7 +110,7 @@ std::vector<FamilyPreset> BuildPresets() {
   deepseek_like("kimi_k2", 7168, 384, 1, 1, 2.827f, 60);
   deepseek_like("glm4_moe", 5120, 160, 1, 1, 2.5f, 89);
 
-  auto plain = [&](std::string name, int hidden, int experts, int top_k, Scoring scoring,
+  auto plain = [&](const std::string& name, int hidden, int experts, int top_k, Scoring scoring,
                    RoutingOrder order, bool renorm, float scale, int layers, std::string weight,
                    std::string bias = "") {
     FamilyPreset f;

@@ -16,6 +16,8 @@
     if (!moe_status_.ok()) return moe_status_; \
   } while (0)
 
+// `lhs` may be a declaration (`auto x`) and `tmp` is a name: neither takes parentheses.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define MOE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
@@ -23,3 +25,4 @@
 
 #define ASSIGN_OR_RETURN(lhs, expr) \
   MOE_ASSIGN_OR_RETURN_IMPL(MOE_STATUS_CONCAT(moe_statusor_, __LINE__), lhs, expr)
+// NOLINTEND(bugprone-macro-parentheses)

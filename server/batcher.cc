@@ -20,7 +20,7 @@ RouteWork* const kMailboxClosed = reinterpret_cast<RouteWork*>(alignof(RouteWork
 }  // namespace
 
 Batcher::Batcher(RouterBackend* backend, BatcherOptions options, ServerMetrics* metrics)
-    : backend_(backend), options_(options), metrics_(metrics), mailbox_(kMailboxClosed) {
+    : backend_(backend), options_(std::move(options)), metrics_(metrics), mailbox_(kMailboxClosed) {
   for (int i = 0; i < std::max(1, backend->concurrency()); ++i)
     workers_.emplace_back([this] { WorkerMain(); });
 }
@@ -76,7 +76,7 @@ void Batcher::Submit(std::unique_ptr<RouteWork> work) {
       !stopping_.load()) {
     RouteWork* expected = nullptr;
     if (mailbox_.compare_exchange_strong(expected, work.get(), std::memory_order_acq_rel)) {
-      work.release();  // the spinner owns it now
+      static_cast<void>(work.release());  // the spinner owns it now
       return;
     }
   }

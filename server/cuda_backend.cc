@@ -443,6 +443,7 @@ class CudaBackend : public RouterBackend {
       absl::Status status = [&]() -> absl::Status {
         CUDA_RETURN_STATUS_IF_ERROR(cudaSetDevice(info_.ordinal));
         std::vector<Outputs> outs;  // per layer, the same for every bucket
+        outs.reserve(r.model->num_layers());
         for (int layer = 0; layer < r.model->num_layers(); ++layer)
           outs.push_back(MakeOutputs(*slot, r, layer, /*logits=*/false));
         for (int bucket = 1; bucket <= kMaxTokens; bucket *= 2) {

@@ -123,7 +123,7 @@ grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
   ParsedRouteRequest parsed;
   const absl::Status status = ParseRouteRequest(*req, backend_->input_pool(), &parsed);
   Submit(status, parsed.request, std::move(parsed.hidden), arrival, ctx,
-         [reactor, resp](absl::Status s, v1::RouteResponse r) {
+         [reactor, resp](const absl::Status& s, const v1::RouteResponse& r) {
            if (!s.ok()) return reactor->Finish(ToGrpcStatus(s));
            bool own_buffer;
            reactor->Finish(
@@ -164,7 +164,7 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     const absl::Status status =
         ParseRouteRequest(request_, service_->backend()->input_pool(), &parsed);
     const uint64_t request_id = parsed.request.request_id();  // 0 when unparsable
-    auto answer = [this, seq, request_id](absl::Status s, v1::RouteResponse r) {
+    auto answer = [this, seq, request_id](const absl::Status& s, v1::RouteResponse r) {
       v1::RouteStreamResponse message;
       message.set_request_id(request_id);
       if (s.ok()) {
@@ -181,7 +181,7 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
       std::lock_guard<std::recursive_mutex> lock(mu_);
       Slot& slot = pending_[seq - first_seq_];
       slot.ready = true;
-      slot.message = std::move(bytes);
+      slot.message.Swap(&bytes);
       WriteNextLocked();
       // After a failed write the answer was dropped here, not written: the stream may be
       // done now, and no OnWriteDone will come to finish it.

@@ -92,6 +92,7 @@ ABSL_FLAG(
     "JSON file of flag values, e.g. {\"model\": [\"demo-mixtral\"], \"max_batch_tokens\": 128}; "
     "flags given on the command line override it");
 
+namespace moe {
 namespace {
 
 // HTTP/2's default window is the least (RFC 9113); gRPC grows one to at most 1 GiB.
@@ -107,9 +108,8 @@ int Fail(const std::string& message) {
 }
 
 // Loads every --model into the backend, logging progress; the service's model table.
-absl::StatusOr<moe::RouterService::ModelTable> LoadModels(moe::RouterBackend& backend,
-                                                          moe::ServerMetrics& metrics) {
-  using namespace moe;
+absl::StatusOr<RouterService::ModelTable> LoadModels(RouterBackend& backend,
+                                                     ServerMetrics& metrics) {
   RouterService::ModelTable models;
   for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
     if (spec.empty()) continue;
@@ -158,7 +158,6 @@ absl::StatusOr<moe::RouterService::ModelTable> LoadModels(moe::RouterBackend& ba
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
-  using moe::ReadWholeFile;
   if (absl::GetFlag(FLAGS_tls_cert).empty() && absl::GetFlag(FLAGS_tls_key).empty())
     return grpc::InsecureServerCredentials();
   auto cert = ReadWholeFile(absl::GetFlag(FLAGS_tls_cert));
@@ -179,23 +178,21 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
   return grpc::SslServerCredentials(ssl);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const std::string heap = moe::TuneHeapForLargeMessages();  // before any thread exists
+// The server's whole life: flags, models, the service, until a signal drains it.
+int ServerMain(int argc, char** argv) {
+  const std::string heap = TuneHeapForLargeMessages();  // before any thread exists
   absl::SetProgramUsageMessage(
       "Routes tokens to experts for Mixture-of-Experts models over gRPC.\n"
       "  moe-router-server --model demo-deepseek-v3\n"
       "  moe-router-server --model ds=/models/DeepSeek-V3 --address 0.0.0.0:50051\n"
       "  moe-router-server --config server.json");
-  if (auto status = moe::ApplyConfigFileFlag(argc, argv); !status.ok())
+  if (auto status = ApplyConfigFileFlag(argc, argv); !status.ok())
     return Fail(std::string(status.message()));
   absl::ParseCommandLine(argc, argv);
   // Debian's Abseil is built with Mutex deadlock detection on: a global graph update on
   // every lock (5x the cost of an uncontended lock, measured). The tests and TSan-style
   // tools find lock-order bugs; the serving path should not pay for it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  using namespace moe;
 
   const int idle_spin_us = absl::GetFlag(FLAGS_idle_spin_us);
   if (idle_spin_us < -1 || idle_spin_us > 1000000)
@@ -325,3 +322,8 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "moe-router-server: stopped\n");
   return 0;
 }
+
+}  // namespace
+}  // namespace moe
+
+int main(int argc, char** argv) { return moe::ServerMain(argc, argv); }

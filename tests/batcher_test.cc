@@ -96,7 +96,7 @@ std::unique_ptr<RouteWork> Work(int tokens, Outcome* out,
   w->hidden_states = HiddenBytes(std::string(size_t(tokens) * 8 * 2, '\0'));
   w->arrival = Clock::now();
   w->deadline = deadline;
-  w->done = [out](absl::Status s, RouteResult r) {
+  w->done = [out](const absl::Status& s, RouteResult r) {
     std::lock_guard<std::mutex> lock(out->mu);
     out->results.emplace_back(s.code(), std::move(r));
     out->messages.emplace_back(s.message());
@@ -135,7 +135,7 @@ TEST_F(BatcherTest, ASpinningWorkerTakesALoneRequestAndStopsSpinningOnShutdown) 
     std::thread::id answered_on;
     auto w = Work(2, &out);
     auto done = w->done;
-    w->done = [&answered_on, done](absl::Status s, RouteResult r) {
+    w->done = [&answered_on, done](const absl::Status& s, RouteResult r) {
       answered_on = std::this_thread::get_id();
       done(s, std::move(r));
     };

@@ -17,6 +17,13 @@
 namespace moe::testing {
 namespace {
 
+// A float's bit pattern: "to the bit" comparisons (-0.0 != +0.0, NaNs by payload).
+uint32_t BitsOf(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return bits;
+}
+
 struct Outputs {
   std::vector<int32_t> ids;
   std::vector<float> weights;
@@ -267,7 +274,7 @@ TEST(CpuDot, FourByFourIsBitIdenticalToDotFloat) {
     for (int r = 0; r < 4; ++r)
       for (int c = 0; c < 4; ++c) {
         const float want = DotFloat(a[r], b[c], n);
-        EXPECT_EQ(std::memcmp(&out[r][c], &want, 4), 0)
+        EXPECT_EQ(BitsOf(out[r][c]), BitsOf(want))
             << "n=" << n << " r=" << r << " c=" << c << ": " << out[r][c] << " vs " << want << " ("
             << CpuDotLevelName() << ")";
       }
@@ -290,7 +297,7 @@ TEST(CpuDot, Bf16RowIsBitIdenticalToDotFloatOnTheConvertedRow) {
     ConvertToFloat(b.data(), DType::kBF16, 0, n, converted.data());
     const float got = DotFloatBf16(a.data(), b.data(), n);
     const float want = DotFloat(a.data(), converted.data(), n);
-    EXPECT_EQ(std::memcmp(&got, &want, 4), 0)
+    EXPECT_EQ(BitsOf(got), BitsOf(want))
         << "n=" << n << ": " << got << " vs " << want << " (" << CpuDotLevelName() << ")";
   }
 }
@@ -298,7 +305,7 @@ TEST(CpuDot, Bf16RowIsBitIdenticalToDotFloatOnTheConvertedRow) {
 TEST(CpuRouterLimits, RejectsProblemsOutsideTheLimitsNamingTheField) {
   RouterSpec ok = FindPreset("deepseek_v3").value().spec;
   ASSERT_TRUE(ValidateSpec(ok).ok());
-  auto expect_bad = [](RouterSpec s, int tokens, const char* field) {
+  auto expect_bad = [](const RouterSpec& s, int tokens, const char* field) {
     auto status = CpuRouter::CanRoute({s, tokens, DType::kBF16, DType::kBF16});
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field;
     EXPECT_NE(status.message().find(field), absl::string_view::npos) << status;

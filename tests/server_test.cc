@@ -77,7 +77,7 @@ class ServerProcess {
         absl::StrCat("--autotune_cache=/tmp/moe_server_test_tune_", getpid()),
         "--port_file=" + port_file_};
     if (default_models) {
-      args.push_back("--model=demo-deepseek-v3,demo-mixtral,demo-gpt-oss-20b");
+      args.emplace_back("--model=demo-deepseek-v3,demo-mixtral,demo-gpt-oss-20b");
       args.push_back(absl::StrCat("--demo_layers=", kLayers));
     }
     args.insert(args.end(), extra.begin(), extra.end());
@@ -927,7 +927,7 @@ TEST_F(Server, ClientLibraryAsyncCallsAndStreamSession) {
   for (size_t i = 0; i < cases.size(); ++i) {
     client.RouteAsync(
         MakeRouteRequest(m, i % kLayers, v1::DTYPE_BF16, 1 + i % 5, hidden, cases[i].bytes),
-        [&, i](grpc::Status s, Routed r) {
+        [&, i](const grpc::Status& s, const Routed& r) {
           std::lock_guard<std::mutex> lock(mu);
           diffs[i] = s.ok() ? Check(m, cases[i], r) : s.error_message();
           ++done;
