@@ -38,7 +38,8 @@ class PythonClientTest(unittest.TestCase):
             if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
                 break
             time.sleep(0.05)
-        port = open(port_file).read().split()[0]
+        with open(port_file) as f:
+            port = f.read().split()[0]
         cls.address = f"127.0.0.1:{port}"
         cls.client = RouterClient(cls.address)
         for _ in range(600):
