@@ -19,7 +19,8 @@ while [ $# -gt 0 ] && [ -f "$1" ] && [ -x "$1" ]; do
   shift
 done
 if [ ${#bins[@]} -lt 2 ] || [ $# -lt 1 ]; then
-  echo "usage: router_ab.sh ROUTER_BENCH_A ROUTER_BENCH_B [ROUTER_BENCH_C ...] OUT_DIR [router_bench args...]" >&2
+  echo "usage: router_ab.sh ROUTER_BENCH_A ROUTER_BENCH_B [ROUTER_BENCH_C ...] OUT_DIR" \
+    "[router_bench args...]" >&2
   exit 2
 fi
 out=$1
@@ -36,17 +37,19 @@ for i in "${!bins[@]}"; do
   done
 done
 names=(a b c d e f g h)
-[ ${#bins[@]} -le ${#names[@]} ] || { echo "router_ab.sh: at most ${#names[@]} builds" >&2; exit 2; }
+if [ ${#bins[@]} -gt ${#names[@]} ]; then
+  echo "router_ab.sh: at most ${#names[@]} builds" >&2
+  exit 2
+fi
 mkdir -p "$out"
 for r in $(seq 1 "$rounds"); do
   for i in "${!bins[@]}"; do
     "${bins[$i]}" "${args[@]}" >"$out/${names[$i]}$r.txt" 2>&1
   done
 done
-/usr/bin/python3 - "$out" "$rounds" "${#bins[@]}" <<'PY'
+/usr/bin/python3 - "$out" "$rounds" "${names[@]:0:${#bins[@]}}" <<'PY'
 import re, statistics, sys
-out, rounds, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-sides = "abcdefgh"[:n]
+out, rounds, sides = sys.argv[1], int(sys.argv[2]), sys.argv[3:]  # sides: the builds' letters
 def rows(path):  # shape -> (fused PDL, fused no PDL)
     got = {}
     for line in open(path):

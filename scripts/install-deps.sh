@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   libcivetweb-dev civetweb libgtest-dev libgmock-dev prometheus curl
-  python3 python3-grpcio python3-numpy python3-protobuf python3-yaml openssl clang-format clang-tidy "$@")
+  python3 python3-grpcio python3-numpy python3-protobuf python3-yaml openssl
+  clang-format clang-tidy "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
