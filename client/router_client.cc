@@ -1,13 +1,37 @@
 #include "client/router_client.h"
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace moe {
 namespace v1 = moe_router::v1;
 
-RouterClient::RouterClient(const std::string& address, const ClientOptions& options) {
+// RouteAsync calls whose `done` has not returned. The channel must outlive them: a call's
+// ClientContext holds a reference to it, and in gRPC 1.51 a channel whose last reference
+// goes on gRPC's callback thread joins that thread from itself and then frees the
+// completion queue the thread is still polling (a double free; grpc/grpc#37858). So the
+// destructor waits, and the last reference goes on the destroying thread.
+struct RouterClient::AsyncCalls {
+  std::mutex mu;
+  std::condition_variable changed;
+  int in_flight = 0;  // guarded by mu
+  void WaitUntilAtMost(int n) {
+    std::unique_lock<std::mutex> lock(mu);
+    changed.wait(lock, [&] { return in_flight <= n; });
+  }
+};
+
+namespace {
+// The client whose `done` this thread is running, if any.
+thread_local const RouterClient* t_callback_of = nullptr;
+}  // namespace
+
+RouterClient::RouterClient(const std::string& address, const ClientOptions& options)
+    : async_calls_(std::make_shared<AsyncCalls>()) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
@@ -68,12 +92,41 @@ void RouterClient::RouteAsync(v1::RouteRequest request,
     v1::RouteResponse resp;
     std::function<void(grpc::Status, Routed)> done;
   };
+  {
+    std::lock_guard<std::mutex> lock(async_calls_->mu);
+    ++async_calls_->in_flight;
+  }
   auto* call = new Call{{}, std::move(request), {}, std::move(done)};
   call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
-  stub_->async()->Route(&call->ctx, &call->req, &call->resp, [call](const grpc::Status& s) {
-    call->done(s, s.ok() ? Unpack(call->resp) : Routed{});
-    delete call;
-  });
+  stub_->async()->Route(
+      &call->ctx, &call->req, &call->resp,
+      [call, client = this, calls = async_calls_](const grpc::Status& s) {
+        const RouterClient* outer = t_callback_of;
+        t_callback_of = client;
+        call->done(s, s.ok() ? Unpack(call->resp) : Routed{});
+        t_callback_of = outer;
+        delete call;  // its channel reference, before the client may let go of its own
+        std::lock_guard<std::mutex> lock(calls->mu);
+        --calls->in_flight;
+        calls->changed.notify_all();
+      });
+}
+
+RouterClient::~RouterClient() {
+  if (t_callback_of != this) {
+    async_calls_->WaitUntilAtMost(0);
+    return;  // the channel goes here, on this thread
+  }
+  // Inside one of its own callbacks: that call's context lets go of the channel on this
+  // gRPC thread once the callback returns, so the client's references must outlive it.
+  // A thread of our own waits for that and drops them.
+  async_calls_->WaitUntilAtMost(1);
+  std::thread([calls = async_calls_, channel = std::move(channel_),
+               stub = std::move(stub_)]() mutable {
+    calls->WaitUntilAtMost(0);
+    stub.reset();
+    channel.reset();
+  }).detach();
 }
 
 std::unique_ptr<RouteStreamSession> RouterClient::OpenStream() {

@@ -63,11 +63,17 @@ Routed Unpack(const moe_router::v1::RouteResponse& resp);
 class RouterClient {
  public:
   explicit RouterClient(const std::string& address, const ClientOptions& options = {});
+  // Waits until every RouteAsync call has run its `done`. May run inside one of this
+  // client's own `done` callbacks (it then waits for the other calls only).
+  ~RouterClient();
+  RouterClient(const RouterClient&) = delete;
+  RouterClient& operator=(const RouterClient&) = delete;
 
   // hidden: raw [tokens, hidden] bytes of `dtype`. Blocking.
   grpc::Status Route(const std::string& model, int layer, moe_router::v1::DType dtype, int tokens,
                      int hidden, const std::string& bytes, Routed* out, int timeout_ms = 10000);
-  // Non-blocking: `done` runs on a gRPC thread with the status and the unpacked answer.
+  // Non-blocking: `done` runs on a gRPC thread with the status and the unpacked answer. It
+  // should not block: gRPC runs every callback of the process on a few shared threads.
   void RouteAsync(moe_router::v1::RouteRequest request,
                   std::function<void(grpc::Status, Routed)> done, int timeout_ms = 10000);
   // Opens a RouteStream.
@@ -77,8 +83,10 @@ class RouterClient {
   moe_router::v1::Router::Stub* stub() { return stub_.get(); }
 
  private:
+  struct AsyncCalls;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<moe_router::v1::Router::Stub> stub_;
+  std::shared_ptr<AsyncCalls> async_calls_;  // shared with the calls in flight
 };
 
 }  // namespace moe

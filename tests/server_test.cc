@@ -958,5 +958,58 @@ TEST_F(Server, ClientLibraryAsyncCallsAndStreamSession) {
   EXPECT_TRUE(session->Finish().ok());
 }
 
+// A RouterClient destroyed while its RouteAsync calls are in flight waits for them: each
+// done callback runs once, before the destructor returns, and the channel is released on
+// the destroying thread. (Released by the last call's ClientContext on gRPC's callback
+// thread instead, gRPC 1.51 joins that thread from itself and frees the completion queue
+// it is still polling: a double free, grpc/grpc#37858.) Also a client destroyed inside one
+// of its own callbacks.
+TEST_F(Server, ClientDestroyedWithAsyncCallsInFlightWaitsForThem) {
+  ServerProcess server;
+  ASSERT_TRUE(server.WaitServing());
+  const std::string m = "demo-mixtral";
+  const int hidden = Demo(m).spec.hidden;
+  const Case c = MakeCase(m, 0, 1, 77);
+  for (int round = 0; round < 40; ++round) {
+    constexpr int kCalls = 8;
+    std::atomic<int> done{0};
+    std::atomic<int> ok{0};
+    {
+      RouterClient client(server.address());
+      for (int i = 0; i < kCalls; ++i)
+        client.RouteAsync(MakeRouteRequest(m, 0, v1::DTYPE_BF16, 1, hidden, c.bytes),
+                          [&](const grpc::Status& s, const Routed& r) {
+                            if (s.ok() && Check(m, c, r).empty()) ok.fetch_add(1);
+                            done.fetch_add(1);
+                          });
+    }  // ~RouterClient
+    ASSERT_EQ(done.load(), kCalls) << "round " << round;
+    EXPECT_EQ(ok.load(), kCalls) << "round " << round;
+  }
+
+  // Destroyed by its own callback: the destructor waits for the other calls only.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool destroyed = false;
+  std::atomic<int> done{0};
+  std::atomic<bool> issued{false};
+  auto* client = new RouterClient(server.address());
+  for (int i = 0; i < 4; ++i)
+    client->RouteAsync(MakeRouteRequest(m, 0, v1::DTYPE_BF16, 1, hidden, c.bytes),
+                       [&, i](const grpc::Status&, const Routed&) {
+                         done.fetch_add(1);
+                         if (i != 0) return;
+                         while (!issued.load()) std::this_thread::yield();  // a brief wait
+                         delete client;
+                         std::lock_guard<std::mutex> lock(mu);
+                         destroyed = true;
+                         cv.notify_one();
+                       });
+  issued = true;
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return destroyed; }));
+  EXPECT_EQ(done.load(), 4);
+}
+
 }  // namespace
 }  // namespace moe
