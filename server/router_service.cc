@@ -1,5 +1,6 @@
 #include "server/router_service.h"
 
+#include <atomic>
 #include <deque>
 #include <mutex>
 
@@ -138,6 +139,12 @@ namespace {
 // and the stream goes on (a message that is no RouteRequest too, with request_id 0). At most
 // max_stream_in_flight requests are held (queued, being routed, or answered and waiting to be
 // written): at the bound the next read waits for a write to complete.
+//
+// Lifetime: an answer arrives on a batcher thread, outside gRPC's reactions, and may start a
+// write or Finish. On a cancelled call gRPC completes those at once, on the calling thread,
+// and may run OnWriteDone and OnDone right there, inside the answer, while it holds mu_. So
+// OnDone does not delete the reactor by itself: each answer not yet given holds it too
+// (holders_), and whichever lets go last deletes it, after its lock is released.
 class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   RouteStreamReactor(RouterService* service, grpc::CallbackServerContext* ctx)
@@ -164,6 +171,7 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     const absl::Status status =
         ParseRouteRequest(request_, service_->backend()->input_pool(), &parsed);
     const uint64_t request_id = parsed.request.request_id();  // 0 when unparsable
+    holders_.fetch_add(1, std::memory_order_relaxed);         // the answer's, below
     auto answer = [this, seq, request_id](const absl::Status& s, v1::RouteResponse r) {
       v1::RouteStreamResponse message;
       message.set_request_id(request_id);
@@ -178,14 +186,17 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
       // Cannot fail: no required fields, and far below protobuf's 2 GB.
       (void)grpc::SerializationTraits<v1::RouteStreamResponse>::Serialize(message, &bytes,
                                                                           &own_buffer);
-      std::lock_guard<std::recursive_mutex> lock(mu_);
-      Slot& slot = pending_[seq - first_seq_];
-      slot.ready = true;
-      slot.message.Swap(&bytes);
-      WriteNextLocked();
-      // After a failed write the answer was dropped here, not written: the stream may be
-      // done now, and no OnWriteDone will come to finish it.
-      MaybeFinishLocked();
+      {
+        std::lock_guard<std::recursive_mutex> lock(mu_);
+        Slot& slot = pending_[seq - first_seq_];
+        slot.ready = true;
+        slot.message.Swap(&bytes);
+        WriteNextLocked();
+        // After a failed write the answer was dropped here, not written: the stream may be
+        // done now, and no OnWriteDone will come to finish it.
+        MaybeFinishLocked();
+      }
+      Release();
     };
     service_->Submit(status, parsed.request, std::move(parsed.hidden), arrival, ctx_,
                      std::move(answer));
@@ -213,7 +224,7 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
 
   void OnDone() override {
     service_->metrics()->open_streams->Increment({}, -1);
-    delete this;
+    Release();
   }
 
  private:
@@ -221,6 +232,10 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     bool ready = false;
     grpc::ByteBuffer message;  // a serialized RouteStreamResponse
   };
+
+  void Release() {
+    if (holders_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
 
   void WriteNextLocked() {
     if (writing_ || pending_.empty() || !pending_.front().ready) return;
@@ -256,7 +271,8 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   std::deque<Slot> pending_;  // answers not yet written, in request order
   uint64_t first_seq_ = 0, next_seq_ = 0;
   bool reads_done_ = false, writing_ = false, finished_ = false, write_failed_ = false;
-  bool read_paused_ = false;  // at max_stream_in_flight: no read outstanding
+  bool read_paused_ = false;     // at max_stream_in_flight: no read outstanding
+  std::atomic<int> holders_{1};  // gRPC until OnDone, and each answer not yet given
 };
 
 }  // namespace
