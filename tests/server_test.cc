@@ -1,7 +1,8 @@
 // The real moe-router-server binary on loopback (CPU backend by default; set
 // MOE_TEST_BACKEND=cuda on a GPU machine): routing checked against the reference,
 // concurrency, streaming, every validation error, deadlines, shedding, metrics through
-// promtool, health, SIGTERM drain and TLS.
+// promtool, health, SIGTERM drain, TLS, the C++ client library, and misbehaving callers beside
+// well-behaved ones.
 #include <arpa/inet.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
@@ -1013,10 +1014,11 @@ TEST_F(Server, ClientDestroyedWithAsyncCallsInFlightWaitsForThem) {
 
 // Callers that misbehave in every way a client can, at once, beside well-behaved ones:
 // garbage bytes, requests refused by validation, deadlines too short to meet, streams
-// cancelled with requests queued and unread answers. The well-behaved callers' answers all
-// match the reference, the misbehaving ones get only the codes they should, the server's
-// gauges come back to rest (nothing left in flight, queued or open) and it drains and
-// exits cleanly on SIGTERM.
+// cancelled with requests queued and unread answers; and Prometheus scraping throughout.
+// The well-behaved callers' answers all match the reference, the misbehaving ones get only
+// the codes they should, every scrape is whole, the server's gauges come back to rest
+// (nothing left in flight, queued or open), promtool accepts the last scrape, and the
+// server drains and exits cleanly on SIGTERM.
 TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
   ServerProcess server({"--max_queue_delay_us=200"});
   ASSERT_TRUE(server.WaitServing());
@@ -1158,15 +1160,31 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
       }
     });
 
+  std::atomic<int> scrapes{0};
+  if (kMetricsEndpoint)
+    threads.emplace_back([&] {  // Prometheus scraping throughout
+      while (!stop.load()) {
+        const std::string metrics = Scrape(server.metrics_port());
+        if (metrics.find("moe_router_requests_total{") == std::string::npos ||
+            metrics.back() != '\n')
+          Unexpected("scrape: " + metrics.substr(0, 200));
+        ++scrapes;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+
   std::this_thread::sleep_for(std::chrono::seconds(4));
   stop = true;
   for (auto& t : threads) t.join();
   EXPECT_EQ(unexpected.load(), 0) << report;
+  if (kMetricsEndpoint) {
+    EXPECT_GT(scrapes.load(), 10);
+  }
   EXPECT_EQ(good_wrong.load(), 0);
   EXPECT_GT(good_ok.load(), 20);
   EXPECT_GT(refused.load(), 20);
-  std::printf("well-behaved answers %d, refused %d, past their deadline %d\n", good_ok.load(),
-              refused.load(), expired.load());
+  std::printf("well-behaved answers %d, refused %d, past their deadline %d, scrapes %d\n",
+              good_ok.load(), refused.load(), expired.load(), scrapes.load());
   if (kMetricsEndpoint) {
     const std::vector<std::string> at_rest = {"moe_router_open_streams 0\n",
                                               "moe_router_in_flight_requests 0\n",
@@ -1184,6 +1202,12 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
       EXPECT_NE(metrics.find(line), std::string::npos)
           << metrics.substr(metrics.find(name + " "), 60);
     }
+    const std::string file = absl::StrCat("/tmp/moe_metrics_misbehaving_", getpid(), ".txt");
+    std::ofstream(file) << metrics;
+    if (HavePromtool()) {
+      EXPECT_EQ(std::system(("promtool check metrics < " + file).c_str()), 0);
+    }
+    std::remove(file.c_str());
   }
   EXPECT_EQ(server.Terminate(), 0);
 }
