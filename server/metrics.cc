@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <system_error>
 #include <thread>
 
@@ -149,7 +150,15 @@ std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& a
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->registry_ = registry;
   s->wake_host_ = WakeHostOf(address);
-  const char* options[] = {"listening_ports", address.c_str(), "num_threads", "2", nullptr};
+  // civetweb serves each connection on one of num_threads workers until the request is read
+  // and answered, waiting up to request_timeout_ms (30 s by default) for its bytes. With two
+  // workers, two idle connections (a TCP health check, a port scan, a stalled client) made
+  // every scrape time out for 30 s. Now a few stray connections leave workers free, and more
+  // hold them for at most 5 s (a scrape's timeout is 10 s by default in Prometheus).
+  const std::string threads = std::to_string(kMetricsHttpThreads);
+  const std::string timeout_ms = std::to_string(kMetricsHttpRequestTimeoutMs);
+  const char* options[] = {"listening_ports",    address.c_str(),    "num_threads", threads.c_str(),
+                           "request_timeout_ms", timeout_ms.c_str(), nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   mg_init_data init = {&callbacks, nullptr, options};

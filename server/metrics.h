@@ -79,6 +79,11 @@ struct ServerMetrics {
   MetricFamily* build_info;       // moe_router_build_info{version}
 };
 
+// The metrics endpoint's HTTP connections served at once, and how long one may take to
+// send its request before it is closed (MetricsHttpServer::Start says why).
+inline constexpr int kMetricsHttpThreads = 8;
+inline constexpr int kMetricsHttpRequestTimeoutMs = 5000;
+
 // Serves GET /metrics over HTTP (civetweb) from a registry until destroyed.
 class MetricsHttpServer {
  public:

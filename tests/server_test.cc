@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/router_client.h"
 #include "server/demo_models.h"
+#include "server/metrics.h"
 #include "tests/reference_router.h"
 
 namespace moe {
@@ -207,9 +209,13 @@ v1::RouteRequest Request(const std::string& model, int layer, int tokens,
   return req;
 }
 
-// GET /metrics over a plain socket (no curl needed on GPU machines); the body.
-std::string Scrape(int port) {
+// GET /metrics over a plain socket (no curl needed on GPU machines); the body, or "" when
+// the server does not answer within `timeout_s`.
+std::string Scrape(int port, int timeout_s = 20) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const timeval timeout{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -1210,6 +1216,46 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
     std::remove(file.c_str());
   }
   EXPECT_EQ(server.Terminate(), 0);
+}
+
+// Connections that send nothing (a TCP health check, a port scan, a stalled client) hold
+// one of the metrics endpoint's workers each until its request timeout. Fewer than there
+// are workers leave scrapes unaffected; one for every worker delays a scrape by at most
+// the request timeout. (With the two workers of before, two idle connections made every
+// scrape time out for 30 s.)
+TEST_F(Server, IdleConnectionsDoNotStopTheMetricsEndpoint) {
+  if (!kMetricsEndpoint) GTEST_SKIP() << "no metrics endpoint in this build";
+  ServerProcess server;
+  ASSERT_TRUE(server.WaitServing());
+  auto Connect = [&] {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(server.metrics_port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return fd;
+  };
+  std::vector<int> idle;
+  for (int i = 0; i < kMetricsHttpThreads - 1; ++i) idle.push_back(Connect());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // each taken by a worker
+  auto start = std::chrono::steady_clock::now();
+  auto Seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  EXPECT_NE(Scrape(server.metrics_port(), 2).find("moe_router_requests_total"), std::string::npos)
+      << kMetricsHttpThreads - 1 << " idle connections";
+  EXPECT_LT(Seconds(), 1.0);
+
+  idle.push_back(Connect());  // every worker taken
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  start = std::chrono::steady_clock::now();
+  const int limit_s = kMetricsHttpRequestTimeoutMs / 1000 + 5;
+  EXPECT_NE(Scrape(server.metrics_port(), limit_s).find("moe_router_requests_total"),
+            std::string::npos)
+      << kMetricsHttpThreads << " idle connections";
+  std::printf("scrape with every worker held by an idle connection: %.2f s\n", Seconds());
+  for (int fd : idle) close(fd);
 }
 
 }  // namespace
