@@ -1066,13 +1066,14 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
       const std::string& m = models[i % 2];
       const int tokens = 1 + i % 4;
       const Case c = MakeCase(m, 0, tokens, 500000 + i);
-      if (!session->Send(MakeRouteRequest(m, 0, v1::DTYPE_BF16, tokens, Demo(m).spec.hidden,
-                                          c.bytes, 1 + i))) {
+      const uint64_t id = uint64_t(i) + 1;
+      if (!session->Send(
+              MakeRouteRequest(m, 0, v1::DTYPE_BF16, tokens, Demo(m).spec.hidden, c.bytes, id))) {
         return Unexpected("good stream: Send failed");
       }
       v1::RouteStreamResponse resp;
       if (!session->Receive(&resp)) return Unexpected("good stream: Receive failed");
-      std::string diff = resp.request_id() == uint64_t(1 + i) ? "" : "request_id";
+      std::string diff = resp.request_id() == id ? "" : "request_id";
       if (diff.empty() && !resp.has_response()) diff = resp.error().message();
       if (diff.empty()) diff = Check(m, c, Unpack(resp.response()));
       if (diff.empty()) {
