@@ -22,7 +22,7 @@ promtool check rules "$src/deploy/prometheus/rules.yml" >/dev/null || fail "prom
 import json, sys, yaml
 src = sys.argv[1]
 for f in ["k8s/deployment.yaml", "k8s/service.yaml", "k8s/monitoring.yaml", "k8s/hpa.yaml",
-          "docker-compose.yml", "grafana/provisioning/datasources/prometheus.yml",
+          "k8s/networkpolicy.yaml", "docker-compose.yml", "grafana/provisioning/datasources/prometheus.yml",
           "grafana/provisioning/dashboards/moe-router.yml"]:
     docs = [d for d in yaml.safe_load_all(open(f"{src}/deploy/{f}")) if d is not None]
     assert docs, f
@@ -76,6 +76,13 @@ for monitor in load("k8s/monitoring.yaml"):
     assert spec["selector"]["matchLabels"].items() <= labels.items(), monitor["kind"]
     endpoints = spec.get("podMetricsEndpoints") or spec.get("endpoints")
     assert endpoints and all(e["port"] == "metrics" and e["path"] == "/metrics" for e in endpoints)
+policy = load("k8s/networkpolicy.yaml")[0]
+assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+assert policy["spec"]["policyTypes"] == ["Ingress"]
+rules = {r["ports"][0]["port"]: r["from"] for r in policy["spec"]["ingress"]}
+assert sorted(rules) == sorted(ports), (rules, ports)  # both ports reachable, each by name
+assert rules["grpc"] == [{"namespaceSelector": {}}], rules["grpc"]
+assert rules["metrics"][0]["namespaceSelector"] and rules["metrics"][0]["podSelector"], rules
 hpa = load("k8s/hpa.yaml")[0]
 target = hpa["spec"]["scaleTargetRef"]
 assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"]), target
