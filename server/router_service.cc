@@ -141,10 +141,11 @@ namespace {
 // written): at the bound the next read waits for a write to complete.
 //
 // Lifetime: an answer arrives on a batcher thread, outside gRPC's reactions, and may start a
-// write or Finish. On a cancelled call gRPC completes those at once, on the calling thread,
-// and may run OnWriteDone and OnDone right there, inside the answer, while it holds mu_. So
-// OnDone does not delete the reactor by itself: each answer not yet given holds it too
-// (holders_), and whichever lets go last deletes it, after its lock is released.
+// write or Finish. gRPC does not wait for it: once Finish is called (on a cancelled stream,
+// by the last answer after a failed write), OnDone may run at once on another thread while
+// the answer still holds mu_. So OnDone does not delete the reactor by itself: each answer
+// not yet given holds it too (holders_), and whichever lets go last deletes it, after its
+// lock is released.
 class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   RouteStreamReactor(RouterService* service, grpc::CallbackServerContext* ctx)

@@ -22,7 +22,8 @@ promtool check rules "$src/deploy/prometheus/rules.yml" >/dev/null || fail "prom
 import json, sys, yaml
 src = sys.argv[1]
 for f in ["k8s/deployment.yaml", "k8s/service.yaml", "k8s/monitoring.yaml", "k8s/hpa.yaml",
-          "k8s/networkpolicy.yaml", "docker-compose.yml", "grafana/provisioning/datasources/prometheus.yml",
+          "k8s/networkpolicy.yaml", "docker-compose.yml",
+          "grafana/provisioning/datasources/prometheus.yml",
           "grafana/provisioning/dashboards/moe-router.yml"]:
     docs = [d for d in yaml.safe_load_all(open(f"{src}/deploy/{f}")) if d is not None]
     assert docs, f
