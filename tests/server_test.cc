@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -1180,7 +1181,9 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
       }
     });
 
-  std::this_thread::sleep_for(std::chrono::seconds(4));
+  // MOE_STRESS_SECONDS makes it a soak: the races it looks for show rarely in 4 s.
+  const char* seconds = std::getenv("MOE_STRESS_SECONDS");
+  std::this_thread::sleep_for(std::chrono::seconds(seconds ? std::max(1, std::atoi(seconds)) : 4));
   stop = true;
   for (auto& t : threads) t.join();
   EXPECT_EQ(unexpected.load(), 0) << report;
