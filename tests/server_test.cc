@@ -210,21 +210,28 @@ v1::RouteRequest Request(const std::string& model, int layer, int tokens,
   return req;
 }
 
-// GET /metrics over a plain socket (no curl needed on GPU machines); the body, or "" when
-// the server does not answer within `timeout_s`.
-std::string Scrape(int port, int timeout_s = 20) {
+// A TCP connection to `port` on loopback: the socket, or -1.
+int ConnectLoopback(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  const timeval timeout{timeout_s, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     close(fd);
-    return "";
+    return -1;
   }
+  return fd;
+}
+
+// GET /metrics over a plain socket (no curl needed on GPU machines); the body, or "" when
+// the server does not answer within `timeout_s`.
+std::string Scrape(int port, int timeout_s = 20) {
+  const int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
+  const timeval timeout{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   const std::string req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
   if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
     close(fd);
@@ -239,6 +246,25 @@ std::string Scrape(int port, int timeout_s = 20) {
 }
 
 bool HavePromtool() { return std::system("command -v promtool >/dev/null 2>&1") == 0; }
+
+// `promtool check metrics` accepts a scrape (skipped where promtool is missing: CI installs
+// it, scripts/install-deps.sh; GPU machines may not have it).
+void ExpectPromtoolAccepts(const std::string& metrics) {
+  if (!HavePromtool()) {
+    std::printf("promtool not installed: text-format check skipped\n");
+    return;
+  }
+  const std::string file = absl::StrCat("/tmp/moe_metrics_", getpid(), ".txt");
+  std::ofstream(file) << metrics;
+  EXPECT_EQ(std::system(("promtool check metrics < " + file).c_str()), 0);
+  std::remove(file.c_str());
+}
+
+// A scrape's lines from `name` on, for failure messages (also of an empty scrape).
+std::string MetricExcerpt(const std::string& metrics, const std::string& name) {
+  const size_t at = metrics.find(name);
+  return at == std::string::npos ? "(" + name + " not in the scrape)" : metrics.substr(at, 80);
+}
 
 // With MOE_TEST_BACKEND=cuda (the `gpu`-labelled run) every test needs a GPU.
 class Server : public ::testing::Test {
@@ -751,14 +777,7 @@ TEST_F(Server, DeadlinesSheddingAndMetrics) {
   EXPECT_NE(metrics.find("code=\"DEADLINE_EXCEEDED\""), std::string::npos);
   EXPECT_NE(metrics.find("moe_router_batch_compute_seconds_bucket"), std::string::npos);
   EXPECT_NE(metrics.find("moe_router_model_info{model=\"demo-mixtral\""), std::string::npos);
-  const std::string file = absl::StrCat("/tmp/moe_metrics_", getpid(), ".txt");
-  std::ofstream(file) << metrics;
-  if (HavePromtool()) {  // CI installs it (scripts/install-deps.sh); GPU machines may not
-    EXPECT_EQ(std::system(("promtool check metrics < " + file).c_str()), 0);
-  } else {
-    std::printf("promtool not installed: text-format check skipped\n");
-  }
-  std::remove(file.c_str());
+  ExpectPromtoolAccepts(metrics);
 }
 
 TEST_F(Server, SigtermDrainsAcceptedRequestsAndExitsZero) {
@@ -820,7 +839,7 @@ TEST_F(Server, CancelledStreamsFinish) {
     }
     // ASSERT: with a stream left open, the shutdown below would wait for it forever.
     ASSERT_NE(metrics.find("moe_router_open_streams 0\n"), std::string::npos)
-        << metrics.substr(metrics.find("moe_router_open_streams"), 80);
+        << MetricExcerpt(metrics, "moe_router_open_streams ");
   }
   EXPECT_EQ(server.Terminate(), 0);
 }
@@ -1207,17 +1226,10 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
       if (rest) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    for (const auto& line : at_rest) {
-      const std::string name = line.substr(0, line.find(' '));
+    for (const auto& line : at_rest)
       EXPECT_NE(metrics.find(line), std::string::npos)
-          << metrics.substr(metrics.find(name + " "), 60);
-    }
-    const std::string file = absl::StrCat("/tmp/moe_metrics_misbehaving_", getpid(), ".txt");
-    std::ofstream(file) << metrics;
-    if (HavePromtool()) {
-      EXPECT_EQ(std::system(("promtool check metrics < " + file).c_str()), 0);
-    }
-    std::remove(file.c_str());
+          << MetricExcerpt(metrics, line.substr(0, line.find(' ') + 1));
+    ExpectPromtoolAccepts(metrics);
   }
   EXPECT_EQ(server.Terminate(), 0);
 }
@@ -1232,12 +1244,8 @@ TEST_F(Server, IdleConnectionsDoNotStopTheMetricsEndpoint) {
   ServerProcess server;
   ASSERT_TRUE(server.WaitServing());
   auto Connect = [&] {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(server.metrics_port()));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const int fd = ConnectLoopback(server.metrics_port());
+    EXPECT_GE(fd, 0);
     return fd;
   };
   std::vector<int> idle;
@@ -1259,7 +1267,8 @@ TEST_F(Server, IdleConnectionsDoNotStopTheMetricsEndpoint) {
             std::string::npos)
       << kMetricsHttpThreads << " idle connections";
   std::printf("scrape with every worker held by an idle connection: %.2f s\n", Seconds());
-  for (int fd : idle) close(fd);
+  for (int fd : idle)
+    if (fd >= 0) close(fd);
 }
 
 }  // namespace
