@@ -18,7 +18,8 @@ Decompose-K GEMM; `fused+pdl` is moe_gemm_ex with MOE_GEMM_PDL (B, rotated with 
 weights' role); `rel_err` is moe_gemm's relative L2 error against torch in fp64.
 
   python3 bench/peers.py --lib build/kernels/libmoe_kernels.so [--quick] [--json out.json]
-      [--families deepseek_v3,mixtral] [--tokens 1,16] [--gemm] [--compile_budget_s 240]
+      [--families deepseek_v3,mixtral] [--tokens 1,16] [--gemm [--mn 64,128]]
+      [--compile_budget_s 240]
 """
 
 import argparse
@@ -156,6 +157,7 @@ def main():
     ap.add_argument("--families", help="comma-separated subset of the routing families")
     ap.add_argument("--tokens", help="comma-separated token counts (default 1,4,16,64,128)")
     ap.add_argument("--gemm", action="store_true", help="the skinny GEMMs instead of routing")
+    ap.add_argument("--mn", help="with --gemm: comma-separated M = N subset (default 16,32,64,128)")
     ap.add_argument("--json")
     args = ap.parse_args()
     lib = load_lib(args.lib)
@@ -231,7 +233,7 @@ def main():
 def gemm_rows(lib, args, dev, l2):
     """The skinny GEMMs: moe_gemm vs torch eager, torch.compile and the Triton DK GEMM."""
     rows, compile_start = [], time.time()
-    for mn in [16, 32, 64, 128]:
+    for mn in [int(v) for v in args.mn.split(",")] if args.mn else [16, 32, 64, 128]:
         for K in ([131072] if args.quick else [8192, 32768, 65536, 131072]):
             mat = mn * K * 2
             layers = max(4, min(256, (3 * l2) // (2 * mat) + 1))
