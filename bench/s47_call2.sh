@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# session 47, call 2 (calls 2 and 3 packed into one: the device is scarce today).
+# session 47, call 2 (calls 2 and 3 packed into one; the bundle goes as bundle.tar.xz beside
+# this script: bench/NOTES.md session 47 says how it is made).
 # A = 9bbc460; D = TensorCoreUnrollSteps(2) = 2 (a pass of 2 K steps at two token tiles,
 # 48 fewer live registers); E = the polled kernel's two-tile instances built for one CTA an
 # SM (__launch_bounds__(256, 1): no 128-register cap, 140-167 registers, no spills).
