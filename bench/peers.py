@@ -157,7 +157,8 @@ def main():
     ap.add_argument("--families", help="comma-separated subset of the routing families")
     ap.add_argument("--tokens", help="comma-separated token counts (default 1,4,16,64,128)")
     ap.add_argument("--gemm", action="store_true", help="the skinny GEMMs instead of routing")
-    ap.add_argument("--mn", help="with --gemm: comma-separated M = N subset (default 16,32,64,128)")
+    ap.add_argument("--mn", help="with --gemm: the M = N sizes, comma-separated, measured in this order "
+                    "(default 16,32,64,128; largest first where the compile budget may run out)")
     ap.add_argument("--json")
     args = ap.parse_args()
     lib = load_lib(args.lib)
