@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -213,6 +214,7 @@ def kernel_key(name):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -279,7 +281,7 @@ def demangle(name):
         return name
     full = full.replace("(anonymous namespace)::", "").replace("moe::cuda::", "")
     full = full.replace("__nv_bfloat16", "bf16").replace("__half", "fp16")
-    return re.sub(r"^void ", "", re.sub(r"\(KernelParams\)$", "", full))
+    return re.sub(r"^void ", "", re.sub(r"\([\w:, ]*\)$", "", full))
 
 
 if __name__ == "__main__":
