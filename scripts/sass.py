@@ -171,8 +171,9 @@ def kernels_of(sass):
 
 
 def after_wait(lines):
-    """Runs of global loads (LDG), L1 prefetches (CCTL), tensor-core MMAs (HMMA), spill
-    accesses (LDL/STL) and shared-memory loads (LDS) from the first ACQBULK
+    """Runs of global loads (LDG), L1 prefetches (CCTL), copies to shared memory (LDGSTS)
+    and their waits (DEPBAR), tensor-core MMAs (HMMA), spill accesses (LDL/STL) and
+    shared-memory loads (LDS) from the first ACQBULK
     (griddepcontrol.wait) to the first BAR, e.g. 'LDL LDG*4 HMMA*2 LDG*4 HMMA*30'. A load
     after an MMA that uses an earlier load's register is issued only once that load is
     back: each such break is one more L2 round trip."""
@@ -181,6 +182,8 @@ def after_wait(lines):
         if not re.match(r"^\s+/\*[0-9a-f]{4,}\*/", line):
             continue  # a label or a source line
         tokens = line.split("*/", 1)[1].split()
+        if tokens and tokens[0] == "@!PT":  # never runs (ptxas' padding before LDGSTS)
+            continue
         if tokens and tokens[0].startswith("@"):  # a predicate
             tokens = tokens[1:]
         base = tokens[0].rstrip(";").split(".")[0] if tokens else ""
@@ -191,7 +194,7 @@ def after_wait(lines):
             continue
         if base == "BAR":
             break
-        if base in ("LDG", "HMMA", "LDL", "STL", "LDS", "CCTL"):
+        if base in ("LDG", "LDGSTS", "DEPBAR", "HMMA", "LDL", "STL", "LDS", "CCTL"):
             if runs and runs[-1][0] == base:
                 runs[-1][1] += 1
             else:
