@@ -247,20 +247,25 @@ def main():
     kernels = {k: v for k, v in kernels_of(sass).items() if re.search(args.kernel, k)}
     if not kernels:
         sys.exit("sass.py: no kernel matches " + repr(args.kernel))
-    out = open(args.output, "w") if args.output else sys.stdout
     other = {}
     if args.same_as:
         with open(args.same_as) as f:
             other = {kernel_key(k): code_of(v) for k, v in kernels_of(f.read()).items()}
+    text = []
     for name, lines in kernels.items():
         if args.same_as:
             theirs = other.get(kernel_key(name))
             verdict = "absent" if theirs is None else "same" if theirs == code_of(lines) else "differs"
-            out.write(f"{verdict:8} {demangle(name)}\n")
+            text.append(f"{verdict:8} {demangle(name)}\n")
         elif args.after_wait:
-            out.write(f"{demangle(name)}\n    {after_wait(lines)}\n")
+            text.append(f"{demangle(name)}\n    {after_wait(lines)}\n")
         else:
-            out.write(f"{name}:\n" + "\n".join(lines) + "\n")
+            text.append(f"{name}:\n" + "\n".join(lines) + "\n")
+    if args.output:
+        with open(args.output, "w") as f:
+            f.writelines(text)
+    else:
+        sys.stdout.writelines(text)
 
 
 def disassemble(build, source):
