@@ -12,7 +12,7 @@
 # (~38 MB) and the device call, carry [".gpu"]: bash .gpu/s48_call1.sh
 # Then bench/s48_call2.sh with the winner's gpu_router_test.
 set -u
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 1
 source ./env.sh
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
 F='deepseek_v3 t=1$,deepseek_v3 t=16$,deepseek_v3 t=64$,qwen3_30b t=1$,qwen3_30b t=16$,qwen3_235b t=16$,gpt_oss_120b t=16$,llama4_maverick t=16$,kimi_k2 t=16$,mixtral t=16$'

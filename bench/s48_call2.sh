@@ -8,7 +8,7 @@
 # largest M = N first, in what is left of the call (the H200 Inductor GEMM rows issue 3
 # asks for).
 set -u
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 1
 source ./env.sh
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
 s=$SECONDS
