@@ -151,6 +151,11 @@ def cubin_command(build, source):
     return args + ["-arch=sm_90a", "-cubin"], build
 
 
+# An instruction line of nvdisasm's output ("        /*0a10*/   LDG.E ... ;"), not a label or
+# a source line.
+INSTRUCTION = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/")
+
+
 def find_repo_root():
     return os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -179,7 +184,7 @@ def after_wait(lines):
     back: each such break is one more L2 round trip."""
     runs, on = [], False
     for line in lines:
-        if not re.match(r"^\s+/\*[0-9a-f]{4,}\*/", line):
+        if not INSTRUCTION.match(line):
             continue  # a label or a source line
         tokens = line.split("*/", 1)[1].split()
         if tokens and tokens[0] == "@!PT":  # never runs (ptxas' padding before LDGSTS)
@@ -208,7 +213,7 @@ def code_of(lines):
     """The instructions alone: no addresses, source lines or label numbers, so that two
     builds of the same code compare equal."""
     return [re.sub(r"\.L_x_\d+", "L", line.split("*/", 1)[1].strip()) for line in lines
-            if re.match(r"^\s+/\*[0-9a-f]{4,}\*/", line)]
+            if INSTRUCTION.match(line)]
 
 
 def kernel_key(name):
