@@ -302,9 +302,10 @@ DecomposeKConfig StagedConfig(const Shape& s, int sm_count, int splits) {
   return c;
 }
 
-// The config rules (CanRouteDecomposeK's) with a polled grid held to `sm_count` SMs (0: this
-// device's), so that the heuristic asks them for the SM count it was given.
-absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_count);
+// The config rules (CanRouteDecomposeK's) for `device`, so that the heuristic asks them for
+// the device it was given.
+absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
+                           const DecomposeKDevice& device);
 
 // The fewest splits with which each warp's K range is one unrolled mainloop pass
 // (PolledOnePassSplits).
@@ -374,7 +375,8 @@ constexpr int kMaxResidentLaunchesSteered = 4;
 // us a call, 8 splits (72) 3.54; t=5 and t=6 (61, 62 CTAs: not in that state) 3.54-3.55 at
 // either count.
 DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfig& c,
-                                           const Layout& l, int sm_count) {
+                                           const Layout& l, const DecomposeKDevice& device) {
+  const int sm_count = device.sm_count;
   auto trapped = [&](const DecomposeKConfig& k) {
     const int ctas = GridCtas(s, k, l);
     return sm_count / ctas <= kMaxResidentLaunchesSteered &&
@@ -384,7 +386,7 @@ DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfi
   while (trapped(out)) {
     DecomposeKConfig more = out;
     ++more.k_splits;
-    if (GridCtas(s, more, l) > sm_count || !CheckConfigOn(s, more, sm_count).ok()) return c;
+    if (GridCtas(s, more, l) > sm_count || !CheckConfigOn(s, more, device).ok()) return c;
     out = more;
   }
   return out;
@@ -397,8 +399,10 @@ DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfi
 // with one, Kimi K2 t=64 still ran 9.13 us at 19 splits against 8.81 at 16 (session 35).
 constexpr int kStagedMaxHeuristicSplits = 16;
 
-DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, bool allow_polled,
-                              bool cut_decode_splits, bool allow_rank_zero_routes) {
+DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bool allow_cluster,
+                              bool allow_polled, bool cut_decode_splits,
+                              bool allow_rank_zero_routes) {
+  const int sm_count = device.sm_count;
   DecomposeKConfig c;
   const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
   c.mainloop = tensor ? Mainloop::kTensorCore : Mainloop::kFma;
@@ -411,7 +415,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   // the cluster kernel whose rank 0 routes, up to 128 tokens (RankZeroRoutesConfig says
   // where).
   if (tensor && allow_cluster && allow_polled && allow_rank_zero_routes && s.tokens <= 128 &&
-      ClustersSupported()) {
+      device.clusters) {
     const DecomposeKConfig cluster = RankZeroRoutesConfig(s, sm_count);
     if (cluster.cluster > 0) return cluster;
   }
@@ -430,7 +434,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
     DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
     if (large_batch && staged.k_splits > kStagedMaxHeuristicSplits)
       staged = StagedConfig(s, sm_count, kStagedMaxHeuristicSplits);
-    if (CheckConfigOn(s, staged, sm_count).ok()) return staged;
+    if (CheckConfigOn(s, staged, device).ok()) return staged;
   }
   // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families
   // at 64 and 128 tokens (with these token tilings and split counts, mostly).
@@ -473,7 +477,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
         dedicated.pdl_one_cta_per_sm = true;
         const Layout l = MakeLayout(s, dedicated);
         if (GridCtas(s, dedicated, l) <= sm_count)
-          return AwayFromWaitReleaseStarts(s, dedicated, l, sm_count);
+          return AwayFromWaitReleaseStarts(s, dedicated, l, device);
       }
       // Past 16 tokens (routers in the mainloop CTAs) cooperative under PDL as well: the
       // autotuner's pick on 5 of the 6 such rows of the H200 table (DeepSeek-V3, GLM-4.5
@@ -488,16 +492,24 @@ DecomposeKConfig ChooseConfig(const Shape& s, int sm_count, bool allow_cluster, 
   const int per_split = m_blocks * z_chunks;
   const int max_splits = std::max(1, total_steps / kWarps);
   c.k_splits = std::clamp((target_ctas + per_split - 1) / per_split, 1, max_splits);
-  if (tensor && allow_cluster && ClustersSupported()) {
+  if (tensor && allow_cluster && device.clusters) {
     // Portable cluster size; the autotuner also tries 4 and 16.
     c.cluster = std::min(8, c.k_splits);
     while (c.cluster & (c.cluster - 1)) --c.cluster;  // a power of two
+    // With one token tile and at most 4 expert blocks the launch runs the kernel whose
+    // rank 0 routes, whose clusters span every expert block: at most kClusterRouterMaxCtas
+    // CTAs (routers of 65-128 experts at up to 8 tokens took 8 splits, 32 or more CTAs,
+    // and failed the rules: decompose_k_config_test's sweep).
+    if (RankZeroRoutes(s, c)) {
+      while (c.cluster > 1 && m_blocks * c.cluster > kClusterRouterMaxCtas) c.cluster /= 2;
+    }
     c.k_splits = c.cluster;
   }
   return c;
 }
 
-absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_count) {
+absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
+                           const DecomposeKDevice& device) {
   // A config may come from the autotuner's cache file: any other value would have launched
   // the FMA kernel with the tensor-core layout.
   if (c.mainloop != Mainloop::kTensorCore && c.mainloop != Mainloop::kFma)
@@ -523,7 +535,7 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_cou
       return absl::InvalidArgumentError(absl::StrCat(
           "config: with 8-token chunks a cluster spans all ", m_blocks, " expert blocks; ",
           m_blocks, " x ", c.cluster, " splits is more than ", kClusterRouterMaxCtas, " CTAs"));
-    if (!ClustersSupported())
+    if (!device.clusters)
       return absl::InvalidArgumentError("config: thread-block clusters need an sm_90+ GPU");
   }
   if (c.k_splits < 1 || c.k_splits > 4096)
@@ -566,10 +578,10 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c, int sm_cou
           "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
           per_router, " tokens a router x ", s.experts, " experts is more"));
     // The router CTA waits on every other CTA: all must be resident at once.
-    const int ctas = GridCtas(s, c, l), max_ctas = sm_count > 0 ? sm_count : PolledMaxCtas();
-    if (ctas > max_ctas)
+    const int ctas = GridCtas(s, c, l);
+    if (ctas > device.sm_count)
       return absl::InvalidArgumentError(absl::StrCat("config: the polled reduction launches ", ctas,
-                                                     " CTAs, more than the ", max_ctas,
+                                                     " CTAs, more than the ", device.sm_count,
                                                      " SMs of this device"));
   }
   return absl::OkStatus();
@@ -671,10 +683,19 @@ Shape GemmShape(const GemmProblem& p) { return {p.m, p.n, p.k, p.dtype, p.dtype}
 
 }  // namespace
 
+DecomposeKDevice CurrentDecomposeKDevice() { return {PolledMaxCtas(), ClustersSupported()}; }
+
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled, bool cut_decode_splits,
                                         bool allow_rank_zero_routes) {
-  return ChooseConfig(RouteShape(problem), sm_count, /*allow_cluster=*/true, allow_polled,
+  return ChooseDecomposeKConfigFor(problem, {sm_count, ClustersSupported()}, allow_polled,
+                                   cut_decode_splits, allow_rank_zero_routes);
+}
+
+DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
+                                           const DecomposeKDevice& device, bool allow_polled,
+                                           bool cut_decode_splits, bool allow_rank_zero_routes) {
+  return ChooseConfig(RouteShape(problem), device, /*allow_cluster=*/true, allow_polled,
                       cut_decode_splits, allow_rank_zero_routes);
 }
 
@@ -696,9 +717,14 @@ DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const Decompo
 }
 
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config) {
+  return CanRouteDecomposeKOn(problem, config, CurrentDecomposeKDevice());
+}
+
+absl::Status CanRouteDecomposeKOn(const RouteProblem& problem, const DecomposeKConfig& config,
+                                  const DecomposeKDevice& device) {
   auto status = CheckRouteProblem(problem);
   if (!status.ok()) return status;
-  return CheckConfigOn(RouteShape(problem), config, /*sm_count=*/0);
+  return CheckConfigOn(RouteShape(problem), config, device);
 }
 
 size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
@@ -787,7 +813,7 @@ DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
     c.gemm_tma = TileGemmTmaSupported();
     return c;
   }
-  return ChooseConfig(GemmShape(problem), sm_count, /*allow_cluster=*/false,
+  return ChooseConfig(GemmShape(problem), {sm_count, false}, /*allow_cluster=*/false,
                       /*allow_polled=*/false, /*cut_decode_splits=*/false,
                       /*allow_rank_zero_routes=*/false);
 }

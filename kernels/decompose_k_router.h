@@ -74,6 +74,17 @@ struct DecomposeKConfig {
   bool gemm_tma = false;
 };
 
+// What the config rules and the heuristic need to know of a device: its multiprocessors
+// (a polled grid must be resident at once: at most one CTA each) and whether it runs
+// thread-block clusters (sm_90+).
+struct DecomposeKDevice {
+  int sm_count = 0;
+  bool clusters = false;
+};
+
+// The current device's (zero SMs and no clusters without one).
+DecomposeKDevice CurrentDecomposeKDevice();
+
 // The default heuristic: for up to 128 tokens on the tensor cores the polled reduction with
 // about one CTA per SM (up to 16 tokens with dedicated routers; staged tiles for large
 // tokens x experts); otherwise enough CTAs to cover the SMs twice, one K step per warp at
@@ -92,6 +103,14 @@ struct DecomposeKConfig {
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true, bool cut_decode_splits = true,
                                         bool allow_rank_zero_routes = true);
+
+// The same heuristic for a described device; asks the CUDA runtime nothing, so that its
+// choices can be checked for any device size without a GPU (decompose_k_config_test).
+// ChooseDecomposeKConfig is this with {sm_count, the current device's clusters}.
+DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
+                                           const DecomposeKDevice& device, bool allow_polled = true,
+                                           bool cut_decode_splits = true,
+                                           bool allow_rank_zero_routes = true);
 
 // The polled reduction's config for `token_tiles` (split count by its rule), at any token
 // count: an autotuner candidate where the heuristic chose another reduction. Check it with
@@ -132,8 +151,13 @@ DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const Decompo
 // (ChooseDecomposeKConfig).
 bool PdlLaunchStartsAtWaitRelease(int grid_ctas, int router_ctas, int cta_slots);
 
-// Checks the problem and the config (e.g. tensor cores need equal 16-bit dtypes).
+// Checks the problem and the config (e.g. tensor cores need equal 16-bit dtypes) for the
+// current device.
 absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config);
+
+// The same checks for a described device (no CUDA runtime call).
+absl::Status CanRouteDecomposeKOn(const RouteProblem& problem, const DecomposeKConfig& config,
+                                  const DecomposeKDevice& device);
 
 size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config);
 

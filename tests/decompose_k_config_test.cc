@@ -1,0 +1,517 @@
+// The fused kernel's config heuristic and config rules on described devices, without a GPU
+// (label cpu): for every shape the kernels take and devices from a one-SM slice to a
+// Blackwell-size part, with and without thread-block clusters, the heuristic's configs
+// pass its own rules, so a model loads on any device and MIG slice; then the picks the
+// heuristic makes on an H100 / H200 (132 SMs) and why (bench/NOTES.md has the timings),
+// and the rules' refusals. The configs' results and speed are gpu_router_test's, on a
+// device.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_router.h"
+#include "kernels/decompose_k_router.h"
+#include "kernels/router_spec.h"
+
+namespace moe {
+namespace {
+
+// The device most expectations below were measured on: an H100 / H200 SXM (132 SMs,
+// thread-block clusters).
+constexpr cuda::DecomposeKDevice kSxm{132, true};
+
+// SM counts: a single SM, H100 MIG slices (1g: 16, 2g: 32, 3g: 60, 4g: 64), an L4 (58),
+// an A100 (108), an H100 PCIe (114), an H100/H200 SXM (132), a B200 (148), and odd counts.
+const std::vector<int>& DeviceSmCounts() {
+  static const std::vector<int> sms = {1, 2, 3, 7, 16, 32, 58, 60, 64, 108, 114, 132, 148};
+  return sms;
+}
+
+const std::vector<int>& TokenCounts() {
+  static const std::vector<int> tokens = {1,  2,   3,   4,   5,   7,   8,   9,   12, 15,
+                                          16, 17,  24,  31,  32,  33,  48,  63,  64, 65,
+                                          96, 127, 128, 129, 160, 192, 200, 255, 256};
+  return tokens;
+}
+
+struct DTypes {
+  DType hidden, weight;
+};
+const std::vector<DTypes>& DTypePairs() {
+  static const std::vector<DTypes> pairs = {{DType::kBF16, DType::kBF16},
+                                            {DType::kFP16, DType::kFP16},
+                                            {DType::kFP32, DType::kFP32},
+                                            {DType::kBF16, DType::kFP32}};
+  return pairs;
+}
+
+std::string Where(const RouteProblem& p, const cuda::DecomposeKDevice& d) {
+  return absl::StrCat(p.spec.family, " experts=", p.spec.experts, " hidden=", p.spec.hidden,
+                      " top_k=", p.spec.top_k, " t=", p.tokens, " dtypes=", int(p.hidden_dtype),
+                      "/", int(p.weight_dtype), " sms=", d.sm_count, " clusters=", d.clusters);
+}
+
+std::string Describe(const cuda::DecomposeKConfig& c) {
+  return absl::StrCat("mainloop=", int(c.mainloop), " token_tiles=", c.token_tiles,
+                      " k_splits=", c.k_splits, " cluster=", c.cluster, " polled=", c.polled,
+                      " dedicated=", c.dedicated_routers, " staged=", c.staged);
+}
+
+// The heuristic's configs for `p` on `d` (the default, the autotuner's family without the
+// polled reduction, and the polled rule's uncut split count) all pass the config rules,
+// and the workspace they ask for holds its zeroed prefix.
+void ExpectValidConfigs(const RouteProblem& p, const cuda::DecomposeKDevice& d) {
+  const cuda::DecomposeKConfig configs[] = {
+      cuda::ChooseDecomposeKConfigFor(p, d),
+      cuda::ChooseDecomposeKConfigFor(p, d, /*allow_polled=*/false),
+      cuda::ChooseDecomposeKConfigFor(p, d, /*allow_polled=*/true, /*cut_decode_splits=*/false,
+                                      /*allow_rank_zero_routes=*/false),
+  };
+  for (const cuda::DecomposeKConfig& c : configs) {
+    const absl::Status status = cuda::CanRouteDecomposeKOn(p, c, d);
+    ASSERT_TRUE(status.ok()) << Where(p, d) << ": " << Describe(c) << ": " << status;
+    if (!d.clusters) {
+      EXPECT_EQ(c.cluster, 0) << Where(p, d) << ": " << Describe(c);
+    }
+    const size_t bytes = cuda::DecomposeKWorkspaceBytes(p, c);
+    EXPECT_GT(bytes, 0u) << Where(p, d);
+    EXPECT_LE(cuda::DecomposeKZeroedBytes(p, c), bytes) << Where(p, d);
+  }
+}
+
+void ExpectValidConfigsOnEveryDevice(const RouterSpec& spec) {
+  for (const DTypes& dt : DTypePairs()) {
+    for (int tokens : TokenCounts()) {
+      const RouteProblem p{spec, tokens, dt.hidden, dt.weight};
+      ASSERT_TRUE(CheckRouteProblem(p).ok()) << Where(p, {});
+      for (int sms : DeviceSmCounts()) {
+        for (bool clusters : {false, true}) ExpectValidConfigs(p, {sms, clusters});
+      }
+    }
+  }
+}
+
+TEST(DecomposeKConfig, HeuristicConfigsPassTheRulesForEveryFamilyOnEveryDevice) {
+  for (const FamilyPreset& preset : FamilyPresets()) {
+    SCOPED_TRACE(preset.name);
+    ExpectValidConfigsOnEveryDevice(preset.spec);
+  }
+}
+
+// Ungrouped routers across the whole range the kernels take: 1..512 experts (the
+// experts-per-lane widths and their edges), hidden sizes from one 8-element step to 16384.
+TEST(DecomposeKConfig, HeuristicConfigsPassTheRulesAcrossTheShapeRange) {
+  for (int experts : {1, 2, 8, 16, 31, 32, 33, 64, 65, 100, 128, 129, 160, 256, 257, 384, 512}) {
+    for (int hidden : {8, 24, 64, 1000, 2048, 2880, 4096, 5120, 7168, 8192, 16384}) {
+      RouterSpec spec;
+      spec.family = "sweep";
+      spec.experts = experts;
+      spec.hidden = hidden;
+      spec.top_k = std::min(experts, 8);
+      ASSERT_TRUE(ValidateSpec(spec).ok()) << experts << " x " << hidden;
+      ExpectValidConfigsOnEveryDevice(spec);
+    }
+  }
+}
+
+// Clusters only where the described device runs them (sm_90+), with the reason named; and
+// with no device at all (zero SMs) no polled grid fits.
+TEST(DecomposeKConfig, RulesRefuseClustersAndPolledGridsTheDescribedDeviceCannotRun) {
+  const RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig cluster;
+  cluster.cluster = cluster.k_splits = 8;
+  EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, cluster, kSxm).ok());
+  const absl::Status no_clusters = cuda::CanRouteDecomposeKOn(p, cluster, {132, false});
+  EXPECT_EQ(no_clusters.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(no_clusters.message()).find("clusters"), std::string::npos) << no_clusters;
+  const cuda::DecomposeKConfig polled = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+  ASSERT_TRUE(polled.polled) << Describe(polled);
+  EXPECT_FALSE(cuda::CanRouteDecomposeKOn(p, polled, {}).ok());
+}
+
+TEST(DecomposeKConfig, PolledGridWiderThanTheGpuIsRefused) {
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  // 8 expert blocks x 64 splits = 512 CTAs: more than one per SM on any current GPU, so the
+  // router CTA could wait on a CTA that is not resident.
+  const cuda::DecomposeKConfig wide{cuda::Mainloop::kTensorCore, 1, 64, 0, /*polled=*/true};
+  const absl::Status status = cuda::CanRouteDecomposeKOn(p, wide, kSxm);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(status.message()).find("SMs"), std::string::npos) << status;
+}
+
+// A config read back from a damaged autotune cache line: a mainloop other than the two is
+// refused (the plan is then tuned afresh), not launched as the FMA kernel with the
+// tensor-core layout. Host-side checks only: runs without a GPU too.
+TEST(DecomposeKConfig, AnUnknownMainloopIsRefused) {
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  for (int mainloop : {2, 7, -1}) {
+    cuda::DecomposeKConfig c{static_cast<cuda::Mainloop>(mainloop), 1000, 8, 0};
+    const absl::Status status = cuda::CanRouteDecomposeKOn(p, c, kSxm);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << mainloop;
+    EXPECT_NE(std::string(status.message()).find(absl::StrCat("mainloop ", mainloop)),
+              std::string::npos)
+        << status;
+  }
+}
+
+// The autotune cache keys a config by device name as well as SM count: an H100 and an
+// H200 both have 132 SMs, and a cache file carried from one to the other must not hand
+// over the first one's choices. The key stays one field of a whitespace-separated line.
+// Host-side only: runs without a GPU too.
+TEST(DecomposeKConfig, AutotuneCacheKeysNameTheDevice) {
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  const std::string h100 = cuda::AutotuneCacheKey(p, "NVIDIA H100 80GB HBM3", 132, true);
+  const std::string h200 = cuda::AutotuneCacheKey(p, "NVIDIA H200", 132, true);
+  EXPECT_NE(h100, h200);
+  for (const std::string& key : {h100, h200}) {
+    EXPECT_EQ(key.find_first_of(" \t\n"), std::string::npos) << key;
+    EXPECT_NE(key.find("sm132"), std::string::npos) << key;
+  }
+  EXPECT_NE(h200, cuda::AutotuneCacheKey(p, "NVIDIA H200", 132, false));
+  EXPECT_NE(h200, cuda::AutotuneCacheKey(p, "NVIDIA H200", 114, true));
+  RouteProblem p16 = p;
+  p16.tokens = 16;
+  EXPECT_NE(h200, cuda::AutotuneCacheKey(p16, "NVIDIA H200", 132, true));
+  EXPECT_EQ(h200, cuda::AutotuneCacheKey(p, "NVIDIA H200", 132, true));
+  EXPECT_FALSE(cuda::AutotuneCacheKey(p, "", 132, true).empty());
+}
+
+TEST(DecomposeKConfig, PdlLaunchOptionsNeedThePolledReduction) {
+  RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig counter{cuda::Mainloop::kTensorCore, 1, 8, 0};
+  counter.pdl_cooperative = true;
+  const absl::Status status = cuda::CanRouteDecomposeKOn(p, counter, kSxm);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(status.message()).find("pdl_cooperative"), std::string::npos) << status;
+  cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, 8, 0, /*polled=*/true};
+  polled.pdl_cooperative = true;
+  polled.pdl_one_cta_per_sm = true;
+  EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, polled, kSxm).ok());
+  // One CTA per SM is the 32-expert polled CTAs' option only.
+  cuda::DecomposeKConfig padded_counter{cuda::Mainloop::kTensorCore, 1, 8, 0};
+  padded_counter.pdl_one_cta_per_sm = true;
+  const absl::Status padded_status = cuda::CanRouteDecomposeKOn(p, padded_counter, kSxm);
+  EXPECT_EQ(padded_status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(padded_status.message()).find("pdl_one_cta_per_sm"), std::string::npos)
+      << padded_status;
+  const RouteProblem large{FindPreset("deepseek_v3").value().spec, 128, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig staged = cuda::ChooseStagedConfig(large, 132);
+  ASSERT_TRUE(staged.staged);
+  staged.pdl_one_cta_per_sm = true;
+  EXPECT_NE(std::string(cuda::CanRouteDecomposeKOn(large, staged, kSxm).message())
+                .find("pdl_one_cta_per_sm"),
+            std::string::npos);
+}
+
+// The one-pass split count (an autotuner candidate): the fewest splits with which every
+// warp's K range of weights is one unrolled pass of the mainloop (4 K steps of 32 at one or
+// two token tiles, 2 at four), so under PDL all of it loads before the wait. Host-only.
+TEST(DecomposeKConfig, OnePassSplitsAreTheFewestThatLoadEveryWarpsWeightsInOnePass) {
+  for (int hidden : {8, 2048, 2880, 4096, 5120, 7168, 8192, 16384}) {
+    for (int tiles : {1, 2, 4}) {
+      RouterSpec spec = FindPreset("mixtral").value().spec;
+      spec.hidden = hidden;
+      const RouteProblem p{spec, 8 * tiles, DType::kBF16, DType::kBF16};
+      const int splits = cuda::PolledOnePassSplits(p, tiles);
+      const int unroll = tiles <= 2 ? 4 : 2, steps = (hidden + 31) / 32;
+      auto steps_per_warp = [&](int s) { return (steps + 8 * s - 1) / (8 * s); };
+      ASSERT_GE(splits, 1) << hidden;
+      EXPECT_LE(steps_per_warp(splits), unroll) << "hidden=" << hidden << " tiles=" << tiles;
+      if (splits > 1) {
+        EXPECT_GT(steps_per_warp(splits - 1), unroll) << "hidden=" << hidden << " tiles=" << tiles;
+      }
+    }
+  }
+  const auto one_pass = [](const char* family) {
+    const RouteProblem p{FindPreset(family).value().spec, 1, DType::kBF16, DType::kBF16};
+    return cuda::PolledOnePassSplits(p, 1);
+  };
+  EXPECT_EQ(one_pass("mixtral"), 4);      // 4096 = 128 steps, 32 a split
+  EXPECT_EQ(one_pass("gpt_oss_20b"), 3);  // 2880 = 90 steps
+  EXPECT_EQ(one_pass("deepseek_v3"), 7);  // 7168 = 224 steps
+}
+
+// A dedicated-router config's routers and grid CTAs up to 16 tokens (one chunk), and whether
+// its back-to-back PDL launches on `sms` SMs, one CTA each, would start at their
+// predecessors' wait release.
+int DecodeRouters(const RouteProblem& p, const cuda::DecomposeKConfig& c) {
+  return std::min(p.tokens, 8 * c.token_tiles);
+}
+int DecodeGridCtas(const RouteProblem& p, const cuda::DecomposeKConfig& c) {
+  return (p.spec.experts + 31) / 32 * c.k_splits + DecodeRouters(p, c);
+}
+bool StartsAtWaitRelease(const RouteProblem& p, const cuda::DecomposeKConfig& c, int sms) {
+  return cuda::PdlLaunchStartsAtWaitRelease(DecodeGridCtas(p, c), DecodeRouters(p, c), sms);
+}
+
+// The launch-queue rule (bench/NOTES.md, session 37): with one CTA per SM, as many launches
+// as fit whole are resident; the next starts when the oldest one's mainloop CTAs leave,
+// unless the slots left over are fewer than its routers, and then only when it finishes,
+// which is when the next-oldest's wait is released. Cases measured on the H200: DeepSeek-V3
+// grids of 64 CTAs (8 routers) and 66 (2) slow, 58 (2), 60 (4) and 72 (8) not.
+TEST(DecomposeKConfig, LaunchesStartAtTheirPredecessorsWaitReleaseWhereLeftoverSlotsMissRouters) {
+  EXPECT_TRUE(cuda::PdlLaunchStartsAtWaitRelease(64, 8, 132));    // 2 resident, 4 left < 8
+  EXPECT_TRUE(cuda::PdlLaunchStartsAtWaitRelease(66, 2, 132));    // 2 resident, 0 left < 2
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(58, 2, 132));   // 16 left
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(60, 4, 132));   // 12 left
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(62, 6, 132));   // 8 left
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(72, 8, 132));   // one resident: starts as
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(132, 1, 132));  // the mainloop CTAs leave
+  EXPECT_TRUE(cuda::PdlLaunchStartsAtWaitRelease(44, 14, 132));   // 3 resident, 0 left
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(46, 16, 132));  // 2 resident, 40 left
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(200, 8, 132));  // never resident twice
+  EXPECT_FALSE(cuda::PdlLaunchStartsAtWaitRelease(0, 8, 132));
+}
+
+// The heuristic's decode configs (dedicated routers, one CTA per SM under PDL) add splits
+// where the launch-queue rule says a launch would start at its predecessor's wait release:
+// DeepSeek-V3 at 8 tokens 7 -> 8 splits (4.14 -> 3.55 us a call, H200, session 37), and
+// every family's grid from 1 to 16 tokens steers clear of it. Host-only, 132 SMs.
+TEST(DecomposeKConfig, HeuristicDecodeGridsDoNotStartLaunchesAtTheirPredecessorsWaitRelease) {
+  for (const auto& preset : FamilyPresets()) {
+    for (int tokens = 1; tokens <= 16; ++tokens) {
+      const RouteProblem p{preset.spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(
+          p, kSxm, /*allow_polled=*/true, /*cut_decode_splits=*/true,
+          /*allow_rank_zero_routes=*/false);
+      const std::string where = absl::StrCat(preset.name, " t=", tokens);
+      ASSERT_TRUE(c.polled && c.dedicated_routers && c.pdl_one_cta_per_sm) << where;
+      const int ctas = DecodeGridCtas(p, c);
+      EXPECT_LE(ctas, 132) << where;
+      // Where more than four launches are resident the rule is not applied (measured
+      // -0.11..+0.05 us a call): the split cut's count stands (checked below).
+      if (132 / ctas <= 4) {
+        EXPECT_FALSE(StartsAtWaitRelease(p, c, 132)) << where << ": " << c.k_splits << " splits";
+      }
+    }
+  }
+  for (const auto& [family, tokens, splits] : std::vector<std::tuple<const char*, int, int>>{
+           {"deepseek_v3", 4, 7},      // 60 CTAs, 12 slots left over for 4 routers
+           {"deepseek_v3", 6, 7},      // 62: 8 left for 6
+           {"deepseek_v3", 7, 8},      // 63: 6 left for 7 -> 71, one resident
+           {"deepseek_v3", 8, 8},      // 64: 4 for 8 -> 72
+           {"deepseek_v3", 10, 8},     // 66: none for 10 -> 74
+           {"glm4_moe", 14, 7},        // 44, three resident: none left for 14 -> 49
+           {"gpt_oss_120b", 2, 5}}) {  // 22, six resident: not steered
+    const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+    EXPECT_EQ(cuda::ChooseDecomposeKConfigFor(p, kSxm, true, true, false).k_splits, splits)
+        << family << " t=" << tokens;
+  }
+}
+
+// Up to 16 tokens the heuristic cuts the polled rule's split count to the larger of the
+// one-pass count and a quarter (the autotuner's timings: bench/NOTES.md, sessions 23, 35
+// and 36), and launches cooperatively, one CTA per SM, under PDL (sessions 34 and 36).
+// Host-only, for a 132-SM device.
+TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
+  const struct {
+    const char* family;
+    int rule, cut;        // splits at one token
+    int rule_16, cut_16;  // at 16 tokens
+  } expected[] = {{"mixtral", 33, 8, 32, 8},        {"gpt_oss_20b", 22, 5, 22, 5},
+                  {"deepseek_v3", 16, 7, 14, 7},    {"qwen3_30b", 16, 4, 16, 5},
+                  {"llama4_scout", 40, 10, 40, 10}, {"kimi_k2", 10, 7, 9, 7},
+                  {"glm4_moe", 26, 6, 23, 6},       {"llama4_maverick", 32, 9, 29, 8}};
+  for (const auto& e : expected) {
+    for (int tokens : {1, 4, 8, 9, 16}) {
+      const RouteProblem p{FindPreset(e.family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      // The polled heuristic (without the clusters whose rank 0 routes, which it takes
+      // first on sm_90+ for most of these families: the test below).
+      const cuda::DecomposeKConfig cut = cuda::ChooseDecomposeKConfigFor(
+          p, kSxm, /*allow_polled=*/true, /*cut_decode_splits=*/true,
+          /*allow_rank_zero_routes=*/false);
+      const cuda::DecomposeKConfig rule = cuda::ChooseDecomposeKConfigFor(
+          p, kSxm, /*allow_polled=*/true, /*cut_decode_splits=*/false,
+          /*allow_rank_zero_routes=*/false);
+      const std::string where = absl::StrCat(e.family, " t=", tokens);
+      ASSERT_TRUE(cut.polled && cut.dedicated_routers) << where;
+      ASSERT_TRUE(rule.polled && rule.dedicated_routers) << where;
+      EXPECT_EQ(cut.token_tiles, rule.token_tiles) << where;
+      // Decode batches launch cooperatively under PDL too, one CTA per SM.
+      EXPECT_TRUE(cut.pdl_cooperative && cut.pdl_one_cta_per_sm) << where;
+      EXPECT_TRUE(rule.pdl_cooperative && rule.pdl_one_cta_per_sm) << where;
+      if (tokens == 1) {
+        EXPECT_EQ(rule.k_splits, e.rule) << where;
+        EXPECT_EQ(cut.k_splits, e.cut) << where;
+      }
+      if (tokens == 16) {
+        EXPECT_EQ(rule.k_splits, e.rule_16) << where;
+        EXPECT_EQ(cut.k_splits, e.cut_16) << where;
+      }
+      EXPECT_LE(cut.k_splits, rule.k_splits) << where;
+      const int one_pass = cuda::PolledOnePassSplits(p, cut.token_tiles);
+      // The one-pass count or a quarter of the rule's (its count before dedicated routers
+      // took a split off to fit: up to a split more than a quarter of the one here), or
+      // more where a split fewer would start launches at their predecessors' wait release
+      // (the test below).
+      EXPECT_GE(cut.k_splits, std::min(rule.k_splits, one_pass)) << where;
+      cuda::DecomposeKConfig fewer = cut;
+      --fewer.k_splits;
+      EXPECT_TRUE(cut.k_splits <= std::max(one_pass, rule.k_splits / 4 + 1) ||
+                  StartsAtWaitRelease(p, fewer, 132))
+          << where;
+    }
+  }
+}
+
+// Past 16 tokens the heuristic's polled configs (routers in the mainloop CTAs) launch
+// cooperatively under PDL: the autotuner's pick on 5 of 6 such rows; through the C ABI
+// 0.05-0.35 us faster on those five (H200, bench/NOTES.md session 35). Host-only, 132 SMs.
+TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixteenTokensCooperatively) {
+  for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
+           {"glm4_moe", 64}, {"llama4_maverick", 64}, {"qwen3_235b", 128}, {"gpt_oss_120b", 128}}) {
+    const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+    const std::string where = absl::StrCat(family, " t=", tokens);
+    ASSERT_TRUE(c.polled && !c.staged && !c.dedicated_routers) << where;
+    EXPECT_TRUE(c.pdl_cooperative) << where;
+  }
+}
+
+// The heuristic's staged tiles keep to at most 16 splits: at 19-20 (its SM-filling count for
+// Kimi K2 at 64 tokens and GLM-4.5 at 128) the gather took 4-6 us under PDL, a call 13.7-14.2
+// us against 8.8 and 12.3 at 16 (H200, bench/NOTES.md session 34).
+TEST(DecomposeKConfig, HeuristicStagedTilesKeepToSixteenSplits) {
+  for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
+           {"kimi_k2", 64}, {"kimi_k2", 128}, {"glm4_moe", 128}, {"deepseek_v3", 128}}) {
+    const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+    const std::string where = absl::StrCat(family, " t=", tokens);
+    EXPECT_TRUE(c.staged) << where;
+    EXPECT_LE(c.k_splits, 16) << where;
+    EXPECT_GE(c.k_splits, 10) << where;  // still about an SM's worth of CTAs
+  }
+}
+
+// One 64-token chunk of a router of 256+ experts over 4096+ hidden (DeepSeek-V3 at 64
+// tokens) takes the staged tiles at the SM-filling split count, past the 16 of larger
+// batches: the autotuner's pick there, 28 splits on 132 SMs (H200, bench/NOTES.md session
+// 41). Host-only.
+TEST(DecomposeKConfig, HeuristicStagedTilesFillTheSmsForOneChunkOfALargeRouter) {
+  const RouteProblem p{FindPreset("deepseek_v3").value().spec, 64, DType::kBF16, DType::kBF16};
+  const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+  EXPECT_TRUE(c.staged);
+  EXPECT_EQ(c.k_splits, 28);  // 4 expert tiles x 28 = 112 CTAs, 4 of the 112 stages each
+}
+
+// The heuristic (the C ABI's config, and the autotuner's starting point) routes decode
+// batches from dedicated routers, with a grid that fits; larger batches keep the routers
+// in the mainloop CTAs.
+TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
+  for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
+    for (int tokens : {1, 7, 16, 64}) {
+      const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(
+          p, kSxm, /*allow_polled=*/true, /*cut_decode_splits=*/true,
+          /*allow_rank_zero_routes=*/false);
+      ASSERT_TRUE(c.polled) << family << " t=" << tokens;
+      EXPECT_EQ(c.dedicated_routers, tokens <= 16) << family << " t=" << tokens;
+      // Cooperative under PDL (bench/NOTES.md, sessions 34-36), up to 16 tokens one CTA per
+      // SM; the staged tiles launch plainly (one CTA per SM under PDL anyway).
+      if (!c.staged) {
+        EXPECT_TRUE(c.pdl_cooperative) << family << " t=" << tokens;
+        EXPECT_EQ(c.pdl_one_cta_per_sm, tokens <= 16) << family << " t=" << tokens;
+      }
+      EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << family << " t=" << tokens;
+    }
+  }
+}
+
+// On sm_90+ the heuristic routes up to 128 tokens of a router of at most 128 experts from a
+// cluster whose rank 0 routes, where the weights fit one pass of at most 16 CTAs and the
+// grid fits the SMs (with several expert blocks only past 8 tokens): splits a block = the
+// one-pass count rounded up to a power of two, at least 8 CTAs a cluster past 8 tokens.
+TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
+  const struct {
+    const char* family;
+    int tokens, splits;  // 0: not a cluster whose rank 0 routes
+  } expected[] = {
+      {"mixtral", 1, 4},          {"mixtral", 16, 8},         {"mixtral", 128, 8},
+      {"mixtral", 129, 0},        {"gpt_oss_20b", 1, 4},      {"llama4_scout", 1, 8},
+      {"qwen3_30b", 1, 0},        {"qwen3_30b", 16, 2},       {"qwen3_30b", 128, 2},
+      {"qwen3_235b", 4, 0},       {"qwen3_235b", 16, 4},      {"qwen3_235b", 128, 0},
+      {"gpt_oss_120b", 64, 4},    {"deepseek_v2_lite", 1, 0}, {"deepseek_v2_lite", 16, 4},
+      {"llama4_maverick", 16, 0}, {"deepseek_v3", 16, 0},     {"glm4_moe", 1, 0},
+  };
+  for (const auto& e : expected) {
+    const RouteProblem p{FindPreset(e.family).value().spec, e.tokens, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+    const std::string where = absl::StrCat(e.family, " t=", e.tokens);
+    if (e.splits > 0) {
+      EXPECT_EQ(c.cluster, e.splits) << where;
+      EXPECT_EQ(c.k_splits, e.splits) << where;
+      EXPECT_EQ(c.token_tiles, 1) << where;
+    } else {  // polled, or past 128 tokens the older cluster kernel (16- or 32-token chunks)
+      EXPECT_FALSE(c.cluster > 0 && c.token_tiles == 1) << where << " cluster=" << c.cluster;
+    }
+    EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << where;
+  }
+  // A cluster across 4 expert blocks holds at most 4 splits (16 CTAs).
+  const RouteProblem qwen{FindPreset("qwen3_30b").value().spec, 1, DType::kBF16, DType::kBF16};
+  const absl::Status wide =
+      cuda::CanRouteDecomposeKOn(qwen, {cuda::Mainloop::kTensorCore, 1, 8, 8}, kSxm);
+  EXPECT_EQ(wide.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(wide.message()).find("expert blocks"), std::string::npos) << wide;
+}
+
+// ... and the staged tiles where tokens x experts is large and their grid fits.
+TEST(DecomposeKConfig, HeuristicTakesStagedTilesForLargeBatchesOfLargeRouters) {
+  const int sms = kSxm.sm_count;
+  struct Case {
+    const char* family;
+    int tokens;
+    bool staged;
+  };
+  for (const Case& k :
+       {Case{"deepseek_v3", 128, true}, Case{"kimi_k2", 64, true}, Case{"glm4_moe", 128, true},
+        Case{"deepseek_v3", 64, true}, Case{"deepseek_v3", 32, false},
+        Case{"qwen3_235b", 128, false}, Case{"gpt_oss_120b", 128, false},
+        Case{"qwen3_30b", 128, false}, Case{"mixtral", 256, false}}) {
+    const RouteProblem p{FindPreset(k.family).value().spec, k.tokens, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+    EXPECT_EQ(c.staged, k.staged && sms >= 128) << k.family << " t=" << k.tokens;
+    EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << k.family << " t=" << k.tokens;
+  }
+  // 256 tokens of DeepSeek-V3: 16 tiles a split need 10 splits to stage at most 12 of the
+  // 112 stages a CTA, more CTAs than SMs; the heuristic takes another config that fits.
+  const RouteProblem big{FindPreset("deepseek_v3").value().spec, 256, DType::kBF16, DType::kBF16};
+  const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(big, kSxm);
+  EXPECT_FALSE(c.staged);
+  EXPECT_TRUE(cuda::CanRouteDecomposeKOn(big, c, kSxm).ok());
+}
+
+TEST(DecomposeKConfig, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheSms) {
+  const RouterSpec spec = FindPreset("deepseek_v3").value().spec;
+  cuda::DecomposeKConfig counter{cuda::Mainloop::kTensorCore, 1, 8, 0};
+  counter.dedicated_routers = true;
+  const absl::Status status =
+      cuda::CanRouteDecomposeKOn({spec, 1, DType::kBF16, DType::kBF16}, counter, kSxm);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(status.message()).find("dedicated_routers"), std::string::npos) << status;
+  // 8 expert blocks x S mainloop CTAs plus a router per token of the chunk must fit on the
+  // SMs: with S chosen to leave exactly `spare` SMs, one token fits and spare + 1 do not.
+  for (int sms : {132, 114, 108, 64, 60}) {
+    const cuda::DecomposeKDevice device{sms, true};
+    const int spare = sms % 8 == 0 ? 8 : sms % 8;
+    cuda::DecomposeKConfig polled{cuda::Mainloop::kTensorCore, 1, (sms - spare) / 8, 0,
+                                  /*polled=*/true};
+    polled.dedicated_routers = true;
+    EXPECT_TRUE(
+        cuda::CanRouteDecomposeKOn({spec, 1, DType::kBF16, DType::kBF16}, polled, device).ok())
+        << sms;
+    if (spare < 8) {
+      const absl::Status full =
+          cuda::CanRouteDecomposeKOn({spec, spare + 1, DType::kBF16, DType::kBF16}, polled, device);
+      EXPECT_EQ(full.code(), absl::StatusCode::kInvalidArgument) << sms;
+      EXPECT_NE(std::string(full.message()).find("SMs"), std::string::npos) << full;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe
