@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_router.h"
+#include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/router_spec.h"
 
@@ -115,6 +116,42 @@ TEST(DecomposeKConfig, HeuristicConfigsPassTheRulesAcrossTheShapeRange) {
       spec.top_k = std::min(experts, 8);
       ASSERT_TRUE(ValidateSpec(spec).ok()) << experts << " x " << hidden;
       ExpectValidConfigsOnEveryDevice(spec);
+    }
+  }
+}
+
+// The general GEMM's configs across its range (M up to 1024, N up to 4096, K up to 131072)
+// on every device size: the staged-tile kernel's split CTAs all fit the SMs at once (they
+// meet at a barrier, so the launch is cooperative: a grid that cannot be resident would be
+// refused), no split is empty; the router machinery's configs use no cluster or polled
+// reduction (the GEMM has no router CTAs) and splits within the rules.
+TEST(DecomposeKConfig, GemmConfigsFitEveryDevice) {
+  for (int m : {1, 8, 16, 17, 64, 100, 128, 1024}) {
+    for (int n : {1, 16, 64, 128, 500, 4096}) {
+      for (int k : {8, 64, 8192, 32768, 131072}) {
+        for (DType dtype : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+          const cuda::GemmProblem p{m, n, k, dtype};
+          ASSERT_TRUE(cuda::CanGemmDecomposeK(p).ok());
+          for (int sms : DeviceSmCounts()) {
+            const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig(p, sms);
+            const std::string where =
+                absl::StrCat(m, "x", n, "x", k, " dtype=", int(dtype), " sms=", sms);
+            EXPECT_GT(cuda::GemmWorkspaceBytes(p, c), 0u) << where;
+            EXPECT_TRUE(c.cluster == 0 && !c.polled) << where << ": " << Describe(c);
+            if (c.gemm_tile != 0) {
+              ASSERT_NE(dtype, DType::kFP32) << where;
+              const cuda::TileGemmShape shape{m, n, k, c.gemm_tile, c.k_splits};
+              EXPECT_GE(c.k_splits, 1) << where;
+              EXPECT_LE(c.k_splits, (k + 63) / 64) << where;  // a 64-wide stage a split at least
+              if (c.k_splits > 1) {
+                EXPECT_LE(cuda::TileGemmCtas(shape), sms) << where;
+              }
+            } else {
+              EXPECT_TRUE(c.k_splits >= 1 && c.k_splits <= 4096) << where << ": " << Describe(c);
+            }
+          }
+        }
+      }
     }
   }
 }
