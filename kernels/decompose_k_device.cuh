@@ -10,6 +10,7 @@
 
 #include <cuda/atomic>
 
+#include "kernels/decompose_k_layout.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/pdl_device.cuh"
 #include "kernels/router_epilogue.cuh"
@@ -17,16 +18,8 @@
 
 namespace moe::cuda {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kBlockExperts = 32;  // experts per CTA (two m16 tiles)
-constexpr int kStepK = 32;         // hidden elements per warp step (4 lanes x 8)
-constexpr int kMaxChunk = 32;      // tokens per CTA (NT = 4)
-// K steps a warp of the tensor-core mainloop loads at once (one unrolled pass): a warp's
-// first pass of weights is what it loads before griddepcontrol.wait.
-__host__ __device__ constexpr int TensorCoreUnrollSteps(int token_tiles) {
-  return token_tiles <= 2 ? 4 : 2;
-}
+// kWarps, kThreads, kBlockExperts, kStepK, kMaxChunk, TensorCoreUnrollSteps: the launch
+// geometry the host's config rules share (decompose_k_layout.h).
 
 struct KernelParams {
   const void* w;  // [experts, K]

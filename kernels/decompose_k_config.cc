@@ -1,0 +1,418 @@
+// The Decompose-K router's config heuristic and config rules (decompose_k_router.h):
+// which reduction, token tiling, split count and launch options a shape gets on a device,
+// and which configs a device can run. Host code; the CUDA runtime is asked only for the
+// current device (CurrentDecomposeKDevice, and the cluster support of the functions that
+// take an SM count). The timings behind each choice: bench/NOTES.md, by session.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/decompose_k_cluster.h"
+#include "kernels/decompose_k_gemm_tile.h"
+#include "kernels/decompose_k_layout.h"
+#include "kernels/decompose_k_polled.h"
+#include "kernels/decompose_k_router.h"
+#include "kernels/decompose_k_staged.h"
+
+namespace moe::cuda {
+namespace {
+
+using Shape = DecomposeKShape;
+using Layout = DecomposeKLayout;
+
+// The polled reduction's split count: about one CTA per SM, at least four K steps (half the
+// warps busy) per CTA, and at most 32768 partials for each router CTA (counted for 8
+// tokens, as if the grid row had fewer blocks than tokens) to read.
+int PolledSplits(const Shape& s, int m_blocks, int z_chunks, int chunk, int sm_count) {
+  const int total_steps = (s.K + kStepK - 1) / kStepK;
+  const int tokens = std::min({s.tokens, chunk, kWarps});
+  int splits = std::max(1, sm_count / (m_blocks * z_chunks));
+  splits = std::min(splits, std::max(1, total_steps / 4));
+  splits = std::min(splits, std::max(1, 32768 / (m_blocks * kBlockExperts * tokens)));
+  return splits;
+}
+
+// `c` (polled) with dedicated routers, a split fewer at a time until the grid fits
+// `sm_count` SMs; at one split it may still not fit (CheckConfigOn says).
+DecomposeKConfig FitDedicatedRouters(const Shape& s, DecomposeKConfig c, int sm_count) {
+  c.dedicated_routers = true;
+  const Layout l = MakeLayout(s, c);  // rows and chunks do not depend on the splits
+  while (c.k_splits > 1 && GridCtas(s, c, l) > sm_count) --c.k_splits;
+  return c;
+}
+
+DecomposeKConfig PolledConfig(const Shape& s, int sm_count, int token_tiles) {
+  DecomposeKConfig c;
+  c.polled = true;
+  c.token_tiles = token_tiles;
+  const int chunk = ChunkTokens(c);
+  const int m_blocks = ExpertBlocks(s);
+  const int z_chunks = (s.tokens + chunk - 1) / chunk;
+  c.k_splits = PolledSplits(s, m_blocks, z_chunks, chunk, sm_count);
+  return c;
+}
+
+// About one CTA per SM; then as few stages a split as that allows, so no split is empty.
+DecomposeKConfig StagedConfig(const Shape& s, int sm_count, int splits) {
+  DecomposeKConfig c;
+  c.polled = c.staged = true;
+  c.token_tiles = 4;
+  const int chunks = (s.tokens + kStagedTileTokens - 1) / kStagedTileTokens;
+  const int total = StagedTotalStages(s);
+  if (splits <= 0) splits = std::max(1, sm_count / (StagedExpertTiles(s) * chunks));
+  splits = std::clamp(splits, 1, total);
+  c.k_splits = (total + StagedStagesPerSplit(s, splits) - 1) / StagedStagesPerSplit(s, splits);
+  return c;
+}
+
+// The config rules (CanRouteDecomposeK's) for `device`, so that the heuristic asks them for
+// the device it was given.
+absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
+                           const DecomposeKDevice& device);
+
+// The fewest splits with which each warp's K range is one unrolled mainloop pass
+// (PolledOnePassSplits).
+int OnePassSplits(int K, int token_tiles) {
+  const int total_steps = (K + kStepK - 1) / kStepK;
+  const int per_split = kWarps * TensorCoreUnrollSteps(token_tiles);
+  return std::max(1, (total_steps + per_split - 1) / per_split);
+}
+
+// The heuristic's cluster config whose rank 0 routes, or none (cluster 0): splits per
+// expert block the one-pass count rounded up to a power of two (all weights loaded
+// before the PDL wait), at least 8 CTAs a cluster past 8 tokens, where the cluster fits
+// and the grid does not outnumber the SMs. Several expert blocks only past 8 tokens.
+// H200, router_bench --candidates and same-run A/Bs under PDL (bench/NOTES.md, session
+// 27): one expert block is fastest this way at every token count (Mixtral t=1 4 splits
+// 2.28 us, 8 splits 2.44, the best polled config 2.57; from 16 tokens 8 splits); with
+// 2-4 blocks the polled decode configs stay ahead at 1-4 tokens (Qwen3-30B t=1 3.30
+// against 3.40, gpt-oss-120b 3.18 against 3.52) and fall behind from 16 (Qwen3-30B t=16
+// 3.90 against 4.26, t=64 -1.2 us); grids of more CTAs than SMs (Qwen3-235B, gpt-oss-120b
+// at 128 tokens) gained nothing.
+DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
+  DecomposeKConfig c;
+  c.mainloop = Mainloop::kTensorCore;
+  c.token_tiles = 1;
+  const int m_blocks = ExpertBlocks(s);
+  const int z_chunks = (s.tokens + kClusterRouterChunk - 1) / kClusterRouterChunk;
+  int splits = 1;
+  while (splits < OnePassSplits(s.K, 1)) splits *= 2;
+  while (s.tokens > kClusterRouterChunk && m_blocks * splits < 8) splits *= 2;
+  if (m_blocks > kClusterRouterMaxBlocks || m_blocks * splits > kClusterRouterMaxCtas) return {};
+  if (m_blocks > 1 && s.tokens <= kClusterRouterChunk) return {};
+  if (sm_count > 0 && z_chunks * m_blocks * splits > sm_count) return {};
+  c.cluster = c.k_splits = splits;
+  return c;
+}
+
+}  // namespace
+
+bool PdlLaunchStartsAtWaitRelease(int grid_ctas, int router_ctas, int cta_slots) {
+  if (grid_ctas < 1 || cta_slots < 1) return false;
+  const int resident = cta_slots / grid_ctas;  // launches resident at once
+  return resident >= 2 && cta_slots - resident * grid_ctas < router_ctas;
+}
+
+namespace {
+
+// AwayFromWaitReleaseStarts acts on grids of which at most this many launches are resident
+// at once. H200, session 37, per call under PDL, a split more where the rule says so: two
+// resident (DeepSeek-V3 t=7-10, 63-66 CTAs) -0.50..-0.61 us; three (GLM-4.5 t=14, Llama 4
+// Maverick t=12) -0.21, -0.08; four (GLM-4.5 t=3, Qwen3-235B and Maverick t=1) -0.11..-0.01;
+// six (gpt-oss-120b t=2 and 6, 22 and 26 CTAs) +0.04, +0.05. Launches of grids that small
+// overlap so deeply that the one whose start coincides with a wait release matters little.
+constexpr int kMaxResidentLaunchesSteered = 4;
+
+// A dedicated-router config launched one CTA per SM under PDL, with splits added (each adds
+// a CTA per expert block) until its launches no longer start at their predecessors' wait
+// release (PdlLaunchStartsAtWaitRelease), while the grid fits; unchanged where none does.
+// More splits rather than fewer: below the one-pass count a warp's second pass of weights
+// would load after the wait. H200, session 37: DeepSeek-V3 t=8, 7 splits (64 CTAs) 4.15
+// us a call, 8 splits (72) 3.54; t=5 and t=6 (61, 62 CTAs: not in that state) 3.54-3.55 at
+// either count.
+DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfig& c,
+                                           const Layout& l, const DecomposeKDevice& device) {
+  const int sm_count = device.sm_count;
+  auto trapped = [&](const DecomposeKConfig& k) {
+    const int ctas = GridCtas(s, k, l);
+    return sm_count / ctas <= kMaxResidentLaunchesSteered &&
+           PdlLaunchStartsAtWaitRelease(ctas, DedicatedRouterCtas(s, k, l) * l.z_chunks, sm_count);
+  };
+  DecomposeKConfig out = c;
+  while (trapped(out)) {
+    DecomposeKConfig more = out;
+    ++more.k_splits;
+    if (GridCtas(s, more, l) > sm_count || !CheckConfigOn(s, more, device).ok()) return c;
+    out = more;
+  }
+  return out;
+}
+
+// The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
+// 19-20 (the SM-filling count for Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took
+// 4-6 us under PDL: per call 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session
+// 34). Most of that was two CTAs a SM (decompose_k_staged.cu: launches under PDL now keep to one);
+// with one, Kimi K2 t=64 still ran 9.13 us at 19 splits against 8.81 at 16 (session 35).
+constexpr int kStagedMaxHeuristicSplits = 16;
+
+DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bool allow_cluster,
+                              bool allow_polled, bool cut_decode_splits,
+                              bool allow_rank_zero_routes) {
+  const int sm_count = device.sm_count;
+  DecomposeKConfig c;
+  const bool tensor = s.x_dtype == s.w_dtype && s.x_dtype != DType::kFP32;
+  c.mainloop = tensor ? Mainloop::kTensorCore : Mainloop::kFma;
+  c.token_tiles = s.tokens <= 8 ? 1 : s.tokens <= 16 ? 2 : 4;
+  const int chunk = ChunkTokens(c);
+  const int m_blocks = ExpertBlocks(s);
+  const int z_chunks = (s.tokens + chunk - 1) / chunk;
+  const int total_steps = (s.K + kStepK - 1) / kStepK;
+  // Routers of up to 128 experts whose weights one cluster holds in registers in one pass:
+  // the cluster kernel whose rank 0 routes, up to 128 tokens (RankZeroRoutesConfig says
+  // where).
+  if (tensor && allow_cluster && allow_polled && allow_rank_zero_routes && s.tokens <= 128 &&
+      device.clusters) {
+    const DecomposeKConfig cluster = RankZeroRoutesConfig(s, sm_count);
+    if (cluster.cluster > 0) return cluster;
+  }
+  // The staged tiles from 128 x 160 (tokens x experts): where router_bench's autotuner took
+  // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
+  // other families kept the polled 32 x 32 CTAs there), where the grid fits. Also from 64
+  // tokens of routers of 256+ experts over 4096+ hidden (DeepSeek-V3 at 64-79 tokens), at
+  // the SM-filling split count: the autotuner's own timings under PDL (H200, bench/NOTES.md
+  // session 41), DeepSeek-V3 t=64 6.83 us staged at 28 splits (its pick, as in session 37
+  // with cp.async stages) against 8.34 for the polled config taken here before; at 14 and
+  // 19 splits 9.33 and 7.14. Not for 128 experts: Qwen3-235B t=128 5.94 staged at 16
+  // against 5.87, gpt-oss-120b t=128 (2880 hidden) 5.81 against 5.29.
+  const bool large_batch = s.tokens * s.experts >= 128 * 160;
+  const bool one_chunk_of_a_large_router = s.tokens >= 64 && s.experts >= 256 && s.K >= 4096;
+  if (tensor && allow_polled && (large_batch || one_chunk_of_a_large_router)) {
+    DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
+    if (large_batch && staged.k_splits > kStagedMaxHeuristicSplits)
+      staged = StagedConfig(s, sm_count, kStagedMaxHeuristicSplits);
+    if (CheckConfigOn(s, staged, device).ok()) return staged;
+  }
+  // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families
+  // at 64 and 128 tokens (with these token tilings and split counts, mostly).
+  if (tensor && allow_polled && s.tokens <= 128 && m_blocks * z_chunks <= sm_count) {
+    DecomposeKConfig polled = PolledConfig(s, sm_count, c.token_tiles);
+    const int per_router =
+        PolledTokensPerRouter(std::min(chunk, s.tokens), m_blocks * polled.k_splits);
+    if (per_router * s.experts <= kPolledMaxChunkLogits) {
+      // Up to 16 tokens with dedicated routers, a split fewer where they would not fit:
+      // the autotuner took them on most such rows, with and without PDL (bench/RESULTS.md).
+      if (s.tokens <= 16) {
+        // Also fewer splits: the larger of the one-pass count and a quarter of the rule's.
+        // In the autotuner's timings on the H200 (bench/NOTES.md, session 23) that was
+        // within 0.21 us of the fastest split count (dedicated routers, as here) on every
+        // 1- and 4-token row timed, with or without PDL, where the rule's own count was up
+        // to 1.8 us slower (Llama 4 Scout under PDL). At 9-16 tokens, where the rule's count
+        // is over four one-pass counts (routers of few expert blocks) it was ~1 us slower
+        // than the tuner's picks (session 35), and once the launch keeps to one CTA per SM
+        // (below) the one-pass count beats the rule's elsewhere too: DeepSeek-V3 t=16 4.29
+        // us at 7 splits against 5.21 at 14, Kimi K2 t=16 4.59 at 7 against 4.78 at 9
+        // (session 36).
+        DecomposeKConfig fewer = polled;
+        if (cut_decode_splits) {
+          const int quarter = polled.k_splits / 4;
+          const int one_pass = OnePassSplits(s.K, c.token_tiles);
+          fewer.k_splits = std::min(polled.k_splits, std::max(one_pass, quarter));
+        }
+        DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
+        // Launched cooperatively under PDL (without PDL it always is), and kept to one CTA
+        // per SM. Cooperative: the autotuner took that on 14 of 16 rows up to 8 tokens
+        // (H200, session 33's table), and session 34 found why: under a plain PDL launch,
+        // CTAs of later launches start on a router's SM while it routes in ~50% of launches
+        // and slow its epilogue by ~550 cycles (~18%); under a cooperative one they never
+        // did. One CTA per SM (session 36, per call under PDL, the rule's config before and
+        // after): DeepSeek-V3 t=1/2/4 3.65/3.64/3.69 -> 3.48/3.44/3.49 us, Kimi K2 t=1/2/4/8
+        // 3.98/3.93/5.05/4.28 -> 3.86/3.73/3.80/3.87, GLM-4.5 t=16 4.57 -> 3.97, Llama 4
+        // Maverick t=16 3.84 -> 3.51; DeepSeek-V3 t=8 lost, 3.69 -> 4.14 (its tuner keeps the
+        // other launch).
+        dedicated.pdl_cooperative = true;
+        dedicated.pdl_one_cta_per_sm = true;
+        const Layout l = MakeLayout(s, dedicated);
+        if (GridCtas(s, dedicated, l) <= sm_count)
+          return AwayFromWaitReleaseStarts(s, dedicated, l, device);
+      }
+      // Past 16 tokens (routers in the mainloop CTAs) cooperative under PDL as well: the
+      // autotuner's pick on 5 of the 6 such rows of the H200 table (DeepSeek-V3, GLM-4.5
+      // and Llama 4 Maverick at 64 tokens, Qwen3-235B and gpt-oss-120b at 128; not
+      // Maverick at 128, +0.04 us). Through the C ABI, same run: -0.19..-0.35 us on four
+      // of them, -0.05 on Qwen3-235B (bench/NOTES.md, session 35).
+      polled.pdl_cooperative = s.tokens > 16;
+      return polled;
+    }
+  }
+  const int target_ctas = 2 * std::max(sm_count, 1);
+  const int per_split = m_blocks * z_chunks;
+  const int max_splits = std::max(1, total_steps / kWarps);
+  c.k_splits = std::clamp((target_ctas + per_split - 1) / per_split, 1, max_splits);
+  if (tensor && allow_cluster && device.clusters) {
+    // Portable cluster size; the autotuner also tries 4 and 16.
+    c.cluster = std::min(8, c.k_splits);
+    while (c.cluster & (c.cluster - 1)) --c.cluster;  // a power of two
+    // With one token tile and at most 4 expert blocks the launch runs the kernel whose
+    // rank 0 routes, whose clusters span every expert block: at most kClusterRouterMaxCtas
+    // CTAs (routers of 65-128 experts at up to 8 tokens took 8 splits, 32 or more CTAs,
+    // and failed the rules: decompose_k_config_test's sweep).
+    if (RankZeroRoutes(s, c)) {
+      while (c.cluster > 1 && m_blocks * c.cluster > kClusterRouterMaxCtas) c.cluster /= 2;
+    }
+    c.k_splits = c.cluster;
+  }
+  return c;
+}
+
+absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
+                           const DecomposeKDevice& device) {
+  // A config may come from the autotuner's cache file: any other value would have launched
+  // the FMA kernel with the tensor-core layout.
+  if (c.mainloop != Mainloop::kTensorCore && c.mainloop != Mainloop::kFma)
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: mainloop ", int(c.mainloop), " is not 0 (tensor core) or 1 (FMA)"));
+  if (c.mainloop == Mainloop::kTensorCore) {
+    if (s.x_dtype != s.w_dtype || s.x_dtype == DType::kFP32)
+      return absl::InvalidArgumentError(
+          "config: the tensor-core mainloop needs bf16 or fp16 hidden states and weights of the "
+          "same dtype");
+    if (c.token_tiles != 1 && c.token_tiles != 2 && c.token_tiles != 4)
+      return absl::InvalidArgumentError("config: token_tiles must be 1, 2 or 4");
+  }
+  if (c.cluster != 0) {
+    if (c.cluster != 1 && c.cluster != 2 && c.cluster != 4 && c.cluster != 8 && c.cluster != 16)
+      return absl::InvalidArgumentError(
+          absl::StrCat("config: cluster ", c.cluster, " is not 0, 1, 2, 4, 8 or 16"));
+    if (c.mainloop != Mainloop::kTensorCore || c.k_splits != c.cluster)
+      return absl::InvalidArgumentError(
+          "config: clusters need the tensor-core mainloop and k_splits == cluster");
+    const int m_blocks = ExpertBlocks(s);
+    if (RankZeroRoutes(s, c) && m_blocks * c.cluster > kClusterRouterMaxCtas)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: with 8-token chunks a cluster spans all ", m_blocks, " expert blocks; ",
+          m_blocks, " x ", c.cluster, " splits is more than ", kClusterRouterMaxCtas, " CTAs"));
+    if (!device.clusters)
+      return absl::InvalidArgumentError("config: thread-block clusters need an sm_90+ GPU");
+  }
+  if (c.k_splits < 1 || c.k_splits > 4096)
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: k_splits ", c.k_splits, " outside [1, 4096]"));
+  if (c.pdl_cooperative && !c.polled)
+    return absl::InvalidArgumentError(
+        "config: pdl_cooperative applies to the polled reduction only");
+  if (c.pdl_one_cta_per_sm && (!c.polled || c.staged))
+    return absl::InvalidArgumentError(
+        "config: pdl_one_cta_per_sm applies to the polled reduction's 32-expert CTAs only (staged "
+        "launches keep to one CTA per SM under PDL anyway)");
+  if (c.dedicated_routers && !c.polled)
+    return absl::InvalidArgumentError(
+        "config: dedicated_routers applies to the polled reduction only");
+  if (c.staged) {
+    if (!c.polled || c.dedicated_routers)
+      return absl::InvalidArgumentError(
+          "config: staged needs the polled reduction, without dedicated_routers");
+    const int total = StagedTotalStages(s), per = StagedStagesPerSplit(s, c.k_splits);
+    if (c.k_splits > total)
+      return absl::InvalidArgumentError(absl::StrCat("config: staged with ", c.k_splits,
+                                                     " splits of ", total,
+                                                     " 64-element K stages leaves some empty"));
+    if (per > kStagedMaxStages)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: staged with ", c.k_splits, " splits stages ", per,
+          " 64-element K stages a CTA, more than the ", kStagedMaxStages, " that fit"));
+  }
+  if (c.polled) {
+    if (c.mainloop != Mainloop::kTensorCore || c.cluster != 0)
+      return absl::InvalidArgumentError(
+          "config: the polled reduction needs the tensor-core mainloop and no cluster");
+    const Layout l = MakeLayout(s, c);
+    const int per_router = c.dedicated_routers ? 1
+                                               : PolledTokensPerRouter(std::min(l.chunk, s.tokens),
+                                                                       GridRowCtas(s, c, l));
+    if (per_router * s.experts > kPolledMaxChunkLogits)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
+          per_router, " tokens a router x ", s.experts, " experts is more"));
+    // The router CTA waits on every other CTA: all must be resident at once.
+    const int ctas = GridCtas(s, c, l);
+    if (ctas > device.sm_count)
+      return absl::InvalidArgumentError(absl::StrCat("config: the polled reduction launches ", ctas,
+                                                     " CTAs, more than the ", device.sm_count,
+                                                     " SMs of this device"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+DecomposeKDevice CurrentDecomposeKDevice() { return {PolledMaxCtas(), ClustersSupported()}; }
+
+DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
+                                        bool allow_polled, bool cut_decode_splits,
+                                        bool allow_rank_zero_routes) {
+  return ChooseDecomposeKConfigFor(problem, {sm_count, ClustersSupported()}, allow_polled,
+                                   cut_decode_splits, allow_rank_zero_routes);
+}
+
+DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
+                                           const DecomposeKDevice& device, bool allow_polled,
+                                           bool cut_decode_splits, bool allow_rank_zero_routes) {
+  return ChooseConfig(RouteShape(problem), device, /*allow_cluster=*/true, allow_polled,
+                      cut_decode_splits, allow_rank_zero_routes);
+}
+
+int PolledOnePassSplits(const RouteProblem& problem, int token_tiles) {
+  return OnePassSplits(problem.spec.hidden, token_tiles);
+}
+
+DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles) {
+  return PolledConfig(RouteShape(problem), sm_count, token_tiles);
+}
+
+DecomposeKConfig ChooseStagedConfig(const RouteProblem& problem, int sm_count, int splits) {
+  return StagedConfig(RouteShape(problem), sm_count, splits);
+}
+
+DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const DecomposeKConfig& config,
+                                      int sm_count) {
+  return FitDedicatedRouters(RouteShape(problem), config, sm_count);
+}
+
+absl::Status CanRouteDecomposeK(const RouteProblem& problem, const DecomposeKConfig& config) {
+  return CanRouteDecomposeKOn(problem, config, CurrentDecomposeKDevice());
+}
+
+absl::Status CanRouteDecomposeKOn(const RouteProblem& problem, const DecomposeKConfig& config,
+                                  const DecomposeKDevice& device) {
+  auto status = CheckRouteProblem(problem);
+  if (!status.ok()) return status;
+  return CheckConfigOn(RouteShape(problem), config, device);
+}
+
+absl::Status CanGemmDecomposeK(const GemmProblem& p) {
+  if (p.m < 1 || p.m > 1024)
+    return absl::InvalidArgumentError(absl::StrCat("m: ", p.m, " outside [1, 1024]"));
+  if (p.n < 1 || p.n > 4096)
+    return absl::InvalidArgumentError(absl::StrCat("n: ", p.n, " outside [1, 4096]"));
+  if (p.k < 8 || p.k > 131072 || p.k % 8 != 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("k: ", p.k, " is not a multiple of 8 in [8, 131072]"));
+  return absl::OkStatus();
+}
+
+// The staged-tile kernel past 16 rows of A (bf16/fp16): there the router kernels' 32 x 32
+// CTA tile reads an operand several times or sums hundreds of partials. H100, 32 x 32 x K:
+// 5.5 / 7.0 / 9.0 / 13.0 us against 8.3 / 10.0 / 12.4 / 15.6 at K = 8k / 32k / 64k / 128k.
+DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
+  if (problem.dtype != DType::kFP32 && problem.m > 16) {
+    DecomposeKConfig c;
+    c.gemm_tile = ChooseGemmTile(problem.m, problem.n, problem.k);
+    c.k_splits = TileGemmSplits(problem.m, problem.n, problem.k, c.gemm_tile, sm_count);
+    c.gemm_tma = TileGemmTmaSupported();
+    return c;
+  }
+  return ChooseConfig(GemmShape(problem), {sm_count, false}, /*allow_cluster=*/false,
+                      /*allow_polled=*/false, /*cut_decode_splits=*/false,
+                      /*allow_rank_zero_routes=*/false);
+}
+
+}  // namespace moe::cuda
