@@ -52,21 +52,20 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
       << "\n";
 }
 
-// What the autotuner times: around the heuristic's arrival-counter config, the cluster
-// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings, and
-// the heuristic's own config; every polled candidate also with dedicated routers, and for
-// plans launched with PDL also launched cooperatively. Only configs
-// this device can run.
-std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bool pdl) {
+}  // namespace
+
+std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& p,
+                                                 const DecomposeKDevice& device, bool pdl) {
+  const int sm_count = device.sm_count;
   std::vector<DecomposeKConfig> out;
   auto add = [&](const DecomposeKConfig& c) {
-    if (!CanRouteDecomposeK(p, c).ok()) return;
+    if (!CanRouteDecomposeKOn(p, c, device).ok()) return;
     for (const auto& o : out)
       if (SameTunedConfig(o, c)) return;
     out.push_back(c);
   };
   const int max_splits = std::max(1, (p.spec.hidden + 255) / 256);
-  const DecomposeKConfig base = ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/false);
+  const DecomposeKConfig base = ChooseDecomposeKConfigFor(p, device, /*allow_polled=*/false);
   DecomposeKConfig counter = base;
   counter.cluster = 0;
   for (int f : {1, 2, 4}) {
@@ -96,8 +95,8 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   // Split counts around the polled rule's own count, not the heuristic's cut for decode
   // batches (which is built from the same S/4 and one-pass count as candidates below).
   DecomposeKConfig polled =
-      ChooseDecomposeKConfig(p, sm_count, /*allow_polled=*/true, /*cut_decode_splits=*/false,
-                             /*allow_rank_zero_routes=*/false);
+      ChooseDecomposeKConfigFor(p, device, /*allow_polled=*/true, /*cut_decode_splits=*/false,
+                                /*allow_rank_zero_routes=*/false);
   // The staged tiles' candidates are added below; here the 32-expert polled CTAs.
   if (polled.staged) polled = ChoosePolledConfig(p, sm_count, polled.token_tiles);
   polled.pdl_cooperative = false;  // both launches are candidates under PDL (below)
@@ -147,7 +146,7 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   // heuristic's staged 16 splits at GLM-4.5 t=128 (8.45 us) and Kimi K2 t=64 (8.81) ahead
   // of every staged count the tuner timed (8.74, 9.12). Its launch flag as the others':
   // both launches are added below.
-  DecomposeKConfig heuristic = ChooseDecomposeKConfig(p, sm_count);
+  DecomposeKConfig heuristic = ChooseDecomposeKConfigFor(p, device);
   heuristic.pdl_cooperative = false;
   heuristic.pdl_one_cta_per_sm = false;
   add(heuristic);
@@ -180,8 +179,6 @@ std::vector<DecomposeKConfig> Candidates(const RouteProblem& p, int sm_count, bo
   }
   return out;
 }
-
-}  // namespace
 
 bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
@@ -301,7 +298,9 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
     } else {
       float best = 1e30f;
       ASSIGN_OR_RETURN(const DeviceBuffer l2_flush, AllocateL2Flush(tune));
-      for (const auto& c : Candidates(problem, sm_count, tune.pdl)) {
+      DecomposeKDevice here = CurrentDecomposeKDevice();
+      here.sm_count = sm_count;
+      for (const auto& c : AutotuneCandidates(problem, here, tune.pdl)) {
         // A candidate the device cannot run (e.g. a cluster too large to schedule) is
         // skipped, not fatal; clear the error it left.
         auto us = TimeConfigMicros(problem, *tune_args, c, tune, l2_flush, stream);

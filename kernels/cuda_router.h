@@ -46,6 +46,15 @@ struct AutotuneOptions {
   std::vector<CandidateTiming>* timings = nullptr;
 };
 
+// What the autotuner times for `problem` on `device` (Create: the current device, with
+// the SM count it was given): around the heuristic's arrival-counter config, the cluster
+// sizes, the polled reduction's split counts and, past 8 tokens, the token tilings, and
+// the heuristic's own config; every polled candidate also with dedicated routers, and for
+// plans launched with PDL also launched cooperatively. Only configs the device can run
+// (CanRouteDecomposeKOn), none twice (SameTunedConfig). Asks the CUDA runtime nothing.
+std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& problem,
+                                                 const DecomposeKDevice& device, bool pdl);
+
 // The autotune cache's key for a problem on a device: the device's name (an H100 and an
 // H200 both have 132 SMs, and a config tuned on one is not the other's best), its SM
 // count, the problem, and whether launches use PDL. One whitespace-free field.

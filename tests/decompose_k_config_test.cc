@@ -120,6 +120,44 @@ TEST(DecomposeKConfig, HeuristicConfigsPassTheRulesAcrossTheShapeRange) {
   }
 }
 
+// The autotuner's candidates for every family on several device sizes, with and without
+// PDL: at least one, each one the device can run, none twice, and the heuristic's own config
+// (its launch flags as the tuner varies them) among them, so a tuned plan is never one the
+// heuristic beats.
+TEST(DecomposeKConfig, AutotuneCandidatesAreValidDistinctAndHoldTheHeuristicsConfig) {
+  for (const FamilyPreset& preset : FamilyPresets()) {
+    for (int tokens : {1, 2, 4, 8, 9, 16, 32, 64, 128, 256}) {
+      const RouteProblem p{preset.spec, tokens, DType::kBF16, DType::kBF16};
+      for (int sms : {16, 60, 114, 132, 148}) {
+        for (bool clusters : {false, true}) {
+          const cuda::DecomposeKDevice d{sms, clusters};
+          for (bool pdl : {false, true}) {
+            const std::string where = absl::StrCat(Where(p, d), " pdl=", pdl);
+            const std::vector<cuda::DecomposeKConfig> candidates =
+                cuda::AutotuneCandidates(p, d, pdl);
+            ASSERT_FALSE(candidates.empty()) << where;
+            for (size_t i = 0; i < candidates.size(); ++i) {
+              EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, candidates[i], d).ok())
+                  << where << ": " << Describe(candidates[i]);
+              for (size_t j = 0; j < i; ++j) {
+                EXPECT_FALSE(cuda::SameTunedConfig(candidates[i], candidates[j]))
+                    << where << ": " << Describe(candidates[i]) << " twice";
+              }
+            }
+            cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfigFor(p, d);
+            heuristic.pdl_cooperative = false;
+            heuristic.pdl_one_cta_per_sm = false;
+            bool found = false;
+            for (const cuda::DecomposeKConfig& c : candidates)
+              found = found || cuda::SameTunedConfig(c, heuristic);
+            EXPECT_TRUE(found) << where << ": the heuristic's " << Describe(heuristic);
+          }
+        }
+      }
+    }
+  }
+}
+
 // The general GEMM's configs across its range (M up to 1024, N up to 4096, K up to 131072)
 // on every device size: the staged-tile kernel's split CTAs all fit the SMs at once (they
 // meet at a barrier, so the launch is cooperative: a grid that cannot be resident would be
