@@ -158,6 +158,37 @@ TEST(DecomposeKConfig, AutotuneCandidatesAreValidDistinctAndHoldTheHeuristicsCon
   }
 }
 
+// The server makes one plan per power-of-two token bucket and launches its config, on its
+// workspace, for every smaller batch too (server/cuda_backend.cc). So any config a bucket
+// may get (the heuristic's, or whichever candidate the autotuner picks) must pass the
+// rules at every token count up to the bucket, with no more workspace, nor zeroed prefix,
+// than the bucket's.
+TEST(DecomposeKConfig, ABucketsConfigsServeEverySmallerTokenCount) {
+  for (const FamilyPreset& preset : FamilyPresets()) {
+    for (int bucket = 1; bucket <= kMaxTokens; bucket *= 2) {
+      const RouteProblem pb{preset.spec, bucket, DType::kBF16, DType::kBF16};
+      for (const cuda::DecomposeKDevice& d :
+           {kSxm, cuda::DecomposeKDevice{114, true}, cuda::DecomposeKDevice{60, false},
+            cuda::DecomposeKDevice{16, true}}) {
+        std::vector<cuda::DecomposeKConfig> configs = cuda::AutotuneCandidates(pb, d, true);
+        configs.push_back(cuda::ChooseDecomposeKConfigFor(pb, d));
+        for (const cuda::DecomposeKConfig& c : configs) {
+          const size_t bytes = cuda::DecomposeKWorkspaceBytes(pb, c);
+          const size_t zeroed = cuda::DecomposeKZeroedBytes(pb, c);
+          for (int tokens = 1; tokens < bucket; ++tokens) {
+            const RouteProblem p{preset.spec, tokens, DType::kBF16, DType::kBF16};
+            const absl::Status status = cuda::CanRouteDecomposeKOn(p, c, d);
+            ASSERT_TRUE(status.ok())
+                << Where(p, d) << " bucket=" << bucket << ": " << Describe(c) << ": " << status;
+            EXPECT_LE(cuda::DecomposeKWorkspaceBytes(p, c), bytes) << Where(p, d) << Describe(c);
+            EXPECT_LE(cuda::DecomposeKZeroedBytes(p, c), zeroed) << Where(p, d) << Describe(c);
+          }
+        }
+      }
+    }
+  }
+}
+
 // The general GEMM's configs across its range (M up to 1024, N up to 4096, K up to 131072)
 // on every device size: the staged-tile kernel's split CTAs all fit the SMs at once (they
 // meet at a barrier, so the launch is cooperative: a grid that cannot be resident would be
