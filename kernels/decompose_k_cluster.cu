@@ -39,7 +39,7 @@ namespace cg = cooperative_groups;
 template <typename T, int NT>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterKernel(const KernelParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  __shared__ SharedStorage smem;
+  __shared__ alignas(16) SharedStorage smem;  // 16 bytes: cp.async into smem.reduce
   constexpr int kChunk = 8 * NT;
   __shared__ float cta_sum[kBlockExperts * kChunk];
   cg::cluster_group cluster = cg::this_cluster();
@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterKernel(const Ker
   Stamp(p, kStampStart);
   PrefetchEpilogueInputs(p);
   float acc[2][NT][4] = {};
-  TensorCoreMainloop<T, NT>(p, m_block, rank, z * kChunk, acc);
+  TensorCoreMainloop<T, NT>(p, m_block, rank, z * kChunk, acc, smem.reduce);
   StoreAccumulators<NT>(smem.reduce, acc);
   __syncthreads();
   Stamp(p, kStampMainloop);
@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKClusterRouterKernel(con
   }
   ptx::barrier_cluster_arrive(ptx::sem_release);
   float acc[2][1][4] = {};
-  TensorCoreMainloop<T, 1>(p, rank / S, rank % S, z * kChunk, acc);
+  TensorCoreMainloop<T, 1>(p, rank / S, rank % S, z * kChunk, acc, smem.main.reduce);
   StoreAccumulators<1>(smem.main.reduce, acc);
   __syncthreads();
   Stamp(p, kStampMainloop);

@@ -122,10 +122,36 @@ __device__ __forceinline__ uint4 LoadRow16(const void* base, int row, int rows, 
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
+// Two token tiles: a pass's hidden states go through shared memory (cp.async, 16 bytes a
+// lane, K step and tile), so that all of them are in flight at once right after
+// griddepcontrol.wait. Loaded into registers, ptxas issued them in two or three batches,
+// each after an MMA waiting for the batch before (a pass of 4 K steps keeps 64 registers of
+// weights, 32 of hidden states and 16 accumulators live under a 128-register cap;
+// scripts/sass.py --after-wait): an L2 round trip a batch (bench/NOTES.md session 48).
+// From shared memory a later batch costs a shared-memory load instead.
+__host__ __device__ constexpr bool StagesTokensInShared(int token_tiles) {
+  return token_tiles == 2;
+}
+
+// 16 bytes from global to shared memory, bypassing L1; zeros where !in (nothing is read).
+__device__ __forceinline__ void CopyAsync16(void* smem_dst, const void* src, bool in) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+               "r"(in ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void WaitAsyncCopies() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
 // Tensor-core mainloop: accumulates this warp's K range into acc[m-tile][n-tile][4].
+// `stage` (16-byte aligned: the kernels declare their shared memory alignas(16)): with two
+// token tiles, this warp's slice stages the hidden states (it is free until
+// StoreAccumulators, which follows a __syncwarp here).
 template <typename T, int NT>
 __device__ __forceinline__ void TensorCoreMainloop(const KernelParams& p, int m_block, int split,
-                                                   int token_base, float (&acc)[2][NT][4]) {
+                                                   int token_base, float (&acc)[2][NT][4],
+                                                   WarpPartials& stage) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int global_warp = split * kWarps + warp;
@@ -151,14 +177,36 @@ __device__ __forceinline__ void TensorCoreMainloop(const KernelParams& p, int m_
       waited = true;
       if (step >= step_end) break;
     }
+    if constexpr (StagesTokensInShared(NT)) {
+      uint4* slots = reinterpret_cast<uint4*>(&stage[warp][0][0]);  // [u][n][lane]
+      static_assert(sizeof(stage[0]) >= kUnroll * NT * 32 * sizeof(uint4), "a warp's slice");
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (step + u) * kStepK + 8 * t;
-      const bool in = step + u < step_end;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int k = (step + u) * kStepK + 8 * t;
 #pragma unroll
-      for (int n = 0; n < NT; ++n)
-        b[u][n] = in ? LoadRow16(p.x, token_base + 8 * n + g, p.tokens, k, p.K, sizeof(T))
-                     : make_uint4(0, 0, 0, 0);
+        for (int n = 0; n < NT; ++n) {
+          const int row = token_base + 8 * n + g;
+          const bool in = step + u < step_end && row < p.tokens && k < p.K;
+          CopyAsync16(
+              slots + (u * NT + n) * 32 + lane,
+              in ? static_cast<const char*>(p.x) + (size_t(row) * p.K + k) * sizeof(T) : p.x, in);
+        }
+      }
+      WaitAsyncCopies();  // each lane reads back only its own slots
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int n = 0; n < NT; ++n) b[u][n] = slots[(u * NT + n) * 32 + lane];
+    } else {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int k = (step + u) * kStepK + 8 * t;
+        const bool in = step + u < step_end;
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+          b[u][n] = in ? LoadRow16(p.x, token_base + 8 * n + g, p.tokens, k, p.K, sizeof(T))
+                       : make_uint4(0, 0, 0, 0);
+      }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -173,6 +221,7 @@ __device__ __forceinline__ void TensorCoreMainloop(const KernelParams& p, int m_
       }
     }
   }
+  if constexpr (StagesTokensInShared(NT)) __syncwarp();  // the slice is StoreAccumulators' next
 }
 
 template <typename T>

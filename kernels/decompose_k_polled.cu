@@ -82,7 +82,7 @@ __device__ __forceinline__ void FillDryLogits(const KernelParams& p, PolledShare
 // GatherWideToken only), the other one the widths 1-8 (WithExpertsPerLaneOf).
 template <typename T, int NT, bool kDedicatedRouters, bool kWideExperts>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const KernelParams p) {
-  __shared__ PolledShared smem;
+  __shared__ alignas(16) PolledShared smem;  // 16 bytes: cp.async into smem.main.reduce
   constexpr int kChunk = 8 * NT;
   const int z = blockIdx.y;
   const int valid = min(kChunk, p.tokens - z * kChunk);
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
     const bool router = mine.first < mine.last;
     if (router) StageBiases(p, smem.router);
     float acc[2][NT][4] = {};
-    TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
+    TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc, smem.main.reduce);
     StoreAccumulators<NT>(smem.main.reduce, acc);
     __syncthreads();
     Stamp(p, kStampMainloop);

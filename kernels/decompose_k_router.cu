@@ -144,14 +144,14 @@ __device__ void FinishChunk(const KernelParams& p, SharedStorage& smem, int m_bl
 // launch and may spill a little; the mainloop runs everywhere and wants the occupancy.
 template <typename T, int NT, bool kRoute>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKTensorCoreKernel(const KernelParams p) {
-  __shared__ SharedStorage smem;
+  __shared__ alignas(16) SharedStorage smem;  // 16 bytes: cp.async into smem.reduce
   constexpr int kChunk = 8 * NT;
   const int m_block = blockIdx.x % p.m_blocks, split = blockIdx.x / p.m_blocks, z = blockIdx.y;
   AllowDependentLaunch();
   Stamp(p, kStampStart);
   PrefetchEpilogueInputs(p);
   float acc[2][NT][4] = {};
-  TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc);
+  TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc, smem.reduce);
   StoreAccumulators<NT>(smem.reduce, acc);
   __syncthreads();
   Stamp(p, kStampMainloop);
