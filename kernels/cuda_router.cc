@@ -298,9 +298,8 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
     } else {
       float best = 1e30f;
       ASSIGN_OR_RETURN(const DeviceBuffer l2_flush, AllocateL2Flush(tune));
-      DecomposeKDevice here = CurrentDecomposeKDevice();
-      here.sm_count = sm_count;
-      for (const auto& c : AutotuneCandidates(problem, here, tune.pdl)) {
+      for (const auto& c :
+           AutotuneCandidates(problem, CurrentDecomposeKDevice(sm_count), tune.pdl)) {
         // A candidate the device cannot run (e.g. a cluster too large to schedule) is
         // skipped, not fatal; clear the error it left.
         auto us = TimeConfigMicros(problem, *tune_args, c, tune, l2_flush, stream);

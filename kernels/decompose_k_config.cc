@@ -344,12 +344,14 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
 
 }  // namespace
 
-DecomposeKDevice CurrentDecomposeKDevice() { return {PolledMaxCtas(), ClustersSupported()}; }
+DecomposeKDevice CurrentDecomposeKDevice(int sm_count) {
+  return {sm_count > 0 ? sm_count : PolledMaxCtas(), ClustersSupported()};
+}
 
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled, bool cut_decode_splits,
                                         bool allow_rank_zero_routes) {
-  return ChooseDecomposeKConfigFor(problem, {sm_count, ClustersSupported()}, allow_polled,
+  return ChooseDecomposeKConfigFor(problem, CurrentDecomposeKDevice(sm_count), allow_polled,
                                    cut_decode_splits, allow_rank_zero_routes);
 }
 

@@ -82,8 +82,9 @@ struct DecomposeKDevice {
   bool clusters = false;
 };
 
-// The current device's (zero SMs and no clusters without one).
-DecomposeKDevice CurrentDecomposeKDevice();
+// The current device's (zero SMs and no clusters without one); `sm_count` > 0 stands for
+// its SM count (the count a plan or the C ABI was given).
+DecomposeKDevice CurrentDecomposeKDevice(int sm_count = 0);
 
 // The default heuristic: for up to 128 tokens on the tensor cores the polled reduction with
 // about one CTA per SM (up to 16 tokens with dedicated routers; staged tiles for large
