@@ -69,12 +69,15 @@ DecomposeKConfig StagedConfig(const Shape& s, int sm_count, int splits) {
 absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
                            const DecomposeKDevice& device);
 
-// The fewest splits with which each warp's K range is one unrolled mainloop pass
-// (PolledOnePassSplits).
-int OnePassSplits(int K, int token_tiles) {
+// The fewest splits with which each warp's K range is one mainloop pass of `pass_steps`
+// K steps (PolledOnePassSplits, PolledShortPassSplits).
+int SplitsForPassesOf(int K, int pass_steps) {
   const int total_steps = (K + kStepK - 1) / kStepK;
-  const int per_split = kWarps * TensorCoreUnrollSteps(token_tiles);
+  const int per_split = kWarps * pass_steps;
   return std::max(1, (total_steps + per_split - 1) / per_split);
+}
+int OnePassSplits(int K, int token_tiles) {
+  return SplitsForPassesOf(K, TensorCoreUnrollSteps(token_tiles));
 }
 
 // The heuristic's cluster config whose rank 0 routes, or none (cluster 0): splits per
@@ -364,6 +367,10 @@ DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
 
 int PolledOnePassSplits(const RouteProblem& problem, int token_tiles) {
   return OnePassSplits(problem.spec.hidden, token_tiles);
+}
+
+int PolledShortPassSplits(const RouteProblem& problem) {
+  return SplitsForPassesOf(problem.spec.hidden, kShortPassSteps);
 }
 
 DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, int token_tiles) {

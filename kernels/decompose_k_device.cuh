@@ -147,8 +147,10 @@ __device__ __forceinline__ void WaitAsyncCopies() {
 // Tensor-core mainloop: accumulates this warp's K range into acc[m-tile][n-tile][4].
 // `stage` (16-byte aligned: the kernels declare their shared memory alignas(16)): with two
 // token tiles, this warp's slice stages the hidden states (it is free until
-// StoreAccumulators, which follows a __syncwarp here).
-template <typename T, int NT>
+// StoreAccumulators, which follows a __syncwarp here). kUnroll: K steps a pass
+// (TensorCorePassSteps; a kernel instance with fewer than TensorCoreUnrollSteps(NT) is
+// launched only where each warp's K range fits one such pass).
+template <typename T, int NT, int kUnroll = TensorCoreUnrollSteps(NT)>
 __device__ __forceinline__ void TensorCoreMainloop(const KernelParams& p, int m_block, int split,
                                                    int token_base, float (&acc)[2][NT][4],
                                                    WarpPartials& stage) {
@@ -158,7 +160,6 @@ __device__ __forceinline__ void TensorCoreMainloop(const KernelParams& p, int m_
   const int step_begin = global_warp * p.steps_per_warp;
   const int step_end = min(step_begin + p.steps_per_warp, p.total_steps);
   const int row0 = m_block * kBlockExperts + g;
-  constexpr int kUnroll = TensorCoreUnrollSteps(NT);
   bool waited = false;
   for (int step = step_begin; step < step_end || !waited; step += kUnroll) {
     uint4 a[kUnroll][4];

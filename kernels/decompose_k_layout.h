@@ -25,6 +25,17 @@ constexpr int kMaxChunk = 32;      // tokens per CTA (NT = 4)
 // first pass of weights is what it loads before griddepcontrol.wait. (A plain constexpr
 // function in device code too: the kernels are compiled with --expt-relaxed-constexpr.)
 constexpr int TensorCoreUnrollSteps(int token_tiles) { return token_tiles <= 2 ? 4 : 2; }
+// The polled kernel's two-token-tile instances also come with a pass of 2 K steps, launched
+// where a warp's K range is at most that (TensorCorePassSteps): a pass of 4 there loads and
+// multiplies two steps of zeros and keeps twice the weight registers live. H200, session 49:
+// a pass of 2 at two tiles took 0.23-0.35 us off the 16-token rows of the 128-expert routers
+// (two steps a warp) but, for every split count, cost DeepSeek-V3 and Kimi K2 0.27 and 1.38
+// (their warps' K ranges then need twice the splits to fit one pass); bench/NOTES.md.
+constexpr int kShortPassSteps = 2;
+constexpr int TensorCorePassSteps(int token_tiles, int steps_per_warp) {
+  return token_tiles == 2 && steps_per_warp <= kShortPassSteps ? kShortPassSteps
+                                                               : TensorCoreUnrollSteps(token_tiles);
+}
 
 // A routing problem or a general GEMM as the kernels see it: tokens (the GEMM's M),
 // experts (N) and the hidden size K.

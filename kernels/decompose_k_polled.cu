@@ -80,7 +80,10 @@ __device__ __forceinline__ void FillDryLogits(const KernelParams& p, PolledShare
 //
 // kWideExperts: the instance for routers of more than 256 experts (width 16 and
 // GatherWideToken only), the other one the widths 1-8 (WithExpertsPerLaneOf).
-template <typename T, int NT, bool kDedicatedRouters, bool kWideExperts>
+//
+// kPassSteps: the mainloop's K steps a pass (TensorCorePassSteps: two-tile launches whose
+// warps have at most two K steps each take the pass of 2).
+template <typename T, int NT, bool kDedicatedRouters, bool kWideExperts, int kPassSteps>
 __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const KernelParams p) {
   __shared__ alignas(16) PolledShared smem;  // 16 bytes: cp.async into smem.main.reduce
   constexpr int kChunk = 8 * NT;
@@ -103,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
     const bool router = mine.first < mine.last;
     if (router) StageBiases(p, smem.router);
     float acc[2][NT][4] = {};
-    TensorCoreMainloop<T, NT>(p, m_block, split, z * kChunk, acc, smem.main.reduce);
+    TensorCoreMainloop<T, NT, kPassSteps>(p, m_block, split, z * kChunk, acc, smem.main.reduce);
     StoreAccumulators<NT>(smem.main.reduce, acc);
     __syncthreads();
     Stamp(p, kStampMainloop);
@@ -168,10 +171,11 @@ __global__ void __launch_bounds__(kThreads, 2) DecomposeKPolledKernel(const Kern
 
 // Per kernel instance, once: OneCtaPerSmDynamicSmem, with the instance allowed to ask for
 // it (0 where either fails: such launches then run as they would without the option).
-template <typename T, int kTokenTiles, bool kDedicatedRouters, bool kWideExperts>
+template <typename T, int kTokenTiles, bool kDedicatedRouters, bool kWideExperts, int kPassSteps>
 size_t PolledOneCtaPerSmDynamicSmem() {
   static const size_t bytes = [] {
-    const auto kernel = DecomposeKPolledKernel<T, kTokenTiles, kDedicatedRouters, kWideExperts>;
+    const auto kernel =
+        DecomposeKPolledKernel<T, kTokenTiles, kDedicatedRouters, kWideExperts, kPassSteps>;
     const size_t smem = OneCtaPerSmDynamicSmem(kernel);
     if (smem == 0 || cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           int(smem)) != cudaSuccess) {
@@ -183,15 +187,16 @@ size_t PolledOneCtaPerSmDynamicSmem() {
   return bytes;
 }
 
-template <typename T, int kTokenTiles, bool kDedicatedRouters, bool kWideExperts>
+template <typename T, int kTokenTiles, bool kDedicatedRouters, bool kWideExperts,
+          int kPassSteps = TensorCoreUnrollSteps(kTokenTiles)>
 cudaError_t LaunchInstance(dim3 grid, const KernelParams& params, cudaStream_t stream, bool pdl,
                            bool cooperative, bool one_cta_per_sm) {
-  const size_t smem =
-      pdl && one_cta_per_sm
-          ? PolledOneCtaPerSmDynamicSmem<T, kTokenTiles, kDedicatedRouters, kWideExperts>()
-          : 0;  // the kernel itself uses static shared memory only
-  return Launch(DecomposeKPolledKernel<T, kTokenTiles, kDedicatedRouters, kWideExperts>, grid,
-                params, stream, pdl, /*cluster=*/0, cooperative, smem);
+  const size_t smem = pdl && one_cta_per_sm
+                          ? PolledOneCtaPerSmDynamicSmem<T, kTokenTiles, kDedicatedRouters,
+                                                         kWideExperts, kPassSteps>()
+                          : 0;  // the kernel itself uses static shared memory only
+  return Launch(DecomposeKPolledKernel<T, kTokenTiles, kDedicatedRouters, kWideExperts, kPassSteps>,
+                grid, params, stream, pdl, /*cluster=*/0, cooperative, smem);
 }
 
 template <typename T, bool kDedicatedRouters, bool kWideExperts>
@@ -202,6 +207,10 @@ cudaError_t LaunchTyped(int token_tiles, dim3 grid, const KernelParams& params, 
       return LaunchInstance<T, 1, kDedicatedRouters, kWideExperts>(grid, params, stream, pdl,
                                                                    cooperative, one_cta_per_sm);
     case 2:
+      static_assert(TensorCorePassSteps(2, kShortPassSteps) == kShortPassSteps);
+      if (TensorCorePassSteps(2, params.steps_per_warp) == kShortPassSteps)
+        return LaunchInstance<T, 2, kDedicatedRouters, kWideExperts, kShortPassSteps>(
+            grid, params, stream, pdl, cooperative, one_cta_per_sm);
       return LaunchInstance<T, 2, kDedicatedRouters, kWideExperts>(grid, params, stream, pdl,
                                                                    cooperative, one_cta_per_sm);
     default:

@@ -127,6 +127,11 @@ DecomposeKConfig ChoosePolledConfig(const RouteProblem& problem, int sm_count, i
 // everywhere (Qwen3-30B t=1: 2 splits 5.32 us, 8 splits 4.70).
 int PolledOnePassSplits(const RouteProblem& problem, int token_tiles);
 
+// The fewest splits with which every warp of a two-token-tile polled config has at most two
+// K steps, so that the launch takes the instance with a pass of 2 steps (shorter-lived
+// weight registers, no steps of zeros). An autotuner candidate from 9 tokens.
+int PolledShortPassSplits(const RouteProblem& problem);
+
 // The staged polled config (DecomposeKConfig::staged): about one CTA per SM, every split
 // at least one stage and at most kStagedMaxStages (check it with CanRouteDecomposeK). An
 // autotuner candidate; `splits` > 0 asks for that split count instead.

@@ -342,6 +342,36 @@ TEST(DecomposeKConfig, OnePassSplitsAreTheFewestThatLoadEveryWarpsWeightsInOnePa
   EXPECT_EQ(one_pass("deepseek_v3"), 7);  // 7168 = 224 steps
 }
 
+// The short-pass split count: the fewest splits with which every warp of a two-token-tile
+// config has at most two K steps, where the polled launch takes the instance with a pass of
+// 2 (TensorCorePassSteps); and the autotuner times that config from 9 tokens where it fits.
+TEST(DecomposeKConfig, ShortPassSplitsAreTheFewestWithTwoStepsAWarpAndAreTuned) {
+  for (int hidden : {8, 1000, 2048, 2056, 2880, 4096, 5120, 7168, 16384}) {
+    RouterSpec spec = FindPreset("qwen3_30b").value().spec;
+    spec.hidden = hidden;
+    const RouteProblem p{spec, 16, DType::kBF16, DType::kBF16};
+    const int splits = cuda::PolledShortPassSplits(p), steps = (hidden + 31) / 32;
+    auto steps_per_warp = [&](int s) { return (steps + 8 * s - 1) / (8 * s); };
+    ASSERT_GE(splits, 1) << hidden;
+    EXPECT_LE(steps_per_warp(splits), 2) << "hidden=" << hidden;
+    if (splits > 1) {
+      EXPECT_GT(steps_per_warp(splits - 1), 2) << "hidden=" << hidden;
+    }
+    EXPECT_GE(splits, cuda::PolledOnePassSplits(p, 2)) << "hidden=" << hidden;
+  }
+  // Qwen3-30B (2048 = 64 steps: 4 splits) and Qwen3-235B (4096: 8) at 16 tokens.
+  for (const auto& [family, expected] : {std::pair<const char*, int>{"qwen3_30b", 4},
+                                         std::pair<const char*, int>{"qwen3_235b", 8}}) {
+    const RouteProblem p{FindPreset(family).value().spec, 16, DType::kBF16, DType::kBF16};
+    EXPECT_EQ(cuda::PolledShortPassSplits(p), expected) << family;
+    bool tuned = false;
+    for (const cuda::DecomposeKConfig& c : cuda::AutotuneCandidates(p, kSxm, /*pdl=*/true)) {
+      tuned = tuned || (c.polled && !c.staged && c.token_tiles == 2 && c.k_splits == expected);
+    }
+    EXPECT_TRUE(tuned) << family << ": no two-tile polled candidate at " << expected << " splits";
+  }
+}
+
 // A dedicated-router config's routers and grid CTAs up to 16 tokens (one chunk), and whether
 // its back-to-back PDL launches on `sms` SMs, one CTA each, would start at their
 // predecessors' wait release.

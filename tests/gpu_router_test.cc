@@ -426,6 +426,58 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
   }
 }
 
+// Two token tiles: the polled kernel's instance with a pass of 2 K steps runs where each
+// warp has at most two (TensorCorePassSteps), the one with a pass of 4 elsewhere. Split
+// counts that give a warp 1, 2 and 3 steps, at hidden sizes whose last step is partial or
+// past the last warp, each with and without dedicated routers, plain and under PDL (a
+// pass's weights loaded before the wait), against the reference.
+TEST(GpuConfigs, TwoTilePassLengthsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  RouterSpec spec = FindPreset("qwen3_30b").value().spec;
+  auto stream = MakeStream().value();
+  for (int hidden : {2048, 2056, 1000}) {
+    spec.hidden = hidden;
+    const int total_steps = (hidden + 31) / 32;  // K steps of 32 elements, 8 warps a CTA
+    for (int tokens : {9, 16}) {
+      const uint64_t seed = FreshSeed();
+      RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
+      RouteProblem p{in.spec, tokens, DType::kBF16, DType::kBF16};
+      const auto ref = in.Reference();
+      for (int steps_per_warp : {1, 2, 3}) {
+        for (bool dedicated : {false, true}) {
+          for (bool pdl : {false, true}) {
+            cuda::DecomposeKConfig c{cuda::Mainloop::kTensorCore, /*token_tiles=*/2,
+                                     (total_steps + 8 * steps_per_warp - 1) / (8 * steps_per_warp),
+                                     0, /*polled=*/true};
+            c.dedicated_routers = dedicated;
+            ASSERT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << cuda::CanRouteDecomposeK(p, c);
+            auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)).value();
+            ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream.get()));
+            DeviceCase d = MakeDeviceCase(in, true);
+            for (int rep = 0; rep < 2; ++rep) {  // the second run checks the emptied slots
+              Poison(d);
+              ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), stream.get(), pdl));
+              ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+              HostOut h = Download(d, true);
+              EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3),
+                        "")
+                  << Describe(in, seed) << " splits=" << c.k_splits
+                  << " steps_per_warp<=" << steps_per_warp << " dedicated=" << dedicated
+                  << " pdl=" << pdl << " rep=" << rep;
+              for (int t = 0; t < tokens; ++t)
+                for (int e = 0; e < in.spec.experts; ++e)
+                  ASSERT_NEAR(h.logits[size_t(t) * in.spec.experts + e], ref[t].logits[e],
+                              1e-3 + 1e-3 * std::fabs(ref[t].logits[e]))
+                      << "hidden=" << hidden << " splits=" << c.k_splits << " t=" << t
+                      << " e=" << e;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // The server reuses a token bucket's plan (config and workspace) for every smaller batch:
 // the polled reduction must leave no slot filled whatever the token count.
 // The same for the heuristic's plan where that is a cluster whose rank 0 routes (Mixtral
@@ -946,7 +998,12 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       const cuda::DecomposeKConfig polled = cuda::ChooseDecomposeKConfig(
           p, SmCount(), /*allow_polled=*/true, /*cut_decode_splits=*/true,
           /*allow_rank_zero_routes=*/false);
-      for (int splits : {polled.k_splits, cuda::PolledOnePassSplits(p, polled.token_tiles)}) {
+      std::vector<int> split_counts = {polled.k_splits,
+                                       cuda::PolledOnePassSplits(p, polled.token_tiles)};
+      // Two token tiles: also the count whose warps take the pass of 2 K steps, whose
+      // whole K range is then loaded before the wait.
+      if (polled.token_tiles == 2) split_counts.push_back(cuda::PolledShortPassSplits(p));
+      for (int splits : split_counts) {
         for (int variant = 0; variant < 8; ++variant) {
           cuda::DecomposeKConfig c = polled;
           c.k_splits = splits;
