@@ -83,14 +83,23 @@ int OnePassSplits(int K, int token_tiles) {
 // The heuristic's cluster config whose rank 0 routes, or none (cluster 0): splits per
 // expert block the one-pass count rounded up to a power of two (all weights loaded
 // before the PDL wait), at least 8 CTAs a cluster past 8 tokens, where the cluster fits
-// and the grid does not outnumber the SMs. Several expert blocks only past 8 tokens.
+// and the grid does not outnumber the SMs. Several expert blocks only past 8 tokens, more
+// than two only past 16.
 // H200, router_bench --candidates and same-run A/Bs under PDL (bench/NOTES.md, session
 // 27): one expert block is fastest this way at every token count (Mixtral t=1 4 splits
 // 2.28 us, 8 splits 2.44, the best polled config 2.57; from 16 tokens 8 splits); with
 // 2-4 blocks the polled decode configs stay ahead at 1-4 tokens (Qwen3-30B t=1 3.30
 // against 3.40, gpt-oss-120b 3.18 against 3.52) and fall behind from 16 (Qwen3-30B t=16
 // 3.90 against 4.26, t=64 -1.2 us); grids of more CTAs than SMs (Qwen3-235B, gpt-oss-120b
-// at 128 tokens) gained nothing.
+// at 128 tokens) gained nothing. Since the two-tile polled kernel's fixes (sessions 49 and 51:
+// its hidden states staged by cp.async, the pass of 2 K steps) it is the other way at 9-16
+// tokens from 3 blocks up: the heuristic's config before and after, one graph under PDL
+// (H100, session 51), per call: Qwen3-30B t=16 3.61 -> 3.17 us, Qwen3-235B 3.87 -> 3.23,
+// gpt-oss-120b 3.65 -> 3.15 (the two-tile polled config of WithShortPassOnUpToHalfTheSms,
+// which the tuner now takes for all three). With 2 blocks the cluster still wins (the tuner's
+// timings: DeepSeek-V2-Lite t=16 3.04 against 3.20 for the best polled config), and past 16
+// tokens (Qwen3-30B t=64 3.84 against 5.16 for the heuristic's four-tile polled config).
+constexpr int kClusterRouterMaxBlocksAtTwoTiles = 2;
 DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
   DecomposeKConfig c;
   c.mainloop = Mainloop::kTensorCore;
@@ -102,6 +111,7 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
   while (s.tokens > kClusterRouterChunk && m_blocks * splits < 8) splits *= 2;
   if (m_blocks > kClusterRouterMaxBlocks || m_blocks * splits > kClusterRouterMaxCtas) return {};
   if (m_blocks > 1 && s.tokens <= kClusterRouterChunk) return {};
+  if (m_blocks > kClusterRouterMaxBlocksAtTwoTiles && s.tokens <= 16) return {};
   if (sm_count > 0 && z_chunks * m_blocks * splits > sm_count) return {};
   c.cluster = c.k_splits = splits;
   return c;
@@ -148,6 +158,26 @@ DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfi
     out = more;
   }
   return out;
+}
+
+// Two token tiles at no fewer splits than PolledShortPassSplits' count (each warp's K range at
+// most two steps: the polled kernel's pass of 2), where that grid with dedicated routers takes at
+// most half the SMs; `c` elsewhere. The autotuner took such counts on every 16-token row of
+// routers of 128 and 160 experts, and the heuristic's configs changed so, timed in one graph
+// under PDL (H100, bench/NOTES.md session 51), per call: Qwen3-235B 8 splits 3.23 us where 4
+// took 3.57 in the tuner's graph, Llama 4 Maverick 10 splits 3.11 against 8 splits 3.30,
+// GLM-4.5 11 (10, then a split more: AwayFromWaitReleaseStarts) 3.62 against 6 splits 3.75.
+// Not DeepSeek-V3 and Kimi K2 (14 splits of 8 and 12 expert blocks: 128 and 184 CTAs at 16
+// tokens), which session 49 measured 0.27 and 1.38 us slower at those counts.
+DecomposeKConfig WithShortPassOnUpToHalfTheSms(const Shape& s, const DecomposeKConfig& c,
+                                               int sm_count) {
+  if (c.token_tiles != 2) return c;
+  DecomposeKConfig shorter = c;
+  shorter.k_splits = std::max(c.k_splits, SplitsForPassesOf(s.K, kShortPassSteps));
+  shorter.dedicated_routers = true;
+  if (2 * GridCtas(s, shorter, MakeLayout(s, shorter)) > sm_count) return c;
+  shorter.dedicated_routers = c.dedicated_routers;
+  return shorter;
 }
 
 // The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
@@ -219,6 +249,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
           const int quarter = polled.k_splits / 4;
           const int one_pass = OnePassSplits(s.K, c.token_tiles);
           fewer.k_splits = std::min(polled.k_splits, std::max(one_pass, quarter));
+          fewer = WithShortPassOnUpToHalfTheSms(s, fewer, sm_count);
         }
         DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
         // Launched cooperatively under PDL (without PDL it always is), and kept to one CTA

@@ -432,7 +432,7 @@ TEST(DecomposeKConfig, HeuristicDecodeGridsDoNotStartLaunchesAtTheirPredecessors
            {"deepseek_v3", 7, 8},      // 63: 6 left for 7 -> 71, one resident
            {"deepseek_v3", 8, 8},      // 64: 4 for 8 -> 72
            {"deepseek_v3", 10, 8},     // 66: none for 10 -> 74
-           {"glm4_moe", 14, 7},        // 44, three resident: none left for 14 -> 49
+           {"glm4_moe", 14, 11},       // short-pass 10: 64, two resident, 4 left for 14 -> 69
            {"gpt_oss_120b", 2, 5}}) {  // 22, six resident: not steered
     const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
     EXPECT_EQ(cuda::ChooseDecomposeKConfigFor(p, kSxm, true, true, false).k_splits, splits)
@@ -442,17 +442,18 @@ TEST(DecomposeKConfig, HeuristicDecodeGridsDoNotStartLaunchesAtTheirPredecessors
 
 // Up to 16 tokens the heuristic cuts the polled rule's split count to the larger of the
 // one-pass count and a quarter (the autotuner's timings: bench/NOTES.md, sessions 23, 35
-// and 36), and launches cooperatively, one CTA per SM, under PDL (sessions 34 and 36).
-// Host-only, for a 132-SM device.
+// and 36), at two token tiles to no fewer than the short-pass count where that grid takes
+// at most half the SMs (session 51), and launches cooperatively, one CTA per SM, under PDL
+// (sessions 34 and 36). Host-only, for a 132-SM device.
 TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
   const struct {
     const char* family;
     int rule, cut;        // splits at one token
     int rule_16, cut_16;  // at 16 tokens
-  } expected[] = {{"mixtral", 33, 8, 32, 8},        {"gpt_oss_20b", 22, 5, 22, 5},
+  } expected[] = {{"mixtral", 33, 8, 32, 8},        {"gpt_oss_20b", 22, 5, 22, 6},
                   {"deepseek_v3", 16, 7, 14, 7},    {"qwen3_30b", 16, 4, 16, 5},
                   {"llama4_scout", 40, 10, 40, 10}, {"kimi_k2", 10, 7, 9, 7},
-                  {"glm4_moe", 26, 6, 23, 6},       {"llama4_maverick", 32, 9, 29, 8}};
+                  {"glm4_moe", 26, 6, 23, 11},      {"llama4_maverick", 32, 9, 29, 10}};
   for (const auto& e : expected) {
     for (int tokens : {1, 4, 8, 9, 16}) {
       const RouteProblem p{FindPreset(e.family).value().spec, tokens, DType::kBF16, DType::kBF16};
@@ -482,15 +483,24 @@ TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
       EXPECT_LE(cut.k_splits, rule.k_splits) << where;
       const int one_pass = cuda::PolledOnePassSplits(p, cut.token_tiles);
       // The one-pass count or a quarter of the rule's (its count before dedicated routers
-      // took a split off to fit: up to a split more than a quarter of the one here), or
-      // more where a split fewer would start launches at their predecessors' wait release
-      // (the test below).
+      // took a split off to fit: up to a split more than a quarter of the one here), at two
+      // tiles the short-pass count where that grid takes at most half the SMs, or more where a
+      // split fewer would start launches at their predecessors' wait release (the test
+      // below).
       EXPECT_GE(cut.k_splits, std::min(rule.k_splits, one_pass)) << where;
       cuda::DecomposeKConfig fewer = cut;
       --fewer.k_splits;
+      const int short_pass = cuda::PolledShortPassSplits(p);
+      cuda::DecomposeKConfig at_short_pass = cut;
+      at_short_pass.k_splits = short_pass;
+      const bool short_pass_fits = 2 * DecodeGridCtas(p, at_short_pass) <= 132;
       EXPECT_TRUE(cut.k_splits <= std::max(one_pass, rule.k_splits / 4 + 1) ||
+                  (cut.token_tiles == 2 && short_pass_fits && cut.k_splits <= short_pass) ||
                   StartsAtWaitRelease(p, fewer, 132))
           << where;
+      if (cut.token_tiles == 2 && short_pass_fits) {
+        EXPECT_GE(cut.k_splits, short_pass) << where;
+      }
     }
   }
 }
@@ -560,19 +570,22 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
 
 // On sm_90+ the heuristic routes up to 128 tokens of a router of at most 128 experts from a
 // cluster whose rank 0 routes, where the weights fit one pass of at most 16 CTAs and the
-// grid fits the SMs (with several expert blocks only past 8 tokens): splits a block = the
-// one-pass count rounded up to a power of two, at least 8 CTAs a cluster past 8 tokens.
+// grid fits the SMs (with several expert blocks only past 8 tokens, more than two only past
+// 16: the two-tile polled config, below): splits a block = the one-pass count rounded up to
+// a power of two, at least 8 CTAs a cluster past 8 tokens.
 TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
   const struct {
     const char* family;
     int tokens, splits;  // 0: not a cluster whose rank 0 routes
   } expected[] = {
-      {"mixtral", 1, 4},          {"mixtral", 16, 8},         {"mixtral", 128, 8},
-      {"mixtral", 129, 0},        {"gpt_oss_20b", 1, 4},      {"llama4_scout", 1, 8},
-      {"qwen3_30b", 1, 0},        {"qwen3_30b", 16, 2},       {"qwen3_30b", 128, 2},
-      {"qwen3_235b", 4, 0},       {"qwen3_235b", 16, 4},      {"qwen3_235b", 128, 0},
-      {"gpt_oss_120b", 64, 4},    {"deepseek_v2_lite", 1, 0}, {"deepseek_v2_lite", 16, 4},
-      {"llama4_maverick", 16, 0}, {"deepseek_v3", 16, 0},     {"glm4_moe", 1, 0},
+      {"mixtral", 1, 4},          {"mixtral", 16, 8},          {"mixtral", 128, 8},
+      {"mixtral", 129, 0},        {"gpt_oss_20b", 1, 4},       {"llama4_scout", 1, 8},
+      {"qwen3_30b", 1, 0},        {"qwen3_30b", 16, 0},        {"qwen3_30b", 17, 2},
+      {"qwen3_30b", 128, 2},      {"qwen3_235b", 4, 0},        {"qwen3_235b", 9, 0},
+      {"qwen3_235b", 16, 0},      {"qwen3_235b", 17, 4},       {"qwen3_235b", 128, 0},
+      {"gpt_oss_120b", 16, 0},    {"gpt_oss_120b", 64, 4},     {"deepseek_v2_lite", 1, 0},
+      {"deepseek_v2_lite", 9, 4}, {"deepseek_v2_lite", 16, 4}, {"llama4_maverick", 16, 0},
+      {"deepseek_v3", 16, 0},     {"glm4_moe", 1, 0},
   };
   for (const auto& e : expected) {
     const RouteProblem p{FindPreset(e.family).value().spec, e.tokens, DType::kBF16, DType::kBF16};
@@ -593,6 +606,56 @@ TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
       cuda::CanRouteDecomposeKOn(qwen, {cuda::Mainloop::kTensorCore, 1, 8, 8}, kSxm);
   EXPECT_EQ(wide.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(wide.message()).find("expert blocks"), std::string::npos) << wide;
+}
+
+// From 9 to 16 tokens routers of more than two expert blocks take the two-tile polled config
+// with dedicated routers, each warp's K range at most two steps (the pass of 2), where that grid
+// takes at most half the SMs: 0.2-0.6 us a call faster than the cluster whose rank 0 routes
+// and the rule's split cut (H100, bench/NOTES.md session 51). Not where the grid would be
+// larger (DeepSeek-V3, Kimi K2; every such router on a 66-SM part), nor for routers of one
+// or two blocks (the cluster stays ahead).
+TEST(DecomposeKConfig, HeuristicTakesTheShortPassForRoutersOfThreeBlocksUpAtNineToSixteenTokens) {
+  auto steps_per_warp = [](const RouteProblem& p, int splits) {
+    const int steps = (p.spec.hidden + 31) / 32;
+    return (steps + 8 * splits - 1) / (8 * splits);
+  };
+  for (const char* family :
+       {"qwen3_30b", "qwen3_235b", "gpt_oss_120b", "llama4_maverick", "glm4_moe"}) {
+    for (int tokens = 9; tokens <= 16; ++tokens) {
+      const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+      const std::string where = absl::StrCat(family, " t=", tokens, ": ", Describe(c));
+      EXPECT_TRUE(c.polled && !c.staged && c.cluster == 0) << where;
+      EXPECT_TRUE(c.dedicated_routers && c.pdl_cooperative && c.pdl_one_cta_per_sm) << where;
+      EXPECT_EQ(c.token_tiles, 2) << where;
+      EXPECT_GE(c.k_splits, cuda::PolledShortPassSplits(p)) << where;
+      EXPECT_LE(steps_per_warp(p, c.k_splits), 2) << where;
+      EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << where;
+      // On a part of half the SMs the grid would take more than half: the rule's cut (at 16
+      // tokens below the short-pass count; at 12-13 gpt-oss-120b's cut reaches it anyway,
+      // a split or two more where launches would start at a wait release).
+      const cuda::DecomposeKDevice half{66, true};
+      const cuda::DecomposeKConfig small = cuda::ChooseDecomposeKConfigFor(p, half);
+      EXPECT_TRUE(small.polled && small.cluster == 0) << where << "; on 66 SMs " << Describe(small);
+      cuda::DecomposeKConfig at_short_pass = small;
+      at_short_pass.k_splits = cuda::PolledShortPassSplits(p);
+      if (tokens == 16 && 2 * DecodeGridCtas(p, at_short_pass) > 66) {
+        EXPECT_LT(small.k_splits, cuda::PolledShortPassSplits(p)) << where;
+      }
+      EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, small, half).ok()) << where;
+    }
+  }
+  for (const char* family : {"deepseek_v3", "kimi_k2"}) {  // 14 splits: 128 and 184 CTAs
+    const RouteProblem p{FindPreset(family).value().spec, 16, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+    EXPECT_EQ(c.k_splits, 7) << family << ": " << Describe(c);
+    EXPECT_GT(steps_per_warp(p, c.k_splits), 2) << family;
+  }
+  for (const char* family : {"mixtral", "gpt_oss_20b", "deepseek_v2_lite"}) {
+    const RouteProblem p{FindPreset(family).value().spec, 16, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+    EXPECT_TRUE(c.cluster > 0 && c.token_tiles == 1) << family << ": " << Describe(c);
+  }
 }
 
 // ... and the staged tiles where tokens x experts is large and their grid fits.
