@@ -196,8 +196,9 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
 }
 
 // "v10": a new candidate, the two-tile polled kernel at the split count that gives a warp at most
-// two K steps (PolledShortPassSplits, session 51), which runs a pass of two steps: plans cached by
-// older builds never timed it. "v9": the config gained pdl_one_cta_per_sm (session 36), and the
+// two K steps (PolledShortPassSplits, session 51), which runs a pass of two steps, and the
+// heuristic's configs at 9-16 tokens (a candidate always) moved to it: plans cached by older builds
+// never timed them. "v9": the config gained pdl_one_cta_per_sm (session 36), and the
 // heuristic's decode configs changed with it; "v8": cluster configs of routers up to 128 experts at
 // 8-token chunks run the kernel whose rank 0 routes, with clusters across the expert blocks
 // (session 27), so a cached cluster config means another kernel, or is no longer valid; "v7": more
