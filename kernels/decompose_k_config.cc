@@ -160,8 +160,8 @@ DecomposeKConfig AwayFromWaitReleaseStarts(const Shape& s, const DecomposeKConfi
   return out;
 }
 
-// Two token tiles at no fewer splits than PolledShortPassSplits' count (each warp's K range at
-// most two steps: the polled kernel's pass of 2), where that grid with dedicated routers takes at
+// `c` (two token tiles, dedicated routers) at no fewer splits than PolledShortPassSplits' count
+// (each warp's K range at most two steps: the polled kernel's pass of 2), where that grid takes at
 // most half the SMs; `c` elsewhere. The autotuner took such counts on every 16-token row of
 // routers of 128 and 160 experts, and the heuristic's configs changed so, timed in one graph
 // under PDL (H100, bench/NOTES.md session 51), per call: Qwen3-235B 8 splits 3.23 us where 4
@@ -174,10 +174,7 @@ DecomposeKConfig WithShortPassOnUpToHalfTheSms(const Shape& s, const DecomposeKC
   if (c.token_tiles != 2) return c;
   DecomposeKConfig shorter = c;
   shorter.k_splits = std::max(c.k_splits, SplitsForPassesOf(s.K, kShortPassSteps));
-  shorter.dedicated_routers = true;
-  if (2 * GridCtas(s, shorter, MakeLayout(s, shorter)) > sm_count) return c;
-  shorter.dedicated_routers = c.dedicated_routers;
-  return shorter;
+  return 2 * GridCtas(s, shorter, MakeLayout(s, shorter)) <= sm_count ? shorter : c;
 }
 
 // The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
@@ -249,9 +246,9 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
           const int quarter = polled.k_splits / 4;
           const int one_pass = OnePassSplits(s.K, c.token_tiles);
           fewer.k_splits = std::min(polled.k_splits, std::max(one_pass, quarter));
-          fewer = WithShortPassOnUpToHalfTheSms(s, fewer, sm_count);
         }
         DecomposeKConfig dedicated = FitDedicatedRouters(s, fewer, sm_count);
+        if (cut_decode_splits) dedicated = WithShortPassOnUpToHalfTheSms(s, dedicated, sm_count);
         // Launched cooperatively under PDL (without PDL it always is), and kept to one CTA
         // per SM. Cooperative: the autotuner took that on 14 of 16 rows up to 8 tokens
         // (H200, session 33's table), and session 34 found why: under a plain PDL launch,
