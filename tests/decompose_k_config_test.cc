@@ -342,6 +342,12 @@ TEST(DecomposeKConfig, OnePassSplitsAreTheFewestThatLoadEveryWarpsWeightsInOnePa
   EXPECT_EQ(one_pass("deepseek_v3"), 7);  // 7168 = 224 steps
 }
 
+// The most K steps (32 hidden elements) a warp of a split gets: 8 warps a CTA.
+int StepsPerWarp(int hidden, int splits) {
+  const int steps = (hidden + 31) / 32;
+  return (steps + 8 * splits - 1) / (8 * splits);
+}
+
 // The short-pass split count: the fewest splits with which every warp of a two-token-tile
 // config has at most two K steps, where the polled launch takes the instance with a pass of
 // 2 (TensorCorePassSteps); and the autotuner times that config from 9 tokens where it fits.
@@ -350,12 +356,11 @@ TEST(DecomposeKConfig, ShortPassSplitsAreTheFewestWithTwoStepsAWarpAndAreTuned) 
     RouterSpec spec = FindPreset("qwen3_30b").value().spec;
     spec.hidden = hidden;
     const RouteProblem p{spec, 16, DType::kBF16, DType::kBF16};
-    const int splits = cuda::PolledShortPassSplits(p), steps = (hidden + 31) / 32;
-    auto steps_per_warp = [&](int s) { return (steps + 8 * s - 1) / (8 * s); };
+    const int splits = cuda::PolledShortPassSplits(p);
     ASSERT_GE(splits, 1) << hidden;
-    EXPECT_LE(steps_per_warp(splits), 2) << "hidden=" << hidden;
+    EXPECT_LE(StepsPerWarp(hidden, splits), 2) << "hidden=" << hidden;
     if (splits > 1) {
-      EXPECT_GT(steps_per_warp(splits - 1), 2) << "hidden=" << hidden;
+      EXPECT_GT(StepsPerWarp(hidden, splits - 1), 2) << "hidden=" << hidden;
     }
     EXPECT_GE(splits, cuda::PolledOnePassSplits(p, 2)) << "hidden=" << hidden;
   }
@@ -383,6 +388,12 @@ int DecodeGridCtas(const RouteProblem& p, const cuda::DecomposeKConfig& c) {
 }
 bool StartsAtWaitRelease(const RouteProblem& p, const cuda::DecomposeKConfig& c, int sms) {
   return cuda::PdlLaunchStartsAtWaitRelease(DecodeGridCtas(p, c), DecodeRouters(p, c), sms);
+}
+// Whether `c` at the short-pass split count takes at most half of `sms` SMs (the heuristic's
+// condition for that count at two token tiles).
+bool ShortPassFitsHalf(const RouteProblem& p, cuda::DecomposeKConfig c, int sms) {
+  c.k_splits = cuda::PolledShortPassSplits(p);
+  return 2 * DecodeGridCtas(p, c) <= sms;
 }
 
 // The launch-queue rule (bench/NOTES.md, session 37): with one CTA per SM, as many launches
@@ -491,9 +502,7 @@ TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
       cuda::DecomposeKConfig fewer = cut;
       --fewer.k_splits;
       const int short_pass = cuda::PolledShortPassSplits(p);
-      cuda::DecomposeKConfig at_short_pass = cut;
-      at_short_pass.k_splits = short_pass;
-      const bool short_pass_fits = 2 * DecodeGridCtas(p, at_short_pass) <= 132;
+      const bool short_pass_fits = ShortPassFitsHalf(p, cut, 132);
       EXPECT_TRUE(cut.k_splits <= std::max(one_pass, rule.k_splits / 4 + 1) ||
                   (cut.token_tiles == 2 && short_pass_fits && cut.k_splits <= short_pass) ||
                   StartsAtWaitRelease(p, fewer, 132))
@@ -615,10 +624,6 @@ TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
 // larger (DeepSeek-V3, Kimi K2; every such router on a 66-SM part), nor for routers of one
 // or two blocks (the cluster stays ahead).
 TEST(DecomposeKConfig, HeuristicTakesTheShortPassForRoutersOfThreeBlocksUpAtNineToSixteenTokens) {
-  auto steps_per_warp = [](const RouteProblem& p, int splits) {
-    const int steps = (p.spec.hidden + 31) / 32;
-    return (steps + 8 * splits - 1) / (8 * splits);
-  };
   for (const char* family :
        {"qwen3_30b", "qwen3_235b", "gpt_oss_120b", "llama4_maverick", "glm4_moe"}) {
     for (int tokens = 9; tokens <= 16; ++tokens) {
@@ -629,7 +634,7 @@ TEST(DecomposeKConfig, HeuristicTakesTheShortPassForRoutersOfThreeBlocksUpAtNine
       EXPECT_TRUE(c.dedicated_routers && c.pdl_cooperative && c.pdl_one_cta_per_sm) << where;
       EXPECT_EQ(c.token_tiles, 2) << where;
       EXPECT_GE(c.k_splits, cuda::PolledShortPassSplits(p)) << where;
-      EXPECT_LE(steps_per_warp(p, c.k_splits), 2) << where;
+      EXPECT_LE(StepsPerWarp(p.spec.hidden, c.k_splits), 2) << where;
       EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << where;
       // On a part of half the SMs the grid would take more than half: the rule's cut (at 16
       // tokens below the short-pass count; at 12-13 gpt-oss-120b's cut reaches it anyway,
@@ -637,9 +642,7 @@ TEST(DecomposeKConfig, HeuristicTakesTheShortPassForRoutersOfThreeBlocksUpAtNine
       const cuda::DecomposeKDevice half{66, true};
       const cuda::DecomposeKConfig small = cuda::ChooseDecomposeKConfigFor(p, half);
       EXPECT_TRUE(small.polled && small.cluster == 0) << where << "; on 66 SMs " << Describe(small);
-      cuda::DecomposeKConfig at_short_pass = small;
-      at_short_pass.k_splits = cuda::PolledShortPassSplits(p);
-      if (tokens == 16 && 2 * DecodeGridCtas(p, at_short_pass) > 66) {
+      if (tokens == 16 && !ShortPassFitsHalf(p, small, 66)) {
         EXPECT_LT(small.k_splits, cuda::PolledShortPassSplits(p)) << where;
       }
       EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, small, half).ok()) << where;
@@ -649,7 +652,7 @@ TEST(DecomposeKConfig, HeuristicTakesTheShortPassForRoutersOfThreeBlocksUpAtNine
     const RouteProblem p{FindPreset(family).value().spec, 16, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
     EXPECT_EQ(c.k_splits, 7) << family << ": " << Describe(c);
-    EXPECT_GT(steps_per_warp(p, c.k_splits), 2) << family;
+    EXPECT_GT(StepsPerWarp(p.spec.hidden, c.k_splits), 2) << family;
   }
   for (const char* family : {"mixtral", "gpt_oss_20b", "deepseek_v2_lite"}) {
     const RouteProblem p{FindPreset(family).value().spec, 16, DType::kBF16, DType::kBF16};

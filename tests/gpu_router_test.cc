@@ -992,8 +992,8 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       // A polled plan also launched cooperatively under PDL, kept to one CTA per SM and with
       // dedicated routers (the autotuner's other choices), where the grid fits, at the
       // heuristic's split count and at the one-pass count (a warp's weights all loaded
-      // before the wait). From 32
-      // tokens also the staged tiles (an autotuner candidate), both launch kinds.
+      // before the wait). From 32 tokens also the staged tiles (an autotuner candidate), both
+      // launch kinds.
       std::vector<cuda::DecomposeKConfig> configs;
       const cuda::DecomposeKConfig polled = cuda::ChooseDecomposeKConfig(
           p, SmCount(), /*allow_polled=*/true, /*cut_decode_splits=*/true,
@@ -1003,6 +1003,9 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
       // Two token tiles: also the count whose warps take the pass of 2 K steps, whose
       // whole K range is then loaded before the wait.
       if (polled.token_tiles == 2) split_counts.push_back(cuda::PolledShortPassSplits(p));
+      // Each count once: the heuristic's is the short-pass count where that fits (Mixtral t=16).
+      std::sort(split_counts.begin(), split_counts.end());
+      split_counts.erase(std::unique(split_counts.begin(), split_counts.end()), split_counts.end());
       for (int splits : split_counts) {
         for (int variant = 0; variant < 8; ++variant) {
           cuda::DecomposeKConfig c = polled;
