@@ -195,16 +195,18 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
          a.pdl_one_cta_per_sm == b.pdl_one_cta_per_sm;
 }
 
-// "v10": a new candidate, the two-tile polled kernel at the split count that gives a warp at most
-// two K steps (PolledShortPassSplits, session 51), which runs a pass of two steps, and the
-// heuristic's configs at 9-16 tokens (a candidate always) moved to it: plans cached by older builds
-// never timed them. "v9": the config gained pdl_one_cta_per_sm (session 36), and the
-// heuristic's decode configs changed with it; "v8": cluster configs of routers up to 128 experts at
-// 8-token chunks run the kernel whose rank 0 routes, with clusters across the expert blocks
-// (session 27), so a cached cluster config means another kernel, or is no longer valid; "v7": more
-// polled split counts and timings with weights from HBM (session 23), so a cache written by an
-// older build holds choices from a smaller, L2-flattered field and is tuned again once; v6: the
-// one-token epilogue changed (session 17), so timings cached by older builds no longer rank the
+// "v11": the heuristic's configs at 17-64 tokens (a candidate always) moved to two token tiles
+// with dedicated routers, launched one CTA per SM (session 52): plans cached by older builds
+// never timed them. "v10": a new candidate, the two-tile polled kernel at the split count that
+// gives a warp at most two K steps (PolledShortPassSplits, session 51), which runs a pass of two
+// steps, and the heuristic's configs at 9-16 tokens (a candidate always) moved to it: plans cached
+// by older builds never timed them. "v9": the config gained pdl_one_cta_per_sm (session 36), and
+// the heuristic's decode configs changed with it; "v8": cluster configs of routers up to 128
+// experts at 8-token chunks run the kernel whose rank 0 routes, with clusters across the expert
+// blocks (session 27), so a cached cluster config means another kernel, or is no longer valid;
+// "v7": more polled split counts and timings with weights from HBM (session 23), so a cache written
+// by an older build holds choices from a smaller, L2-flattered field and is tuned again once; v6:
+// the one-token epilogue changed (session 17), so timings cached by older builds no longer rank the
 // configs; v5: the config gained staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the polled
 // reduction). Older cache lines no longer match.
 std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_name, int sm_count,
@@ -213,7 +215,7 @@ std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_na
   for (char& c : device)  // one whitespace-free field of the cache line
     if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v10:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+  return absl::StrCat("v11:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
                       s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }

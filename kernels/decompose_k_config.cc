@@ -97,8 +97,10 @@ int OnePassSplits(int K, int token_tiles) {
 // (H100, session 51), per call: Qwen3-30B t=16 3.61 -> 3.17 us, Qwen3-235B 3.87 -> 3.23,
 // gpt-oss-120b 3.65 -> 3.15 (the two-tile polled config of WithShortPassOnUpToHalfTheSms,
 // which the tuner now takes for all three). With 2 blocks the cluster still wins (the tuner's
-// timings: DeepSeek-V2-Lite t=16 3.04 against 3.20 for the best polled config), and past 16
-// tokens (Qwen3-30B t=64 3.84 against 5.16 for the heuristic's four-tile polled config).
+// timings: DeepSeek-V2-Lite t=16 3.04 against 3.20 for the best polled config). At 17-64 tokens
+// likewise where the two-tile config fits (ChooseConfig: TwoTileDecodeConfig, Qwen3-30B /
+// Qwen3-235B / gpt-oss-120b t=32 3.65 / 4.06 / 3.75 us for the cluster, 3.19 / 3.35 / 3.19 for
+// the two-tile config; H100, session 52).
 constexpr int kClusterRouterMaxBlocksAtTwoTiles = 2;
 DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
   DecomposeKConfig c;
@@ -177,6 +179,36 @@ DecomposeKConfig WithShortPassOnUpToHalfTheSms(const Shape& s, const DecomposeKC
   return 2 * GridCtas(s, shorter, MakeLayout(s, shorter)) <= sm_count ? shorter : c;
 }
 
+// The heuristic's config at 17-64 tokens (two to four 16-token chunks): two token tiles with
+// dedicated routers at the short-pass split count (each warp's K range at most two steps), a
+// split fewer at a time until the grid fits the SMs, launched one CTA per SM and not
+// cooperatively, then steered away from wait-release starts; none (not polled) where even one
+// split does not fit. Per call under PDL against the four-tile polled config (or the rank-0
+// cluster) taken there before, H100, session 52 (bench/NOTES.md): Qwen3-30B t=24/32/48/64
+// 3.68/3.65/3.73/3.77 -> ~3.20/3.19/3.32/3.57 us, Qwen3-235B 4.04/4.06/4.57/4.72 ->
+// 3.36/3.35/3.82/3.99, gpt-oss-120b 3.71/3.75/4.30/4.33 -> 3.16/3.19/3.46/3.69, Llama 4 Maverick
+// 5.83/5.78/5.39/5.19 -> 3.26/-/3.79/4.75, GLM-4.5 6.75/6.85/5.89/5.91 -> 3.75/4.02/4.26/5.44,
+// DeepSeek-V3 t=24/32 6.32/6.41 -> 5.09/5.35, Kimi K2 7.06/8.41 -> 6.26/6.54. Each within 0.12
+// us of the fastest split count swept (2-8) with this launch. One CTA per SM: the plain and the
+// cooperative launch without it were 0.1-1.6 us slower on every row; cooperative with it was up
+// to 0.16 us faster on some two-chunk rows and up to 1.4 us slower at three and four chunks. The
+// two-tile grid (16 routers a chunk) fits fewer splits as chunks are added: at three chunks
+// DeepSeek-V3 and Kimi K2 get 3 and 2, half their one-pass counts or less, and run the staged
+// tiles instead (ChooseConfig).
+constexpr int kTwoTileMaxTokens = 64;
+DecomposeKConfig TwoTileDecodeConfig(const Shape& s, const DecomposeKDevice& device) {
+  DecomposeKConfig c;
+  c.mainloop = Mainloop::kTensorCore;
+  c.polled = true;
+  c.token_tiles = 2;
+  c.k_splits = SplitsForPassesOf(s.K, kShortPassSteps);
+  c = FitDedicatedRouters(s, c, device.sm_count);
+  c.pdl_one_cta_per_sm = true;
+  const Layout l = MakeLayout(s, c);
+  if (GridCtas(s, c, l) > device.sm_count || !CheckConfigOn(s, c, device).ok()) return {};
+  return AwayFromWaitReleaseStarts(s, c, l, device);
+}
+
 // The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
 // 19-20 (the SM-filling count for Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took
 // 4-6 us under PDL: per call 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session
@@ -196,13 +228,20 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   const int m_blocks = ExpertBlocks(s);
   const int z_chunks = (s.tokens + chunk - 1) / chunk;
   const int total_steps = (s.K + kStepK - 1) / kStepK;
+  // 17-64 tokens: two token tiles with dedicated routers (TwoTileDecodeConfig), where that grid
+  // fits (not polled where it does not).
+  DecomposeKConfig two_tile;
+  if (tensor && allow_polled && cut_decode_splits && s.tokens > 16 && s.tokens <= kTwoTileMaxTokens)
+    two_tile = TwoTileDecodeConfig(s, device);
   // Routers of up to 128 experts whose weights one cluster holds in registers in one pass:
   // the cluster kernel whose rank 0 routes, up to 128 tokens (RankZeroRoutesConfig says
-  // where).
+  // where), and at 17-64 tokens for routers of more than two expert blocks only where the
+  // two-tile config does not fit (RankZeroRoutesConfig's timings).
   if (tensor && allow_cluster && allow_polled && allow_rank_zero_routes && s.tokens <= 128 &&
       device.clusters) {
     const DecomposeKConfig cluster = RankZeroRoutesConfig(s, sm_count);
-    if (cluster.cluster > 0) return cluster;
+    const bool two_tile_ahead = two_tile.polled && m_blocks > kClusterRouterMaxBlocksAtTwoTiles;
+    if (cluster.cluster > 0 && !two_tile_ahead) return cluster;
   }
   // The staged tiles from 128 x 160 (tokens x experts): where router_bench's autotuner took
   // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
@@ -212,15 +251,19 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   // session 41), DeepSeek-V3 t=64 6.83 us staged at 28 splits (its pick, as in session 37
   // with cp.async stages) against 8.34 for the polled config taken here before; at 14 and
   // 19 splits 9.33 and 7.14. Not for 128 experts: Qwen3-235B t=128 5.94 staged at 16
-  // against 5.87, gpt-oss-120b t=128 (2880 hidden) 5.81 against 5.29.
+  // against 5.87, gpt-oss-120b t=128 (2880 hidden) 5.81 against 5.29. From 33 tokens since
+  // the two-tile configs serve up to 64 (TwoTileDecodeConfig): at 48 tokens staged 6.67 us
+  // (DeepSeek-V3) and 7.42 (Kimi K2) against 7.12 and 9.26 for the two-tile config at the 3
+  // and 2 splits that fit (H100, session 52).
   const bool large_batch = s.tokens * s.experts >= 128 * 160;
-  const bool one_chunk_of_a_large_router = s.tokens >= 64 && s.experts >= 256 && s.K >= 4096;
+  const bool one_chunk_of_a_large_router = s.tokens > 32 && s.experts >= 256 && s.K >= 4096;
   if (tensor && allow_polled && (large_batch || one_chunk_of_a_large_router)) {
     DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
     if (large_batch && staged.k_splits > kStagedMaxHeuristicSplits)
       staged = StagedConfig(s, sm_count, kStagedMaxHeuristicSplits);
     if (CheckConfigOn(s, staged, device).ok()) return staged;
   }
+  if (two_tile.polled) return two_tile;
   // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families
   // at 64 and 128 tokens (with these token tilings and split counts, mostly).
   if (tensor && allow_polled && s.tokens <= 128 && m_blocks * z_chunks <= sm_count) {

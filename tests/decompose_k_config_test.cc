@@ -514,12 +514,14 @@ TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
   }
 }
 
-// Past 16 tokens the heuristic's polled configs (routers in the mainloop CTAs) launch
-// cooperatively under PDL: the autotuner's pick on 5 of 6 such rows; through the C ABI
-// 0.05-0.35 us faster on those five (H200, bench/NOTES.md session 35). Host-only, 132 SMs.
-TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixteenTokensCooperatively) {
+// Past 64 tokens the heuristic's polled configs (routers in the mainloop CTAs) launch
+// cooperatively under PDL: the autotuner's pick on 5 of 6 such rows past 16 tokens; through
+// the C ABI 0.05-0.35 us faster on those five (H200, bench/NOTES.md session 35). (At 17-64
+// tokens the heuristic now takes two-tile dedicated-router configs, launched plainly: below.)
+// Host-only, 132 SMs.
+TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensCooperatively) {
   for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
-           {"glm4_moe", 64}, {"llama4_maverick", 64}, {"qwen3_235b", 128}, {"gpt_oss_120b", 128}}) {
+           {"glm4_moe", 65}, {"llama4_maverick", 65}, {"qwen3_235b", 128}, {"gpt_oss_120b", 128}}) {
     const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
     const std::string where = absl::StrCat(family, " t=", tokens);
@@ -554,25 +556,27 @@ TEST(DecomposeKConfig, HeuristicStagedTilesFillTheSmsForOneChunkOfALargeRouter) 
   EXPECT_EQ(c.k_splits, 28);  // 4 expert tiles x 28 = 112 CTAs, 4 of the 112 stages each
 }
 
-// The heuristic (the C ABI's config, and the autotuner's starting point) routes decode
-// batches from dedicated routers, with a grid that fits; larger batches keep the routers
-// in the mainloop CTAs.
-TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
+// The heuristic (the C ABI's config, and the autotuner's starting point) routes batches of
+// up to 64 tokens from dedicated routers, with a grid that fits; larger batches (and the
+// staged tiles) keep the routers in the mainloop CTAs.
+TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixtyFourTokens) {
   for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b", "mixtral", "gpt_oss_20b"}) {
-    for (int tokens : {1, 7, 16, 64}) {
+    for (int tokens : {1, 7, 16, 17, 40, 64, 65, 100}) {
       const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
       const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(
           p, kSxm, /*allow_polled=*/true, /*cut_decode_splits=*/true,
           /*allow_rank_zero_routes=*/false);
-      ASSERT_TRUE(c.polled) << family << " t=" << tokens;
-      EXPECT_EQ(c.dedicated_routers, tokens <= 16) << family << " t=" << tokens;
-      // Cooperative under PDL (bench/NOTES.md, sessions 34-36), up to 16 tokens one CTA per
-      // SM; the staged tiles launch plainly (one CTA per SM under PDL anyway).
+      const std::string where = absl::StrCat(family, " t=", tokens, ": ", Describe(c));
+      ASSERT_TRUE(c.polled) << where;
+      EXPECT_EQ(c.dedicated_routers, tokens <= 64 && !c.staged) << where;
+      // Up to 16 tokens cooperative under PDL (bench/NOTES.md, sessions 34-36), at 17-64 a
+      // plain launch (session 52), past 64 cooperative again; up to 64 one CTA per SM. The
+      // staged tiles launch plainly (one CTA per SM under PDL anyway).
       if (!c.staged) {
-        EXPECT_TRUE(c.pdl_cooperative) << family << " t=" << tokens;
-        EXPECT_EQ(c.pdl_one_cta_per_sm, tokens <= 16) << family << " t=" << tokens;
+        EXPECT_EQ(c.pdl_cooperative, tokens <= 16 || tokens > 64) << where;
+        EXPECT_EQ(c.pdl_one_cta_per_sm, tokens <= 64) << where;
       }
-      EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << family << " t=" << tokens;
+      EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << where;
     }
   }
 }
@@ -580,21 +584,22 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixteenTokens) {
 // On sm_90+ the heuristic routes up to 128 tokens of a router of at most 128 experts from a
 // cluster whose rank 0 routes, where the weights fit one pass of at most 16 CTAs and the
 // grid fits the SMs (with several expert blocks only past 8 tokens, more than two only past
-// 16: the two-tile polled config, below): splits a block = the one-pass count rounded up to
-// a power of two, at least 8 CTAs a cluster past 8 tokens.
+// 64 or where the two-tile polled configs, below, do not fit): splits a block = the one-pass
+// count rounded up to a power of two, at least 8 CTAs a cluster past 8 tokens.
 TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
   const struct {
     const char* family;
     int tokens, splits;  // 0: not a cluster whose rank 0 routes
   } expected[] = {
-      {"mixtral", 1, 4},          {"mixtral", 16, 8},          {"mixtral", 128, 8},
-      {"mixtral", 129, 0},        {"gpt_oss_20b", 1, 4},       {"llama4_scout", 1, 8},
-      {"qwen3_30b", 1, 0},        {"qwen3_30b", 16, 0},        {"qwen3_30b", 17, 2},
-      {"qwen3_30b", 128, 2},      {"qwen3_235b", 4, 0},        {"qwen3_235b", 9, 0},
-      {"qwen3_235b", 16, 0},      {"qwen3_235b", 17, 4},       {"qwen3_235b", 128, 0},
-      {"gpt_oss_120b", 16, 0},    {"gpt_oss_120b", 64, 4},     {"deepseek_v2_lite", 1, 0},
-      {"deepseek_v2_lite", 9, 4}, {"deepseek_v2_lite", 16, 4}, {"llama4_maverick", 16, 0},
-      {"deepseek_v3", 16, 0},     {"glm4_moe", 1, 0},
+      {"mixtral", 1, 4},           {"mixtral", 16, 8},          {"mixtral", 128, 8},
+      {"mixtral", 129, 0},         {"gpt_oss_20b", 1, 4},       {"llama4_scout", 1, 8},
+      {"qwen3_30b", 1, 0},         {"qwen3_30b", 16, 0},        {"qwen3_30b", 17, 0},
+      {"qwen3_30b", 64, 0},        {"qwen3_30b", 65, 2},        {"qwen3_30b", 128, 2},
+      {"qwen3_235b", 4, 0},        {"qwen3_235b", 9, 0},        {"qwen3_235b", 16, 0},
+      {"qwen3_235b", 17, 0},       {"qwen3_235b", 128, 0},      {"gpt_oss_120b", 16, 0},
+      {"gpt_oss_120b", 64, 0},     {"deepseek_v2_lite", 1, 0},  {"deepseek_v2_lite", 9, 4},
+      {"deepseek_v2_lite", 16, 4}, {"deepseek_v2_lite", 40, 4}, {"llama4_maverick", 16, 0},
+      {"deepseek_v3", 16, 0},      {"glm4_moe", 1, 0},
   };
   for (const auto& e : expected) {
     const RouteProblem p{FindPreset(e.family).value().spec, e.tokens, DType::kBF16, DType::kBF16};
@@ -661,6 +666,61 @@ TEST(DecomposeKConfig, HeuristicTakesTheShortPassForRoutersOfThreeBlocksUpAtNine
   }
 }
 
+// At 17-64 tokens (two to four 16-token chunks) routers of more than two expert blocks take
+// two token tiles with dedicated routers at the short-pass split count, or as many splits as
+// fit the SMs, launched one CTA per SM and plainly: 0.4-3 us a call faster than the rank-0
+// cluster and the four-tile polled configs taken there before (H100, bench/NOTES.md session
+// 52). Routers of 256+ experts over 4096+ hidden take the staged tiles from 33 tokens (two
+// tiles leave them 3 splits or fewer); routers of one or two blocks keep the cluster.
+TEST(DecomposeKConfig, HeuristicTakesTwoTilesWithDedicatedRoutersAtSeventeenToSixtyFourTokens) {
+  for (const cuda::DecomposeKDevice& device : {kSxm, cuda::DecomposeKDevice{66, true}}) {
+    for (const char* family : {"qwen3_30b", "qwen3_235b", "gpt_oss_120b", "llama4_maverick",
+                               "glm4_moe", "deepseek_v3", "kimi_k2"}) {
+      for (int tokens = 17; tokens <= 64; ++tokens) {
+        const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+        const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, device);
+        const std::string where =
+            absl::StrCat(family, " t=", tokens, " on ", device.sm_count, " SMs: ", Describe(c));
+        EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, device).ok()) << where;
+        if (p.spec.experts >= 256 && tokens > 32 && device.sm_count == kSxm.sm_count) {
+          EXPECT_TRUE(c.staged) << where;
+          continue;
+        }
+        const int chunks = (tokens + 15) / 16, routers = std::min(tokens, 16);
+        const int blocks = (p.spec.experts + 31) / 32;
+        auto grid = [&](int splits) { return chunks * (blocks * splits + routers); };
+        if (grid(1) > device.sm_count) {  // another config (66 SMs: the cluster or four tiles)
+          EXPECT_FALSE(c.token_tiles == 2 && c.dedicated_routers) << where;
+          continue;
+        }
+        if (c.staged) continue;  // 66 SMs: staged for other reasons than above
+        EXPECT_TRUE(c.polled && c.cluster == 0 && c.dedicated_routers) << where;
+        EXPECT_EQ(c.token_tiles, 2) << where;
+        EXPECT_TRUE(c.pdl_one_cta_per_sm && !c.pdl_cooperative) << where;
+        EXPECT_LE(grid(c.k_splits), device.sm_count) << where;
+        // The short-pass count, or as many splits as fit (a split or more past it where
+        // launches would otherwise start at a wait release).
+        EXPECT_TRUE(c.k_splits >= cuda::PolledShortPassSplits(p) ||
+                    grid(c.k_splits + 1) > device.sm_count)
+            << where;
+      }
+    }
+  }
+  // 128 SMs or more: on the SXM part every one of these rows but the staged ones takes it.
+  for (int tokens : {17, 32, 48, 64}) {
+    const RouteProblem p{FindPreset("glm4_moe").value().spec, tokens, DType::kBF16, DType::kBF16};
+    EXPECT_EQ(cuda::ChooseDecomposeKConfigFor(p, kSxm).token_tiles, 2) << "glm4_moe t=" << tokens;
+  }
+  for (const char* family : {"mixtral", "gpt_oss_20b", "deepseek_v2_lite", "llama4_scout"}) {
+    for (int tokens : {17, 40, 64}) {
+      const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+      EXPECT_TRUE(c.cluster > 0 && c.token_tiles == 1)
+          << family << " t=" << tokens << ": " << Describe(c);
+    }
+  }
+}
+
 // ... and the staged tiles where tokens x experts is large and their grid fits.
 TEST(DecomposeKConfig, HeuristicTakesStagedTilesForLargeBatchesOfLargeRouters) {
   const int sms = kSxm.sm_count;
@@ -671,9 +731,10 @@ TEST(DecomposeKConfig, HeuristicTakesStagedTilesForLargeBatchesOfLargeRouters) {
   };
   for (const Case& k :
        {Case{"deepseek_v3", 128, true}, Case{"kimi_k2", 64, true}, Case{"glm4_moe", 128, true},
-        Case{"deepseek_v3", 64, true}, Case{"deepseek_v3", 32, false},
-        Case{"qwen3_235b", 128, false}, Case{"gpt_oss_120b", 128, false},
-        Case{"qwen3_30b", 128, false}, Case{"mixtral", 256, false}}) {
+        Case{"deepseek_v3", 64, true}, Case{"deepseek_v3", 33, true}, Case{"kimi_k2", 33, true},
+        Case{"deepseek_v3", 32, false}, Case{"kimi_k2", 32, false}, Case{"qwen3_235b", 128, false},
+        Case{"gpt_oss_120b", 128, false}, Case{"qwen3_30b", 128, false},
+        Case{"mixtral", 256, false}}) {
     const RouteProblem p{FindPreset(k.family).value().spec, k.tokens, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
     EXPECT_EQ(c.staged, k.staged && sms >= 128) << k.family << " t=" << k.tokens;

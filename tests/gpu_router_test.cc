@@ -438,7 +438,9 @@ TEST(GpuConfigs, TwoTilePassLengthsMatchReference) {
   for (int hidden : {2048, 2056, 1000}) {
     spec.hidden = hidden;
     const int total_steps = (hidden + 31) / 32;  // K steps of 32 elements, 8 warps a CTA
-    for (int tokens : {9, 16}) {
+    // 40 tokens: three chunks, as the heuristic's 17-64-token configs (dedicated routers,
+    // under PDL one CTA per SM); their grids at one step a warp do not fit 132 SMs.
+    for (int tokens : {9, 16, 40}) {
       const uint64_t seed = FreshSeed();
       RouterInputs in = MakeRouterInputs(spec, tokens, DType::kBF16, DType::kBF16, seed);
       RouteProblem p{in.spec, tokens, DType::kBF16, DType::kBF16};
@@ -450,6 +452,9 @@ TEST(GpuConfigs, TwoTilePassLengthsMatchReference) {
                                      (total_steps + 8 * steps_per_warp - 1) / (8 * steps_per_warp),
                                      0, /*polled=*/true};
             c.dedicated_routers = dedicated;
+            c.pdl_one_cta_per_sm = tokens > 16;
+            if (tokens > 16 && steps_per_warp == 1 && !cuda::CanRouteDecomposeK(p, c).ok())
+              continue;  // more CTAs than this device's SMs
             ASSERT_TRUE(cuda::CanRouteDecomposeK(p, c).ok()) << cuda::CanRouteDecomposeK(p, c);
             auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)).value();
             ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream.get()));
@@ -980,7 +985,9 @@ TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
 TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
   SKIP_WITHOUT_GPU();
   for (const char* family : {"deepseek_v3", "mixtral"}) {
-    for (int tokens : {1, 16, 100}) {
+    // 40: the two-tile, dedicated-router, one-CTA-a-SM plain launch of 17-64 tokens (Mixtral;
+    // DeepSeek-V3 the staged tiles).
+    for (int tokens : {1, 16, 40, 100}) {
       const uint64_t seed = FreshSeed();
       RouterInputs in = MakeRouterInputs(FindPreset(family).value().spec, tokens, DType::kBF16,
                                          DType::kBF16, seed);
