@@ -181,20 +181,25 @@ DecomposeKConfig WithShortPassOnUpToHalfTheSms(const Shape& s, const DecomposeKC
 
 // The heuristic's config at 17-64 tokens (two to four 16-token chunks): two token tiles with
 // dedicated routers at the short-pass split count (each warp's K range at most two steps), a
-// split fewer at a time until the grid fits the SMs, launched one CTA per SM and not
-// cooperatively, then steered away from wait-release starts; none (not polled) where even one
-// split does not fit. Per call under PDL against the four-tile polled config (or the rank-0
-// cluster) taken there before, H100, session 52 (bench/NOTES.md): Qwen3-30B t=24/32/48/64
-// 3.68/3.65/3.73/3.77 -> ~3.20/3.19/3.32/3.57 us, Qwen3-235B 4.04/4.06/4.57/4.72 ->
-// 3.36/3.35/3.82/3.99, gpt-oss-120b 3.71/3.75/4.30/4.33 -> 3.16/3.19/3.46/3.69, Llama 4 Maverick
-// 5.83/5.78/5.39/5.19 -> 3.26/-/3.79/4.75, GLM-4.5 6.75/6.85/5.89/5.91 -> 3.75/4.02/4.26/5.44,
-// DeepSeek-V3 t=24/32 6.32/6.41 -> 5.09/5.35, Kimi K2 7.06/8.41 -> 6.26/6.54. Each within 0.12
-// us of the fastest split count swept (2-8) with this launch. One CTA per SM: the plain and the
-// cooperative launch without it were 0.1-1.6 us slower on every row; cooperative with it was up
-// to 0.16 us faster on some two-chunk rows and up to 1.4 us slower at three and four chunks. The
-// two-tile grid (16 routers a chunk) fits fewer splits as chunks are added: at three chunks
-// DeepSeek-V3 and Kimi K2 get 3 and 2, half their one-pass counts or less, and run the staged
-// tiles instead (ChooseConfig).
+// split fewer at a time until the grid fits the SMs, launched one CTA per SM, steered away from
+// wait-release starts, and cooperatively where the whole grid fits beside the previous launch's
+// routers (one a token: they still route after its mainloop CTAs have left), plainly elsewhere;
+// none (not polled) where even one split does not fit. Per call under PDL against the four-tile
+// polled config (or the rank-0 cluster) taken there before, H100, session 52 (bench/NOTES.md):
+// Qwen3-30B t=24/32/48/64 3.68/3.65/3.73/3.77 -> ~3.20/3.19/3.32/3.57 us,
+// Qwen3-235B 4.04/4.06/4.57/4.72 -> 3.36/3.35/3.82/3.99, gpt-oss-120b 3.71/3.75/4.30/4.33
+// -> 3.16/3.19/3.46/3.69, Llama 4 Maverick 5.83/5.78/5.39/5.19 -> 3.26/-/3.79/4.75,
+// GLM-4.5 6.75/6.85/5.89/5.91 -> 3.75/4.02/4.26/5.44, DeepSeek-V3 t=24/32 6.32/6.41 -> 5.09/5.35,
+// Kimi K2 7.06/8.41 -> 6.26/6.54. Each within 0.12 us of the fastest split count swept (2-8) with
+// this launch. One CTA per SM: the plain and the cooperative launch without it were 0.1-1.6 us
+// slower on every row. Cooperative with it: on the sweep's 116 rows up to 0.35 us faster where grid
+// + tokens <= 132 (two chunks up to 96 CTAs, three up to 84) and 0.2-1.6 us slower past that, but
+// for one row of Kimi K2 (+0.06, t=24 at 104 CTAs); the heuristic's configs so launched, same run
+// against the plain launch (session 52, call 3): Qwen3-235B t=24/32 -0.13/-0.10, gpt-oss-120b
+// -0.07/-0.06, Qwen3-30B t=24/32/33 -0.06/-0.05/-0.06, Llama 4 Maverick t=17 -0.17, Qwen3-30B t=17
+// +0.05. The two-tile grid (16 routers a chunk) fits fewer splits as chunks are added: at three
+// chunks DeepSeek-V3 and Kimi K2 get 3 and 2, half their one-pass counts or less, and run the
+// staged tiles instead (ChooseConfig).
 constexpr int kTwoTileMaxTokens = 64;
 DecomposeKConfig TwoTileDecodeConfig(const Shape& s, const DecomposeKDevice& device) {
   DecomposeKConfig c;
@@ -206,14 +211,18 @@ DecomposeKConfig TwoTileDecodeConfig(const Shape& s, const DecomposeKDevice& dev
   c.pdl_one_cta_per_sm = true;
   const Layout l = MakeLayout(s, c);
   if (GridCtas(s, c, l) > device.sm_count || !CheckConfigOn(s, c, device).ok()) return {};
-  return AwayFromWaitReleaseStarts(s, c, l, device);
+  c = AwayFromWaitReleaseStarts(s, c, l, device);
+  c.pdl_cooperative = GridCtas(s, c, l) + s.tokens <= device.sm_count;
+  return c;
 }
 
 // The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
 // 19-20 (the SM-filling count for Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took
 // 4-6 us under PDL: per call 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session
 // 34). Most of that was two CTAs a SM (decompose_k_staged.cu: launches under PDL now keep to one);
-// with one, Kimi K2 t=64 still ran 9.13 us at 19 splits against 8.81 at 16 (session 35).
+// with one, Kimi K2 t=64 still ran 9.13 us at 19 splits against 8.81 at 16 (session 35). Also
+// for one chunk of a large router (below): at 40 tokens, plain launches, Kimi K2 8.44 us at 19
+// splits against 7.74 at 16, DeepSeek-V3 6.81 at 28 against 6.69 at 16 (H100, session 52).
 constexpr int kStagedMaxHeuristicSplits = 16;
 
 DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bool allow_cluster,
@@ -246,7 +255,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   // The staged tiles from 128 x 160 (tokens x experts): where router_bench's autotuner took
   // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
   // other families kept the polled 32 x 32 CTAs there), where the grid fits. Also from 64
-  // tokens of routers of 256+ experts over 4096+ hidden (DeepSeek-V3 at 64-79 tokens), at
+  // tokens of routers of 256+ experts over 4096+ hidden (DeepSeek-V3 at 64-79 tokens), then at
   // the SM-filling split count: the autotuner's own timings under PDL (H200, bench/NOTES.md
   // session 41), DeepSeek-V3 t=64 6.83 us staged at 28 splits (its pick, as in session 37
   // with cp.async stages) against 8.34 for the polled config taken here before; at 14 and
@@ -259,7 +268,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   const bool one_chunk_of_a_large_router = s.tokens > 32 && s.experts >= 256 && s.K >= 4096;
   if (tensor && allow_polled && (large_batch || one_chunk_of_a_large_router)) {
     DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
-    if (large_batch && staged.k_splits > kStagedMaxHeuristicSplits)
+    if (staged.k_splits > kStagedMaxHeuristicSplits)
       staged = StagedConfig(s, sm_count, kStagedMaxHeuristicSplits);
     if (CheckConfigOn(s, staged, device).ok()) return staged;
   }

@@ -92,18 +92,19 @@ DecomposeKDevice CurrentDecomposeKDevice(int sm_count = 0);
 // least.
 // Up to 128 tokens, routers of up to 128 experts whose weights a cluster of at most 16
 // CTAs loads in one pass take the cluster whose rank 0 routes (sm_90+; with more than 32
-// experts only past 8 tokens, with more than 64 only past 64 tokens, and where the grid
-// fits the SMs), unless allow_rank_zero_routes is false.
+// experts only past 8 tokens, with more than 64 only past 16 and at 17-64 tokens only
+// where the two-tile config below does not fit, and where the grid fits the SMs), unless
+// allow_rank_zero_routes is false.
 // allow_polled = false: the best arrival-counter or cluster config (an autotuner family).
 // Up to 16 tokens the polled split count is cut to the larger of PolledOnePassSplits and a
 // quarter of the rule's (then raised to PolledShortPassSplits' where two tiles' grid takes
 // at most half the SMs), and at 17-64 tokens two token tiles take PolledShortPassSplits'
 // count, or as many splits as fit; cut_decode_splits = false keeps the rule's own count and
 // token tiling (the centre of the autotuner's split candidates). Polled configs launch one
-// CTA per SM under PDL up to 64 tokens (pdl_one_cta_per_sm), cooperatively except at 17-64
-// tokens, with a split or more added up to 64 tokens where the grid would otherwise start
-// each launch at its predecessor's wait release with at most four launches resident
-// (PdlLaunchStartsAtWaitRelease).
+// CTA per SM under PDL up to 64 tokens (pdl_one_cta_per_sm), cooperatively (at 17-64 tokens
+// only where the grid fits beside a router a token), with a split or more added up to 64
+// tokens where the grid would otherwise start each launch at its predecessor's wait release
+// with at most four launches resident (PdlLaunchStartsAtWaitRelease).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true, bool cut_decode_splits = true,
                                         bool allow_rank_zero_routes = true);
