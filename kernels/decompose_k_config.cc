@@ -254,16 +254,16 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   }
   // The staged tiles from 128 x 160 (tokens x experts): where router_bench's autotuner took
   // them on the H100 (DeepSeek-V3, Kimi K2 and GLM-4.5 at 128 tokens, Kimi K2 at 64; the
-  // other families kept the polled 32 x 32 CTAs there), where the grid fits. Also from 64
-  // tokens of routers of 256+ experts over 4096+ hidden (DeepSeek-V3 at 64-79 tokens), then at
-  // the SM-filling split count: the autotuner's own timings under PDL (H200, bench/NOTES.md
-  // session 41), DeepSeek-V3 t=64 6.83 us staged at 28 splits (its pick, as in session 37
-  // with cp.async stages) against 8.34 for the polled config taken here before; at 14 and
-  // 19 splits 9.33 and 7.14. Not for 128 experts: Qwen3-235B t=128 5.94 staged at 16
-  // against 5.87, gpt-oss-120b t=128 (2880 hidden) 5.81 against 5.29. From 33 tokens since
-  // the two-tile configs serve up to 64 (TwoTileDecodeConfig): at 48 tokens staged 6.67 us
-  // (DeepSeek-V3) and 7.42 (Kimi K2) against 7.12 and 9.26 for the two-tile config at the 3
-  // and 2 splits that fit (H100, session 52).
+  // other families kept the polled 32 x 32 CTAs there), where the grid fits. Also from 33
+  // tokens of routers of 256+ experts over 4096+ hidden (DeepSeek-V3 at 33-79 tokens, Kimi K2
+  // at 33-53), at the SM-filling split count up to kStagedMaxHeuristicSplits. From 64 tokens
+  // at first: the autotuner's own timings under PDL (H200, bench/NOTES.md session 41),
+  // DeepSeek-V3 t=64 6.83 us staged at 28 splits (its pick then) against 8.34 for the polled
+  // config taken here before. From 33 since the two-tile configs serve up to 64 tokens
+  // (TwoTileDecodeConfig): at 48 tokens staged 6.67 us (DeepSeek-V3) and 7.42 (Kimi K2)
+  // against 7.12 and 9.26 for the two-tile config at the 3 and 2 splits that fit (H100,
+  // session 52). Not for 128 experts: Qwen3-235B t=128 5.94 staged at 16 against 5.87,
+  // gpt-oss-120b t=128 (2880 hidden) 5.81 against 5.29.
   const bool large_batch = s.tokens * s.experts >= 128 * 160;
   const bool one_chunk_of_a_large_router = s.tokens > 32 && s.experts >= 256 && s.K >= 4096;
   if (tensor && allow_polled && (large_batch || one_chunk_of_a_large_router)) {

@@ -517,8 +517,8 @@ TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
 // Past 64 tokens the heuristic's polled configs (routers in the mainloop CTAs) launch
 // cooperatively under PDL: the autotuner's pick on 5 of 6 such rows past 16 tokens; through
 // the C ABI 0.05-0.35 us faster on those five (H200, bench/NOTES.md session 35). (At 17-64
-// tokens the heuristic now takes two-tile dedicated-router configs, launched plainly: below.)
-// Host-only, 132 SMs.
+// tokens the heuristic now takes two-tile dedicated-router configs, cooperative only where
+// their grid fits beside a router a token: below.) Host-only, 132 SMs.
 TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensCooperatively) {
   for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
            {"glm4_moe", 65}, {"llama4_maverick", 65}, {"qwen3_235b", 128}, {"gpt_oss_120b", 128}}) {
