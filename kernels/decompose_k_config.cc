@@ -317,12 +317,16 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
         if (GridCtas(s, dedicated, l) <= sm_count)
           return AwayFromWaitReleaseStarts(s, dedicated, l, device);
       }
-      // Past 16 tokens (routers in the mainloop CTAs) cooperative under PDL as well: the
-      // autotuner's pick on 5 of the 6 such rows of the H200 table (DeepSeek-V3, GLM-4.5
-      // and Llama 4 Maverick at 64 tokens, Qwen3-235B and gpt-oss-120b at 128; not
-      // Maverick at 128, +0.04 us). Through the C ABI, same run: -0.19..-0.35 us on four
-      // of them, -0.05 on Qwen3-235B (bench/NOTES.md, session 35).
-      polled.pdl_cooperative = s.tokens > 16;
+      // Past 16 tokens (routers in the mainloop CTAs) one CTA per SM, launched plainly. Session
+      // 35 (H200, before pdl_one_cta_per_sm existed) took the cooperative launch here, the
+      // tuner's pick then on 5 of 6 such rows; since, the tuner takes the plain one-CTA-a-SM
+      // launch on most of them, and the heuristic's config so launched, against cooperative
+      // with two CTAs a SM allowed (H100, bench/NOTES.md session 52, two rounds): gpt-oss-120b
+      // t=128 5.31 -> 4.93 us, Qwen3-235B t=128 5.90 -> 5.51, GLM-4.5 t=80 7.30 -> 6.37, Llama 4
+      // Maverick t=96 4.90 -> 5.04 (its grid 132 CTAs; cooperative with one CTA a SM lost
+      // everywhere, 5.45 / 5.76 / 6.97 / 5.79).
+      polled.pdl_cooperative = false;
+      polled.pdl_one_cta_per_sm = s.tokens > 16;
       return polled;
     }
   }

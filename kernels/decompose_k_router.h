@@ -101,10 +101,11 @@ DecomposeKDevice CurrentDecomposeKDevice(int sm_count = 0);
 // at most half the SMs), and at 17-64 tokens two token tiles take PolledShortPassSplits'
 // count, or as many splits as fit; cut_decode_splits = false keeps the rule's own count and
 // token tiling (the centre of the autotuner's split candidates). Polled configs launch one
-// CTA per SM under PDL up to 64 tokens (pdl_one_cta_per_sm), cooperatively (at 17-64 tokens
-// only where the grid fits beside a router a token), with a split or more added up to 64
-// tokens where the grid would otherwise start each launch at its predecessor's wait release
-// with at most four launches resident (PdlLaunchStartsAtWaitRelease).
+// CTA per SM under PDL (pdl_one_cta_per_sm; up to 16 tokens where they have dedicated
+// routers), cooperatively up to 16 tokens and at 17-64 where the grid fits beside a router a
+// token, plainly elsewhere, with a split or more added up to 64 tokens where the grid would
+// otherwise start each launch at its predecessor's wait release with at most four launches
+// resident (PdlLaunchStartsAtWaitRelease).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true, bool cut_decode_splits = true,
                                         bool allow_rank_zero_routes = true);

@@ -514,19 +514,25 @@ TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
   }
 }
 
-// Past 64 tokens the heuristic's polled configs (routers in the mainloop CTAs) launch
-// cooperatively under PDL: the autotuner's pick on 5 of 6 such rows past 16 tokens; through
-// the C ABI 0.05-0.35 us faster on those five (H200, bench/NOTES.md session 35). (At 17-64
-// tokens the heuristic now takes two-tile dedicated-router configs, cooperative only where
+// Past 64 tokens the heuristic's polled configs (routers in the mainloop CTAs) launch plainly
+// under PDL, one CTA per SM: against the cooperative launch with two CTAs a SM allowed
+// (session 35's choice) 0.4-0.9 us a call faster on gpt-oss-120b and Qwen3-235B at 128 tokens
+// and GLM-4.5 at 80, 0.14 slower on Llama 4 Maverick at 96 (H100, bench/NOTES.md session 52).
+// (At 17-64 tokens the heuristic takes two-tile dedicated-router configs, cooperative where
 // their grid fits beside a router a token: below.) Host-only, 132 SMs.
-TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensCooperatively) {
-  for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
-           {"glm4_moe", 65}, {"llama4_maverick", 65}, {"qwen3_235b", 128}, {"gpt_oss_120b", 128}}) {
+TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensOneCtaASmPlainly) {
+  for (const auto& [family, tokens] :
+       std::vector<std::pair<const char*, int>>{{"glm4_moe", 65},
+                                                {"glm4_moe", 80},
+                                                {"llama4_maverick", 96},
+                                                {"qwen3_235b", 128},
+                                                {"gpt_oss_120b", 128}}) {
     const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
     const std::string where = absl::StrCat(family, " t=", tokens);
     ASSERT_TRUE(c.polled && !c.staged && !c.dedicated_routers) << where;
-    EXPECT_TRUE(c.pdl_cooperative) << where;
+    EXPECT_FALSE(c.pdl_cooperative) << where;
+    EXPECT_TRUE(c.pdl_one_cta_per_sm) << where;
   }
 }
 
@@ -568,14 +574,14 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixtyFourTokens) {
       ASSERT_TRUE(c.polled) << where;
       EXPECT_EQ(c.dedicated_routers, tokens <= 64 && !c.staged) << where;
       // Up to 16 tokens cooperative under PDL (bench/NOTES.md, sessions 34-36), at 17-64
-      // where the grid fits beside a router a token (session 52), past 64 cooperative again;
-      // up to 64 one CTA per SM. The staged tiles launch plainly (one CTA per SM under PDL
-      // anyway).
+      // where the grid fits beside a router a token, past 64 plainly (session 52); one CTA
+      // per SM throughout. The staged tiles launch plainly (one CTA per SM under PDL anyway).
       if (!c.staged) {
         const int grid = (tokens + 15) / 16 * ((p.spec.experts + 31) / 32 * c.k_splits + 16);
         const bool fits_beside_routers = grid + tokens <= kSxm.sm_count;
-        EXPECT_EQ(c.pdl_cooperative, tokens <= 16 || tokens > 64 || fits_beside_routers) << where;
-        EXPECT_EQ(c.pdl_one_cta_per_sm, tokens <= 64) << where;
+        EXPECT_EQ(c.pdl_cooperative, tokens <= 16 || (tokens <= 64 && fits_beside_routers))
+            << where;
+        EXPECT_TRUE(c.pdl_one_cta_per_sm) << where;
       }
       EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << where;
     }

@@ -1575,21 +1575,30 @@ TEST(GpuCApi, GemmPdlFlagGivesThePlainBits) {
 // the SMs while waiting for the other's: blocks of a later grid (same priority) are
 // dispatched only once every block of an earlier one has been. Launched back to back on two
 // streams, every launch must finish (a watchdog, not a hang) with the lone launch's bits.
+// Also the heuristic's own plain launch at 17-64 tokens (GLM-4.5 t=24: two token tiles,
+// dedicated routers, 132 CTAs on 132 SMs), where this device's heuristic takes one.
 TEST(GpuPolled, PlainOneCtaPerSmLaunchesFromTwoStreamsFinish) {
   SKIP_WITHOUT_GPU();
   struct Case {
     const char* family;
     int tokens;
     bool staged;
+    bool heuristic = false;
   };
-  for (const Case& c : {Case{"glm4_moe", 64, false}, Case{"deepseek_v3", 64, true}}) {
+  for (const Case& c : {Case{"glm4_moe", 64, false}, Case{"deepseek_v3", 64, true},
+                        Case{"glm4_moe", 24, false, true}}) {
     const RouterSpec s = FindPreset(c.family).value().spec;
     const uint64_t seed = FreshSeed();
     const RouterInputs in = MakeRouterInputs(s, c.tokens, DType::kBF16, DType::kBF16, seed);
     const RouteProblem p{s, c.tokens, DType::kBF16, DType::kBF16};
     cuda::DecomposeKConfig config;
     int ctas = 0;
-    if (c.staged) {
+    if (c.heuristic) {
+      config = cuda::ChooseDecomposeKConfig(p, SmCount());
+      if (!config.polled || config.staged || !config.dedicated_routers || config.pdl_cooperative)
+        continue;  // this device size's heuristic launches another way
+      ctas = (c.tokens + 15) / 16 * ((s.experts + 31) / 32 * config.k_splits + 16);
+    } else if (c.staged) {
       config = cuda::ChooseStagedConfig(p, SmCount());
       ctas =
           (s.experts + cuda::kStagedTileExperts - 1) / cuda::kStagedTileExperts * config.k_splits;
