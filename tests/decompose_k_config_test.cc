@@ -377,14 +377,15 @@ TEST(DecomposeKConfig, ShortPassSplitsAreTheFewestWithTwoStepsAWarpAndAreTuned) 
   }
 }
 
-// A dedicated-router config's routers and grid CTAs up to 16 tokens (one chunk), and whether
-// its back-to-back PDL launches on `sms` SMs, one CTA each, would start at their
-// predecessors' wait release.
+// A dedicated-router config's routers a chunk and grid CTAs (every chunk), and whether its
+// back-to-back PDL launches on `sms` SMs, one CTA each, would start at their predecessors'
+// wait release (one chunk: up to 16 tokens).
 int DecodeRouters(const RouteProblem& p, const cuda::DecomposeKConfig& c) {
   return std::min(p.tokens, 8 * c.token_tiles);
 }
 int DecodeGridCtas(const RouteProblem& p, const cuda::DecomposeKConfig& c) {
-  return (p.spec.experts + 31) / 32 * c.k_splits + DecodeRouters(p, c);
+  const int chunks = (p.tokens + 8 * c.token_tiles - 1) / (8 * c.token_tiles);
+  return chunks * ((p.spec.experts + 31) / 32 * c.k_splits + DecodeRouters(p, c));
 }
 bool StartsAtWaitRelease(const RouteProblem& p, const cuda::DecomposeKConfig& c, int sms) {
   return cuda::PdlLaunchStartsAtWaitRelease(DecodeGridCtas(p, c), DecodeRouters(p, c), sms);
@@ -577,8 +578,8 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixtyFourTokens) {
       // where the grid fits beside a router a token, past 64 plainly (session 52); one CTA
       // per SM throughout. The staged tiles launch plainly (one CTA per SM under PDL anyway).
       if (!c.staged) {
-        const int grid = (tokens + 15) / 16 * ((p.spec.experts + 31) / 32 * c.k_splits + 16);
-        const bool fits_beside_routers = grid + tokens <= kSxm.sm_count;
+        const bool fits_beside_routers =
+            c.dedicated_routers && DecodeGridCtas(p, c) + tokens <= kSxm.sm_count;
         EXPECT_EQ(c.pdl_cooperative, tokens <= 16 || (tokens <= 64 && fits_beside_routers))
             << where;
         EXPECT_TRUE(c.pdl_one_cta_per_sm) << where;
@@ -693,9 +694,12 @@ TEST(DecomposeKConfig, HeuristicTakesTwoTilesWithDedicatedRoutersAtSeventeenToSi
           EXPECT_TRUE(c.staged) << where;
           continue;
         }
-        const int chunks = (tokens + 15) / 16, routers = std::min(tokens, 16);
-        const int blocks = (p.spec.experts + 31) / 32;
-        auto grid = [&](int splits) { return chunks * (blocks * splits + routers); };
+        auto grid = [&](int splits) {  // the two-tile dedicated-router grid at `splits`
+          cuda::DecomposeKConfig two_tile{cuda::Mainloop::kTensorCore, /*token_tiles=*/2, splits, 0,
+                                          /*polled=*/true};
+          two_tile.dedicated_routers = true;
+          return DecodeGridCtas(p, two_tile);
+        };
         if (grid(1) > device.sm_count) {  // another config (66 SMs: the cluster or four tiles)
           EXPECT_FALSE(c.token_tiles == 2 && c.dedicated_routers) << where;
           continue;
