@@ -225,6 +225,17 @@ DecomposeKConfig TwoTileDecodeConfig(const Shape& s, const DecomposeKDevice& dev
 // splits against 7.74 at 16, DeepSeek-V3 6.81 at 28 against 6.69 at 16 (H100, session 52).
 constexpr int kStagedMaxHeuristicSplits = 16;
 
+// The heuristic's staged tiles launch cooperatively under PDL where their grid takes at most
+// half the SMs. H100, per call under PDL, cooperative against plain (bench/NOTES.md sessions
+// 52-53): 64-CTA grids (DeepSeek-V3 at 40-64 tokens, 16 splits) 6.37-6.52 us against
+// 6.56-6.89, and the tuner took that launch there; larger grids lost: 96 CTAs (Kimi K2 t=40 /
+// t=64, GLM-4.5 t=128) 8.85 / 9.16 / 8.46 against 7.74 / 7.99 / 7.55, 128 (DeepSeek-V3 t=128)
+// 8.60 against 8.27. The one larger grid that gained (Kimi K2 t=40 at 14 splits, 84 CTAs: 7.41
+// against 7.82) is left to the tuner.
+bool StagedLaunchesCooperatively(const Shape& s, const DecomposeKConfig& staged, int sm_count) {
+  return 2 * GridCtas(s, staged, MakeLayout(s, staged)) <= sm_count;
+}
+
 DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bool allow_cluster,
                               bool allow_polled, bool cut_decode_splits,
                               bool allow_rank_zero_routes) {
@@ -270,6 +281,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
     DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
     if (staged.k_splits > kStagedMaxHeuristicSplits)
       staged = StagedConfig(s, sm_count, kStagedMaxHeuristicSplits);
+    staged.pdl_cooperative = StagedLaunchesCooperatively(s, staged, sm_count);
     if (CheckConfigOn(s, staged, device).ok()) return staged;
   }
   if (two_tile.polled) return two_tile;

@@ -576,7 +576,7 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixtyFourTokens) {
       EXPECT_EQ(c.dedicated_routers, tokens <= 64 && !c.staged) << where;
       // Up to 16 tokens cooperative under PDL (bench/NOTES.md, sessions 34-36), at 17-64
       // where the grid fits beside a router a token, past 64 plainly (session 52); one CTA
-      // per SM throughout. The staged tiles launch plainly (one CTA per SM under PDL anyway).
+      // per SM throughout. (The staged tiles: HeuristicLaunchesStagedTilesCooperatively...)
       if (!c.staged) {
         const bool fits_beside_routers =
             c.dedicated_routers && DecodeGridCtas(p, c) + tokens <= kSxm.sm_count;
@@ -732,6 +732,41 @@ TEST(DecomposeKConfig, HeuristicTakesTwoTilesWithDedicatedRoutersAtSeventeenToSi
           << family << " t=" << tokens << ": " << Describe(c);
     }
   }
+}
+
+// The heuristic's staged tiles launch cooperatively under PDL where their grid (64-expert
+// tiles x splits x 64-token chunks) takes at most half the SMs, plainly where it takes more:
+// on the SXM part DeepSeek-V3 at 33-64 tokens (64 CTAs: 6.37-6.52 us a call against
+// 6.56-6.89 plain), not Kimi K2 there or either past 64 tokens (96-128 CTAs, 0.3-1.2 us slower
+// cooperative; H100, bench/NOTES.md sessions 52-53).
+TEST(DecomposeKConfig, HeuristicLaunchesStagedTilesCooperativelyWhereTheGridTakesHalfTheSms) {
+  int cooperative = 0, plain = 0;
+  for (const cuda::DecomposeKDevice& device : {kSxm, cuda::DecomposeKDevice{66, true}}) {
+    for (const auto& preset : FamilyPresets()) {
+      for (int tokens = 33; tokens <= 256; tokens += tokens < 64 ? 1 : 16) {
+        const RouteProblem p{preset.spec, tokens, DType::kBF16, DType::kBF16};
+        const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, device);
+        if (!c.staged) continue;
+        const std::string where = absl::StrCat(preset.spec.family, " t=", tokens, " on ",
+                                               device.sm_count, " SMs: ", Describe(c));
+        const int grid =
+            (p.spec.experts + 63) / 64 * c.k_splits * ((tokens + 63) / 64);  // tiles x chunks
+        EXPECT_EQ(c.pdl_cooperative, 2 * grid <= device.sm_count) << where;
+        EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, device).ok()) << where;
+        (c.pdl_cooperative ? cooperative : plain) += 1;
+        const bool deepseek_chunk =
+            preset.spec.family == "deepseek_v3" && tokens <= 64 && device.sm_count == 132;
+        if (deepseek_chunk) {
+          EXPECT_TRUE(c.pdl_cooperative) << where;
+        }
+        if (preset.spec.family == "kimi_k2" || tokens > 64) {
+          EXPECT_FALSE(c.pdl_cooperative) << where;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cooperative, 32);  // DeepSeek-V3 at 33-64 tokens on the SXM part
+  EXPECT_GT(plain, 20);
 }
 
 // ... and the staged tiles where tokens x experts is large and their grid fits.
