@@ -576,7 +576,8 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixtyFourTokens) {
       EXPECT_EQ(c.dedicated_routers, tokens <= 64 && !c.staged) << where;
       // Up to 16 tokens cooperative under PDL (bench/NOTES.md, sessions 34-36), at 17-64
       // where the grid fits beside a router a token, past 64 plainly (session 52); one CTA
-      // per SM throughout. (The staged tiles: HeuristicLaunchesStagedTilesCooperatively...)
+      // per SM throughout. The staged tiles' launch has a test of its own
+      // (HeuristicLaunchesStagedTilesCooperativelyWhereTheGridTakesHalfTheSms).
       if (!c.staged) {
         const bool fits_beside_routers =
             c.dedicated_routers && DecodeGridCtas(p, c) + tokens <= kSxm.sm_count;
