@@ -57,11 +57,16 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
               "first", "mainloop", "partial", "barrier", "end", "gap", "B/ns", "call");
   struct Case {
     int mn, k, tile;
-    bool pdl;  // launched under PDL (the 64-tiles; the 128-tiles launch plain regardless)
+    bool pdl;        // launched under PDL (64 rows of A; the 128-tiles launch plain regardless)
+    int tile_m = 0;  // rows of A a tile, 0 for `tile` (TileGemmShape::tile_m)
   };
   for (const Case& cs : std::vector<Case>{{128, 131072, 128, false},
+                                          {128, 131072, 128, false, 64},
+                                          {128, 131072, 128, true, 64},
                                           {128, 131072, 64, false},
                                           {128, 65536, 128, false},
+                                          {128, 65536, 128, false, 64},
+                                          {128, 65536, 128, true, 64},
                                           {128, 32768, 128, false},
                                           {128, 32768, 64, false},
                                           {128, 32768, 64, true},
@@ -72,13 +77,16 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
     if (cs.pdl && !tma) continue;  // PDL launches load by the TMA
     const std::string shape = absl::StrFormat("gemm %dx%dx%d", cs.mn, cs.mn, cs.k);
     if (!Selected(shape, filter)) continue;
-    cuda::TileGemmShape s{cs.mn,
-                          cs.mn,
-                          cs.k,
-                          cs.tile,
-                          cuda::TileGemmSplits(cs.mn, cs.mn, cs.k, cs.tile, info.sm_count),
-                          tma,
-                          cs.pdl};
+    cuda::TileGemmShape s{
+        cs.mn,
+        cs.mn,
+        cs.k,
+        cs.tile,
+        cuda::TileGemmSplits(cs.mn, cs.mn, cs.k, cs.tile, info.sm_count, cs.tile_m),
+        tma,
+        cs.pdl};
+    s.tile_m = cs.tile_m;
+    const int tile_m = cs.tile_m != 0 ? cs.tile_m : cs.tile;
     const size_t mat_bytes = size_t(cs.mn) * cs.k * 2;
     const int layers = LayersFor(2 * mat_bytes, l2_bytes, 4, 256);
     const int launches = std::max(layers, 8);
@@ -99,8 +107,8 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
                                       tl.as<unsigned long long>() + i * entries));
     });
     // A CTA's operand bytes: its share of the K stages of both T-row operand tiles.
-    const double bytes_per_cta =
-        2.0 * cs.tile * 2.0 * cs.k / s.k_splits;  // 2 operands x T rows x 2 bytes x K / S
+    const double bytes_per_cta =  // (rows of B + rows of A) x 2 bytes x K / S
+        (cs.tile + tile_m) * 2.0 * cs.k / s.k_splits;
     std::vector<double> col[cuda::kGemmStampSlots][3], gap, rate, call;
     std::vector<unsigned long long> host(entries * launches);
     for (int r = 0; r < kReplays; ++r) {
@@ -129,8 +137,10 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
                              Quantile(col[slot][1], 0.5), Quantile(col[slot][2], 0.5));
     };
     std::printf("%-20s %-18s %6.2f %17s %17s %17s %17s %17s %6.2f %6.1f %6.2f\n", shape.c_str(),
-                absl::StrFormat("tile=%d S=%d%s%s", s.tile, s.k_splits, tma ? " tma" : "",
-                                cs.pdl ? " pdl" : "")
+                absl::StrFormat("tile=%s S=%d%s%s",
+                                cs.tile_m != 0 ? absl::StrFormat("%dx%d", tile_m, cs.tile)
+                                               : absl::StrCat(cs.tile),
+                                s.k_splits, tma ? " tma" : "", cs.pdl ? " pdl" : "")
                     .c_str(),
                 Quantile(col[cuda::kGemmStampStart][2], 0.5),
                 spread(cuda::kGemmStampFirstStage).c_str(),

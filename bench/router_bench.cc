@@ -11,8 +11,9 @@
 //                with --pdl_timeline its five fastest for each shape)
 //                [--gemm_cp_async]   (the staged-tile GEMMs load by cp.async, not the TMA:
 //                an A/B of the two in one binary)
-//                [--gemm_tile 64|128]   (every staged-tile GEMM row takes this tile edge, its
-//                splits chosen for it as the heuristic would: an A/B of tile choices)
+//                [--gemm_tile 64|128|64x128]   (every staged-tile GEMM row takes this tile,
+//                rows of A x rows of B, its splits chosen for it as the heuristic would: an A/B
+//                of tile choices)
 //                [--host_launch_cost]   (the host time of one eager launch call, TMA and
 //                cp.async stages: host_launch_cost.h)
 #include <cuda_runtime_api.h>
@@ -137,6 +138,7 @@ int BenchMain(int argc, char** argv) {
   bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
   bool gemm_cp_async = false, host_launch_cost = false;
   int gemm_tile = 0;              // --gemm_tile: force the staged tiles' edge; 0 the heuristic's
+  int gemm_tile_m = 0;            // --gemm_tile 64x128: rows of A (64) against 128 of B
   std::vector<int> sweep_splits;  // --sweep_splits: extra --pdl_timeline configs
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
@@ -162,7 +164,12 @@ int BenchMain(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--gemm_tile") && i + 1 < argc &&
              (!std::strcmp(argv[i + 1], "64") || !std::strcmp(argv[i + 1], "128")))
       gemm_tile = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
+    else if (!std::strcmp(argv[i], "--gemm_tile") && i + 1 < argc &&
+             !std::strcmp(argv[i + 1], "64x128")) {
+      gemm_tile = 128;
+      gemm_tile_m = 64;
+      ++i;
+    } else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
       for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
         int splits = 0;
         if (!absl::SimpleAtoi(n, &splits) || splits < 1) {
@@ -176,7 +183,7 @@ int BenchMain(int argc, char** argv) {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
-          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128] [--host_launch_cost]\n");
+          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128|64x128] [--host_launch_cost]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -334,7 +341,8 @@ int BenchMain(int argc, char** argv) {
       if (gemm_cp_async) cfg.gemm_tma = false;
       if (gemm_tile != 0 && cfg.gemm_tile != 0) {
         cfg.gemm_tile = gemm_tile;
-        cfg.k_splits = cuda::TileGemmSplits(mn, mn, k, gemm_tile, info.sm_count);
+        cfg.gemm_tile_m = gemm_tile_m;
+        cfg.k_splits = cuda::TileGemmSplits(mn, mn, k, gemm_tile, info.sm_count, gemm_tile_m);
       }
       auto ws = Must(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)));
       CHECK_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
@@ -369,10 +377,14 @@ int BenchMain(int argc, char** argv) {
           stream.get());
       row.cublas_route_us = 0;
       row.empty_us = empty_us;
-      row.config = cfg.gemm_tile != 0
-                       ? absl::StrFormat("tile=%d S=%d%s", cfg.gemm_tile, cfg.k_splits,
-                                         cfg.gemm_tma ? " tma" : "")
-                       : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
+      row.config =
+          cfg.gemm_tile != 0
+              ? absl::StrFormat("tile=%s S=%d%s",
+                                cfg.gemm_tile_m != 0
+                                    ? absl::StrFormat("%dx%d", cfg.gemm_tile_m, cfg.gemm_tile)
+                                    : absl::StrCat(cfg.gemm_tile),
+                                cfg.k_splits, cfg.gemm_tma ? " tma" : "")
+              : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
       rows.push_back(row);
     }
   }

@@ -511,7 +511,9 @@ DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
   if (problem.dtype != DType::kFP32 && problem.m > 16) {
     DecomposeKConfig c;
     c.gemm_tile = ChooseGemmTile(problem.m, problem.n, problem.k);
-    c.k_splits = TileGemmSplits(problem.m, problem.n, problem.k, c.gemm_tile, sm_count);
+    c.gemm_tile_m = ChooseGemmTileM(problem.m, problem.n, problem.k);
+    c.k_splits =
+        TileGemmSplits(problem.m, problem.n, problem.k, c.gemm_tile, sm_count, c.gemm_tile_m);
     c.gemm_tma = TileGemmTmaSupported();
     return c;
   }

@@ -1,10 +1,12 @@
 // Staged-tile Decompose-K GEMM: C[m, n] = A[m, k] · B[n, k]ᵀ (+ bias), for skinny m, n and
 // long k (the large-K skinny GEMMs of router_bench).
 //
-// Grid = (S, n tiles, m tiles). A CTA owns a T x T output tile (T = 64 or 128) and the
-// split-th of S shares of the K stages (a contiguous range; with 128-tiles every S-th
-// stage). Its mainloop is a pipeline of kStages stages, each the tile's T rows of B and T
-// rows of A over 64 hidden elements (128-byte rows, read whole from HBM); 8 warps multiply
+// Grid = (S, n tiles, m tiles). A CTA owns an output tile of 64 x 64, 128 x 128 or 64 rows
+// of A by 128 of B (the heuristic's large-K tile: half the 128-tile's partial, two CTAs a
+// SM, so it runs under PDL) and the split-th of S shares of the K stages (a contiguous
+// range; with 128 rows of B every S-th stage). Its mainloop is a pipeline of kStages stages,
+// each the tile's rows of B and of A over 64 hidden elements (128-byte rows, read whole
+// from HBM); 8 warps multiply
 // out of shared memory on the tensor cores (mma.sync m16n8k16, B rows as the MMA's M like
 // the router kernels, with the same K permutation: a lane's four fragment registers are one
 // 16-byte shared load). Two ways to fill the stages, same bits in C:
@@ -21,9 +23,10 @@
 // fixed order (deterministic), adds the bias and writes C. Spread over S SMs, that is a few
 // L2 round trips; one last CTA summing all partials would read S x 64 KB through one SM.
 //
-// Programmatic Dependent Launch (TileGemmShape::pdl; the 64-tile TMA instances, kPdl): B,
-// the weights' operand, is loaded before griddepcontrol.wait, and the next launch's CTAs
-// share the SMs while this one reduces: 0.35-1.0 us a call on the H200.
+// Programmatic Dependent Launch (TileGemmShape::pdl; the TMA instances of 64 rows of A,
+// kPdl): B, the weights' operand, is loaded before griddepcontrol.wait, and the next
+// launch's CTAs share the SMs while this one reduces: 0.35-1.0 us a call on the H200 (64 x
+// 64), ~1.1 on the H100 (64 x 128 at 128 x 128 x 65536).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -119,18 +122,21 @@ __device__ inline void TileBarrier(unsigned* counters, unsigned generation, unsi
   __syncthreads();
 }
 
-// kPdl (64-tile TMA instances, launched with Programmatic Dependent Launch): B is a
+// kPdl (TMA instances of 64 rows of A, launched with Programmatic Dependent Launch): B is a
 // constant (a model's weights), so the producer loads B's half of the first stages into
 // shared memory before griddepcontrol.wait, while the previous launch still runs; A, the
 // workspace and C only after the wait. Each CTA allows the next launch in once its
-// mainloop is done: its CTAs (65 KB, 96 registers) leave room for one of the next launch
-// on their SM, which loads its B while this one reduces (L2 traffic only). H200: 0.3-1.0
-// us a call on every 64-tile row (bench/NOTES.md session 39). The 128-tiles (129 KB, one a
+// mainloop is done: its CTAs (64 x 64: 65 KB, 93 registers; 64 x 128: 97 KB, 94) leave
+// room for one of the next launch on their SM, which loads its B while this one reduces
+// (L2 traffic only). H200: 0.3-1.0 us a call on every 64-tile row (bench/NOTES.md session
+// 39); H100, 64 x 128 at 128 x 128 x 65536: 17.88 against 19.01 plain. The 128-tiles (129 KB, one a
 // SM) launch plain: under PDL they were 0.5 us slower at K = 65536 and no faster at
 // 131072, and cut to 3 stages and 112 registers, so that two fit a SM, ~3 us slower;
 // prefetching more of B into L2 before the wait lost on every row.
-template <typename T, int kTile, bool kStamps, bool kTma, bool kPdl>
-__global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
+// kTile: the CTA tile's rows of B (n); kTileM its rows of A (m): 64 x 64, 128 x 128, or 64
+// rows of A by 128 of B.
+template <typename T, int kTile, int kTileM, bool kStamps, bool kTma, bool kPdl>
+__global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
     TileGemmKernel(const __grid_constant__ TileGemmParams p) {
   static_assert(kTma || !kPdl, "PDL instances load by the TMA");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
@@ -141,9 +147,9 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
 #endif
   constexpr int kWarpsN = kTile / 32;        // warps along n: 32 rows of B each
   constexpr int kWarpsM = kWarps / kWarpsN;  // warps along m
-  constexpr int kWarpM = kTile / kWarpsM;    // rows of A a warp: 64 (T=128) or 16 (T=64)
+  constexpr int kWarpM = kTileM / kWarpsM;   // rows of A a warp: 64, 16 or 32 (64 x 128)
   constexpr int kNT = kWarpM / 8;            // n8 MMA tiles a warp
-  constexpr int kRows = 2 * kTile;           // B rows, then A rows
+  constexpr int kRows = kTile + kTileM;      // B rows, then A rows
   constexpr int kStageBytes = kRows * kRowBytes;
   static_assert(kRows * 8 % kThreads == 0, "whole chunks a thread");
   extern __shared__ __align__(128) uint8_t dynamic_smem[];
@@ -157,7 +163,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
   // The TMA instances' stage barriers (unused, and unreferenced before sm_90, elsewhere).
   [[maybe_unused]] __shared__ alignas(8) uint64_t full[kStages], empty[kStages];
   GemmStamp<kStamps>(p, kGemmStampStart);
-  const int split = blockIdx.x, n0 = blockIdx.y * kTile, m0 = blockIdx.z * kTile;
+  const int split = blockIdx.x, n0 = blockIdx.y * kTile, m0 = blockIdx.z * kTileM;
   const size_t tile = size_t(blockIdx.z) * gridDim.y + blockIdx.y;
   // The tile barrier's generation (thread 0; S > 1), read early so that it is off the
   // barrier's path. Under PDL only after the previous launch has finished (its last
@@ -195,7 +201,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
       const int k = k0 + 8 * chunk;
       const bool in = grow < (is_b ? p.n : p.m) && k < p.k;
       const char* base = static_cast<const char*>(is_b ? p.b : p.a);
-      CpAsync16<kTile == 128>(dst + ChunkOffset(row, chunk),
+      CpAsync16<kInterleaved>(dst + ChunkOffset(row, chunk),
                               base + (in ? (size_t(grow) * p.k + k) * sizeof(T) : 0), in);
     }
   };
@@ -307,7 +313,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
     CpAsyncWait<0>();
   }
 
-  const int tm = min(kTile, p.m - m0), tn = min(kTile, p.n - n0);
+  const int tm = min(kTileM, p.m - m0), tn = min(kTile, p.n - n0);
   if (p.k_splits == 1) {  // one split owns the whole K: C directly
     if (producer) return;
 #pragma unroll
@@ -332,7 +338,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
   // pass through shared memory; the layout is the reduction's own (the slice reduction
   // maps it back to C). Scattered 4-byte stores in C's layout had made the reduction cost
   // as much as the mainloop at 128 x 128.
-  constexpr int kTileVec = kTile * kTile / 4;  // float4s a tile
+  constexpr int kTileVec = kTile * kTileM / 4;  // float4s a tile
   static_assert(kWarps * 2 * kNT * 32 == kTileVec, "the fragments cover the tile");
   GemmStamp<kStamps>(p, kGemmStampMainloop);
   const size_t tiles = size_t(gridDim.y) * gridDim.z;
@@ -408,16 +414,19 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, 1)
 
 size_t Align256(size_t n) { return (n + 255) / 256 * 256; }
 int Tiles(int extent, int tile) { return (extent + tile - 1) / tile; }
+// Rows of A a CTA tile of `s` covers (TileGemmShape::tile_m).
+int TileM(const TileGemmShape& s) { return s.tile_m != 0 ? s.tile_m : s.tile; }
+int OutputTiles(const TileGemmShape& s) { return Tiles(s.m, TileM(s)) * Tiles(s.n, s.tile); }
 int TotalStages(int k) { return (k + kStageK - 1) / kStageK; }
 int StagesPerSplit(const TileGemmShape& s) {
   return (TotalStages(s.k) + s.k_splits - 1) / s.k_splits;
 }
 
-template <typename T, int kTile, bool kStamps, bool kTma, bool kPdl>
+template <typename T, int kTile, int kTileM, bool kStamps, bool kTma, bool kPdl>
 cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t stream) {
-  const auto kernel = TileGemmKernel<T, kTile, kStamps, kTma, kPdl>;
+  const auto kernel = TileGemmKernel<T, kTile, kTileM, kStamps, kTma, kPdl>;
   // The TMA instances align their stages themselves (kSwizzleAlignment): the slack.
-  constexpr int kSmem = kStages * 2 * kTile * kRowBytes + (kTma ? kSwizzleAlignment : 0);
+  constexpr int kSmem = kStages * (kTile + kTileM) * kRowBytes + (kTma ? kSwizzleAlignment : 0);
   // Past the 48 KB default: opt in once per instance (not a stream operation, so also
   // legal while a graph is being captured).
   static const cudaError_t opt_in =
@@ -431,22 +440,31 @@ cudaError_t LaunchTyped(const TileGemmParams& params, dim3 grid, cudaStream_t st
                 /*cooperative=*/params.k_splits > 1, kSmem, kCtaThreads<kTma>);
 }
 
-// `pdl` is honoured by the 64-tile TMA instances only (see kPdl); the others launch plain,
-// which is what PDL relaxes.
-template <int kTile, bool kTma>
+// `pdl` is honoured by the TMA instances whose CTAs leave room for one of the next launch
+// (64 x 64 and 64 x 128 tiles; see kPdl); the 128 x 128 tiles launch plain, which is what
+// PDL relaxes.
+template <int kTile, int kTileM, bool kTma>
 cudaError_t LaunchForTile(bool bf16, bool stamps, bool pdl, const TileGemmParams& p, dim3 grid,
                           cudaStream_t stream) {
   using B = __nv_bfloat16;
   using H = __half;
-  if constexpr (kTma && kTile == 64) {
+  if constexpr (kTma && kTileM == 64) {
     if (pdl)
-      return stamps ? LaunchTyped<B, kTile, true, true, true>(p, grid, stream)
-             : bf16 ? LaunchTyped<B, kTile, false, true, true>(p, grid, stream)
-                    : LaunchTyped<H, kTile, false, true, true>(p, grid, stream);
+      return stamps ? LaunchTyped<B, kTile, kTileM, true, true, true>(p, grid, stream)
+             : bf16 ? LaunchTyped<B, kTile, kTileM, false, true, true>(p, grid, stream)
+                    : LaunchTyped<H, kTile, kTileM, false, true, true>(p, grid, stream);
   }
-  return stamps ? LaunchTyped<B, kTile, true, kTma, false>(p, grid, stream)
-         : bf16 ? LaunchTyped<B, kTile, false, kTma, false>(p, grid, stream)
-                : LaunchTyped<H, kTile, false, kTma, false>(p, grid, stream);
+  return stamps ? LaunchTyped<B, kTile, kTileM, true, kTma, false>(p, grid, stream)
+         : bf16 ? LaunchTyped<B, kTile, kTileM, false, kTma, false>(p, grid, stream)
+                : LaunchTyped<H, kTile, kTileM, false, kTma, false>(p, grid, stream);
+}
+
+template <bool kTma>
+cudaError_t LaunchForShape(bool bf16, bool stamps, bool pdl, const TileGemmShape& s,
+                           const TileGemmParams& p, dim3 grid, cudaStream_t stream) {
+  if (s.tile == 64) return LaunchForTile<64, 64, kTma>(bf16, stamps, pdl, p, grid, stream);
+  if (TileM(s) == 64) return LaunchForTile<128, 64, kTma>(bf16, stamps, pdl, p, grid, stream);
+  return LaunchForTile<128, 128, kTma>(bf16, stamps, pdl, p, grid, stream);
 }
 
 }  // namespace
@@ -456,12 +474,24 @@ int ChooseGemmTile(int m, int n, int k) {
   // tail cost a fixed ~7 us; 64-tiles read A and B twice at 128 x 128 (mostly L2 hits) with
   // a quarter of those partials. H100, 128 x 128: 64-tiles 7.1 / 13.6 / 22.6 / 39.6 us at
   // K = 8k / 32k / 64k / 128k, 128-tiles 9.4 / 14.1 / 21.6 / 35.9. H200, with the 128-tiles'
-  // interleaved stages: at K = 32k still 12.27 (64) against 12.94 us (128).
+  // interleaved stages: at K = 32k still 12.27 (64) against 12.94 us (128). Where 128 wins,
+  // it takes 64 rows of A (ChooseGemmTileM).
   return m <= 64 || n <= 64 || k <= 32768 ? 64 : 128;
 }
 
-int TileGemmSplits(int m, int n, int k, int tile, int sm_count) {
-  const int tiles = Tiles(m, tile) * Tiles(n, tile);
+int ChooseGemmTileM(int m, int n, int k) {
+  // 64 rows of A by 128 of B: B read once, A twice (the second time from L2), half the
+  // 128-tile's partial at twice the splits, and two CTAs fit a SM, so it launches under
+  // PDL. H100, per call under PDL in a graph, two rounds (bench/RESULTS.md session 54):
+  // 128 x 128 x 65536 17.88 / 17.87 us against 20.86 / 21.30 (128 x 128 tiles) and 18.73 /
+  // 19.04 (64-tiles); x131072 30.55 / 30.30 against 34.25 / 34.40 and 32.86 / 33.78. Its
+  // mainloop streams at HBM's pace with 1.5 us between the first and last CTA's end where
+  // the 128-tiles' spread 5.4 us, and its tail after the mainloop is ~2.8 us against ~4.
+  return ChooseGemmTile(m, n, k) == 128 ? 64 : 0;
+}
+
+int TileGemmSplits(int m, int n, int k, int tile, int sm_count, int tile_m) {
+  const int tiles = Tiles(m, tile_m != 0 ? tile_m : tile) * Tiles(n, tile);
   const int total = TotalStages(k);
   int splits = std::max(1, sm_count / tiles);
   splits = std::min(splits, std::max(1, total / 2));
@@ -470,28 +500,26 @@ int TileGemmSplits(int m, int n, int k, int tile, int sm_count) {
 }
 
 size_t TileGemmZeroedBytes(const TileGemmShape& s) {
-  return Align256(sizeof(unsigned) * kTileCounters * size_t(Tiles(s.m, s.tile)) *
-                  Tiles(s.n, s.tile));
+  return Align256(sizeof(unsigned) * kTileCounters * size_t(OutputTiles(s)));
 }
 
 size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
   // [split][tile][tile x tile]: whole tiles, ragged edges included.
-  const size_t partials = s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * Tiles(s.m, s.tile) *
-                                               Tiles(s.n, s.tile) * s.tile * s.tile
-                                         : 0;
+  const size_t partials =
+      s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * OutputTiles(s) * s.tile * TileM(s) : 0;
   return TileGemmZeroedBytes(s) + Align256(partials);
 }
 
 bool TileGemmTmaSupported() { return CurrentDeviceIsSm90OrNewer(); }
 
-int TileGemmCtas(const TileGemmShape& s) {
-  return s.k_splits * Tiles(s.n, s.tile) * Tiles(s.m, s.tile);
-}
+int TileGemmCtas(const TileGemmShape& s) { return s.k_splits * OutputTiles(s); }
 
 cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
                            const float* bias, float* c, void* workspace, cudaStream_t stream,
                            unsigned long long* timeline) {
-  if (s.tile != 64 && s.tile != 128) return cudaErrorInvalidValue;
+  const bool square = TileM(s) == s.tile;
+  if ((s.tile != 64 && s.tile != 128) || !(square || (s.tile == 128 && TileM(s) == 64)))
+    return cudaErrorInvalidValue;
   if (timeline != nullptr && !bf16) return cudaErrorInvalidValue;  // diagnostics: bf16 only
   TileGemmParams p = {};
   p.a = a;
@@ -509,21 +537,19 @@ cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, con
   p.timeline = timeline;
   p.counters = static_cast<unsigned*>(workspace);
   p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + TileGemmZeroedBytes(s));
-  const dim3 grid(s.k_splits, Tiles(s.n, s.tile), Tiles(s.m, s.tile));
+  const dim3 grid(s.k_splits, Tiles(s.n, s.tile), Tiles(s.m, TileM(s)));
   const bool stamps = timeline != nullptr;
-  // L2 fetches 256 bytes a row for the 128-tiles (their splits take every S-th stage, so
-  // the other half is the neighbouring split's); the 64-tiles' contiguous ranges measured
-  // 0.05-0.5 us faster without (H200, bench/NOTES.md session 38), as with cp.async.
+  // L2 fetches 256 bytes a row where B's tile is 128 rows (those splits take every S-th
+  // stage, so the other half is the neighbouring split's); the 64-tiles' contiguous ranges
+  // measured 0.05-0.5 us faster without (H200, bench/NOTES.md session 38), as with cp.async.
   const bool promote = s.tile == 128;
   if (s.tma && TileGemmTmaSupported() && TensorMapAligned(a) && TensorMapAligned(b) &&
-      EncodeSwizzledRowsMap(&p.map_a, a, s.m, s.k, s.tile, promote) == cudaSuccess &&
+      EncodeSwizzledRowsMap(&p.map_a, a, s.m, s.k, TileM(s), promote) == cudaSuccess &&
       EncodeSwizzledRowsMap(&p.map_b, b, s.n, s.k, s.tile, promote) == cudaSuccess) {
-    return s.tile == 64 ? LaunchForTile<64, true>(bf16, stamps, s.pdl, p, grid, stream)
-                        : LaunchForTile<128, true>(bf16, stamps, s.pdl, p, grid, stream);
+    return LaunchForShape<true>(bf16, stamps, s.pdl, s, p, grid, stream);
   }
   // No PDL without the TMA (pre-sm_90, where it does not exist, or unaligned operands).
-  return s.tile == 64 ? LaunchForTile<64, false>(bf16, stamps, false, p, grid, stream)
-                      : LaunchForTile<128, false>(bf16, stamps, false, p, grid, stream);
+  return LaunchForShape<false>(bf16, stamps, false, s, p, grid, stream);
 }
 
 }  // namespace moe::cuda

@@ -27,18 +27,26 @@ struct TileGemmShape {
   // the next launch in once their mainloop is done, so its CTAs start, and read B, on the
   // SMs' second slot while this launch reduces its splits.
   bool pdl = false;
+  // Rows of A a CTA tile covers: 0 for `tile` (square tiles), or 64 with tile = 128: a
+  // 64 x 128 tile (64 rows of A by 128 of B), whose partial is half a 128-tile's at twice
+  // the splits, for the 128 x 128 GEMMs whose split-K tail (partials through L2) is the
+  // 128-tiles' loss.
+  int tile_m = 0;
 };
 
 // Whether this device runs the TMA loads (sm_90+).
 bool TileGemmTmaSupported();
 
-// The tile edge: 128 past 64 rows of both A and B and 32768 of K, else 64.
+// The tile edge along B: 128 past 64 rows of both A and B and 32768 of K, else 64.
 int ChooseGemmTile(int m, int n, int k);
+// Rows of A of that tile (TileGemmShape::tile_m): 64 where ChooseGemmTile is 128 (a 64 x
+// 128 tile), else 0 (square).
+int ChooseGemmTileM(int m, int n, int k);
 
 // S for a shape: about one CTA per SM over all output tiles (every CTA of a tile must be
 // resident at once: they meet at a barrier), at least two 64-wide K stages each. Adjusted
 // so that no split is empty.
-int TileGemmSplits(int m, int n, int k, int tile, int sm_count);
+int TileGemmSplits(int m, int n, int k, int tile, int sm_count, int tile_m = 0);
 
 size_t TileGemmWorkspaceBytes(const TileGemmShape& s);
 size_t TileGemmZeroedBytes(const TileGemmShape& s);  // counters: zero before the first launch

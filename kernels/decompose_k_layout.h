@@ -108,7 +108,9 @@ inline bool RankZeroRoutes(const DecomposeKShape& s, const DecomposeKConfig& c) 
 
 // The staged-tile GEMM's shape for a config (gemm_tile != 0).
 inline TileGemmShape TileShape(const GemmProblem& p, const DecomposeKConfig& c) {
-  return {p.m, p.n, p.k, c.gemm_tile, c.k_splits, c.gemm_tma};
+  TileGemmShape s{p.m, p.n, p.k, c.gemm_tile, c.k_splits, c.gemm_tma};
+  s.tile_m = c.gemm_tile_m;
+  return s;
 }
 
 }  // namespace moe::cuda

@@ -69,6 +69,8 @@ struct DecomposeKConfig {
   // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
   // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
   int gemm_tile = 0;
+  // With gemm_tile = 128: rows of A a CTA tile covers, 0 for 128 or 64 (TileGemmShape::tile_m).
+  int gemm_tile_m = 0;
   // With gemm_tile: stages loaded by the TMA (TileGemmShape::tma); ChooseGemmConfig sets it
   // on sm_90+. H200: 0.6-1.6 us faster on the large-K rows (bench/NOTES.md session 38).
   bool gemm_tma = false;

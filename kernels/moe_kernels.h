@@ -73,10 +73,10 @@ int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const
  * MOE_ROUTE_PDL does for moe_route, with `b` in the weights' role: the kernel's blocks may
  * start while the previous kernel on `stream` is finishing and load `b` before they wait
  * for it (griddepcontrol.wait), so `b` must not be written by that kernel; `a`, the bias,
- * the workspace and `c` are touched only after the wait. Shapes that measured no faster
- * so (on sm_90: 128 x 128 tiles, i.e. m and n past 64 with k past 32768) launch plain.
- * Saves 0.3-1.3 us a call on the H200 where the previous kernel allows its dependents to
- * launch early, as back-to-back PDL GEMMs do (bench/RESULTS.md session 39). */
+ * the workspace and `c` are touched only after the wait. Saves 0.3-1.3 us a call on the
+ * H200 where the previous kernel allows its dependents to launch early, as back-to-back
+ * PDL GEMMs do (bench/RESULTS.md session 39), ~1.1 us on the H100 at 128 x 128 x 65536
+ * (session 54). */
 enum { MOE_GEMM_PDL = 1u };
 
 /* moe_gemm with launch flags (0: exactly moe_gemm); unknown bits: MOE_INVALID_ARGUMENT. */

@@ -60,7 +60,8 @@ std::string Where(const RouteProblem& p, const cuda::DecomposeKDevice& d) {
 std::string Describe(const cuda::DecomposeKConfig& c) {
   return absl::StrCat("mainloop=", int(c.mainloop), " token_tiles=", c.token_tiles,
                       " k_splits=", c.k_splits, " cluster=", c.cluster, " polled=", c.polled,
-                      " dedicated=", c.dedicated_routers, " staged=", c.staged);
+                      " dedicated=", c.dedicated_routers, " staged=", c.staged,
+                      " gemm_tile=", c.gemm_tile_m, "x", c.gemm_tile);
 }
 
 // The heuristic's configs for `p` on `d` (the default, the autotuner's family without the
@@ -209,7 +210,11 @@ TEST(DecomposeKConfig, GemmConfigsFitEveryDevice) {
             EXPECT_TRUE(c.cluster == 0 && !c.polled) << where << ": " << Describe(c);
             if (c.gemm_tile != 0) {
               ASSERT_NE(dtype, DType::kFP32) << where;
-              const cuda::TileGemmShape shape{m, n, k, c.gemm_tile, c.k_splits};
+              cuda::TileGemmShape shape{m, n, k, c.gemm_tile, c.k_splits};
+              shape.tile_m = c.gemm_tile_m;
+              // The tiles the kernel has: 64 x 64, 128 x 128 and 64 rows of A x 128 of B.
+              EXPECT_TRUE(c.gemm_tile_m == 0 || (c.gemm_tile == 128 && c.gemm_tile_m == 64))
+                  << where << ": " << Describe(c);
               EXPECT_GE(c.k_splits, 1) << where;
               EXPECT_LE(c.k_splits, (k + 63) / 64) << where;  // a 64-wide stage a split at least
               if (c.k_splits > 1) {

@@ -1391,15 +1391,18 @@ TEST(GpuGemm, MatchesDoubleReference) {
   EXPECT_FALSE(cuda::CanGemmDecomposeK({1, 1, 12, DType::kBF16}).ok());
 }
 
-// Two staged-tile GEMMs whose grids each fill the GPU (128-tiles, one CTA per SM, splits
-// that wait for each other) on two streams at once: the cooperative launch keeps either
-// grid from holding half the SMs while waiting for the other half. Both finish, with the
-// results of one GEMM alone.
+// Two staged-tile GEMMs whose grids each fill the GPU (128 x 128 tiles, one CTA per SM,
+// splits that wait for each other) on two streams at once: the cooperative launch keeps
+// either grid from holding half the SMs while waiting for the other half. Both finish, with
+// the results of one GEMM alone. The square 128-tile is forced: the heuristic's 64 x 128
+// tiles fit two a SM, so two of their grids could share the GPU without the launch's help.
 TEST(GpuGemm, ConcurrentGridWideGemmsOnTwoStreamsFinish) {
   SKIP_WITHOUT_GPU();
   const cuda::GemmProblem p{128, 128, 65536, DType::kBF16};
-  const auto cfg = cuda::ChooseGemmConfig(p, SmCount());
+  auto cfg = cuda::ChooseGemmConfig(p, SmCount());
   ASSERT_EQ(cfg.gemm_tile, 128);
+  cfg.gemm_tile_m = 0;
+  cfg.k_splits = cuda::TileGemmSplits(p.m, p.n, p.k, cfg.gemm_tile, SmCount());
   ASSERT_GT(cfg.k_splits, SmCount() / 2);
   std::mt19937_64 rng(FreshSeed());
   auto da = Upload(RandomOperand(size_t(p.m) * p.k, p.dtype, rng)),
@@ -1433,13 +1436,13 @@ TEST(GpuGemm, ConcurrentGridWideGemmsOnTwoStreamsFinish) {
 
 // Under PDL (LaunchDecomposeKGemm's `pdl`, moe_gemm_ex's MOE_GEMM_PDL) the GEMM reads B
 // before griddepcontrol.wait and A after it, and lets the next launch in before it reduces.
-// Every path (staged 128- and 64-tiles, one split, the router kernels' tensor-core and FMA
-// mainloops) must give the plain launch's bits:
+// Every path (staged 64 x 128 and 64-tiles, one split, the router kernels' tensor-core and
+// FMA mainloops; the square 128-tiles in EveryStagedTileMatchesTheReference) must give the
+// plain launch's bits:
 // - behind a slow kernel that writes A (poisoned with huge values before): reading A
 //   before the wait would see the poison;
 // - back to back on one workspace and stream, alternating two operand sets, eager and as
 //   a replayed graph: a launch reducing while the next one streams must not mix them up.
-// (128-tiles launch plain whatever `pdl` says; the case shows that this holds too.)
 TEST(GpuGemm, PdlLaunchesGiveThePlainLaunchBits) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(FreshSeed());
@@ -1524,6 +1527,92 @@ TEST(GpuGemm, PdlLaunchesGiveThePlainLaunchBits) {
       ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
       for (int i = 0; i < kChain; ++i)
         expect_bits(outs[i], i % 2, absl::StrCat("graph replay ", replay, " launch ", i));
+    }
+  }
+}
+
+// Every staged tile the kernel has (64 x 64, 128 x 128, and 64 rows of A by 128 of B),
+// forced on each shape whatever the heuristic would pick, ragged edges included: C within
+// 1e-5 of a double reference, bit-identical across two launches, between TMA and cp.async
+// stages, and under PDL behind a slow producer of A (the 64 x 128 tiles launch under PDL:
+// they load B before the wait).
+TEST(GpuGemm, EveryStagedTileMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(FreshSeed());
+  std::normal_distribution<float> normal;
+  struct Tile {
+    int n_rows, m_rows;  // rows of B and of A a CTA tile covers
+  };
+  const GemmCase cases[] = {{128, 128, 32768, DType::kBF16}, {100, 300, 20000, DType::kFP16}};
+  auto stream = MakeStream().value();
+  for (const GemmCase& c : cases) {
+    const cuda::GemmProblem p{c.m, c.n, c.k, c.dt};
+    const std::vector<uint8_t> a = RandomOperand(size_t(c.m) * c.k, c.dt, rng),
+                               b = RandomOperand(size_t(c.n) * c.k, c.dt, rng);
+    std::vector<float> bias(c.n);
+    for (float& v : bias) v = normal(rng);
+    std::vector<double> ref(size_t(c.m) * c.n);
+    for (int i = 0; i < c.m; ++i)
+      for (int j = 0; j < c.n; ++j) {
+        double r = bias[j];
+        for (int k = 0; k < c.k; ++k)
+          r += double(LoadAsFloat(a.data(), c.dt, size_t(i) * c.k + k)) *
+               double(LoadAsFloat(b.data(), c.dt, size_t(j) * c.k + k));
+        ref[size_t(i) * c.n + j] = r;
+      }
+    auto da = Upload(a), db = Upload(b), dbias = Upload(bias);
+    const size_t a_bytes = a.size(), c_bytes = size_t(c.m) * c.n * 4;
+    for (const Tile tile : {Tile{64, 64}, Tile{128, 128}, Tile{128, 64}}) {
+      auto cfg = cuda::ChooseGemmConfig(p, SmCount());
+      ASSERT_NE(cfg.gemm_tile, 0);
+      cfg.gemm_tile = tile.n_rows;
+      cfg.gemm_tile_m = tile.m_rows == tile.n_rows ? 0 : tile.m_rows;
+      cfg.k_splits = cuda::TileGemmSplits(c.m, c.n, c.k, cfg.gemm_tile, SmCount(), cfg.gemm_tile_m);
+      const std::string what = absl::StrCat(c.m, "x", c.n, "x", c.k, " tile=", tile.m_rows, "x",
+                                            tile.n_rows, " S=", cfg.k_splits);
+      auto ws = DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)).value();
+      ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
+      auto out = DeviceBuffer::Allocate(c_bytes).value();
+      auto run = [&](const cuda::DecomposeKConfig& config, bool pdl) {
+        std::vector<float> got(c_bytes / 4);
+        FillAndWait(out.get(), 0xff, c_bytes);
+        EXPECT_EQ(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(),
+                                             out.as<float>(), config, ws.get(), stream.get(), pdl),
+                  cudaSuccess)
+            << what;
+        EXPECT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess) << what;
+        EXPECT_EQ(cudaMemcpy(got.data(), out.get(), c_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+        return got;
+      };
+      const std::vector<float> first = run(cfg, false);
+      double err2 = 0, ref2 = 0;
+      for (size_t i = 0; i < first.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(first[i])) << what << " element " << i;
+        err2 += (first[i] - ref[i]) * (first[i] - ref[i]);
+        ref2 += ref[i] * ref[i];
+      }
+      EXPECT_LT(std::sqrt(err2 / ref2), 1e-5) << what;
+      EXPECT_EQ(std::memcmp(run(cfg, false).data(), first.data(), c_bytes), 0)
+          << what << ": a second launch";
+      auto other = cfg;
+      other.gemm_tma = !cfg.gemm_tma;
+      EXPECT_EQ(std::memcmp(run(other, false).data(), first.data(), c_bytes), 0)
+          << what << ": tma=" << other.gemm_tma;
+      // Under PDL behind a kernel that writes A late (A poisoned until then).
+      auto staged = DeviceBuffer::Allocate(a_bytes).value();
+      ASSERT_CUDA(cudaMemcpy(staged.get(), da.get(), a_bytes, cudaMemcpyDeviceToDevice));
+      FillAndWait(da.get(), 0x7f, a_bytes);
+      FillAndWait(out.get(), 0xff, c_bytes);
+      ASSERT_CUDA(
+          LaunchSlowProducer(da.get(), staged.get(), a_bytes, /*delay_ns=*/20000, stream.get()));
+      ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(),
+                                             out.as<float>(), cfg, ws.get(), stream.get(),
+                                             /*pdl=*/true));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      std::vector<float> got(c_bytes / 4);
+      ASSERT_CUDA(cudaMemcpy(got.data(), out.get(), c_bytes, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(std::memcmp(got.data(), first.data(), c_bytes), 0)
+          << what << ": under PDL behind a slow producer of A";
     }
   }
 }
