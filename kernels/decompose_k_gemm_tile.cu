@@ -480,13 +480,13 @@ int ChooseGemmTile(int m, int n, int k) {
 }
 
 int ChooseGemmTileM(int m, int n, int k) {
-  // 64 rows of A by 128 of B: B read once, A twice (the second time from L2), half the
-  // 128-tile's partial at twice the splits, and two CTAs fit a SM, so it launches under
-  // PDL. H100, per call under PDL in a graph, two rounds (bench/RESULTS.md session 54):
-  // 128 x 128 x 65536 17.88 / 17.87 us against 20.86 / 21.30 (128 x 128 tiles) and 18.73 /
-  // 19.04 (64-tiles); x131072 30.55 / 30.30 against 34.25 / 34.40 and 32.86 / 33.78. Its
-  // mainloop streams at HBM's pace with 1.5 us between the first and last CTA's end where
-  // the 128-tiles' spread 5.4 us, and its tail after the mainloop is ~2.8 us against ~4.
+  // 64 rows of A by 128 of B: A read once, B twice (by the two m-tiles of a split, the
+  // second time from L2), half the 128-tile's partial at twice the splits, and two CTAs fit
+  // a SM, so it launches under PDL. H100, per call under PDL in a graph, two rounds
+  // (bench/RESULTS.md session 54): 128 x 128 x 65536 17.88 / 17.87 us against 20.86 / 21.30 (128 x
+  // 128 tiles) and 18.73 / 19.04 (64-tiles); x131072 30.55 / 30.30 against 34.25 / 34.40 and 32.86
+  // / 33.78. Its mainloop streams at HBM's pace with 1.5 us between the first and last CTA's end
+  // where the 128-tiles' spread 5.4 us, and its tail after the mainloop is ~2.8 us against ~4.
   return ChooseGemmTile(m, n, k) == 128 ? 64 : 0;
 }
 
