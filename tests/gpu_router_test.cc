@@ -1318,6 +1318,22 @@ std::vector<uint8_t> RandomOperand(size_t elements, DType dt, std::mt19937_64& r
   return v;
 }
 
+// C = A·Bᵀ + bias in double, from the operands as stored (row-major [m, k] and [n, k]).
+std::vector<double> DoubleReferenceGemm(const GemmCase& c, const std::vector<uint8_t>& a,
+                                        const std::vector<uint8_t>& b,
+                                        const std::vector<float>& bias) {
+  std::vector<double> ref(size_t(c.m) * c.n);
+  for (int i = 0; i < c.m; ++i)
+    for (int j = 0; j < c.n; ++j) {
+      double r = bias[j];
+      for (int k = 0; k < c.k; ++k)
+        r += double(LoadAsFloat(a.data(), c.dt, size_t(i) * c.k + k)) *
+             double(LoadAsFloat(b.data(), c.dt, size_t(j) * c.k + k));
+      ref[size_t(i) * c.n + j] = r;
+    }
+  return ref;
+}
+
 TEST(GpuGemm, MatchesDoubleReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(FreshSeed());
@@ -1373,13 +1389,11 @@ TEST(GpuGemm, MatchesDoubleReference) {
           << c.m << "x" << c.n << "x" << c.k << " tile=" << cfg.gemm_tile
           << " tma=" << other.gemm_tma;
     }
+    const std::vector<double> reference = DoubleReferenceGemm(c, a, b, bias);
     double err2 = 0, ref2 = 0;
     for (int i = 0; i < c.m; ++i)
       for (int j = 0; j < c.n; ++j) {
-        double ref = bias[j];
-        for (int k = 0; k < c.k; ++k)
-          ref += double(LoadAsFloat(a.data(), c.dt, size_t(i) * c.k + k)) *
-                 double(LoadAsFloat(b.data(), c.dt, size_t(j) * c.k + k));
+        const double ref = reference[size_t(i) * c.n + j];
         const double g = got[size_t(i) * c.n + j];
         ASSERT_TRUE(std::isfinite(g)) << i << "," << j;
         err2 += (g - ref) * (g - ref);
@@ -1551,15 +1565,7 @@ TEST(GpuGemm, EveryStagedTileMatchesTheReference) {
                                b = RandomOperand(size_t(c.n) * c.k, c.dt, rng);
     std::vector<float> bias(c.n);
     for (float& v : bias) v = normal(rng);
-    std::vector<double> ref(size_t(c.m) * c.n);
-    for (int i = 0; i < c.m; ++i)
-      for (int j = 0; j < c.n; ++j) {
-        double r = bias[j];
-        for (int k = 0; k < c.k; ++k)
-          r += double(LoadAsFloat(a.data(), c.dt, size_t(i) * c.k + k)) *
-               double(LoadAsFloat(b.data(), c.dt, size_t(j) * c.k + k));
-        ref[size_t(i) * c.n + j] = r;
-      }
+    const std::vector<double> ref = DoubleReferenceGemm(c, a, b, bias);
     auto da = Upload(a), db = Upload(b), dbias = Upload(bias);
     const size_t a_bytes = a.size(), c_bytes = size_t(c.m) * c.n * 4;
     for (const Tile tile : {Tile{64, 64}, Tile{128, 128}, Tile{128, 64}}) {
