@@ -230,6 +230,26 @@ TEST(DecomposeKConfig, GemmConfigsFitEveryDevice) {
   }
 }
 
+// The staged-tile GEMM's tiles as the H100 runs measured them (bench/RESULTS.md session
+// 54, 132 SMs): 64 rows of A by 128 of B at 128 x 128 past K = 32768 (two tiles, 64 splits:
+// 128 CTAs), 64 x 64 tiles at K <= 32768 and wherever A or B has at most 64 rows.
+TEST(DecomposeKConfig, GemmHeuristicTakesTheTallTileForLargeKPastSixtyFourRows) {
+  for (int k : {65536, 131072}) {
+    const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig({128, 128, k, DType::kBF16}, 132);
+    EXPECT_EQ(c.gemm_tile, 128) << k;
+    EXPECT_EQ(c.gemm_tile_m, 64) << k;
+    EXPECT_EQ(c.k_splits, 64) << k;
+  }
+  for (const cuda::GemmProblem& p : {cuda::GemmProblem{128, 128, 8192, DType::kBF16},
+                                     cuda::GemmProblem{128, 128, 32768, DType::kBF16},
+                                     cuda::GemmProblem{64, 64, 131072, DType::kBF16},
+                                     cuda::GemmProblem{64, 500, 131072, DType::kFP16}}) {
+    const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig(p, 132);
+    EXPECT_EQ(c.gemm_tile, 64) << p.m << "x" << p.n << "x" << p.k;
+    EXPECT_EQ(c.gemm_tile_m, 0) << p.m << "x" << p.n << "x" << p.k;
+  }
+}
+
 // Clusters only where the described device runs them (sm_90+), with the reason named; and
 // with no device at all (zero SMs) no polled grid fits.
 TEST(DecomposeKConfig, RulesRefuseClustersAndPolledGridsTheDescribedDeviceCannotRun) {
