@@ -6,10 +6,9 @@
 // SM, so it runs under PDL) and the split-th of S shares of the K stages (a contiguous
 // range; with 128 rows of B every S-th stage). Its mainloop is a pipeline of kStages stages,
 // each the tile's rows of B and of A over 64 hidden elements (128-byte rows, read whole
-// from HBM); 8 warps multiply
-// out of shared memory on the tensor cores (mma.sync m16n8k16, B rows as the MMA's M like
-// the router kernels, with the same K permutation: a lane's four fragment registers are one
-// 16-byte shared load). Two ways to fill the stages, same bits in C:
+// from HBM); 8 warps multiply out of shared memory on the tensor cores (mma.sync m16n8k16, B rows
+// as the MMA's M like the router kernels, with the same K permutation: a lane's four fragment
+// registers are one 16-byte shared load). Two ways to fill the stages, same bits in C:
 // - sm_90+: a ninth (producer) warp issues each stage as two TMA tensor-map tile copies
 //   (128-byte swizzle) that complete on the stage's mbarrier; the MMA warps release stages
 //   through a second mbarrier. H200: each CTA streams ~31 instead of ~27 bytes/ns (128-tiles)
@@ -129,8 +128,8 @@ __device__ inline void TileBarrier(unsigned* counters, unsigned generation, unsi
 // mainloop is done: its CTAs (64 x 64: 65 KB, 93 registers; 64 x 128: 97 KB, 94) leave
 // room for one of the next launch on their SM, which loads its B while this one reduces
 // (L2 traffic only). H200: 0.3-1.0 us a call on every 64-tile row (bench/NOTES.md session
-// 39); H100, 64 x 128 at 128 x 128 x 65536: 17.88 against 19.01 plain. The 128-tiles (129 KB, one a
-// SM) launch plain: under PDL they were 0.5 us slower at K = 65536 and no faster at
+// 39); H100, 64 x 128 at 128 x 128 x 65536: 17.88 against 19.01 plain. The 128 x 128 tiles
+// (129 KB, one a SM) launch plain: under PDL they were 0.5 us slower at K = 65536 and no faster at
 // 131072, and cut to 3 stages and 112 registers, so that two fit a SM, ~3 us slower;
 // prefetching more of B into L2 before the wait lost on every row.
 // kTile: the CTA tile's rows of B (n); kTileM its rows of A (m): 64 x 64, 128 x 128, or 64
@@ -504,7 +503,7 @@ size_t TileGemmZeroedBytes(const TileGemmShape& s) {
 }
 
 size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
-  // [split][tile][tile x tile]: whole tiles, ragged edges included.
+  // [split][tile][rows of A x rows of B]: whole tiles, ragged edges included.
   const size_t partials =
       s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * OutputTiles(s) * s.tile * TileM(s) : 0;
   return TileGemmZeroedBytes(s) + Align256(partials);
