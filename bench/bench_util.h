@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "kernels/cuda_raii.h"
@@ -51,6 +52,12 @@ inline void FillRandom(void* dst, size_t count, DType dt, float scale, uint64_t 
 }
 
 // The q-quantile (0: min, 0.5: median, 1: max) of `v` by rank; 0 for an empty `v`.
+// A staged-tile GEMM's tile as the tables print it: "64", "128", or rows of A x rows of B
+// ("64x128") where the tile is not square (TileGemmShape::tile_m).
+inline std::string GemmTileLabel(int tile, int tile_m) {
+  return tile_m != 0 && tile_m != tile ? absl::StrCat(tile_m, "x", tile) : absl::StrCat(tile);
+}
+
 inline double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());

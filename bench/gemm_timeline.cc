@@ -86,7 +86,7 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
         tma,
         cs.pdl};
     s.tile_m = cs.tile_m;
-    const int tile_m = cs.tile_m != 0 ? cs.tile_m : cs.tile;
+    const int tile_m = cuda::TileRowsOfA(cs.tile, cs.tile_m);
     const size_t mat_bytes = size_t(cs.mn) * cs.k * 2;
     const int layers = LayersFor(2 * mat_bytes, l2_bytes, 4, 256);
     const int launches = std::max(layers, 8);
@@ -137,10 +137,8 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
                              Quantile(col[slot][1], 0.5), Quantile(col[slot][2], 0.5));
     };
     std::printf("%-20s %-18s %6.2f %17s %17s %17s %17s %17s %6.2f %6.1f %6.2f\n", shape.c_str(),
-                absl::StrFormat("tile=%s S=%d%s%s",
-                                cs.tile_m != 0 ? absl::StrFormat("%dx%d", tile_m, cs.tile)
-                                               : absl::StrCat(cs.tile),
-                                s.k_splits, tma ? " tma" : "", cs.pdl ? " pdl" : "")
+                absl::StrFormat("tile=%s S=%d%s%s", GemmTileLabel(cs.tile, cs.tile_m), s.k_splits,
+                                tma ? " tma" : "", cs.pdl ? " pdl" : "")
                     .c_str(),
                 Quantile(col[cuda::kGemmStampStart][2], 0.5),
                 spread(cuda::kGemmStampFirstStage).c_str(),

@@ -379,10 +379,7 @@ int BenchMain(int argc, char** argv) {
       row.empty_us = empty_us;
       row.config =
           cfg.gemm_tile != 0
-              ? absl::StrFormat("tile=%s S=%d%s",
-                                cfg.gemm_tile_m != 0
-                                    ? absl::StrFormat("%dx%d", cfg.gemm_tile_m, cfg.gemm_tile)
-                                    : absl::StrCat(cfg.gemm_tile),
+              ? absl::StrFormat("tile=%s S=%d%s", GemmTileLabel(cfg.gemm_tile, cfg.gemm_tile_m),
                                 cfg.k_splits, cfg.gemm_tma ? " tma" : "")
               : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
       rows.push_back(row);

@@ -414,7 +414,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
 size_t Align256(size_t n) { return (n + 255) / 256 * 256; }
 int Tiles(int extent, int tile) { return (extent + tile - 1) / tile; }
 // Rows of A a CTA tile of `s` covers (TileGemmShape::tile_m).
-int TileM(const TileGemmShape& s) { return s.tile_m != 0 ? s.tile_m : s.tile; }
+int TileM(const TileGemmShape& s) { return TileRowsOfA(s.tile, s.tile_m); }
 int OutputTiles(const TileGemmShape& s) { return Tiles(s.m, TileM(s)) * Tiles(s.n, s.tile); }
 int TotalStages(int k) { return (k + kStageK - 1) / kStageK; }
 int StagesPerSplit(const TileGemmShape& s) {
@@ -490,7 +490,7 @@ int ChooseGemmTileM(int m, int n, int k) {
 }
 
 int TileGemmSplits(int m, int n, int k, int tile, int sm_count, int tile_m) {
-  const int tiles = Tiles(m, tile_m != 0 ? tile_m : tile) * Tiles(n, tile);
+  const int tiles = Tiles(m, TileRowsOfA(tile, tile_m)) * Tiles(n, tile);
   const int total = TotalStages(k);
   int splits = std::max(1, sm_count / tiles);
   splits = std::min(splits, std::max(1, total / 2));

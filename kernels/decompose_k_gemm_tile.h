@@ -34,6 +34,9 @@ struct TileGemmShape {
   int tile_m = 0;
 };
 
+// Rows of A a CTA tile covers, from its rows of B and TileGemmShape::tile_m (0: square).
+inline int TileRowsOfA(int tile, int tile_m) { return tile_m != 0 ? tile_m : tile; }
+
 // Whether this device runs the TMA loads (sm_90+).
 bool TileGemmTmaSupported();
 
