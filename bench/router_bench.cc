@@ -11,9 +11,12 @@
 //                with --pdl_timeline its five fastest for each shape)
 //                [--gemm_cp_async]   (the staged-tile GEMMs load by cp.async, not the TMA:
 //                an A/B of the two in one binary)
-//                [--gemm_tile 64|128|64x128]   (every staged-tile GEMM row takes this tile,
-//                rows of A x rows of B, its splits chosen for it as the heuristic would: an A/B
-//                of tile choices)
+//                [--gemm_tile 64|128|64x128]   (every GEMM row takes the staged-tile kernel
+//                with this tile, rows of A x rows of B, the 16-row rows too (which the heuristic
+//                gives the router kernels), its splits chosen for it as the heuristic would: an
+//                A/B of tile choices)
+//                [--gemm_splits N]   (the staged-tile GEMM rows take about N splits: as many
+//                as leave no split empty, at most one CTA an SM)
 //                [--host_launch_cost]   (the host time of one eager launch call, TMA and
 //                cp.async stages: host_launch_cost.h)
 #include <cuda_runtime_api.h>
@@ -104,6 +107,20 @@ struct Row {
   std::vector<CandidateRow> candidates;  // --candidates only
 };
 
+// --gemm_splits: about `wanted` splits of an m x m x k GEMM's staged tiles, at most one CTA
+// an SM over its output tiles (they meet at a barrier, so all must be resident), adjusted
+// as TileGemmSplits does so that every split owns at least one 64-wide K stage.
+int ForcedTileGemmSplits(int m, int k, const cuda::DecomposeKConfig& cfg, int wanted,
+                         int sm_count) {
+  const auto tiles_of = [](int rows, int edge) { return (rows + edge - 1) / edge; };
+  const int tiles =
+      tiles_of(m, cuda::TileRowsOfA(cfg.gemm_tile, cfg.gemm_tile_m)) * tiles_of(m, cfg.gemm_tile);
+  const int total = (k + 63) / 64;
+  const int splits = std::min({wanted, std::max(1, sm_count / tiles), total});
+  const int per = (total + splits - 1) / splits;
+  return (total + per - 1) / per;
+}
+
 std::string DescribeConfig(const cuda::DecomposeKConfig& k) {
   return absl::StrFormat("%s nt=%d S=%d%s%s%s%s",
                          k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma", k.token_tiles,
@@ -137,8 +154,9 @@ int BenchMain(int argc, char** argv) {
   std::string filter;  // comma-separated substrings of the row names; empty: every row
   bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
   bool gemm_cp_async = false, host_launch_cost = false;
-  int gemm_tile = 0;              // --gemm_tile: force the staged tiles' edge; 0 the heuristic's
-  int gemm_tile_m = 0;            // --gemm_tile 64x128: rows of A (64) against 128 of B
+  int gemm_tile = 0;    // --gemm_tile: force the staged tiles' edge; 0 the heuristic's
+  int gemm_tile_m = 0;  // --gemm_tile 64x128: rows of A (64) against 128 of B
+  int gemm_splits = 0;  // --gemm_splits: force the staged-tile GEMMs' S; 0 the heuristic's
   std::vector<int> sweep_splits;  // --sweep_splits: extra --pdl_timeline configs
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
@@ -169,6 +187,11 @@ int BenchMain(int argc, char** argv) {
       gemm_tile = 128;
       gemm_tile_m = 64;
       ++i;
+    } else if (!std::strcmp(argv[i], "--gemm_splits") && i + 1 < argc) {
+      if (!absl::SimpleAtoi(argv[++i], &gemm_splits) || gemm_splits < 1) {
+        std::fprintf(stderr, "router_bench: --gemm_splits: '%s' is not a split count\n", argv[i]);
+        return 2;
+      }
     } else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
       for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
         int splits = 0;
@@ -183,7 +206,8 @@ int BenchMain(int argc, char** argv) {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
-          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128|64x128] [--host_launch_cost]\n");
+          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128|64x128] [--gemm_splits N] "
+          "[--host_launch_cost]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -339,11 +363,15 @@ int BenchMain(int argc, char** argv) {
       auto c = Must(DeviceBuffer::Allocate(4 * size_t(mn) * mn));
       auto cfg = cuda::ChooseGemmConfig(p, info.sm_count);
       if (gemm_cp_async) cfg.gemm_tma = false;
-      if (gemm_tile != 0 && cfg.gemm_tile != 0) {
+      if (gemm_tile != 0) {  // a fresh config: a 16-row row's is the router kernels'
+        cfg = cuda::DecomposeKConfig{};
         cfg.gemm_tile = gemm_tile;
         cfg.gemm_tile_m = gemm_tile_m;
+        cfg.gemm_tma = cuda::TileGemmTmaSupported() && !gemm_cp_async;
         cfg.k_splits = cuda::TileGemmSplits(mn, mn, k, gemm_tile, info.sm_count, gemm_tile_m);
       }
+      if (gemm_splits != 0 && cfg.gemm_tile != 0)
+        cfg.k_splits = ForcedTileGemmSplits(mn, k, cfg, gemm_splits, info.sm_count);
       auto ws = Must(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)));
       CHECK_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
       RouteProblem rp;  // the cuBLAS call shape: "experts" = n, "tokens" = m
