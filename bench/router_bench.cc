@@ -17,6 +17,7 @@
 //                A/B of tile choices)
 //                [--gemm_splits N]   (the staged-tile GEMM rows take about N splits: as many
 //                as leave no split empty, at most one CTA an SM)
+//                [--gemm_shapes MxNxK,...]   (these bf16 GEMMs instead of the M = N table)
 //                [--host_launch_cost]   (the host time of one eager launch call, TMA and
 //                cp.async stages: host_launch_cost.h)
 #include <cuda_runtime_api.h>
@@ -107,15 +108,27 @@ struct Row {
   std::vector<CandidateRow> candidates;  // --candidates only
 };
 
-// --gemm_splits: about `wanted` splits of an m x m x k GEMM's staged tiles, at most one CTA
+// --gemm_shapes: "MxNxK" as a bf16 GEMM the C ABI accepts.
+absl::StatusOr<cuda::GemmProblem> ParseGemmShape(absl::string_view text) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(text, 'x');
+  cuda::GemmProblem p;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &p.m) || !absl::SimpleAtoi(parts[1], &p.n) ||
+      !absl::SimpleAtoi(parts[2], &p.k))
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not MxNxK"));
+  const absl::Status ok = cuda::CanGemmDecomposeK(p);
+  if (!ok.ok()) return absl::InvalidArgumentError(absl::StrCat("'", text, "': ", ok.message()));
+  return p;
+}
+
+// --gemm_splits: about `wanted` splits of a GEMM's staged tiles, at most one CTA
 // an SM over its output tiles (they meet at a barrier, so all must be resident), adjusted
 // as TileGemmSplits does so that every split owns at least one 64-wide K stage.
-int ForcedTileGemmSplits(int m, int k, const cuda::DecomposeKConfig& cfg, int wanted,
+int ForcedTileGemmSplits(const cuda::GemmProblem& p, const cuda::DecomposeKConfig& cfg, int wanted,
                          int sm_count) {
   const auto tiles_of = [](int rows, int edge) { return (rows + edge - 1) / edge; };
-  const int tiles =
-      tiles_of(m, cuda::TileRowsOfA(cfg.gemm_tile, cfg.gemm_tile_m)) * tiles_of(m, cfg.gemm_tile);
-  const int total = (k + 63) / 64;
+  const int tiles = tiles_of(p.m, cuda::TileRowsOfA(cfg.gemm_tile, cfg.gemm_tile_m)) *
+                    tiles_of(p.n, cfg.gemm_tile);
+  const int total = (p.k + 63) / 64;
   const int splits = std::min({wanted, std::max(1, sm_count / tiles), total});
   const int per = (total + splits - 1) / splits;
   return (total + per - 1) / per;
@@ -157,7 +170,8 @@ int BenchMain(int argc, char** argv) {
   int gemm_tile = 0;    // --gemm_tile: force the staged tiles' edge; 0 the heuristic's
   int gemm_tile_m = 0;  // --gemm_tile 64x128: rows of A (64) against 128 of B
   int gemm_splits = 0;  // --gemm_splits: force the staged-tile GEMMs' S; 0 the heuristic's
-  std::vector<int> sweep_splits;  // --sweep_splits: extra --pdl_timeline configs
+  std::vector<cuda::GemmProblem> gemm_shapes;  // --gemm_shapes; empty: the M = N table
+  std::vector<int> sweep_splits;               // --sweep_splits: extra --pdl_timeline configs
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
@@ -192,6 +206,16 @@ int BenchMain(int argc, char** argv) {
         std::fprintf(stderr, "router_bench: --gemm_splits: '%s' is not a split count\n", argv[i]);
         return 2;
       }
+    } else if (!std::strcmp(argv[i], "--gemm_shapes") && i + 1 < argc) {
+      for (absl::string_view shape : absl::StrSplit(argv[++i], ',')) {
+        auto parsed = ParseGemmShape(shape);
+        if (!parsed.ok()) {
+          std::fprintf(stderr, "router_bench: --gemm_shapes: %s\n",
+                       std::string(parsed.status().message()).c_str());
+          return 2;
+        }
+        gemm_shapes.push_back(*parsed);
+      }
     } else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
       for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
         int splits = 0;
@@ -207,6 +231,7 @@ int BenchMain(int argc, char** argv) {
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
           "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128|64x128] [--gemm_splits N] "
+          "[--gemm_shapes MxNxK[,MxNxK...]] "
           "[--host_launch_cost]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
@@ -349,69 +374,70 @@ int BenchMain(int argc, char** argv) {
   }
 
   // --- Skinny GEMMs ------------------------------------------------------------------
-  for (int mn : {16, 32, 64, 128}) {
-    for (int k : {8192, 32768, 65536, 131072}) {
-      if (quick && k != 131072) continue;
-      if (!Selected(absl::StrFormat("gemm %dx%dx%d", mn, mn, k), filter)) continue;
-      cuda::GemmProblem p{mn, mn, k, DType::kBF16};
-      const size_t mat_bytes = size_t(mn) * k * 2;
-      const int layers = LayersFor(2 * mat_bytes, l2, 4, 256);
-      auto a = Must(DeviceBuffer::Allocate(mat_bytes * layers));
-      auto b = Must(DeviceBuffer::Allocate(mat_bytes * layers));
-      FillRandom(a.get(), size_t(mn) * k * layers, DType::kBF16, 1.0f, 1);
-      FillRandom(b.get(), size_t(mn) * k * layers, DType::kBF16, 1.0f, 2);
-      auto c = Must(DeviceBuffer::Allocate(4 * size_t(mn) * mn));
-      auto cfg = cuda::ChooseGemmConfig(p, info.sm_count);
-      if (gemm_cp_async) cfg.gemm_tma = false;
-      if (gemm_tile != 0) {  // a fresh config: a 16-row row's is the router kernels'
-        cfg = cuda::DecomposeKConfig{};
-        cfg.gemm_tile = gemm_tile;
-        cfg.gemm_tile_m = gemm_tile_m;
-        cfg.gemm_tma = cuda::TileGemmTmaSupported() && !gemm_cp_async;
-        cfg.k_splits = cuda::TileGemmSplits(mn, mn, k, gemm_tile, info.sm_count, gemm_tile_m);
-      }
-      if (gemm_splits != 0 && cfg.gemm_tile != 0)
-        cfg.k_splits = ForcedTileGemmSplits(mn, k, cfg, gemm_splits, info.sm_count);
-      auto ws = Must(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)));
-      CHECK_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
-      RouteProblem rp;  // the cuBLAS call shape: "experts" = n, "tokens" = m
-      rp.spec.experts = mn;
-      rp.spec.hidden = k;
-      rp.tokens = mn;
-      Row row;
-      row.shape = absl::StrFormat("gemm %dx%dx%d", mn, mn, k);
-      row.layers = layers;
-      row.bytes = 2.0 * mat_bytes + 4.0 * mn * mn;
-      auto gemm = [&](bool pdl) {
-        return TimePerCall(
-            layers,
-            [&](int l, cudaStream_t s) {
-              CHECK_CUDA(cuda::LaunchDecomposeKGemm(p, a.as<char>() + mat_bytes * l,
-                                                    b.as<char>() + mat_bytes * l, nullptr,
-                                                    c.as<float>(), cfg, ws.get(), s, pdl));
-            },
-            stream.get());
-      };
-      // Under PDL as the routing rows (B, the weights' role, rotates with A: every
-      // launch streams both from HBM), then plain stream order as cuBLAS runs.
-      row.fused_us = gemm(true);
-      row.fused_nopdl_us = gemm(false);
-      row.cublas_gemm_us = TimePerCall(
+  if (gemm_shapes.empty())
+    for (int mn : {16, 32, 64, 128})
+      for (int k : {8192, 32768, 65536, 131072})
+        if (!quick || k == 131072) gemm_shapes.push_back({mn, mn, k, DType::kBF16});
+  for (const cuda::GemmProblem& p : gemm_shapes) {
+    const int m = p.m, n = p.n, k = p.k;
+    const std::string name = absl::StrFormat("gemm %dx%dx%d", m, n, k);
+    if (!Selected(name, filter)) continue;
+    const size_t a_bytes = size_t(m) * k * 2, b_bytes = size_t(n) * k * 2;
+    const int layers = LayersFor(a_bytes + b_bytes, l2, 4, 256);
+    auto a = Must(DeviceBuffer::Allocate(a_bytes * layers));
+    auto b = Must(DeviceBuffer::Allocate(b_bytes * layers));
+    FillRandom(a.get(), size_t(m) * k * layers, DType::kBF16, 1.0f, 1);
+    FillRandom(b.get(), size_t(n) * k * layers, DType::kBF16, 1.0f, 2);
+    auto c = Must(DeviceBuffer::Allocate(4 * size_t(m) * n));
+    auto cfg = cuda::ChooseGemmConfig(p, info.sm_count);
+    if (gemm_cp_async) cfg.gemm_tma = false;
+    if (gemm_tile != 0) {  // a fresh config: a 16-row row's is the router kernels'
+      cfg = cuda::DecomposeKConfig{};
+      cfg.gemm_tile = gemm_tile;
+      cfg.gemm_tile_m = gemm_tile_m;
+      cfg.gemm_tma = cuda::TileGemmTmaSupported() && !gemm_cp_async;
+      cfg.k_splits = cuda::TileGemmSplits(m, n, k, gemm_tile, info.sm_count, gemm_tile_m);
+    }
+    if (gemm_splits != 0 && cfg.gemm_tile != 0)
+      cfg.k_splits = ForcedTileGemmSplits(p, cfg, gemm_splits, info.sm_count);
+    auto ws = Must(DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)));
+    CHECK_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
+    RouteProblem rp;  // the cuBLAS call shape: "experts" = n, "tokens" = m
+    rp.spec.experts = n;
+    rp.spec.hidden = k;
+    rp.tokens = m;
+    Row row;
+    row.shape = name;
+    row.layers = layers;
+    row.bytes = double(a_bytes + b_bytes) + 4.0 * m * n;
+    auto gemm = [&](bool pdl) {
+      return TimePerCall(
           layers,
           [&](int l, cudaStream_t s) {
-            CHECK_CUDA(cublas->Gemm(rp, a.as<char>() + mat_bytes * l, b.as<char>() + mat_bytes * l,
-                                    c.as<float>(), s));
+            CHECK_CUDA(cuda::LaunchDecomposeKGemm(p, a.as<char>() + a_bytes * l,
+                                                  b.as<char>() + b_bytes * l, nullptr,
+                                                  c.as<float>(), cfg, ws.get(), s, pdl));
           },
           stream.get());
-      row.cublas_route_us = 0;
-      row.empty_us = empty_us;
-      row.config =
-          cfg.gemm_tile != 0
-              ? absl::StrFormat("tile=%s S=%d%s", GemmTileLabel(cfg.gemm_tile, cfg.gemm_tile_m),
-                                cfg.k_splits, cfg.gemm_tma ? " tma" : "")
-              : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
-      rows.push_back(row);
-    }
+    };
+    // Under PDL as the routing rows (B, the weights' role, rotates with A: every
+    // launch streams both from HBM), then plain stream order as cuBLAS runs.
+    row.fused_us = gemm(true);
+    row.fused_nopdl_us = gemm(false);
+    row.cublas_gemm_us = TimePerCall(
+        layers,
+        [&](int l, cudaStream_t s) {
+          CHECK_CUDA(cublas->Gemm(rp, a.as<char>() + a_bytes * l, b.as<char>() + b_bytes * l,
+                                  c.as<float>(), s));
+        },
+        stream.get());
+    row.cublas_route_us = 0;
+    row.empty_us = empty_us;
+    row.config = cfg.gemm_tile != 0 ? absl::StrFormat("tile=%s S=%d%s",
+                                                      GemmTileLabel(cfg.gemm_tile, cfg.gemm_tile_m),
+                                                      cfg.k_splits, cfg.gemm_tma ? " tma" : "")
+                                    : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
+    rows.push_back(row);
   }
 
   // fused: launched with PDL (the next launch streams its weights while this one reduces

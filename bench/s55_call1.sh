@@ -5,8 +5,10 @@
 # 32 x 32 x 8192 on the tile kernel (4.07 us on the H100 for twice the bytes of 16 x 16's
 # 5.80): the GEMM GPU tests with the tiles forced on 16-, 3- and 1-row shapes, then the
 # 16- and 32-row rows with the heuristic's config, the 64-tile at its splits, and the
-# 64-tile at 16, 32 and 64 splits, two rounds; (b) on whatever GPU comes, session 54's
-# call 4 (the 128 x 128 tiles forced, and the timeline). Bundle: .gpu with router_bench,
+# 64-tile at 16, 32 and 64 splits, two rounds, and other shapes of at most 16 rows, the
+# heuristic's config against the 64-tile; (b) the shapes past 128 x 128 that the heuristic
+# gave the 64 x 128 tile unmeasured (session 54), each tile forced; (c) on whatever GPU
+# comes, session 54's call 4 (the 128 x 128 tiles forced, and the timeline). Bundle: .gpu with router_bench,
 # gpu_router_test and this script; carry [".gpu"].
 set -u
 cd "$(dirname "$0")" || exit 1
@@ -27,6 +29,22 @@ for round in 1 2; do
     timeout 60 ./router_bench --filter "gemm 16x16,gemm 32x32" $args 2>&1 | grep -E "^gemm|rror"
     echo "rc=${PIPESTATUS[0]} took $((SECONDS - s)) s"
   done
+done
+small="1x16x131072,4x256x16384,16x128x65536,1x4096x8192,16x1024x32768,8x8x65536"
+for v in "heuristic" "--gemm_tile 64"; do
+  s=$SECONDS
+  args=${v#heuristic}
+  echo "== other shapes: ${v}"
+  # shellcheck disable=SC2086
+  timeout 90 ./router_bench --filter gemm --gemm_shapes "$small" $args 2>&1 | grep -E "^gemm|rror"
+  echo "rc=${PIPESTATUS[0]} took $((SECONDS - s)) s"
+done
+large="256x256x65536,256x512x131072,1024x1024x32768,192x4096x65536"
+for tile in 128 64x128 64; do
+  s=$SECONDS
+  echo "== larger shapes, tile $tile"
+  timeout 90 ./router_bench --filter gemm --gemm_shapes "$large" --gemm_tile $tile 2>&1 | grep -E "^gemm|rror"
+  echo "rc=${PIPESTATUS[0]} took $((SECONDS - s)) s"
 done
 for tile in 128 64x128 64; do
   s=$SECONDS
