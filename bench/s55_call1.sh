@@ -8,7 +8,9 @@
 # 64-tile at 16, 32 and 64 splits, two rounds, and other shapes of at most 16 rows, the
 # heuristic's config against the 64-tile; (b) the shapes past 128 x 128 that the heuristic
 # gave the 64 x 128 tile unmeasured (session 54), each tile forced; (c) on whatever GPU
-# comes, session 54's call 4 (the 128 x 128 tiles forced, and the timeline). Bundle: .gpu with router_bench,
+# comes, session 54's call 4 (the 128 x 128 tiles forced, and the timeline). The larger
+# shapes include DeepSeek-V3 and Kimi K2 at 128 tokens as plain GEMMs (what the fused
+# router pays for its GEMM part there). Bundle: .gpu with router_bench,
 # gpu_router_test and this script; carry [".gpu"].
 set -u
 cd "$(dirname "$0")" || exit 1
@@ -39,7 +41,7 @@ for v in "heuristic" "--gemm_tile 64"; do
   timeout 90 ./router_bench --filter gemm --gemm_shapes "$small" $args 2>&1 | grep -E "^gemm|rror"
   echo "rc=${PIPESTATUS[0]} took $((SECONDS - s)) s"
 done
-large="256x256x65536,256x512x131072,1024x1024x32768,192x4096x65536"
+large="256x256x65536,256x512x131072,1024x1024x32768,192x4096x65536,128x256x7168,128x384x7168"
 for tile in 128 64x128 64; do
   s=$SECONDS
   echo "== larger shapes, tile $tile"
