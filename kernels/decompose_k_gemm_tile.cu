@@ -179,6 +179,17 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int wn = warp % kWarpsN, wm = warp / kWarpsN;
+  // Fragments wholly past the tile's real rows of A or of B (a GEMM of fewer rows than
+  // the tile, or a ragged edge) hold nothing that reaches C: the partials skip storing and
+  // summing them (at 16 x 16, 15 of a 64-tile partial's 16 float4s). Their MMAs still run
+  // (on zeros): skipping them made the 64 x 128 PDL instance spill, for a mainloop bound
+  // by its loads anyway.
+  const auto fragment_in = [&p](int w, int mt, int nt) {
+    // In 8-row groups of A (an n8 MMA tile) and 16-row groups of B (an m16 tile).
+    const int groups_a = (p.m - int(blockIdx.z) * kTileM + 7) / 8;
+    const int groups_b = (p.n - int(blockIdx.y) * kTile + 15) / 16;
+    return (w / kWarpsN) * kNT + nt < groups_a && (w % kWarpsN) * 2 + mt < groups_b;
+  };
   // Which K stages this split owns. 128-tiles: every S-th from `split`, so the tile's S
   // CTAs read neighbouring 128-byte pieces of each row at the same time (H200, 128 x 128 x
   // 131072: 28.6 -> 27.3 us against contiguous ranges). 64-tiles: a contiguous range each
@@ -348,8 +359,9 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
-        mine[((warp * 2 + mt) * kNT + nt) * 32 + lane] =
-            make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]);
+        if (fragment_in(warp, mt, nt))
+          mine[((warp * 2 + mt) * kNT + nt) * 32 + lane] =
+              make_float4(acc[mt][nt][0], acc[mt][nt][1], acc[mt][nt][2], acc[mt][nt][3]);
 
   GemmStamp<kStamps>(p, kGemmStampPartial);
   TileBarrier(TileCounters(p, tile), generation, unsigned(p.k_splits));
@@ -362,7 +374,8 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
   const size_t split_stride = tiles * kTileVec;
   for (int fb = f_begin; fb < f_end; fb += 32) {
     const int f = fb + lane;
-    const bool valid = f < f_end;
+    const int fv = f / 32;  // the fragment (warp, mt, nt) this float4 came from
+    const bool valid = f < f_end && fragment_in(fv / kNT / 2, fv / kNT % 2, fv % kNT);
     float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     // The producer warp (TMA) sums nothing but meets the CTA barriers.
     for (int s0 = warp; !producer && s0 < p.k_splits; s0 += kWarps * kReduceSplitsInFlight) {
