@@ -504,11 +504,28 @@ absl::Status CanGemmDecomposeK(const GemmProblem& p) {
   return absl::OkStatus();
 }
 
-// The staged-tile kernel past 16 rows of A (bf16/fp16): there the router kernels' 32 x 32
-// CTA tile reads an operand several times or sums hundreds of partials. H100, 32 x 32 x K:
-// 5.5 / 7.0 / 9.0 / 13.0 us against 8.3 / 10.0 / 12.4 / 15.6 at K = 8k / 32k / 64k / 128k.
+namespace {
+
+// Whether a bf16/fp16 GEMM takes the staged-tile kernel rather than the router kernels.
+// Past 16 rows of A: there the router kernels' 32 x 32 CTA tile reads an operand several
+// times or sums hundreds of partials. H100, 32 x 32 x K: 5.5 / 7.0 / 9.0 / 13.0 us against
+// 8.3 / 10.0 / 12.4 / 15.6 at K = 8k / 32k / 64k / 128k. At 9-16 rows up to K = 65536
+// (the router kernels' two-token-tile path; H100, per call under PDL, two rounds,
+// bench/RESULTS.md session 55): 16 x 16 x 8192 / 32768 / 65536 3.78-3.81 / 4.82-4.85 /
+// 6.48-6.56 us against 5.65-5.71 / 6.74-6.81 / 7.25-7.27, 16 x 128 x 65536 11.61 against
+// 12.47, 16 x 1024 x 32768 34.38 against 37.35. Not past that (16 x 16 x 131072 9.28-9.31
+// against 8.75-8.84: the tiles' at most one CTA an SM against the router kernels' 264
+// splits), nor at 8 rows or fewer (8 x 8 x 65536 6.27 against 5.40, 1 x 16 x 131072 8.98
+// against 6.33, 1 x 4096 x 8192 37.90 against 31.86; 4 x 256 x 16384 a tie).
+bool GemmTakesStagedTiles(const GemmProblem& p) {
+  if (p.dtype == DType::kFP32) return false;  // tensor cores only
+  return p.m > 16 || (p.m > 8 && p.k <= 65536);
+}
+
+}  // namespace
+
 DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
-  if (problem.dtype != DType::kFP32 && problem.m > 16) {
+  if (GemmTakesStagedTiles(problem)) {
     DecomposeKConfig c;
     c.gemm_tile = ChooseGemmTile(problem.m, problem.n, problem.k);
     c.gemm_tile_m = ChooseGemmTileM(problem.m, problem.n, problem.k);

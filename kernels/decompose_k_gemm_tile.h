@@ -1,5 +1,6 @@
 // Internal: the staged-tile Decompose-K GEMM (decompose_k_gemm_tile.cu), which
-// LaunchDecomposeKGemm runs for bf16/fp16 past 16 rows of A. The router kernels' CTA tile
+// LaunchDecomposeKGemm runs for bf16/fp16 past 16 rows of A, and at 9-16 up to K = 65536
+// (ChooseGemmConfig says why). The router kernels' CTA tile
 // (32 rows of B x up to 32 of A, operands straight from global memory into registers) reads
 // A once per 32 rows of B and B once per 32 rows of A: 4x the bytes at 128 x 128. Here a
 // CTA stages a 64- or 128-square tile of both operands through shared memory: an operand

@@ -250,6 +250,28 @@ TEST(DecomposeKConfig, GemmHeuristicTakesTheTallTileForLargeKPastSixtyFourRows) 
   }
 }
 
+// Which GEMMs of at most 16 rows of A take the staged tiles, as the H100 runs measured
+// them (bench/RESULTS.md session 55): 9-16 rows up to K = 65536; the router kernels past
+// that K, at 8 rows or fewer, and for fp32 (no tensor-core tile kernel).
+TEST(DecomposeKConfig, GemmHeuristicTakesTheTilesAtNineToSixteenRowsUpToSixtyFourKOfK) {
+  for (const cuda::GemmProblem& p : {cuda::GemmProblem{16, 16, 8192, DType::kBF16},
+                                     cuda::GemmProblem{16, 16, 65536, DType::kBF16},
+                                     cuda::GemmProblem{9, 128, 65536, DType::kFP16},
+                                     cuda::GemmProblem{16, 1024, 32768, DType::kBF16},
+                                     cuda::GemmProblem{17, 16, 131072, DType::kBF16}}) {
+    const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig(p, 132);
+    EXPECT_EQ(c.gemm_tile, 64) << p.m << "x" << p.n << "x" << p.k;
+  }
+  for (const cuda::GemmProblem& p : {cuda::GemmProblem{16, 16, 131072, DType::kBF16},
+                                     cuda::GemmProblem{16, 16, 65544, DType::kBF16},
+                                     cuda::GemmProblem{8, 8, 65536, DType::kBF16},
+                                     cuda::GemmProblem{1, 4096, 8192, DType::kFP16},
+                                     cuda::GemmProblem{16, 16, 8192, DType::kFP32}}) {
+    const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig(p, 132);
+    EXPECT_EQ(c.gemm_tile, 0) << p.m << "x" << p.n << "x" << p.k;
+  }
+}
+
 // Clusters only where the described device runs them (sm_90+), with the reason named; and
 // with no device at all (zero SMs) no polled grid fits.
 TEST(DecomposeKConfig, RulesRefuseClustersAndPolledGridsTheDescribedDeviceCannotRun) {
