@@ -16,7 +16,7 @@
 //                gives the router kernels), its splits chosen for it as the heuristic would: an
 //                A/B of tile choices)
 //                [--gemm_splits N]   (the staged-tile GEMM rows take about N splits: as many
-//                as leave no split empty, at most one CTA an SM)
+//                as leave no split empty, at most two CTAs an SM)
 //                [--gemm_shapes MxNxK,...]   (these bf16 GEMMs instead of the M = N table)
 //                [--host_launch_cost]   (the host time of one eager launch call, TMA and
 //                cp.async stages: host_launch_cost.h)
@@ -120,16 +120,17 @@ absl::StatusOr<cuda::GemmProblem> ParseGemmShape(absl::string_view text) {
   return p;
 }
 
-// --gemm_splits: about `wanted` splits of a GEMM's staged tiles, at most one CTA
-// an SM over its output tiles (they meet at a barrier, so all must be resident), adjusted
-// as TileGemmSplits does so that every split owns at least one 64-wide K stage.
+// --gemm_splits: about `wanted` splits of a GEMM's staged tiles, at most two CTAs an SM
+// over its output tiles (a 64-tile CTA fits twice; they meet at a barrier, so all must be
+// resident: a grid that cannot be fails its cooperative launch, and router_bench with it),
+// adjusted as TileGemmSplits does so that every split owns at least one 64-wide K stage.
 int ForcedTileGemmSplits(const cuda::GemmProblem& p, const cuda::DecomposeKConfig& cfg, int wanted,
                          int sm_count) {
   const auto tiles_of = [](int rows, int edge) { return (rows + edge - 1) / edge; };
   const int tiles = tiles_of(p.m, cuda::TileRowsOfA(cfg.gemm_tile, cfg.gemm_tile_m)) *
                     tiles_of(p.n, cfg.gemm_tile);
   const int total = (p.k + 63) / 64;
-  const int splits = std::min({wanted, std::max(1, sm_count / tiles), total});
+  const int splits = std::min({wanted, std::max(1, 2 * sm_count / tiles), total});
   const int per = (total + splits - 1) / splits;
   return (total + per - 1) / per;
 }
