@@ -254,21 +254,18 @@ TEST(DecomposeKConfig, GemmHeuristicTakesTheTallTileForLargeKPastSixtyFourRows) 
 // them (bench/RESULTS.md session 55): 9-16 rows up to K = 65536; the router kernels past
 // that K, at 8 rows or fewer, and for fp32 (no tensor-core tile kernel).
 TEST(DecomposeKConfig, GemmHeuristicTakesTheTilesAtNineToSixteenRowsUpToSixtyFourKOfK) {
-  for (const cuda::GemmProblem& p : {cuda::GemmProblem{16, 16, 8192, DType::kBF16},
-                                     cuda::GemmProblem{16, 16, 65536, DType::kBF16},
-                                     cuda::GemmProblem{9, 128, 65536, DType::kFP16},
-                                     cuda::GemmProblem{16, 1024, 32768, DType::kBF16},
-                                     cuda::GemmProblem{17, 16, 131072, DType::kBF16}}) {
-    const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig(p, 132);
-    EXPECT_EQ(c.gemm_tile, 64) << p.m << "x" << p.n << "x" << p.k;
-  }
-  for (const cuda::GemmProblem& p : {cuda::GemmProblem{16, 16, 131072, DType::kBF16},
-                                     cuda::GemmProblem{16, 16, 65544, DType::kBF16},
-                                     cuda::GemmProblem{8, 8, 65536, DType::kBF16},
-                                     cuda::GemmProblem{1, 4096, 8192, DType::kFP16},
-                                     cuda::GemmProblem{16, 16, 8192, DType::kFP32}}) {
-    const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig(p, 132);
-    EXPECT_EQ(c.gemm_tile, 0) << p.m << "x" << p.n << "x" << p.k;
+  struct Case {
+    cuda::GemmProblem p;
+    int tile;  // 64: the staged 64-tiles; 0: the router kernels
+  };
+  for (const Case& c :
+       {Case{{16, 16, 8192, DType::kBF16}, 64}, Case{{16, 16, 65536, DType::kBF16}, 64},
+        Case{{9, 128, 65536, DType::kFP16}, 64}, Case{{16, 1024, 32768, DType::kBF16}, 64},
+        Case{{17, 16, 131072, DType::kBF16}, 64}, Case{{16, 16, 131072, DType::kBF16}, 0},
+        Case{{16, 16, 65544, DType::kBF16}, 0}, Case{{8, 8, 65536, DType::kBF16}, 0},
+        Case{{1, 4096, 8192, DType::kFP16}, 0}, Case{{16, 16, 8192, DType::kFP32}, 0}}) {
+    EXPECT_EQ(cuda::ChooseGemmConfig(c.p, 132).gemm_tile, c.tile)
+        << c.p.m << "x" << c.p.n << "x" << c.p.k << " dtype=" << int(c.p.dtype);
   }
 }
 
