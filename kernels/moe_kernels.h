@@ -65,7 +65,10 @@ int moe_route_ex(const moe_router_spec* spec, int tokens, int hidden_dtype, int 
 
 size_t moe_gemm_workspace_bytes(int m, int n, int k, int dtype);
 
-/* C[m, n] = A[m, k] · B[n, k]^T (+ bias[n]), C float32 row-major; bias may be NULL. */
+/* C[m, n] = A[m, k] · B[n, k]^T (+ bias[n]), C float32 row-major; bias may be NULL.
+ * m in [1, 1024], n in [1, 4096], k a multiple of 8 in [8, 131072]. Built for skinny
+ * shapes (m or n up to ~128, long k); past ~128 rows of both it is 1.4-2.8x slower than
+ * cuBLAS (README, bench/RESULTS.md session 55). */
 int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
              float* c, void* workspace, size_t workspace_bytes, void* stream);
 
