@@ -126,10 +126,10 @@ absl::StatusOr<cuda::GemmProblem> ParseGemmShape(absl::string_view text) {
 // adjusted as TileGemmSplits does so that every split owns at least one 64-wide K stage.
 int ForcedTileGemmSplits(const cuda::GemmProblem& p, const cuda::DecomposeKConfig& cfg, int wanted,
                          int sm_count) {
-  const auto tiles_of = [](int rows, int edge) { return (rows + edge - 1) / edge; };
-  const int tiles = tiles_of(p.m, cuda::TileRowsOfA(cfg.gemm_tile, cfg.gemm_tile_m)) *
-                    tiles_of(p.n, cfg.gemm_tile);
-  const int total = (p.k + 63) / 64;
+  cuda::TileGemmShape one_split{p.m, p.n, p.k, cfg.gemm_tile, /*k_splits=*/1};
+  one_split.tile_m = cfg.gemm_tile_m;
+  const int tiles = cuda::TileGemmCtas(one_split);  // output tiles
+  const int total = (p.k + 63) / 64;                // 64-wide K stages
   const int splits = std::min({wanted, std::max(1, 2 * sm_count / tiles), total});
   const int per = (total + splits - 1) / splits;
   return (total + per - 1) / per;
