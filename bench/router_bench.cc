@@ -18,6 +18,8 @@
 //                [--gemm_splits N]   (the staged-tile GEMM rows take about N splits: as many
 //                as leave no split empty, at most two CTAs an SM)
 //                [--gemm_shapes MxNxK,...]   (these bf16 GEMMs instead of the M = N table)
+//                [--gemm_decompose_k]   (the GEMM rows the heuristic hands to cuBLASLt take
+//                the best Decompose-K config instead: the A/B behind GemmTakesCublas)
 //                [--host_launch_cost]   (the host time of one eager launch call, TMA and
 //                cp.async stages: host_launch_cost.h)
 #include <cuda_runtime_api.h>
@@ -46,6 +48,7 @@
 #include "kernels/cuda_raii.h"
 #include "kernels/cuda_router.h"
 #include "kernels/decompose_k_gemm_tile.h"
+#include "kernels/gemm_launch.h"
 
 namespace moe::bench {
 namespace {
@@ -167,7 +170,7 @@ int BenchMain(int argc, char** argv) {
   bool quick = false;
   std::string filter;  // comma-separated substrings of the row names; empty: every row
   bool timeline = false, pdl_timeline = false, gemm_timeline = false, candidates = false;
-  bool gemm_cp_async = false, host_launch_cost = false;
+  bool gemm_cp_async = false, host_launch_cost = false, gemm_decompose_k = false;
   int gemm_tile = 0;    // --gemm_tile: force the staged tiles' edge; 0 the heuristic's
   int gemm_tile_m = 0;  // --gemm_tile 64x128: rows of A (64) against 128 of B
   int gemm_splits = 0;  // --gemm_splits: force the staged-tile GEMMs' S; 0 the heuristic's
@@ -192,6 +195,8 @@ int BenchMain(int argc, char** argv) {
       candidates = true;
     else if (!std::strcmp(argv[i], "--gemm_cp_async"))
       gemm_cp_async = true;
+    else if (!std::strcmp(argv[i], "--gemm_decompose_k"))
+      gemm_decompose_k = true;
     else if (!std::strcmp(argv[i], "--host_launch_cost"))
       host_launch_cost = true;
     else if (!std::strcmp(argv[i], "--gemm_tile") && i + 1 < argc &&
@@ -232,7 +237,7 @@ int BenchMain(int argc, char** argv) {
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
           "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128|64x128] [--gemm_splits N] "
-          "[--gemm_shapes MxNxK[,MxNxK...]] "
+          "[--gemm_shapes MxNxK[,MxNxK...]] [--gemm_decompose_k] "
           "[--host_launch_cost]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;
     }
@@ -390,7 +395,7 @@ int BenchMain(int argc, char** argv) {
     FillRandom(a.get(), size_t(m) * k * layers, DType::kBF16, 1.0f, 1);
     FillRandom(b.get(), size_t(n) * k * layers, DType::kBF16, 1.0f, 2);
     auto c = Must(DeviceBuffer::Allocate(4 * size_t(m) * n));
-    auto cfg = cuda::ChooseGemmConfig(p, info.sm_count);
+    auto cfg = cuda::ChooseGemmConfig(p, info.sm_count, /*allow_cublas=*/!gemm_decompose_k);
     if (gemm_cp_async) cfg.gemm_tma = false;
     if (gemm_tile != 0) {  // a fresh config: a 16-row row's is the router kernels'
       cfg = cuda::DecomposeKConfig{};
@@ -415,9 +420,8 @@ int BenchMain(int argc, char** argv) {
       return TimePerCall(
           layers,
           [&](int l, cudaStream_t s) {
-            CHECK_CUDA(cuda::LaunchDecomposeKGemm(p, a.as<char>() + a_bytes * l,
-                                                  b.as<char>() + b_bytes * l, nullptr,
-                                                  c.as<float>(), cfg, ws.get(), s, pdl));
+            CHECK_CUDA(cuda::LaunchGemm(p, a.as<char>() + a_bytes * l, b.as<char>() + b_bytes * l,
+                                        nullptr, c.as<float>(), cfg, ws.get(), s, pdl));
           },
           stream.get());
     };
@@ -434,10 +438,12 @@ int BenchMain(int argc, char** argv) {
         stream.get());
     row.cublas_route_us = 0;
     row.empty_us = empty_us;
-    row.config = cfg.gemm_tile != 0 ? absl::StrFormat("tile=%s S=%d%s",
-                                                      GemmTileLabel(cfg.gemm_tile, cfg.gemm_tile_m),
-                                                      cfg.k_splits, cfg.gemm_tma ? " tma" : "")
-                                    : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
+    row.config =
+        cfg.gemm_cublas ? std::string("cublasLt")
+        : cfg.gemm_tile != 0
+            ? absl::StrFormat("tile=%s S=%d%s", GemmTileLabel(cfg.gemm_tile, cfg.gemm_tile_m),
+                              cfg.k_splits, cfg.gemm_tma ? " tma" : "")
+            : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
     rows.push_back(row);
   }
 

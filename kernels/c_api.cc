@@ -4,6 +4,7 @@
 
 #include "kernels/cuda_device.h"
 #include "kernels/decompose_k_router.h"
+#include "kernels/gemm_launch.h"
 #include "kernels/moe_kernels.h"
 
 namespace {
@@ -157,9 +158,9 @@ int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, co
   const auto config = moe::cuda::ChooseGemmConfig(p, SmCount());
   if (workspace == nullptr || workspace_bytes < moe::cuda::GemmWorkspaceBytes(p, config))
     return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_gemm_workspace_bytes()");
-  const cudaError_t err = moe::cuda::LaunchDecomposeKGemm(p, a, b, bias, c, config, workspace,
-                                                          static_cast<cudaStream_t>(stream),
-                                                          (flags & MOE_GEMM_PDL) != 0);
+  const cudaError_t err =
+      moe::cuda::LaunchGemm(p, a, b, bias, c, config, workspace, static_cast<cudaStream_t>(stream),
+                            (flags & MOE_GEMM_PDL) != 0);
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
 }

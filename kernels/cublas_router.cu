@@ -3,22 +3,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cublas_router.h"
+#include "kernels/cuda_data_type.h"
 #include "kernels/router_epilogue.cuh"
 
 namespace moe::cuda {
 namespace {
-
-cudaDataType_t ToCuda(DType t) {
-  switch (t) {
-    case DType::kBF16:
-      return CUDA_R_16BF;
-    case DType::kFP16:
-      return CUDA_R_16F;
-    case DType::kFP32:
-      return CUDA_R_32F;
-  }
-  return CUDA_R_32F;
-}
 
 constexpr int kEpilogueWarps = 4;
 
@@ -123,9 +112,9 @@ cudaError_t CublasRouter::Gemm(const RouteProblem& p, const void* hidden, const 
   const int E = p.spec.experts, T = p.tokens, K = p.spec.hidden;
   // Column-major view: C[E x T] = W^T(E x K, stored K x E) * X(K x T, stored [T, K]).
   const cublasStatus_t st =
-      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, E, T, K, &alpha, weight, ToCuda(p.weight_dtype), K,
-                   hidden, ToCuda(p.hidden_dtype), K, &beta, logits, CUDA_R_32F, E,
-                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, E, T, K, &alpha, weight,
+                   ToCudaDataType(p.weight_dtype), K, hidden, ToCudaDataType(p.hidden_dtype), K,
+                   &beta, logits, CUDA_R_32F, E, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   return st == CUBLAS_STATUS_SUCCESS ? cudaSuccess : cudaErrorUnknown;
 }
 

@@ -524,7 +524,25 @@ bool GemmTakesStagedTiles(const GemmProblem& p) {
 
 }  // namespace
 
-DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count) {
+// Where cuBLAS's own tiling wins. Both operands past 128 rows: there the staged tiles'
+// split-K pays a partial per tile and reads each operand once per tile of the other, where
+// cuBLAS's wgmma tiles reuse them (H100, bench/RESULTS.md session 55, ours under PDL against
+// cublasGemmEx: 128 x 256 x 7168 7.72 against 7.47 us, 128 x 384 x 7168 9.79 / 8.55, 256 x
+// 256 x 65536 41.2 / 30.0, 1024 x 1024 x 32768 273.5 / 97, 192 x 4096 x 65536 484 / 213).
+// And a B of 1024 rows or more at 16 rows of A or fewer with 32 MiB or more of it: a
+// stream of B that cuBLAS's GEMV-like kernels pull faster (16 x 1024 x 32768 34.4 / 28.4,
+// 1 x 4096 x 8192 31.9 / 27.5).
+bool GemmTakesCublas(const GemmProblem& p) {
+  if (std::min(p.m, p.n) >= 128 && std::max(p.m, p.n) >= 256) return true;
+  return p.n >= 1024 && p.m <= 16 && size_t(p.n) * p.k * DTypeSize(p.dtype) >= (size_t(32) << 20);
+}
+
+DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count, bool allow_cublas) {
+  if (allow_cublas && GemmTakesCublas(problem)) {
+    DecomposeKConfig c;
+    c.gemm_cublas = true;
+    return c;
+  }
   if (GemmTakesStagedTiles(problem)) {
     DecomposeKConfig c;
     c.gemm_tile = ChooseGemmTile(problem.m, problem.n, problem.k);

@@ -2,6 +2,7 @@
 // public workspace and timeline sizes built on it.
 #include "kernels/decompose_k_layout.h"
 
+#include "kernels/cublaslt_gemm.h"
 #include "kernels/decompose_k_router.h"
 
 namespace moe::cuda {
@@ -68,6 +69,7 @@ size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& conf
 }
 
 size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& config) {
+  if (config.gemm_cublas) return CublasLtGemmWorkspaceBytes();
   if (config.gemm_tile != 0) return TileGemmWorkspaceBytes(TileShape(problem, config));
   return MakeLayout(GemmShape(problem), config).total;
 }

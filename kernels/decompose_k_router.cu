@@ -324,6 +324,7 @@ cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, cons
 
 cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
                                const DecomposeKConfig& config, cudaStream_t stream) {
+  if (config.gemm_cublas) return cudaSuccess;  // cuBLAS's workspace is scratch
   const size_t bytes = config.gemm_tile != 0
                            ? TileGemmZeroedBytes(TileShape(problem, config))
                            : MakeLayout(GemmShape(problem), config).counters_bytes;
@@ -333,6 +334,9 @@ cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
 cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,
                                  const float* bias, float* c, const DecomposeKConfig& config,
                                  void* workspace, cudaStream_t stream, bool pdl) {
+  // LaunchGemm's (gemm_launch.h): keeping cuBLASLt out of this file keeps it out of the
+  // server, which links the router launches only.
+  if (config.gemm_cublas) return cudaErrorInvalidValue;
   if (config.gemm_tile != 0) {
     if (problem.dtype == DType::kFP32) return cudaErrorInvalidValue;  // tensor cores only
     TileGemmShape shape = TileShape(problem, config);

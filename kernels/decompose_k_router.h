@@ -74,6 +74,9 @@ struct DecomposeKConfig {
   // With gemm_tile: stages loaded by the TMA (TileGemmShape::tma); ChooseGemmConfig sets it
   // on sm_90+. H200: 0.6-1.6 us faster on the large-K rows (bench/NOTES.md session 38).
   bool gemm_tma = false;
+  // The general GEMM only: the whole GEMM is one cublasLtMatmul (cublaslt_gemm.h), for the
+  // shapes where cuBLAS's own tiling beats Decompose-K; the fields above are unused.
+  bool gemm_cublas = false;
 };
 
 // What the config rules and the heuristic need to know of a device: its multiprocessors
@@ -226,13 +229,20 @@ struct GemmProblem {
   DType dtype = DType::kBF16;  // of A and B
 };
 absl::Status CanGemmDecomposeK(const GemmProblem& problem);
-DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count);
+// The GEMM's config: cuBLASLt where GemmTakesCublas (unless allow_cublas is false: the
+// best Decompose-K config, for tests and benchmarks), else the staged tiles or the router
+// kernels.
+DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count,
+                                  bool allow_cublas = true);
+// Whether cuBLAS beats Decompose-K on the shape (decompose_k_config.cc has the measurements).
+bool GemmTakesCublas(const GemmProblem& problem);
 size_t GemmWorkspaceBytes(const GemmProblem& problem, const DecomposeKConfig& config);
 cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
                                const DecomposeKConfig& config, cudaStream_t stream);
 // With `pdl`: launched with Programmatic Dependent Launch. B (the weights' role) must not be
 // written by the kernel just before on the stream: it is read before griddepcontrol.wait;
-// A, the bias, the workspace and C only after it.
+// A, the bias, the workspace and C only after it. A gemm_cublas config is LaunchGemm's
+// (gemm_launch.h): here it gets cudaErrorInvalidValue.
 cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,
                                  const float* bias, float* c, const DecomposeKConfig& config,
                                  void* workspace, cudaStream_t stream, bool pdl = false);

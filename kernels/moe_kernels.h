@@ -67,8 +67,12 @@ size_t moe_gemm_workspace_bytes(int m, int n, int k, int dtype);
 
 /* C[m, n] = A[m, k] · B[n, k]^T (+ bias[n]), C float32 row-major; bias may be NULL.
  * m in [1, 1024], n in [1, 4096], k a multiple of 8 in [8, 131072]. Built for skinny
- * shapes (m or n up to ~128, long k); past ~128 rows of both it is 1.4-2.8x slower than
- * cuBLAS (README, bench/RESULTS.md session 55). */
+ * shapes (m or n up to ~128, long k), which run the Decompose-K kernels. The shapes where
+ * cuBLAS's own tiling is faster (both m and n at 128 or more with one at 256 or more; n
+ * of 1024 or more at m <= 16 with 32 MiB of b or more) are one cublasLtMatmul with the bias
+ * in its epilogue, on the same stream, graph-capturable, the same bits every call; their
+ * workspace is 32 MiB + 256 bytes (moe_gemm_workspace_bytes) and needs no zeroing. README,
+ * bench/RESULTS.md session 56. */
 int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
              float* c, void* workspace, size_t workspace_bytes, void* stream);
 
@@ -79,7 +83,7 @@ int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const
  * the workspace and `c` are touched only after the wait. Saves 0.3-1.3 us a call on the
  * H200 where the previous kernel allows its dependents to launch early, as back-to-back
  * PDL GEMMs do (bench/RESULTS.md session 39), ~1.1 us on the H100 at 128 x 128 x 65536
- * (session 54). */
+ * (session 54). The shapes moe_gemm hands to cuBLAS launch plainly with or without it. */
 enum { MOE_GEMM_PDL = 1u };
 
 /* moe_gemm with launch flags (0: exactly moe_gemm); unknown bits: MOE_INVALID_ARGUMENT. */

@@ -208,7 +208,13 @@ TEST(DecomposeKConfig, GemmConfigsFitEveryDevice) {
                 absl::StrCat(m, "x", n, "x", k, " dtype=", int(dtype), " sms=", sms);
             EXPECT_GT(cuda::GemmWorkspaceBytes(p, c), 0u) << where;
             EXPECT_TRUE(c.cluster == 0 && !c.polled) << where << ": " << Describe(c);
-            if (c.gemm_tile != 0) {
+            EXPECT_EQ(c.gemm_cublas, cuda::GemmTakesCublas(p)) << where;
+            if (c.gemm_cublas) {
+              EXPECT_EQ(c.gemm_tile, 0) << where;
+              // The Decompose-K config stays available to tests and benchmarks.
+              EXPECT_FALSE(cuda::ChooseGemmConfig(p, sms, /*allow_cublas=*/false).gemm_cublas)
+                  << where;
+            } else if (c.gemm_tile != 0) {
               ASSERT_NE(dtype, DType::kFP32) << where;
               cuda::TileGemmShape shape{m, n, k, c.gemm_tile, c.k_splits};
               shape.tile_m = c.gemm_tile_m;
@@ -264,8 +270,36 @@ TEST(DecomposeKConfig, GemmHeuristicTakesTheTilesAtNineToSixteenRowsUpToSixtyFou
         Case{{17, 16, 131072, DType::kBF16}, 64}, Case{{16, 16, 131072, DType::kBF16}, 0},
         Case{{16, 16, 65544, DType::kBF16}, 0}, Case{{8, 8, 65536, DType::kBF16}, 0},
         Case{{1, 4096, 8192, DType::kFP16}, 0}, Case{{16, 16, 8192, DType::kFP32}, 0}}) {
-    EXPECT_EQ(cuda::ChooseGemmConfig(c.p, 132).gemm_tile, c.tile)
+    EXPECT_EQ(cuda::ChooseGemmConfig(c.p, 132, /*allow_cublas=*/false).gemm_tile, c.tile)
         << c.p.m << "x" << c.p.n << "x" << c.p.k << " dtype=" << int(c.p.dtype);
+  }
+}
+
+// Which GEMMs go to cuBLASLt, as the H100 runs measured them (GemmTakesCublas): both
+// operands past 128 rows (one at 128, the other at 256 or more), and 1024 rows of B or more
+// at up to 16 rows of A with 32 MiB of B or more. The skinny shapes stay Decompose-K,
+// 128 x 128 at every K among them.
+TEST(DecomposeKConfig, GemmHeuristicHandsTheShapesPastTheSkinnyOnesToCublas) {
+  struct Case {
+    cuda::GemmProblem p;
+    bool cublas;
+  };
+  for (const Case& c :
+       {Case{{128, 256, 7168, DType::kBF16}, true}, Case{{256, 128, 8192, DType::kFP16}, true},
+        Case{{256, 256, 65536, DType::kBF16}, true}, Case{{1024, 4096, 8, DType::kFP32}, true},
+        Case{{16, 1024, 32768, DType::kBF16}, true}, Case{{1, 4096, 8192, DType::kFP16}, true},
+        Case{{1, 2048, 4096, DType::kFP32}, true}, Case{{128, 128, 131072, DType::kBF16}, false},
+        Case{{127, 4096, 8192, DType::kBF16}, false}, Case{{1024, 127, 8192, DType::kBF16}, false},
+        Case{{16, 1024, 8192, DType::kBF16}, false}, Case{{17, 4096, 8192, DType::kBF16}, false},
+        Case{{16, 512, 131072, DType::kBF16}, false}, Case{{1, 1, 8, DType::kBF16}, false}}) {
+    const std::string where =
+        absl::StrCat(c.p.m, "x", c.p.n, "x", c.p.k, " dtype=", int(c.p.dtype));
+    EXPECT_EQ(cuda::GemmTakesCublas(c.p), c.cublas) << where;
+    const cuda::DecomposeKConfig config = cuda::ChooseGemmConfig(c.p, 132);
+    EXPECT_EQ(config.gemm_cublas, c.cublas) << where;
+    if (c.cublas) {
+      EXPECT_GE(cuda::GemmWorkspaceBytes(c.p, config), size_t(32) << 20) << where;
+    }
   }
 }
 

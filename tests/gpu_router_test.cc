@@ -27,6 +27,7 @@
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/decompose_k_staged.h"
+#include "kernels/gemm_launch.h"
 #include "kernels/moe_kernels.h"
 #include "kernels/stage_in.h"
 #include "tests/slow_producer.h"
@@ -1334,6 +1335,9 @@ std::vector<double> DoubleReferenceGemm(const GemmCase& c, const std::vector<uin
   return ref;
 }
 
+// Every case both ways: the best Decompose-K config (the heuristic's, where it does not hand
+// the shape to cuBLAS) and cuBLASLt (GemmTakesCublas' hand-off, forced on every shape): C
+// within 1e-5 of a double reference, bit-identical across two launches.
 TEST(GpuGemm, MatchesDoubleReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(FreshSeed());
@@ -1348,7 +1352,9 @@ TEST(GpuGemm, MatchesDoubleReference) {
                             // Staged-tile kernel: ragged 64-tiles with many splits; one split
                             // (more tiles than SMs) with a part-filled last K stage.
                             {40, 200, 4096, DType::kFP16},
-                            {256, 4000, 72, DType::kBF16}};
+                            {256, 4000, 72, DType::kBF16},
+                            // fp32 operands past the skinny shapes (cuBLAS's SGEMM, no TF32).
+                            {200, 300, 1000, DType::kFP32}};
   for (const GemmCase& c : cases) {
     const std::vector<uint8_t> a = RandomOperand(size_t(c.m) * c.k, c.dt, rng),
                                b = RandomOperand(size_t(c.n) * c.k, c.dt, rng);
@@ -1356,50 +1362,59 @@ TEST(GpuGemm, MatchesDoubleReference) {
     for (float& v : bias) v = normal(rng);
     cuda::GemmProblem p{c.m, c.n, c.k, c.dt};
     ASSERT_TRUE(cuda::CanGemmDecomposeK(p).ok());
-    auto cfg = cuda::ChooseGemmConfig(p, SmCount());
-    auto ws = DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)).value();
-    ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, nullptr));
+    const cuda::DecomposeKConfig heuristic = cuda::ChooseGemmConfig(p, SmCount());
+    const cuda::DecomposeKConfig decompose_k =
+        cuda::ChooseGemmConfig(p, SmCount(), /*allow_cublas=*/false);
+    cuda::DecomposeKConfig cublas;
+    cublas.gemm_cublas = true;
+    EXPECT_EQ(heuristic.gemm_cublas, cuda::GemmTakesCublas(p));
+    EXPECT_FALSE(decompose_k.gemm_cublas);
+    const std::vector<double> reference = DoubleReferenceGemm(c, a, b, bias);
     auto da = Upload(a), db = Upload(b), dbias = Upload(bias);
     auto dc = DeviceBuffer::Allocate(size_t(c.m) * c.n * 4).value();
-    // Two launches, outputs poisoned before each: the second shows that the kernel left its
-    // arrival counters (both levels past 24 splits) reset.
-    std::vector<float> got(size_t(c.m) * c.n), first(got.size());
-    for (int launch = 0; launch < 2; ++launch) {
-      ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
-      ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(),
-                                             dc.as<float>(), cfg, ws.get(), nullptr));
-      std::swap(first, got);
-      ASSERT_CUDA(cudaMemcpy(got.data(), dc.get(), got.size() * 4, cudaMemcpyDeviceToHost));
-    }
-    // Deterministic: a fixed summation order, so bit-identical launches.
-    ASSERT_EQ(std::memcmp(first.data(), got.data(), got.size() * 4), 0)
-        << c.m << "x" << c.n << "x" << c.k << " S=" << cfg.k_splits;
-    // The staged tiles' two ways of loading a stage (TMA on sm_90+, cp.async) feed the
-    // same MMAs in the same order: the same bits.
-    if (cfg.gemm_tile != 0) {
-      EXPECT_EQ(cfg.gemm_tma, cuda::TileGemmTmaSupported());
-      auto other = cfg;
-      other.gemm_tma = !cfg.gemm_tma;
-      std::vector<float> again(got.size());
-      ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
-      ASSERT_CUDA(cuda::LaunchDecomposeKGemm(p, da.get(), db.get(), dbias.as<float>(),
-                                             dc.as<float>(), other, ws.get(), nullptr));
-      ASSERT_CUDA(cudaMemcpy(again.data(), dc.get(), again.size() * 4, cudaMemcpyDeviceToHost));
-      EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 4), 0)
-          << c.m << "x" << c.n << "x" << c.k << " tile=" << cfg.gemm_tile
-          << " tma=" << other.gemm_tma;
-    }
-    const std::vector<double> reference = DoubleReferenceGemm(c, a, b, bias);
-    double err2 = 0, ref2 = 0;
-    for (int i = 0; i < c.m; ++i)
-      for (int j = 0; j < c.n; ++j) {
-        const double ref = reference[size_t(i) * c.n + j];
-        const double g = got[size_t(i) * c.n + j];
-        ASSERT_TRUE(std::isfinite(g)) << i << "," << j;
-        err2 += (g - ref) * (g - ref);
-        ref2 += ref * ref;
+    for (const cuda::DecomposeKConfig& cfg : {decompose_k, cublas}) {
+      const std::string what = absl::StrCat(c.m, "x", c.n, "x", c.k, " S=", cfg.k_splits,
+                                            " tile=", cfg.gemm_tile, " cublas=", cfg.gemm_cublas);
+      auto ws = DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)).value();
+      ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, nullptr));
+      // Two launches, outputs poisoned before each: the second shows that the kernel left its
+      // arrival counters (both levels past 24 splits) reset.
+      std::vector<float> got(size_t(c.m) * c.n), first(got.size());
+      for (int launch = 0; launch < 2; ++launch) {
+        ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
+        ASSERT_CUDA(cuda::LaunchGemm(p, da.get(), db.get(), dbias.as<float>(), dc.as<float>(), cfg,
+                                     ws.get(), nullptr));
+        std::swap(first, got);
+        ASSERT_CUDA(cudaMemcpy(got.data(), dc.get(), got.size() * 4, cudaMemcpyDeviceToHost));
       }
-    EXPECT_LT(std::sqrt(err2 / ref2), 1e-5) << c.m << "x" << c.n << "x" << c.k;
+      // Deterministic: a fixed summation order (cuBLAS: one cached algorithm), so
+      // bit-identical launches.
+      ASSERT_EQ(std::memcmp(first.data(), got.data(), got.size() * 4), 0) << what;
+      // The staged tiles' two ways of loading a stage (TMA on sm_90+, cp.async) feed the
+      // same MMAs in the same order: the same bits.
+      if (cfg.gemm_tile != 0) {
+        EXPECT_EQ(cfg.gemm_tma, cuda::TileGemmTmaSupported());
+        auto other = cfg;
+        other.gemm_tma = !cfg.gemm_tma;
+        std::vector<float> again(got.size());
+        ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
+        ASSERT_CUDA(cuda::LaunchGemm(p, da.get(), db.get(), dbias.as<float>(), dc.as<float>(),
+                                     other, ws.get(), nullptr));
+        ASSERT_CUDA(cudaMemcpy(again.data(), dc.get(), again.size() * 4, cudaMemcpyDeviceToHost));
+        EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 4), 0)
+            << what << " tma=" << other.gemm_tma;
+      }
+      double err2 = 0, ref2 = 0;
+      for (int i = 0; i < c.m; ++i)
+        for (int j = 0; j < c.n; ++j) {
+          const double ref = reference[size_t(i) * c.n + j];
+          const double g = got[size_t(i) * c.n + j];
+          ASSERT_TRUE(std::isfinite(g)) << what << " " << i << "," << j;
+          err2 += (g - ref) * (g - ref);
+          ref2 += ref * ref;
+        }
+      EXPECT_LT(std::sqrt(err2 / ref2), 1e-5) << what;
+    }
   }
   EXPECT_FALSE(cuda::CanGemmDecomposeK({1, 1, 131080, DType::kBF16}).ok());
   EXPECT_FALSE(cuda::CanGemmDecomposeK({1, 1, 12, DType::kBF16}).ok());
@@ -1479,7 +1494,8 @@ TEST(GpuGemm, PdlLaunchesGiveThePlainLaunchBits) {
     std::vector<float> bias(c.n);
     for (float& v : bias) v = normal(rng);
     auto dbias = Upload(bias);
-    const auto cfg = cuda::ChooseGemmConfig(p, SmCount());
+    // The Decompose-K paths; cuBLAS (which launches plainly) has GpuCApi's tests.
+    const auto cfg = cuda::ChooseGemmConfig(p, SmCount(), /*allow_cublas=*/false);
     const std::string what = absl::StrCat(where, " tile=", cfg.gemm_tile, " S=", cfg.k_splits);
     auto ws = DeviceBuffer::Allocate(cuda::GemmWorkspaceBytes(p, cfg)).value();
     ASSERT_CUDA(cuda::ResetGemmWorkspace(ws.get(), p, cfg, stream.get()));
@@ -1667,6 +1683,80 @@ TEST(GpuCApi, GemmPdlFlagGivesThePlainBits) {
     ASSERT_CUDA(cudaMemcpy(got.data(), outs[i].get(), c_bytes, cudaMemcpyDeviceToHost));
     EXPECT_EQ(std::memcmp(got.data(), want.data(), c_bytes), 0) << "launch " << i;
   }
+}
+
+// The C ABI hands the shapes past the skinny ones to cuBLASLt (GemmTakesCublas): 300 x 700 x
+// 2048 here, with C and the bias only 4-byte aligned and the workspace only 16-byte aligned
+// (cuBLASLt's algorithms must be picked for the real alignments). C within 1e-5 of a double
+// reference, with and without the bias; MOE_GEMM_PDL (a plain launch for cuBLAS) and a
+// replayed CUDA graph give the eager call's bits; a short workspace is refused.
+TEST(GpuCApi, GemmHandsLargeShapesToCublas) {
+  SKIP_WITHOUT_GPU();
+  const GemmCase c{300, 700, 2048, DType::kBF16};
+  ASSERT_TRUE(cuda::GemmTakesCublas({c.m, c.n, c.k, c.dt}));
+  std::mt19937_64 rng(FreshSeed());
+  std::normal_distribution<float> normal;
+  const std::vector<uint8_t> a = RandomOperand(size_t(c.m) * c.k, c.dt, rng),
+                             b = RandomOperand(size_t(c.n) * c.k, c.dt, rng);
+  std::vector<float> bias(c.n + 1);  // [0] pads: the bias starts at [1]
+  for (float& v : bias) v = normal(rng);
+  const std::vector<float> real_bias(bias.begin() + 1, bias.end()), zeros(c.n, 0.0f);
+  auto da = Upload(a), db = Upload(b), dbias = Upload(bias);
+  const float* bias_at = dbias.as<float>() + 1;
+  const size_t bytes = moe_gemm_workspace_bytes(c.m, c.n, c.k, MOE_BF16);
+  ASSERT_GE(bytes, size_t(32) << 20);
+  auto ws_buffer = DeviceBuffer::Allocate(bytes + 16).value();
+  void* ws = ws_buffer.as<char>() + 16;
+  const size_t c_elems = size_t(c.m) * c.n, c_bytes = c_elems * 4;
+  std::vector<DeviceBuffer> outs;
+  for (int i = 0; i < 4; ++i) outs.push_back(DeviceBuffer::Allocate(c_bytes + 4).value());
+  auto out = [&](int i) { return outs[i].as<float>() + 1; };
+  auto poison_all = [&] {
+    for (auto& o : outs) FillAndWait(o.get(), 0xff, o.bytes());
+  };
+  auto stream = MakeStream().value();
+  auto gemm = [&](int i, const float* with_bias, unsigned flags, size_t ws_bytes = 0) {
+    return moe_gemm_ex(c.m, c.n, c.k, MOE_BF16, da.get(), db.get(), with_bias, out(i), ws,
+                       ws_bytes != 0 ? ws_bytes : bytes, stream.get(), flags);
+  };
+  auto fetch = [&](int i) {
+    std::vector<float> got(c_elems);
+    EXPECT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(got.data(), out(i), c_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    return got;
+  };
+  poison_all();
+  ASSERT_EQ(gemm(0, bias_at, 0), MOE_OK) << moe_last_error();
+  ASSERT_EQ(gemm(1, nullptr, 0), MOE_OK) << moe_last_error();
+  const std::vector<float> with_bias = fetch(0), without = fetch(1);
+  for (int pass = 0; pass < 2; ++pass) {
+    const std::vector<float>& got = pass == 0 ? with_bias : without;
+    const std::vector<double> ref = DoubleReferenceGemm(c, a, b, pass == 0 ? real_bias : zeros);
+    double err2 = 0, ref2 = 0;
+    for (size_t i = 0; i < c_elems; ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << "pass " << pass << " element " << i;
+      err2 += (got[i] - ref[i]) * (got[i] - ref[i]);
+      ref2 += ref[i] * ref[i];
+    }
+    EXPECT_LT(std::sqrt(err2 / ref2), 1e-5) << (pass == 0 ? "with the bias" : "without");
+  }
+  poison_all();
+  ASSERT_EQ(gemm(2, bias_at, MOE_GEMM_PDL), MOE_OK) << moe_last_error();
+  EXPECT_EQ(std::memcmp(fetch(2).data(), with_bias.data(), c_bytes), 0) << "MOE_GEMM_PDL";
+  CudaGraphExec exec = CaptureGraph(stream.get(), [&]() -> cudaError_t {
+    if (gemm(0, bias_at, MOE_GEMM_PDL) != MOE_OK || gemm(3, nullptr, 0) != MOE_OK)
+      return cudaErrorUnknown;
+    return cudaSuccess;
+  });
+  ASSERT_TRUE(exec.get() != nullptr) << moe_last_error();
+  for (int replay = 0; replay < 2; ++replay) {
+    poison_all();
+    ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
+    EXPECT_EQ(std::memcmp(fetch(0).data(), with_bias.data(), c_bytes), 0) << "replay " << replay;
+    EXPECT_EQ(std::memcmp(fetch(3).data(), without.data(), c_bytes), 0) << "replay " << replay;
+  }
+  EXPECT_EQ(gemm(0, bias_at, 0, bytes - 1), MOE_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(moe_last_error()).find("workspace"), std::string::npos) << moe_last_error();
 }
 
 // The server's two slots launch under PDL on two streams at once, and the autotuner may

@@ -1,0 +1,46 @@
+// The general GEMM's hand-off to cuBLASLt, for the shapes where cuBLAS's own tiling beats
+// Decompose-K: both operands past ~128 rows, or a B too large to stream from few CTAs
+// (GemmTakesCublas in decompose_k_config.cc says which, with the measurements).
+//
+// C[m, n] = A[m, k]·B[n, k]ᵀ (+ bias[n]), C float32 row-major, fp32 accumulation (fp32
+// operands: true fp32, no TF32), by one cublasLtMatmul on the caller's stream with the
+// bias folded into its epilogue. Graph-capturable; no allocation per call (the caller's
+// workspace holds cuBLAS's split-K partials). Deterministic: the same algorithm for a shape
+// every call (cached), so the same bits.
+//
+// Thread-safety: each thread keeps its own cuBLASLt handle per device and its own cache of
+// descriptors and algorithms per shape, so concurrent calls from different threads share
+// nothing but need distinct workspaces.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "kernels/decompose_k_router.h"
+
+namespace moe::cuda {
+
+// The usable part of a cuBLASLt GEMM's workspace: cuBLAS's recommended 32 MiB for Hopper
+// (its split-K algorithms keep partials there; less would exclude them), and the alignment
+// it is given at.
+inline constexpr size_t kCublasLtUsableWorkspace = size_t(32) << 20;
+inline constexpr size_t kCublasLtWorkspaceAlign = 256;
+
+// Bytes a cuBLASLt GEMM's workspace needs (room to align its start): the same for every
+// shape; it need not be zeroed. Inline, so that the workspace sizes (decompose_k_layout.cc,
+// linked into the server) do not pull in cuBLASLt, whose 94 KB of static TLS would leave
+// civetweb's 100 KB worker stacks unable to start.
+inline constexpr size_t CublasLtGemmWorkspaceBytes() {
+  return kCublasLtUsableWorkspace + kCublasLtWorkspaceAlign;
+}
+
+// Launches the GEMM. `workspace` holds at least CublasLtGemmWorkspaceBytes() bytes; A and B
+// 16-byte aligned (as the C ABI demands), C and the bias any float alignment. cuBLAS
+// failures come back as the nearest cudaError_t (an algorithm cuBLAS does not have for the
+// shape: cudaErrorNotSupported).
+cudaError_t LaunchCublasLtGemm(const GemmProblem& problem, const void* a, const void* b,
+                               const float* bias, float* c, void* workspace, size_t workspace_bytes,
+                               cudaStream_t stream);
+
+}  // namespace moe::cuda

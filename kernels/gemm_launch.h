@@ -1,0 +1,21 @@
+// The general GEMM's one launch call: C[M,N] = A[M,K]·B[N,K]ᵀ (+ bias[N]) with the config
+// ChooseGemmConfig gave, cuBLASLt (cublaslt_gemm.h) where it hands the shape to cuBLAS,
+// Decompose-K (LaunchDecomposeKGemm) otherwise. Its own file so that only the callers of
+// the GEMM (the C ABI, tests, benchmarks) link cuBLASLt, not the server.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/decompose_k_router.h"
+
+namespace moe::cuda {
+
+// As LaunchDecomposeKGemm, `workspace` of GemmWorkspaceBytes(problem, config) bytes. With
+// `pdl` the Decompose-K kernels launch with Programmatic Dependent Launch (B must then not be
+// written by the kernel before); cuBLAS launches in plain stream order either way, which
+// only forgoes the early start.
+cudaError_t LaunchGemm(const GemmProblem& problem, const void* a, const void* b, const float* bias,
+                       float* c, const DecomposeKConfig& config, void* workspace,
+                       cudaStream_t stream, bool pdl = false);
+
+}  // namespace moe::cuda
