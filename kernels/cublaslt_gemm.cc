@@ -193,9 +193,10 @@ cudaError_t LaunchCublasLtGemm(const GemmProblem& p, const void* a, const void* 
         plan.op.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   // The workspace's start rounded up to cuBLAS's alignment; CublasLtGemmWorkspaceBytes()
   // has room for it.
-  const uintptr_t start = reinterpret_cast<uintptr_t>(workspace);
-  void* aligned = reinterpret_cast<void*>((start + kCublasLtWorkspaceAlign - 1) /
-                                          kCublasLtWorkspaceAlign * kCublasLtWorkspaceAlign);
+  const size_t pad =
+      (kCublasLtWorkspaceAlign - reinterpret_cast<uintptr_t>(workspace) % kCublasLtWorkspaceAlign) %
+      kCublasLtWorkspaceAlign;
+  void* aligned = static_cast<char*>(workspace) + pad;
   const float one = 1.0f, zero = 0.0f;
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle.get(), plan.op.get(), &one, b, plan.b_layout.get(),
                                         a, plan.a_layout.get(), &zero, c, plan.d_layout.get(), c,
