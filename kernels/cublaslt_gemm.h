@@ -1,6 +1,6 @@
 // The general GEMM's hand-off to cuBLASLt, for the shapes where cuBLAS's own tiling beats
-// Decompose-K: both operands past ~128 rows, or a B too large to stream from few CTAs
-// (GemmTakesCublas in decompose_k_config.cc says which, with the measurements).
+// Decompose-K: an operand of 512 rows or more, both past ~128, or a GEMV-like stream of
+// 2048+ rows (GemmTakesCublas in decompose_k_config.cc says which, with the measurements).
 //
 // C[m, n] = A[m, k]·B[n, k]ᵀ (+ bias[n]), C float32 row-major, fp32 accumulation (fp32
 // operands: true fp32, no TF32), by one cublasLtMatmul on the caller's stream with the

@@ -524,17 +524,31 @@ bool GemmTakesStagedTiles(const GemmProblem& p) {
 
 }  // namespace
 
-// Where cuBLAS's own tiling wins. Both operands past 128 rows: there the staged tiles'
-// split-K pays a partial per tile and reads each operand once per tile of the other, where
-// cuBLAS's wgmma tiles reuse them (H100, bench/RESULTS.md session 55, ours under PDL against
-// cublasGemmEx: 128 x 256 x 7168 7.72 against 7.47 us, 128 x 384 x 7168 9.79 / 8.55, 256 x
-// 256 x 65536 41.2 / 30.0, 1024 x 1024 x 32768 273.5 / 97, 192 x 4096 x 65536 484 / 213).
-// And a B of 1024 rows or more at 16 rows of A or fewer with 32 MiB or more of it: a
-// stream of B that cuBLAS's GEMV-like kernels pull faster (16 x 1024 x 32768 34.4 / 28.4,
-// 1 x 4096 x 8192 31.9 / 27.5).
+// Where cuBLAS's own tiling wins. H100, bench/RESULTS.md session 56: Decompose-K (its best
+// config, under PDL) against cublasGemmEx, us per call, weights from HBM. Decompose-K reads
+// each operand once per output tile of the other and pays a split-K partial per tile; past
+// a few hundred rows of either operand that costs more than cuBLAS's wgmma tiles save:
+// - one operand at 512 rows or more, the other at 16 or more: 16 x 512 x 32768 18.8
+//   against 16.5, x131072 64.7 / 50.0, 16 x 1024 x 8192 13.2 / 10.4, 1024 x 16 x 8192 12.8
+//   / 10.3, 64 x 1024 x 8192 13.6 / 10.8, 17 x 4096 x 8192 40.3 / 27.8, 512 x 64 x 32768
+//   20.0 / 18.3, 1024 x 128 x 8192 19.3 / 11.4 (cuBLASLt here 11.35);
+// - both at 128 or more, one at 256 or more: 128 x 256 x 7168 7.64 / 7.42, 256 x 128 x 8192
+//   7.88 / 7.71, 256 x 256 x 65536 41.2 / 30.0 (session 55);
+// - fewer than 16 rows against 2048 or more, or 1024 or more with 32 MiB of that operand
+//   or more (a GEMV-like stream): 1 x 4096 x 2048 9.75 / 8.43, 4 x 2048 x 8192 17.5 / 15.6,
+//   1 x 1024 x 32768 31.5 / 26.6, 8 x 1024 x 65536 66.0 / 48.4; but 1 x 1024 x 8192 9.96
+//   against 10.3.
+// Decompose-K keeps the skinny rest: 16 x 256 x 65536 18.4 / 18.0-18.5, 64 x 256 x 16384
+// 7.70 / 8.62, 16 x 128 x 65536 11.6 / 12.6, 128 x 128 x 8192 5.4 / 7.2 (at 128 x 128 x
+// 65536 / 131072 17.2-18.1 / 29.5-30.4 against 17.1 / 28.8, within runs' spread of each
+// other; session 54 had Decompose-K ahead). 96 x 256 x 16384 (10.5 / 9.6) stays too: its
+// neighbour 64 x 256 went the other way.
 bool GemmTakesCublas(const GemmProblem& p) {
-  if (std::min(p.m, p.n) >= 128 && std::max(p.m, p.n) >= 256) return true;
-  return p.n >= 1024 && p.m <= 16 && size_t(p.n) * p.k * DTypeSize(p.dtype) >= (size_t(32) << 20);
+  const int lo = std::min(p.m, p.n), hi = std::max(p.m, p.n);
+  if (lo >= 16 && hi >= 512) return true;
+  if (lo >= 128 && hi >= 256) return true;
+  if (hi >= 2048) return true;
+  return hi >= 1024 && size_t(hi) * p.k * DTypeSize(p.dtype) >= (size_t(32) << 20);
 }
 
 DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count, bool allow_cublas) {

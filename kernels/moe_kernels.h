@@ -67,10 +67,11 @@ size_t moe_gemm_workspace_bytes(int m, int n, int k, int dtype);
 
 /* C[m, n] = A[m, k] · B[n, k]^T (+ bias[n]), C float32 row-major; bias may be NULL.
  * m in [1, 1024], n in [1, 4096], k a multiple of 8 in [8, 131072]. Built for skinny
- * shapes (m or n up to ~128, long k), which run the Decompose-K kernels. The shapes where
- * cuBLAS's own tiling is faster (both m and n at 128 or more with one at 256 or more; n
- * of 1024 or more at m <= 16 with 32 MiB of b or more) are one cublasLtMatmul with the bias
- * in its epilogue, on the same stream, graph-capturable, the same bits every call; their
+ * shapes (m or n up to ~128-256, long k), which run the Decompose-K kernels. The shapes
+ * where cuBLAS's own tiling measured faster (one of m, n at 512 or more and the other at 16
+ * or more; both at 128 or more, one at 256 or more; fewer than 16 against 2048 or more, or
+ * against 1024 or more rows holding 32 MiB or more) are one cublasLtMatmul with the bias in
+ * its epilogue, on the same stream, graph-capturable, the same bits every call; their
  * workspace is 32 MiB + 256 bytes (moe_gemm_workspace_bytes) and needs no zeroing. README,
  * bench/RESULTS.md session 56. */
 int moe_gemm(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,

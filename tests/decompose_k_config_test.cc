@@ -275,23 +275,38 @@ TEST(DecomposeKConfig, GemmHeuristicTakesTheTilesAtNineToSixteenRowsUpToSixtyFou
   }
 }
 
-// Which GEMMs go to cuBLASLt, as the H100 runs measured them (GemmTakesCublas): both
-// operands past 128 rows (one at 128, the other at 256 or more), and 1024 rows of B or more
-// at up to 16 rows of A with 32 MiB of B or more. The skinny shapes stay Decompose-K,
+// Which GEMMs go to cuBLASLt, as the H100 runs measured them (GemmTakesCublas, bench/
+// RESULTS.md session 56): one operand at 512 rows or more against 16 or more of the other;
+// both at 128 or more with one at 256 or more; fewer than 16 rows against 2048 or more, or
+// against 1024 or more holding 32 MiB or more. The skinny shapes stay Decompose-K,
 // 128 x 128 at every K among them.
 TEST(DecomposeKConfig, GemmHeuristicHandsTheShapesPastTheSkinnyOnesToCublas) {
   struct Case {
     cuda::GemmProblem p;
     bool cublas;
   };
-  for (const Case& c :
-       {Case{{128, 256, 7168, DType::kBF16}, true}, Case{{256, 128, 8192, DType::kFP16}, true},
-        Case{{256, 256, 65536, DType::kBF16}, true}, Case{{1024, 4096, 8, DType::kFP32}, true},
-        Case{{16, 1024, 32768, DType::kBF16}, true}, Case{{1, 4096, 8192, DType::kFP16}, true},
-        Case{{1, 2048, 4096, DType::kFP32}, true}, Case{{128, 128, 131072, DType::kBF16}, false},
-        Case{{127, 4096, 8192, DType::kBF16}, false}, Case{{1024, 127, 8192, DType::kBF16}, false},
-        Case{{16, 1024, 8192, DType::kBF16}, false}, Case{{17, 4096, 8192, DType::kBF16}, false},
-        Case{{16, 512, 131072, DType::kBF16}, false}, Case{{1, 1, 8, DType::kBF16}, false}}) {
+  for (const Case& c : {Case{{16, 512, 32768, DType::kBF16}, true},
+                        Case{{1024, 16, 8192, DType::kBF16}, true},
+                        Case{{64, 1024, 8192, DType::kFP16}, true},
+                        Case{{512, 64, 32768, DType::kBF16}, true},
+                        Case{{128, 256, 7168, DType::kBF16}, true},
+                        Case{{256, 128, 8192, DType::kFP16}, true},
+                        Case{{1024, 4096, 8, DType::kFP32}, true},
+                        Case{{1, 4096, 2048, DType::kBF16}, true},
+                        Case{{1, 1024, 32768, DType::kBF16}, true},
+                        Case{{1, 1024, 8192, DType::kFP32}, true},
+                        Case{{8, 1024, 65536, DType::kBF16}, true},
+                        Case{{1, 1024, 8192, DType::kBF16}, false},
+                        Case{{15, 1024, 8192, DType::kBF16}, false},
+                        Case{{15, 2047, 8192, DType::kBF16}, false},
+                        Case{{128, 128, 131072, DType::kBF16}, false},
+                        Case{{127, 511, 131072, DType::kBF16}, false},
+                        Case{{16, 256, 65536, DType::kBF16}, false},
+                        Case{{64, 256, 16384, DType::kBF16}, false},
+                        Case{{16, 128, 65536, DType::kBF16}, false},
+                        Case{{8, 8, 65536, DType::kBF16}, false},
+                        Case{{1, 16, 131072, DType::kBF16}, false},
+                        Case{{1, 1, 8, DType::kBF16}, false}}) {
     const std::string where =
         absl::StrCat(c.p.m, "x", c.p.n, "x", c.p.k, " dtype=", int(c.p.dtype));
     EXPECT_EQ(cuda::GemmTakesCublas(c.p), c.cublas) << where;
