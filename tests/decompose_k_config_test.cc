@@ -318,6 +318,18 @@ TEST(DecomposeKConfig, GemmHeuristicHandsTheShapesPastTheSkinnyOnesToCublas) {
   }
 }
 
+// A cuBLASLt config is LaunchGemm's (gemm_launch.h; decompose_k_router.cu does not link
+// cuBLASLt so that the server does not): LaunchDecomposeKGemm refuses it before touching
+// the device, so this runs without a GPU.
+TEST(DecomposeKConfig, DecomposeKGemmLaunchRefusesACublasConfig) {
+  const cuda::GemmProblem p{256, 256, 8192, DType::kBF16};
+  const cuda::DecomposeKConfig config = cuda::ChooseGemmConfig(p, 132);
+  ASSERT_TRUE(config.gemm_cublas);
+  EXPECT_EQ(
+      cuda::LaunchDecomposeKGemm(p, nullptr, nullptr, nullptr, nullptr, config, nullptr, nullptr),
+      cudaErrorInvalidValue);
+}
+
 // Clusters only where the described device runs them (sm_90+), with the reason named; and
 // with no device at all (zero SMs) no polled grid fits.
 TEST(DecomposeKConfig, RulesRefuseClustersAndPolledGridsTheDescribedDeviceCannotRun) {
