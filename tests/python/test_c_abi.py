@@ -1,0 +1,79 @@
+"""libmoe_kernels.so from Python (ctypes), as inference stacks load it, without a GPU: the
+library and its CUDA dependencies (cuBLASLt among them, for the GEMM's large shapes) load,
+and the C ABI's host-side answers and checks hold before any device is touched. The device
+paths are gpu_router_test's (GpuCApi)."""
+import ctypes
+import os
+import unittest
+
+MOE_OK, MOE_INVALID_ARGUMENT = 0, 1
+MOE_BF16, MOE_FP32 = 0, 2
+CUBLASLT_WORKSPACE = (32 << 20) + 256
+
+
+class RouterSpec(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in (
+        "hidden", "experts", "top_k", "scoring", "order", "has_router_bias",
+        "has_correction_bias", "n_group", "topk_group", "group_score_topk", "renormalize")] + [
+        ("scaling_factor", ctypes.c_float)]
+
+
+def load():
+    lib = ctypes.CDLL(os.environ["MOE_KERNELS_LIB"])
+    lib.moe_gemm_workspace_bytes.restype = ctypes.c_size_t
+    lib.moe_gemm_workspace_bytes.argtypes = [ctypes.c_int] * 4
+    lib.moe_gemm.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 4 + [
+        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.moe_last_error.restype = ctypes.c_char_p
+    lib.moe_router_preset.argtypes = [ctypes.c_char_p, ctypes.POINTER(RouterSpec)]
+    return lib
+
+
+class CAbi(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.lib = load()
+
+    def last_error(self):
+        return self.lib.moe_last_error().decode()
+
+    def test_preset(self):
+        spec = RouterSpec()
+        self.assertEqual(self.lib.moe_router_preset(b"deepseek_v3", ctypes.byref(spec)), MOE_OK)
+        self.assertEqual((spec.hidden, spec.experts, spec.top_k), (7168, 256, 8))
+        self.assertEqual(self.lib.moe_router_preset(b"no_such_family", ctypes.byref(spec)),
+                         MOE_INVALID_ARGUMENT)
+        self.assertIn("no_such_family", self.last_error())
+
+    def test_gemm_workspace_sizes(self):
+        ws = self.lib.moe_gemm_workspace_bytes
+        # The shapes handed to cuBLASLt need its fixed workspace; the skinny ones Decompose-K's.
+        self.assertEqual(ws(300, 700, 2048, MOE_BF16), CUBLASLT_WORKSPACE)
+        self.assertEqual(ws(1, 4096, 2048, MOE_FP32), CUBLASLT_WORKSPACE)
+        self.assertGreater(ws(16, 16, 8192, MOE_BF16), 0)
+        self.assertLess(ws(16, 16, 8192, MOE_BF16), CUBLASLT_WORKSPACE)
+        # Outside the C ABI's range, or a bad dtype: 0.
+        self.assertEqual(ws(0, 16, 8192, MOE_BF16), 0)
+        self.assertEqual(ws(16, 16, 12, MOE_BF16), 0)
+        self.assertEqual(ws(16, 16, 8192, 7), 0)
+
+    def test_gemm_refuses_bad_arguments_before_the_device(self):
+        # Fake device addresses: every call below must fail on the host, naming the field.
+        aligned, c = 1 << 20, 2 << 20
+        bytes_needed = self.lib.moe_gemm_workspace_bytes(300, 700, 2048, MOE_BF16)
+        rc = self.lib.moe_gemm(300, 700, 2048, MOE_BF16, aligned + 8, aligned, None, c, aligned,
+                               bytes_needed, None)
+        self.assertEqual(rc, MOE_INVALID_ARGUMENT)
+        self.assertIn("a: not 16-byte aligned", self.last_error())
+        rc = self.lib.moe_gemm(300, 700, 2048, MOE_BF16, aligned, aligned, None, c, aligned,
+                               bytes_needed - 1, None)
+        self.assertEqual(rc, MOE_INVALID_ARGUMENT)
+        self.assertIn("workspace", self.last_error())
+        rc = self.lib.moe_gemm(300, 700, 2052, MOE_BF16, aligned, aligned, None, c, aligned,
+                               bytes_needed, None)
+        self.assertEqual(rc, MOE_INVALID_ARGUMENT)
+        self.assertIn("k: 2052", self.last_error())
+
+
+if __name__ == "__main__":
+    unittest.main()
