@@ -74,9 +74,9 @@ uint32_t AlignmentOf(const void* p) {
   return a;
 }
 
-// What an algorithm depends on: the device, the shape, the dtype, whether the epilogue adds
-// a bias, and the pointers' alignments.
-using PlanKey = std::tuple<int, int, int, int, int, bool, uint32_t, uint32_t, uint32_t, uint32_t>;
+// What an algorithm depends on: the device, the shape, the dtype and the pointers'
+// alignments, the bias's 0 where there is none (no bias epilogue).
+using PlanKey = std::tuple<int, int, int, int, int, uint32_t, uint32_t, uint32_t, uint32_t>;
 
 // One shape's descriptors and the algorithm cuBLAS's heuristic picked for it. In cuBLAS's
 // column-major terms the row-major C[m, n] is D[n, m] = Bᵀ·A over column-major B[k, n]
@@ -175,7 +175,6 @@ cudaError_t LaunchCublasLtGemm(const GemmProblem& p, const void* a, const void* 
                     p.n,
                     p.k,
                     int(p.dtype),
-                    bias != nullptr,
                     AlignmentOf(a),
                     AlignmentOf(b),
                     AlignmentOf(c),
