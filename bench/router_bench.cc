@@ -11,7 +11,7 @@
 //                with --pdl_timeline its five fastest for each shape)
 //                [--gemm_cp_async]   (the staged-tile GEMMs load by cp.async, not the TMA:
 //                an A/B of the two in one binary)
-//                [--gemm_tile 64|128|64x128]   (every GEMM row takes the staged-tile kernel
+//                [--gemm_tile 16|32|64|128|64x128]   (every GEMM row takes the staged-tile kernel
 //                with this tile, rows of A x rows of B, the 16-row rows too (which the heuristic
 //                gives the router kernels), its splits chosen for it as the heuristic would: an
 //                A/B of tile choices)
@@ -200,7 +200,8 @@ int BenchMain(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--host_launch_cost"))
       host_launch_cost = true;
     else if (!std::strcmp(argv[i], "--gemm_tile") && i + 1 < argc &&
-             (!std::strcmp(argv[i + 1], "64") || !std::strcmp(argv[i + 1], "128")))
+             (!std::strcmp(argv[i + 1], "16") || !std::strcmp(argv[i + 1], "32") ||
+              !std::strcmp(argv[i + 1], "64") || !std::strcmp(argv[i + 1], "128")))
       gemm_tile = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--gemm_tile") && i + 1 < argc &&
              !std::strcmp(argv[i + 1], "64x128")) {
@@ -236,7 +237,7 @@ int BenchMain(int argc, char** argv) {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
           "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
-          "[--candidates] [--gemm_cp_async] [--gemm_tile 64|128|64x128] [--gemm_splits N] "
+          "[--candidates] [--gemm_cp_async] [--gemm_tile 16|32|64|128|64x128] [--gemm_splits N] "
           "[--gemm_shapes MxNxK[,MxNxK...]] [--gemm_decompose_k] "
           "[--host_launch_cost]\n");
       return std::strcmp(argv[i], "--help") ? 2 : 0;

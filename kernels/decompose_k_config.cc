@@ -551,24 +551,33 @@ bool GemmTakesCublas(const GemmProblem& p) {
   return hi >= 1024 && size_t(hi) * p.k * DTypeSize(p.dtype) >= (size_t(32) << 20);
 }
 
-DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count, bool allow_cublas) {
+DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, const GemmDevice& device,
+                                  bool allow_cublas) {
   if (allow_cublas && GemmTakesCublas(problem)) {
     DecomposeKConfig c;
     c.gemm_cublas = true;
     return c;
   }
-  if (GemmTakesStagedTiles(problem)) {
+  const int few_rows_tile = problem.dtype != DType::kFP32 && device.tma
+                                ? ChooseFewRowGemmTile(problem.m, problem.n, problem.k)
+                                : 0;
+  if (few_rows_tile != 0 || GemmTakesStagedTiles(problem)) {
     DecomposeKConfig c;
-    c.gemm_tile = ChooseGemmTile(problem.m, problem.n, problem.k);
-    c.gemm_tile_m = ChooseGemmTileM(problem.m, problem.n, problem.k);
-    c.k_splits =
-        TileGemmSplits(problem.m, problem.n, problem.k, c.gemm_tile, sm_count, c.gemm_tile_m);
-    c.gemm_tma = TileGemmTmaSupported();
+    c.gemm_tile =
+        few_rows_tile != 0 ? few_rows_tile : ChooseGemmTile(problem.m, problem.n, problem.k);
+    c.gemm_tile_m = few_rows_tile != 0 ? 0 : ChooseGemmTileM(problem.m, problem.n, problem.k);
+    c.k_splits = TileGemmSplits(problem.m, problem.n, problem.k, c.gemm_tile, device.sm_count,
+                                c.gemm_tile_m);
+    c.gemm_tma = device.tma;
     return c;
   }
-  return ChooseConfig(GemmShape(problem), {sm_count, false}, /*allow_cluster=*/false,
+  return ChooseConfig(GemmShape(problem), {device.sm_count, false}, /*allow_cluster=*/false,
                       /*allow_polled=*/false, /*cut_decode_splits=*/false,
                       /*allow_rank_zero_routes=*/false);
+}
+
+DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count, bool allow_cublas) {
+  return ChooseGemmConfig(problem, GemmDevice{sm_count, TileGemmTmaSupported()}, allow_cublas);
 }
 
 }  // namespace moe::cuda

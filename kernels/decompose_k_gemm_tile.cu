@@ -30,7 +30,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <cuda/atomic>
 
 #include "kernels/cuda_device.h"
 #include "kernels/decompose_k_device.cuh"
@@ -38,28 +37,15 @@
 #include "kernels/pdl_device.cuh"
 #include "kernels/staged_tile_device.cuh"
 #include "kernels/tensor_map.h"
+#include "kernels/tile_gemm_device.cuh"
 #include "kernels/tma_device.cuh"
 
 namespace moe::cuda {
 namespace {
 
-constexpr int kStageK = 64;  // hidden elements a stage: one 128-byte row per operand row
+constexpr int kStageK = kTileStageK;
 constexpr int kRowBytes = kSwizzledRowBytes;
 constexpr int kStages = 4;
-constexpr int kReduceSplitsInFlight = 16;  // a thread's partial loads in flight
-
-struct TileGemmParams {
-  const void* a;
-  const void* b;
-  const float* bias;
-  float* c;
-  int m, n, k, k_splits, stages_per_split, total_stages;
-  float* partials;               // [split][tile][T x T]
-  unsigned* counters;            // [m tile][n tile][kTileCounters] (TileBarrier)
-  unsigned long long* timeline;  // diagnostics, or null (GemmStampSlot)
-  // The TMA instances' operand maps (EncodeSwizzledRowsMap, box = one tile edge of rows).
-  CUtensorMap map_a, map_b;
-};
 
 // The TMA instances (sm_90+): one producer warp more, whose one thread issues each stage as
 // two tensor-map tile copies completing on the stage's `full` mbarrier; the 8 MMA warps
@@ -67,59 +53,6 @@ struct TileGemmParams {
 // math, no CTA barrier a stage.
 template <bool kTma>
 constexpr int kCtaThreads = kThreads + (kTma ? 32 : 0);
-
-// A separate instance (kStamps) writes the stamps: the service's kernels do not even test
-// for them: stamps behind a run-time null test made these kernels 0.2-0.8 us a call slower
-// (H200, bench/NOTES.md session 24).
-template <bool kStamps>
-__device__ __forceinline__ void GemmStamp(const TileGemmParams& p, int slot) {
-  if constexpr (!kStamps) return;
-  if (threadIdx.x != 0) return;
-  const size_t cta = (size_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  p.timeline[cta * kGemmStampSlots + slot] = GlobalTimerNs();
-}
-
-// The tile's split barrier: its S CTAs, after storing their partial tiles, wait until all
-// S have arrived. Per tile: two arrival counters used in turns and a generation
-// (counters[tile][kCounter*]). The generation g, read when the CTA starts (it cannot move
-// before this CTA has arrived), picks this launch's counter (g & 1); every CTA adds its
-// arrival and waits until that counter holds S, so the last arrival releases the others
-// as soon as it lands in L2. The last arrival then zeroes the other counter (the previous
-// launch's, which nobody reads any more) and advances the generation for the next launch,
-// so graph replays need no reset. Release/acquire through thread 0 and the CTA barriers,
-// as in ArriveLast. Before (one counter the last arrival reset, the others waiting for its
-// generation store, the generation read at the barrier) the barrier passed ~1.5 us after
-// the last partial; now ~1.0, and every tile GEMM row with S > 1 is 0.4-0.8 us faster
-// (H200, bench/NOTES.md session 40).
-enum TileCounter {
-  kCounterArrivalsEven,
-  kCounterArrivalsOdd,
-  kCounterGeneration,
-  kTileCounters = 4
-};
-
-// TileBarrier picks this launch's arrival counter as counters[generation & 1].
-static_assert(kCounterArrivalsEven == 0 && kCounterArrivalsOdd == 1, "parity indexes arrivals");
-
-__device__ __forceinline__ unsigned* TileCounters(const TileGemmParams& p, size_t tile) {
-  return p.counters + kTileCounters * tile;
-}
-
-__device__ inline void TileBarrier(unsigned* counters, unsigned generation, unsigned expected) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> count(counters[generation & 1]);
-    if (count.fetch_add(1u, ::cuda::memory_order_acq_rel) == expected - 1) {
-      ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(counters[(generation + 1) & 1])
-          .store(0u, ::cuda::memory_order_relaxed);
-      ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(counters[kCounterGeneration])
-          .store(generation + 1, ::cuda::memory_order_relaxed);
-    } else {
-      while (count.load(::cuda::memory_order_acquire) != expected) __nanosleep(64);
-    }
-  }
-  __syncthreads();
-}
 
 // kPdl (TMA instances of 64 rows of A, launched with Programmatic Dependent Launch): B is a
 // constant (a model's weights), so the producer loads B's half of the first stages into
@@ -168,13 +101,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
   // barrier's path. Under PDL only after the previous launch has finished (its last
   // arrival advances it), so there after the wait below.
   unsigned generation = 0;
-  auto read_generation = [&] {
-    if (threadIdx.x == 0 && p.k_splits > 1)
-      generation = ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(
-                       TileCounters(p, tile)[kCounterGeneration])
-                       .load(::cuda::memory_order_relaxed);
-  };
-  if constexpr (!kPdl) read_generation();
+  if constexpr (!kPdl) generation = ReadTileGeneration(p, tile);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
@@ -292,7 +219,7 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
       // those writes (the same workspace and C) must not start before it has finished.
       if constexpr (kPdl) {
         WaitForPrerequisiteGrid();
-        read_generation();
+        generation = ReadTileGeneration(p, tile);
       }
       for (int i = 0; i < count; ++i) {
         const int buf = i % kStages;
@@ -367,60 +294,23 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
   TileBarrier(TileCounters(p, tile), generation, unsigned(p.k_splits));
   GemmStamp<kStamps>(p, kGemmStampBarrier);
 
-  // This CTA's slice of the tile: float4s [f_begin, f_end), a lane each; warp w sums splits
-  // w, w + 8, ... and warp 0 adds the 8 warps' sums in order.
-  const int per = (kTileVec + p.k_splits - 1) / p.k_splits;
-  const int f_begin = split * per, f_end = min(f_begin + per, kTileVec);
-  const size_t split_stride = tiles * kTileVec;
-  for (int fb = f_begin; fb < f_end; fb += 32) {
-    const int f = fb + lane;
-    const int fv = f / 32;  // the fragment (warp, mt, nt) this float4 came from
-    const bool valid = f < f_end && fragment_in(fv / kNT / 2, fv / kNT % 2, fv % kNT);
-    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    // The producer warp (TMA) sums nothing but meets the CTA barriers.
-    for (int s0 = warp; !producer && s0 < p.k_splits; s0 += kWarps * kReduceSplitsInFlight) {
-      float4 v[kReduceSplitsInFlight];
+  // This CTA's slice of the tile (SumTileSlice), each float4 f mapped back to the fragment
+  // it came from (the store above), then to C's row and column as in the one-split path.
+  SumTileSlice<kTileVec>(
+      p, tile, split, producer, warp_sums,
+      [&](int fv) { return fragment_in(fv / kNT / 2, fv / kNT % 2, fv % kNT); },
+      [&](int f, float4 total) {
+        const float e[4] = {total.x, total.y, total.z, total.w};
+        const int fl = f % 32, fnt = f / 32 % kNT, fmt = f / 32 / kNT % 2, fw = f / 32 / kNT / 2;
+        const int fg = fl >> 2, ft = fl & 3;
 #pragma unroll
-      for (int u = 0; u < kReduceSplitsInFlight; ++u) {
-        const int sp = s0 + u * kWarps;
-        v[u] = valid && sp < p.k_splits ? __ldcg(partials + sp * split_stride + tile * kTileVec + f)
-                                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-#pragma unroll
-      for (int u = 0; u < kReduceSplitsInFlight; ++u) {
-        sum.x += v[u].x;
-        sum.y += v[u].y;
-        sum.z += v[u].z;
-        sum.w += v[u].w;
-      }
-    }
-    __syncthreads();  // the previous block's warp_sums have been read
-    if (!producer) warp_sums[warp][lane] = sum;
-    __syncthreads();
-    if (warp == 0 && valid) {
-      float4 total = warp_sums[0][lane];
-#pragma unroll
-      for (int w = 1; w < kWarps; ++w) {
-        const float4 x = warp_sums[w][lane];
-        total.x += x.x;
-        total.y += x.y;
-        total.z += x.z;
-        total.w += x.w;
-      }
-      // f back to the fragment it came from (the store above), then to C's row and column
-      // as in the one-split path.
-      const float e[4] = {total.x, total.y, total.z, total.w};
-      const int fl = f % 32, fnt = f / 32 % kNT, fmt = f / 32 / kNT % 2, fw = f / 32 / kNT / 2;
-      const int fg = fl >> 2, ft = fl & 3;
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int col = (fw % kWarpsN) * 32 + fmt * 16 + StagedRow<kTma>(fg) + (r >= 2 ? 8 : 0);
-        const int row = (fw / kWarpsN) * kWarpM + fnt * 8 + StagedRow<kTma>(2 * ft + (r & 1));
-        if (row < tm && col < tn)
-          p.c[size_t(m0 + row) * p.n + n0 + col] = e[r] + (p.bias ? p.bias[n0 + col] : 0.0f);
-      }
-    }
-  }
+        for (int r = 0; r < 4; ++r) {
+          const int col = (fw % kWarpsN) * 32 + fmt * 16 + StagedRow<kTma>(fg) + (r >= 2 ? 8 : 0);
+          const int row = (fw / kWarpsN) * kWarpM + fnt * 8 + StagedRow<kTma>(2 * ft + (r & 1));
+          if (row < tm && col < tn)
+            p.c[size_t(m0 + row) * p.n + n0 + col] = e[r] + (p.bias ? p.bias[n0 + col] : 0.0f);
+        }
+      });
   GemmStamp<kStamps>(p, kGemmStampEnd);
 }
 
@@ -502,23 +392,96 @@ int ChooseGemmTileM(int m, int n, int k) {
   return ChooseGemmTile(m, n, k) == 128 ? 64 : 0;
 }
 
-int TileGemmSplits(int m, int n, int k, int tile, int sm_count, int tile_m) {
-  const int tiles = Tiles(m, TileRowsOfA(tile, tile_m)) * Tiles(n, tile);
-  const int total = TotalStages(k);
-  int splits = std::max(1, sm_count / tiles);
-  splits = std::min(splits, std::max(1, total / 2));
+int ChooseFewRowGemmTile(int m, int n, int k) {
+  // H100, per call under PDL in a graph, us (bench/RESULTS.md session 57), against what
+  // the heuristic ran before (64-tiles, or the router kernels at 8 rows or fewer and past
+  // K = 65536 at 9-16):
+  // - 16-tiles where they make one output tile: 16 x 16 x 8192 / 32768 / 65536 / 131072
+  //   3.52 / 4.03 / 4.71 / 5.74 against 3.83 / 4.78 / 6.58 / 8.85, 1 x 16 x 131072 5.29 /
+  //   6.29, 1 x 8 x 8192 3.26 / 4.60, 8 x 8 x 65536 4.28 / 5.34, 4 x 16 x 32768 3.96 / 5.09;
+  //   and two or three up to K = 65536: 12 x 40 x 65536 6.47 / 6.88, 1 x 48 x 32768 4.88 /
+  //   5.26, 16 x 48 x 16384 4.14 / 4.42. Not three past that (2 x 40 x 131072 9.58 against
+  //   the router kernels' 7.55: 44 splits a tile, each 47 stages long), nor more (16 x 128 x
+  //   65536 12.15 against 11.58, 32 x 32 x 131072 11.55 against 10.97: each tile reads the
+  //   other operand again).
+  // - 32-tiles from K = 65536 where the smaller operand has 9-32 rows and the larger at most
+  //   32 or 65-256: 32 x 32 x 65536 / 131072 6.86 / 9.92 against 7.04 / 10.97, 24 x 24 x
+  //   131072 8.43 / 9.83, 16 x 256 x 65536 17.55 / 18.78, 32 x 256 x 65536 18.14 / 19.22,
+  //   32 x 128 x 65536 11.83 / 12.14, 16 x 128 x 65536 11.46 / 11.58, 9 x 100 x 131072 15.5 /
+  //   17.3. At 33-64 the 64-tile holds the larger operand in one tile: 16 x 64 x 65536 8.05
+  //   against 7.49 (32 x 64 x 131072 13.0 against 13.3). Not below K = 65536 (32 x 32 x 8192
+  //   / 32768 4.03 / 5.49 against 3.94 / 5.20), nor at 64 rows (64 x 64 x 131072 17.52
+  //   against 16.10) or 4 x 256 x 16384 (7.66 against the router kernels' 7.02).
+  const int tiles16 = Tiles(m, 16) * Tiles(n, 16);
+  if (tiles16 == 1 || (tiles16 <= 3 && k <= 65536)) return 16;
+  const int lo = std::min(m, n), hi = std::max(m, n);
+  if (lo > 8 && lo <= 32 && (hi <= 32 || (hi > 64 && hi <= 256)) && k >= 65536) return 32;
+  return 0;
+}
+
+namespace {
+
+// About `wanted` splits of `total` K stages, at most half as many as stages where there
+// are two, adjusted so that no split is empty.
+int EvenSplits(int total, int wanted) {
+  const int splits = std::min(std::max(1, wanted), std::max(1, total / 2));
   const int per = (total + splits - 1) / splits;
   return (total + per - 1) / per;
+}
+
+// The calling thread's current device's SMs.
+cudaError_t CurrentDeviceSmCount(int* sm_count) {
+  int device = 0;
+  const cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  return cudaDeviceGetAttribute(sm_count, cudaDevAttrMultiProcessorCount, device);
+}
+
+}  // namespace
+
+int TileGemmSplits(int m, int n, int k, int tile, int sm_count, int tile_m) {
+  const int tiles = Tiles(m, TileRowsOfA(tile, tile_m)) * Tiles(n, tile);
+  return EvenSplits(TotalStages(k), sm_count / tiles);
 }
 
 size_t TileGemmZeroedBytes(const TileGemmShape& s) {
   return Align256(sizeof(unsigned) * kTileCounters * size_t(OutputTiles(s)));
 }
 
-size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
+namespace {
+
+// The 64-tile shape a 16- or 32-row tile's launch falls back to (no TMA, or operands not
+// 16-byte aligned; the heuristic picks few-row tiles only where the TMA runs, and the C ABI
+// refuses unaligned operands): about as many CTAs as the few-row grid, at most the
+// device's SMs (as TileGemmSplits: they meet at a barrier) and FallbackCtaCap. Not the
+// few-row splits: at 100 x 300 x 20000 16-tiles take S = 1, and one 64-tile CTA summing
+// 20000 products was 2.4e-5 from a double reference where the tests hold C to 1e-5.
+constexpr int kMaxFallbackCtas = 1024;
+int FallbackCtaCap(const TileGemmShape& s) {
+  return std::min(s.k_splits * OutputTiles(s), kMaxFallbackCtas);
+}
+TileGemmShape FallbackFromFewRows(TileGemmShape s, int sm_count) {
+  const int ctas = std::min(FallbackCtaCap(s), sm_count);
+  s.tile = 64;
+  s.tile_m = 0;
+  s.k_splits = EvenSplits(TotalStages(s.k), ctas / OutputTiles(s));
+  return s;
+}
+
+size_t PartialsBytes(const TileGemmShape& s) {
   // [split][tile][rows of A x rows of B]: whole tiles, ragged edges included.
-  const size_t partials =
-      s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * OutputTiles(s) * s.tile * TileM(s) : 0;
+  return s.k_splits > 1 ? sizeof(float) * size_t(s.k_splits) * OutputTiles(s) * s.tile * TileM(s)
+                        : 0;
+}
+
+}  // namespace
+
+size_t TileGemmWorkspaceBytes(const TileGemmShape& s) {
+  // Few-row tiles: room for their fallback's partials too, at most FallbackCtaCap 64-tiles
+  // (with two splits or more its splits times tiles are at most that; its counters are a
+  // prefix of the few-row tiles': a 64-tile covers at least as much as each smaller one).
+  const size_t fallback = sizeof(float) * 64 * 64 * size_t(FallbackCtaCap(s));
+  const size_t partials = s.tile < 64 ? std::max(PartialsBytes(s), fallback) : PartialsBytes(s);
   return TileGemmZeroedBytes(s) + Align256(partials);
 }
 
@@ -526,11 +489,13 @@ bool TileGemmTmaSupported() { return CurrentDeviceIsSm90OrNewer(); }
 
 int TileGemmCtas(const TileGemmShape& s) { return s.k_splits * OutputTiles(s); }
 
-cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
+cudaError_t LaunchTileGemm(bool bf16, TileGemmShape s, const void* a, const void* b,
                            const float* bias, float* c, void* workspace, cudaStream_t stream,
                            unsigned long long* timeline) {
   const bool square = TileM(s) == s.tile;
-  if ((s.tile != 64 && s.tile != 128) || !(square || (s.tile == 128 && TileM(s) == 64)))
+  const bool few_rows = s.tile == 16 || s.tile == 32;
+  if ((s.tile != 64 && s.tile != 128 && !few_rows) ||
+      !(square || (s.tile == 128 && TileM(s) == 64)))
     return cudaErrorInvalidValue;
   if (timeline != nullptr && !bf16) return cudaErrorInvalidValue;  // diagnostics: bf16 only
   TileGemmParams p = {};
@@ -548,9 +513,26 @@ cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, con
   if ((s.k_splits - 1) * p.stages_per_split >= p.total_stages) return cudaErrorInvalidValue;
   p.timeline = timeline;
   p.counters = static_cast<unsigned*>(workspace);
+  // After the counters of `s` also where a few-row tile falls back to 64-tiles (fewer).
   p.partials = reinterpret_cast<float*>(static_cast<char*>(workspace) + TileGemmZeroedBytes(s));
-  const dim3 grid(s.k_splits, Tiles(s.n, s.tile), Tiles(s.m, TileM(s)));
   const bool stamps = timeline != nullptr;
+  if (few_rows) {
+    if (s.tma && TileGemmTmaSupported() && TensorMapAligned(a) && TensorMapAligned(b) &&
+        EncodeSwizzledRowsMap(&p.map_a, a, s.m, s.k, s.tile, /*promote_256=*/false) ==
+            cudaSuccess &&
+        EncodeSwizzledRowsMap(&p.map_b, b, s.n, s.k, s.tile, /*promote_256=*/false) ==
+            cudaSuccess) {
+      const dim3 grid(s.k_splits, Tiles(s.n, s.tile), Tiles(s.m, s.tile));
+      return LaunchFewRowTileGemm(bf16, stamps, s.pdl, s.tile, p, grid, stream);
+    }
+    int sm_count = 0;
+    const cudaError_t err = CurrentDeviceSmCount(&sm_count);
+    if (err != cudaSuccess) return err;
+    s = FallbackFromFewRows(s, sm_count);
+    p.k_splits = s.k_splits;
+    p.stages_per_split = StagesPerSplit(s);
+  }
+  const dim3 grid(s.k_splits, Tiles(s.n, s.tile), Tiles(s.m, TileM(s)));
   // L2 fetches 256 bytes a row where B's tile is 128 rows (those splits take every S-th
   // stage, so the other half is the neighbouring split's); the 64-tiles' contiguous ranges
   // measured 0.05-0.5 us faster without (H200, bench/NOTES.md session 38), as with cp.async.

@@ -1,10 +1,12 @@
 // Internal: the staged-tile Decompose-K GEMM (decompose_k_gemm_tile.cu), which
-// LaunchDecomposeKGemm runs for bf16/fp16 past 16 rows of A, and at 9-16 up to K = 65536
-// (ChooseGemmConfig says why). The router kernels' CTA tile
+// LaunchDecomposeKGemm runs for bf16/fp16 past 16 rows of A, at 9-16 up to K = 65536, and
+// where the few-row tiles apply (ChooseGemmConfig says why). The router kernels' CTA tile
 // (32 rows of B x up to 32 of A, operands straight from global memory into registers) reads
 // A once per 32 rows of B and B once per 32 rows of A: 4x the bytes at 128 x 128. Here a
 // CTA stages a 64- or 128-square tile of both operands through shared memory: an operand
-// is read once per 64 or 128 rows of the other.
+// is read once per 64 or 128 rows of the other. On sm_90+ the GEMMs of few rows take 16- or
+// 32-square tiles (decompose_k_gemm_few_rows.cu, ChooseFewRowGemmTile), whose stages hold
+// the tile's rows only, so a SM has 4x the real bytes in flight.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -15,7 +17,10 @@ namespace moe::cuda {
 
 struct TileGemmShape {
   int m = 0, n = 0, k = 0;
-  int tile = 128;    // CTA tile edge: 64 or 128
+  // CTA tile edge: 64 or 128, or 16 or 32 (square few-row tiles, decompose_k_gemm_few_rows.cu:
+  // their warps take turns at deeper stages of the tile's rows only; sm_90+ with 16-byte
+  // aligned operands, else the launch runs 64-tiles with the same splits)
+  int tile = 128;
   int k_splits = 1;  // S: CTAs that share one output tile's K range
   // Stages loaded by the TMA (tensor-map tile copies from a producer warp, mbarriers)
   // instead of cp.async from every thread. Honoured where TileGemmTmaSupported() and both
@@ -47,6 +52,11 @@ int ChooseGemmTile(int m, int n, int k);
 // 128 tile), else 0 (square).
 int ChooseGemmTileM(int m, int n, int k);
 
+// The few-row tile edge (16 or 32) for a shape on a device that runs the TMA, or 0 where
+// the 64-tiles or the router kernels do better (decompose_k_gemm_tile.cu has the
+// measurements).
+int ChooseFewRowGemmTile(int m, int n, int k);
+
 // S for a shape: about one CTA per SM over all output tiles (every CTA of a tile must be
 // resident at once: they meet at a barrier), at least two 64-wide K stages each. Adjusted
 // so that no split is empty.
@@ -71,7 +81,7 @@ enum GemmStampSlot {
 
 // C[m, n] = A[m, k] · B[n, k]ᵀ (+ bias[n]); bf16 (`bf16`) or fp16 operands, fp32 C. Under
 // PDL (s.pdl) only B must be a constant; the bias is read after the wait.
-cudaError_t LaunchTileGemm(bool bf16, const TileGemmShape& s, const void* a, const void* b,
+cudaError_t LaunchTileGemm(bool bf16, TileGemmShape s, const void* a, const void* b,
                            const float* bias, float* c, void* workspace, cudaStream_t stream,
                            unsigned long long* timeline = nullptr);
 

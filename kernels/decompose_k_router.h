@@ -229,9 +229,18 @@ struct GemmProblem {
   DType dtype = DType::kBF16;  // of A and B
 };
 absl::Status CanGemmDecomposeK(const GemmProblem& problem);
+// What the GEMM's heuristic needs to know of a device: its SMs (a split grid is resident
+// at once) and whether it runs the TMA (sm_90+: the few-row tiles, TMA stages).
+struct GemmDevice {
+  int sm_count = 0;
+  bool tma = false;
+};
 // The GEMM's config: cuBLASLt where GemmTakesCublas (unless allow_cublas is false: the
-// best Decompose-K config, for tests and benchmarks), else the staged tiles or the router
-// kernels.
+// best Decompose-K config, for tests and benchmarks), else the staged tiles (the few-row
+// ones where the TMA runs) or the router kernels.
+DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, const GemmDevice& device,
+                                  bool allow_cublas = true);
+// The same for the current device's TMA (TileGemmTmaSupported) and `sm_count` SMs.
 DecomposeKConfig ChooseGemmConfig(const GemmProblem& problem, int sm_count,
                                   bool allow_cublas = true);
 // Whether cuBLAS beats Decompose-K on the shape (decompose_k_config.cc has the measurements).

@@ -203,31 +203,40 @@ TEST(DecomposeKConfig, GemmConfigsFitEveryDevice) {
           const cuda::GemmProblem p{m, n, k, dtype};
           ASSERT_TRUE(cuda::CanGemmDecomposeK(p).ok());
           for (int sms : DeviceSmCounts()) {
-            const cuda::DecomposeKConfig c = cuda::ChooseGemmConfig(p, sms);
-            const std::string where =
-                absl::StrCat(m, "x", n, "x", k, " dtype=", int(dtype), " sms=", sms);
-            EXPECT_GT(cuda::GemmWorkspaceBytes(p, c), 0u) << where;
-            EXPECT_TRUE(c.cluster == 0 && !c.polled) << where << ": " << Describe(c);
-            EXPECT_EQ(c.gemm_cublas, cuda::GemmTakesCublas(p)) << where;
-            if (c.gemm_cublas) {
-              EXPECT_EQ(c.gemm_tile, 0) << where;
-              // The Decompose-K config stays available to tests and benchmarks.
-              EXPECT_FALSE(cuda::ChooseGemmConfig(p, sms, /*allow_cublas=*/false).gemm_cublas)
-                  << where;
-            } else if (c.gemm_tile != 0) {
-              ASSERT_NE(dtype, DType::kFP32) << where;
-              cuda::TileGemmShape shape{m, n, k, c.gemm_tile, c.k_splits};
-              shape.tile_m = c.gemm_tile_m;
-              // The tiles the kernel has: 64 x 64, 128 x 128 and 64 rows of A x 128 of B.
-              EXPECT_TRUE(c.gemm_tile_m == 0 || (c.gemm_tile == 128 && c.gemm_tile_m == 64))
-                  << where << ": " << Describe(c);
-              EXPECT_GE(c.k_splits, 1) << where;
-              EXPECT_LE(c.k_splits, (k + 63) / 64) << where;  // a 64-wide stage a split at least
-              if (c.k_splits > 1) {
-                EXPECT_LE(cuda::TileGemmCtas(shape), sms) << where;
+            for (bool tma : {false, true}) {
+              const cuda::DecomposeKConfig c =
+                  cuda::ChooseGemmConfig(p, cuda::GemmDevice{sms, tma});
+              const std::string where = absl::StrCat(m, "x", n, "x", k, " dtype=", int(dtype),
+                                                     " sms=", sms, " tma=", tma);
+              EXPECT_GT(cuda::GemmWorkspaceBytes(p, c), 0u) << where;
+              EXPECT_TRUE(c.cluster == 0 && !c.polled) << where << ": " << Describe(c);
+              EXPECT_EQ(c.gemm_cublas, cuda::GemmTakesCublas(p)) << where;
+              if (c.gemm_cublas) {
+                EXPECT_EQ(c.gemm_tile, 0) << where;
+                // The Decompose-K config stays available to tests and benchmarks.
+                EXPECT_FALSE(
+                    cuda::ChooseGemmConfig(p, cuda::GemmDevice{sms, tma}, /*allow_cublas=*/false)
+                        .gemm_cublas)
+                    << where;
+              } else if (c.gemm_tile != 0) {
+                ASSERT_NE(dtype, DType::kFP32) << where;
+                cuda::TileGemmShape shape{m, n, k, c.gemm_tile, c.k_splits};
+                shape.tile_m = c.gemm_tile_m;
+                // The tiles the kernels have: 64 x 64, 128 x 128, 64 rows of A x 128 of B, and
+                // the few-row 16 x 16 and 32 x 32 (TMA only).
+                EXPECT_TRUE(c.gemm_tile_m == 0 || (c.gemm_tile == 128 && c.gemm_tile_m == 64))
+                    << where << ": " << Describe(c);
+                EXPECT_TRUE(c.gemm_tile >= 64 || (tma && c.gemm_tile_m == 0))
+                    << where << ": " << Describe(c);
+                EXPECT_EQ(c.gemm_tma, tma) << where;
+                EXPECT_GE(c.k_splits, 1) << where;
+                EXPECT_LE(c.k_splits, (k + 63) / 64) << where;  // a 64-wide stage a split at least
+                if (c.k_splits > 1) {
+                  EXPECT_LE(cuda::TileGemmCtas(shape), sms) << where;
+                }
+              } else {
+                EXPECT_TRUE(c.k_splits >= 1 && c.k_splits <= 4096) << where << ": " << Describe(c);
               }
-            } else {
-              EXPECT_TRUE(c.k_splits >= 1 && c.k_splits <= 4096) << where << ": " << Describe(c);
             }
           }
         }
@@ -256,9 +265,10 @@ TEST(DecomposeKConfig, GemmHeuristicTakesTheTallTileForLargeKPastSixtyFourRows) 
   }
 }
 
-// Which GEMMs of at most 16 rows of A take the staged tiles, as the H100 runs measured
-// them (bench/RESULTS.md session 55): 9-16 rows up to K = 65536; the router kernels past
-// that K, at 8 rows or fewer, and for fp32 (no tensor-core tile kernel).
+// Which GEMMs of at most 16 rows of A take the staged tiles on a device without the TMA
+// (no few-row tiles), as the H100 runs measured them (bench/RESULTS.md session 55): 9-16
+// rows up to K = 65536; the router kernels past that K, at 8 rows or fewer, and for fp32
+// (no tensor-core tile kernel).
 TEST(DecomposeKConfig, GemmHeuristicTakesTheTilesAtNineToSixteenRowsUpToSixtyFourKOfK) {
   struct Case {
     cuda::GemmProblem p;
@@ -270,9 +280,48 @@ TEST(DecomposeKConfig, GemmHeuristicTakesTheTilesAtNineToSixteenRowsUpToSixtyFou
         Case{{17, 16, 131072, DType::kBF16}, 64}, Case{{16, 16, 131072, DType::kBF16}, 0},
         Case{{16, 16, 65544, DType::kBF16}, 0}, Case{{8, 8, 65536, DType::kBF16}, 0},
         Case{{1, 4096, 8192, DType::kFP16}, 0}, Case{{16, 16, 8192, DType::kFP32}, 0}}) {
-    EXPECT_EQ(cuda::ChooseGemmConfig(c.p, 132, /*allow_cublas=*/false).gemm_tile, c.tile)
+    EXPECT_EQ(
+        cuda::ChooseGemmConfig(c.p, cuda::GemmDevice{132, false}, /*allow_cublas=*/false).gemm_tile,
+        c.tile)
         << c.p.m << "x" << c.p.n << "x" << c.p.k << " dtype=" << int(c.p.dtype);
   }
+}
+
+// Where the TMA runs, the few-row tiles as the H100 runs measured them (bench/RESULTS.md
+// session 57, ChooseFewRowGemmTile): 16-tiles where they make one output tile, or two or
+// three up to K = 65536; 32-tiles from K = 65536 where the smaller operand has 9-32 rows
+// and the larger at most 32 or 65-256; otherwise what a device without the TMA takes
+// (64-tiles, the router kernels).
+TEST(DecomposeKConfig, GemmHeuristicTakesTheFewRowTilesWhereTheTmaRuns) {
+  struct Case {
+    cuda::GemmProblem p;
+    int tile;  // 16, 32 or 64: the staged tiles of that edge; 0: the router kernels
+  };
+  for (const Case& c :
+       {Case{{16, 16, 8192, DType::kBF16}, 16},   Case{{16, 16, 131072, DType::kBF16}, 16},
+        Case{{1, 16, 131072, DType::kBF16}, 16},  Case{{8, 8, 65536, DType::kFP16}, 16},
+        Case{{12, 40, 65536, DType::kBF16}, 16},  Case{{1, 1, 8, DType::kBF16}, 16},
+        Case{{2, 40, 131072, DType::kBF16}, 0},   Case{{16, 64, 65536, DType::kBF16}, 64},
+        Case{{9, 100, 131072, DType::kFP16}, 32}, Case{{24, 24, 131072, DType::kBF16}, 32},
+        Case{{48, 16, 8192, DType::kFP16}, 16},   Case{{16, 16, 8192, DType::kFP32}, 0},
+        Case{{32, 32, 65536, DType::kBF16}, 32},  Case{{32, 32, 131072, DType::kBF16}, 32},
+        Case{{16, 128, 65536, DType::kBF16}, 32}, Case{{256, 16, 65536, DType::kFP16}, 32},
+        Case{{32, 32, 32768, DType::kBF16}, 64},  Case{{64, 64, 131072, DType::kBF16}, 64},
+        Case{{16, 512, 32768, DType::kBF16}, 64}, Case{{4, 256, 16384, DType::kBF16}, 0},
+        Case{{8, 256, 65536, DType::kBF16}, 0},   Case{{1, 1024, 8192, DType::kBF16}, 0}}) {
+    const std::string where =
+        absl::StrCat(c.p.m, "x", c.p.n, "x", c.p.k, " dtype=", int(c.p.dtype));
+    const cuda::DecomposeKConfig config =
+        cuda::ChooseGemmConfig(c.p, cuda::GemmDevice{132, true}, /*allow_cublas=*/false);
+    EXPECT_EQ(config.gemm_tile, c.tile) << where;
+    if (config.gemm_tile != 0) {
+      EXPECT_TRUE(config.gemm_tma) << where;
+    }
+  }
+  // One output tile: a split a SM as the 64-tiles (128 of 2048 stages at 16 x 16 x 131072).
+  EXPECT_EQ(
+      cuda::ChooseGemmConfig({16, 16, 131072, DType::kBF16}, cuda::GemmDevice{132, true}).k_splits,
+      128);
 }
 
 // Which GEMMs go to cuBLASLt, as the H100 runs measured them (GemmTakesCublas, bench/
