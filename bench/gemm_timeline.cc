@@ -73,8 +73,14 @@ void PrintGemmTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_
                                           {64, 131072, 64, false},
                                           {64, 131072, 64, true},
                                           {64, 32768, 64, false},
-                                          {64, 32768, 64, true}}) {
-    if (cs.pdl && !tma) continue;  // PDL launches load by the TMA
+                                          {64, 32768, 64, true},
+                                          {32, 131072, 32, true},
+                                          {16, 131072, 16, false},
+                                          {16, 131072, 16, true},
+                                          {16, 8192, 16, true}}) {
+    // PDL launches load by the TMA; the few-row tiles exist only with it (without, they
+    // run 64-tiles of other splits, whose stamps this table would misread).
+    if ((cs.pdl || cs.tile < 64) && !tma) continue;
     const std::string shape = absl::StrFormat("gemm %dx%dx%d", cs.mn, cs.mn, cs.k);
     if (!Selected(shape, filter)) continue;
     cuda::TileGemmShape s{
