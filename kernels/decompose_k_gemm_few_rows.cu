@@ -28,7 +28,6 @@
 #include <algorithm>
 
 #include "kernels/tile_gemm_device.cuh"
-#include "kernels/tma_device.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -122,32 +121,16 @@ __global__ void __launch_bounds__(kCtaThreads, kPdl ? 2 : 1)
     if (lane == 0) {
       PrefetchTensorMap(&p.map_a);
       PrefetchTensorMap(&p.map_b);
-      auto load_half = [&](int i, bool is_a) {
+      // Locals by value (the map by reference: it must stay in parameter space): captured by
+      // reference, as IssueTileStages' argument, they changed ptxas' allocation (an 8-byte
+      // spill in the 32-tile's PDL stamps instance, +2 registers in the square 128-tiles').
+      auto load_half = [&p, stages, first, m0, n0](int i, bool is_a) {
         const int buf = i % kFewRowStages;
         TmaLoad2d(stages + buf * kStageBytes + (is_a ? kEdge * kRowBytes : 0),
                   is_a ? &p.map_a : &p.map_b, (first + i) * kTileStageK, is_a ? m0 : n0,
                   &full[buf]);
       };
-      int i = 0;
-      if constexpr (kPdl) {
-        // B's half of the first stages now; A's halves once the previous kernel is done.
-        const int early = min(count, kFewRowStages);
-        for (int j = 0; j < early; ++j) {
-          MbarrierArriveExpectTx(&full[j], kStageBytes);
-          load_half(j, false);
-        }
-        WaitForPrerequisiteGrid();
-        FenceProxyAsyncGlobal();  // A may have been written by the previous kernel
-        for (; i < early; ++i) load_half(i, true);
-      }
-      for (; i < count; ++i) {
-        const int buf = i % kFewRowStages;
-        // The buffer's previous stage (i - kFewRowStages) must have been multiplied.
-        if (i >= kFewRowStages) MbarrierWait(&empty[buf], (i / kFewRowStages - 1) & 1);
-        MbarrierArriveExpectTx(&full[buf], kStageBytes);
-        load_half(i, false);
-        load_half(i, true);
-      }
+      IssueTileStages<kFewRowStages, kStageBytes, kPdl>(count, full, empty, load_half);
     }
     __syncwarp();
     if constexpr (kPdl) AllowDependentLaunch();

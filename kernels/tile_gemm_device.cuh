@@ -14,6 +14,7 @@
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/pdl_device.cuh"
 #include "kernels/staged_tile_device.cuh"
+#include "kernels/tma_device.cuh"
 
 namespace moe::cuda {
 
@@ -94,6 +95,37 @@ __device__ inline void TileBarrier(unsigned* counters, unsigned generation, unsi
     }
   }
   __syncthreads();
+}
+
+// The TMA producer of a staged tile (one thread of the producer warp): issues stages 0 to
+// count - 1 into kStages buffers in turn, each two boxes (`load_half(i, is_a)`: B's rows,
+// then A's) that complete on the buffer's `full` mbarrier, which expects kStageBytes; a
+// buffer's next stage waits for its `empty` mbarrier to have seen the previous one
+// multiplied. kPdl: B is a constant (a model's weights), so B's boxes of the first stages
+// are issued before griddepcontrol.wait, while the previous kernel still runs; A's after.
+// sm_90+ only (tma_device.cuh): called in code compiled under `__CUDA_ARCH__ >= 900`.
+template <int kStages, int kStageBytes, bool kPdl, typename LoadHalf>
+__device__ __forceinline__ void IssueTileStages(int count, uint64_t (&full)[kStages],
+                                                uint64_t (&empty)[kStages], LoadHalf load_half) {
+  int i = 0;
+  if constexpr (kPdl) {
+    const int early = min(count, kStages);
+    for (int j = 0; j < early; ++j) {
+      MbarrierArriveExpectTx(&full[j], kStageBytes);
+      load_half(j, false);
+    }
+    WaitForPrerequisiteGrid();
+    FenceProxyAsyncGlobal();  // A may have been written by the previous kernel
+    for (; i < early; ++i) load_half(i, true);
+  }
+  for (; i < count; ++i) {
+    const int buf = i % kStages;
+    // The buffer's previous stage (i - kStages) must have been multiplied.
+    if (i >= kStages) MbarrierWait(&empty[buf], (i / kStages - 1) & 1);
+    MbarrierArriveExpectTx(&full[buf], kStageBytes);
+    load_half(i, false);
+    load_half(i, true);
+  }
 }
 
 // After the split barrier, this CTA's slice of the tile's kTileVec float4s (f_begin to
