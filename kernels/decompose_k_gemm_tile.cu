@@ -441,9 +441,7 @@ namespace {
 // few-row splits: at 100 x 300 x 20000 16-tiles take S = 1, and one 64-tile CTA summing
 // 20000 products was 2.4e-5 from a double reference where the tests hold C to 1e-5.
 constexpr int kMaxFallbackCtas = 1024;
-int FallbackCtaCap(const TileGemmShape& s) {
-  return std::min(s.k_splits * OutputTiles(s), kMaxFallbackCtas);
-}
+int FallbackCtaCap(const TileGemmShape& s) { return std::min(TileGemmCtas(s), kMaxFallbackCtas); }
 TileGemmShape FallbackFromFewRows(TileGemmShape s, int sm_count) {
   const int ctas = std::min(FallbackCtaCap(s), sm_count);
   s.tile = 64;

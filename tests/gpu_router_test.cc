@@ -1335,6 +1335,22 @@ std::vector<double> DoubleReferenceGemm(const GemmCase& c, const std::vector<uin
   return ref;
 }
 
+// C's relative L2 error against a double reference of the same layout; +inf where an
+// element is not finite (NaN never passes), and `where` names the first such element.
+double RelativeError(const std::vector<float>& got, const std::vector<double>& ref,
+                     const std::string& where) {
+  double err2 = 0, ref2 = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) {
+      ADD_FAILURE() << where << ": element " << i << " is " << got[i];
+      return INFINITY;
+    }
+    err2 += (got[i] - ref[i]) * (got[i] - ref[i]);
+    ref2 += ref[i] * ref[i];
+  }
+  return std::sqrt(err2 / ref2);
+}
+
 // Every case both ways: the best Decompose-K config (the heuristic's, where it does not hand
 // the shape to cuBLAS) and cuBLASLt (GemmTakesCublas' hand-off, forced on every shape): C
 // within 1e-5 of a double reference, bit-identical across two launches.
@@ -1410,16 +1426,7 @@ TEST(GpuGemm, MatchesDoubleReference) {
         EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 4), 0)
             << what << " tma=" << other.gemm_tma;
       }
-      double err2 = 0, ref2 = 0;
-      for (int i = 0; i < c.m; ++i)
-        for (int j = 0; j < c.n; ++j) {
-          const double ref = reference[size_t(i) * c.n + j];
-          const double g = got[size_t(i) * c.n + j];
-          ASSERT_TRUE(std::isfinite(g)) << what << " " << i << "," << j;
-          err2 += (g - ref) * (g - ref);
-          ref2 += ref * ref;
-        }
-      EXPECT_LT(std::sqrt(err2 / ref2), 1e-5) << what;
+      EXPECT_LT(RelativeError(got, reference, what), 1e-5) << what;
     }
   }
   EXPECT_FALSE(cuda::CanGemmDecomposeK({1, 1, 131080, DType::kBF16}).ok());
@@ -1621,19 +1628,8 @@ TEST(GpuGemm, EveryStagedTileMatchesTheReference) {
         EXPECT_EQ(cudaMemcpy(got.data(), out.get(), c_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
         return got;
       };
-      // C's relative error against the reference (every element finite).
-      auto relative_error = [&](const std::vector<float>& got, const std::string& how) {
-        double err2 = 0, ref2 = 0;
-        for (size_t i = 0; i < got.size(); ++i) {
-          EXPECT_TRUE(std::isfinite(got[i])) << what << how << " element " << i;
-          if (!std::isfinite(got[i])) return double(INFINITY);
-          err2 += (got[i] - ref[i]) * (got[i] - ref[i]);
-          ref2 += ref[i] * ref[i];
-        }
-        return std::sqrt(err2 / ref2);
-      };
       const std::vector<float> first = run(cfg, false);
-      EXPECT_LT(relative_error(first, ""), 1e-5) << what;
+      EXPECT_LT(RelativeError(first, ref, what), 1e-5) << what;
       EXPECT_EQ(std::memcmp(run(cfg, false).data(), first.data(), c_bytes), 0)
           << what << ": a second launch";
       auto other = cfg;
@@ -1641,7 +1637,7 @@ TEST(GpuGemm, EveryStagedTileMatchesTheReference) {
       const std::vector<float> other_got = run(other, false);
       const bool few_row_fallback = tile.n_rows < 64 && cfg.gemm_tma;
       if (few_row_fallback)
-        EXPECT_LT(relative_error(other_got, " (64-tile fallback)"), 1e-5)
+        EXPECT_LT(RelativeError(other_got, ref, what + " (64-tile fallback)"), 1e-5)
             << what << ": tma=" << other.gemm_tma;
       else
         EXPECT_EQ(std::memcmp(other_got.data(), first.data(), c_bytes), 0)
@@ -1752,13 +1748,8 @@ TEST(GpuCApi, GemmHandsLargeShapesToCublas) {
   for (int pass = 0; pass < 2; ++pass) {
     const std::vector<float>& got = pass == 0 ? with_bias : without;
     const std::vector<double> ref = DoubleReferenceGemm(c, a, b, pass == 0 ? real_bias : zeros);
-    double err2 = 0, ref2 = 0;
-    for (size_t i = 0; i < c_elems; ++i) {
-      ASSERT_TRUE(std::isfinite(got[i])) << "pass " << pass << " element " << i;
-      err2 += (got[i] - ref[i]) * (got[i] - ref[i]);
-      ref2 += ref[i] * ref[i];
-    }
-    EXPECT_LT(std::sqrt(err2 / ref2), 1e-5) << (pass == 0 ? "with the bias" : "without");
+    const std::string how = pass == 0 ? "with the bias" : "without";
+    EXPECT_LT(RelativeError(got, ref, how), 1e-5) << how;
   }
   poison_all();
   ASSERT_EQ(gemm(2, bias_at, MOE_GEMM_PDL), MOE_OK) << moe_last_error();
