@@ -20,8 +20,9 @@
 // each; tile_gemm_device.cuh).
 //
 // Programmatic Dependent Launch (TileGemmShape::pdl): B's boxes of the first stages before
-// griddepcontrol.wait, as the 64-tiles do; the CTAs (64 or 128 KB of stages) leave room for
-// one of the next launch on their SM at 16 rows.
+// griddepcontrol.wait, as the 64-tiles do (all 16 for 16-tiles, 4 for 32-tiles:
+// kEarlyStages); the CTAs (64 or 128 KB of stages) leave room for one of the next launch
+// on their SM at 16 rows.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -42,6 +43,18 @@ static_assert(kFewRowStages % kWarps == 0, "a buffer belongs to one MMA warp");
 
 template <int kEdge>
 constexpr int kFewRowStageBytes = 2 * kEdge* kRowBytes;  // B's rows, then A's
+
+// Under PDL, the stages whose B boxes are issued before griddepcontrol.wait: all 16 for
+// 16-tiles, 4 for 32-tiles. A 32-tile CTA (128 KB of stages) has its SM to itself, and
+// with all 16 early (64 KB of B each, 8 MB over 32 x 32 x 131072's grid) the next
+// launch's CTAs pulled B while this launch's last splits were still streaming and reducing.
+// H100, per call under PDL, same run, two rounds (bench/NOTES.md session 58): 4 early
+// stages took 32 x 32 x 131072 9.77 -> 9.55 us, 24 x 24 x 131072 8.38 -> 8.08, 9 x 100 x
+// 131072 15.23 -> 14.42, 32 x 256 x 65536 18.10 -> 17.12; 2 or 8 no better. 16-tiles lost
+// 0.33 us at 16 x 16 x 131072 with 4 (a split's whole K range is 16 stages there) and
+// 0.15 with 8.
+template <int kEdge>
+constexpr int kEarlyStages = kEdge == 16 ? kFewRowStages : 4;
 
 template <int kEdge>
 constexpr int kFewRowSmem = kFewRowStages* kFewRowStageBytes<kEdge> + kSwizzleAlignment;
@@ -130,7 +143,7 @@ __global__ void __launch_bounds__(kCtaThreads, kPdl ? 2 : 1)
                   is_a ? &p.map_a : &p.map_b, (first + i) * kTileStageK, is_a ? m0 : n0,
                   &full[buf]);
       };
-      IssueTileStages<kFewRowStages, kStageBytes, kPdl>(count, full, empty, load_half);
+      IssueTileStages<kFewRowStages, kStageBytes, kPdl, kEarlyStages<kEdge>>(count, full, empty, load_half);
     }
     __syncwarp();
     if constexpr (kPdl) AllowDependentLaunch();
