@@ -143,7 +143,8 @@ __global__ void __launch_bounds__(kCtaThreads, kPdl ? 2 : 1)
                   is_a ? &p.map_a : &p.map_b, (first + i) * kTileStageK, is_a ? m0 : n0,
                   &full[buf]);
       };
-      IssueTileStages<kFewRowStages, kStageBytes, kPdl, kEarlyStages<kEdge>>(count, full, empty, load_half);
+      IssueTileStages<kFewRowStages, kStageBytes, kPdl>(count, kEarlyStages<kEdge>, full, empty,
+                                                        load_half);
     }
     __syncwarp();
     if constexpr (kPdl) AllowDependentLaunch();

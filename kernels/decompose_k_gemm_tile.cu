@@ -54,10 +54,20 @@ constexpr int kStages = 4;
 template <bool kTma>
 constexpr int kCtaThreads = kThreads + (kTma ? 32 : 0);
 
+// Under PDL, the stages whose B boxes go before griddepcontrol.wait: a split's whole K
+// range where it fits the 4 stages (the CTA then has only A left to wait for), else 2.
+// With all 4 early on longer splits, the next launch's CTAs pulled B while this launch's
+// last splits still streamed and reduced. H100, per call under PDL, same run, two rounds
+// (bench/NOTES.md session 58), 2 early against 4: 64 x 64 x 131072 15.84 -> 15.48 us,
+// 128 x 128 x 32768 11.03 -> 10.69, x131072 29.49 -> 29.08, 16 x 64 x 65536 7.49 -> 7.15,
+// 64 x 256 x 65536 20.47 -> 19.98; but 64 x 64 x 32768 (4 stages a split) 6.19 -> 6.56.
+// 1 early was no better.
+__device__ __forceinline__ int EarlyStages(int count) { return count <= kStages ? count : 2; }
+
 // kPdl (TMA instances of 64 rows of A, launched with Programmatic Dependent Launch): B is a
-// constant (a model's weights), so the producer loads B's half of the first stages into
-// shared memory before griddepcontrol.wait, while the previous launch still runs; A, the
-// workspace and C only after the wait. Each CTA allows the next launch in once its
+// constant (a model's weights), so the producer loads B's half of the first stages
+// (EarlyStages) into shared memory before griddepcontrol.wait, while the previous launch
+// still runs; A, the workspace and C only after the wait. Each CTA allows the next launch in once its
 // mainloop is done: its CTAs (64 x 64: 65 KB, 93 registers; 64 x 128: 97 KB, 94) leave
 // room for one of the next launch on their SM, which loads its B while this one reduces
 // (L2 traffic only). H200: 0.3-1.0 us a call on every 64-tile row (bench/NOTES.md session
@@ -194,7 +204,8 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
                     is_a ? &p.map_a : &p.map_b, (first + i * stride) * kStageK, is_a ? m0 : n0,
                     &full[buf]);
         };
-        IssueTileStages<kStages, kStageBytes, kPdl>(count, full, empty, load_half);
+        IssueTileStages<kStages, kStageBytes, kPdl>(count, EarlyStages(count), full, empty,
+                                                    load_half);
       }
       __syncwarp();
       if constexpr (kPdl) AllowDependentLaunch();

@@ -101,16 +101,16 @@ __device__ inline void TileBarrier(unsigned* counters, unsigned generation, unsi
 // count - 1 into kStages buffers in turn, each two boxes (`load_half(i, is_a)`: B's rows,
 // then A's) that complete on the buffer's `full` mbarrier, which expects kStageBytes; a
 // buffer's next stage waits for its `empty` mbarrier to have seen the previous one
-// multiplied. kPdl: B is a constant (a model's weights), so B's boxes of the first kEarly
-// stages are issued before griddepcontrol.wait, while the previous kernel still runs; A's
-// after.
+// multiplied. kPdl: B is a constant (a model's weights), so B's boxes of the first
+// `max_early` stages (of at most count and kStages) are issued before griddepcontrol.wait,
+// while the previous kernel still runs; A's after.
 // sm_90+ only (tma_device.cuh): called in code compiled under `__CUDA_ARCH__ >= 900`.
-template <int kStages, int kStageBytes, bool kPdl, int kEarly = kStages, typename LoadHalf>
-__device__ __forceinline__ void IssueTileStages(int count, uint64_t (&full)[kStages],
+template <int kStages, int kStageBytes, bool kPdl, typename LoadHalf>
+__device__ __forceinline__ void IssueTileStages(int count, int max_early, uint64_t (&full)[kStages],
                                                 uint64_t (&empty)[kStages], LoadHalf load_half) {
   int i = 0;
   if constexpr (kPdl) {
-    const int early = min(count, kEarly);
+    const int early = min(min(count, kStages), max_early);
     for (int j = 0; j < early; ++j) {
       MbarrierArriveExpectTx(&full[j], kStageBytes);
       load_half(j, false);
