@@ -1478,9 +1478,10 @@ TEST(GpuGemm, ConcurrentGridWideGemmsOnTwoStreamsFinish) {
 
 // Under PDL (LaunchDecomposeKGemm's `pdl`, moe_gemm_ex's MOE_GEMM_PDL) the GEMM reads B
 // before griddepcontrol.wait and A after it, and lets the next launch in before it reduces.
-// Every path (staged 64 x 128 and 64-tiles, one split, the router kernels' tensor-core and
-// FMA mainloops; the square 128-tiles in EveryStagedTileMatchesTheReference) must give the
-// plain launch's bits:
+// Every path (staged 64 x 128 and 64-tiles, with a split's stages all loaded before the wait
+// or only the first ones; the few-row 16- and 32-tiles; one split; the router kernels'
+// tensor-core and FMA mainloops; the square 128-tiles in EveryStagedTileMatchesTheReference)
+// must give the plain launch's bits:
 // - behind a slow kernel that writes A (poisoned with huge values before): reading A
 //   before the wait would see the poison;
 // - back to back on one workspace and stream, alternating two operand sets, eager and as
@@ -1489,9 +1490,12 @@ TEST(GpuGemm, PdlLaunchesGiveThePlainLaunchBits) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(FreshSeed());
   std::normal_distribution<float> normal;
+  // 64 x 64 x 32768: 64-tiles of 4 stages a split, all before the wait; 64 x 64 x 65536: 8,
+  // 2 of them before. 32 x 32 x 65536: 32-tiles, 4 of a split's 8 stages before.
   const GemmCase cases[] = {{128, 128, 131072, DType::kBF16}, {128, 128, 32768, DType::kBF16},
-                            {64, 64, 65536, DType::kFP16},    {40, 200, 4096, DType::kFP16},
-                            {256, 4000, 72, DType::kBF16},    {16, 16, 8192, DType::kBF16},
+                            {64, 64, 65536, DType::kFP16},    {64, 64, 32768, DType::kBF16},
+                            {40, 200, 4096, DType::kFP16},    {256, 4000, 72, DType::kBF16},
+                            {16, 16, 8192, DType::kBF16},     {32, 32, 65536, DType::kBF16},
                             {3, 100, 1000, DType::kFP32}};
   auto stream = MakeStream().value();
   for (const GemmCase& c : cases) {
