@@ -67,14 +67,14 @@ __device__ __forceinline__ int EarlyStages(int count) { return count <= kStages 
 // kPdl (TMA instances of 64 rows of A, launched with Programmatic Dependent Launch): B is a
 // constant (a model's weights), so the producer loads B's half of the first stages
 // (EarlyStages) into shared memory before griddepcontrol.wait, while the previous launch
-// still runs; A, the workspace and C only after the wait. Each CTA allows the next launch in once its
-// mainloop is done: its CTAs (64 x 64: 65 KB, 93 registers; 64 x 128: 97 KB, 94) leave
-// room for one of the next launch on their SM, which loads its B while this one reduces
-// (L2 traffic only). H200: 0.3-1.0 us a call on every 64-tile row (bench/NOTES.md session
-// 39); H100, 64 x 128 at 128 x 128 x 65536: 17.88 against 19.01 plain. The 128 x 128 tiles
-// (129 KB, one a SM) launch plain: under PDL they were 0.5 us slower at K = 65536 and no faster at
-// 131072, and cut to 3 stages and 112 registers, so that two fit a SM, ~3 us slower;
-// prefetching more of B into L2 before the wait lost on every row.
+// still runs; A, the workspace and C only after the wait. Each CTA allows the next launch
+// in once its mainloop is done: its CTAs (64 x 64: 65 KB, 93 registers; 64 x 128: 97 KB,
+// 94) leave room for one of the next launch on their SM, which loads its B while this one
+// reduces (L2 traffic only). H200: 0.3-1.0 us a call on every 64-tile row (bench/NOTES.md
+// session 39); H100, 64 x 128 at 128 x 128 x 65536: 17.88 against 19.01 plain. The 128 x
+// 128 tiles (129 KB, one a SM) launch plain: under PDL they were 0.5 us slower at K =
+// 65536 and no faster at 131072, and cut to 3 stages and 112 registers, so that two fit a
+// SM, ~3 us slower; prefetching more of B into L2 before the wait lost on every row.
 // kTile: the CTA tile's rows of B (n); kTileM its rows of A (m): 64 x 64, 128 x 128, or 64
 // rows of A by 128 of B.
 template <typename T, int kTile, int kTileM, bool kStamps, bool kTma, bool kPdl>
