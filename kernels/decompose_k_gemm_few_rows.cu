@@ -155,14 +155,10 @@ __global__ void __launch_bounds__(kCtaThreads, kPdl ? 2 : 1)
       WaitForPrerequisiteGrid();
       generation = ReadTileGeneration(p, tile);
     }
-    for (int i = warp; i < count; i += kWarps) {
-      const int buf = i % kFewRowStages;
-      MbarrierWait(&full[buf], (i / kFewRowStages) & 1);
-      if (i == 0) GemmStamp<kStamps>(p, kGemmStampFirstStage);
-      multiply_stage(stages + buf * kStageBytes, acc);
-      __syncwarp();  // every lane's shared loads of the stage are done
-      if (lane == 0) MbarrierArrive(&empty[buf]);
-    }
+    // Warp w multiplies stages w, w + 8, ... into its own accumulators.
+    ConsumeTileStages<kFewRowStages, kStageBytes, kStamps>(
+        p, stages, warp, kWarps, count, full, empty,
+        [&](const uint8_t* buf) { multiply_stage(buf, acc); });
     if constexpr (kPdl) AllowDependentLaunch();  // the next launch may stream B meanwhile
   }
 

@@ -216,14 +216,9 @@ __global__ void __launch_bounds__(kCtaThreads<kTma>, kPdl ? 2 : 1)
         WaitForPrerequisiteGrid();
         generation = ReadTileGeneration(p, tile);
       }
-      for (int i = 0; i < count; ++i) {
-        const int buf = i % kStages;
-        MbarrierWait(&full[buf], (i / kStages) & 1);
-        if (i == 0) GemmStamp<kStamps>(p, kGemmStampFirstStage);
-        multiply_stage(stages + buf * kStageBytes, acc);
-        __syncwarp();  // every lane's shared loads of the stage are done
-        if (lane == 0) MbarrierArrive(&empty[buf]);
-      }
+      ConsumeTileStages<kStages, kStageBytes, kStamps>(
+          p, stages, 0, 1, count, full, empty,
+          [&](const uint8_t* buf) { multiply_stage(buf, acc); });
       if constexpr (kPdl) AllowDependentLaunch();  // the next launch may stream B meanwhile
     }
 #endif

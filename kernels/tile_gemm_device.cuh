@@ -188,4 +188,25 @@ __device__ __forceinline__ void SumTileSlice(const TileGemmParams& p, size_t til
 cudaError_t LaunchFewRowTileGemm(bool bf16, bool stamps, bool pdl, int tile,
                                  const TileGemmParams& p, dim3 grid, cudaStream_t stream);
 
+// The MMA side of a staged tile under the TMA producer: stages first, first + step, ... below
+// count, each waited for on its buffer's `full` mbarrier, multiplied
+// (`multiply(buffer_address)`), and released through its `empty` mbarrier once every lane's
+// shared loads are done. The 64-tiles' 8 warps multiply every stage together (first 0, step
+// 1); the few-row tiles' warps take turns (first warp, step 8: buffer b always warp b % 8's).
+// sm_90+ only, as IssueTileStages.
+template <int kStages, int kStageBytes, bool kStamps, typename Multiply>
+__device__ __forceinline__ void ConsumeTileStages(const TileGemmParams& p, const uint8_t* stages,
+                                                  int first, int step, int count,
+                                                  uint64_t (&full)[kStages],
+                                                  uint64_t (&empty)[kStages], Multiply multiply) {
+  for (int i = first; i < count; i += step) {
+    const int buf = i % kStages;
+    MbarrierWait(&full[buf], (i / kStages) & 1);
+    if (i == 0) GemmStamp<kStamps>(p, kGemmStampFirstStage);
+    multiply(stages + buf * kStageBytes);
+    __syncwarp();  // every lane's shared loads of the stage are done
+    if ((threadIdx.x & 31) == 0) MbarrierArrive(&empty[buf]);
+  }
+}
+
 }  // namespace moe::cuda
