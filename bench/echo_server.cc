@@ -31,6 +31,10 @@ ABSL_FLAG(bool, handoff, false,
           "moe-router-server's batcher does, instead of on the gRPC thread that read them: "
           "the transport's cost of answering from another thread");
 
+ABSL_FLAG(bool, read_ahead, false,
+          "Streams: start the next read as soon as a request is read (before its answer is "
+          "written), as moe-router-server's RouteStream does, instead of after the write");
+
 namespace {
 namespace v1 = moe_router::v1;
 
@@ -109,35 +113,90 @@ class EchoService final : public v1::Router::CallbackService {
       grpc::CallbackServerContext*) override {
     class Reactor : public grpc::ServerBidiReactor<v1::RouteRequest, v1::RouteStreamResponse> {
      public:
-      explicit Reactor(HandoffWorker* handoff) : handoff_(handoff) { StartRead(&req_); }
+      explicit Reactor(HandoffWorker* handoff)
+          : handoff_(handoff), read_ahead_(absl::GetFlag(FLAGS_read_ahead)) {
+        StartRead(&req_);
+      }
       void OnReadDone(bool ok) override {
+        if (!ok) {
+          std::lock_guard<std::recursive_mutex> lock(mu_);
+          reads_done_ = true;
+          if (!writing_ && unanswered_ == 0) Finish(grpc::Status::OK);
+          return;
+        }
+        {
+          std::lock_guard<std::recursive_mutex> lock(mu_);
+          ++unanswered_;
+        }
+        if (read_ahead_) {
+          // The answer from a copy of what it needs, so req_ takes the next read at once;
+          // answers ready while a write is in flight wait for it, in order.
+          v1::RouteRequest head;
+          head.set_request_id(req_.request_id());
+          *head.mutable_hidden_states()->mutable_shape() = req_.hidden_states().shape();
+          StartRead(&req_);
+          Answer([this, head] {
+            v1::RouteStreamResponse r;
+            r.set_request_id(head.request_id());
+            Fill(head, absl::GetFlag(FLAGS_top_k), r.mutable_response());
+            Write(std::move(r));
+          });
+          return;
+        }
+        Answer([this] {  // req_ stays put: the next read starts after this write
+          v1::RouteStreamResponse r;
+          r.set_request_id(req_.request_id());
+          Fill(req_, absl::GetFlag(FLAGS_top_k), r.mutable_response());
+          Write(std::move(r));
+        });
+      }
+      void OnWriteDone(bool ok) override {
+        std::lock_guard<std::recursive_mutex> lock(mu_);
+        writing_ = false;
         if (!ok) {
           Finish(grpc::Status::OK);
           return;
         }
-        auto answer = [this] {  // req_ stays put: the next read starts after this write
-          resp_.set_request_id(req_.request_id());
-          Fill(req_, absl::GetFlag(FLAGS_top_k), resp_.mutable_response());
+        if (!queued_.empty()) {
+          resp_ = std::move(queued_.front());
+          queued_.pop_front();
+          writing_ = true;
           StartWrite(&resp_);
-        };
-        if (handoff_ != nullptr) {
-          handoff_->Submit(answer);
-        } else {
-          answer();
-        }
-      }
-      void OnWriteDone(bool ok) override {
-        if (ok)
+        } else if (reads_done_) {
+          if (unanswered_ == 0) Finish(grpc::Status::OK);
+        } else if (!read_ahead_) {
           StartRead(&req_);
-        else
-          Finish(grpc::Status::OK);
+        }
       }
       void OnDone() override { delete this; }
 
      private:
+      void Answer(std::function<void()> answer) {
+        if (handoff_ != nullptr)
+          handoff_->Submit(std::move(answer));
+        else
+          answer();
+      }
+      void Write(v1::RouteStreamResponse r) {
+        std::lock_guard<std::recursive_mutex> lock(mu_);
+        --unanswered_;
+        if (writing_) {
+          queued_.push_back(std::move(r));
+          return;
+        }
+        resp_ = std::move(r);
+        writing_ = true;
+        StartWrite(&resp_);
+      }
+
       HandoffWorker* const handoff_;
+      const bool read_ahead_;
       v1::RouteRequest req_;
-      v1::RouteStreamResponse resp_;
+      std::recursive_mutex mu_;                     // a reaction may run inline in StartWrite
+      v1::RouteStreamResponse resp_;                // the write in flight
+      std::deque<v1::RouteStreamResponse> queued_;  // read ahead: answers waiting for it
+      bool writing_ = false, reads_done_ = false;
+      int unanswered_ = 0;  // requests read whose answer has not reached Write
     };
     return new Reactor(handoff_);
   }
