@@ -40,10 +40,17 @@ namespace v1 = moe_router::v1;
 
 std::atomic<bool> g_stop{false};
 
-void Fill(const v1::RouteRequest& req, int top_k, v1::RouteResponse* resp) {
+using Clock = std::chrono::steady_clock;
+
+// The answer to `req`, which reached its handler at `arrival`. Its Timing carries only what
+// lets a load generator on this host split the transport's time as it does the server's
+// (arrival_monotonic_ns, server_us); the handler here sees a message gRPC has already
+// parsed, so the way in includes that parse.
+void Fill(const v1::RouteRequest& req, int top_k, Clock::time_point arrival,
+          v1::RouteResponse* resp) {
   if (const int busy = absl::GetFlag(FLAGS_busy_us); busy > 0) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(busy);
-    while (std::chrono::steady_clock::now() < until) {
+    const auto until = Clock::now() + std::chrono::microseconds(busy);
+    while (Clock::now() < until) {
     }
   }
   const int tokens = req.hidden_states().shape_size() > 0 ? int(req.hidden_states().shape(0)) : 0;
@@ -52,6 +59,10 @@ void Fill(const v1::RouteRequest& req, int top_k, v1::RouteResponse* resp) {
   resp->set_top_k(top_k);
   resp->mutable_expert_ids()->Resize(tokens * top_k, 0);
   resp->mutable_expert_weights()->Resize(tokens * top_k, 0.0f);
+  auto* t = resp->mutable_timing();
+  t->set_arrival_monotonic_ns(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(arrival.time_since_epoch()).count());
+  t->set_server_us(std::chrono::duration<double, std::micro>(Clock::now() - arrival).count());
 }
 
 // --handoff: one worker thread that busy-waits for calls and answers them.
@@ -97,15 +108,16 @@ class EchoService final : public v1::Router::CallbackService {
   explicit EchoService(HandoffWorker* handoff) : handoff_(handoff) {}
   grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* ctx, const v1::RouteRequest* req,
                                   v1::RouteResponse* resp) override {
+    const auto arrival = Clock::now();
     auto* r = ctx->DefaultReactor();
     if (handoff_ != nullptr) {
-      handoff_->Submit([req, resp, r] {
-        Fill(*req, absl::GetFlag(FLAGS_top_k), resp);
+      handoff_->Submit([req, resp, r, arrival] {
+        Fill(*req, absl::GetFlag(FLAGS_top_k), arrival, resp);
         r->Finish(grpc::Status::OK);
       });
       return r;
     }
-    Fill(*req, absl::GetFlag(FLAGS_top_k), resp);
+    Fill(*req, absl::GetFlag(FLAGS_top_k), arrival, resp);
     r->Finish(grpc::Status::OK);
     return r;
   }
@@ -118,6 +130,7 @@ class EchoService final : public v1::Router::CallbackService {
         StartRead(&req_);
       }
       void OnReadDone(bool ok) override {
+        const auto arrival = Clock::now();
         if (!ok) {
           std::lock_guard<std::recursive_mutex> lock(mu_);
           reads_done_ = true;
@@ -135,18 +148,18 @@ class EchoService final : public v1::Router::CallbackService {
           head.set_request_id(req_.request_id());
           *head.mutable_hidden_states()->mutable_shape() = req_.hidden_states().shape();
           StartRead(&req_);
-          Answer([this, head] {
+          Answer([this, head, arrival] {
             v1::RouteStreamResponse r;
             r.set_request_id(head.request_id());
-            Fill(head, absl::GetFlag(FLAGS_top_k), r.mutable_response());
+            Fill(head, absl::GetFlag(FLAGS_top_k), arrival, r.mutable_response());
             Write(std::move(r));
           });
           return;
         }
-        Answer([this] {  // req_ stays put: the next read starts after this write
+        Answer([this, arrival] {  // req_ stays put: the next read starts after this write
           v1::RouteStreamResponse r;
           r.set_request_id(req_.request_id());
-          Fill(req_, absl::GetFlag(FLAGS_top_k), r.mutable_response());
+          Fill(req_, absl::GetFlag(FLAGS_top_k), arrival, r.mutable_response());
           Write(std::move(r));
         });
       }

@@ -7,6 +7,9 @@
 # follow (e.g. "echo --handoff"); any other is a moe-router-server variant. Leading NAME=VALUE
 # words are put in that server's environment (e.g. "GLIBC_TUNABLES=... --flag"), except
 # SERVER_BIN=PATH, which runs that moe-router-server binary instead (an older build).
+# Columns "in" and "out": the transport's way in and way out (moe-router-bench
+# --same_host_timing, from each server's arrival stamp), which add up with the server's time
+# to about the p50.
 set -euo pipefail
 bin=$1 out=$2; shift 2
 tokens=${TOKENS:-1} mode=${MODE:-unary} secs=${SECS:-2} rounds=${ROUNDS:-3} callers=${CALLERS:-1}
@@ -43,14 +46,15 @@ for label in "$@"; do
   fi
   i=$((i + 1))
 done
-echo "| round | target | p50 us | p90 us | server p50 us | queue p50 us | compute p50 us | req/s |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| round | target | p50 us | p90 us | server p50 us | queue p50 us | compute p50 us | in p50 us | out p50 us | req/s |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for r in $(seq 1 "$rounds"); do
   for j in "${!ports[@]}"; do
     args=(--address=127.0.0.1:${ports[$j]} --model=demo-deepseek-v3 --layers=58 --concurrency=$callers
-          --tokens=$tokens --duration_s=$secs --warmup_s=0.5 --progress=false --json="$out/run.json")
+          --tokens=$tokens --duration_s=$secs --warmup_s=0.5 --progress=false --same_host_timing
+          --json="$out/run.json")
     [ "$mode" = stream ] && args+=(--stream)
     "$bin/moe-router-bench" "${args[@]}" >/dev/null
-    python3 -c "import json,sys; r=json.load(open('$out/run.json')); print(f\"| $r | ${labels[$j]} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['server_p50_us']:.0f} | {r.get('queue_p50_us', 0):.0f} | {r['compute_p50_us']:.0f} | {r['qps']:.0f} |\")"
+    python3 -c "import json,sys; r=json.load(open('$out/run.json')); print(f\"| $r | ${labels[$j]} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['server_p50_us']:.0f} | {r.get('queue_p50_us', 0):.0f} | {r['compute_p50_us']:.0f} | {r.get('way_in_p50_us', 0):.0f} | {r.get('way_out_p50_us', 0):.0f} | {r['qps']:.0f} |\")"
   done
 done

@@ -37,7 +37,8 @@ start_server() {  # backend port
 
 measure() {  # label port callers stream tokens seconds json_out
   local args=(--address=127.0.0.1:$2 --model=demo-deepseek-v3 --layers=58 --concurrency=$3
-              --tokens=$5 --duration_s=$6 --warmup_s=1 --progress=false --json="$7")
+              --tokens=$5 --duration_s=$6 --warmup_s=1 --progress=false --same_host_timing
+              --json="$7")
   [ "$4" = stream ] && args+=(--stream)
   "$bin/moe-router-bench" "${args[@]}" >/dev/null
 }

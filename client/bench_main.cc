@@ -18,6 +18,10 @@ ABSL_FLAG(double, duration_s, 10, "Measured seconds");
 ABSL_FLAG(double, warmup_s, 1, "Unmeasured seconds first");
 ABSL_FLAG(std::string, json, "", "Also write the report as JSON to this file");
 ABSL_FLAG(bool, progress, true, "Print a progress line each second");
+ABSL_FLAG(bool, same_host_timing, false,
+          "The server runs on this host: report the transport's way in (send to the server's "
+          "arrival stamp) and way out (answer ready to received) from the server's monotonic "
+          "clock stamps; meaningless across hosts");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -36,6 +40,7 @@ int main(int argc, char** argv) {
   o.duration_s = absl::GetFlag(FLAGS_duration_s);
   o.warmup_s = absl::GetFlag(FLAGS_warmup_s);
   o.progress = absl::GetFlag(FLAGS_progress);
+  o.same_host_timing = absl::GetFlag(FLAGS_same_host_timing);
   if (o.tokens < 1 || o.concurrency < 1 || o.duration_s <= 0 || o.rate < 0 || o.layers < 1) {
     std::fprintf(stderr,
                  "moe-router-bench: --tokens, --concurrency, --layers must be >= 1, "

@@ -25,6 +25,10 @@ struct LoadOptions {
   double duration_s = 10;
   double warmup_s = 1;
   bool progress = true;  // a line per second on stderr
+  // The server runs on this host: split each answered request's transport time into the way
+  // in and the way out with the server's monotonic arrival stamp (Timing.arrival_monotonic_ns),
+  // which is meaningless next to another host's clock.
+  bool same_host_timing = false;
   ClientOptions client;
 };
 
@@ -40,6 +44,11 @@ struct LoadReport {
   // Median Timing.queue_us: arrival (before the parse) to the batch's launch.
   double queue_p50_us = 0;
   double compute_p50_us = 0;  // median Timing.compute_us: the batch's device (or CPU) time
+  // With same_host_timing, medians over the requests whose server stamped its arrival (0
+  // otherwise): the way in, from the client starting the call (its serialization included) to
+  // the server's arrival stamp; the way out, from the answer being ready (arrival + server_us)
+  // to the client having it (its parse included).
+  double way_in_p50_us = 0, way_out_p50_us = 0;
 
   std::string ToJson(const LoadOptions& o) const;
   std::string ToText() const;

@@ -110,6 +110,8 @@ void RouterService::Submit(const absl::Status& parsed, const v1::RouteRequest& r
       t->set_batch_tokens(r.batch_tokens);
       t->set_batch_requests(r.batch_requests);
       t->set_server_us(std::chrono::duration<double, std::micro>(Clock::now() - arrival).count());
+      t->set_arrival_monotonic_ns(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(arrival.time_since_epoch()).count());
     }
     finish(label, std::move(s), std::move(resp));
   };

@@ -290,14 +290,24 @@ TEST_F(Server, RoutesLikeTheReferenceAndServesHealthAndModels) {
       const int layer = tokens % kLayers;
       Case c = MakeCase(model, layer, tokens, 31 * tokens + layer);
       Routed r;
+      const auto sent = std::chrono::steady_clock::now();
       auto s =
           client.Route(model, layer, v1::DTYPE_BF16, tokens, Demo(model).spec.hidden, c.bytes, &r);
+      const auto received = std::chrono::steady_clock::now();
       ASSERT_TRUE(s.ok()) << s.error_message();
       EXPECT_EQ(Check(model, c, r), "") << model << " tokens=" << tokens;
       // The server's own time covers its queueing and its batch's computation.
       EXPECT_GE(r.timing.batch_tokens(), tokens);
       EXPECT_GT(r.timing.compute_us(), 0);
       EXPECT_GE(r.timing.server_us(), r.timing.queue_us() + r.timing.compute_us());
+      // Its arrival stamp is this host's monotonic clock, between the send and the answer,
+      // and the answer was ready before it was received.
+      const auto ns = [](std::chrono::steady_clock::time_point t) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+      };
+      EXPECT_GT(r.timing.arrival_monotonic_ns(), ns(sent));
+      EXPECT_LT(r.timing.arrival_monotonic_ns() + int64_t(r.timing.server_us() * 1e3),
+                ns(received));
     }
   }
   grpc::ClientContext ctx;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of bench/service_bench.sh on the CPU backend (short rows): the script runs to
 # the end, prints a row per target and caller count, and records every measurement (one
-# caller: each round of echo and routed) as a JSON line without errors.
+# caller: each round of echo and routed) as a JSON line without errors, with the transport's
+# way in and way out split by both servers' arrival stamps.
 #   service_bench_test.sh SOURCE_DIR SERVER_BINARY BENCH_BINARY ECHO_BINARY
 set -euo pipefail
 src=$1
@@ -29,5 +30,7 @@ assert sorted(l["round"] for l in lines if l["concurrency"] == 1) == [1, 1, 2, 2
 for l in lines:
     assert l["ok"] > 0 and sum(l["errors"].values()) == 0, l
     assert 0 < l["p50_us"] <= l["p99_us"], l
+    # Both servers stamp their arrival: the transport's way in and out are in the latency.
+    assert 0 < l["way_in_p50_us"] < l["p99_us"] and 0 < l["way_out_p50_us"] < l["p99_us"], l
 PY
 echo "service_bench smoke test passed"
