@@ -41,9 +41,23 @@ __device__ __forceinline__ void CheckVector(const uint4& v, size_t i, const RowC
     c.bad_rows[i / c.row_vectors] = 1;
 }
 
-// One 16-byte vector a thread per round. Host memory is read with L2-only (.cg) loads:
-// coherent, and nothing is kept in L1 that is read once. `source_cells`, when not null,
-// hold the source address instead of `src`, one cell a block (LaunchStageInFrom).
+// Polls a chunk's mark (system-scope acquire: the host's stores before it are then visible)
+// until it holds `generation`; traps after kStageMarkTimeoutNs.
+__device__ void WaitForChunkMark(const unsigned* mark, unsigned generation) {
+  const unsigned long long start = GlobalTimerNs();
+  for (;;) {
+    unsigned v;
+    asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(mark) : "memory");
+    if (v == generation) return;
+    if (GlobalTimerNs() - start > kStageMarkTimeoutNs) __trap();
+  }
+}
+
+// One 16-byte vector a thread per round; a round is a chunk (kStageBlockBytes). Host memory
+// is read with L2-only (.cg) loads: coherent, and nothing is kept in L1 that is read once;
+// a chunk waited for is read with .cv loads, fetched after its mark. `source_cells`, when
+// not null, hold the source address (and chunk marks) instead of `src`, one cell a block
+// (LaunchStageInFrom).
 __global__ void __launch_bounds__(kStageThreads)
     StageInKernel(const uint4* src, const char* source_cells, uint4* __restrict__ dst,
                   size_t vectors, unsigned long long* start_ns, RowCheck check) {
@@ -51,22 +65,37 @@ __global__ void __launch_bounds__(kStageThreads)
   // The dependent router may start now: it touches the hidden states only after
   // griddepcontrol.wait, which waits for this whole grid to finish and its writes to land.
   AllowDependentLaunch();
+  __shared__ StageSourceCell cell;
   if (source_cells != nullptr) {
-    // This block's own cell, by an L2-only load like the data's (the host wrote it before
+    // This block's own cell, by L2-only loads like the data's (the host wrote it before
     // the launch).
-    __shared__ const uint4* block_src;
-    if (threadIdx.x == 0) {
-      block_src = reinterpret_cast<const uint4*>(__ldcg(reinterpret_cast<const unsigned long long*>(
-          source_cells + blockIdx.x * kStageSourceCellStride)));
+    if (threadIdx.x < 2) {
+      const auto* line =
+          reinterpret_cast<const uint4*>(source_cells + blockIdx.x * kStageSourceCellStride);
+      reinterpret_cast<uint4*>(&cell)[threadIdx.x] = __ldcg(line + threadIdx.x);
     }
     __syncthreads();
-    src = block_src;
+    src = static_cast<const uint4*>(cell.src);
   }
-  const size_t stride = size_t(gridDim.x) * kStageThreads;
-  for (size_t i = size_t(blockIdx.x) * kStageThreads + threadIdx.x; i < vectors; i += stride) {
-    const uint4 v = __ldcg(src + i);
-    dst[i] = v;
-    CheckVector(v, i, check);
+  const unsigned waited = source_cells != nullptr ? cell.chunks : 0u;
+  for (size_t chunk = blockIdx.x; chunk * kStageThreads < vectors; chunk += gridDim.x) {
+    const size_t i = chunk * kStageThreads + threadIdx.x;
+    if (chunk < waited) {
+      if (threadIdx.x == 0)
+        WaitForChunkMark(reinterpret_cast<const unsigned*>(static_cast<const char*>(cell.marks) +
+                                                           chunk * kStageMarkStride),
+                         cell.generation);
+      __syncthreads();
+      if (i < vectors) {
+        const uint4 v = __ldcv(src + i);
+        dst[i] = v;
+        CheckVector(v, i, check);
+      }
+    } else if (i < vectors) {
+      const uint4 v = __ldcg(src + i);
+      dst[i] = v;
+      CheckVector(v, i, check);
+    }
   }
 }
 

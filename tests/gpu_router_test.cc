@@ -1195,6 +1195,86 @@ TEST(GpuStageIn, StageInFromCellsCopiesWhicheverBufferTheHostNames) {
   EXPECT_EQ(cuda::LaunchStageInFrom(nullptr, dst.get(), 16, nullptr), cudaErrorInvalidValue);
 }
 
+// The stage-in launched before its source is written (the server's deferred copy): the host
+// poisons the source, launches, then writes it in pieces with pauses, marking each whole
+// chunk (MarkStageChunk) with a generation new to every launch; the copy must hold the
+// written bytes, not the poison, and the non-finite row be marked. The marks may cover only
+// the first chunks (the rest written before the launch). At 1 token, 16 (56 chunks) and 40
+// (more chunks than cells: blocks wait on several).
+TEST(GpuStageIn, StageInWaitsForEachChunkMarkWhileTheHostWrites) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(FreshSeed());
+  uint32_t generation = 0;
+  for (const int rows : {1, 16, 40}) {
+    constexpr int kHidden = 7168;
+    const size_t row_bytes = size_t(kHidden) * 2, bytes = rows * row_bytes;
+    const size_t chunks = (bytes + cuda::kStageBlockBytes - 1) / cuda::kStageBlockBytes;
+    auto source = PinnedBuffer::Allocate(bytes).value();
+    auto marks = PinnedBuffer::Allocate(chunks * cuda::kStageMarkStride).value();
+    std::memset(marks.get(), 0, chunks * cuda::kStageMarkStride);
+    void *mapped_source = nullptr, *mapped_marks = nullptr, *mapped_cells = nullptr,
+         *mapped_flags = nullptr;
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_source, source.get(), 0));
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_marks, marks.get(), 0));
+    auto cells = PinnedBuffer::Allocate(cuda::kStageSourceCellsBytes).value();
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_cells, cells.get(), 0));
+    auto flags = PinnedBuffer::Allocate(rows).value();
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_flags, flags.get(), 0));
+    const cuda::FiniteCheck check{static_cast<uint8_t*>(mapped_flags), row_bytes, DType::kBF16};
+    auto dst = DeviceBuffer::Allocate(bytes).value();
+    CudaStream stream = MakeStream().value();
+    const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
+      return cuda::LaunchStageInFrom(mapped_cells, dst.get(), bytes, stream.get(), nullptr, check);
+    });
+    ASSERT_TRUE(exec);
+    for (int rep = 0; rep < 6; ++rep) {
+      std::vector<uint8_t> want(bytes);
+      for (size_t e = 0; e < bytes / 2; ++e)
+        StoreFromFloat(want.data(), DType::kBF16, e, float(int(rng() % 2001) - 1000) / 64);
+      const int bad_row = int(rng() % rows);
+      StoreFromFloat(want.data(), DType::kBF16, size_t(bad_row) * kHidden + 11,
+                     std::numeric_limits<float>::infinity());
+      // Waited-for chunks: all of them, or the first ones with the rest written already.
+      const size_t waited = rep % 2 == 0 ? chunks : 1 + rng() % chunks;
+      const size_t early = std::min(bytes, waited * cuda::kStageBlockBytes);
+      std::memset(source.get(), 0xee, early);  // poison where the copy must wait
+      std::memcpy(source.as<uint8_t>() + early, want.data() + early, bytes - early);
+      cuda::StageChunkMarks m;
+      m.device_marks = mapped_marks;
+      m.generation = ++generation;
+      m.chunks = uint32_t(waited);
+      cuda::SetStageInSource(cells.get(), mapped_source, bytes, m);
+      std::memset(flags.get(), 0, rows);
+      FillAndWait(dst.get(), 0x7f, bytes);
+      ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
+      // Three pieces cut anywhere in the waited part, each chunk marked once whole.
+      size_t a = rng() % early, b = rng() % early, marked = 0;
+      if (a > b) std::swap(a, b);
+      for (auto [from, to] : {std::pair{size_t(0), a}, {a, b}, {b, early}}) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        std::memcpy(source.as<uint8_t>() + from, want.data() + from, to - from);
+        const size_t whole = to == early ? waited : to / cuda::kStageBlockBytes;
+        for (; marked < whole; ++marked)
+          cuda::MarkStageChunk(marks.get(), uint32_t(marked), m.generation);
+      }
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      std::vector<uint8_t> copied(bytes);
+      ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
+      EXPECT_TRUE(copied == want) << "rows " << rows << " rep " << rep << " waited " << waited;
+      for (int r = 0; r < rows; ++r)
+        EXPECT_EQ(flags.as<uint8_t>()[r], r == bad_row ? 1 : 0) << "rows " << rows << " row " << r;
+    }
+    // Back to no marks: the same graph copies at once.
+    std::memcpy(source.get(), std::vector<uint8_t>(bytes, 0x11).data(), bytes);
+    cuda::SetStageInSource(cells.get(), mapped_source, bytes);
+    ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    std::vector<uint8_t> copied(bytes);
+    ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
+    EXPECT_TRUE(copied == std::vector<uint8_t>(bytes, 0x11)) << "rows " << rows;
+  }
+}
+
 // The device-side finite check, through both ways in: the stage-in kernel (rows read from
 // mapped host memory) and the check kernel (rows already in device memory). Finite values
 // chosen to trip a wrong mask (largest finite, subnormals, negative zero) fill every row;
