@@ -31,6 +31,12 @@ struct BatchIO {
   // null and 0.
   const void* hidden_device = nullptr;
   size_t hidden_device_bytes = 0;
+  // A lone request whose bytes may still be being written into its block
+  // (HiddenBytes::BeginFill), for a backend that StagesWhileFilling(): the chunk marks its
+  // stage-in waits on (chunks == 0: all written), and the block, whose WaitFilled() comes
+  // first on any path that reads `hidden` on the host.
+  ChunkMarks hidden_marks = {};
+  const HiddenBytes* hidden_fill = nullptr;
 };
 
 class RouterBackend {
@@ -51,6 +57,9 @@ class RouterBackend {
   // Where requests' hidden states should be parsed to so that this backend reads them in
   // place (BatchIO::hidden_device); null when it has no such memory.
   virtual InputPool* input_pool() { return nullptr; }
+  // True when Route() takes a lone request whose bytes are still being filled
+  // (BatchIO::hidden_marks); otherwise the batcher waits for the fill first.
+  virtual bool StagesWhileFilling() const { return false; }
   // False once the device failed in a way the process cannot recover from.
   virtual bool healthy() const { return true; }
 };
@@ -75,6 +84,10 @@ struct CudaBackendOptions {
   // the slots' staging buffers) with non-temporal stores (StreamingCopy): no fetching of
   // lines the device read last time, and no snooping of the copying core by its reads.
   bool pinned_input_streaming_stores = true;
+  // Input blocks get chunk marks, so a lone request is handed to its worker before its
+  // hidden states are copied out of gRPC's message, and the stage-in waits for each chunk
+  // on the device: the launch and the transfer overlap the copy.
+  bool stage_while_filling = true;
 };
 
 // The input pool's block size: the most hidden-state bytes a batch goes in with by the

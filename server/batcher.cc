@@ -71,17 +71,21 @@ int Batcher::queued() const {
   return queued_;
 }
 
+bool Batcher::TryHandOff(std::unique_ptr<RouteWork>& work) {
+  // Nothing queued and a worker spinning with its mailbox open takes the request straight
+  // from there. (With a queue delay the batch policy must see it: queue it.)
+  if (options_.limits.max_queue_delay_us != 0 || queued_.load(std::memory_order_acquire) != 0 ||
+      stopping_.load())
+    return false;
+  RouteWork* expected = nullptr;
+  if (!mailbox_.compare_exchange_strong(expected, work.get(), std::memory_order_acq_rel))
+    return false;
+  static_cast<void>(work.release());  // the spinner owns it now
+  return true;
+}
+
 void Batcher::Submit(std::unique_ptr<RouteWork> work) {
-  // Fast path: nothing queued and a worker spinning with its mailbox open takes the request
-  // straight from there. (With a queue delay the batch policy must see it: queue it.)
-  if (options_.limits.max_queue_delay_us == 0 && queued_.load(std::memory_order_acquire) == 0 &&
-      !stopping_.load()) {
-    RouteWork* expected = nullptr;
-    if (mailbox_.compare_exchange_strong(expected, work.get(), std::memory_order_acq_rel)) {
-      static_cast<void>(work.release());  // the spinner owns it now
-      return;
-    }
-  }
+  if (TryHandOff(work)) return;
   const int64_t bytes = static_cast<int64_t>(work->hidden_states.size());
   bool bytes_full = false;
   {
@@ -232,9 +236,16 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
   std::string gathered;
   if (batch.size() > 1) {
     gathered.reserve(size_t(tokens) * first.hidden * DTypeSize(first.dtype));
-    for (const auto& w : batch) gathered += w->hidden_states.view();
+    for (const auto& w : batch) {
+      w->hidden_states.WaitFilled();
+      gathered += w->hidden_states.view();
+    }
   }
   const bool lone = batch.size() == 1;
+  // A lone request's bytes may still be arriving (Submit's caller handed it over first): a
+  // backend that stages them on the device waits on the fill's marks there; any other
+  // reads them once they are all written.
+  if (lone && !backend_->StagesWhileFilling()) first.hidden_states.WaitFilled();
   const char* hidden = lone ? first.hidden_states.data() : gathered.data();
   std::vector<int32_t> ids(size_t(tokens) * top_k);
   std::vector<float> weights(ids.size());
@@ -246,6 +257,10 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
   io.hidden_dtype = first.dtype;
   io.hidden_device = lone ? first.hidden_states.device_view() : nullptr;
   io.hidden_device_bytes = lone ? first.hidden_states.device_readable_bytes() : 0;
+  if (lone) {
+    io.hidden_marks = first.hidden_states.marks();
+    io.hidden_fill = &first.hidden_states;
+  }
   io.tokens = tokens;
   io.ids = ids.data();
   io.weights = weights.data();
@@ -272,6 +287,7 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
       // The device saw a NaN or an infinity in this request's rows (and only its outputs
       // are spoilt). The host names the element, as validation would have; should it find
       // none, the device was wrong and the outputs, computed from finite values, stand.
+      w->hidden_states.WaitFilled();
       absl::Status finite = CheckFinite(w->hidden_states.data(), w->dtype,
                                         size_t(w->tokens) * w->hidden, kHiddenDataField);
       if (!finite.ok()) {

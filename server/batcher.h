@@ -88,6 +88,11 @@ class Batcher {
   // computes `work` on the calling thread — skipping two thread hand-offs — and returns
   // true; otherwise leaves `work` untouched and returns false (then Submit it).
   bool TryRunInline(std::unique_ptr<RouteWork>& work);
+  // Gives `work` straight to a worker spinning for it (nothing queued, no queue delay) and
+  // returns true; otherwise leaves it untouched and returns false. Submit tries this first.
+  // A request whose bytes are still being filled (HiddenBytes::BeginFill) may go this way:
+  // it is a batch of its own, and the worker reads its bytes only as the fill marks them.
+  bool TryHandOff(std::unique_ptr<RouteWork>& work);
   // Stops accepting; the worker finishes what is queued. Idempotent.
   void Shutdown();
   int queued() const;

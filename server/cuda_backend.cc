@@ -61,6 +61,9 @@ int TokenBucket(int tokens) {
 // long PCIe read (H100, 64 streaming callers of 16 tokens, all batches 256 tokens: 6.5k
 // requests/s with the kernel for every batch, 11.8k in the previous run with the engine).
 constexpr size_t kStageKernelMaxBytes = kInputBlockBytes;
+// A deferred fill's marks are the stage-in's chunk marks.
+static_assert(kFillChunkBytes == cuda::kStageBlockBytes, "a fill chunk is a stage-in pass");
+static_assert(kFillMarkStride == cuda::kStageMarkStride, "one mark line each");
 
 constexpr int kBuckets = 9;  // 1, 2, 4, ..., 256 tokens
 constexpr int kDTypes = 3;
@@ -193,6 +196,10 @@ class CudaBackend : public RouterBackend {
   bool ChecksFiniteOnDevice() const override { return checks_finite_on_device_; }
   bool healthy() const override { return healthy_.load(); }
   InputPool* input_pool() override { return input_pool_.get(); }
+  // With chunk marks, a lone request's stage-in waits for each chunk on the device.
+  bool StagesWhileFilling() const override {
+    return input_pool_ != nullptr && input_pool_->has_chunk_marks();
+  }
 
   absl::Status LoadModel(const RouterModel& model) override {
     CUDA_RETURN_STATUS_IF_ERROR(cudaSetDevice(info_.ordinal));
@@ -282,6 +289,18 @@ class CudaBackend : public RouterBackend {
     }
     input_pool_ = std::make_unique<InputPool>(input_region_.as<char>(), mapped, kInputBlockBytes,
                                               blocks, options_.pinned_input_streaming_stores);
+    if (!options_.stage_while_filling) return absl::OkStatus();
+    // The blocks' chunk marks: requests may then be handed over before their bytes are in.
+    const size_t marks_bytes = size_t(blocks) * InputPool::marks_bytes_per_block(kInputBlockBytes);
+    ASSIGN_OR_RETURN(marks_region_, PinnedBuffer::Allocate(marks_bytes));
+    std::memset(marks_region_.get(), 0, marks_bytes);
+    void* mapped_marks = nullptr;
+    if (cudaHostGetDevicePointer(&mapped_marks, marks_region_.get(), 0) != cudaSuccess) {
+      cudaGetLastError();  // no marks: every request is copied in before it is handed over
+      marks_region_ = PinnedBuffer();
+      return absl::OkStatus();
+    }
+    input_pool_->SetChunkMarks(marks_region_.as<char>(), mapped_marks);
     return absl::OkStatus();
   }
 
@@ -475,8 +494,13 @@ class CudaBackend : public RouterBackend {
     // it holds that much, with no copy here; else from pinned_in, after one.
     const size_t bucket_bytes = size_t(bucket) * row_bytes;
     if (stage_kernel && io.hidden_device != nullptr && io.hidden_device_bytes >= bucket_bytes) {
-      cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device, bucket_bytes);
+      cuda::StageChunkMarks marks;  // chunks still being written, waited for on the device
+      marks.device_marks = io.hidden_marks.device_marks;
+      marks.generation = io.hidden_marks.generation;
+      marks.chunks = io.hidden_marks.chunks;
+      cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device, bucket_bytes, marks);
     } else {
+      if (io.hidden_fill != nullptr) io.hidden_fill->WaitFilled();
       const size_t bytes = size_t(io.tokens) * row_bytes;
       if (options_.pinned_input_streaming_stores) {  // the device reads them next
         StreamingCopy(slot.pinned_in.get(), io.hidden, bytes);
@@ -529,6 +553,7 @@ class CudaBackend : public RouterBackend {
   std::vector<std::unique_ptr<Slot>> slots_;
   // Declared after the slots, so destroyed before them; both outlive every request.
   PinnedBuffer input_region_;
+  PinnedBuffer marks_region_;  // the input blocks' chunk marks
   std::unique_ptr<InputPool> input_pool_;
   bool checks_finite_on_device_ = false;  // every slot has device-mapped row marks (Init)
   absl::Mutex slots_mu_;

@@ -9,9 +9,19 @@
 //
 // HiddenBytes: one request's bytes, in a pool block or on the heap. Move-only; a block goes
 // back to its pool when the HiddenBytes holding it is destroyed.
+//
+// A pool with chunk marks (one mark line per kStageBlockBytes chunk of a block, readable by
+// the device) also lets a block be handed on before its bytes are written: BeginFill()
+// returns a BlockFill, through which the writer copies the bytes chunk by chunk, marking
+// each as it lands (the device's stage-in waits on the marks, kernels/stage_in.h). Until
+// the fill finishes, the block's holder may pass its marks to the device but must not read
+// the bytes on the host: it calls WaitFilled() first, and giving the block back waits too.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,6 +31,19 @@
 namespace moe {
 
 class InputPool;
+class BlockFill;
+
+// A deferred fill marks its block a chunk at a time: kernels/stage_in.h's kStageBlockBytes
+// and kStageMarkStride (the CUDA backend checks they agree).
+inline constexpr size_t kFillChunkBytes = 4096;
+inline constexpr size_t kFillMarkStride = 128;
+
+// Where a block's chunk marks are (kernels/stage_in.h's StageChunkMarks, without CUDA).
+struct ChunkMarks {
+  const void* device_marks = nullptr;
+  uint32_t generation = 0;
+  uint32_t chunks = 0;  // 0: every byte is written
+};
 
 class HiddenBytes {
  public:
@@ -43,9 +66,20 @@ class HiddenBytes {
   size_t device_readable_bytes() const;
   bool pooled() const { return pool_ != nullptr; }
 
-  // Back to empty; a block returns to its pool.
+  // Starts a deferred fill of this block (pooled, in a pool with marks; see the top): the
+  // bytes are to be written through the returned BlockFill.
+  BlockFill BeginFill();
+  // Whether a fill is still writing the bytes, and waiting for it to finish (spinning: a
+  // fill is one copy of at most a block).
+  bool filling() const;
+  void WaitFilled() const;
+  // The marks the device waits on while a fill is under way; chunks == 0 when none is.
+  ChunkMarks marks() const;
+
+  // Back to empty (after any fill has finished); a block returns to its pool.
   void Reset();
-  // Heap bytes moved out (then empty); pooled bytes are copied out, and their block kept.
+  // Heap bytes moved out (then empty); pooled bytes are copied out (once filled), and their
+  // block kept.
   std::string TakeHeapBytes();
 
  private:
@@ -66,6 +100,11 @@ class InputPool {
   // caches, since the device reads them next.
   InputPool(char* region, const void* device_region, size_t block_bytes, int blocks,
             bool streaming_stores = false);
+  // Chunk marks for deferred fills: `marks` (host view; `device_marks`, the device's) holds
+  // marks_per_block(block_bytes) lines of kStageMarkStride bytes for each block, zeroed.
+  void SetChunkMarks(char* marks, const void* device_marks);
+  static size_t marks_bytes_per_block(size_t block_bytes);
+  bool has_chunk_marks() const { return marks_ != nullptr; }
   InputPool(const InputPool&) = delete;
   InputPool& operator=(const InputPool&) = delete;
   // Every block must have been given back.
@@ -82,6 +121,7 @@ class InputPool {
 
  private:
   friend class HiddenBytes;
+  friend class BlockFill;
   void Release(int index);
 
   char* const region_;
@@ -91,6 +131,41 @@ class InputPool {
   const bool streaming_stores_;
   mutable absl::Mutex mu_;
   std::vector<int> free_ ABSL_GUARDED_BY(mu_);  // a stack: the block used last is warm
+  char* marks_ = nullptr;
+  const char* device_marks_ = nullptr;
+  // Per block: the generation its marks are set to by the fill under way or the last one
+  // (written by the filler before the block is handed on), and whether a fill is writing.
+  std::unique_ptr<uint32_t[]> generation_;
+  std::unique_ptr<std::atomic<bool>[]> filling_;
+};
+
+// The writer's side of a deferred fill: copies bytes into the block at increasing offsets
+// and marks each chunk once all its bytes are written. Finish() (or the destructor) marks
+// whatever is left, so the device never waits for a chunk that will not come, and ends the
+// fill. Move-only.
+class BlockFill {
+ public:
+  BlockFill() = default;
+  BlockFill(BlockFill&& other) noexcept { *this = std::move(other); }
+  BlockFill& operator=(BlockFill&& other) noexcept;
+  ~BlockFill() { Finish(); }
+  bool active() const { return pool_ != nullptr; }
+  size_t remaining() const { return pool_ != nullptr ? size_ - written_ : 0; }
+
+  // Appends `bytes` at the fill's current offset (the block's start first).
+  void Write(const void* src, size_t bytes);
+  // Marks the rest and ends the fill.
+  void Finish();
+
+ private:
+  friend class HiddenBytes;
+  void MarkUpTo(size_t chunks);
+  InputPool* pool_ = nullptr;
+  int index_ = -1;
+  char* block_ = nullptr;
+  char* marks_ = nullptr;
+  size_t size_ = 0, written_ = 0, marked_ = 0;  // marked_: chunks
+  uint32_t generation_ = 0;
 };
 
 }  // namespace moe

@@ -51,8 +51,10 @@ bool ReadRawStreaming(CodedInputStream* in, char* dst, int length) {
 // Reads one Tensor occurrence (up to the limit the caller pushed): data into `hidden`, every
 // other field re-encoded into `tensor_rest`. A later data field replaces an earlier one, as
 // protobuf's merge of a singular field does.
+// With `deferred_offset` (not null) and the bytes in a pool block with chunk marks, they are
+// skipped, not copied, and their offset in the message is stored there.
 bool ReadTensor(CodedInputStream* in, InputPool* pool, CodedOutputStream* tensor_rest,
-                HiddenBytes* hidden) {
+                HiddenBytes* hidden, size_t* deferred_offset) {
   while (const uint32_t tag = in->ReadTag()) {
     if (tag != kDataTag) {
       if (!WireFormatLite::SkipField(in, tag, tensor_rest)) return false;
@@ -64,10 +66,14 @@ bool ReadTensor(CodedInputStream* in, InputPool* pool, CodedOutputStream* tensor
     // anything is allocated for it.
     if (int64_t(length) > in->BytesUntilLimit()) return false;
     hidden->Reset();
+    if (deferred_offset != nullptr) *deferred_offset = 0;  // this field's bytes replace any
     if (length == 0 || pool == nullptr || !pool->TryAcquire(length, hidden))
       *hidden = HiddenBytes(std::string(length, '\0'));
     if (length == 0) continue;
-    if (hidden->pooled() && pool->streaming_stores()) {
+    if (deferred_offset != nullptr && hidden->pooled() && pool->has_chunk_marks()) {
+      *deferred_offset = size_t(in->CurrentPosition());
+      if (!in->Skip(int(length))) return false;
+    } else if (hidden->pooled() && pool->streaming_stores()) {
       if (!ReadRawStreaming(in, hidden->mutable_data(), int(length))) return false;
     } else if (!in->ReadRaw(hidden->mutable_data(), int(length))) {
       return false;
@@ -79,8 +85,9 @@ bool ReadTensor(CodedInputStream* in, InputPool* pool, CodedOutputStream* tensor
 // `total_bytes`: the message's size. Every length on the wire is checked against it before
 // anything is allocated or read for it.
 absl::Status Parse(ZeroCopyInputStream* stream, size_t total_bytes, InputPool* pool,
-                   ParsedRouteRequest* out) {
+                   bool defer_data, ParsedRouteRequest* out) {
   out->hidden.Reset();
+  out->deferred_offset = 0;
   if (total_bytes > size_t(INT32_MAX)) return Malformed();
   std::string rest, tensor_rest;  // every field but hidden_states / data, as on the wire
   bool has_tensor = false;
@@ -98,7 +105,9 @@ absl::Status Parse(ZeroCopyInputStream* stream, size_t total_bytes, InputPool* p
       if (!in.ReadVarint32(&length) || length > uint32_t(INT32_MAX)) return Malformed();
       const auto limit = in.PushLimit(int(length));
       if (in.BytesUntilLimit() != int(length)) return Malformed();  // past the end
-      if (!ReadTensor(&in, pool, &tensor_out, &out->hidden)) return Malformed();
+      if (!ReadTensor(&in, pool, &tensor_out, &out->hidden,
+                      defer_data ? &out->deferred_offset : nullptr))
+        return Malformed();
       in.PopLimit(limit);
       has_tensor = true;
     }
@@ -110,20 +119,49 @@ absl::Status Parse(ZeroCopyInputStream* stream, size_t total_bytes, InputPool* p
   return absl::OkStatus();
 }
 
+// Copies the bytes from `offset` of the message into the fill, a buffer of the stream at a
+// time (each marked as it lands).
+void CopyDeferred(ZeroCopyInputStream* stream, size_t offset, BlockFill* fill) {
+  if (offset > size_t(INT32_MAX) || !stream->Skip(int(offset))) return;  // Finish marks the rest
+  const void* data;
+  int size;
+  while (fill->remaining() > 0 && stream->Next(&data, &size)) fill->Write(data, size_t(size));
+}
+
 }  // namespace
 
 absl::Status ParseRouteRequest(const grpc::ByteBuffer& buffer, InputPool* pool,
-                               ParsedRouteRequest* out) {
+                               ParsedRouteRequest* out, bool defer_data) {
   // The reader only reads; its constructor takes a mutable pointer for gRPC's C API.
   grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(&buffer));
   if (!reader.status().ok()) return Malformed();
-  return Parse(&reader, buffer.Length(), pool, out);
+  return Parse(&reader, buffer.Length(), pool, defer_data, out);
 }
 
 absl::Status ParseRouteRequest(const std::string& serialized, InputPool* pool,
-                               ParsedRouteRequest* out) {
+                               ParsedRouteRequest* out, bool defer_data) {
   google::protobuf::io::ArrayInputStream stream(serialized.data(), int(serialized.size()));
-  return Parse(&stream, serialized.size(), pool, out);
+  return Parse(&stream, serialized.size(), pool, defer_data, out);
+}
+
+void CopyDeferredData(const grpc::ByteBuffer& buffer, size_t offset, BlockFill* fill) {
+  grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(&buffer));
+  if (reader.status().ok()) CopyDeferred(&reader, offset, fill);
+  fill->Finish();
+}
+
+std::function<void(BlockFill*)> DeferredCopy(const grpc::ByteBuffer& buffer,
+                                             const ParsedRouteRequest& parsed) {
+  if (parsed.deferred_offset == 0) return nullptr;
+  return [&buffer, offset = parsed.deferred_offset](BlockFill* fill) {
+    CopyDeferredData(buffer, offset, fill);
+  };
+}
+
+void CopyDeferredData(const std::string& serialized, size_t offset, BlockFill* fill) {
+  google::protobuf::io::ArrayInputStream stream(serialized.data(), int(serialized.size()));
+  CopyDeferred(&stream, offset, fill);
+  fill->Finish();
 }
 
 }  // namespace moe

@@ -54,7 +54,8 @@ void RouterService::Submit(v1::RouteRequest* request, grpc::CallbackServerContex
 
 void RouterService::Submit(const absl::Status& parsed, const v1::RouteRequest& req,
                            HiddenBytes hidden, Clock::time_point arrival,
-                           grpc::CallbackServerContext* ctx, Done done) {
+                           grpc::CallbackServerContext* ctx, Done done,
+                           const std::function<void(BlockFill*)>& copy_deferred) {
   const uint64_t request_id = req.request_id();
   // `label` is the metrics' model label: a loaded model's name, else kUnknownModelLabel.
   // Never the client's string: every made-up name would be a new series, without bound.
@@ -115,6 +116,15 @@ void RouterService::Submit(const absl::Status& parsed, const v1::RouteRequest& r
     }
     finish(label, std::move(s), std::move(resp));
   };
+  if (copy_deferred) {
+    // The worker launches while the bytes are copied in (each chunk marked as it lands):
+    // the launch and the device's transfer overlap the copy out of gRPC's message.
+    BlockFill fill = (*work)->hidden_states.BeginFill();
+    const bool handed_over = batcher_->TryHandOff(*work);
+    copy_deferred(&fill);
+    fill.Finish();
+    if (handed_over) return;
+  }
   if (!batcher_->TryRunInline(*work)) batcher_->Submit(std::move(*work));
 }
 
@@ -124,14 +134,17 @@ grpc::ServerUnaryReactor* RouterService::Route(grpc::CallbackServerContext* ctx,
   const auto arrival = Clock::now();
   auto* reactor = ctx->DefaultReactor();
   ParsedRouteRequest parsed;
-  const absl::Status status = ParseRouteRequest(*req, backend_->input_pool(), &parsed);
-  Submit(status, parsed.request, std::move(parsed.hidden), arrival, ctx,
-         [reactor, resp](const absl::Status& s, const v1::RouteResponse& r) {
-           if (!s.ok()) return reactor->Finish(ToGrpcStatus(s));
-           bool own_buffer;
-           reactor->Finish(
-               grpc::SerializationTraits<v1::RouteResponse>::Serialize(r, resp, &own_buffer));
-         });
+  const absl::Status status =
+      ParseRouteRequest(*req, backend_->input_pool(), &parsed, defer_hidden_copy());
+  Submit(
+      status, parsed.request, std::move(parsed.hidden), arrival, ctx,
+      [reactor, resp](const absl::Status& s, const v1::RouteResponse& r) {
+        if (!s.ok()) return reactor->Finish(ToGrpcStatus(s));
+        bool own_buffer;
+        reactor->Finish(
+            grpc::SerializationTraits<v1::RouteResponse>::Serialize(r, resp, &own_buffer));
+      },
+      DeferredCopy(*req, parsed));
   return reactor;
 }
 
@@ -171,8 +184,8 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
       pending_.emplace_back();
     }
     ParsedRouteRequest parsed;
-    const absl::Status status =
-        ParseRouteRequest(request_, service_->backend()->input_pool(), &parsed);
+    const absl::Status status = ParseRouteRequest(request_, service_->backend()->input_pool(),
+                                                  &parsed, service_->defer_hidden_copy());
     const uint64_t request_id = parsed.request.request_id();  // 0 when unparsable
     holders_.fetch_add(1, std::memory_order_relaxed);         // the answer's, below
     auto answer = [this, seq, request_id](const absl::Status& s, v1::RouteResponse r) {
@@ -202,7 +215,7 @@ class RouteStreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
       Release();
     };
     service_->Submit(status, parsed.request, std::move(parsed.hidden), arrival, ctx_,
-                     std::move(answer));
+                     std::move(answer), DeferredCopy(request_, parsed));
     request_.Clear();  // gRPC's slices are freed after the hand-off, not before it
     {
       std::lock_guard<std::recursive_mutex> lock(mu_);

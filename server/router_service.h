@@ -65,9 +65,18 @@ class RouterService final : public RouterCallbackBase {
   void Submit(moe_router::v1::RouteRequest* req, grpc::CallbackServerContext* ctx, Done done);
   // The same for a request parsed by ParseRouteRequest (`parsed`: how that went; a failure
   // is answered and counted like any refused request). `arrival`: when the call came in.
+  // `copy_deferred`, for bytes the parse left in the message (defer_data): writes them
+  // through the fill (CopyDeferredData). Called once the request is valid, after it is
+  // handed to a spinning worker where one waits (the device then stages the bytes as they
+  // land), else before it is queued; never for a refused request.
   void Submit(const absl::Status& parsed, const moe_router::v1::RouteRequest& req,
               HiddenBytes hidden, Clock::time_point arrival, grpc::CallbackServerContext* ctx,
-              Done done);
+              Done done, const std::function<void(BlockFill*)>& copy_deferred = nullptr);
+  // Whether parses should defer the hidden states' copy (ParseRouteRequest's defer_data):
+  // the backend stages a request's bytes as they land and checks them on the device.
+  bool defer_hidden_copy() const {
+    return backend_->StagesWhileFilling() && backend_->ChecksFiniteOnDevice();
+  }
 
  private:
   void FillInfo(const ModelDescription& m, moe_router::v1::ModelInfo* info) const;

@@ -55,6 +55,10 @@ ABSL_FLAG(int, pinned_input_blocks, 128,
 ABSL_FLAG(bool, pinned_input_streaming_stores, true,
           "Copy hidden states into the page-locked memory the GPU reads them from (the input "
           "blocks, the staging buffers) with non-temporal stores, past the CPU caches");
+ABSL_FLAG(bool, stage_while_filling, true,
+          "With input blocks: a lone request goes to a waiting worker before its hidden states "
+          "are copied out of the gRPC message, and the GPU stages each 4 KiB chunk as it lands "
+          "(the launch and the transfer overlap the copy); false: copy, then hand over");
 ABSL_FLAG(int, max_batch_tokens, 256, "Most tokens in one batch (1..256)");
 ABSL_FLAG(int, max_queue_delay_us, 0,
           "How long a batch may wait to fill (0: launch when the device is free)");
@@ -229,6 +233,7 @@ int ServerMain(int argc, char** argv) {
     options.zero_copy_input = absl::GetFlag(FLAGS_zero_copy_input);
     options.input_pool_blocks = absl::GetFlag(FLAGS_pinned_input_blocks);
     options.pinned_input_streaming_stores = absl::GetFlag(FLAGS_pinned_input_streaming_stores);
+    options.stage_while_filling = absl::GetFlag(FLAGS_stage_while_filling);
     backend = MakeCudaBackend(options, &error);
     if (!backend && backend_flag == "cuda") return Fail(absl::StrCat("--backend=cuda: ", error));
     if (!backend)

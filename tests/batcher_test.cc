@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
+#include <random>
 #include <thread>
 
 namespace moe {
@@ -362,6 +365,136 @@ TEST_F(BatcherTest, ADeviceFailureFailsTheBatchAndIsReportedOnce) {
   for (auto& [code, r] : out.results) EXPECT_EQ(code, absl::StatusCode::kInternal);
   EXPECT_EQ(reported.load(), 1);  // the server turns its health NOT_SERVING here
 }
+
+// Requests handed to a spinning worker before their bytes are written (the service's
+// deferred copy). A backend that stages while filling gets the block's chunk marks and, as
+// the device does, reads each chunk only once its mark holds the fill's generation; any
+// other backend is called only after the fill. Either way it sees every byte as written,
+// though the writer pauses between pieces. (Host memory stands in for the device's view.)
+class FillingBackend : public RouterBackend {
+ public:
+  explicit FillingBackend(bool stages_while_filling) : stages_(stages_while_filling) {}
+  std::string name() const override { return "filling"; }
+  std::string device() const override { return "fake"; }
+  absl::Status LoadModel(const RouterModel&) override { return absl::OkStatus(); }
+  bool StagesWhileFilling() const override { return stages_; }
+  absl::StatusOr<double> Route(const std::string&, int, const BatchIO& io) override {
+    const size_t bytes = size_t(io.tokens) * kHidden * 2;
+    std::string seen(bytes, '\0');
+    const ChunkMarks m = io.hidden_marks;
+    if (!stages_) {
+      EXPECT_EQ(m.chunks, 0u);  // the batcher waited for the fill
+    }
+    if (m.chunks > 0) ++staged_while_filling;
+    for (size_t c = 0; c * kFillChunkBytes < bytes; ++c) {
+      if (c < m.chunks) {
+        const auto* mark = reinterpret_cast<const std::atomic<uint32_t>*>(
+            static_cast<const char*>(m.device_marks) + c * kFillMarkStride);
+        while (mark->load(std::memory_order_acquire) != m.generation) std::this_thread::yield();
+      }
+      const size_t n = std::min(kFillChunkBytes, bytes - c * kFillChunkBytes);
+      std::memcpy(&seen[c * kFillChunkBytes],
+                  static_cast<const char*>(io.hidden) + c * kFillChunkBytes, n);
+    }
+    seen_.push_back(std::move(seen));
+    for (int t = 0; t < io.tokens; ++t) {
+      io.ids[t] = t;
+      io.weights[t] = 1.0f;
+    }
+    return 1e-6;
+  }
+  static constexpr int kHidden = 2000;  // 4000 bytes a token: chunks cut rows
+  std::vector<std::string> seen_;
+  std::atomic<int> staged_while_filling{0};
+
+ private:
+  const bool stages_;
+};
+
+class HandOffWhileFilling : public ::testing::TestWithParam<bool> {
+ protected:
+  MetricsRegistry registry;
+  ServerMetrics metrics{&registry};
+};
+
+TEST_P(HandOffWhileFilling, TheWorkerSeesEveryByteAsWritten) {
+  constexpr size_t kBlockBytes = 64 << 10;
+  std::vector<char> region(kBlockBytes), marks(InputPool::marks_bytes_per_block(kBlockBytes));
+  InputPool pool(region.data(), region.data(), kBlockBytes, 1);
+  pool.SetChunkMarks(marks.data(), marks.data());
+  FillingBackend backend(GetParam());
+  BatcherOptions o;
+  o.idle_spin_us = 5'000'000;
+  Batcher batcher(&backend, o, &metrics);
+  std::mt19937 rng(5);
+  std::vector<std::string> written;
+  for (int i = 0; i < 20; ++i) {
+    for (int k = 0; k < 1000 && batcher.spinning_workers() == 0; ++k)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(batcher.spinning_workers(), 1);
+    Outcome out;
+    const int tokens = 1 + int(rng() % 16);
+    auto w = Work(tokens, &out);
+    w->hidden = FillingBackend::kHidden;
+    std::string bytes(size_t(tokens) * FillingBackend::kHidden * 2, '\0');
+    for (char& c : bytes) c = char(rng());
+    ASSERT_TRUE(pool.TryAcquire(bytes.size(), &w->hidden_states));
+    BlockFill fill = w->hidden_states.BeginFill();
+    ASSERT_TRUE(batcher.TryHandOff(w));
+    ASSERT_EQ(w, nullptr);
+    // Three pieces, cut anywhere, with pauses the worker runs into.
+    size_t a = rng() % bytes.size(), b = rng() % bytes.size();
+    if (a > b) std::swap(a, b);
+    for (auto [from, to] : {std::pair{size_t(0), a}, {a, b}, {b, bytes.size()}}) {
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+      fill.Write(bytes.data() + from, to - from);
+    }
+    fill.Finish();
+    out.Wait(1);
+    EXPECT_EQ(out.results[0].first, absl::StatusCode::kOk);
+    written.push_back(std::move(bytes));
+  }
+  ASSERT_EQ(backend.seen_.size(), written.size());
+  for (size_t i = 0; i < written.size(); ++i) EXPECT_TRUE(backend.seen_[i] == written[i]) << i;
+  if (GetParam()) {
+    EXPECT_GT(backend.staged_while_filling.load(), 0);  // some pieces came after the launch
+  }
+}
+
+// A handed-over request whose deadline passed is answered at once, but its block goes back
+// to the pool only after the writer finished with it.
+TEST_P(HandOffWhileFilling, ADroppedRequestKeepsItsBlockUntilTheFillEnds) {
+  constexpr size_t kBlockBytes = 16 << 10;
+  std::vector<char> region(kBlockBytes), marks(InputPool::marks_bytes_per_block(kBlockBytes));
+  InputPool pool(region.data(), region.data(), kBlockBytes, 1);
+  pool.SetChunkMarks(marks.data(), marks.data());
+  FillingBackend backend(GetParam());
+  BatcherOptions o;
+  o.idle_spin_us = 5'000'000;
+  Batcher batcher(&backend, o, &metrics);
+  for (int k = 0; k < 1000 && batcher.spinning_workers() == 0; ++k)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(batcher.spinning_workers(), 1);
+  Outcome out;
+  auto w = Work(1, &out, Clock::now() - std::chrono::seconds(1));
+  ASSERT_TRUE(pool.TryAcquire(4000, &w->hidden_states));
+  BlockFill fill = w->hidden_states.BeginFill();
+  ASSERT_TRUE(batcher.TryHandOff(w));
+  out.Wait(1);
+  EXPECT_EQ(out.results[0].first, absl::StatusCode::kDeadlineExceeded);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(pool.free_blocks(), 0);  // the worker waits to give it back
+  fill.Finish();
+  for (int k = 0; k < 1000 && pool.free_blocks() == 0; ++k)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(pool.free_blocks(), 1);
+  EXPECT_TRUE(backend.seen_.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(StagingOrNot, HandOffWhileFilling, testing::Bool(),
+                         [](const testing::TestParamInfo<bool>& info) {
+                           return info.param ? "StagesWhileFilling" : "WaitsForTheFill";
+                         });
 
 }  // namespace
 }  // namespace moe

@@ -13,8 +13,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace moe {
@@ -30,13 +33,30 @@ constexpr size_t kBlockBytes = 64 << 10;
 constexpr int kBlocks = 3;
 
 // `streaming_stores`: the pool's blocks are filled by StreamingCopy, not ReadRaw.
+// `chunk_marks`: the blocks have chunk marks (deferred fills), the device's view of them the
+// host's (a test reads them where a device would).
 struct TestPool {
-  explicit TestPool(bool streaming_stores = false)
-      : pool(region.data(), device_region.data(), kBlockBytes, kBlocks, streaming_stores) {}
+  explicit TestPool(bool streaming_stores = false, bool chunk_marks = false)
+      : pool(region.data(), device_region.data(), kBlockBytes, kBlocks, streaming_stores) {
+    if (chunk_marks) pool.SetChunkMarks(marks.data(), marks.data());
+  }
   std::vector<char> region = std::vector<char>(kBlockBytes * kBlocks);
   std::vector<char> device_region = std::vector<char>(1);  // a stand-in address, never read
+  std::vector<char> marks =
+      std::vector<char>(InputPool::marks_bytes_per_block(kBlockBytes) * kBlocks);
   InputPool pool;
 };
+
+// Chunk `c`'s mark of the block holding `h` (the test pool's marks).
+uint32_t Mark(const TestPool& pool, const HiddenBytes& h, size_t c) {
+  const size_t block = size_t(h.data() - pool.region.data()) / kBlockBytes;
+  uint32_t v;
+  std::memcpy(&v,
+              pool.marks.data() + block * InputPool::marks_bytes_per_block(kBlockBytes) +
+                  c * kFillMarkStride,
+              4);
+  return v;
+}
 
 v1::RouteRequest RandomRequest(std::mt19937& rng) {
   v1::RouteRequest r;
@@ -196,6 +216,43 @@ TEST_P(RouteRequestParserStores, EveryTruncationFailsWhereProtobufFails) {
   EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
 }
 
+// Deferred data: the parse leaves pooled bytes in the message and says where; the copy
+// through a fill then gives exactly protobuf's bytes, every chunk marked. Single and merged
+// messages (the last data field's bytes), in random slices; blocks poisoned first.
+TEST_P(RouteRequestParserStores, DeferredDataCopiedLaterEqualsProtobuf) {
+  std::mt19937 rng(19);
+  TestPool pool(GetParam(), /*chunk_marks=*/true);
+  int deferred = 0;
+  for (int i = 0; i < 400; ++i) {
+    std::fill(pool.region.begin(), pool.region.end(), char(0xab));
+    std::string bytes = RandomRequest(rng).SerializeAsString();
+    if (i % 3 == 0) bytes += RandomRequest(rng).SerializeAsString();
+    const grpc::ByteBuffer buffer = Slices(bytes, rng);
+    ParsedRouteRequest parsed;
+    const absl::Status status = ParseRouteRequest(buffer, &pool.pool, &parsed, true);
+    if (status.ok() && parsed.deferred_offset != 0) {
+      ++deferred;
+      ASSERT_TRUE(parsed.hidden.pooled());
+      BlockFill fill = parsed.hidden.BeginFill();
+      ASSERT_TRUE(fill.active());
+      EXPECT_TRUE(parsed.hidden.filling());
+      const ChunkMarks marks = parsed.hidden.marks();
+      EXPECT_EQ(marks.chunks, (parsed.hidden.size() + kFillChunkBytes - 1) / kFillChunkBytes);
+      CopyDeferredData(buffer, parsed.deferred_offset, &fill);
+      EXPECT_FALSE(parsed.hidden.filling());
+      EXPECT_EQ(parsed.hidden.marks().chunks, 0u);
+      for (size_t c = 0; c < marks.chunks; ++c)
+        EXPECT_EQ(Mark(pool, parsed.hidden, c), marks.generation) << c;
+    } else if (status.ok()) {
+      // Not deferred: on the heap (too large, empty) or no block free.
+      EXPECT_TRUE(!parsed.hidden.pooled() || parsed.hidden.size() == 0);
+    }
+    ExpectSameAsProtobuf(bytes, status, parsed);
+  }
+  EXPECT_GT(deferred, 100);
+  EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
+}
+
 INSTANTIATE_TEST_SUITE_P(CachedAndStreamingStores, RouteRequestParserStores, testing::Bool(),
                          [](const testing::TestParamInfo<bool>& info) {
                            return info.param ? "StreamingStores" : "CachedStores";
@@ -240,6 +297,74 @@ TEST(InputPool, BlocksWhileFreeThenTheHeapAndBlocksComeBack) {
   EXPECT_EQ(extra.view(), "heap");
   EXPECT_EQ(pool.pool.free_blocks(), 1);
   held.clear();
+  EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
+}
+
+// A fill marks a chunk once all its bytes are written (the last, partial one at the end),
+// each fill of a block with a new non-zero generation; Finish marks what was never
+// written, so a device waiting on marks is never left waiting.
+TEST(InputPool, AFillMarksEachChunkAsItLands) {
+  TestPool pool(false, /*chunk_marks=*/true);
+  HiddenBytes h;
+  ASSERT_TRUE(pool.pool.TryAcquire(3 * kFillChunkBytes + 100, &h));
+  EXPECT_FALSE(h.filling());
+  EXPECT_EQ(h.marks().chunks, 0u);
+  std::string src(h.size(), '\0');
+  for (size_t i = 0; i < src.size(); ++i) src[i] = char(i * 7);
+  uint32_t last_generation = 0;
+  for (int round = 0; round < 3; ++round) {
+    BlockFill fill = h.BeginFill();
+    ASSERT_TRUE(h.filling());
+    const ChunkMarks marks = h.marks();
+    EXPECT_EQ(marks.chunks, 4u);
+    EXPECT_NE(marks.generation, 0u);
+    EXPECT_NE(marks.generation, last_generation);
+    last_generation = marks.generation;
+    fill.Write(src.data(), kFillChunkBytes - 1);  // not a whole chunk yet
+    EXPECT_NE(Mark(pool, h, 0), marks.generation);
+    fill.Write(src.data() + kFillChunkBytes - 1, kFillChunkBytes + 1);  // chunks 0 and 1
+    EXPECT_EQ(Mark(pool, h, 0), marks.generation);
+    EXPECT_EQ(Mark(pool, h, 1), marks.generation);
+    EXPECT_NE(Mark(pool, h, 2), marks.generation);
+    if (round == 2) {
+      fill.Finish();  // gives up early: the rest is marked all the same
+    } else {
+      fill.Write(src.data() + 2 * kFillChunkBytes, src.size() - 2 * kFillChunkBytes);
+      EXPECT_EQ(fill.remaining(), 0u);
+      EXPECT_EQ(h.view(), src);
+    }
+    for (uint32_t c = 0; c < 4; ++c) EXPECT_EQ(Mark(pool, h, c), marks.generation) << c;
+    fill.Finish();
+    EXPECT_FALSE(h.filling());
+  }
+  // No marks, no fill: a pool without them, and heap bytes.
+  TestPool plain;
+  HiddenBytes p;
+  ASSERT_TRUE(plain.pool.TryAcquire(10, &p));
+  EXPECT_FALSE(p.BeginFill().active());
+  EXPECT_FALSE(HiddenBytes(std::string("heap")).BeginFill().active());
+}
+
+// The block of a fill still under way goes back to the pool only once the fill finishes:
+// giving it back (the worker dropping a handed-over request) waits for the writer.
+TEST(InputPool, GivingBackABlockWaitsForItsFill) {
+  TestPool pool(false, /*chunk_marks=*/true);
+  HiddenBytes h;
+  ASSERT_TRUE(pool.pool.TryAcquire(2 * kFillChunkBytes, &h));
+  BlockFill fill = h.BeginFill();
+  std::atomic<bool> given_back{false};
+  std::thread holder([&] {
+    h.Reset();
+    given_back = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(given_back.load());
+  EXPECT_EQ(pool.pool.free_blocks(), kBlocks - 1);
+  const std::string src(2 * kFillChunkBytes, 'z');
+  fill.Write(src.data(), src.size());
+  fill.Finish();
+  holder.join();
+  EXPECT_TRUE(given_back.load());
   EXPECT_EQ(pool.pool.free_blocks(), kBlocks);
 }
 
