@@ -5,7 +5,7 @@
 #   source "$(dirname "$0")/device_steps.sh" && device_start
 # Functions print "== what", the command's exit code and seconds, and the lines that matter;
 # full outputs go to $OUT (the device tool brings them back). Calls stop 15 s before the
-# tool's 600 s limit.
+# tool's 600 s limit, or at DEVICE_LIMIT_S seconds where a call runs under a shorter one.
 
 # cd to the bundle, the bundled libraries on the path, the GPU named first in the log.
 device_start() {
@@ -15,8 +15,8 @@ device_start() {
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
 }
 
-# Seconds left before the tool's limit, less a margin.
-seconds_left() { echo $((585 - SECONDS)); }
+# Seconds left before the tool's limit (or DEVICE_LIMIT_S), less a margin.
+seconds_left() { echo $((${DEVICE_LIMIT_S:-585} - SECONDS)); }
 
 # gpu_tests NAME TIMEOUT [GTEST_FILTER]: gpu_router_test into $OUT/NAME.txt, its summary.
 gpu_tests() {

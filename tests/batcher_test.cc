@@ -413,34 +413,45 @@ class FillingBackend : public RouterBackend {
 
 class HandOffWhileFilling : public ::testing::TestWithParam<bool> {
  protected:
+  // A one-block pool with chunk marks, the backend, and a batcher whose worker is spinning.
+  void Start(size_t block_bytes) {
+    region_.assign(block_bytes, '\0');
+    marks_.assign(InputPool::marks_bytes_per_block(block_bytes), '\0');
+    pool = std::make_unique<InputPool>(region_.data(), region_.data(), block_bytes, 1);
+    pool->SetChunkMarks(marks_.data(), marks_.data());
+    BatcherOptions o;
+    o.idle_spin_us = 5'000'000;
+    batcher = std::make_unique<Batcher>(&backend, o, &metrics);
+    WaitSpinning();
+  }
+  void WaitSpinning() {
+    for (int k = 0; k < 1000 && batcher->spinning_workers() == 0; ++k)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(batcher->spinning_workers(), 1);
+  }
   MetricsRegistry registry;
   ServerMetrics metrics{&registry};
+  FillingBackend backend{GetParam()};
+  std::vector<char> region_, marks_;
+  std::unique_ptr<InputPool> pool;
+  std::unique_ptr<Batcher> batcher;  // declared last: stopped before the pool goes
 };
 
 TEST_P(HandOffWhileFilling, TheWorkerSeesEveryByteAsWritten) {
-  constexpr size_t kBlockBytes = 64 << 10;
-  std::vector<char> region(kBlockBytes), marks(InputPool::marks_bytes_per_block(kBlockBytes));
-  InputPool pool(region.data(), region.data(), kBlockBytes, 1);
-  pool.SetChunkMarks(marks.data(), marks.data());
-  FillingBackend backend(GetParam());
-  BatcherOptions o;
-  o.idle_spin_us = 5'000'000;
-  Batcher batcher(&backend, o, &metrics);
+  ASSERT_NO_FATAL_FAILURE(Start(64 << 10));
   std::mt19937 rng(5);
   std::vector<std::string> written;
   for (int i = 0; i < 20; ++i) {
-    for (int k = 0; k < 1000 && batcher.spinning_workers() == 0; ++k)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    ASSERT_EQ(batcher.spinning_workers(), 1);
+    ASSERT_NO_FATAL_FAILURE(WaitSpinning());
     Outcome out;
     const int tokens = 1 + int(rng() % 16);
     auto w = Work(tokens, &out);
     w->hidden = FillingBackend::kHidden;
     std::string bytes(size_t(tokens) * FillingBackend::kHidden * 2, '\0');
     for (char& c : bytes) c = char(rng());
-    ASSERT_TRUE(pool.TryAcquire(bytes.size(), &w->hidden_states));
+    ASSERT_TRUE(pool->TryAcquire(bytes.size(), &w->hidden_states));
     BlockFill fill = w->hidden_states.BeginFill();
-    ASSERT_TRUE(batcher.TryHandOff(w));
+    ASSERT_TRUE(batcher->TryHandOff(w));
     ASSERT_EQ(w, nullptr);
     // Three pieces, cut anywhere, with pauses the worker runs into.
     size_t a = rng() % bytes.size(), b = rng() % bytes.size();
@@ -464,30 +475,20 @@ TEST_P(HandOffWhileFilling, TheWorkerSeesEveryByteAsWritten) {
 // A handed-over request whose deadline passed is answered at once, but its block goes back
 // to the pool only after the writer finished with it.
 TEST_P(HandOffWhileFilling, ADroppedRequestKeepsItsBlockUntilTheFillEnds) {
-  constexpr size_t kBlockBytes = 16 << 10;
-  std::vector<char> region(kBlockBytes), marks(InputPool::marks_bytes_per_block(kBlockBytes));
-  InputPool pool(region.data(), region.data(), kBlockBytes, 1);
-  pool.SetChunkMarks(marks.data(), marks.data());
-  FillingBackend backend(GetParam());
-  BatcherOptions o;
-  o.idle_spin_us = 5'000'000;
-  Batcher batcher(&backend, o, &metrics);
-  for (int k = 0; k < 1000 && batcher.spinning_workers() == 0; ++k)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ASSERT_EQ(batcher.spinning_workers(), 1);
+  ASSERT_NO_FATAL_FAILURE(Start(16 << 10));
   Outcome out;
   auto w = Work(1, &out, Clock::now() - std::chrono::seconds(1));
-  ASSERT_TRUE(pool.TryAcquire(4000, &w->hidden_states));
+  ASSERT_TRUE(pool->TryAcquire(4000, &w->hidden_states));
   BlockFill fill = w->hidden_states.BeginFill();
-  ASSERT_TRUE(batcher.TryHandOff(w));
+  ASSERT_TRUE(batcher->TryHandOff(w));
   out.Wait(1);
   EXPECT_EQ(out.results[0].first, absl::StatusCode::kDeadlineExceeded);
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
-  EXPECT_EQ(pool.free_blocks(), 0);  // the worker waits to give it back
+  EXPECT_EQ(pool->free_blocks(), 0);  // the worker waits to give it back
   fill.Finish();
-  for (int k = 0; k < 1000 && pool.free_blocks() == 0; ++k)
+  for (int k = 0; k < 1000 && pool->free_blocks() == 0; ++k)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  EXPECT_EQ(pool.free_blocks(), 1);
+  EXPECT_EQ(pool->free_blocks(), 1);
   EXPECT_TRUE(backend.seen_.empty());
 }
 

@@ -1139,6 +1139,44 @@ TEST(GpuStageIn, RouterUnderPdlRoutesTheStagedHiddenStates) {
   EXPECT_EQ(cuda::LaunchStageIn(dst.as<char>() + 8, dst.get(), 16, nullptr), cudaErrorInvalidValue);
 }
 
+// One captured LaunchStageInFrom of `rows` rows of `row_bytes` reading its source from
+// cells, with its row marks and destination: what the two cells tests replay.
+struct CellsStageIn {
+  CellsStageIn(int rows, size_t row_bytes)
+      : rows(rows),
+        bytes(rows * row_bytes),
+        cells(PinnedBuffer::Allocate(cuda::kStageSourceCellsBytes).value()),
+        flags(PinnedBuffer::Allocate(rows).value()),
+        dst(DeviceBuffer::Allocate(bytes).value()),
+        stream(MakeStream().value()) {
+    void* mapped_flags = nullptr;
+    if (cudaHostGetDevicePointer(&mapped_cells, cells.get(), 0) != cudaSuccess ||
+        cudaHostGetDevicePointer(&mapped_flags, flags.get(), 0) != cudaSuccess)
+      return;
+    const cuda::FiniteCheck check{static_cast<uint8_t*>(mapped_flags), row_bytes, DType::kBF16};
+    exec = CaptureGraph(stream.get(), [&] {
+      return cuda::LaunchStageInFrom(mapped_cells, dst.get(), bytes, stream.get(), nullptr, check);
+    });
+  }
+  // Clears the row marks and poisons the destination; then the graph may be launched.
+  void Reset() {
+    std::memset(flags.get(), 0, rows);
+    FillAndWait(dst.get(), 0x7f, bytes);
+  }
+  std::vector<uint8_t> Copied() {
+    std::vector<uint8_t> copied(bytes);
+    EXPECT_EQ(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    return copied;
+  }
+  const int rows;
+  const size_t bytes;
+  PinnedBuffer cells, flags;
+  DeviceBuffer dst;
+  CudaStream stream;
+  void* mapped_cells = nullptr;
+  CudaGraphExec exec;  // empty when set-up failed
+};
+
 // The stage-in that takes its source from cells (the server's per-request input blocks):
 // one captured graph, replayed after the host names a different source each time, copies
 // exactly the named buffer, with that buffer's non-finite rows marked. At 1 token, at 16
@@ -1162,32 +1200,19 @@ TEST(GpuStageIn, StageInFromCellsCopiesWhicheverBufferTheHostNames) {
     }
     void* mapped_region = nullptr;
     ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_region, region.get(), 0));
-    auto cells = PinnedBuffer::Allocate(cuda::kStageSourceCellsBytes).value();
-    void* mapped_cells = nullptr;
-    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_cells, cells.get(), 0));
-    auto flags = PinnedBuffer::Allocate(rows).value();
-    void* mapped_flags = nullptr;
-    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_flags, flags.get(), 0));
-    const cuda::FiniteCheck check{static_cast<uint8_t*>(mapped_flags), row_bytes, DType::kBF16};
-    auto dst = DeviceBuffer::Allocate(bytes).value();
-    CudaStream stream = MakeStream().value();
-    const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
-      return cuda::LaunchStageInFrom(mapped_cells, dst.get(), bytes, stream.get(), nullptr, check);
-    });
-    ASSERT_TRUE(exec);
+    CellsStageIn stage(rows, row_bytes);
+    ASSERT_TRUE(stage.exec);
     for (int rep = 0; rep < 12; ++rep) {
       const int i = int(rng() % kSources);
-      cuda::SetStageInSource(cells.get(), static_cast<const char*>(mapped_region) + i * bytes,
+      cuda::SetStageInSource(stage.cells.get(), static_cast<const char*>(mapped_region) + i * bytes,
                              bytes);
-      std::memset(flags.get(), 0, rows);
-      FillAndWait(dst.get(), 0x7f, bytes);
-      ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
-      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-      std::vector<uint8_t> copied(bytes);
-      ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
-      EXPECT_TRUE(copied == want[i]) << "rows " << rows << " rep " << rep << " source " << i;
+      stage.Reset();
+      ASSERT_CUDA(cudaGraphLaunch(stage.exec.get(), stage.stream.get()));
+      ASSERT_CUDA(cudaStreamSynchronize(stage.stream.get()));
+      EXPECT_TRUE(stage.Copied() == want[i])
+          << "rows " << rows << " rep " << rep << " source " << i;
       for (int r = 0; r < rows; ++r)
-        EXPECT_EQ(flags.as<uint8_t>()[r], r == i % rows ? 1 : 0)
+        EXPECT_EQ(stage.flags.as<uint8_t>()[r], r == i % rows ? 1 : 0)
             << "rows " << rows << " rep " << rep << " row " << r;
     }
   }
@@ -1212,21 +1237,11 @@ TEST(GpuStageIn, StageInWaitsForEachChunkMarkWhileTheHostWrites) {
     auto source = PinnedBuffer::Allocate(bytes).value();
     auto marks = PinnedBuffer::Allocate(chunks * cuda::kStageMarkStride).value();
     std::memset(marks.get(), 0, chunks * cuda::kStageMarkStride);
-    void *mapped_source = nullptr, *mapped_marks = nullptr, *mapped_cells = nullptr,
-         *mapped_flags = nullptr;
+    void *mapped_source = nullptr, *mapped_marks = nullptr;
     ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_source, source.get(), 0));
     ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_marks, marks.get(), 0));
-    auto cells = PinnedBuffer::Allocate(cuda::kStageSourceCellsBytes).value();
-    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_cells, cells.get(), 0));
-    auto flags = PinnedBuffer::Allocate(rows).value();
-    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_flags, flags.get(), 0));
-    const cuda::FiniteCheck check{static_cast<uint8_t*>(mapped_flags), row_bytes, DType::kBF16};
-    auto dst = DeviceBuffer::Allocate(bytes).value();
-    CudaStream stream = MakeStream().value();
-    const CudaGraphExec exec = CaptureGraph(stream.get(), [&] {
-      return cuda::LaunchStageInFrom(mapped_cells, dst.get(), bytes, stream.get(), nullptr, check);
-    });
-    ASSERT_TRUE(exec);
+    CellsStageIn stage(rows, row_bytes);
+    ASSERT_TRUE(stage.exec);
     for (int rep = 0; rep < 6; ++rep) {
       std::vector<uint8_t> want(bytes);
       for (size_t e = 0; e < bytes / 2; ++e)
@@ -1243,10 +1258,9 @@ TEST(GpuStageIn, StageInWaitsForEachChunkMarkWhileTheHostWrites) {
       m.device_marks = mapped_marks;
       m.generation = ++generation;
       m.chunks = uint32_t(waited);
-      cuda::SetStageInSource(cells.get(), mapped_source, bytes, m);
-      std::memset(flags.get(), 0, rows);
-      FillAndWait(dst.get(), 0x7f, bytes);
-      ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
+      cuda::SetStageInSource(stage.cells.get(), mapped_source, bytes, m);
+      stage.Reset();
+      ASSERT_CUDA(cudaGraphLaunch(stage.exec.get(), stage.stream.get()));
       // Three pieces cut anywhere in the waited part, each chunk marked once whole.
       size_t a = rng() % early, b = rng() % early, marked = 0;
       if (a > b) std::swap(a, b);
@@ -1257,21 +1271,20 @@ TEST(GpuStageIn, StageInWaitsForEachChunkMarkWhileTheHostWrites) {
         for (; marked < whole; ++marked)
           cuda::MarkStageChunk(marks.get(), uint32_t(marked), m.generation);
       }
-      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-      std::vector<uint8_t> copied(bytes);
-      ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
-      EXPECT_TRUE(copied == want) << "rows " << rows << " rep " << rep << " waited " << waited;
+      ASSERT_CUDA(cudaStreamSynchronize(stage.stream.get()));
+      EXPECT_TRUE(stage.Copied() == want)
+          << "rows " << rows << " rep " << rep << " waited " << waited;
       for (int r = 0; r < rows; ++r)
-        EXPECT_EQ(flags.as<uint8_t>()[r], r == bad_row ? 1 : 0) << "rows " << rows << " row " << r;
+        EXPECT_EQ(stage.flags.as<uint8_t>()[r], r == bad_row ? 1 : 0)
+            << "rows " << rows << " row " << r;
     }
     // Back to no marks: the same graph copies at once.
-    std::memcpy(source.get(), std::vector<uint8_t>(bytes, 0x11).data(), bytes);
-    cuda::SetStageInSource(cells.get(), mapped_source, bytes);
-    ASSERT_CUDA(cudaGraphLaunch(exec.get(), stream.get()));
-    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
-    std::vector<uint8_t> copied(bytes);
-    ASSERT_CUDA(cudaMemcpy(copied.data(), dst.get(), bytes, cudaMemcpyDeviceToHost));
-    EXPECT_TRUE(copied == std::vector<uint8_t>(bytes, 0x11)) << "rows " << rows;
+    std::memset(source.get(), 0x11, bytes);
+    cuda::SetStageInSource(stage.cells.get(), mapped_source, bytes);
+    stage.Reset();
+    ASSERT_CUDA(cudaGraphLaunch(stage.exec.get(), stage.stream.get()));
+    ASSERT_CUDA(cudaStreamSynchronize(stage.stream.get()));
+    EXPECT_TRUE(stage.Copied() == std::vector<uint8_t>(bytes, 0x11)) << "rows " << rows;
   }
 }
 
