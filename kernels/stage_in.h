@@ -9,7 +9,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -65,12 +64,12 @@ struct StageChunkMarks {
 };
 
 // Marks chunk `chunk` written (`host_marks`: the host's view of mark 0). Its bytes must be
-// visible first: ordinary stores are ordered by the release fence here; streaming stores
+// visible first: ordinary stores are ordered by the release store here; streaming stores
 // need an sfence before the call (StreamingCopy ends with one).
 inline void MarkStageChunk(void* host_marks, uint32_t chunk, uint32_t generation) {
-  std::atomic_thread_fence(std::memory_order_release);
-  *reinterpret_cast<volatile uint32_t*>(static_cast<char*>(host_marks) +
-                                        size_t(chunk) * kStageMarkStride) = generation;
+  __atomic_store_n(reinterpret_cast<uint32_t*>(static_cast<char*>(host_marks) +
+                                               size_t(chunk) * kStageMarkStride),
+                   generation, __ATOMIC_RELEASE);
 }
 
 // A source cell as the kernel reads it (the first 32 bytes of its line).

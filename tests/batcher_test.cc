@@ -388,9 +388,9 @@ class FillingBackend : public RouterBackend {
     if (m.chunks > 0) ++staged_while_filling;
     for (size_t c = 0; c * kFillChunkBytes < bytes; ++c) {
       if (c < m.chunks) {
-        const auto* mark = reinterpret_cast<const std::atomic<uint32_t>*>(
+        const auto* mark = reinterpret_cast<const uint32_t*>(
             static_cast<const char*>(m.device_marks) + c * kFillMarkStride);
-        while (mark->load(std::memory_order_acquire) != m.generation) std::this_thread::yield();
+        while (__atomic_load_n(mark, __ATOMIC_ACQUIRE) != m.generation) std::this_thread::yield();
       }
       const size_t n = std::min(kFillChunkBytes, bytes - c * kFillChunkBytes);
       std::memcpy(&seen[c * kFillChunkBytes],
