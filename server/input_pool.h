@@ -10,8 +10,8 @@
 // HiddenBytes: one request's bytes, in a pool block or on the heap. Move-only; a block goes
 // back to its pool when the HiddenBytes holding it is destroyed.
 //
-// A pool with chunk marks (one mark line per kStageBlockBytes chunk of a block, readable by
-// the device) also lets a block be handed on before its bytes are written: BeginFill()
+// A pool with chunk marks (a kFillMarkStride line per kFillChunkBytes chunk of a block, in
+// memory the device can read) also lets a block be handed on before its bytes are written: BeginFill()
 // returns a BlockFill, through which the writer copies the bytes chunk by chunk, marking
 // each as it lands (the device's stage-in waits on the marks, kernels/stage_in.h). Until
 // the fill finishes, the block's holder may pass its marks to the device but must not read
@@ -101,7 +101,8 @@ class InputPool {
   InputPool(char* region, const void* device_region, size_t block_bytes, int blocks,
             bool streaming_stores = false);
   // Chunk marks for deferred fills: `marks` (host view; `device_marks`, the device's) holds
-  // marks_per_block(block_bytes) lines of kStageMarkStride bytes for each block, zeroed.
+  // marks_bytes_per_block(block_bytes) bytes for each block (a kFillMarkStride line per
+  // chunk), zeroed. Call before the pool is used.
   void SetChunkMarks(char* marks, const void* device_marks);
   static size_t marks_bytes_per_block(size_t block_bytes);
   bool has_chunk_marks() const { return marks_ != nullptr; }
