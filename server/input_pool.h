@@ -11,11 +11,12 @@
 // back to its pool when the HiddenBytes holding it is destroyed.
 //
 // A pool with chunk marks (a kFillMarkStride line per kFillChunkBytes chunk of a block, in
-// memory the device can read) also lets a block be handed on before its bytes are written: BeginFill()
-// returns a BlockFill, through which the writer copies the bytes chunk by chunk, marking
-// each as it lands (the device's stage-in waits on the marks, kernels/stage_in.h). Until
-// the fill finishes, the block's holder may pass its marks to the device but must not read
-// the bytes on the host: it calls WaitFilled() first, and giving the block back waits too.
+// memory the device can read) also lets a block be handed on before its bytes are written:
+// BeginFill() returns a BlockFill, through which the writer copies the bytes chunk by chunk,
+// marking each as it lands (the device's stage-in waits on the marks, kernels/stage_in.h).
+// Until the fill finishes, the block's holder may pass its marks to the device but must not
+// read the bytes on the host: it calls WaitFilled() first, and giving the block back waits
+// too.
 #pragma once
 
 #include <atomic>
