@@ -31,12 +31,15 @@ struct BatchIO {
   // null and 0.
   const void* hidden_device = nullptr;
   size_t hidden_device_bytes = 0;
-  // A lone request whose bytes may still be being written into its block
-  // (HiddenBytes::BeginFill), for a backend that StagesWhileFilling(): the chunk marks its
-  // stage-in waits on (chunks == 0: all written), and the block, whose WaitFilled() comes
-  // first on any path that reads `hidden` on the host.
-  ChunkMarks hidden_marks = {};
+  // A lone request's block, whose bytes may still be being written (HiddenBytes::BeginFill),
+  // for a backend that StagesWhileFilling(): its WaitFilled() comes first on any path that
+  // reads `hidden` on the host; null for a merged batch.
   const HiddenBytes* hidden_fill = nullptr;
+  // The chunk marks a stage-in waits on for bytes still being written (chunks == 0: all are
+  // there), asked as late as possible: a fill finished by then costs the device no poll.
+  ChunkMarks pending_marks() const {
+    return hidden_fill != nullptr ? hidden_fill->marks() : ChunkMarks{};
+  }
 };
 
 class RouterBackend {
@@ -58,7 +61,7 @@ class RouterBackend {
   // place (BatchIO::hidden_device); null when it has no such memory.
   virtual InputPool* input_pool() { return nullptr; }
   // True when Route() takes a lone request whose bytes are still being filled
-  // (BatchIO::hidden_marks); otherwise the batcher waits for the fill first.
+  // (BatchIO::pending_marks); otherwise the batcher waits for the fill first.
   virtual bool StagesWhileFilling() const { return false; }
   // False once the device failed in a way the process cannot recover from.
   virtual bool healthy() const { return true; }

@@ -257,10 +257,7 @@ void Batcher::Execute(std::vector<std::unique_ptr<RouteWork>> batch) {
   io.hidden_dtype = first.dtype;
   io.hidden_device = lone ? first.hidden_states.device_view() : nullptr;
   io.hidden_device_bytes = lone ? first.hidden_states.device_readable_bytes() : 0;
-  if (lone) {
-    io.hidden_marks = first.hidden_states.marks();
-    io.hidden_fill = &first.hidden_states;
-  }
+  io.hidden_fill = lone ? &first.hidden_states : nullptr;
   io.tokens = tokens;
   io.ids = ids.data();
   io.weights = weights.data();

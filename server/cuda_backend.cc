@@ -494,10 +494,11 @@ class CudaBackend : public RouterBackend {
     // it holds that much, with no copy here; else from pinned_in, after one.
     const size_t bucket_bytes = size_t(bucket) * row_bytes;
     if (stage_kernel && io.hidden_device != nullptr && io.hidden_device_bytes >= bucket_bytes) {
+      const ChunkMarks pending = io.pending_marks();
       cuda::StageChunkMarks marks;  // chunks still being written, waited for on the device
-      marks.device_marks = io.hidden_marks.device_marks;
-      marks.generation = io.hidden_marks.generation;
-      marks.chunks = io.hidden_marks.chunks;
+      marks.device_marks = pending.device_marks;
+      marks.generation = pending.generation;
+      marks.chunks = pending.chunks;
       cuda::SetStageInSource(slot.source_cells.get(), io.hidden_device, bucket_bytes, marks);
     } else {
       if (io.hidden_fill != nullptr) io.hidden_fill->WaitFilled();

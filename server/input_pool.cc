@@ -52,8 +52,7 @@ BlockFill HiddenBytes::BeginFill() {
   fill.pool_ = pool_;
   fill.index_ = index_;
   fill.block_ = block_;
-  fill.marks_ =
-      pool_->marks_ + size_t(index_) * InputPool::marks_bytes_per_block(pool_->block_bytes_);
+  fill.marks_ = pool_->marks_ + pool_->marks_offset(index_);
   fill.size_ = size_;
   fill.generation_ = generation;
   return fill;
@@ -75,10 +74,9 @@ void HiddenBytes::WaitFilled() const {
 ChunkMarks HiddenBytes::marks() const {
   if (!filling()) return {};
   ChunkMarks m;
-  m.device_marks =
-      pool_->device_marks_ + size_t(index_) * InputPool::marks_bytes_per_block(pool_->block_bytes_);
+  m.device_marks = pool_->device_marks_ + pool_->marks_offset(index_);
   m.generation = pool_->generation_[index_];
-  m.chunks = uint32_t((size_ + kFillChunkBytes - 1) / kFillChunkBytes);
+  m.chunks = uint32_t(FillChunks(size_));
   return m;
 }
 
@@ -122,7 +120,11 @@ bool InputPool::TryAcquire(size_t bytes, HiddenBytes* out) {
 }
 
 size_t InputPool::marks_bytes_per_block(size_t block_bytes) {
-  return (block_bytes + kFillChunkBytes - 1) / kFillChunkBytes * kFillMarkStride;
+  return FillChunks(block_bytes) * kFillMarkStride;
+}
+
+size_t InputPool::marks_offset(int index) const {
+  return size_t(index) * marks_bytes_per_block(block_bytes_);
 }
 
 void InputPool::SetChunkMarks(char* marks, const void* device_marks) {
@@ -160,8 +162,7 @@ void BlockFill::Write(const void* src, size_t bytes) {
     std::memcpy(block_ + written_, src, bytes);
   }
   written_ += bytes;
-  MarkUpTo(written_ == size_ ? (size_ + kFillChunkBytes - 1) / kFillChunkBytes
-                             : written_ / kFillChunkBytes);
+  MarkUpTo(written_ == size_ ? FillChunks(size_) : written_ / kFillChunkBytes);
 }
 
 void BlockFill::MarkUpTo(size_t chunks) {
@@ -174,7 +175,7 @@ void BlockFill::MarkUpTo(size_t chunks) {
 
 void BlockFill::Finish() {
   if (pool_ == nullptr) return;
-  MarkUpTo((size_ + kFillChunkBytes - 1) / kFillChunkBytes);
+  MarkUpTo(FillChunks(size_));
   pool_->filling_[index_].store(false, std::memory_order_release);
   pool_ = nullptr;
 }

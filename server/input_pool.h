@@ -38,6 +38,10 @@ class BlockFill;
 // and kStageMarkStride (the CUDA backend checks they agree).
 inline constexpr size_t kFillChunkBytes = 4096;
 inline constexpr size_t kFillMarkStride = 128;
+// Chunks of `bytes` (the last one partial).
+inline constexpr size_t FillChunks(size_t bytes) {
+  return (bytes + kFillChunkBytes - 1) / kFillChunkBytes;
+}
 
 // Where a block's chunk marks are (kernels/stage_in.h's StageChunkMarks, without CUDA).
 struct ChunkMarks {
@@ -125,6 +129,7 @@ class InputPool {
   friend class HiddenBytes;
   friend class BlockFill;
   void Release(int index);
+  size_t marks_offset(int index) const;  // of block `index`'s marks, in either view
 
   char* const region_;
   const char* const device_region_;

@@ -381,7 +381,7 @@ class FillingBackend : public RouterBackend {
   absl::StatusOr<double> Route(const std::string&, int, const BatchIO& io) override {
     const size_t bytes = size_t(io.tokens) * kHidden * 2;
     std::string seen(bytes, '\0');
-    const ChunkMarks m = io.hidden_marks;
+    const ChunkMarks m = io.pending_marks();
     if (!stages_) {
       EXPECT_EQ(m.chunks, 0u);  // the batcher waited for the fill
     }

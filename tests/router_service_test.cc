@@ -59,7 +59,7 @@ class EmulatedStagingBackend : public RouterBackend {
   InputPool* input_pool() override { return &pool_; }
   absl::StatusOr<double> Route(const std::string& model, int layer, const BatchIO& io) override {
     const size_t bytes = size_t(io.tokens) * hidden_.at(model) * DTypeSize(io.hidden_dtype);
-    const ChunkMarks m = io.hidden_marks;
+    const ChunkMarks m = io.pending_marks();
     if (m.chunks > 0) {
       ++staged_while_filling;
       EXPECT_EQ(m.chunks, (bytes + kFillChunkBytes - 1) / kFillChunkBytes);
