@@ -49,7 +49,8 @@ inline constexpr size_t kStageBlockBytes = 256 * 16;
 
 // Chunk marks: how a stage-in may start before its source is written. The host copies the
 // source a chunk (kStageBlockBytes) at a time and, after each, stores `generation` into
-// that chunk's mark (its own 128-byte line of page-locked memory the device can read);
+// that chunk's mark (its own 128-byte line of page-locked memory the device can read) with
+// a release store (server/input_pool.h's BlockFill, the one writer of marks, tests too);
 // the stage-in block of a marked chunk polls the mark until it holds that value, then
 // copies the chunk. The server hands a lone request to its worker before copying its
 // hidden states, so the launch, the router's weight stream and the PCIe transfer overlap
@@ -62,15 +63,6 @@ struct StageChunkMarks {
   uint32_t generation = 0;             // the value of a written chunk's mark
   uint32_t chunks = 0;                 // chunks 0..chunks-1 are waited for; 0: none
 };
-
-// Marks chunk `chunk` written (`host_marks`: the host's view of mark 0). Its bytes must be
-// visible first: ordinary stores are ordered by the release store here; streaming stores
-// need an sfence before the call (StreamingCopy ends with one).
-inline void MarkStageChunk(void* host_marks, uint32_t chunk, uint32_t generation) {
-  __atomic_store_n(reinterpret_cast<uint32_t*>(static_cast<char*>(host_marks) +
-                                               size_t(chunk) * kStageMarkStride),
-                   generation, __ATOMIC_RELEASE);
-}
 
 // A source cell as the kernel reads it (the first 32 bytes of its line).
 struct StageSourceCell {

@@ -30,6 +30,7 @@
 #include "kernels/gemm_launch.h"
 #include "kernels/moe_kernels.h"
 #include "kernels/stage_in.h"
+#include "server/input_pool.h"
 #include "tests/slow_producer.h"
 #include "tests/test_data.h"
 
@@ -1221,25 +1222,28 @@ TEST(GpuStageIn, StageInFromCellsCopiesWhicheverBufferTheHostNames) {
 }
 
 // The stage-in launched before its source is written (the server's deferred copy): the host
-// poisons the source, launches, then writes it in pieces with pauses, marking each whole
-// chunk (MarkStageChunk) with a generation new to every launch; the copy must hold the
-// written bytes, not the poison, and the non-finite row be marked. The marks may cover only
-// the first chunks (the rest written before the launch). At 1 token, 16 (56 chunks) and 40
+// poisons an input block of a pool with chunk marks, opens a fill of it (BlockFill: a
+// generation new to every fill, each chunk marked once whole, as the server marks them),
+// launches, then writes the block through the fill in pieces with pauses; the copy must hold
+// the written bytes, not the poison, and the non-finite row be marked. The device may wait on
+// the first chunks only (the rest written before the fill). At 1 token, 16 (56 chunks) and 40
 // (more chunks than cells: blocks wait on several).
 TEST(GpuStageIn, StageInWaitsForEachChunkMarkWhileTheHostWrites) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(FreshSeed());
-  uint32_t generation = 0;
   for (const int rows : {1, 16, 40}) {
     constexpr int kHidden = 7168;
     const size_t row_bytes = size_t(kHidden) * 2, bytes = rows * row_bytes;
     const size_t chunks = (bytes + cuda::kStageBlockBytes - 1) / cuda::kStageBlockBytes;
-    auto source = PinnedBuffer::Allocate(bytes).value();
-    auto marks = PinnedBuffer::Allocate(chunks * cuda::kStageMarkStride).value();
-    std::memset(marks.get(), 0, chunks * cuda::kStageMarkStride);
-    void *mapped_source = nullptr, *mapped_marks = nullptr;
-    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_source, source.get(), 0));
+    const size_t marks_bytes = InputPool::marks_bytes_per_block(bytes);
+    auto region = PinnedBuffer::Allocate(bytes).value();
+    auto marks = PinnedBuffer::Allocate(marks_bytes).value();
+    std::memset(marks.get(), 0, marks_bytes);
+    void *mapped_region = nullptr, *mapped_marks = nullptr;
+    ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_region, region.get(), 0));
     ASSERT_CUDA(cudaHostGetDevicePointer(&mapped_marks, marks.get(), 0));
+    InputPool pool(region.as<char>(), mapped_region, bytes, /*blocks=*/1);
+    pool.SetChunkMarks(marks.as<char>(), mapped_marks);
     CellsStageIn stage(rows, row_bytes);
     ASSERT_TRUE(stage.exec);
     for (int rep = 0; rep < 6; ++rep) {
@@ -1249,28 +1253,31 @@ TEST(GpuStageIn, StageInWaitsForEachChunkMarkWhileTheHostWrites) {
       const int bad_row = int(rng() % rows);
       StoreFromFloat(want.data(), DType::kBF16, size_t(bad_row) * kHidden + 11,
                      std::numeric_limits<float>::infinity());
+      HiddenBytes block;
+      ASSERT_TRUE(pool.TryAcquire(bytes, &block));
       // Waited-for chunks: all of them, or the first ones with the rest written already.
       const size_t waited = rep % 2 == 0 ? chunks : 1 + rng() % chunks;
       const size_t early = std::min(bytes, waited * cuda::kStageBlockBytes);
-      std::memset(source.get(), 0xee, early);  // poison where the copy must wait
-      std::memcpy(source.as<uint8_t>() + early, want.data() + early, bytes - early);
+      std::memset(block.mutable_data(), 0xee, early);  // poison where the copy must wait
+      std::memcpy(block.mutable_data() + early, want.data() + early, bytes - early);
+      BlockFill fill = block.BeginFill();
+      const ChunkMarks fill_marks = block.marks();
+      ASSERT_EQ(fill_marks.chunks, chunks);
       cuda::StageChunkMarks m;
-      m.device_marks = mapped_marks;
-      m.generation = ++generation;
+      m.device_marks = fill_marks.device_marks;
+      m.generation = fill_marks.generation;
       m.chunks = uint32_t(waited);
-      cuda::SetStageInSource(stage.cells.get(), mapped_source, bytes, m);
+      cuda::SetStageInSource(stage.cells.get(), block.device_view(), bytes, m);
       stage.Reset();
       ASSERT_CUDA(cudaGraphLaunch(stage.exec.get(), stage.stream.get()));
-      // Three pieces cut anywhere in the waited part, each chunk marked once whole.
-      size_t a = rng() % early, b = rng() % early, marked = 0;
+      // Three pieces cut anywhere in the waited part; the fill marks each chunk once whole.
+      size_t a = rng() % early, b = rng() % early;
       if (a > b) std::swap(a, b);
       for (auto [from, to] : {std::pair{size_t(0), a}, {a, b}, {b, early}}) {
         std::this_thread::sleep_for(std::chrono::microseconds(200));
-        std::memcpy(source.as<uint8_t>() + from, want.data() + from, to - from);
-        const size_t whole = to == early ? waited : to / cuda::kStageBlockBytes;
-        for (; marked < whole; ++marked)
-          cuda::MarkStageChunk(marks.get(), uint32_t(marked), m.generation);
+        fill.Write(want.data() + from, to - from);
       }
+      fill.Finish();  // marks the chunks written before the fill
       ASSERT_CUDA(cudaStreamSynchronize(stage.stream.get()));
       EXPECT_TRUE(stage.Copied() == want)
           << "rows " << rows << " rep " << rep << " waited " << waited;
@@ -1279,8 +1286,8 @@ TEST(GpuStageIn, StageInWaitsForEachChunkMarkWhileTheHostWrites) {
             << "rows " << rows << " row " << r;
     }
     // Back to no marks: the same graph copies at once.
-    std::memset(source.get(), 0x11, bytes);
-    cuda::SetStageInSource(stage.cells.get(), mapped_source, bytes);
+    std::memset(region.get(), 0x11, bytes);
+    cuda::SetStageInSource(stage.cells.get(), mapped_region, bytes);
     stage.Reset();
     ASSERT_CUDA(cudaGraphLaunch(stage.exec.get(), stage.stream.get()));
     ASSERT_CUDA(cudaStreamSynchronize(stage.stream.get()));
