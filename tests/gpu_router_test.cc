@@ -325,6 +325,43 @@ TEST(GpuShapes, RaggedUngroupedRoutersAtFewTokens) {
   }
 }
 
+// Grouped routers whose groups are whole 32-expert columns (DeepSeek-V3's 8 x 32, and 2 to
+// 8 such groups here) at few tokens, where one token's CTA ranks the groups and the kept
+// columns' candidates by counting (GroupColumnRankedRouteToken) wherever topk_group x
+// top_k <= 32 and top_k <= 8, and falls back otherwise (about a quarter of the draws):
+// every number of kept groups, group scores of one or two experts, each scoring, order and
+// bias. The cuBLAS baseline's epilogue routes every token that way too.
+TEST(GpuShapes, GroupsOfWholeColumnsAtFewTokens) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  for (int experts : {64, 96, 128, 160, 224, 256}) {
+    for (int tokens : {1, 2, 5}) {
+      RouterSpec s;
+      s.family = "whole_column_groups";
+      s.hidden = 2048;
+      s.experts = experts;
+      DrawRoutingVariant(pick, s);
+      s.n_group = experts / 32;
+      s.topk_group = 1 + pick() % s.n_group;
+      s.group_score_topk = 1 + pick() % 2;
+      const int ranked_max = std::min(8, 32 / s.topk_group);  // the counting path's bound
+      s.top_k = pick() % 4 == 0
+                    ? 1 + pick() % kMaxTopK
+                    : s.group_score_topk + pick() % (ranked_max - s.group_score_topk + 1);
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed);
+      CheckFused(in, seed, /*with_logits=*/pick() % 2);
+      CheckCublas(in, seed);  // its epilogue routes every token by a CTA
+      if (HasFailure()) {
+        ADD_FAILURE() << "spec: n_group=" << s.n_group << " topk_group=" << s.topk_group
+                      << " group_score_topk=" << s.group_score_topk << " top_k=" << s.top_k
+                      << " scoring=" << int(s.scoring) << " order=" << int(s.order);
+        return;
+      }
+    }
+  }
+}
+
 // Ungrouped routers of 33-128 experts where a router CTA has several tokens and each warp
 // routes one of its own (WarpRouteTokenP, not CtaRouteToken's column-ranked top-k): the
 // cluster kernel whose rank 0 routes its chunk's 8 tokens, and polled launches of one
