@@ -19,9 +19,9 @@ for v in A B E; do
   grep -A8 "^CtaRouteToken" "$OUT/probe_$v.txt" | grep -E "^(deepseek_v3|qwen3_30b|kimi_k2) "
 done
 s=$SECONDS
-echo "== A/B/E (router_ab.sh, ROUNDS=3)"
+echo "== A/B/E (router_ab.sh, ROUNDS=2)"
 rows='deepseek_v3 t=1$,deepseek_v3 t=16$,kimi_k2 t=1$,qwen3_30b t=1$,mixtral t=1$'
-ROUNDS=3 timeout "$(seconds_left)" ./router_ab.sh ./rb_A ./rb_B ./rb_E "$OUT/ab" --quick \
+ROUNDS=2 timeout "$(seconds_left)" ./router_ab.sh ./rb_A ./rb_B ./rb_E "$OUT/ab" --quick \
   --filter "$rows" | tee "$OUT/ab.txt"
 echo "rc=${PIPESTATUS[0]} took $((SECONDS - s)) s"
 rm -rf "$OUT/ab"

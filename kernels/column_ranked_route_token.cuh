@@ -167,7 +167,7 @@ __device__ __forceinline__ void GroupColumnRankedRouteToken(
   MarkEpiloguePhase(marks, kEpiGroupsDone);
   // Lane i: the (i / top_k)-th kept column (q-th set bit of `kept`), its slot i % top_k.
   const int count = p.topk_group * p.top_k;
-  const int q = lane / p.top_k, r = lane - q * p.top_k;
+  const int q = DivideLaneBy(lane, p.top_k_reciprocal), r = lane - q * p.top_k;
   int column = 0;
 #pragma unroll
   for (int c = 0; c < P; ++c) column += c < columns && __popc(kept & ((2u << c) - 1u)) <= q ? 1 : 0;
