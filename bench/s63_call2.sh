@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 63, call 2: call 1's restructure (C) and tree (D) lost; now the smaller cuts on
 # warp 0's chain in the one-token grouped epilogue. B: lane / top_k by a host-computed
-# reciprocal (bench/s62_lane_over_top_k.patch). E: B + group scores ranked on OrderedKeys
+# reciprocal (session 62's patch, landed as e9baab3). E: B + group scores ranked on OrderedKeys
 # by MinusOneIfAbove (no float compare and select per group) + the kept-column search
 # summed as a tree. gpu_router_test of E (B's own test binary would not fit the carry),
 # epilogue_probe A / B / E, router_ab.sh A B E on the rows whose epilogue changed.
