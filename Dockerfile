@@ -1,5 +1,7 @@
 # moe-router: build on the CUDA 13 devel image, run on the runtime image.
-#   docker build -t moe-router .
+#   docker build --build-arg MOE_ROUTER_COMMIT=$(git rev-parse --short=12 HEAD) -t moe-router .
+# (the image has no git: the commit that --version and moe_router_build_info report comes
+# from the build argument, "unknown" without it)
 #   docker run --gpus all -p 50051:50051 -p 9090:9090 moe-router
 FROM nvidia/cuda:13.0.0-devel-ubuntu24.04 AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -7,8 +9,9 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
       protobuf-compiler-grpc libabsl-dev libcivetweb-dev libgtest-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+ARG MOE_ROUTER_COMMIT=unknown
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_ROUTER_BUILD_TESTS=OFF \
-      -DMOE_ROUTER_CUDA=ON && cmake --build /build --target moe-router-server moe-router moe-router-extract
+      -DMOE_ROUTER_CUDA=ON -DMOE_ROUTER_COMMIT=${MOE_ROUTER_COMMIT} && cmake --build /build --target moe-router-server moe-router moe-router-extract
 
 FROM nvidia/cuda:13.0.0-runtime-ubuntu24.04
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

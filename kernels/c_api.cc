@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/build_version.h"
 #include "kernels/cuda_device.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/gemm_launch.h"
@@ -166,5 +167,10 @@ int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, co
 }
 
 const char* moe_last_error(void) { return last_error.c_str(); }
+
+const char* moe_version(void) {
+  static const std::string line = moe::VersionLine("moe_kernels");
+  return line.c_str();
+}
 
 }  // extern "C"

@@ -93,6 +93,11 @@ int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, co
 
 const char* moe_last_error(void);
 
+/* This library's version line, "moe_kernels 0.1.0 (commit 0afe62c1d2e3, Release, CUDA
+ * 90a-real)": the project's version, the commit it was built from, the build type and the
+ * kernels' CUDA architectures. A static string. */
+const char* moe_version(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,12 +5,14 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/build_version.h"
 #include "server/checkpoint.h"
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: moe-router-extract CHECKPOINT_DIR OUT.safetensors\n"
+    "       moe-router-extract --version\n"
     "\n"
     "Reads config.json and the router tensors of a Hugging Face MoE checkpoint\n"
     "(model.safetensors.index.json + shards, or model.safetensors) and writes them to\n"
@@ -22,6 +24,10 @@ constexpr char kUsage[] =
 int main(int argc, char** argv) {
   if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+    std::printf("%s\n", moe::VersionLine("moe-router-extract").c_str());
     return 0;
   }
   if (argc != 3) {

@@ -76,7 +76,7 @@ struct ServerMetrics {
   MetricFamily* shed;             // moe_router_shed_total{model}
   MetricFamily* model_info;       // moe_router_model_info{model,family,backend,device}
   MetricFamily* weight_bytes;     // moe_router_weight_memory_bytes{model}
-  MetricFamily* build_info;       // moe_router_build_info{version}
+  MetricFamily* build_info;       // moe_router_build_info{version,commit}
 };
 
 // The metrics endpoint's HTTP connections served at once, and how long one may take to

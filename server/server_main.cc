@@ -13,9 +13,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/build_version.h"
 #include "server/backend.h"
 #include "server/batcher.h"
 #include "server/checkpoint.h"
@@ -190,6 +192,9 @@ int ServerMain(int argc, char** argv) {
       "  moe-router-server --model demo-deepseek-v3\n"
       "  moe-router-server --model ds=/models/DeepSeek-V3 --address 0.0.0.0:50051\n"
       "  moe-router-server --config server.json");
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] { return moe::VersionLine("moe-router-server") + "\n"; };
+  absl::SetFlagsUsageConfig(usage);
   if (auto status = ApplyConfigFileFlag(argc, argv); !status.ok())
     return Fail(std::string(status.message()));
   absl::ParseCommandLine(argc, argv);
@@ -240,13 +245,15 @@ int ServerMain(int argc, char** argv) {
       std::fprintf(stderr, "moe-router-server: %s; using the CPU backend\n", error.c_str());
   }
   if (!backend) backend = MakeCpuBackend(absl::GetFlag(FLAGS_cpu_threads));
+  std::fprintf(stderr, "%s\n", moe::VersionLine("moe-router-server").c_str());
   std::fprintf(stderr, "moe-router-server: backend %s (%s)\n", backend->name().c_str(),
                backend->device().c_str());
   std::fprintf(stderr, "moe-router-server: %s\n", heap.c_str());
 
   MetricsRegistry registry;
   ServerMetrics metrics(&registry);
-  metrics.build_info->Set({{"version", "0.1.0"}}, 1);
+  const moe::BuildVersion& version = moe::GetBuildVersion();
+  metrics.build_info->Set({{"version", version.version}, {"commit", version.commit}}, 1);
 
   // gRPC first, NOT_SERVING, so orchestrators see a live but unready process while the
   // models load.

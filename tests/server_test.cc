@@ -26,6 +26,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/router_client.h"
+#include "kernels/build_version.h"
 #include "server/demo_models.h"
 #include "server/metrics.h"
 #include "tests/reference_router.h"
@@ -439,6 +440,12 @@ TEST_F(Server, EveryValidationErrorHasItsCodeAndNamesTheField) {
     EXPECT_EQ(metrics.find("model=\"nope\""), std::string::npos);
     // "nope" above and the three made-up names.
     EXPECT_NE(metrics.find("moe_router_requests_total{model=\"(unknown)\",code=\"NOT_FOUND\"} 4"),
+              std::string::npos)
+        << metrics.substr(0, 3000);
+    // The build: the project's version and the commit stamped into the server (the same
+    // build stamp this test links).
+    EXPECT_NE(metrics.find(absl::StrCat("moe_router_build_info{version=\"", MOE_PROJECT_VERSION,
+                                        "\",commit=\"", moe::GetBuildVersion().commit, "\"} 1")),
               std::string::npos)
         << metrics.substr(0, 3000);
   }

@@ -4,6 +4,7 @@ and the C ABI's host-side answers and checks hold before any device is touched. 
 paths are gpu_router_test's (GpuCApi)."""
 import ctypes
 import os
+import re
 import unittest
 
 MOE_OK, MOE_INVALID_ARGUMENT = 0, 1
@@ -25,6 +26,7 @@ def load():
     lib.moe_gemm.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 4 + [
         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     lib.moe_last_error.restype = ctypes.c_char_p
+    lib.moe_version.restype = ctypes.c_char_p
     lib.moe_router_preset.argtypes = [ctypes.c_char_p, ctypes.POINTER(RouterSpec)]
     return lib
 
@@ -36,6 +38,15 @@ class CAbi(unittest.TestCase):
 
     def last_error(self):
         return self.lib.moe_last_error().decode()
+
+    def test_version(self):
+        line = self.lib.moe_version().decode()
+        match = re.fullmatch(
+            r"moe_kernels (\S+) \(commit ([0-9a-f]{12}(-dirty)?|unknown), \w+, CUDA [0-9a-z,-]+\)",
+            line)
+        self.assertIsNotNone(match, line)
+        self.assertEqual(match.group(1), os.environ["MOE_PROJECT_VERSION"])
+        self.assertEqual(self.lib.moe_version().decode(), line)  # one static string
 
     def test_preset(self):
         spec = RouterSpec()
