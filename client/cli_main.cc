@@ -2,16 +2,21 @@
 //   moe-router [--address HOST:PORT] models
 //   moe-router [--address HOST:PORT] health
 //   moe-router [--address HOST:PORT] route MODEL [--layer N] [--tokens N] [--seed N]
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "client/npy.h"
 #include "client/router_client.h"
+#include "kernels/build_version.h"
 #include "kernels/dtype.h"
+#include "kernels/router_spec.h"
 
 namespace {
 
@@ -23,7 +28,7 @@ constexpr char kUsage[] =
     "  route MODEL [--layer N] [--tokens N] [--seed N] [--npy FILE]\n"
     "                                 route hidden states (random bf16, or a 2-D .npy of\n"
     "                                 float32, float16 or bfloat16 bits as uint16), print experts\n"
-    "default address: localhost:50051\n";
+    "default address: localhost:50051 (moe-router --version: this build's version)\n";
 
 int Error(const grpc::Status& s, const std::string& address) {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
@@ -33,6 +38,21 @@ int Error(const grpc::Status& s, const std::string& address) {
     std::fprintf(stderr, "moe-router: error %d: %s\n", int(s.error_code()),
                  s.error_message().c_str());
   return 1;
+}
+
+// The value of integer option `name`: a whole number in [lo, hi], else a message naming the
+// option and exit 2. (std::atoi took "abc" as 0 and "1x" as 1, and a huge --tokens made the
+// random hidden states a terabyte: std::bad_alloc.)
+template <typename Int>
+Int IntOption(const std::string& name, const std::string& text, Int lo, Int hi) {
+  Int v = 0;
+  if (!absl::SimpleAtoi(text, &v) || v < lo || v > hi) {
+    std::fprintf(stderr, "moe-router: %s: '%s' is not a whole number in %lld..%lld\n%s",
+                 name.c_str(), text.c_str(), static_cast<long long>(lo), static_cast<long long>(hi),
+                 kUsage);
+    std::exit(2);
+  }
+  return v;
 }
 
 }  // namespace
@@ -55,16 +75,20 @@ int main(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
+    } else if (a == "--version") {
+      std::printf("%s\n", moe::VersionLine("moe-router").c_str());
+      return 0;
     } else if (a == "--address") {
       address = value();
     } else if (a == "--layer") {
-      layer = std::atoi(value().c_str());
+      layer = IntOption(a, value(), 0, std::numeric_limits<int>::max());
     } else if (a == "--tokens") {
-      tokens = std::atoi(value().c_str());
+      // The API's limit (every backend's): more could only be refused, after building them.
+      tokens = IntOption(a, value(), 1, moe::kMaxTokens);
     } else if (a == "--npy") {
       npy = value();
     } else if (a == "--seed") {
-      seed = static_cast<unsigned>(std::atoi(value().c_str()));
+      seed = IntOption<uint32_t>(a, value(), 0, std::numeric_limits<uint32_t>::max());
     } else if (a.rfind("--", 0) == 0) {
       std::fprintf(stderr, "moe-router: unknown option %s\n%s", a.c_str(), kUsage);
       return 2;
@@ -126,7 +150,7 @@ int main(int argc, char** argv) {
     } else {
       std::mt19937 rng(seed);
       std::normal_distribution<float> normal;
-      bytes.assign(size_t(tokens > 0 ? tokens : 0) * hidden * 2, '\0');
+      bytes.assign(size_t(tokens) * hidden * 2, '\0');
       for (size_t i = 0; i < bytes.size() / 2; ++i)
         moe::StoreFromFloat(bytes.data(), moe::DType::kBF16, i, normal(rng));
     }

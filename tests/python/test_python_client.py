@@ -142,6 +142,21 @@ class PythonClientTest(unittest.TestCase):
         self.assertIn("cannot reach the server", out.stderr)
         out = subprocess.run([cli, "bogus"], capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 2)
+        # Integer options are whole numbers in range, refused by name before anything is
+        # sent (a huge --tokens used to abort the CLI building its random hidden states).
+        for option, value, expected in (("--tokens", "abc", "1..256"),
+                                        ("--tokens", "100000000", "1..256"),
+                                        ("--tokens", "0", "1..256"),
+                                        ("--layer", "1x", "0..2147483647"),
+                                        ("--layer", "-1", "0..2147483647"),
+                                        ("--seed", "-5", "0..4294967295")):
+            out = subprocess.run([cli, "--address", self.address, "route", "demo-mixtral", option,
+                                  value], capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 2, (option, value, out.stderr))
+            self.assertIn(f"{option}: '{value}' is not a whole number in {expected}", out.stderr)
+        version = subprocess.run([cli, "--version"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(version.returncode, 0)
+        self.assertTrue(version.stdout.startswith("moe-router "), version.stdout)
 
 
 if __name__ == "__main__":
