@@ -46,10 +46,8 @@ int main(int argc, char** argv) {
   o.warmup_s = absl::GetFlag(FLAGS_warmup_s);
   o.progress = absl::GetFlag(FLAGS_progress);
   o.same_host_timing = absl::GetFlag(FLAGS_same_host_timing);
-  if (o.tokens < 1 || o.concurrency < 1 || o.duration_s <= 0 || o.rate < 0 || o.layers < 1) {
-    std::fprintf(stderr,
-                 "moe-router-bench: --tokens, --concurrency, --layers must be >= 1, "
-                 "--duration_s > 0, --rate >= 0\n");
+  if (absl::Status bad = moe::CheckLoadOptions(o); !bad.ok()) {
+    std::fprintf(stderr, "moe-router-bench: %s\n", std::string(bad.message()).c_str());
     return 2;
   }
   auto report = moe::RunLoad(o);

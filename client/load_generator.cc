@@ -5,9 +5,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -138,14 +140,14 @@ class Tally {
   std::vector<double> all_, server_, queue_, compute_, way_in_, way_out_;
 };
 
-std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden) {
+std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden, int count) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   std::vector<v1::RouteRequest> reqs;
-  for (int i = 0; i < 16; ++i) {
+  for (int i = 0; i < count; ++i) {
     v1::RouteRequest req;
     req.set_model(o.model);
-    req.set_layer(i % std::max(1, o.layers));
+    req.set_layer(i % o.layers);
     req.set_request_id(uint64_t(i) + 1);
     auto* t = req.mutable_hidden_states();
     t->set_dtype(v1::DTYPE_BF16);
@@ -189,7 +191,7 @@ void ClosedStream(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& r
     v1::RouteStreamResponse resp;
     bool broken = false;
     while (Clock::now() < end) {
-      // The prepared requests as they are (ids 1..16 in turn): a copy to set a fresh id
+      // The prepared requests as they are (ids 1..count in turn): a copy to set a fresh id
       // (229 KB at 16 tokens) would count the client's memcpy as the call's time.
       const v1::RouteRequest& req = reqs[i++ % reqs.size()];
       const auto start = Clock::now();
@@ -276,18 +278,66 @@ std::string LoadReport::ToText() const {
       queue_p50_us, compute_p50_us, ways, errs.empty() ? "none" : absl::StrJoin(errs, " "));
 }
 
+int PreparedRequestCount(const LoadOptions& o, int hidden) {
+  const size_t bytes = size_t(std::max(o.tokens, 1)) * std::max(hidden, 1) * 2;
+  const size_t fit = std::max<size_t>(16, kMaxPreparedBytes / bytes);
+  return int(std::min<size_t>(std::max(16, o.layers), fit));
+}
+
+absl::Status CheckLoadOptions(const LoadOptions& o) {
+  auto refuse = [](const char* flag, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
+  };
+  if (o.tokens < 1) return refuse("--tokens", absl::StrCat(o.tokens, " is less than 1"));
+  if (o.layers < 1) return refuse("--layers", absl::StrCat(o.layers, " is less than 1"));
+  if (o.concurrency < 1 || o.concurrency > kMaxConcurrency)
+    return refuse("--concurrency", absl::StrCat(o.concurrency, " is outside 1..", kMaxConcurrency,
+                                                " (a thread each)"));
+  // !(x >= 0) also refuses NaN.
+  if (!(o.rate >= 0 && o.rate <= kMaxRate))
+    return refuse("--rate",
+                  absl::StrCat(o.rate, " is outside 0..", kMaxRate, " requests a second"));
+  if (!(o.duration_s > 0 && o.duration_s <= kMaxSeconds))
+    return refuse("--duration_s", absl::StrCat(o.duration_s, " is outside (0, ", kMaxSeconds, "]"));
+  if (!(o.warmup_s >= 0 && o.warmup_s <= kMaxSeconds))
+    return refuse("--warmup_s", absl::StrCat(o.warmup_s, " is outside 0..", kMaxSeconds));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
+  if (absl::Status bad = CheckLoadOptions(o); !bad.ok()) return bad;
   RouterClient client(o.address, o.client);
   v1::ListModelsResponse models;
   const grpc::Status s = client.ListModels(&models);
   if (!s.ok())
     return absl::UnavailableError(
         absl::StrCat("cannot list models at ", o.address, ": ", s.error_message()));
-  int hidden = 0;
+  const v1::ModelInfo* model = nullptr;
   for (const auto& m : models.models())
-    if (m.name() == o.model) hidden = m.hidden();
-  if (hidden == 0) return absl::NotFoundError(absl::StrCat("model '", o.model, "' is not loaded"));
-  const auto reqs = MakeRequests(o, hidden);
+    if (m.name() == o.model) model = &m;
+  if (model == nullptr || model->hidden() <= 0)
+    return absl::NotFoundError(absl::StrCat("model '", o.model, "' is not loaded"));
+  // The model's limits, before a request is built: every request past them would only be
+  // refused (and a huge --tokens made the client's hidden states too large to allocate).
+  if (model->layers() > 0 && o.layers > model->layers())
+    return absl::InvalidArgumentError(absl::StrCat("--layers: ", o.layers, " is more than model '",
+                                                   o.model, "' has (", model->layers(), ")"));
+  if (model->max_tokens() > 0 && o.tokens > model->max_tokens())
+    return absl::InvalidArgumentError(absl::StrCat("--tokens: ", o.tokens, " is more than model '",
+                                                   o.model, "' takes (max_tokens ",
+                                                   model->max_tokens(), ")"));
+  const int hidden = model->hidden();
+  if (size_t(o.tokens) * hidden * 2 > kMaxPreparedBytes)
+    return absl::InvalidArgumentError(absl::StrCat("--tokens: ", o.tokens, " tokens of hidden ",
+                                                   hidden, " are more than ",
+                                                   kMaxPreparedBytes >> 20, " MiB a request"));
+  const int count = PreparedRequestCount(o, hidden);
+  if (count < o.layers)
+    std::fprintf(stderr,
+                 "moe-router-bench: %d requests of %d tokens fit %zu MiB: layers 0..%d of the %d "
+                 "asked are visited\n",
+                 count, o.tokens, kMaxPreparedBytes >> 20, count - 1, o.layers);
+  const auto reqs = MakeRequests(o, hidden, count);
 
   const auto begin = Clock::now();
   const auto measure_from = begin + std::chrono::duration_cast<Clock::duration>(
@@ -317,17 +367,34 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
       last = now_ok;
     }
   });
+  // The callers wait at a gate until all of them have started, so that one the system
+  // cannot start (its thread limit) ends the run at once, with the others unstarted.
+  std::promise<bool> gate;
+  const std::shared_future<bool> go = gate.get_future().share();
   std::vector<std::thread> threads;
-  if (o.rate > 0) {
-    threads.emplace_back(OpenLoop, clients[0]->stub(), std::cref(reqs), o.rate, begin, end, &tally);
-  } else {
-    for (int c = 0; c < o.concurrency; ++c)
-      threads.emplace_back(o.stream ? ClosedStream : ClosedUnary, clients[c % channels]->stub(),
-                           std::cref(reqs), c, end, &tally);
+  std::string start_error;
+  try {
+    if (o.rate > 0) {
+      threads.emplace_back([&] {
+        if (go.get()) OpenLoop(clients[0]->stub(), reqs, o.rate, begin, end, &tally);
+      });
+    } else {
+      for (int c = 0; c < o.concurrency; ++c)
+        threads.emplace_back([&, c] {
+          if (!go.get()) return;
+          (o.stream ? ClosedStream : ClosedUnary)(clients[c % channels]->stub(), reqs, c, end,
+                                                  &tally);
+        });
+    }
+  } catch (const std::system_error& e) {
+    start_error = absl::StrCat("--concurrency: caller thread ", threads.size() + 1, " of ",
+                               o.concurrency, " could not start: ", e.what());
   }
+  gate.set_value(start_error.empty());
   for (auto& t : threads) t.join();
   done = true;
   progress.join();
+  if (!start_error.empty()) return absl::ResourceExhaustedError(start_error);
   return tally.Report(o.duration_s, o.tokens);
 }
 

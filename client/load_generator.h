@@ -17,10 +17,10 @@ namespace moe {
 struct LoadOptions {
   std::string address = "localhost:50051";
   std::string model;
-  int layers = 1;       // requests rotate over layers 0..layers-1
-  int tokens = 1;       // tokens per request
-  int concurrency = 1;  // closed loop: callers
-  double rate = 0;      // > 0: open loop at this many requests per second
+  int layers = 1;       // requests rotate over layers 0..layers-1 (at most the model's)
+  int tokens = 1;       // tokens per request (at most the model's max_tokens)
+  int concurrency = 1;  // closed loop: callers, a thread each (1..kMaxConcurrency)
+  double rate = 0;      // > 0: open loop at this many requests per second (<= kMaxRate)
   bool stream = false;  // closed loop over RouteStream (one stream per caller)
   double duration_s = 10;
   double warmup_s = 1;
@@ -54,7 +54,25 @@ struct LoadReport {
   std::string ToText() const;
 };
 
-// Runs the load; fails only if the model cannot be described (hidden size unknown).
+inline constexpr int kMaxConcurrency = 4096;
+inline constexpr double kMaxRate = 1e6;
+inline constexpr double kMaxSeconds = 86400;
+// What RunLoad's prepared requests may hold together (PreparedRequestCount).
+inline constexpr size_t kMaxPreparedBytes = size_t(256) << 20;
+
+// How many requests RunLoad prepares (their hidden states built once, sent in turn): one a
+// layer, so that every layer of 0..layers-1 is visited, at least 16, and no more than
+// kMaxPreparedBytes of hidden states hold (then only the first layers are visited; RunLoad
+// says so).
+int PreparedRequestCount(const LoadOptions& options, int hidden);
+
+// The options' own checks (the model's limits are RunLoad's): INVALID_ARGUMENT naming the
+// flag (--tokens, --layers, --concurrency, --rate, --duration_s, --warmup_s).
+absl::Status CheckLoadOptions(const LoadOptions& options);
+
+// Runs the load; fails if the options are refused (CheckLoadOptions, or more layers or
+// tokens than the model has or takes), if the model cannot be described, or if its caller
+// threads cannot be started.
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& options);
 
 }  // namespace moe

@@ -6,6 +6,7 @@ returns (ids = the family's choice over them, weights recomputed in numpy), so t
 covers packing, unpacking and every dtype end to end.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -157,6 +158,40 @@ class PythonClientTest(unittest.TestCase):
         version = subprocess.run([cli, "--version"], capture_output=True, text=True, timeout=60)
         self.assertEqual(version.returncode, 0)
         self.assertTrue(version.stdout.startswith("moe-router "), version.stdout)
+
+    def test_load_generator_refuses_what_the_model_cannot_take(self):
+        bench = os.environ["MOE_BENCH_BINARY"]
+
+        def run(*flags):
+            return subprocess.run([bench, "--address", self.address, "--model", "demo-mixtral",
+                                   "--progress=false", "--warmup_s=0", *flags],
+                                  capture_output=True, text=True, timeout=60)
+
+        # The server loads 2 demo layers and takes up to 256 tokens a request: more is refused
+        # before any request is built (a huge --tokens used to abort on the allocation).
+        for flags, message in ((["--layers=3"], "--layers: 3 is more than model 'demo-mixtral' has (2)"),
+                               (["--tokens=257"], "--tokens: 257 is more than model 'demo-mixtral' takes"),
+                               (["--tokens=100000000"], "--tokens: 100000000 is more than")):
+            out = run("--duration_s=0.2", *flags)
+            self.assertEqual(out.returncode, 1, (flags, out.stderr))
+            self.assertIn(message, out.stderr)
+        # The options' own checks: exit 2, the flag named.
+        for flags, message in ((["--concurrency=0"], "--concurrency: 0 is outside 1..4096"),
+                               (["--concurrency=100000"], "--concurrency: 100000 is outside"),
+                               (["--duration_s=nan"], "--duration_s: nan is outside"),
+                               (["--rate=-5", "--duration_s=0.2"], "--rate: -5 is outside")):
+            out = run(*flags)
+            self.assertEqual(out.returncode, 2, (flags, out.stderr))
+            self.assertIn(message, out.stderr)
+        # Both layers, a short run without errors.
+        report = os.path.join(self.tmp, "bench.json")
+        out = run("--layers=2", "--tokens=3", "--concurrency=2", "--duration_s=0.3",
+                  f"--json={report}")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        with open(report) as f:
+            result = json.load(f)
+        self.assertGreater(result["ok"], 0)
+        self.assertEqual(result["errors"], {})
 
 
 if __name__ == "__main__":
