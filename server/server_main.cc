@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -184,6 +185,43 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
   return grpc::SslServerCredentials(ssl);
 }
 
+// "--NAME: V is outside LO..HI" where V is (NaN included), else OK.
+template <typename T>
+absl::Status InRange(const char* name, T value, T lo, T hi) {
+  if (value >= lo && value <= hi) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(name, ": ", value, " is outside ", lo, "..", hi));
+}
+
+// Every numeric flag within what the server can honour, before anything starts: a value
+// outside is refused by name (a negative or NaN grace period, a thread count the system
+// cannot start, a million demo layers, a zero message size had been taken or crashed).
+absl::Status CheckFlagRanges() {
+  using absl::GetFlag;
+  constexpr int kIntMax = std::numeric_limits<int>::max();
+  for (const absl::Status& s : {
+           InRange("--idle_spin_us", GetFlag(FLAGS_idle_spin_us), -1, 1000000),
+           InRange("--max_batch_tokens", GetFlag(FLAGS_max_batch_tokens), 1, kMaxTokens),
+           InRange("--max_queue_delay_us", GetFlag(FLAGS_max_queue_delay_us), 0, 1000000),
+           InRange("--max_queued_requests", GetFlag(FLAGS_max_queued_requests), 1, kIntMax),
+           InRange("--max_queued_bytes", GetFlag(FLAGS_max_queued_bytes), int64_t{0},
+                   std::numeric_limits<int64_t>::max()),
+           InRange("--max_stream_in_flight", GetFlag(FLAGS_max_stream_in_flight), 1, kIntMax),
+           InRange("--max_message_bytes", GetFlag(FLAGS_max_message_bytes), 4096, kIntMax),
+           InRange("--pinned_input_blocks", GetFlag(FLAGS_pinned_input_blocks), 0, 4096),
+           InRange("--demo_layers", GetFlag(FLAGS_demo_layers), 0, 1024),
+           InRange("--device", GetFlag(FLAGS_device), 0, 1023),
+           InRange("--cpu_threads", GetFlag(FLAGS_cpu_threads), 0, 1024),
+           InRange("--grace_period_s", GetFlag(FLAGS_grace_period_s), 0.0, 3600.0),
+       })
+    if (!s.ok()) return s;
+  if (const int w = GetFlag(FLAGS_stream_window_bytes);
+      w != 0 && (w < kMinStreamWindow || w > kMaxStreamWindow))
+    return absl::InvalidArgumentError(absl::StrCat("--stream_window_bytes: ", w,
+                                                   " is neither 0 nor in ", kMinStreamWindow, "..",
+                                                   kMaxStreamWindow));
+  return absl::OkStatus();
+}
+
 // The server's whole life: flags, models, the service, until a signal drains it.
 int ServerMain(int argc, char** argv) {
   const std::string heap = TuneHeapForLargeMessages();  // before any thread exists
@@ -203,25 +241,9 @@ int ServerMain(int argc, char** argv) {
   // tools find lock-order bugs; the serving path should not pay for it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
+  if (absl::Status bad = CheckFlagRanges(); !bad.ok()) return Fail(std::string(bad.message()));
   const int idle_spin_us = absl::GetFlag(FLAGS_idle_spin_us);
-  if (idle_spin_us < -1 || idle_spin_us > 1000000)
-    return Fail(absl::StrCat("--idle_spin_us: ", idle_spin_us, " is outside -1..1000000"));
   const int max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
-  if (max_batch_tokens < 1 || max_batch_tokens > kMaxTokens)
-    return Fail(
-        absl::StrCat("--max_batch_tokens: ", max_batch_tokens, " is outside 1..", kMaxTokens));
-  if (absl::GetFlag(FLAGS_max_queued_requests) < 1)
-    return Fail("--max_queued_requests: must be at least 1");
-  if (absl::GetFlag(FLAGS_max_queued_bytes) < 0)
-    return Fail("--max_queued_bytes: must not be negative");
-  if (absl::GetFlag(FLAGS_max_stream_in_flight) < 1)
-    return Fail("--max_stream_in_flight: must be at least 1");
-  if (const int w = absl::GetFlag(FLAGS_stream_window_bytes);
-      w != 0 && (w < kMinStreamWindow || w > kMaxStreamWindow))
-    return Fail(absl::StrCat("--stream_window_bytes: ", w, " is neither 0 nor in ",
-                             kMinStreamWindow, "..", kMaxStreamWindow));
-  if (const int blocks = absl::GetFlag(FLAGS_pinned_input_blocks); blocks < 0 || blocks > 4096)
-    return Fail(absl::StrCat("--pinned_input_blocks: ", blocks, " is outside 0..4096"));
 
   // Backend.
   std::unique_ptr<RouterBackend> backend;

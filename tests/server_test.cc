@@ -956,6 +956,41 @@ TEST_F(Server, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
   EXPECT_EQ(std::system(window_cmd.c_str()), 0);
 }
 
+// Every numeric flag outside what the server can honour: it refuses to start, naming the
+// flag and its range, before a backend or a model is made (a huge --cpu_threads used to
+// abort on a thread the system would not start; a NaN grace period, a million demo layers
+// or a zero message size were taken).
+TEST(ServerFlags, ValuesOutsideTheirRangesAreRefusedByName) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"--cpu_threads=100000", "--cpu_threads: 100000 is outside 0..1024"},
+      {"--cpu_threads=-1", "--cpu_threads: -1 is outside 0..1024"},
+      {"--grace_period_s=nan", "--grace_period_s: nan is outside 0..3600"},
+      {"--grace_period_s=-1", "--grace_period_s: -1 is outside 0..3600"},
+      {"--max_message_bytes=0", "--max_message_bytes: 0 is outside 4096..2147483647"},
+      {"--demo_layers=100000", "--demo_layers: 100000 is outside 0..1024"},
+      {"--max_queue_delay_us=-5", "--max_queue_delay_us: -5 is outside 0..1000000"},
+      {"--device=-1", "--device: -1 is outside 0..1023"},
+      {"--max_batch_tokens=257", "--max_batch_tokens: 257 is outside 1..256"},
+      {"--max_queued_requests=0", "--max_queued_requests: 0 is outside 1..2147483647"},
+      {"--pinned_input_blocks=5000", "--pinned_input_blocks: 5000 is outside 0..4096"},
+      {"--idle_spin_us=-2", "--idle_spin_us: -2 is outside -1..1000000"},
+  };
+  for (const auto& [flag, message] : cases) {
+    const std::string out = absl::StrCat("/tmp/moe_flags_", getpid(), ".txt");
+    const int rc = std::system((ServerBinary() + " " + flag +
+                                " --model=demo-mixtral --backend=cpu --address=127.0.0.1:0"
+                                " --metrics_address= >" +
+                                out + " 2>&1")
+                                   .c_str());
+    std::ifstream file(out);
+    const std::string text((std::istreambuf_iterator<char>(file)),
+                           std::istreambuf_iterator<char>());
+    std::remove(out.c_str());
+    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1) << flag << ": " << text;
+    EXPECT_NE(text.find(message), std::string::npos) << flag << ": " << text;
+  }
+}
+
 TEST_F(Server, ClientLibraryAsyncCallsAndStreamSession) {
   ServerProcess server;
   ASSERT_TRUE(server.WaitServing());
