@@ -339,10 +339,16 @@ int ServerMain(int argc, char** argv) {
   }
   service.SetModels(std::move(*models));
   server->GetHealthCheckService()->SetServingStatus(true);
-  std::fprintf(
-      stderr,
-      "moe-router-server: serving gRPC on port %d, metrics on http://%s/metrics (port %d)\n",
-      grpc_port, absl::GetFlag(FLAGS_metrics_address).c_str(), http ? http->port() : 0);
+  // The URL with the bound port (the flag's may be 0: pick one); the flag is HOST:PORT or PORT.
+  const std::string metrics_flag = absl::GetFlag(FLAGS_metrics_address);
+  const size_t colon = metrics_flag.rfind(':');
+  const std::string metrics_at =
+      http ? absl::StrCat("metrics on http://",
+                          colon == std::string::npos ? "0.0.0.0" : metrics_flag.substr(0, colon),
+                          ":", http->port(), "/metrics")
+           : "metrics off (--metrics_address is empty)";
+  std::fprintf(stderr, "moe-router-server: serving gRPC on port %d, %s\n", grpc_port,
+               metrics_at.c_str());
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
   while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
