@@ -457,6 +457,10 @@ DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_coun
 DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
                                            const DecomposeKDevice& device, bool allow_polled,
                                            bool cut_decode_splits, bool allow_rank_zero_routes) {
+  // The heuristic's arithmetic takes tokens, experts and hidden in range (0 tokens divided
+  // by zero: a C ABI caller's process died of SIGFPE). A problem out of range gets the
+  // default config, which CanRouteDecomposeK then refuses, naming the problem's field.
+  if (!CheckRouteProblem(problem).ok()) return DecomposeKConfig{};
   return ChooseConfig(RouteShape(problem), device, /*allow_cluster=*/true, allow_polled,
                       cut_decode_splits, allow_rank_zero_routes);
 }

@@ -110,7 +110,8 @@ DecomposeKDevice CurrentDecomposeKDevice(int sm_count = 0);
 // routers), cooperatively up to 16 tokens and at 17-64 where the grid fits beside a router a
 // token, plainly elsewhere, with a split or more added up to 64 tokens where the grid would
 // otherwise start each launch at its predecessor's wait release with at most four launches
-// resident (PdlLaunchStartsAtWaitRelease).
+// resident (PdlLaunchStartsAtWaitRelease). A problem CheckRouteProblem refuses gets the
+// default config (CanRouteDecomposeK then names the problem's bad field).
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
                                         bool allow_polled = true, bool cut_decode_splits = true,
                                         bool allow_rank_zero_routes = true);

@@ -979,5 +979,45 @@ TEST(DecomposeKConfig, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheS
   }
 }
 
+// The heuristic is total: a problem out of range gets a config (no division by zero: 0
+// tokens had killed a C ABI caller with SIGFPE), and CanRouteDecomposeK refuses it by the
+// problem's field, on every device size.
+TEST(DecomposeKConfig, ProblemsOutOfRangeGetAConfigThatIsRefusedByTheirField) {
+  const RouterSpec good = FindPreset("deepseek_v3").value().spec;
+  struct Case {
+    int tokens;
+    void (*bend)(RouterSpec&);
+    const char* field;
+  };
+  const Case cases[] = {
+      {0, [](RouterSpec&) {}, "tokens"},
+      {-5, [](RouterSpec&) {}, "tokens"},
+      {kMaxTokens + 1, [](RouterSpec&) {}, "tokens"},
+      {1, [](RouterSpec& s) { s.experts = 0; }, "experts"},
+      {16, [](RouterSpec& s) { s.experts = -3; }, "experts"},
+      {1, [](RouterSpec& s) { s.experts = 100000; }, "experts"},
+      {1, [](RouterSpec& s) { s.hidden = 0; }, "hidden"},
+      {64, [](RouterSpec& s) { s.hidden = -8; }, "hidden"},
+      {1, [](RouterSpec& s) { s.top_k = 0; }, "top_k"},
+      {1, [](RouterSpec& s) { s.n_group = 0; }, "n_group"},
+      {128, [](RouterSpec& s) { s.n_group = 7; }, "n_group"},
+      {1, [](RouterSpec& s) { s.topk_group = 0; }, "topk_group"},
+  };
+  for (int sms : DeviceSmCounts()) {
+    const cuda::DecomposeKDevice device{sms, true};
+    for (const Case& c : cases) {
+      RouterSpec spec = good;
+      c.bend(spec);
+      const RouteProblem p{spec, c.tokens, DType::kBF16, DType::kBF16};
+      ASSERT_FALSE(CheckRouteProblem(p).ok()) << c.field;
+      const cuda::DecomposeKConfig config = cuda::ChooseDecomposeKConfigFor(p, device);
+      const absl::Status status = cuda::CanRouteDecomposeKOn(p, config, device);
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.field << " " << sms;
+      EXPECT_NE(std::string(status.message()).find(c.field), std::string::npos)
+          << c.field << ": " << status;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moe

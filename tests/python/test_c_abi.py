@@ -28,6 +28,10 @@ def load():
     lib.moe_last_error.restype = ctypes.c_char_p
     lib.moe_version.restype = ctypes.c_char_p
     lib.moe_router_preset.argtypes = [ctypes.c_char_p, ctypes.POINTER(RouterSpec)]
+    lib.moe_route_workspace_bytes.restype = ctypes.c_size_t
+    lib.moe_route_workspace_bytes.argtypes = [ctypes.POINTER(RouterSpec)] + [ctypes.c_int] * 3
+    lib.moe_route.argtypes = [ctypes.POINTER(RouterSpec)] + [ctypes.c_int] * 3 + [
+        ctypes.c_void_p] * 8 + [ctypes.c_size_t, ctypes.c_void_p]
     return lib
 
 
@@ -55,6 +59,32 @@ class CAbi(unittest.TestCase):
         self.assertEqual(self.lib.moe_router_preset(b"no_such_family", ctypes.byref(spec)),
                          MOE_INVALID_ARGUMENT)
         self.assertIn("no_such_family", self.last_error())
+
+    def test_route_refuses_problems_out_of_range_before_the_device(self):
+        # Host memory stands in for device pointers: every call below is refused first.
+        buf = ctypes.create_string_buffer(1 << 16)
+        p = (ctypes.addressof(buf) + 15) // 16 * 16
+        cases = (({}, 0, "tokens: 0 is outside"),  # had died of SIGFPE in the heuristic
+                 ({}, -5, "tokens: -5 is outside"),
+                 ({}, 257, "tokens: 257 is outside"),
+                 ({"experts": 0}, 1, "experts: 0 is outside"),
+                 ({"hidden": 12}, 1, "hidden: 12 is not a multiple of 8"),
+                 ({"top_k": 0}, 4, "top_k: 0 is outside"),
+                 ({"n_group": 0}, 1, "n_group: 0 does not divide"),
+                 ({"n_group": 7}, 16, "n_group: 7 does not divide"),
+                 ({"topk_group": 9}, 1, "topk_group: 9 is outside"),
+                 ({"scaling_factor": float("nan")}, 1, "scaling_factor: nan"))
+        for bend, tokens, message in cases:
+            spec = RouterSpec()
+            self.assertEqual(self.lib.moe_router_preset(b"deepseek_v3", ctypes.byref(spec)), MOE_OK)
+            for field, value in bend.items():
+                setattr(spec, field, value)
+            self.assertEqual(
+                self.lib.moe_route_workspace_bytes(ctypes.byref(spec), tokens, MOE_BF16, MOE_BF16), 0)
+            rc = self.lib.moe_route(ctypes.byref(spec), tokens, MOE_BF16, MOE_BF16, p, p, None, p, p,
+                                    p, None, p, 1 << 16, None)
+            self.assertEqual(rc, MOE_INVALID_ARGUMENT, (bend, tokens))
+            self.assertIn(message, self.last_error())
 
     def test_gemm_workspace_sizes(self):
         ws = self.lib.moe_gemm_workspace_bytes
