@@ -4,10 +4,13 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <thread>
 
@@ -114,6 +117,21 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// "GRPC_PORT METRICS_PORT\n" into `path`, whole or not at all (written beside it, then
+// renamed over it), so that a reader polling for the file never sees half a line. A path
+// that cannot be written stops the server: whoever waits for the file would wait forever.
+absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  bool ok = f != nullptr && std::fprintf(f, "%d %d\n", grpc_port, metrics_port) > 0;
+  if (f != nullptr) ok = std::fclose(f) == 0 && ok;
+  if (ok) ok = std::rename(tmp.c_str(), path.c_str()) == 0;
+  if (ok) return absl::OkStatus();
+  const std::string why = std::strerror(errno);
+  std::remove(tmp.c_str());
+  return absl::InvalidArgumentError(absl::StrCat("--port_file: cannot write ", path, ": ", why));
+}
+
 // Loads every --model into the backend, logging progress; the service's model table.
 absl::StatusOr<RouterService::ModelTable> LoadModels(RouterBackend& backend,
                                                      ServerMetrics& metrics) {
@@ -121,6 +139,9 @@ absl::StatusOr<RouterService::ModelTable> LoadModels(RouterBackend& backend,
   for (const std::string& spec : absl::GetFlag(FLAGS_model)) {
     if (spec.empty()) continue;
     std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (parts.size() == 2 && parts[0].empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model ", spec, ": no name before '=' (NAME=PATH)"));
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<RouterModel> model =
         parts.size() == 2 ? LoadModelSource(parts[1], parts[0])
@@ -324,11 +345,11 @@ int ServerMain(int argc, char** argv) {
     return Fail(absl::StrCat("--address: cannot listen on ", absl::GetFlag(FLAGS_address)));
   server->GetHealthCheckService()->SetServingStatus(false);
 
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w");
-    if (f) {
-      std::fprintf(f, "%d %d\n", grpc_port, http ? http->port() : 0);
-      std::fclose(f);
+  if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
+    if (absl::Status written = WritePortFile(port_file, grpc_port, http ? http->port() : 0);
+        !written.ok()) {
+      server->Shutdown();
+      return Fail(std::string(written.message()));
     }
   }
 

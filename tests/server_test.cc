@@ -956,11 +956,11 @@ TEST_F(Server, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
   EXPECT_EQ(std::system(window_cmd.c_str()), 0);
 }
 
-// Every numeric flag outside what the server can honour: it refuses to start, naming the
-// flag and its range, before a backend or a model is made (a huge --cpu_threads used to
-// abort on a thread the system would not start; a NaN grace period, a million demo layers
-// or a zero message size were taken).
-TEST(ServerFlags, ValuesOutsideTheirRangesAreRefusedByName) {
+// A flag value the server cannot honour: it refuses to start, naming the flag (and its
+// range), before it serves anything (a huge --cpu_threads used to abort on a thread the
+// system would not start; a NaN grace period, a million demo layers, a zero message size
+// and an unwritable port file were taken).
+TEST(ServerFlags, BadValuesAreRefusedByName) {
   const std::pair<const char*, const char*> cases[] = {
       {"--cpu_threads=100000", "--cpu_threads: 100000 is outside 0..1024"},
       {"--cpu_threads=-1", "--cpu_threads: -1 is outside 0..1024"},
@@ -974,13 +974,18 @@ TEST(ServerFlags, ValuesOutsideTheirRangesAreRefusedByName) {
       {"--max_queued_requests=0", "--max_queued_requests: 0 is outside 1..2147483647"},
       {"--pinned_input_blocks=5000", "--pinned_input_blocks: 5000 is outside 0..4096"},
       {"--idle_spin_us=-2", "--idle_spin_us: -2 is outside -1..1000000"},
+      // Not ranges, refused the same way: a port file nobody could read (whoever waits for
+      // it had waited forever), a model without a name.
+      {"--port_file=/nonexistent/dir/ports", "--port_file: cannot write /nonexistent/dir/ports"},
+      {"--model==/tmp", "--model =/tmp: no name before '='"},
   };
   for (const auto& [flag, message] : cases) {
     const std::string out = absl::StrCat("/tmp/moe_flags_", getpid(), ".txt");
-    const int rc = std::system((ServerBinary() + " " + flag +
+    // The case's flag last: it overrides the --model before it.
+    const int rc = std::system((ServerBinary() +
                                 " --model=demo-mixtral --backend=cpu --address=127.0.0.1:0"
-                                " --metrics_address= >" +
-                                out + " 2>&1")
+                                " --metrics_address= " +
+                                flag + " >" + out + " 2>&1")
                                    .c_str());
     std::ifstream file(out);
     const std::string text((std::istreambuf_iterator<char>(file)),
