@@ -98,22 +98,39 @@ class RouterClient:
         return ids, weights
 
     def route_stream(self, requests):
-        """Streams (model, layer, hidden) tuples; yields a StreamResult per request, in order."""
+        """Streams (model, layer, hidden) tuples; yields a StreamResult per request, in order.
+
+        A request the client cannot send (a bad hidden array, a malformed tuple, an exception
+        from the iterable itself) ends the stream and is raised here as it was raised there,
+        after the results that came before it; gRPC alone would report only "UNKNOWN:
+        Exception iterating requests!"."""
         counter = itertools.count()
+        failure = []
 
         def messages():
-            for model, layer, hidden in requests:
-                yield router_pb2.RouteRequest(model=model, layer=layer, hidden_states=_tensor(hidden),
-                                              request_id=next(counter))
+            try:
+                for model, layer, hidden in requests:
+                    yield router_pb2.RouteRequest(model=model, layer=layer,
+                                                  hidden_states=_tensor(hidden),
+                                                  request_id=next(counter))
+            except Exception as e:  # gRPC's request thread would swallow it
+                failure.append(e)
 
-        for r in self._stub.RouteStream(messages()):
-            if r.HasField("error"):
-                yield StreamResult(r.request_id, code=grpc.StatusCode(
-                    next(c for c in grpc.StatusCode if c.value[0] == r.error.code)),
-                    message=r.error.message)
-            else:
-                ids, weights = _unpack(r.response)
-                yield StreamResult(r.request_id, ids, weights)
+        try:
+            for r in self._stub.RouteStream(messages()):
+                if r.HasField("error"):
+                    yield StreamResult(r.request_id, code=grpc.StatusCode(
+                        next(c for c in grpc.StatusCode if c.value[0] == r.error.code)),
+                        message=r.error.message)
+                else:
+                    ids, weights = _unpack(r.response)
+                    yield StreamResult(r.request_id, ids, weights)
+        except grpc.RpcError:
+            if failure:
+                raise failure[0]
+            raise
+        if failure:
+            raise failure[0]
 
     def models(self):
         """The loaded models (ModelInfo messages)."""

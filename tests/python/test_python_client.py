@@ -119,6 +119,29 @@ class PythonClientTest(unittest.TestCase):
                 want_ids, _ = self.client.route(*reqs[i])
                 np.testing.assert_array_equal(r.ids, want_ids)
 
+    def test_stream_raises_what_its_requests_raise(self):
+        # A request the client cannot send ends the stream after the results before it, and
+        # its own exception is raised (gRPC alone said "UNKNOWN: Exception iterating
+        # requests!" and dropped the results).
+        good = ("demo-mixtral", 0, np.zeros((1, 4096), np.float32))
+        results = []
+        with self.assertRaisesRegex(ValueError, "hidden must be 2-D"):
+            for r in self.client.route_stream(iter([good, ("demo-mixtral", 0, np.zeros((1, 1, 4096)))])):
+                results.append(r.ok)
+        self.assertEqual(results, [True])
+
+        def failing_source():
+            yield good
+            raise RuntimeError("the source failed")
+
+        results = []
+        with self.assertRaisesRegex(RuntimeError, "the source failed"):
+            for r in self.client.route_stream(failing_source()):
+                results.append(r.ok)
+        self.assertEqual(results, [True])
+        # The client goes on working.
+        self.assertEqual([r.ok for r in self.client.route_stream(iter([good, good]))], [True, True])
+
     def test_cli_routes_npy_files_and_reports_errors(self):
         cli = os.environ["MOE_CLI_BINARY"]
         x = np.random.default_rng().standard_normal((3, 4096)).astype(np.float32)
