@@ -199,13 +199,23 @@ MetricsHttpServer::~MetricsHttpServer() {
   if (waker.joinable()) waker.join();
 }
 
+// GET: the scrape. HEAD: its headers only (RFC 9110: no body). Anything else: 405 with the
+// methods allowed (a POST had been answered with the scrape).
 int MetricsHttpServer::Handle(mg_connection* conn, void* self) {
+  const char* method = mg_get_request_info(conn)->request_method;
+  const bool get = std::strcmp(method, "GET") == 0, head = std::strcmp(method, "HEAD") == 0;
+  if (!get && !head) {
+    mg_printf(conn,
+              "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n"
+              "Connection: close\r\n\r\n");
+    return 405;
+  }
   const std::string body = static_cast<MetricsHttpServer*>(self)->registry_->Render();
   mg_printf(conn,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
             "Content-Length: %zu\r\nConnection: close\r\n\r\n",
             body.size());
-  mg_write(conn, body.data(), body.size());
+  if (get) mg_write(conn, body.data(), body.size());
   return 200;
 }
 

@@ -225,15 +225,17 @@ int ConnectLoopback(int port) {
   return fd;
 }
 
-// GET /metrics over a plain socket (no curl needed on GPU machines); the body, or "" when
-// the server does not answer within `timeout_s`.
-std::string Scrape(int port, int timeout_s = 20) {
+// `method` /metrics over a plain socket (no curl needed on GPU machines): the whole
+// response, status line and headers included, or "" when the server does not answer
+// within `timeout_s`.
+std::string MetricsExchange(int port, const std::string& method, int timeout_s = 20) {
   const int fd = ConnectLoopback(port);
   if (fd < 0) return "";
   const timeval timeout{timeout_s, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  const std::string req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  const std::string req =
+      method + " /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
   if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
     close(fd);
     return "";
@@ -242,6 +244,12 @@ std::string Scrape(int port, int timeout_s = 20) {
   char buf[4096];
   for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, n);
   close(fd);
+  return out;
+}
+
+// GET /metrics: the body, or "" when the server does not answer within `timeout_s`.
+std::string Scrape(int port, int timeout_s = 20) {
+  const std::string out = MetricsExchange(port, "GET", timeout_s);
   const size_t body = out.find("\r\n\r\n");
   return body == std::string::npos ? "" : out.substr(body + 4);
 }
@@ -1296,6 +1304,27 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
 // are workers leave scrapes unaffected; one for every worker delays a scrape by at most
 // the request timeout. (With the two workers of before, two idle connections made every
 // scrape time out for 30 s.)
+// The endpoint answers GET with the scrape, HEAD with its headers only, and any other
+// method with 405 and the methods allowed (a POST used to get the scrape).
+TEST_F(Server, MetricsEndpointAnswersGetAndHeadAndRefusesOtherMethods) {
+  if (!kMetricsEndpoint) GTEST_SKIP() << "no metrics endpoint in this build";
+  ServerProcess server;
+  ASSERT_TRUE(server.WaitServing());
+  const std::string get = MetricsExchange(server.metrics_port(), "GET");
+  EXPECT_EQ(get.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << get.substr(0, 200);
+  EXPECT_NE(get.find("moe_router_requests_total"), std::string::npos);
+  const std::string head = MetricsExchange(server.metrics_port(), "HEAD");
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("Content-Length: "), std::string::npos) << head;
+  EXPECT_EQ(head.substr(head.find("\r\n\r\n") + 4), "") << "HEAD answered with a body";
+  for (const char* method : {"POST", "PUT", "DELETE"}) {
+    const std::string other = MetricsExchange(server.metrics_port(), method);
+    EXPECT_EQ(other.rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0), 0u) << method << ": " << other;
+    EXPECT_NE(other.find("Allow: GET, HEAD\r\n"), std::string::npos) << method << ": " << other;
+    EXPECT_EQ(other.find("moe_router_requests_total"), std::string::npos) << method;
+  }
+}
+
 TEST_F(Server, IdleConnectionsDoNotStopTheMetricsEndpoint) {
   if (!kMetricsEndpoint) GTEST_SKIP() << "no metrics endpoint in this build";
   ServerProcess server;
