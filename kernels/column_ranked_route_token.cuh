@@ -56,14 +56,14 @@ __device__ __forceinline__ void KeepColumnCandidates(const EpilogueParams& p,
 // its rank among all experts when it is chosen (whatever beats it is a candidate too), and
 // top_k or more otherwise (every chosen expert beats it). Two counts of a few keys and one
 // CTA barrier in place of the sort, top_k rounds of warp reductions and WriteChoices.
-template <int P>
+template <int P, bool kHalfCta = false>
 __device__ __forceinline__ void ColumnRankedRouteToken(const EpilogueParams& p, const float* logits,
                                                        const float* correction_bias,
                                                        CtaRouteScratch& scratch, int warps,
                                                        int32_t* __restrict__ ids_out,
                                                        float* __restrict__ weights_out,
                                                        unsigned long long* marks) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int warp = TeamWarp<kHalfCta>(), lane = threadIdx.x & 31;
   const int columns = (p.experts + 31) / 32;
   for (int j = warp; j < columns; j += warps) {
     const int e = lane + 32 * j;
@@ -74,7 +74,7 @@ __device__ __forceinline__ void ColumnRankedRouteToken(const EpilogueParams& p, 
   }
   const int count = columns * p.top_k;
   if (warp == 0 && lane >= count) scratch.candidate_key[lane] = 0u;  // RankAmong reads by 4
-  __syncthreads();
+  TeamBarrier<kHalfCta>();
   if (warp != 0) return;
   MarkEpiloguePhase(marks, kEpiColumnsDone);
   const uint32_t key = scratch.candidate_key[lane];
@@ -137,12 +137,12 @@ __host__ __device__ inline bool GroupColumnRankedApplies(const EpilogueParams& p
 // top_k, so a candidate too), and top_k or more otherwise. In place of the smallest-key
 // threshold, eight ballots, a compaction and its count (RouteFewCandidates): a count in
 // every column warp, in parallel, and one of 32 keys in warp 0.
-template <int P>
+template <int P, bool kHalfCta = false>
 __device__ __forceinline__ void GroupColumnRankedRouteToken(
     const EpilogueParams& p, const float* logits, const float* correction_bias,
     CtaRouteScratch& scratch, int warps, int32_t* __restrict__ ids_out,
     float* __restrict__ weights_out, unsigned long long* marks) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int warp = TeamWarp<kHalfCta>(), lane = threadIdx.x & 31;
   const int columns = (p.experts + 31) / 32;
   const bool sigmoid = p.scoring == kScoringSigmoid;
   for (int j = warp; j < columns; j += warps) {
@@ -160,7 +160,7 @@ __device__ __forceinline__ void GroupColumnRankedRouteToken(
           p.group_score_topk == 2 ? KeyToFloat(first) + KeyToFloat(second) : KeyToFloat(first);
     }
   }
-  __syncthreads();
+  TeamBarrier<kHalfCta>();
   if (warp != 0) return;
   MarkEpiloguePhase(marks, kEpiColumnsDone);
   const uint32_t kept = KeptGroupsOfGroupScores<P>(p, scratch.group_score);

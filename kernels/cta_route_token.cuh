@@ -17,16 +17,19 @@
 
 namespace moe::cuda {
 
-// All threads of the CTA call; logits and correction_bias as WarpRouteTokenP's. `marks`:
-// null, or where thread 0 stamps the sub-phases (EpiloguePhase) for router_bench's
-// timelines. kSmallestThreshold: RouteFewCandidates' shortcut for grouped routers (off
-// where it costs a kernel registers; see RouteChunkTokensP). kCountWinsOnce: WarpTopK's.
-template <int P, bool kSmallestThreshold = true, bool kCountWinsOnce = true>
+// All threads of the CTA call (with kHalfCta all threads of one half, `warps` 4: TeamWarp;
+// not for more than 256 experts); logits and correction_bias as WarpRouteTokenP's.
+// `marks`: null, or where thread 0 stamps the sub-phases (EpiloguePhase) for
+// router_bench's timelines. kSmallestThreshold: RouteFewCandidates' shortcut for grouped
+// routers (off where it costs a kernel registers; see RouteChunkTokensP). kCountWinsOnce:
+// WarpTopK's.
+template <int P, bool kSmallestThreshold = true, bool kCountWinsOnce = true, bool kHalfCta = false>
 __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
                               const float* correction_bias, CtaRouteScratch& scratch, int warps,
                               int32_t* __restrict__ ids_out, float* __restrict__ weights_out,
                               unsigned long long* marks = nullptr) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  static_assert(!kHalfCta || P <= 8, "half-CTA teams route at most 256 experts");
+  const int warp = TeamWarp<kHalfCta>(), lane = threadIdx.x & 31;
   if (P == 1 && p.experts <= kRankedMaxExperts) {
     // One column (so no groups: CtaRouteTokenApplies): warp 0 alone, no CTA barrier.
     if (warp == 0)
@@ -34,13 +37,13 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
     return;
   }
   if (ColumnRankedApplies<P>(p)) {
-    ColumnRankedRouteToken<P>(p, logits, correction_bias, scratch, warps, ids_out, weights_out,
-                              marks);
+    ColumnRankedRouteToken<P, kHalfCta>(p, logits, correction_bias, scratch, warps, ids_out,
+                                        weights_out, marks);
     return;
   }
   if (GroupColumnRankedApplies<P>(p)) {
-    GroupColumnRankedRouteToken<P>(p, logits, correction_bias, scratch, warps, ids_out, weights_out,
-                                   marks);
+    GroupColumnRankedRouteToken<P, kHalfCta>(p, logits, correction_bias, scratch, warps, ids_out,
+                                             weights_out, marks);
     return;
   }
   if constexpr (P == 16) {
@@ -72,7 +75,7 @@ __device__ void CtaRouteToken(const EpilogueParams& p, const float* logits,
       }
     }
   }
-  __syncthreads();
+  TeamBarrier<kHalfCta>();
   if (warp != 0) return;
   MarkEpiloguePhase(marks, kEpiColumnsDone);
   uint32_t key[P];

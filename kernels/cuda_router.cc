@@ -24,9 +24,9 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   while (std::getline(in, line)) {
     std::istringstream fields(line);
     int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers, staged,
-        one_cta_per_sm;
+        one_cta_per_sm, router_pairs;
     if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative >>
-          dedicated_routers >> staged >> one_cta_per_sm) ||
+          dedicated_routers >> staged >> one_cta_per_sm >> router_pairs) ||
         k != key)
       continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
@@ -38,6 +38,7 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
     c->dedicated_routers = dedicated_routers != 0;
     c->staged = staged != 0;
     c->pdl_one_cta_per_sm = one_cta_per_sm != 0;
+    c->staged_router_pairs = router_pairs != 0;
     return true;
   }
   return false;
@@ -48,8 +49,8 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   std::ofstream out(file, std::ios::app);
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
       << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << " "
-      << int(c.dedicated_routers) << " " << int(c.staged) << " " << int(c.pdl_one_cta_per_sm)
-      << "\n";
+      << int(c.dedicated_routers) << " " << int(c.staged) << " " << int(c.pdl_one_cta_per_sm) << " "
+      << int(c.staged_router_pairs) << "\n";
 }
 
 }  // namespace
@@ -158,6 +159,16 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& p,
   heuristic.pdl_cooperative = false;
   heuristic.pdl_one_cta_per_sm = false;
   add(heuristic);
+  // Every staged candidate also with router pairs, where they route (add checks): half
+  // the CTAs of a full chunk's row route, the others free their SMs for the next launch
+  // once they have published.
+  const size_t before_pairs = out.size();
+  for (size_t i = 0; i < before_pairs; ++i) {
+    if (!out[i].staged) continue;
+    DecomposeKConfig c = out[i];
+    c.staged_router_pairs = true;
+    add(c);
+  }
   // Every polled candidate also with and without dedicated router CTAs (with: a split
   // fewer where the routers would not fit on the SMs otherwise).
   const size_t before_dedicated = out.size();
@@ -192,30 +203,32 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
          a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
          a.dedicated_routers == b.dedicated_routers && a.staged == b.staged &&
-         a.pdl_one_cta_per_sm == b.pdl_one_cta_per_sm;
+         a.pdl_one_cta_per_sm == b.pdl_one_cta_per_sm &&
+         a.staged_router_pairs == b.staged_router_pairs;
 }
 
-// "v11": the heuristic's configs at 17-64 tokens (a candidate always) moved to two token tiles
-// with dedicated routers, launched one CTA per SM (session 52): plans cached by older builds
-// never timed them. "v10": a new candidate, the two-tile polled kernel at the split count that
-// gives a warp at most two K steps (PolledShortPassSplits, session 51), which runs a pass of two
-// steps, and the heuristic's configs at 9-16 tokens (a candidate always) moved to it: plans cached
-// by older builds never timed them. "v9": the config gained pdl_one_cta_per_sm (session 36), and
-// the heuristic's decode configs changed with it; "v8": cluster configs of routers up to 128
-// experts at 8-token chunks run the kernel whose rank 0 routes, with clusters across the expert
-// blocks (session 27), so a cached cluster config means another kernel, or is no longer valid;
-// "v7": more polled split counts and timings with weights from HBM (session 23), so a cache written
-// by an older build holds choices from a smaller, L2-flattered field and is tuned again once; v6:
-// the one-token epilogue changed (session 17), so timings cached by older builds no longer rank the
-// configs; v5: the config gained staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the polled
-// reduction). Older cache lines no longer match.
+// "v12": the config gained staged_router_pairs, a new candidate (session 66): plans cached by
+// older builds never timed it. "v11": the heuristic's configs at 17-64 tokens (a candidate always)
+// moved to two token tiles with dedicated routers, launched one CTA per SM (session 52): plans
+// cached by older builds never timed them. "v10": a new candidate, the two-tile polled kernel at
+// the split count that gives a warp at most two K steps (PolledShortPassSplits, session 51), which
+// runs a pass of two steps, and the heuristic's configs at 9-16 tokens (a candidate always) moved
+// to it: plans cached by older builds never timed them. "v9": the config gained pdl_one_cta_per_sm
+// (session 36), and the heuristic's decode configs changed with it; "v8": cluster configs of
+// routers up to 128 experts at 8-token chunks run the kernel whose rank 0 routes, with clusters
+// across the expert blocks (session 27), so a cached cluster config means another kernel, or is no
+// longer valid; "v7": more polled split counts and timings with weights from HBM (session 23), so a
+// cache written by an older build holds choices from a smaller, L2-flattered field and is tuned
+// again once; v6: the one-token epilogue changed (session 17), so timings cached by older builds no
+// longer rank the configs; v5: the config gained staged (v4: dedicated_routers, v3:
+// pdl_cooperative, v2: the polled reduction). Older cache lines no longer match.
 std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_name, int sm_count,
                              bool pdl) {
   std::string device = device_name.empty() ? "unknown" : device_name;
   for (char& c : device)  // one whitespace-free field of the cache line
     if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v11:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+  return absl::StrCat("v12:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
                       s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       pdl ? ":pdl" : "");
 }

@@ -419,14 +419,26 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
           "config: staged with ", c.k_splits, " splits stages ", per,
           " 64-element K stages a CTA, more than the ", kStagedMaxStages, " that fit"));
   }
+  if (c.staged_router_pairs) {
+    if (!c.staged)
+      return absl::InvalidArgumentError(
+          "config: staged_router_pairs applies to the staged tiles only");
+    if (s.experts > kThreads)
+      return absl::InvalidArgumentError(absl::StrCat("config: staged_router_pairs route at most ",
+                                                     kThreads, " experts, not ", s.experts));
+    const Layout l = MakeLayout(s, c);
+    const int row = GridRowCtas(s, c, l), valid = std::min(l.chunk, s.tokens);
+    if (2 * row < valid)
+      return absl::InvalidArgumentError(
+          absl::StrCat("config: staged_router_pairs in a grid row of ", row, " CTAs route ",
+                       2 * row, " tokens, fewer than the chunk's ", valid));
+  }
   if (c.polled) {
     if (c.mainloop != Mainloop::kTensorCore || c.cluster != 0)
       return absl::InvalidArgumentError(
           "config: the polled reduction needs the tensor-core mainloop and no cluster");
     const Layout l = MakeLayout(s, c);
-    const int per_router = c.dedicated_routers ? 1
-                                               : PolledTokensPerRouter(std::min(l.chunk, s.tokens),
-                                                                       GridRowCtas(s, c, l));
+    const int per_router = c.dedicated_routers ? 1 : RouterCtaTokens(s, c, l);
     if (per_router * s.experts > kPolledMaxChunkLogits)
       return absl::InvalidArgumentError(absl::StrCat(
           "config: a polled router CTA holds at most ", kPolledMaxChunkLogits, " logits; ",
@@ -494,7 +506,14 @@ absl::Status CanRouteDecomposeKOn(const RouteProblem& problem, const DecomposeKC
                                   const DecomposeKDevice& device) {
   auto status = CheckRouteProblem(problem);
   if (!status.ok()) return status;
-  return CheckConfigOn(RouteShape(problem), config, device);
+  status = CheckConfigOn(RouteShape(problem), config, device);
+  if (!status.ok()) return status;
+  if (config.staged_router_pairs && !RouterPairsRoute(problem.spec))
+    return absl::InvalidArgumentError(
+        "config: staged_router_pairs need a spec whose tokens one CTA routes alone (no softmax "
+        "over all experts before the top-k; groups, if any, of whole 32-expert columns scored "
+        "by their top one or two)");
+  return absl::OkStatus();
 }
 
 absl::Status CanGemmDecomposeK(const GemmProblem& p) {

@@ -10,6 +10,7 @@
 
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_gemm_tile.h"
+#include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/decompose_k_staged.h"
 #include "kernels/dtype.h"
@@ -97,6 +98,15 @@ inline int GridRowCtas(const DecomposeKShape& s, const DecomposeKConfig& c,
 inline int GridCtas(const DecomposeKShape& s, const DecomposeKConfig& c,
                     const DecomposeKLayout& l) {
   return GridRowCtas(s, c, l) * l.z_chunks;
+}
+
+// Tokens a router CTA of a polled config without dedicated routers gathers and routes:
+// spread over the row's CTAs (PolledTokensPerRouter), or two with the staged router pairs
+// (whose rows the config checks keep to at least half a chunk's tokens in CTAs).
+inline int RouterCtaTokens(const DecomposeKShape& s, const DecomposeKConfig& c,
+                           const DecomposeKLayout& l) {
+  if (c.staged && c.staged_router_pairs) return 2;
+  return PolledTokensPerRouter(std::min(l.chunk, s.tokens), GridRowCtas(s, c, l));
 }
 
 // Whether a routing launch of this cluster config runs the kernel whose rank 0 routes

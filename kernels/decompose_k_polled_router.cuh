@@ -50,18 +50,27 @@ __device__ __forceinline__ RouterTokens TokensOfRouter(int valid) {
   return {first, min(first + per_router, valid)};
 }
 
+// The chunk tokens of a router pair (the staged kernel's DecomposeKConfig::
+// staged_router_pairs): 2b and 2b + 1 for block b of the row, so half the blocks of a full
+// chunk's row route and the others leave once they have published.
+__device__ __forceinline__ RouterTokens TokensOfRouterPair(int valid) {
+  const int first = 2 * int(blockIdx.x);
+  return {min(first, valid), min(first + 2, valid)};
+}
+
 // Sums of `splits` polled slots `stride` floats apart, in slot order (deterministic), of
-// the element at `first` and, when kTwo and `second`, of the one kThreads floats after it
-// (experts e and e + kThreads of one token: Kimi K2's 384 experts on 256 threads); empties
-// each slot. Sixteen slots (of each element) are polled together and every round re-issues
-// the loads of all that are still empty, so slots that land late cost one L2 round trip
-// between them, not one each; with two elements, both elements' loads are in flight
-// together (one round trip for both, not two one after the other). The kTwo branches keep
-// each form's instructions as they were measured as two functions (session 33: the PTX of
-// every polled instance the same but for one moved constant).
+// the element at `first` and, when kTwo and `second`, of the one `second_offset` floats
+// after it (experts e and e + kThreads of one token: Kimi K2's 384 experts on 256 threads;
+// or expert e of two tokens: the staged kernel's router pairs); empties each slot. Sixteen slots
+// (of each element) are polled together and every round re-issues the loads of all that are still
+// empty, so slots that land late cost one L2 round trip between them, not one each; with two
+// elements, both elements' loads are in flight together (one round trip for both, not two one after
+// the other). The kTwo branches keep each form's instructions as they were measured as two
+// functions (session 33: the PTX of every polled instance the same but for one moved constant).
 template <bool kTwo>
 __device__ __forceinline__ float SumPolledSlots(float* first, int splits, size_t stride,
-                                                bool second, float& sum_second) {
+                                                bool second, size_t second_offset,
+                                                float& sum_second) {
   constexpr int kBatch = 16;
   constexpr uint32_t kNone = 0x80000000u;  // -0.0: an absent slot adds nothing
   float s = 0.0f;
@@ -74,7 +83,7 @@ __device__ __forceinline__ float SumPolledSlots(float* first, int splits, size_t
       if constexpr (kTwo) {
         const float* slot = first + (sp + u) * stride;
         v[u] = in ? LoadPolledBits(slot) : kNone;
-        w[u] = in && second ? LoadPolledBits(slot + kThreads) : kNone;
+        w[u] = in && second ? LoadPolledBits(slot + second_offset) : kNone;
       } else {
         v[u] = in ? LoadPolledBits(first + (sp + u) * stride) : kNone;
       }
@@ -94,7 +103,7 @@ __device__ __forceinline__ float SumPolledSlots(float* first, int splits, size_t
         const float* slot = first + (sp + u) * stride;
         if (v[u] == 0u) v[u] = LoadPolledBits(slot);
         if constexpr (kTwo)
-          if (w[u] == 0u) w[u] = LoadPolledBits(slot + kThreads);
+          if (w[u] == 0u) w[u] = LoadPolledBits(slot + second_offset);
       }
     }
 #pragma unroll
@@ -106,7 +115,7 @@ __device__ __forceinline__ float SumPolledSlots(float* first, int splits, size_t
       if constexpr (kTwo) {
         if (second) {
           sum_second += __uint_as_float(w[u]);
-          EmptyPolled(slot + kThreads);
+          EmptyPolled(slot + second_offset);
         }
       }
     }
@@ -116,7 +125,7 @@ __device__ __forceinline__ float SumPolledSlots(float* first, int splits, size_t
 
 __device__ __forceinline__ float SumPolled(float* first, int splits, size_t stride) {
   float unused;
-  return SumPolledSlots<false>(first, splits, stride, false, unused);
+  return SumPolledSlots<false>(first, splits, stride, false, 0, unused);
 }
 
 // GatherChunkLogits for a lone token of more experts than threads: thread e sums experts e
@@ -131,7 +140,7 @@ __device__ __forceinline__ void GatherWideToken(const KernelParams& p, const Pol
   const bool second = e + kThreads < p.experts;
   float second_sum;
   const float first_sum =
-      SumPolledSlots<true>(first_slot + e, p.k_splits, split_stride, second, second_sum);
+      SumPolledSlots<true>(first_slot + e, p.k_splits, split_stride, second, kThreads, second_sum);
   logits[e] = first_sum + r.router_bias[e];
   if (logits_out) logits_out[e] = logits[e];
   if (second) {
@@ -167,6 +176,62 @@ __device__ void GatherChunkLogits(const KernelParams& p, const PolledRouterShare
     logits[i] = s;
     if (p.logits_out) p.logits_out[size_t(z * kChunk + n) * E + e] = s;
   }
+}
+
+// The gather of a router pair (TokensOfRouterPair; at most kThreads experts, as the host
+// checks): its one or two tokens' logits into `logits`, [token - first][expert], as
+// GatherChunkLogits. Past kThreads / 2 experts thread e polls expert e of both tokens
+// together (SumPolledSlots<true>: one L2 round trip for both, where GatherChunkLogits' loop
+// would wait on one for each); otherwise, and for a lone token, GatherChunkLogits' one
+// element a thread. The same sums, in the same order, as a router of one token each.
+template <int kChunk>
+__device__ __forceinline__ void GatherRouterPair(const KernelParams& p, const PolledRouterShared& r,
+                                                 float* logits, int z, RouterTokens mine) {
+  const int E = p.experts;
+  if (mine.last - mine.first < 2 || 2 * E <= kThreads) {
+    GatherChunkLogits<kChunk, /*kWideExperts=*/false>(p, r, logits, z, mine);
+    return;
+  }
+  const int e = threadIdx.x;
+  if (e >= E) return;
+  const int epad = p.m_blocks * kBlockExperts;
+  const size_t split_stride = size_t(kChunk) * epad;
+  float* first_slot =
+      p.partials + size_t(z) * p.k_splits * split_stride + size_t(mine.first) * epad + e;
+  float second_sum;
+  const float first_sum =
+      SumPolledSlots<true>(first_slot, p.k_splits, split_stride, true, epad, second_sum);
+  logits[e] = first_sum + r.router_bias[e];
+  logits[E + e] = second_sum + r.router_bias[e];
+  if (p.logits_out) {
+    float* out = p.logits_out + size_t(z * kChunk + mine.first) * E + e;
+    out[0] = logits[e];
+    out[E] = logits[E + e];
+  }
+}
+
+// A router pair's routing: each half of the CTA (four warps, TeamWarp) routes one of its
+// tokens with CtaRouteToken, as a router of one token routes it with eight (the host allows
+// pairs only where CtaRouteTokenApplies, at most kThreads experts). The first half's
+// scratch is r.cta_route, the second's `second_scratch`.
+template <int kChunk>
+__device__ __forceinline__ void RouteRouterPair(const KernelParams& p, PolledRouterShared& r,
+                                                CtaRouteScratch& second_scratch,
+                                                const float* logits, int z, RouterTokens mine) {
+  static_assert(2 * kHalfCtaThreads == kThreads, "a router pair is two halves of a CTA");
+  const int half = int(threadIdx.x) / kHalfCtaThreads;
+  const int n = mine.first + half;
+  if (n >= mine.last) return;
+  unsigned long long* marks =
+      p.timeline != nullptr && half == 0 ? TimelineEntry(p, kStampEpiColumns) : nullptr;
+  const size_t token = size_t(z) * kChunk + n;
+  CtaRouteScratch& scratch = half == 0 ? r.cta_route : second_scratch;
+  WithExpertsPerLaneOf</*kWideExperts=*/false>(p.experts, [&](auto width) {
+    CtaRouteToken<decltype(width)::value, /*kSmallestThreshold=*/true, /*kCountWinsOnce=*/true,
+                  /*kHalfCta=*/true>(p.ep, logits + half * p.experts, r.correction_bias, scratch,
+                                     kHalfCtaThreads / 32, p.ids + token * p.ep.top_k,
+                                     p.weights + token * p.ep.top_k, marks);
+  });
 }
 
 // A router with one token (decode) spreads the token's per-expert work over its warps

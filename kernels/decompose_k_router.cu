@@ -221,11 +221,11 @@ cudaError_t LaunchForShape(const Shape& s, const DecomposeKConfig& c, KernelPara
     const bool cooperative = LaunchesCooperatively(c, pdl, stream);
     if (c.staged) {
       params.stages_per_split = StagedStagesPerSplit(s, c.k_splits);
-      const int per_router = PolledTokensPerRouter(std::min(l.chunk, s.tokens), int(grid.x));
+      const int per_router = RouterCtaTokens(s, c, l);
       return LaunchStagedKernel(
           s.w_dtype == DType::kBF16, grid, params,
           StagedDynamicSmemBytes(params.stages_per_split, per_router * s.experts), stream, pdl,
-          cooperative, /*tma=*/!c.staged_cp_async);
+          cooperative, /*tma=*/!c.staged_cp_async, c.staged_router_pairs);
     }
     return LaunchPolledKernel(s.w_dtype == DType::kBF16, c.token_tiles, grid, params, stream, pdl,
                               cooperative, c.pdl_one_cta_per_sm);

@@ -66,6 +66,12 @@ struct DecomposeKConfig {
   // Staged only: the stages copied by cp.async even where the TMA could copy them (sm_90+,
   // 16-byte aligned operands; decompose_k_staged.cu). Same bits; for tests and benchmarks.
   bool staged_cp_async = false;
+  // Staged only: each router CTA gathers two of the chunk's tokens and routes them with four
+  // warps each (router pairs), so that in a full chunk's row half the CTAs leave once they
+  // have published and free their SMs for the next launch while the others route. Routers
+  // of at most 256 experts whose spec one CTA routes token by token (RouterPairsRoute in
+  // decompose_k_staged.h); same bits as the routers of one token.
+  bool staged_router_pairs = false;
   // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
   // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
   int gemm_tile = 0;

@@ -24,7 +24,9 @@
 // 16-byte stores (PublishFragments: the publish phase of the CTA that publishes last 0.77
 // -> 0.52 us at DeepSeek-V3 t=128, H200, bench/NOTES.md session 43). The chunk's routers (one token
 // per CTA of the grid row) gather and route them exactly as in the polled kernel
-// (decompose_k_polled_router.cuh); a router's logits reuse the stages.
+// (decompose_k_polled_router.cuh); a router's logits reuse the stages. With router pairs
+// (DecomposeKConfig::staged_router_pairs) a router CTA has two tokens, each routed by half
+// of it, and the CTAs past half a full chunk leave after publishing.
 //
 // Rows past the experts, past the tokens and past K are zero-filled by the copies
 // (src-size 0, or the TMA's out-of-bounds fill), so ragged edges need no other care.
@@ -192,11 +194,25 @@ __device__ __forceinline__ void StageHiddenStatesByTma(const StagedParams& sp, u
 #endif
 }
 
+// A router pair's second scratch (RouteRouterPair) in the dynamic shared memory, after its
+// two tokens' logits; every launch has at least kStagedPublishBytes of it.
+constexpr size_t kRouterPairScratchOffset = 2 * kThreads * sizeof(float);
+static_assert(kRouterPairScratchOffset % 16 == 0 &&
+                  kRouterPairScratchOffset + sizeof(CtaRouteScratch) <= kStagedPublishBytes,
+              "a router pair's second scratch fits beside its logits");
+
 // Two CTAs per SM where the stages leave room (<= 128 registers a thread): one of this
 // launch, one of the next launch already staging its weights under PDL.
-template <typename T, bool kWideExperts>
+//
+// kRouterPairs (DecomposeKConfig::staged_router_pairs; at most 256 experts): a router CTA
+// owns two tokens of the chunk (TokensOfRouterPair) and each half of it routes one, so in a
+// full chunk's row half the CTAs leave once they have published and their SMs take CTAs of
+// the next launch while this one gathers and routes. An instance of its own, so that the
+// other instances' code and registers stay as they were measured.
+template <typename T, bool kWideExperts, bool kRouterPairs>
 __global__ void __launch_bounds__(kThreads, 2)
     DecomposeKStagedKernel(const __grid_constant__ StagedParams sp) {
+  static_assert(!(kRouterPairs && kWideExperts), "router pairs route at most 256 experts");
   extern __shared__ __align__(128) uint8_t dynamic_smem[];
   __shared__ PolledRouterShared router;
   __shared__ alignas(8) uint64_t landed;  // the TMA copies' mbarrier
@@ -224,7 +240,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int count = max(0, min(p.stages_per_split, total_stages - stage_begin));
   AllowDependentLaunch();
   Stamp(p, kStampStart);
-  const RouterTokens mine = TokensOfRouter(valid);
+  const RouterTokens mine = kRouterPairs ? TokensOfRouterPair(valid) : TokensOfRouter(valid);
   const bool is_router = mine.first < mine.last;
   float acc[2][2][4] = {};
   if (tma) {
@@ -260,10 +276,19 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (!is_router) return;
   __syncthreads();  // every warp is done with the stages: they become the router's logits
   float* logits = reinterpret_cast<float*>(stages);
-  GatherChunkLogits<kStagedTileTokens, kWideExperts>(p, router, logits, z, mine);
-  __syncthreads();
-  Stamp(p, kStampArrived);
-  RouteChunkTokens<kStagedTileTokens, kWideExperts>(p, router, logits, z, mine, /*dry=*/false);
+  if constexpr (kRouterPairs) {
+    GatherRouterPair<kStagedTileTokens>(p, router, logits, z, mine);
+    __syncthreads();
+    Stamp(p, kStampArrived);
+    RouteRouterPair<kStagedTileTokens>(
+        p, router, *reinterpret_cast<CtaRouteScratch*>(stages + kRouterPairScratchOffset), logits,
+        z, mine);
+  } else {
+    GatherChunkLogits<kStagedTileTokens, kWideExperts>(p, router, logits, z, mine);
+    __syncthreads();
+    Stamp(p, kStampArrived);
+    RouteChunkTokens<kStagedTileTokens, kWideExperts>(p, router, logits, z, mine, /*dry=*/false);
+  }
   __syncthreads();
   Stamp(p, kStampRouted);
 }
@@ -274,10 +299,10 @@ constexpr size_t kMaxDynamicSmem = kStagedMaxStages * kStagedStageBytes + kSwizz
 
 // Past the 48 KB default: opt in once per instance, to the most a launch may ask for (not
 // a stream operation, so also legal while a graph is being captured).
-template <typename T, bool kWideExperts>
+template <typename T, bool kWideExperts, bool kRouterPairs>
 cudaError_t OptIn() {
   static const cudaError_t opt_in =
-      cudaFuncSetAttribute(DecomposeKStagedKernel<T, kWideExperts>,
+      cudaFuncSetAttribute(DecomposeKStagedKernel<T, kWideExperts, kRouterPairs>,
                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxDynamicSmem));
   return opt_in;
 }
@@ -290,40 +315,42 @@ cudaError_t OptIn() {
 // PDL (bench/NOTES.md session 35): GLM-4.5 t=128 at 16 splits 12.27 -> 8.45 us, 14 splits
 // 12.24 -> 8.76, 20 splits 13.75 -> 9.05; Kimi K2 t=64 at 19 splits 14.24 -> 9.13; configs
 // of 7 stages or more (one CTA a SM already) within +-0.04.
-template <typename T, bool kWideExperts>
+template <typename T, bool kWideExperts, bool kRouterPairs>
 size_t StagedOneCtaPerSmDynamicSmem() {
-  static const size_t bytes = OneCtaPerSmDynamicSmem(DecomposeKStagedKernel<T, kWideExperts>);
+  static const size_t bytes =
+      OneCtaPerSmDynamicSmem(DecomposeKStagedKernel<T, kWideExperts, kRouterPairs>);
   return bytes;
 }
 
 // The dynamic shared memory a launch asks for: what it needs with the alignment slack, and
 // under PDL at least StagedOneCtaPerSmDynamicSmem (where that is within the opt-in limit).
-template <typename T, bool kWideExperts>
+template <typename T, bool kWideExperts, bool kRouterPairs>
 size_t LaunchDynamicSmem(size_t needed, bool pdl) {
   needed += kSwizzleAlignment;
   if (!pdl) return needed;
-  const size_t one_cta = StagedOneCtaPerSmDynamicSmem<T, kWideExperts>();
+  const size_t one_cta = StagedOneCtaPerSmDynamicSmem<T, kWideExperts, kRouterPairs>();
   return one_cta <= kMaxDynamicSmem && one_cta > needed ? one_cta : needed;
 }
 
 // An instance for routers of more than 256 experts and one for the rest
 // (WithExpertsPerLaneOf).
-template <typename T, bool kWideExperts>
+template <typename T, bool kWideExperts, bool kRouterPairs>
 cudaError_t LaunchTyped(dim3 grid, const StagedParams& params, size_t dynamic_smem,
                         cudaStream_t stream, bool pdl, bool cooperative) {
-  const cudaError_t opt_in = OptIn<T, kWideExperts>();
+  const cudaError_t opt_in = OptIn<T, kWideExperts, kRouterPairs>();
   if (opt_in != cudaSuccess) return opt_in;
-  return Launch(DecomposeKStagedKernel<T, kWideExperts>, grid, params, stream, pdl, /*cluster=*/0,
-                cooperative, LaunchDynamicSmem<T, kWideExperts>(dynamic_smem, pdl));
+  return Launch(DecomposeKStagedKernel<T, kWideExperts, kRouterPairs>, grid, params, stream, pdl,
+                /*cluster=*/0, cooperative,
+                LaunchDynamicSmem<T, kWideExperts, kRouterPairs>(dynamic_smem, pdl));
 }
 
-template <typename T, bool kWideExperts>
+template <typename T, bool kWideExperts, bool kRouterPairs>
 absl::StatusOr<int> CtasPerSm(size_t dynamic_smem, bool pdl) {
-  CUDA_RETURN_STATUS_IF_ERROR((OptIn<T, kWideExperts>()));
+  CUDA_RETURN_STATUS_IF_ERROR((OptIn<T, kWideExperts, kRouterPairs>()));
   int ctas = 0;
   CUDA_RETURN_STATUS_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &ctas, DecomposeKStagedKernel<T, kWideExperts>, kThreads,
-      LaunchDynamicSmem<T, kWideExperts>(dynamic_smem, pdl)));
+      &ctas, DecomposeKStagedKernel<T, kWideExperts, kRouterPairs>, kThreads,
+      LaunchDynamicSmem<T, kWideExperts, kRouterPairs>(dynamic_smem, pdl)));
   return ctas;
 }
 
@@ -332,27 +359,42 @@ struct Type {
   using type = T;
 };
 
-// Calls f(Type<T>{}, std::bool_constant<kWideExperts>{}) for the kernel instance of bf16 or
-// fp16 operands and routers of more than 256 experts or not.
+// Calls f(Type<T>{}, std::bool_constant<kWideExperts>{}, std::bool_constant<kRouterPairs>{})
+// for the kernel instance of bf16 or fp16 operands, routers of more than 256 experts or not,
+// and router pairs or not (never with wide experts: the host's checks refuse those).
 template <typename F>
-auto WithInstance(bool bf16, bool wide_experts, F&& f) {
-  if (bf16)
-    return wide_experts ? f(Type<__nv_bfloat16>{}, std::true_type{})
-                        : f(Type<__nv_bfloat16>{}, std::false_type{});
-  return wide_experts ? f(Type<__half>{}, std::true_type{}) : f(Type<__half>{}, std::false_type{});
+auto WithInstance(bool bf16, bool wide_experts, bool router_pairs, F&& f) {
+  using No = std::false_type;
+  using Yes = std::true_type;
+  if (bf16) {
+    if (router_pairs) return f(Type<__nv_bfloat16>{}, No{}, Yes{});
+    return wide_experts ? f(Type<__nv_bfloat16>{}, Yes{}, No{})
+                        : f(Type<__nv_bfloat16>{}, No{}, No{});
+  }
+  if (router_pairs) return f(Type<__half>{}, No{}, Yes{});
+  return wide_experts ? f(Type<__half>{}, Yes{}, No{}) : f(Type<__half>{}, No{}, No{});
 }
 
 }  // namespace
 
-absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic_smem, bool pdl) {
-  return WithInstance(bf16, wide_experts, [&](auto type, auto wide) {
-    return CtasPerSm<typename decltype(type)::type, decltype(wide)::value>(dynamic_smem, pdl);
+bool RouterPairsRoute(const RouterSpec& spec) {
+  return spec.experts <= kThreads && CtaRouteTokenApplies(MakeEpilogueParams(spec));
+}
+
+absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic_smem, bool pdl,
+                                    bool router_pairs) {
+  if (router_pairs && wide_experts)
+    return absl::InvalidArgumentError("staged router pairs route at most 256 experts");
+  return WithInstance(bf16, wide_experts, router_pairs, [&](auto type, auto wide, auto pairs) {
+    return CtasPerSm<typename decltype(type)::type, decltype(wide)::value, decltype(pairs)::value>(
+        dynamic_smem, pdl);
   });
 }
 
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                size_t dynamic_smem, cudaStream_t stream, bool pdl,
-                               bool pdl_cooperative, bool tma) {
+                               bool pdl_cooperative, bool tma, bool router_pairs) {
+  if (router_pairs && WideExperts(params.experts)) return cudaErrorInvalidValue;
   tma = tma && CurrentDeviceIsSm90OrNewer() && TensorMapAligned(params.w) &&
         TensorMapAligned(params.x);
   StagedParams sp = {};
@@ -370,10 +412,12 @@ cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
   }
   // Cooperative as the polled kernel (decompose_k_polled.cu says why).
   const bool cooperative = !pdl || pdl_cooperative;
-  return WithInstance(bf16, WideExperts(params.experts), [&](auto type, auto wide) {
-    return LaunchTyped<typename decltype(type)::type, decltype(wide)::value>(
-        grid, sp, dynamic_smem, stream, pdl, cooperative);
-  });
+  return WithInstance(bf16, WideExperts(params.experts), router_pairs,
+                      [&](auto type, auto wide, auto pairs) {
+                        return LaunchTyped<typename decltype(type)::type, decltype(wide)::value,
+                                           decltype(pairs)::value>(grid, sp, dynamic_smem, stream,
+                                                                   pdl, cooperative);
+                      });
 }
 
 }  // namespace moe::cuda

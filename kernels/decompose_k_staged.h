@@ -7,6 +7,7 @@
 #include <cstddef>
 
 #include "absl/status/statusor.h"
+#include "kernels/router_spec.h"
 
 namespace moe::cuda {
 
@@ -40,14 +41,21 @@ inline size_t StagedDynamicSmemBytes(int stages_per_split, int router_logits) {
 // `pdl_cooperative`, as the polled kernel. `tma`: the stages copied by the TMA, honoured on
 // an sm_90+ device with 16-byte aligned operands (tensor-map bases); otherwise, or without
 // it, by cp.async. Same bits either way.
+// `router_pairs`: DecomposeKConfig::staged_router_pairs (at most 256 experts).
 cudaError_t LaunchStagedKernel(bool bf16, dim3 grid, const KernelParams& params,
                                size_t dynamic_smem, cudaStream_t stream, bool pdl,
-                               bool pdl_cooperative, bool tma);
+                               bool pdl_cooperative, bool tma, bool router_pairs);
+
+// Whether the router pairs (DecomposeKConfig::staged_router_pairs) can route this spec: at
+// most 256 experts, and a spec one CTA routes token by token (no softmax over the scores
+// before the top-k, groups of whole columns if any: the epilogue's CtaRouteTokenApplies).
+bool RouterPairsRoute(const RouterSpec& spec);
 
 // CTAs of the staged kernel (bf16 or fp16; the instance for more than 256 experts or the
 // other) that fit on one SM of this device when a launch needs `dynamic_smem` bytes, as
 // LaunchStagedKernel launches it: under PDL one, whatever the stages (the launch asks for
 // more than half an SM's shared memory; decompose_k_staged.cu says why).
-absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic_smem, bool pdl);
+absl::StatusOr<int> StagedCtasPerSm(bool bf16, bool wide_experts, size_t dynamic_smem, bool pdl,
+                                    bool router_pairs = false);
 
 }  // namespace moe::cuda

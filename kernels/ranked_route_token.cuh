@@ -27,6 +27,32 @@ __device__ __forceinline__ void MarkEpiloguePhase(unsigned long long* marks, int
   marks[2 * phase + 1] = clock64();
 }
 
+// The warps that route one token together (CtaRouteToken and the column-ranked forms): the
+// whole CTA (kHalfCta false), or one half of a CTA of 256 threads, four warps, each half
+// routing a token of its own (the staged kernel's router pairs: decompose_k_staged.cu). A
+// half synchronises on a named barrier of its own 128 threads (ids 2 and 3: barrier 0 is
+// __syncthreads, 1 SyncRankers'), so that neither half waits for the other's token.
+constexpr int kHalfCtaThreads = 128;
+constexpr int kHalfCtaFirstBarrier = 2;
+template <bool kHalfCta>
+__device__ __forceinline__ int TeamWarp() {
+  return kHalfCta ? (threadIdx.x % kHalfCtaThreads) / 32 : threadIdx.x / 32;
+}
+// Barrier ids as immediates (a warp-uniform branch): with the id in a register ptxas
+// reserves all 16 of the CTA's barriers.
+template <bool kHalfCta>
+__device__ __forceinline__ void TeamBarrier() {
+  if constexpr (kHalfCta) {
+    if (threadIdx.x < kHalfCtaThreads)
+      asm volatile("bar.sync %0, %1;" ::"n"(kHalfCtaFirstBarrier), "n"(kHalfCtaThreads) : "memory");
+    else
+      asm volatile("bar.sync %0, %1;" ::"n"(kHalfCtaFirstBarrier + 1), "n"(kHalfCtaThreads)
+                   : "memory");
+  } else {
+    __syncthreads();
+  }
+}
+
 // What one warp ranking one token by counting needs in shared memory (RankedWarpRouteToken):
 // the token's keys, one a lane, and WriteRankedChoice's value per rank.
 struct RankedWarpScratch {

@@ -17,6 +17,7 @@
 #include "kernels/cuda_router.h"
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_router.h"
+#include "kernels/decompose_k_staged.h"
 #include "kernels/router_spec.h"
 
 namespace moe {
@@ -61,7 +62,8 @@ std::string Describe(const cuda::DecomposeKConfig& c) {
   return absl::StrCat("mainloop=", int(c.mainloop), " token_tiles=", c.token_tiles,
                       " k_splits=", c.k_splits, " cluster=", c.cluster, " polled=", c.polled,
                       " dedicated=", c.dedicated_routers, " staged=", c.staged,
-                      " gemm_tile=", c.gemm_tile_m, "x", c.gemm_tile);
+                      " pairs=", c.staged_router_pairs, " gemm_tile=", c.gemm_tile_m, "x",
+                      c.gemm_tile);
 }
 
 // The heuristic's configs for `p` on `d` (the default, the autotuner's family without the
@@ -977,6 +979,66 @@ TEST(DecomposeKConfig, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheS
       EXPECT_NE(std::string(full.message()).find("SMs"), std::string::npos) << full;
     }
   }
+}
+
+// The staged router pairs (a router CTA routes two tokens, a half each) are autotuner
+// candidates beside every staged split count wherever the spec allows them: at most 256
+// experts, and a spec one CTA routes token by token. The heuristic never takes them (not
+// measured ahead yet). Refused by name elsewhere.
+TEST(DecomposeKConfig, StagedRouterPairsAreCandidatesWhereTheyRouteAndRefusedElsewhere) {
+  EXPECT_TRUE(cuda::RouterPairsRoute(FindPreset("deepseek_v3").value().spec));
+  EXPECT_TRUE(cuda::RouterPairsRoute(FindPreset("qwen3_30b").value().spec));
+  EXPECT_FALSE(cuda::RouterPairsRoute(FindPreset("kimi_k2").value().spec));  // 384 experts
+  for (const FamilyPreset& preset : FamilyPresets()) {
+    for (int tokens : {32, 64, 100, 128, 256}) {
+      const RouteProblem p{preset.spec, tokens, DType::kBF16, DType::kBF16};
+      const std::string where = Where(p, kSxm);
+      const std::vector<cuda::DecomposeKConfig> candidates =
+          cuda::AutotuneCandidates(p, kSxm, /*pdl=*/true);
+      auto has = [&](const cuda::DecomposeKConfig& c) {
+        return std::any_of(
+            candidates.begin(), candidates.end(),
+            [&](const cuda::DecomposeKConfig& o) { return cuda::SameTunedConfig(o, c); });
+      };
+      int pairs = 0;
+      for (const cuda::DecomposeKConfig& c : candidates) {
+        cuda::DecomposeKConfig other = c;
+        other.staged_router_pairs = !c.staged_router_pairs;
+        if (c.staged_router_pairs) {  // beside the same launch without them
+          ++pairs;
+          EXPECT_TRUE(has(other)) << where << ": " << Describe(c);
+        } else if (c.staged && cuda::CanRouteDecomposeKOn(p, other, kSxm).ok()) {
+          EXPECT_TRUE(has(other)) << where << ": " << Describe(c) << " without pairs";
+        }
+      }
+      const bool route = preset.spec.experts <= 256 && cuda::RouterPairsRoute(preset.spec);
+      if (!route) {
+        EXPECT_EQ(pairs, 0) << where;
+      } else if (preset.spec.experts >= 160 && tokens >= 64 && tokens <= 128) {
+        EXPECT_GT(pairs, 0) << where;  // the heuristic's own staged rows among them
+      }
+      EXPECT_FALSE(cuda::ChooseDecomposeKConfigFor(p, kSxm).staged_router_pairs) << where;
+    }
+  }
+  auto expect_refused = [](const RouterSpec& spec, int splits, bool staged, const char* words) {
+    const RouteProblem p{spec, 64, DType::kBF16, DType::kBF16};
+    cuda::DecomposeKConfig c = cuda::ChooseStagedConfig(p, kSxm.sm_count, splits);
+    ASSERT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << spec.family;
+    c.staged = staged;
+    c.staged_router_pairs = true;
+    const absl::Status status = cuda::CanRouteDecomposeKOn(p, c, kSxm);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << words;
+    EXPECT_NE(std::string(status.message()).find(words), std::string::npos) << status;
+  };
+  const RouterSpec qwen = FindPreset("qwen3_30b").value().spec;
+  expect_refused(qwen, 0, /*staged=*/false, "applies to the staged tiles only");
+  // 2 expert tiles x 3 splits: 6 CTAs a row route 12 of a chunk's 64 tokens.
+  expect_refused(qwen, 3, true, "fewer than the chunk's 64");
+  expect_refused(FindPreset("kimi_k2").value().spec, 0, true, "at most 256 experts");
+  RouterSpec softmax_first = qwen;
+  softmax_first.renormalize = false;  // the weights need the softmax over all 128 experts
+  ASSERT_EQ(softmax_first.order, RoutingOrder::kScoreThenTopK);
+  expect_refused(softmax_first, 0, true, "one CTA routes alone");
 }
 
 // The heuristic is total: a problem out of range gets a config (no division by zero: 0

@@ -747,6 +747,115 @@ TEST(GpuStaged, TmaAndCpAsyncGiveTheSameBits) {
   EXPECT_GE(ran, int(specs.size()));
 }
 
+// Launches `config` on `in` `reps` times on one workspace, plainly or under PDL, with
+// poisoned outputs each time (a later run fails where an earlier one left a polled slot
+// unemptied), and returns the last run's outputs.
+HostOut LaunchOnOneWorkspace(const RouterInputs& in, const cuda::DecomposeKConfig& config, bool pdl,
+                             int reps) {
+  const RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
+  auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, config)).value();
+  EXPECT_EQ(cuda::ResetDecomposeKWorkspace(ws.get(), p, config, nullptr), cudaSuccess);
+  DeviceCase d = MakeDeviceCase(in, true);
+  HostOut out;
+  for (int rep = 0; rep < reps; ++rep) {
+    Poison(d);
+    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr, pdl), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    out = Download(d, true);
+  }
+  return out;
+}
+
+// Ids, weights and logits bit for bit (memcmp: NaN never equals itself by accident).
+void ExpectSameBits(const HostOut& a, const HostOut& b, const std::string& where) {
+  EXPECT_EQ(a.ids, b.ids) << where;
+  ASSERT_EQ(a.weights.size(), b.weights.size()) << where;
+  EXPECT_EQ(std::memcmp(a.weights.data(), b.weights.data(), a.weights.size() * sizeof(float)), 0)
+      << where;
+  ASSERT_EQ(a.logits.size(), b.logits.size()) << where;
+  EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)), 0)
+      << where;
+}
+
+// The staged router pairs (DecomposeKConfig::staged_router_pairs: a router CTA gathers two
+// tokens and each half of it routes one) give the bits of the staged routers of one token,
+// which CheckConfigTwice checks against the reference: the same sums in the same order,
+// the same epilogue on four warps instead of eight. (Where a grid row has fewer CTAs than
+// the chunk has tokens, the routers without pairs take several tokens, a warp each, whose
+// weights are summed in another order: there both are checked against the reference
+// only.) Every family the pairs apply to,
+// grouped routers of whole columns and random ungrouped ones of 8 to 256 experts (an element
+// a thread up to 128 experts, both tokens' expert e in thread e past it), odd token counts
+// (the last pair router has one token), several chunks, both dtypes, two split counts;
+// plainly and under PDL, three launches on one workspace. Where they cannot route (more
+// than 256 experts; a softmax over all experts before the top-k) the check refuses them.
+TEST(GpuStaged, RouterPairsGiveTheBitsOfOneTokenRouters) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
+  std::vector<RouterSpec> specs;
+  for (const auto& preset : FamilyPresets()) specs.push_back(preset.spec);
+  for (int experts : {8, 40, 100, 129, 160, 200, 256}) {
+    RouterSpec s = RandomUngroupedSpec(experts, pick);
+    s.hidden = experts % 2 ? 2056 : 4096;  // 2056: not whole 64-element stages
+    specs.push_back(s);
+  }
+  for (int experts : {128, 256}) {  // groups of whole columns (GroupColumnRankedRouteToken)
+    RouterSpec s;
+    s.family = "whole_column_groups";
+    s.hidden = 3072;
+    s.experts = experts;
+    DrawRoutingVariant(pick, s);
+    s.n_group = experts / 32;
+    s.topk_group = 1 + pick() % s.n_group;
+    s.group_score_topk = 1 + pick() % 2;
+    s.top_k =
+        s.group_score_topk + pick() % (std::min(8, 32 / s.topk_group) - s.group_score_topk + 1);
+    specs.push_back(s);
+  }
+  int ran = 0, bitwise = 0;
+  for (const RouterSpec& spec : specs) {
+    for (int tokens : {33, 64, 97, 128, 255}) {
+      const DType dt = tokens % 2 ? DType::kFP16 : DType::kBF16;
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(spec, tokens, dt, dt, seed);
+      const RouteProblem p{spec, tokens, dt, dt};
+      const auto ref = in.Reference();
+      const int splits = cuda::ChooseStagedConfig(p, SmCount()).k_splits;
+      for (int s : {splits, std::max(1, splits / 2)}) {
+        const cuda::DecomposeKConfig one = cuda::ChooseStagedConfig(p, SmCount(), s);
+        cuda::DecomposeKConfig pairs = one;
+        pairs.staged_router_pairs = true;
+        const std::string where = absl::StrCat(Describe(in, seed), " splits=", s);
+        const absl::Status can = cuda::CanRouteDecomposeK(p, pairs);
+        if (!can.ok()) {  // refused by name where the routers of one token would run
+          if (cuda::CanRouteDecomposeK(p, one).ok()) {
+            EXPECT_NE(std::string(can.message()).find("staged_router_pairs"), std::string::npos)
+                << can << " " << where;
+          }
+          continue;
+        }
+        if (!CheckConfigTwice(in, ref, one, where)) continue;
+        const int row_ctas =
+            (spec.experts + cuda::kStagedTileExperts - 1) / cuda::kStagedTileExperts * one.k_splits;
+        const bool one_token_routers = row_ctas >= std::min(tokens, cuda::kStagedTileTokens);
+        for (bool pdl : {false, true}) {
+          const HostOut b = LaunchOnOneWorkspace(in, pairs, pdl, 3);
+          EXPECT_EQ(CompareWithReference(spec, ref, b.ids.data(), b.weights.data(), 1e-3), "")
+              << where << " pdl=" << pdl;
+          for (float w : b.weights) ASSERT_FALSE(std::isnan(w)) << where;
+          if (one_token_routers)
+            ExpectSameBits(LaunchOnOneWorkspace(in, one, pdl, 1), b,
+                           absl::StrCat(where, " pdl=", pdl));
+        }
+        ++ran;
+        bitwise += one_token_routers;
+      }
+    }
+  }
+  EXPECT_GE(ran, int(specs.size()));  // most specs at most token counts
+  EXPECT_GE(bitwise, int(specs.size()) / 2);
+}
+
 TEST(GpuStaged, ConfigChecksNameTheProblem) {
   SKIP_WITHOUT_GPU();
   const RouteProblem p{FindPreset("deepseek_v3").value().spec, 64, DType::kBF16, DType::kBF16};
@@ -771,6 +880,28 @@ TEST(GpuStaged, ConfigChecksNameTheProblem) {
   expect_refused(bad, "that fit");
   bad = cuda::ChooseStagedConfig({p.spec, 256, DType::kBF16, DType::kBF16}, SmCount(), 40);
   expect_refused(bad, "SMs");  // 4 expert tiles x 4 chunks x 38 splits
+  bad = c;
+  bad.staged_router_pairs = true;
+  EXPECT_TRUE(cuda::CanRouteDecomposeK(p, bad).ok()) << cuda::CanRouteDecomposeK(p, bad);
+  bad.staged = false;
+  expect_refused(bad, "staged_router_pairs applies to the staged tiles only");
+  // Router pairs: where a grid row has fewer CTAs than half the chunk's tokens (Qwen3-30B's
+  // 2 expert tiles x 3 splits), past 256 experts (Kimi K2), and for a spec one CTA cannot
+  // route token by token (a softmax over all experts kept before the top-k).
+  auto expect_pairs_refused = [&](const RouterSpec& spec, int splits, const char* words) {
+    const RouteProblem q{spec, 64, DType::kBF16, DType::kBF16};
+    cuda::DecomposeKConfig pairs = cuda::ChooseStagedConfig(q, SmCount(), splits);
+    ASSERT_TRUE(cuda::CanRouteDecomposeK(q, pairs).ok()) << spec.family;
+    pairs.staged_router_pairs = true;
+    const absl::Status status = cuda::CanRouteDecomposeK(q, pairs);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << words;
+    EXPECT_NE(std::string(status.message()).find(words), std::string::npos) << status;
+  };
+  expect_pairs_refused(FindPreset("qwen3_30b").value().spec, 3, "fewer than the chunk's 64");
+  expect_pairs_refused(FindPreset("kimi_k2").value().spec, 0, "at most 256 experts");
+  RouterSpec softmax_first = FindPreset("qwen3_30b").value().spec;  // softmax, then top 8
+  softmax_first.renormalize = false;  // so the weights need the softmax over all 128
+  expect_pairs_refused(softmax_first, 0, "one CTA routes alone");
 }
 
 // Under PDL a staged launch keeps to one CTA per SM whatever its stages: with two, CTAs of
@@ -1065,12 +1196,13 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
         }
       }
       if (tokens >= 32) {
-        for (int variant = 0; variant < 4; ++variant) {
+        for (int variant = 0; variant < 8; ++variant) {
           cuda::DecomposeKConfig c = cuda::ChooseStagedConfig(p, SmCount());
           c.pdl_cooperative = variant % 2 == 1;
           // TMA copies (sm_90+) read the hidden states through the async proxy: the case
           // that needs a proxy fence after the wait (tma_device.cuh).
-          c.staged_cp_async = variant / 2 == 1;
+          c.staged_cp_async = variant / 2 % 2 == 1;
+          c.staged_router_pairs = variant / 4 == 1;  // the pairs: an instance of their own
           configs.push_back(c);
         }
       }
@@ -1100,7 +1232,9 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
             << " config polled=" << config.polled << " pdl_cooperative=" << config.pdl_cooperative
             << " pdl_one_cta_per_sm=" << config.pdl_one_cta_per_sm
             << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged
-            << " staged_cp_async=" << config.staged_cp_async << " cluster=" << config.cluster;
+            << " staged_cp_async=" << config.staged_cp_async
+            << " staged_router_pairs=" << config.staged_router_pairs
+            << " cluster=" << config.cluster;
       }
     }
   }
