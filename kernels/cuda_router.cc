@@ -159,14 +159,14 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& p,
   heuristic.pdl_cooperative = false;
   heuristic.pdl_one_cta_per_sm = false;
   add(heuristic);
-  // Every staged candidate also with router pairs, where they route (add checks): half
-  // the CTAs of a full chunk's row route, the others free their SMs for the next launch
-  // once they have published.
+  // Every staged candidate also with router pairs where they route (add checks), and
+  // without (the heuristic's may have them): with, half the CTAs of a full chunk's row
+  // route and the others free their SMs for the next launch once they have published.
   const size_t before_pairs = out.size();
   for (size_t i = 0; i < before_pairs; ++i) {
     if (!out[i].staged) continue;
     DecomposeKConfig c = out[i];
-    c.staged_router_pairs = true;
+    c.staged_router_pairs = !c.staged_router_pairs;
     add(c);
   }
   // Every polled candidate also with and without dedicated router CTAs (with: a split

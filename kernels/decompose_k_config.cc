@@ -473,8 +473,23 @@ DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
   // by zero: a C ABI caller's process died of SIGFPE). A problem out of range gets the
   // default config, which CanRouteDecomposeK then refuses, naming the problem's field.
   if (!CheckRouteProblem(problem).ok()) return DecomposeKConfig{};
-  return ChooseConfig(RouteShape(problem), device, /*allow_cluster=*/true, allow_polled,
-                      cut_decode_splits, allow_rank_zero_routes);
+  const Shape s = RouteShape(problem);
+  DecomposeKConfig c = ChooseConfig(s, device, /*allow_cluster=*/true, allow_polled,
+                                    cut_decode_splits, allow_rank_zero_routes);
+  // Staged tiles whose grid rows have fewer CTAs than a chunk has tokens would route several
+  // tokens a router CTA, a warp each: router pairs route two, half a CTA each, wherever the
+  // spec allows. H100, per call under PDL (bench/NOTES.md session 66), GLM-4.5 t=128 at the
+  // heuristic's 16 splits (48 CTAs a row): 7.45 -> 7.02 us in the timeline's graph, 7.36 ->
+  // 7.04 in the autotuner's. Rows of a CTA a token keep one: DeepSeek-V3 t=128 (64 CTAs a
+  // row) lost with pairs at every split count the tuner timed (8.19 against 8.51-9.56).
+  if (c.staged && RouterPairsRoute(problem.spec)) {
+    const Layout l = MakeLayout(s, c);
+    DecomposeKConfig pairs = c;
+    pairs.staged_router_pairs = true;
+    if (GridRowCtas(s, c, l) < std::min(l.chunk, s.tokens) && CheckConfigOn(s, pairs, device).ok())
+      return pairs;
+  }
+  return c;
 }
 
 int PolledOnePassSplits(const RouteProblem& problem, int token_tiles) {

@@ -983,8 +983,8 @@ TEST(DecomposeKConfig, DedicatedRoutersNeedThePolledReductionAndCountAgainstTheS
 
 // The staged router pairs (a router CTA routes two tokens, a half each) are autotuner
 // candidates beside every staged split count wherever the spec allows them: at most 256
-// experts, and a spec one CTA routes token by token. The heuristic never takes them (not
-// measured ahead yet). Refused by name elsewhere.
+// experts, and a spec one CTA routes token by token. The heuristic takes them where its
+// staged rows are narrower than a chunk's tokens. Refused by name elsewhere.
 TEST(DecomposeKConfig, StagedRouterPairsAreCandidatesWhereTheyRouteAndRefusedElsewhere) {
   EXPECT_TRUE(cuda::RouterPairsRoute(FindPreset("deepseek_v3").value().spec));
   EXPECT_TRUE(cuda::RouterPairsRoute(FindPreset("qwen3_30b").value().spec));
@@ -1017,9 +1017,25 @@ TEST(DecomposeKConfig, StagedRouterPairsAreCandidatesWhereTheyRouteAndRefusedEls
       } else if (preset.spec.experts >= 160 && tokens >= 64 && tokens <= 128) {
         EXPECT_GT(pairs, 0) << where;  // the heuristic's own staged rows among them
       }
-      EXPECT_FALSE(cuda::ChooseDecomposeKConfigFor(p, kSxm).staged_router_pairs) << where;
+      // The heuristic takes them where its staged rows have fewer CTAs than a chunk's
+      // tokens (a router would otherwise route several, a warp each) and enough for pairs.
+      const cuda::DecomposeKConfig h = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+      const int row = (preset.spec.experts + 63) / 64 * h.k_splits;
+      const int valid = std::min(tokens, 64);
+      EXPECT_EQ(h.staged_router_pairs, h.staged && route && row < valid && 2 * row >= valid)
+          << where;
     }
   }
+  // GLM-4.5 at 128 tokens (3 expert tiles x 16 splits: 48 CTAs a row) takes them on the
+  // SXM part; DeepSeek-V3 (4 x 16: a CTA a token) does not.
+  const RouterSpec glm = FindPreset("glm4_moe").value().spec;
+  const cuda::DecomposeKConfig glm128 =
+      cuda::ChooseDecomposeKConfigFor({glm, 128, DType::kBF16, DType::kBF16}, kSxm);
+  EXPECT_TRUE(glm128.staged && glm128.staged_router_pairs && glm128.k_splits == 16)
+      << Describe(glm128);
+  const cuda::DecomposeKConfig ds128 = cuda::ChooseDecomposeKConfigFor(
+      {FindPreset("deepseek_v3").value().spec, 128, DType::kBF16, DType::kBF16}, kSxm);
+  EXPECT_TRUE(ds128.staged && !ds128.staged_router_pairs) << Describe(ds128);
   auto expect_refused = [](const RouterSpec& spec, int splits, bool staged, const char* words) {
     const RouteProblem p{spec, 64, DType::kBF16, DType::kBF16};
     cuda::DecomposeKConfig c = cuda::ChooseStagedConfig(p, kSxm.sm_count, splits);
