@@ -139,15 +139,15 @@ int ForcedTileGemmSplits(const cuda::GemmProblem& p, const cuda::DecomposeKConfi
 }
 
 std::string DescribeConfig(const cuda::DecomposeKConfig& k) {
-  return absl::StrFormat("%s nt=%d S=%d%s%s%s%s",
+  return absl::StrFormat("%s nt=%d S=%d%s%s%s%s%s",
                          k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma", k.token_tiles,
                          k.k_splits,
                          k.cluster  ? " cluster"
                          : k.staged ? " staged"
                          : k.polled ? " polled"
                                     : "",
-                         k.pdl_cooperative ? " coop" : "", k.dedicated_routers ? " ded" : "",
-                         k.pdl_one_cta_per_sm ? " 1cta" : "");
+                         k.staged_router_pairs ? " pairs" : "", k.pdl_cooperative ? " coop" : "",
+                         k.dedicated_routers ? " ded" : "", k.pdl_one_cta_per_sm ? " 1cta" : "");
 }
 
 // Both modes' timings merged by config, in the order the autotuner tried them.

@@ -23,13 +23,14 @@ namespace moe::bench {
 namespace {
 
 std::string DescribePath(const cuda::DecomposeKConfig& c) {
-  return absl::StrFormat("S=%d%s%s%s", c.k_splits,
+  return absl::StrFormat("S=%d%s%s%s%s", c.k_splits,
                          c.cluster             ? " cluster"
                          : c.staged            ? " staged"
                          : c.dedicated_routers ? " polled ded"
                          : c.polled            ? " polled"
                                                : " global",
-                         c.pdl_cooperative ? " coop" : "", c.pdl_one_cta_per_sm ? " 1cta" : "");
+                         c.staged_router_pairs ? " pairs" : "", c.pdl_cooperative ? " coop" : "",
+                         c.pdl_one_cta_per_sm ? " 1cta" : "");
 }
 
 // The tuner's five fastest candidates for a shape, fastest first, indented so that scripts
@@ -377,14 +378,15 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
     if (DescribePath(heuristic) != DescribePath(tuned->config()))
       configs.emplace_back("heur. " + DescribePath(heuristic), heuristic);
     if (tuner_candidates) {
-      // The fastest candidate of each kernel the tuner timed (cluster, polled, staged,
-      // global) beside the winner, so their phases can be compared in one run.
+      // The fastest candidate of each kernel the tuner timed (cluster, polled, staged with
+      // and without router pairs, global) beside the winner, so their phases can be
+      // compared in one run.
       std::sort(timings.begin(), timings.end(),
                 [](const auto& a, const auto& b) { return a.us < b.us; });
       auto kernel_of = [](const cuda::DecomposeKConfig& c) {
-        return c.cluster ? 0 : c.staged ? 1 : c.polled ? 2 : 3;
+        return c.cluster ? 0 : c.staged_router_pairs ? 4 : c.staged ? 1 : c.polled ? 2 : 3;
       };
-      bool timed[4] = {};
+      bool timed[5] = {};
       timed[kernel_of(tuned->config())] = true;
       for (const cuda::CandidateTiming& t : timings) {
         if (timed[kernel_of(t.config)]) continue;
@@ -393,13 +395,18 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       }
     }
     for (int splits : heuristic.polled ? sweep_splits : std::vector<int>{}) {
-      for (int launch = 0; launch < 4; ++launch) {  // plain, cooperative; each one CTA per SM
+      // Plain and cooperative; each also one CTA per SM (polled) or with router pairs
+      // (staged).
+      for (int launch = 0; launch < 4; ++launch) {
         cuda::DecomposeKConfig c = heuristic;
         c.k_splits = splits;
         // Whole stages a split: counts that would leave the last split empty are skipped.
         if (c.staged) c = cuda::ChooseStagedConfig(p, info.sm_count, splits);
         c.pdl_cooperative = launch % 2 == 1;
-        c.pdl_one_cta_per_sm = launch / 2 == 1;
+        if (c.staged)
+          c.staged_router_pairs = launch / 2 == 1;
+        else
+          c.pdl_one_cta_per_sm = launch / 2 == 1;
         if (c.k_splits != splits || !cuda::CanRouteDecomposeK(p, c).ok()) continue;
         configs.emplace_back("sweep " + DescribePath(c), c);
       }
