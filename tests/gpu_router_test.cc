@@ -335,23 +335,32 @@ TEST(GpuShapes, RaggedUngroupedRoutersAtFewTokens) {
 // top_k <= 32 and top_k <= 8, and falls back otherwise (about a quarter of the draws):
 // every number of kept groups, group scores of one or two experts, each scoring, order and
 // bias. The cuBLAS baseline's epilogue routes every token that way too.
+// A random spec of experts / 32 groups of whole 32-expert columns: scoring, order and
+// biases drawn, the kept groups, group scores of one or two, and top_k within the counting
+// path's bound (topk_group x top_k <= 32, top_k <= 8) or, a quarter of the time where
+// `any_top_k`, anywhere up to kMaxTopK.
+RouterSpec RandomWholeColumnGroupsSpec(int experts, std::mt19937& pick, bool any_top_k) {
+  RouterSpec s;
+  s.family = "whole_column_groups";
+  s.hidden = 2048;
+  s.experts = experts;
+  DrawRoutingVariant(pick, s);
+  s.n_group = experts / 32;
+  s.topk_group = 1 + pick() % s.n_group;
+  s.group_score_topk = 1 + pick() % 2;
+  const int ranked_max = std::min(8, 32 / s.topk_group);  // the counting path's bound
+  s.top_k = any_top_k && pick() % 4 == 0
+                ? 1 + pick() % kMaxTopK
+                : s.group_score_topk + pick() % (ranked_max - s.group_score_topk + 1);
+  return s;
+}
+
 TEST(GpuShapes, GroupsOfWholeColumnsAtFewTokens) {
   SKIP_WITHOUT_GPU();
   std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
   for (int experts : {64, 96, 128, 160, 224, 256}) {
     for (int tokens : {1, 2, 5}) {
-      RouterSpec s;
-      s.family = "whole_column_groups";
-      s.hidden = 2048;
-      s.experts = experts;
-      DrawRoutingVariant(pick, s);
-      s.n_group = experts / 32;
-      s.topk_group = 1 + pick() % s.n_group;
-      s.group_score_topk = 1 + pick() % 2;
-      const int ranked_max = std::min(8, 32 / s.topk_group);  // the counting path's bound
-      s.top_k = pick() % 4 == 0
-                    ? 1 + pick() % kMaxTopK
-                    : s.group_score_topk + pick() % (ranked_max - s.group_score_topk + 1);
+      const RouterSpec s = RandomWholeColumnGroupsSpec(experts, pick, /*any_top_k=*/true);
       const uint64_t seed = FreshSeed();
       const RouterInputs in = MakeRouterInputs(s, tokens, DType::kBF16, DType::kBF16, seed);
       CheckFused(in, seed, /*with_logits=*/pick() % 2);
@@ -680,6 +689,36 @@ TEST(GpuStaged, RaggedExpertsAndHiddenMatchReference) {
   EXPECT_GE(ran, 10);
 }
 
+// Launches `config` on `in` `reps` times on one workspace, plainly or under PDL, with
+// poisoned outputs each time (a later run fails where an earlier one left a polled slot
+// unemptied), and returns the last run's outputs.
+HostOut LaunchOnOneWorkspace(const RouterInputs& in, const cuda::DecomposeKConfig& config, bool pdl,
+                             int reps) {
+  const RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
+  auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, config)).value();
+  EXPECT_EQ(cuda::ResetDecomposeKWorkspace(ws.get(), p, config, nullptr), cudaSuccess);
+  DeviceCase d = MakeDeviceCase(in, true);
+  HostOut out;
+  for (int rep = 0; rep < reps; ++rep) {
+    Poison(d);
+    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr, pdl), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    out = Download(d, true);
+  }
+  return out;
+}
+
+// Ids, weights and logits bit for bit (memcmp: NaN never equals itself by accident).
+void ExpectSameBits(const HostOut& a, const HostOut& b, const std::string& where) {
+  EXPECT_EQ(a.ids, b.ids) << where;
+  ASSERT_EQ(a.weights.size(), b.weights.size()) << where;
+  EXPECT_EQ(std::memcmp(a.weights.data(), b.weights.data(), a.weights.size() * sizeof(float)), 0)
+      << where;
+  ASSERT_EQ(a.logits.size(), b.logits.size()) << where;
+  EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)), 0)
+      << where;
+}
+
 // The staged tiles' two ways of copying a stage (the TMA on sm_90+, cp.async everywhere)
 // give the same bits: the same products summed in the same order, only placed differently
 // in shared memory. Every family at a whole and a ragged chunk, ragged experts and hidden
@@ -728,53 +767,12 @@ TEST(GpuStaged, TmaAndCpAsyncGiveTheSameBits) {
         EXPECT_EQ(CompareWithReference(spec, ref, out[0].ids.data(), out[0].weights.data(), 1e-3),
                   "")
             << where;
-        EXPECT_EQ(out[0].ids, out[1].ids) << where;
-        // Bitwise: memcmp, so that NaN never compares equal to itself by accident either.
-        ASSERT_EQ(out[0].weights.size(), out[1].weights.size());
-        EXPECT_EQ(std::memcmp(out[0].weights.data(), out[1].weights.data(),
-                              out[0].weights.size() * sizeof(float)),
-                  0)
-            << where;
-        ASSERT_EQ(out[0].logits.size(), out[1].logits.size());
-        EXPECT_EQ(std::memcmp(out[0].logits.data(), out[1].logits.data(),
-                              out[0].logits.size() * sizeof(float)),
-                  0)
-            << where;
+        ExpectSameBits(out[0], out[1], where);
         for (float w : out[0].weights) ASSERT_FALSE(std::isnan(w)) << where;
       }
     }
   }
   EXPECT_GE(ran, int(specs.size()));
-}
-
-// Launches `config` on `in` `reps` times on one workspace, plainly or under PDL, with
-// poisoned outputs each time (a later run fails where an earlier one left a polled slot
-// unemptied), and returns the last run's outputs.
-HostOut LaunchOnOneWorkspace(const RouterInputs& in, const cuda::DecomposeKConfig& config, bool pdl,
-                             int reps) {
-  const RouteProblem p{in.spec, in.tokens, in.hidden_dtype, in.weight_dtype};
-  auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, config)).value();
-  EXPECT_EQ(cuda::ResetDecomposeKWorkspace(ws.get(), p, config, nullptr), cudaSuccess);
-  DeviceCase d = MakeDeviceCase(in, true);
-  HostOut out;
-  for (int rep = 0; rep < reps; ++rep) {
-    Poison(d);
-    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr, pdl), cudaSuccess);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    out = Download(d, true);
-  }
-  return out;
-}
-
-// Ids, weights and logits bit for bit (memcmp: NaN never equals itself by accident).
-void ExpectSameBits(const HostOut& a, const HostOut& b, const std::string& where) {
-  EXPECT_EQ(a.ids, b.ids) << where;
-  ASSERT_EQ(a.weights.size(), b.weights.size()) << where;
-  EXPECT_EQ(std::memcmp(a.weights.data(), b.weights.data(), a.weights.size() * sizeof(float)), 0)
-      << where;
-  ASSERT_EQ(a.logits.size(), b.logits.size()) << where;
-  EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)), 0)
-      << where;
 }
 
 // The staged router pairs (DecomposeKConfig::staged_router_pairs: a router CTA gathers two
@@ -800,16 +798,8 @@ TEST(GpuStaged, RouterPairsGiveTheBitsOfOneTokenRouters) {
     specs.push_back(s);
   }
   for (int experts : {128, 256}) {  // groups of whole columns (GroupColumnRankedRouteToken)
-    RouterSpec s;
-    s.family = "whole_column_groups";
+    RouterSpec s = RandomWholeColumnGroupsSpec(experts, pick, /*any_top_k=*/false);
     s.hidden = 3072;
-    s.experts = experts;
-    DrawRoutingVariant(pick, s);
-    s.n_group = experts / 32;
-    s.topk_group = 1 + pick() % s.n_group;
-    s.group_score_topk = 1 + pick() % 2;
-    s.top_k =
-        s.group_score_topk + pick() % (std::min(8, 32 / s.topk_group) - s.group_score_topk + 1);
     specs.push_back(s);
   }
   int ran = 0, bitwise = 0;
