@@ -899,22 +899,30 @@ TEST(GpuStaged, ConfigChecksNameTheProblem) {
 // session 35). Without PDL it asks only for what it needs: at 6 stages (96 KB) two fit.
 TEST(GpuStaged, LaunchesUnderPdlKeepToOneCtaPerSm) {
   SKIP_WITHOUT_GPU();
+  // The instances: bf16 / fp16 x up to 256 experts, more, and up to 256 with router pairs.
+  const std::pair<bool, bool> wide_pairs[] = {{false, false}, {true, false}, {false, true}};
   for (bool bf16 : {true, false}) {
-    for (bool wide : {false, true}) {
+    for (const auto& [wide, pairs] : wide_pairs) {
       for (int stages = 1; stages <= cuda::kStagedMaxStages; ++stages) {
         const size_t smem = cuda::StagedDynamicSmemBytes(stages, 0);
-        const absl::StatusOr<int> ctas = cuda::StagedCtasPerSm(bf16, wide, smem, /*pdl=*/true);
+        const absl::StatusOr<int> ctas =
+            cuda::StagedCtasPerSm(bf16, wide, smem, /*pdl=*/true, pairs);
         ASSERT_TRUE(ctas.ok()) << ctas.status();
-        EXPECT_EQ(*ctas, 1) << "bf16 " << bf16 << " wide " << wide << " stages " << stages;
+        EXPECT_EQ(*ctas, 1) << "bf16 " << bf16 << " wide " << wide << " pairs " << pairs
+                            << " stages " << stages;
       }
     }
   }
-  for (bool wide : {false, true}) {
+  for (const auto& [wide, pairs] : wide_pairs) {
     const absl::StatusOr<int> ctas =
-        cuda::StagedCtasPerSm(true, wide, cuda::StagedDynamicSmemBytes(6, 0), /*pdl=*/false);
+        cuda::StagedCtasPerSm(true, wide, cuda::StagedDynamicSmemBytes(6, 0), /*pdl=*/false, pairs);
     ASSERT_TRUE(ctas.ok()) << ctas.status();
-    EXPECT_GE(*ctas, 2) << "wide " << wide;
+    EXPECT_GE(*ctas, 2) << "wide " << wide << " pairs " << pairs;
   }
+  EXPECT_FALSE(cuda::StagedCtasPerSm(true, /*wide_experts=*/true,
+                                     cuda::StagedDynamicSmemBytes(6, 0),
+                                     /*pdl=*/true, /*router_pairs=*/true)
+                   .ok());  // no such instance
 }
 
 // The one-token router CTA's top-k runs on the few experts that reach a threshold taken
