@@ -16,8 +16,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage_config.h"
-#include "kernels/build_version.h"
+#include "kernels/flags_version.h"
 #include "moe_router/v1/router.grpc.pb.h"
 #include "server/heap_tuning.h"
 
@@ -240,9 +239,7 @@ int main(int argc, char** argv) {
   // 16-token calls 2-5x slower (page faults) until a burst of load has raised glibc's
   // thresholds, and the transport's ceiling would depend on what ran before.
   const std::string heap = moe::TuneHeapForLargeMessages();
-  absl::FlagsUsageConfig usage;
-  usage.version_string = [] { return moe::VersionLine("echo_server") + "\n"; };
-  absl::SetFlagsUsageConfig(usage);
+  moe::SetFlagsVersion("echo_server");
   absl::ParseCommandLine(argc, argv);
   std::unique_ptr<HandoffWorker> handoff;
   if (absl::GetFlag(FLAGS_handoff)) handoff = std::make_unique<HandoffWorker>();

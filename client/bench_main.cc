@@ -5,9 +5,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "client/load_generator.h"
-#include "kernels/build_version.h"
+#include "kernels/flags_version.h"
 
 ABSL_FLAG(std::string, address, "localhost:50051", "Server address");
 ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model to route");
@@ -30,9 +29,7 @@ int main(int argc, char** argv) {
       "Load generator for moe-router-server.\n"
       "  moe-router-bench --model demo-deepseek-v3 --concurrency 64 --tokens 16 --duration_s 10\n"
       "  moe-router-bench --rate 5000 --duration_s 30 --json out.json");
-  absl::FlagsUsageConfig usage;
-  usage.version_string = [] { return moe::VersionLine("moe-router-bench") + "\n"; };
-  absl::SetFlagsUsageConfig(usage);
+  moe::SetFlagsVersion("moe-router-bench");
   absl::ParseCommandLine(argc, argv);
   moe::LoadOptions o;
   o.address = absl::GetFlag(FLAGS_address);

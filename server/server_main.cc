@@ -17,11 +17,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/build_version.h"
+#include "kernels/flags_version.h"
 #include "server/backend.h"
 #include "server/batcher.h"
 #include "server/checkpoint.h"
@@ -251,9 +251,7 @@ int ServerMain(int argc, char** argv) {
       "  moe-router-server --model demo-deepseek-v3\n"
       "  moe-router-server --model ds=/models/DeepSeek-V3 --address 0.0.0.0:50051\n"
       "  moe-router-server --config server.json");
-  absl::FlagsUsageConfig usage;
-  usage.version_string = [] { return moe::VersionLine("moe-router-server") + "\n"; };
-  absl::SetFlagsUsageConfig(usage);
+  moe::SetFlagsVersion("moe-router-server");
   if (auto status = ApplyConfigFileFlag(argc, argv); !status.ok())
     return Fail(std::string(status.message()));
   absl::ParseCommandLine(argc, argv);
