@@ -1296,11 +1296,6 @@ TEST_F(Server, MisbehavingCallersLeaveTheOthersCorrectAndTheServerAtRest) {
   EXPECT_EQ(server.Terminate(), 0);
 }
 
-// Connections that send nothing (a TCP health check, a port scan, a stalled client) hold
-// one of the metrics endpoint's workers each until its request timeout. Fewer than there
-// are workers leave scrapes unaffected; one for every worker delays a scrape by at most
-// the request timeout. (With the two workers of before, two idle connections made every
-// scrape time out for 30 s.)
 // The endpoint answers GET with the scrape, HEAD with its headers only, and any other
 // method with 405 and the methods allowed (a POST used to get the scrape).
 TEST_F(Server, MetricsEndpointAnswersGetAndHeadAndRefusesOtherMethods) {
@@ -1322,6 +1317,11 @@ TEST_F(Server, MetricsEndpointAnswersGetAndHeadAndRefusesOtherMethods) {
   }
 }
 
+// Connections that send nothing (a TCP health check, a port scan, a stalled client) hold
+// one of the metrics endpoint's workers each until its request timeout. Fewer than there
+// are workers leave scrapes unaffected; one for every worker delays a scrape by at most
+// the request timeout. (With the two workers of before, two idle connections made every
+// scrape time out for 30 s.)
 TEST_F(Server, IdleConnectionsDoNotStopTheMetricsEndpoint) {
   if (!kMetricsEndpoint) GTEST_SKIP() << "no metrics endpoint in this build";
   ServerProcess server;

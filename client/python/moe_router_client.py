@@ -126,10 +126,9 @@ class RouterClient:
                     ids, weights = _unpack(r.response)
                     yield StreamResult(r.request_id, ids, weights)
         except grpc.RpcError:
-            if failure:
-                raise failure[0]
-            raise
-        if failure:
+            if not failure:
+                raise
+        if failure:  # the request's own exception, not gRPC's report of it
             raise failure[0]
 
     def models(self):
