@@ -236,6 +236,30 @@ bool StagedLaunchesCooperatively(const Shape& s, const DecomposeKConfig& staged,
   return 2 * GridCtas(s, staged, MakeLayout(s, staged)) <= sm_count;
 }
 
+// Routers of two 64-expert tiles (65-128 experts) over 4096+ hidden at 65-128 tokens, where the
+// rule below took the polled 32-expert CTAs: the staged tiles at four 64-element K stages a
+// split, with router pairs (a router block gathers two tokens, half of it routes each), launched
+// cooperatively where the grid takes at most half the SMs. The autotuner's own timings under PDL
+// (H100, bench/NOTES.md session 66), against the polled config the heuristic took: Qwen3-235B
+// t=128 5.00 us at 16 splits with pairs, cooperative (5.34 plain, 5.38 without pairs), against
+// 5.55; Llama 4 Maverick t=128 5.60 at 20 splits (5.80 at 27, over 6.0 at 16), against 6.00.
+// Without pairs (specs one block cannot route token by token) the staged tiles were level with
+// the polled CTAs, so those keep the rule.
+constexpr int kFewTilesStagesPerSplit = 4;
+constexpr int kFewTilesMinHidden = 4096;
+DecomposeKConfig StagedPairsOfTwoExpertTiles(const Shape& s, const DecomposeKDevice& device) {
+  if (s.tokens <= kTwoTileMaxTokens || s.tokens > 2 * kStagedTileTokens ||
+      StagedExpertTiles(s) != 2 || s.K < kFewTilesMinHidden)
+    return {};
+  DecomposeKConfig c = StagedConfig(s, device.sm_count, 0);  // about an SM's worth of CTAs
+  const int splits = (StagedTotalStages(s) + kFewTilesStagesPerSplit - 1) / kFewTilesStagesPerSplit;
+  if (splits < c.k_splits) c = StagedConfig(s, device.sm_count, splits);
+  c.staged_router_pairs = true;
+  c.pdl_cooperative = StagedLaunchesCooperatively(s, c, device.sm_count);
+  if (!CheckConfigOn(s, c, device).ok()) return {};
+  return c;
+}
+
 DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bool allow_cluster,
                               bool allow_polled, bool cut_decode_splits,
                               bool allow_rank_zero_routes) {
@@ -476,6 +500,10 @@ DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
   const Shape s = RouteShape(problem);
   DecomposeKConfig c = ChooseConfig(s, device, /*allow_cluster=*/true, allow_polled,
                                     cut_decode_splits, allow_rank_zero_routes);
+  if (c.polled && !c.staged && !c.dedicated_routers && RouterPairsRoute(problem.spec)) {
+    const DecomposeKConfig pairs = StagedPairsOfTwoExpertTiles(s, device);
+    if (pairs.staged) return pairs;
+  }
   // Staged tiles whose grid rows have fewer CTAs than a chunk has tokens would route several
   // tokens a router CTA, a warp each: router pairs route two, half a CTA each, wherever the
   // spec allows. H100, per call under PDL (bench/NOTES.md session 66), GLM-4.5 t=128 at the

@@ -676,14 +676,12 @@ TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
 // (session 35's choice) 0.4-0.9 us a call faster on gpt-oss-120b and Qwen3-235B at 128 tokens
 // and GLM-4.5 at 80, 0.14 slower on Llama 4 Maverick at 96 (H100, bench/NOTES.md session 52).
 // (At 17-64 tokens the heuristic takes two-tile dedicated-router configs, cooperative where
-// their grid fits beside a router a token: below.) Host-only, 132 SMs.
+// their grid fits beside a router a token: below. Routers of two expert tiles over 4096+
+// hidden, Qwen3-235B and Maverick, take staged router pairs past 64 tokens: the next test.)
+// Host-only, 132 SMs.
 TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensOneCtaASmPlainly) {
-  for (const auto& [family, tokens] :
-       std::vector<std::pair<const char*, int>>{{"glm4_moe", 65},
-                                                {"glm4_moe", 80},
-                                                {"llama4_maverick", 96},
-                                                {"qwen3_235b", 128},
-                                                {"gpt_oss_120b", 128}}) {
+  for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
+           {"glm4_moe", 65}, {"glm4_moe", 80}, {"gpt_oss_120b", 96}, {"gpt_oss_120b", 128}}) {
     const RouteProblem p{FindPreset(family).value().spec, tokens, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
     const std::string where = absl::StrCat(family, " t=", tokens);
@@ -691,6 +689,51 @@ TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensOneCtaAS
     EXPECT_FALSE(c.pdl_cooperative) << where;
     EXPECT_TRUE(c.pdl_one_cta_per_sm) << where;
   }
+}
+
+// Routers of 65-128 experts (two 64-expert tiles) over 4096+ hidden at 65-128 tokens take the
+// staged tiles with router pairs at four K stages a split, where the polled CTAs had been the
+// rule: Qwen3-235B t=128 5.00 us against 5.55, Llama 4 Maverick 5.60 against 6.00 (H100, the
+// autotuner's timings under PDL, bench/NOTES.md session 66). Cooperative where the grid takes
+// at most half the SMs. Not over less hidden (gpt-oss-120b, Qwen3-30B), not at 64 tokens or
+// fewer, and not for specs whose tokens one block cannot route alone.
+TEST(DecomposeKConfig, HeuristicTakesStagedRouterPairsForTwoExpertTilesPastSixtyFourTokens) {
+  const struct {
+    const char* family;
+    int splits;  // 16 = 64 stages / 4, 20 = 80 / 4
+    bool cooperative;
+  } routers[] = {{"qwen3_235b", 16, true}, {"llama4_maverick", 20, false}};
+  for (const auto& r : routers) {
+    for (int tokens : {65, 80, 96, 127, 128}) {
+      const RouteProblem p{FindPreset(r.family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+      const std::string where = absl::StrCat(r.family, " t=", tokens, ": ", Describe(c));
+      EXPECT_TRUE(c.staged && c.staged_router_pairs) << where;
+      EXPECT_EQ(c.k_splits, r.splits) << where;
+      EXPECT_EQ(c.pdl_cooperative, r.cooperative) << where;
+      EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, c, kSxm).ok()) << where;
+      // Every device size gets a config it can run.
+      for (const cuda::DecomposeKDevice& device :
+           {cuda::DecomposeKDevice{114, true}, cuda::DecomposeKDevice{66, true},
+            cuda::DecomposeKDevice{16, false}}) {
+        const cuda::DecomposeKConfig d = cuda::ChooseDecomposeKConfigFor(p, device);
+        EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, d, device).ok())
+            << where << " on " << device.sm_count << " SMs: " << Describe(d);
+      }
+    }
+    const RouteProblem at64{FindPreset(r.family).value().spec, 64, DType::kBF16, DType::kBF16};
+    EXPECT_FALSE(cuda::ChooseDecomposeKConfigFor(at64, kSxm).staged) << r.family << " t=64";
+  }
+  for (const char* family : {"gpt_oss_120b", "qwen3_30b"}) {
+    const RouteProblem p{FindPreset(family).value().spec, 128, DType::kBF16, DType::kBF16};
+    EXPECT_FALSE(cuda::ChooseDecomposeKConfigFor(p, kSxm).staged) << family;
+  }
+  RouterSpec softmax_first = FindPreset("qwen3_235b").value().spec;
+  softmax_first.renormalize = false;  // the weights need the softmax over all 128 experts
+  ASSERT_FALSE(cuda::RouterPairsRoute(softmax_first));
+  const cuda::DecomposeKConfig kept =
+      cuda::ChooseDecomposeKConfigFor({softmax_first, 128, DType::kBF16, DType::kBF16}, kSxm);
+  EXPECT_TRUE(kept.polled && !kept.staged) << Describe(kept);
 }
 
 // The heuristic's staged tiles keep to at most 16 splits: at 19-20 (its SM-filling count for
@@ -895,7 +938,8 @@ TEST(DecomposeKConfig, HeuristicTakesTwoTilesWithDedicatedRoutersAtSeventeenToSi
 // tiles x splits x 64-token chunks) takes at most half the SMs, plainly where it takes more:
 // on the SXM part DeepSeek-V3 at 33-64 tokens (64 CTAs: 6.37-6.52 us a call against
 // 6.56-6.89 plain), not Kimi K2 there or either past 64 tokens (96-128 CTAs, 0.3-1.2 us slower
-// cooperative; H100, bench/NOTES.md sessions 52-53).
+// cooperative; H100, bench/NOTES.md sessions 52-53); Qwen3-235B's router pairs past 64 tokens
+// (64 CTAs: 5.00 us against 5.34 plain, session 66).
 TEST(DecomposeKConfig, HeuristicLaunchesStagedTilesCooperativelyWhereTheGridTakesHalfTheSms) {
   int cooperative = 0, plain = 0;
   for (const cuda::DecomposeKDevice& device : {kSxm, cuda::DecomposeKDevice{66, true}}) {
@@ -916,13 +960,14 @@ TEST(DecomposeKConfig, HeuristicLaunchesStagedTilesCooperativelyWhereTheGridTake
         if (deepseek_chunk) {
           EXPECT_TRUE(c.pdl_cooperative) << where;
         }
-        if (preset.spec.family == "kimi_k2" || tokens > 64) {
+        if (preset.spec.family == "kimi_k2" || (tokens > 64 && p.spec.experts > 128)) {
           EXPECT_FALSE(c.pdl_cooperative) << where;
         }
       }
     }
   }
-  EXPECT_EQ(cooperative, 32);  // DeepSeek-V3 at 33-64 tokens on the SXM part
+  // DeepSeek-V3 at 33-64 tokens and Qwen3-235B at 80, 96, 112 and 128 on the SXM part.
+  EXPECT_EQ(cooperative, 36);
   EXPECT_GT(plain, 20);
 }
 
@@ -937,9 +982,10 @@ TEST(DecomposeKConfig, HeuristicTakesStagedTilesForLargeBatchesOfLargeRouters) {
   for (const Case& k :
        {Case{"deepseek_v3", 128, true}, Case{"kimi_k2", 64, true}, Case{"glm4_moe", 128, true},
         Case{"deepseek_v3", 64, true}, Case{"deepseek_v3", 33, true}, Case{"kimi_k2", 33, true},
-        Case{"deepseek_v3", 32, false}, Case{"kimi_k2", 32, false}, Case{"qwen3_235b", 128, false},
-        Case{"gpt_oss_120b", 128, false}, Case{"qwen3_30b", 128, false},
-        Case{"mixtral", 256, false}}) {
+        Case{"deepseek_v3", 32, false}, Case{"kimi_k2", 32, false},
+        // Router pairs (HeuristicTakesStagedRouterPairsForTwoExpertTilesPastSixtyFourTokens).
+        Case{"qwen3_235b", 128, true}, Case{"gpt_oss_120b", 128, false},
+        Case{"qwen3_30b", 128, false}, Case{"mixtral", 256, false}}) {
     const RouteProblem p{FindPreset(k.family).value().spec, k.tokens, DType::kBF16, DType::kBF16};
     const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
     EXPECT_EQ(c.staged, k.staged && sms >= 128) << k.family << " t=" << k.tokens;
