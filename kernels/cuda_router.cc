@@ -16,11 +16,14 @@ namespace {
 
 std::mutex cache_mu;
 
+// The key's last line: a line appended later is a newer tuning of the key (one the caller
+// refused, say, and tuned again), which must not stay hidden behind the first.
 bool LookupCache(const std::string& file, const std::string& key, DecomposeKConfig* c) {
   std::lock_guard<std::mutex> lock(cache_mu);
   std::ifstream in(file);
   std::string k;
   std::string line;
+  bool found = false;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
     int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers, staged,
@@ -39,9 +42,9 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
     c->staged = staged != 0;
     c->pdl_one_cta_per_sm = one_cta_per_sm != 0;
     c->staged_router_pairs = router_pairs != 0;
-    return true;
+    found = true;
   }
-  return false;
+  return found;
 }
 
 void StoreCache(const std::string& file, const std::string& key, const DecomposeKConfig& c) {
@@ -207,7 +210,11 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
          a.staged_router_pairs == b.staged_router_pairs;
 }
 
-// "v12": the config gained staged_router_pairs, a new candidate (session 66): plans cached by
+// "v13": the key names the routing (top_k, scoring, order, biases, groups, renormalisation) as
+// well as the shape: two models of one shape but different routing had shared a line, though
+// the epilogue's cost, and which configs may route at all (staged_router_pairs), differ by
+// routing; one whose spec refused the other's config was tuned again at every start. "v12": the
+// config gained staged_router_pairs, a new candidate (session 66): plans cached by
 // older builds never timed it. "v11": the heuristic's configs at 17-64 tokens (a candidate always)
 // moved to two token tiles with dedicated routers, launched one CTA per SM (session 52): plans
 // cached by older builds never timed them. "v10": a new candidate, the two-tile polled kernel at
@@ -228,8 +235,11 @@ std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_na
   for (char& c : device)  // one whitespace-free field of the cache line
     if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v12:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+  return absl::StrCat("v13:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
                       s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
+                      ":k", s.top_k, ":", ScoringName(s.scoring), ":", RoutingOrderName(s.order),
+                      ":b", int(s.has_router_bias), int(s.has_correction_bias), ":g", s.n_group,
+                      "/", s.topk_group, "/", s.group_score_topk, ":r", int(s.renormalize),
                       pdl ? ":pdl" : "");
 }
 

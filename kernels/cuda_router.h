@@ -57,7 +57,8 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& problem,
 
 // The autotune cache's key for a problem on a device: the device's name (an H100 and an
 // H200 both have 132 SMs, and a config tuned on one is not the other's best), its SM
-// count, the problem, and whether launches use PDL. One whitespace-free field.
+// count, the problem (shape, dtypes and the routing: the epilogue's cost and which configs
+// may route differ by routing), and whether launches use PDL. One whitespace-free field.
 std::string AutotuneCacheKey(const RouteProblem& problem, const std::string& device_name,
                              int sm_count, bool pdl);
 

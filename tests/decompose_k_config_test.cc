@@ -443,6 +443,39 @@ TEST(DecomposeKConfig, AutotuneCacheKeysNameTheDevice) {
   EXPECT_FALSE(cuda::AutotuneCacheKey(p, "", 132, true).empty());
 }
 
+// ... and by routing: two models of one shape with different routing get different lines
+// (the epilogue's cost differs, and a config one routing may take, staged router pairs, the
+// other may refuse: then it was tuned again at every start). The scaling factor changes
+// neither and keeps the line.
+TEST(DecomposeKConfig, AutotuneCacheKeysNameTheRouting) {
+  const RouterSpec base = FindPreset("qwen3_235b").value().spec;
+  auto key = [](const RouterSpec& spec) {
+    return cuda::AutotuneCacheKey({spec, 128, DType::kBF16, DType::kBF16}, "NVIDIA H100", 132,
+                                  true);
+  };
+  const std::vector<std::pair<const char*, void (*)(RouterSpec&)>> changes = {
+      {"top_k", [](RouterSpec& s) { s.top_k = 4; }},
+      {"scoring", [](RouterSpec& s) { s.scoring = Scoring::kSigmoid; }},
+      {"order", [](RouterSpec& s) { s.order = RoutingOrder::kTopKThenScore; }},
+      {"router bias", [](RouterSpec& s) { s.has_router_bias = true; }},
+      {"correction bias", [](RouterSpec& s) { s.has_correction_bias = true; }},
+      {"n_group", [](RouterSpec& s) { s.n_group = 4; }},
+      {"topk_group", [](RouterSpec& s) { s.topk_group = 2; }},
+      {"group_score_topk", [](RouterSpec& s) { s.group_score_topk = 1; }},
+      {"renormalize", [](RouterSpec& s) { s.renormalize = !s.renormalize; }},
+  };
+  for (const auto& [field, change] : changes) {
+    RouterSpec other = base;
+    change(other);
+    EXPECT_NE(key(base), key(other)) << field;
+    EXPECT_EQ(key(other).find_first_of(" \t\n"), std::string::npos) << key(other);
+  }
+  RouterSpec scaled = base;
+  scaled.scaling_factor = 2.5f;
+  scaled.family = "renamed";
+  EXPECT_EQ(key(base), key(scaled));
+}
+
 TEST(DecomposeKConfig, PdlLaunchOptionsNeedThePolledReduction) {
   RouteProblem p{FindPreset("deepseek_v3").value().spec, 1, DType::kBF16, DType::kBF16};
   cuda::DecomposeKConfig counter{cuda::Mainloop::kTensorCore, 1, 8, 0};

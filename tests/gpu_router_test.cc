@@ -1145,6 +1145,58 @@ TEST(GpuAutotune, PlansTunedWithAndWithoutPdlRouteCorrectly) {
   std::remove(cache.c_str());
 }
 
+// A cache line the problem refuses (here router pairs without the staged tiles) is tuned
+// again once; the line that tuning appends serves the next plan. Before, the first line of a
+// key was the only one read: a refused line had the plan tuned again at every start, each
+// appending a line.
+TEST(GpuAutotune, ARefusedCacheLineIsTunedAgainOnceAndTheNewLineServes) {
+  SKIP_WITHOUT_GPU();
+  const std::string cache = "/tmp/moe_gpu_test_refused_" + std::to_string(getpid());
+  const RouterSpec s = FindPreset("mixtral").value().spec;
+  const uint64_t seed = FreshSeed();
+  RouterInputs in = MakeRouterInputs(s, 1, DType::kBF16, DType::kBF16, seed);
+  const RouteProblem p{s, 1, DType::kBF16, DType::kBF16};
+  DeviceCase d = MakeDeviceCase(in, false);
+  auto stream = MakeStream().value();
+  int device = 0;
+  ASSERT_CUDA(cudaGetDevice(&device));
+  const std::string key =
+      cuda::AutotuneCacheKey(p, cuda::ProbeDevice(device).name, SmCount(), /*pdl=*/false);
+  {
+    std::ofstream out(cache, std::ios::trunc);
+    // mainloop tiles splits cluster polled cooperative dedicated staged one_cta pairs
+    out << key << " 0 1 8 0 1 0 0 0 0 1\n";
+  }
+  cuda::AutotuneOptions tune;
+  tune.enabled = true;
+  tune.iterations = 3;
+  tune.cache_file = cache;
+  cuda::DecomposeKConfig tuned;
+  for (int pass = 0; pass < 2; ++pass) {
+    std::vector<cuda::CandidateTiming> timings;
+    tune.timings = &timings;
+    auto plan = cuda::CudaRouterPlan::Create(p, SmCount(), tune, &d.args, stream.get());
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_FALSE((*plan)->config().staged_router_pairs);
+    if (pass == 0) {
+      EXPECT_FALSE(timings.empty()) << "the refused line was not tuned again";
+      tuned = (*plan)->config();
+    } else {
+      EXPECT_TRUE(timings.empty()) << "tuned again: the new line did not serve";
+      EXPECT_TRUE(cuda::SameTunedConfig((*plan)->config(), tuned));
+    }
+    Poison(d);
+    ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), false));
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+    ExpectMatchesReference(in, d, false, absl::StrCat(Describe(in, seed), " pass=", pass));
+  }
+  std::ifstream file(cache);
+  int lines = 0;
+  for (std::string line; std::getline(file, line);) ++lines;
+  EXPECT_EQ(lines, 2);
+  std::remove(cache.c_str());
+}
+
 // The router launched with PDL right behind a slow kernel that writes its hidden states
 // (and lets it start at once): weights may be read early, hidden states only after
 // griddepcontrol.wait. Reading them earlier would route the poisoned bytes.
