@@ -243,8 +243,8 @@ bool StagedLaunchesCooperatively(const Shape& s, const DecomposeKConfig& staged,
 // (H100, bench/NOTES.md session 66), against the polled config the heuristic took: Qwen3-235B
 // t=128 5.00 us at 16 splits with pairs, cooperative (5.34 plain, 5.38 without pairs), against
 // 5.55; Llama 4 Maverick t=128 5.60 at 20 splits (5.80 at 27, over 6.0 at 16), against 6.00.
-// Without pairs (specs one block cannot route token by token) the staged tiles were level with
-// the polled CTAs, so those keep the rule.
+// Without pairs (specs one block cannot route token by token) the staged tiles were within 0.2
+// us of the polled CTAs (Qwen3-235B 5.38 against 5.55, one tuner run): those specs keep the rule.
 constexpr int kFewTilesStagesPerSplit = 4;
 constexpr int kFewTilesMinHidden = 4096;
 DecomposeKConfig StagedPairsOfTwoExpertTiles(const Shape& s, const DecomposeKDevice& device) {
