@@ -329,12 +329,6 @@ TEST(GpuShapes, RaggedUngroupedRoutersAtFewTokens) {
   }
 }
 
-// Grouped routers whose groups are whole 32-expert columns (DeepSeek-V3's 8 x 32, and 2 to
-// 8 such groups here) at few tokens, where one token's CTA ranks the groups and the kept
-// columns' candidates by counting (GroupColumnRankedRouteToken) wherever topk_group x
-// top_k <= 32 and top_k <= 8, and falls back otherwise (about a quarter of the draws):
-// every number of kept groups, group scores of one or two experts, each scoring, order and
-// bias. The cuBLAS baseline's epilogue routes every token that way too.
 // A random spec of experts / 32 groups of whole 32-expert columns: scoring, order and
 // biases drawn, the kept groups, group scores of one or two, and top_k within the counting
 // path's bound (topk_group x top_k <= 32, top_k <= 8) or, a quarter of the time where
@@ -355,6 +349,12 @@ RouterSpec RandomWholeColumnGroupsSpec(int experts, std::mt19937& pick, bool any
   return s;
 }
 
+// Grouped routers whose groups are whole 32-expert columns (DeepSeek-V3's 8 x 32, and 2 to
+// 8 such groups here) at few tokens, where one token's CTA ranks the groups and the kept
+// columns' candidates by counting (GroupColumnRankedRouteToken) wherever topk_group x
+// top_k <= 32 and top_k <= 8, and falls back otherwise (about a quarter of the draws):
+// every number of kept groups, group scores of one or two experts, each scoring, order and
+// bias. The cuBLAS baseline's epilogue routes every token that way too.
 TEST(GpuShapes, GroupsOfWholeColumnsAtFewTokens) {
   SKIP_WITHOUT_GPU();
   std::mt19937 pick(static_cast<uint32_t>(FreshSeed()));
