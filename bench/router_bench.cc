@@ -4,6 +4,8 @@
 // replays, CUDA events, warmed up. Prints a table; --json writes every number.
 //
 //   router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR,...]
+//                [--tokens N,...]   (the router rows' token counts, 1..256; default 1,4,16,64,
+//                128, the table: 256 is the server's largest bucket)
 //                [--timeline] [--pdl_timeline [--sweep_splits N,...]]   (diagnostics:
 //                router_timelines.h)
 //                [--gemm_timeline]   (diagnostics: gemm_timeline.h)
@@ -176,6 +178,7 @@ int BenchMain(int argc, char** argv) {
   int gemm_splits = 0;  // --gemm_splits: force the staged-tile GEMMs' S; 0 the heuristic's
   std::vector<cuda::GemmProblem> gemm_shapes;  // --gemm_shapes; empty: the M = N table
   std::vector<int> sweep_splits;               // --sweep_splits: extra --pdl_timeline configs
+  std::vector<int> token_list = {1, 4, 16, 64, 128};  // --tokens: the router rows' counts
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       json_path = argv[++i];
@@ -223,6 +226,17 @@ int BenchMain(int argc, char** argv) {
         }
         gemm_shapes.push_back(*parsed);
       }
+    } else if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) {
+      token_list.clear();
+      for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
+        int tokens = 0;
+        if (!absl::SimpleAtoi(n, &tokens) || tokens < 1 || tokens > kMaxTokens) {
+          std::fprintf(stderr, "router_bench: --tokens: '%s' is not a token count in 1..%d\n",
+                       std::string(n).c_str(), kMaxTokens);
+          return 2;
+        }
+        token_list.push_back(tokens);
+      }
     } else if (!std::strcmp(argv[i], "--sweep_splits") && i + 1 < argc)
       for (absl::string_view n : absl::StrSplit(argv[++i], ',')) {
         int splits = 0;
@@ -236,7 +250,8 @@ int BenchMain(int argc, char** argv) {
     else {
       std::printf(
           "usage: router_bench [--json FILE] [--replays N] [--quick] [--filter SUBSTR[,SUBSTR...]] "
-          "[--timeline] [--pdl_timeline [--sweep_splits N,N...]] [--gemm_timeline] "
+          "[--tokens N[,N...]] [--timeline] [--pdl_timeline [--sweep_splits N,N...]] "
+          "[--gemm_timeline] "
           "[--candidates] [--gemm_cp_async] [--gemm_tile 16|32|64|128|64x128] [--gemm_splits N] "
           "[--gemm_shapes MxNxK[,MxNxK...]] [--gemm_decompose_k] "
           "[--host_launch_cost]\n");
@@ -297,7 +312,6 @@ int BenchMain(int argc, char** argv) {
   }
 
   // --- Router shapes: every family x tokens ----------------------------------------
-  const int token_list[] = {1, 4, 16, 64, 128};
   for (const auto& preset : FamilyPresets()) {
     auto wanted = [&](int tokens) {
       return (!quick || tokens == 1 || tokens == 16) &&
