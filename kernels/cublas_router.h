@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/route_args.h"
+#include "kernels/routing_epilogue_kernel.h"  // LaunchRoutingEpilogue, its second kernel
 
 namespace moe::cuda {
 
@@ -32,10 +33,5 @@ class CublasRouter {
   CublasRouter() = default;
   void* handle_ = nullptr;  // cublasHandle_t
 };
-
-// The routing epilogue alone, as its own kernel: logits [tokens, experts] (no bias) ->
-// ids/weights. Used by the baseline and by tests of the epilogue.
-cudaError_t LaunchRoutingEpilogue(const RouteProblem& problem, const float* logits,
-                                  const RouteArgs& args, cudaStream_t stream);
 
 }  // namespace moe::cuda
