@@ -141,6 +141,10 @@ int ForcedTileGemmSplits(const cuda::GemmProblem& p, const cuda::DecomposeKConfi
 }
 
 std::string DescribeConfig(const cuda::DecomposeKConfig& k) {
+  if (k.route_after_gemm)
+    return absl::StrFormat("gemm tile=%d%s S=%d%s + epilogue kernel", k.gemm_tile,
+                           k.gemm_tile_m ? absl::StrFormat("x%d", k.gemm_tile_m) : "", k.k_splits,
+                           k.gemm_tma ? " tma" : "");
   return absl::StrFormat("%s nt=%d S=%d%s%s%s%s%s",
                          k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma", k.token_tiles,
                          k.k_splits,

@@ -23,6 +23,9 @@ namespace moe::bench {
 namespace {
 
 std::string DescribePath(const cuda::DecomposeKConfig& c) {
+  if (c.route_after_gemm)
+    return absl::StrFormat("S=%d gemm%d%s+epilogue", c.k_splits, c.gemm_tile,
+                           c.gemm_tile_m ? absl::StrFormat("x%d", c.gemm_tile_m) : "");
   return absl::StrFormat("S=%d%s%s%s%s", c.k_splits,
                          c.cluster             ? " cluster"
                          : c.staged            ? " staged"
@@ -384,9 +387,14 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       std::sort(timings.begin(), timings.end(),
                 [](const auto& a, const auto& b) { return a.us < b.us; });
       auto kernel_of = [](const cuda::DecomposeKConfig& c) {
-        return c.cluster ? 0 : c.staged_router_pairs ? 4 : c.staged ? 1 : c.polled ? 2 : 3;
+        return c.route_after_gemm      ? 5
+               : c.cluster             ? 0
+               : c.staged_router_pairs ? 4
+               : c.staged              ? 1
+               : c.polled              ? 2
+                                       : 3;
       };
-      bool timed[5] = {};
+      bool timed[6] = {};
       timed[kernel_of(tuned->config())] = true;
       for (const cuda::CandidateTiming& t : timings) {
         if (timed[kernel_of(t.config)]) continue;
@@ -415,6 +423,11 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       // Not a structured binding: C++17 lets no lambda capture one (the graph's below).
       const std::string& name = named.first;
       const cuda::DecomposeKConfig& c = named.second;
+      if (c.route_after_gemm) {  // two kernels, neither stamps: the tuner's time only
+        std::printf("%-20s %-24s (no timeline: a GEMM, then the epilogue kernel)\n", shape.c_str(),
+                    name.c_str());
+        continue;
+      }
       auto ws = Must(DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)));
       CHECK_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, stream));
       const size_t entries = cuda::TimelineEntries(p, c);

@@ -27,9 +27,10 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   while (std::getline(in, line)) {
     std::istringstream fields(line);
     int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers, staged,
-        one_cta_per_sm, router_pairs;
+        one_cta_per_sm, router_pairs, after_gemm, gemm_tile, gemm_tile_m, gemm_tma;
     if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative >>
-          dedicated_routers >> staged >> one_cta_per_sm >> router_pairs) ||
+          dedicated_routers >> staged >> one_cta_per_sm >> router_pairs >> after_gemm >>
+          gemm_tile >> gemm_tile_m >> gemm_tma) ||
         k != key)
       continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
@@ -42,6 +43,10 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
     c->staged = staged != 0;
     c->pdl_one_cta_per_sm = one_cta_per_sm != 0;
     c->staged_router_pairs = router_pairs != 0;
+    c->route_after_gemm = after_gemm != 0;
+    c->gemm_tile = gemm_tile;
+    c->gemm_tile_m = gemm_tile_m;
+    c->gemm_tma = gemm_tma != 0;
     found = true;
   }
   return found;
@@ -53,7 +58,8 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
   out << key << " " << int(c.mainloop) << " " << c.token_tiles << " " << c.k_splits << " "
       << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << " "
       << int(c.dedicated_routers) << " " << int(c.staged) << " " << int(c.pdl_one_cta_per_sm) << " "
-      << int(c.staged_router_pairs) << "\n";
+      << int(c.staged_router_pairs) << " " << int(c.route_after_gemm) << " " << c.gemm_tile << " "
+      << c.gemm_tile_m << " " << int(c.gemm_tma) << "\n";
 }
 
 }  // namespace
@@ -153,6 +159,16 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& p,
     for (int splits : {staged.k_splits, staged.k_splits * 3 / 4, staged.k_splits / 2})
       add(ChooseStagedConfig(p, sm_count, std::max(1, splits)));
   }
+  // From 64 tokens: routing after the staged-tile GEMM, two launches (route_after_gemm), with
+  // the GEMM's three tile shapes at the GEMM heuristic's split count. Where no one-launch
+  // config holds a large router's batch (DeepSeek-V3 and Kimi K2 at 256 tokens: the staged
+  // 64 x 64 tiles cannot all be resident, and the tuner's best one-launch configs took 15.76
+  // and 25.20 us against cuBLAS's GEMM alone at 8.36 and 9.58; H100, bench/NOTES.md session
+  // 68).
+  if (p.tokens >= 64) {
+    for (const auto& [tile, tile_m] : {std::pair{64, 0}, std::pair{128, 64}, std::pair{128, 0}})
+      add(ChooseRouteAfterGemmConfig(p, device, tile, tile_m));
+  }
   // The heuristic's own config (the C ABI's, and the server's without tuning), so that a
   // tuned plan is never one the heuristic beats: session 35's H200 sweep had the
   // heuristic's staged 16 splits at GLM-4.5 t=128 (8.45 us) and Kimi K2 t=64 (8.81) ahead
@@ -207,35 +223,39 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
          a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
          a.dedicated_routers == b.dedicated_routers && a.staged == b.staged &&
          a.pdl_one_cta_per_sm == b.pdl_one_cta_per_sm &&
-         a.staged_router_pairs == b.staged_router_pairs;
+         a.staged_router_pairs == b.staged_router_pairs &&
+         a.route_after_gemm == b.route_after_gemm && a.gemm_tile == b.gemm_tile &&
+         a.gemm_tile_m == b.gemm_tile_m && a.gemm_tma == b.gemm_tma;
 }
 
-// "v13": the key names the routing (top_k, scoring, order, biases, groups, renormalisation) as
-// well as the shape: two models of one shape but different routing had shared a line, though
-// the epilogue's cost, and which configs may route at all (staged_router_pairs), differ by
-// routing; one whose spec refused the other's config was tuned again at every start. "v12": the
-// config gained staged_router_pairs, a new candidate (session 66): plans cached by
-// older builds never timed it. "v11": the heuristic's configs at 17-64 tokens (a candidate always)
-// moved to two token tiles with dedicated routers, launched one CTA per SM (session 52): plans
-// cached by older builds never timed them. "v10": a new candidate, the two-tile polled kernel at
-// the split count that gives a warp at most two K steps (PolledShortPassSplits, session 51), which
-// runs a pass of two steps, and the heuristic's configs at 9-16 tokens (a candidate always) moved
-// to it: plans cached by older builds never timed them. "v9": the config gained pdl_one_cta_per_sm
-// (session 36), and the heuristic's decode configs changed with it; "v8": cluster configs of
-// routers up to 128 experts at 8-token chunks run the kernel whose rank 0 routes, with clusters
-// across the expert blocks (session 27), so a cached cluster config means another kernel, or is no
-// longer valid; "v7": more polled split counts and timings with weights from HBM (session 23), so a
-// cache written by an older build holds choices from a smaller, L2-flattered field and is tuned
-// again once; v6: the one-token epilogue changed (session 17), so timings cached by older builds no
-// longer rank the configs; v5: the config gained staged (v4: dedicated_routers, v3:
-// pdl_cooperative, v2: the polled reduction). Older cache lines no longer match.
+// "v14": the config gained route_after_gemm and the GEMM's tile fields, new candidates from 64
+// tokens (session 68): plans cached by older builds never timed them. "v13": the key names the
+// routing (top_k, scoring, order, biases, groups, renormalisation) as well as the shape: two models
+// of one shape but different routing had shared a line, though the epilogue's cost, and which
+// configs may route at all (staged_router_pairs), differ by routing; one whose spec refused the
+// other's config was tuned again at every start. "v12": the config gained staged_router_pairs, a
+// new candidate (session 66): plans cached by older builds never timed it. "v11": the heuristic's
+// configs at 17-64 tokens (a candidate always) moved to two token tiles with dedicated routers,
+// launched one CTA per SM (session 52): plans cached by older builds never timed them. "v10": a new
+// candidate, the two-tile polled kernel at the split count that gives a warp at most two K steps
+// (PolledShortPassSplits, session 51), which runs a pass of two steps, and the heuristic's configs
+// at 9-16 tokens (a candidate always) moved to it: plans cached by older builds never timed them.
+// "v9": the config gained pdl_one_cta_per_sm (session 36), and the heuristic's decode configs
+// changed with it; "v8": cluster configs of routers up to 128 experts at 8-token chunks run the
+// kernel whose rank 0 routes, with clusters across the expert blocks (session 27), so a cached
+// cluster config means another kernel, or is no longer valid; "v7": more polled split counts and
+// timings with weights from HBM (session 23), so a cache written by an older build holds choices
+// from a smaller, L2-flattered field and is tuned again once; v6: the one-token epilogue changed
+// (session 17), so timings cached by older builds no longer rank the configs; v5: the config gained
+// staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the polled reduction). Older cache lines
+// no longer match.
 std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_name, int sm_count,
                              bool pdl) {
   std::string device = device_name.empty() ? "unknown" : device_name;
   for (char& c : device)  // one whitespace-free field of the cache line
     if (std::isspace(static_cast<unsigned char>(c)) || c == ':') c = '_';
   const RouterSpec& s = p.spec;
-  return absl::StrCat("v13:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
+  return absl::StrCat("v14:", device, ":sm", sm_count, ":t", p.tokens, ":e", s.experts, ":h",
                       s.hidden, ":x", DTypeName(p.hidden_dtype), ":w", DTypeName(p.weight_dtype),
                       ":k", s.top_k, ":", ScoringName(s.scoring), ":", RoutingOrderName(s.order),
                       ":b", int(s.has_router_bias), int(s.has_correction_bias), ":g", s.n_group,

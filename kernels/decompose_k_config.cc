@@ -216,6 +216,14 @@ DecomposeKConfig TwoTileDecodeConfig(const Shape& s, const DecomposeKDevice& dev
   return c;
 }
 
+// The heuristic's polled reduction (32-expert CTAs or staged tiles) serves up to this many
+// tokens; past it the staged tiles where their grid fits, else the kernels below.
+constexpr int kPolledMaxTokens = 128;
+
+// Routers of this many experts or more route after the staged-tile GEMM past kPolledMaxTokens
+// where no one-launch config fits (ChooseDecomposeKConfigFor).
+constexpr int kRouteAfterGemmMinExperts = 256;
+
 // The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
 // 19-20 (the SM-filling count for Kimi K2 at 64 tokens, GLM-4.5 at 128) the routers' gather took
 // 4-6 us under PDL: per call 14.2 / 13.7 us, against 8.8 / 12.3 at 16 (H200, bench/NOTES.md session
@@ -299,7 +307,14 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   // against 7.12 and 9.26 for the two-tile config at the 3 and 2 splits that fit (H100,
   // session 52). Not for 128 experts: Qwen3-235B t=128 5.94 staged at 16 against 5.87,
   // gpt-oss-120b t=128 (2880 hidden) 5.81 against 5.29.
-  const bool large_batch = s.tokens * s.experts >= 128 * 160;
+  // Also routers of 65-159 experts past the polled reduction's 128 tokens, below 128 x 160
+  // (129-159 tokens at 128 experts), which took the arrival-counter and cluster kernels.
+  // H100, per call under PDL at 144 tokens (bench/NOTES.md session 68), the staged tiles
+  // against the config taken here before (cluster, 8 splits): Qwen3-235B 5.48 us (pairs)
+  // against 14.27, gpt-oss-120b 5.84 against 13.31, Qwen3-30B 4.70 against 13.95; the tuner's
+  // fastest 5.48, 5.14 and 4.63.
+  const bool large_batch = s.tokens * s.experts >= 128 * 160 ||
+                           (s.tokens > kPolledMaxTokens && s.experts > 2 * kBlockExperts);
   const bool one_chunk_of_a_large_router = s.tokens > 32 && s.experts >= 256 && s.K >= 4096;
   if (tensor && allow_polled && (large_batch || one_chunk_of_a_large_router)) {
     DecomposeKConfig staged = StagedConfig(s, sm_count, 0);
@@ -311,7 +326,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   if (two_tile.polled) return two_tile;
   // Polled up to 128 tokens: where router_bench's autotuner picked it for 9 of 11 families
   // at 64 and 128 tokens (with these token tilings and split counts, mostly).
-  if (tensor && allow_polled && s.tokens <= 128 && m_blocks * z_chunks <= sm_count) {
+  if (tensor && allow_polled && s.tokens <= kPolledMaxTokens && m_blocks * z_chunks <= sm_count) {
     DecomposeKConfig polled = PolledConfig(s, sm_count, c.token_tiles);
     const int per_router =
         PolledTokensPerRouter(std::min(chunk, s.tokens), m_blocks * polled.k_splits);
@@ -477,6 +492,41 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
   return absl::OkStatus();
 }
 
+// A route_after_gemm config (read from a cache file, perhaps): a staged-tile GEMM config the
+// device can run, the one-launch kernels' fields at their defaults.
+absl::Status CheckRouteAfterGemm(const RouteProblem& p, const DecomposeKConfig& c,
+                                 const DecomposeKDevice& device) {
+  if (p.hidden_dtype != p.weight_dtype || p.hidden_dtype == DType::kFP32)
+    return absl::InvalidArgumentError(
+        "config: route_after_gemm needs bf16 or fp16 hidden states and weights of the same dtype "
+        "(the staged-tile GEMM runs on the tensor cores)");
+  const DecomposeKConfig defaults;
+  if (c.mainloop != defaults.mainloop || c.token_tiles != defaults.token_tiles || c.cluster != 0 ||
+      c.polled || c.pdl_cooperative || c.pdl_one_cta_per_sm || c.dedicated_routers || c.staged ||
+      c.staged_cp_async || c.staged_router_pairs || c.gemm_cublas)
+    return absl::InvalidArgumentError(
+        "config: route_after_gemm takes the GEMM's fields only (gemm_tile, gemm_tile_m, "
+        "k_splits, gemm_tma); the one-launch kernels' must stay at their defaults");
+  if ((c.gemm_tile != 64 && c.gemm_tile != 128) ||
+      (c.gemm_tile_m != 0 && !(c.gemm_tile == 128 && c.gemm_tile_m == 64)))
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: route_after_gemm's tile is ", c.gemm_tile, " x ", c.gemm_tile_m,
+                     "; it must be 64, 128, or 128 with gemm_tile_m 64"));
+  const int total_stages = (p.spec.hidden + kTileGemmStageK - 1) / kTileGemmStageK;
+  const int per_split = c.k_splits > 0 ? (total_stages + c.k_splits - 1) / c.k_splits : 0;
+  if (c.k_splits < 1 || (c.k_splits - 1) * per_split >= total_stages)
+    return absl::InvalidArgumentError(absl::StrCat("config: route_after_gemm with ", c.k_splits,
+                                                   " splits of ", total_stages,
+                                                   " 64-element K stages leaves a split empty"));
+  // The tile GEMM's split CTAs meet at a barrier: all must be resident at once.
+  const int ctas = TileGemmCtas(TileShape(RouterGemmProblem(p), c));
+  if (ctas > device.sm_count)
+    return absl::InvalidArgumentError(absl::StrCat("config: route_after_gemm's GEMM launches ",
+                                                   ctas, " CTAs, more than the ", device.sm_count,
+                                                   " SMs of this device"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 DecomposeKDevice CurrentDecomposeKDevice(int sm_count) {
@@ -500,6 +550,19 @@ DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
   const Shape s = RouteShape(problem);
   DecomposeKConfig c = ChooseConfig(s, device, /*allow_cluster=*/true, allow_polled,
                                     cut_decode_splits, allow_rank_zero_routes);
+  // Past 128 tokens, routers of 256+ experts whose staged tiles cannot all be resident
+  // (DeepSeek-V3 from 193 tokens, Kimi K2 from 129) fell through to the arrival-counter and
+  // cluster kernels, which read the weights once per 8-32 tokens: they route after the
+  // staged-tile GEMM instead, its 64-tile. H100, per call under PDL in the tuner's graph
+  // (bench/NOTES.md session 68), at 256 tokens: DeepSeek-V3 13.09 us (the 64 x 128 tile 13.64)
+  // against 33.46 for the config taken here before (cluster, 4 splits) and 15.85 for the
+  // fastest one-launch config; Kimi K2 18.99 (64 x 128: 18.11) against 45.09 and 25.23.
+  if (allow_polled && !c.polled && s.tokens > kPolledMaxTokens &&
+      s.experts >= kRouteAfterGemmMinExperts && s.x_dtype == s.w_dtype &&
+      s.x_dtype != DType::kFP32) {
+    const DecomposeKConfig after = ChooseRouteAfterGemmConfig(problem, device, 64);
+    if (CheckRouteAfterGemm(problem, after, device).ok()) return after;
+  }
   if (c.polled && !c.staged && !c.dedicated_routers && RouterPairsRoute(problem.spec)) {
     const DecomposeKConfig pairs = StagedPairsOfTwoExpertTiles(s, device);
     if (pairs.staged) return pairs;
@@ -536,6 +599,18 @@ DecomposeKConfig ChooseStagedConfig(const RouteProblem& problem, int sm_count, i
   return StagedConfig(RouteShape(problem), sm_count, splits);
 }
 
+DecomposeKConfig ChooseRouteAfterGemmConfig(const RouteProblem& problem,
+                                            const DecomposeKDevice& device, int tile, int tile_m) {
+  DecomposeKConfig c;
+  c.route_after_gemm = true;
+  c.gemm_tile = tile;
+  c.gemm_tile_m = tile_m;
+  c.k_splits = TileGemmSplits(problem.tokens, problem.spec.experts, problem.spec.hidden, tile,
+                              device.sm_count, tile_m);
+  c.gemm_tma = device.clusters;  // sm_90+, as the TMA
+  return c;
+}
+
 DecomposeKConfig WithDedicatedRouters(const RouteProblem& problem, const DecomposeKConfig& config,
                                       int sm_count) {
   return FitDedicatedRouters(RouteShape(problem), config, sm_count);
@@ -549,6 +624,7 @@ absl::Status CanRouteDecomposeKOn(const RouteProblem& problem, const DecomposeKC
                                   const DecomposeKDevice& device) {
   auto status = CheckRouteProblem(problem);
   if (!status.ok()) return status;
+  if (config.route_after_gemm) return CheckRouteAfterGemm(problem, config, device);
   status = CheckConfigOn(RouteShape(problem), config, device);
   if (!status.ok()) return status;
   if (config.staged_router_pairs && !RouterPairsRoute(problem.spec))

@@ -44,6 +44,7 @@ namespace moe::cuda {
 namespace {
 
 constexpr int kStageK = kTileStageK;
+static_assert(kStageK == kTileGemmStageK, "the host's split checks count these stages");
 constexpr int kRowBytes = kSwizzledRowBytes;
 constexpr int kStages = 4;
 

@@ -40,6 +40,9 @@ struct TileGemmShape {
   int tile_m = 0;
 };
 
+// Hidden elements (K) a stage of the staged-tile GEMM covers: a split owns whole stages.
+inline constexpr int kTileGemmStageK = 64;
+
 // Rows of A a CTA tile covers, from its rows of B and TileGemmShape::tile_m (0: square).
 inline int TileRowsOfA(int tile, int tile_m) { return tile_m != 0 ? tile_m : tile; }
 

@@ -55,14 +55,20 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
 }
 
 size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
+  if (config.route_after_gemm)
+    return RouteAfterGemmLogitsOffset(problem, config) +
+           sizeof(float) * size_t(problem.tokens) * problem.spec.experts;
   return MakeLayout(RouteShape(problem), config).total;
 }
 
 size_t DecomposeKZeroedBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
+  if (config.route_after_gemm)
+    return TileGemmZeroedBytes(TileShape(RouterGemmProblem(problem), config));
   return MakeLayout(RouteShape(problem), config).zeroed_bytes;
 }
 
 size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config) {
+  if (config.route_after_gemm) return 0;  // no timeline: two kernels, neither stamps
   const Shape s = RouteShape(problem);
   const Layout l = MakeLayout(s, config);
   return size_t(GridCtas(s, config, l)) * kTimelineSlots * 2;

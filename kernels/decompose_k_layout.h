@@ -123,4 +123,15 @@ inline TileGemmShape TileShape(const GemmProblem& p, const DecomposeKConfig& c) 
   return s;
 }
 
+// A route_after_gemm config's GEMM: logits[tokens, experts] = hidden · weightᵀ.
+inline GemmProblem RouterGemmProblem(const RouteProblem& p) {
+  return {p.tokens, p.spec.experts, p.spec.hidden, p.hidden_dtype};
+}
+
+// A route_after_gemm config's workspace: the tile GEMM's (its zeroed counters first), then
+// the logits at this offset.
+inline size_t RouteAfterGemmLogitsOffset(const RouteProblem& p, const DecomposeKConfig& c) {
+  return (TileGemmWorkspaceBytes(TileShape(RouterGemmProblem(p), c)) + 255) / 256 * 256;
+}
+
 }  // namespace moe::cuda

@@ -38,6 +38,7 @@
 #include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/decompose_k_staged.h"
+#include "kernels/routing_epilogue_kernel.h"
 
 namespace moe::cuda {
 namespace {
@@ -304,6 +305,18 @@ cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, cons
                                                const DecomposeKConfig& config, void* workspace,
                                                cudaStream_t stream, bool pdl,
                                                unsigned long long* timeline) {
+  if (config.route_after_gemm) {
+    if (timeline != nullptr) return cudaErrorNotSupported;  // two kernels, neither stamps
+    float* logits = reinterpret_cast<float*>(static_cast<char*>(workspace) +
+                                             RouteAfterGemmLogitsOffset(problem, config));
+    // The GEMM reads the weights (its B) before griddepcontrol.wait under PDL, as the
+    // one-launch kernels do; the hidden states (A) after it.
+    const cudaError_t gemm =
+        LaunchDecomposeKGemm(RouterGemmProblem(problem), args.hidden, args.weight, nullptr, logits,
+                             config, workspace, stream, pdl);
+    if (gemm != cudaSuccess) return gemm;
+    return LaunchRoutingEpilogue(problem, logits, args, stream, pdl);
+  }
   const RouterSpec& s = problem.spec;
   KernelParams params = {};
   params.w = args.weight;

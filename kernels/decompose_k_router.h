@@ -72,8 +72,18 @@ struct DecomposeKConfig {
   // of at most 256 experts whose spec one CTA routes token by token (RouterPairsRoute in
   // decompose_k_staged.h); same bits as the routers of one token.
   bool staged_router_pairs = false;
-  // The general GEMM only: 64 or 128 runs the staged-tile kernel (decompose_k_gemm_tile.cu)
-  // with this CTA tile edge and k_splits; 0 the router kernels' machinery.
+  // Routing in two launches instead of one: the router GEMM by the general GEMM's staged-tile
+  // kernel (gemm_tile 64 or 128, gemm_tile_m, k_splits and gemm_tma, as a GEMM config) into
+  // fp32 logits in the workspace, then the routing epilogue as a kernel of its own
+  // (routing_epilogue_kernel.h), under PDL behind the GEMM when the launch is. The other
+  // fields stay at their defaults. For the batches no one-launch config holds well: routers
+  // of 256+ experts at 129-256 tokens, whose staged 64 x 64 tiles cannot all be resident
+  // (DeepSeek-V3 at 256 tokens would need 160 CTAs), so the one-launch kernels read the
+  // weights once per 8-32 tokens (bench/NOTES.md session 68). An autotuner candidate.
+  bool route_after_gemm = false;
+  // The general GEMM only (and route_after_gemm): 64 or 128 runs the staged-tile kernel
+  // (decompose_k_gemm_tile.cu) with this CTA tile edge and k_splits; 0 the router kernels'
+  // machinery.
   int gemm_tile = 0;
   // With gemm_tile = 128: rows of A a CTA tile covers, 0 for 128 or 64 (TileGemmShape::tile_m).
   int gemm_tile_m = 0;
@@ -153,6 +163,15 @@ int PolledShortPassSplits(const RouteProblem& problem);
 // at least one stage and at most kStagedMaxStages (check it with CanRouteDecomposeK). An
 // autotuner candidate; `splits` > 0 asks for that split count instead.
 DecomposeKConfig ChooseStagedConfig(const RouteProblem& problem, int sm_count, int splits = 0);
+
+// A route_after_gemm config: the staged-tile GEMM with a `tile` (64 or 128) x `tile_m` (0:
+// square, or 64 with 128) tile at the GEMM heuristic's split count for `device` (its split
+// CTAs at most one an SM), the TMA on sm_90+ (device.clusters). An autotuner candidate from
+// 64 tokens, and the heuristic's config where no one-launch config fits (ChooseDecomposeKConfig).
+// Check it with CanRouteDecomposeKOn (a device of fewer SMs than output tiles cannot run it).
+DecomposeKConfig ChooseRouteAfterGemmConfig(const RouteProblem& problem,
+                                            const DecomposeKDevice& device, int tile,
+                                            int tile_m = 0);
 
 // A polled config with dedicated routers, a split fewer at a time until its grid fits
 // `sm_count` SMs (at one split it may still not fit: check with CanRouteDecomposeK). The

@@ -62,8 +62,8 @@ std::string Describe(const cuda::DecomposeKConfig& c) {
   return absl::StrCat("mainloop=", int(c.mainloop), " token_tiles=", c.token_tiles,
                       " k_splits=", c.k_splits, " cluster=", c.cluster, " polled=", c.polled,
                       " dedicated=", c.dedicated_routers, " staged=", c.staged,
-                      " pairs=", c.staged_router_pairs, " gemm_tile=", c.gemm_tile_m, "x",
-                      c.gemm_tile);
+                      " pairs=", c.staged_router_pairs, " after_gemm=", c.route_after_gemm,
+                      " gemm_tile=", c.gemm_tile_m, "x", c.gemm_tile);
 }
 
 // The heuristic's configs for `p` on `d` (the default, the autotuner's family without the
@@ -1134,6 +1134,119 @@ TEST(DecomposeKConfig, StagedRouterPairsAreCandidatesWhereTheyRouteAndRefusedEls
   softmax_first.renormalize = false;  // the weights need the softmax over all 128 experts
   ASSERT_EQ(softmax_first.order, RoutingOrder::kScoreThenTopK);
   expect_refused(softmax_first, 0, true, "one CTA routes alone");
+}
+
+// Routing after the staged-tile GEMM (two launches) is a candidate from 64 tokens, for the
+// 16-bit dtypes, with the GEMM's three tile shapes where their split CTAs fit the SMs; its
+// config rules refuse, by name, whatever the two kernels cannot run.
+TEST(DecomposeKConfig, RouteAfterGemmIsACandidateFromSixtyFourTokensAndCheckedByItsFields) {
+  for (const FamilyPreset& preset : FamilyPresets()) {
+    for (int tokens : {1, 16, 63, 64, 129, 256}) {
+      for (DType dt : {DType::kBF16, DType::kFP16}) {
+        const RouteProblem p{preset.spec, tokens, dt, dt};
+        const std::string where = Where(p, kSxm);
+        int after_gemm = 0;
+        for (const cuda::DecomposeKConfig& c : cuda::AutotuneCandidates(p, kSxm, true)) {
+          if (!c.route_after_gemm) continue;
+          ++after_gemm;
+          EXPECT_TRUE(c.gemm_tma) << where;  // sm_90+
+          const int rows_of_a = c.gemm_tile_m != 0 ? c.gemm_tile_m : c.gemm_tile;
+          const int tiles = (tokens + rows_of_a - 1) / rows_of_a *
+                            ((preset.spec.experts + c.gemm_tile - 1) / c.gemm_tile);
+          EXPECT_LE(c.k_splits * tiles, kSxm.sm_count) << where << ": " << Describe(c);
+        }
+        // The 64-tile always fits (its split count is chosen for the SMs); the 128-tiles too
+        // wherever their tiles are fewer than the SMs.
+        EXPECT_EQ(after_gemm > 0, tokens >= 64) << where;
+        EXPECT_EQ(after_gemm, tokens >= 64 ? 3 : 0) << where;
+      }
+    }
+  }
+  const RouterSpec ds = FindPreset("deepseek_v3").value().spec;
+  const RouteProblem p{ds, 256, DType::kBF16, DType::kBF16};
+  cuda::DecomposeKConfig good;
+  good.route_after_gemm = true;
+  good.gemm_tile = 64;
+  good.k_splits = 8;  // 16 output tiles x 8 splits: 128 CTAs, 14 of 112 stages each
+  ASSERT_TRUE(cuda::CanRouteDecomposeKOn(p, good, kSxm).ok());
+  // The workspace holds the GEMM's zeroed counters, then its partials and the logits.
+  EXPECT_GE(cuda::DecomposeKWorkspaceBytes(p, good),
+            cuda::DecomposeKZeroedBytes(p, good) + sizeof(float) * 256 * 256);
+  EXPECT_EQ(cuda::TimelineEntries(p, good), 0u);
+  auto expect_refused = [&](const RouteProblem& problem, void (*bend)(cuda::DecomposeKConfig&),
+                            const char* words) {
+    cuda::DecomposeKConfig c = good;
+    bend(c);
+    const absl::Status status = cuda::CanRouteDecomposeKOn(problem, c, kSxm);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << words;
+    EXPECT_NE(std::string(status.message()).find(words), std::string::npos) << status;
+  };
+  auto none = [](cuda::DecomposeKConfig&) {};
+  expect_refused({ds, 256, DType::kFP32, DType::kFP32}, none, "bf16 or fp16");
+  expect_refused({ds, 256, DType::kBF16, DType::kFP16}, none, "same dtype");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.polled = true; }, "GEMM's fields only");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.cluster = 4; }, "GEMM's fields only");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.gemm_cublas = true; }, "GEMM's fields");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.gemm_tile = 32; }, "tile is 32");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.gemm_tile_m = 64; }, "gemm_tile_m 64");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.k_splits = 0; }, "split empty");
+  // 112 stages: 100 splits of 2 stages leave the last 44 empty.
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.k_splits = 100; }, "split empty");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.k_splits = 9; }, "144 CTAs");
+}
+
+// Past the polled reduction's 128 tokens the heuristic took the arrival-counter and cluster
+// kernels wherever the staged tiles did not apply or fit (H100, session 68, at 144 and 256
+// tokens: 13-45 us where the tuner found 4.6-19). Now routers of 65-159 experts take the
+// staged tiles there, and routers of 256+ experts whose staged grid cannot be resident route
+// after the staged-tile GEMM (its 64-tile); smaller routers keep their configs.
+TEST(DecomposeKConfig, HeuristicPastOneHundredTwentyEightTokensStagesOrRoutesAfterTheGemm) {
+  auto config = [](const char* family, int tokens, DType dt, cuda::DecomposeKDevice d) {
+    return cuda::ChooseDecomposeKConfigFor({FindPreset(family).value().spec, tokens, dt, dt}, d);
+  };
+  for (int tokens = 129; tokens <= 256; ++tokens) {
+    const std::string where = absl::StrCat("t=", tokens);
+    const cuda::DecomposeKConfig ds = config("deepseek_v3", tokens, DType::kBF16, kSxm);
+    if (tokens <= 192) {  // 4 expert tiles x 3 chunks x 11 splits: 132 CTAs
+      EXPECT_TRUE(ds.staged && !ds.route_after_gemm) << where << ": " << Describe(ds);
+    } else {
+      EXPECT_TRUE(ds.route_after_gemm && ds.gemm_tile == 64 && ds.gemm_tile_m == 0 &&
+                  ds.k_splits == 8 && ds.gemm_tma)
+          << where << ": " << Describe(ds);
+    }
+    const cuda::DecomposeKConfig kimi = config("kimi_k2", tokens, DType::kFP16, kSxm);
+    EXPECT_TRUE(kimi.route_after_gemm && kimi.gemm_tile == 64) << where << ": " << Describe(kimi);
+    EXPECT_FALSE(config("kimi_k2", tokens, DType::kFP32, kSxm).route_after_gemm) << where;
+    for (const char* family : {"qwen3_235b", "qwen3_30b", "gpt_oss_120b", "llama4_maverick"}) {
+      const cuda::DecomposeKConfig c = config(family, tokens, DType::kBF16, kSxm);
+      EXPECT_TRUE(c.staged) << family << " " << where << ": " << Describe(c);
+    }
+    for (const char* family : {"mixtral", "gpt_oss_20b", "llama4_scout", "deepseek_v2_lite"}) {
+      const cuda::DecomposeKConfig c = config(family, tokens, DType::kBF16, kSxm);
+      EXPECT_TRUE(!c.staged && !c.polled && !c.route_after_gemm && c.cluster == 8)
+          << family << " " << where << ": " << Describe(c);
+    }
+  }
+  // Up to 128 tokens nothing routes after the GEMM, on any device.
+  for (const FamilyPreset& preset : FamilyPresets())
+    for (int sms : DeviceSmCounts())
+      for (int tokens : {1, 64, 128})
+        EXPECT_FALSE(cuda::ChooseDecomposeKConfigFor(
+                         {preset.spec, tokens, DType::kBF16, DType::kBF16}, {sms, true})
+                         .route_after_gemm);
+  // A device too small for the GEMM's 16 output tiles keeps the cluster kernels; one of 16
+  // SMs runs a split each.
+  EXPECT_FALSE(config("deepseek_v3", 256, DType::kBF16, {7, true}).route_after_gemm);
+  const cuda::DecomposeKConfig small = config("deepseek_v3", 256, DType::kBF16, {16, false});
+  EXPECT_TRUE(small.route_after_gemm && small.k_splits == 1 && !small.gemm_tma) << Describe(small);
 }
 
 // The heuristic is total: a problem out of range gets a config (no division by zero: 0

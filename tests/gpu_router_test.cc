@@ -719,6 +719,113 @@ void ExpectSameBits(const HostOut& a, const HostOut& b, const std::string& where
       << where;
 }
 
+// The routing after the staged-tile GEMM (two launches: DecomposeKConfig::route_after_gemm),
+// the autotuner's three tile shapes, on every family: whole and ragged 64-token tiles, both
+// dtypes. Each config runs twice on one workspace (the GEMM's split counters must be left
+// zero), ids, weights and the logits output checked against the reference.
+TEST(GpuRouteAfterGemm, EveryFamilyMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  int ran = 0;
+  for (const auto& preset : FamilyPresets()) {
+    for (int tokens : {64, 100, 129, 256}) {
+      const DType dt = tokens == 100 ? DType::kFP16 : DType::kBF16;
+      const uint64_t seed = FreshSeed();
+      const RouterInputs in = MakeRouterInputs(preset.spec, tokens, dt, dt, seed);
+      const RouteProblem p{in.spec, tokens, dt, dt};
+      const auto ref = in.Reference();
+      for (const cuda::DecomposeKConfig& c :
+           cuda::AutotuneCandidates(p, cuda::CurrentDecomposeKDevice(SmCount()), true)) {
+        if (!c.route_after_gemm) continue;
+        ran += CheckConfigTwice(
+            in, ref, c,
+            absl::StrCat(Describe(in, seed), " gemm_tile=", c.gemm_tile, "x", c.gemm_tile_m));
+      }
+    }
+  }
+  EXPECT_EQ(ran, 3 * 4 * int(FamilyPresets().size()));  // three tile shapes fit everywhere
+}
+
+// Under PDL, captured in a graph of back-to-back launches and replayed, the two kernels give
+// the bits of a plain launch; a 256-token plan's config and workspace serve fewer tokens, as
+// the server's token buckets use them; a cache line naming the config is read back whole.
+TEST(GpuRouteAfterGemm, PdlGraphsSmallerBatchesAndTheCacheLine) {
+  SKIP_WITHOUT_GPU();
+  auto stream = MakeStream().value();
+  const cuda::DecomposeKDevice device = cuda::CurrentDecomposeKDevice(SmCount());
+  for (const char* family : {"deepseek_v3", "kimi_k2", "qwen3_30b"}) {
+    const RouterSpec spec = FindPreset(family).value().spec;
+    const uint64_t seed = FreshSeed();
+    const RouterInputs in = MakeRouterInputs(spec, 256, DType::kBF16, DType::kBF16, seed);
+    const RouteProblem p{spec, 256, DType::kBF16, DType::kBF16};
+    const RouterInputs fewer = MakeRouterInputs(spec, 130, DType::kBF16, DType::kBF16, seed + 1);
+    const RouteProblem pf{spec, 130, DType::kBF16, DType::kBF16};
+    for (const cuda::DecomposeKConfig& c : cuda::AutotuneCandidates(p, device, true)) {
+      if (!c.route_after_gemm) continue;
+      const std::string what = absl::StrCat(Describe(in, seed), " gemm_tile=", c.gemm_tile, "x",
+                                            c.gemm_tile_m, " S=", c.k_splits);
+      auto plan = cuda::CudaRouterPlan::CreateWithConfig(p, c, stream.get());
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      DeviceCase d = MakeDeviceCase(in, true);
+      Poison(d);
+      ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), /*pdl=*/false));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      HostOut plain;
+      ExpectMatchesReference(in, d, true, what, &plain);
+      CudaGraphExec graph = CaptureGraph(stream.get(), [&] {
+        cudaError_t err = cudaSuccess;
+        for (int i = 0; i < 3 && err == cudaSuccess; ++i)
+          err = (*plan)->Launch(d.args, stream.get(), /*pdl=*/true);
+        return err;
+      });
+      ASSERT_NE(graph.get(), nullptr) << what;
+      for (int replay = 0; replay < 2; ++replay) {
+        Poison(d);
+        ASSERT_CUDA(cudaGraphLaunch(graph.get(), stream.get()));
+        ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+        ExpectSameBits(plain, Download(d, true), absl::StrCat(what, " replay=", replay));
+      }
+      DeviceCase df = MakeDeviceCase(fewer, true);
+      Poison(df);
+      ASSERT_CUDA(cuda::LaunchDecomposeKRouter(pf, df.args, c, (*plan)->workspace(), stream.get(),
+                                               /*pdl=*/true));
+      ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+      ExpectMatchesReference(fewer, df, true, what + " at 130 tokens on the 256-token workspace");
+    }
+  }
+  // The cache line: the 64-tile config at the GEMM heuristic's split count.
+  const RouterSpec ds = FindPreset("deepseek_v3").value().spec;
+  const RouteProblem p{ds, 256, DType::kBF16, DType::kBF16};
+  const uint64_t seed = FreshSeed();
+  const RouterInputs in = MakeRouterInputs(ds, 256, DType::kBF16, DType::kBF16, seed);
+  DeviceCase d = MakeDeviceCase(in, false);
+  const int splits = cuda::TileGemmSplits(256, ds.experts, ds.hidden, 64, SmCount());
+  const std::string cache = "/tmp/moe_gpu_test_after_gemm_" + std::to_string(getpid());
+  int dev = 0;
+  ASSERT_CUDA(cudaGetDevice(&dev));
+  {
+    std::ofstream out(cache, std::ios::trunc);
+    out << cuda::AutotuneCacheKey(p, cuda::ProbeDevice(dev).name, SmCount(), /*pdl=*/true)
+        << " 0 1 " << splits << " 0 0 0 0 0 0 0 1 64 0 " << int(device.clusters) << "\n";
+  }
+  cuda::AutotuneOptions tune;
+  tune.enabled = true;
+  tune.pdl = true;
+  tune.cache_file = cache;
+  std::vector<cuda::CandidateTiming> timings;
+  tune.timings = &timings;
+  auto plan = cuda::CudaRouterPlan::Create(p, SmCount(), tune, &d.args, stream.get());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(timings.empty()) << "the cache line did not serve";
+  const cuda::DecomposeKConfig& c = (*plan)->config();
+  EXPECT_TRUE(c.route_after_gemm && c.gemm_tile == 64 && c.gemm_tile_m == 0 &&
+              c.k_splits == splits && c.gemm_tma == device.clusters && !c.polled);
+  Poison(d);
+  ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), /*pdl=*/true));
+  ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+  ExpectMatchesReference(in, d, false, Describe(in, seed) + " from the cache line");
+  std::remove(cache.c_str());
+}
+
 // The staged tiles' two ways of copying a stage (the TMA on sm_90+, cp.async everywhere)
 // give the same bits: the same products summed in the same order, only placed differently
 // in shared memory. Every family at a whole and a ragged chunk, ragged experts and hidden
@@ -1165,7 +1272,8 @@ TEST(GpuAutotune, ARefusedCacheLineIsTunedAgainOnceAndTheNewLineServes) {
   {
     std::ofstream out(cache, std::ios::trunc);
     // mainloop tiles splits cluster polled cooperative dedicated staged one_cta pairs
-    out << key << " 0 1 8 0 1 0 0 0 0 1\n";
+    // after_gemm gemm_tile gemm_tile_m gemm_tma
+    out << key << " 0 1 8 0 1 0 0 0 0 1 0 0 0 0\n";
   }
   cuda::AutotuneOptions tune;
   tune.enabled = true;
@@ -1256,6 +1364,13 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
           configs.push_back(c);
         }
       }
+      // From 64 tokens also routing after the staged-tile GEMM (two launches): the GEMM reads
+      // the hidden states after its wait, the epilogue kernel the logits after its own.
+      if (tokens >= 64) {
+        for (const cuda::DecomposeKConfig& c :
+             cuda::AutotuneCandidates(p, cuda::CurrentDecomposeKDevice(SmCount()), true))
+          if (c.route_after_gemm) configs.push_back(c);
+      }
       // The heuristic's plan (Mixtral on sm_90+: a cluster whose rank 0 routes), and that
       // kernel at 4 and 8 splits (CanRouteDecomposeK skips clusters before sm_90).
       configs.push_back(plan->config());
@@ -1284,7 +1399,8 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
             << " dedicated_routers=" << config.dedicated_routers << " staged=" << config.staged
             << " staged_cp_async=" << config.staged_cp_async
             << " staged_router_pairs=" << config.staged_router_pairs
-            << " cluster=" << config.cluster;
+            << " route_after_gemm=" << config.route_after_gemm << " gemm_tile=" << config.gemm_tile
+            << "x" << config.gemm_tile_m << " cluster=" << config.cluster;
       }
     }
   }
@@ -1584,7 +1700,8 @@ TEST(GpuStageIn, MarksExactlyTheRowsThatAreNotFinite) {
 TEST(GpuFused, NonFiniteRowsSpoilOnlyTheirOwnOutputs) {
   SKIP_WITHOUT_GPU();
   for (const auto& preset : FamilyPresets()) {
-    for (int tokens : {1, 5, 16, 100}) {
+    // 256: DeepSeek-V3 and Kimi K2 route after the staged-tile GEMM there.
+    for (int tokens : {1, 5, 16, 100, 256}) {
       const uint64_t seed = FreshSeed();
       RouterInputs in = MakeRouterInputs(preset.spec, tokens, DType::kBF16, DType::kBF16, seed);
       const auto ref = in.Reference();
@@ -1619,7 +1736,8 @@ TEST(GpuFused, NonFiniteRowsSpoilOnlyTheirOwnOutputs) {
       }
       EXPECT_EQ(CompareWithReference(in.spec, good_ref, good_ids.data(), good_weights.data(), 1e-3),
                 "")
-          << Describe(in, seed) << " config polled=" << plan->config().polled;
+          << Describe(in, seed) << " config polled=" << plan->config().polled
+          << " route_after_gemm=" << plan->config().route_after_gemm;
     }
   }
 }
