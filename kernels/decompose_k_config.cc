@@ -244,7 +244,7 @@ bool StagedLaunchesCooperatively(const Shape& s, const DecomposeKConfig& staged,
   return 2 * GridCtas(s, staged, MakeLayout(s, staged)) <= sm_count;
 }
 
-// Routers of two 64-expert tiles (65-128 experts) over 4096+ hidden at 65-128 tokens, where the
+// Routers of two 64-expert tiles (65-128 experts) over 4096+ hidden at 97-128 tokens, where the
 // rule below took the polled 32-expert CTAs: the staged tiles at four 64-element K stages a
 // split, with router pairs (a router block gathers two tokens, half of it routes each), launched
 // cooperatively where the grid takes at most half the SMs. The autotuner's own timings under PDL
@@ -253,10 +253,15 @@ bool StagedLaunchesCooperatively(const Shape& s, const DecomposeKConfig& staged,
 // 5.55; Llama 4 Maverick t=128 5.60 at 20 splits (5.80 at 27, over 6.0 at 16), against 6.00.
 // Without pairs (specs one block cannot route token by token) the staged tiles were within 0.2
 // us of the polled CTAs (Qwen3-235B 5.38 against 5.55, one tuner run): those specs keep the rule.
+// Not at 65-96 tokens (three 32-token chunks of the polled CTAs, not four): there the polled
+// CTAs were as fast or faster (H100, session 68, per call under PDL in the timeline's graph):
+// Maverick t=80 / 96 4.91 / 4.89 against the pairs' 5.70 / 5.69, Qwen3-235B 4.84 / 4.86 against
+// 5.09 / 5.02.
 constexpr int kFewTilesStagesPerSplit = 4;
 constexpr int kFewTilesMinHidden = 4096;
+constexpr int kFewTilesMinTokens = 3 * kMaxChunk + 1;
 DecomposeKConfig StagedPairsOfTwoExpertTiles(const Shape& s, const DecomposeKDevice& device) {
-  if (s.tokens <= kTwoTileMaxTokens || s.tokens > 2 * kStagedTileTokens ||
+  if (s.tokens < kFewTilesMinTokens || s.tokens > 2 * kStagedTileTokens ||
       StagedExpertTiles(s) != 2 || s.K < kFewTilesMinHidden)
     return {};
   DecomposeKConfig c = StagedConfig(s, device.sm_count, 0);  // about an SM's worth of CTAs
@@ -556,7 +561,8 @@ DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
   // staged-tile GEMM instead, its 64-tile. H100, per call under PDL in the tuner's graph
   // (bench/NOTES.md session 68), at 256 tokens: DeepSeek-V3 13.09 us (the 64 x 128 tile 13.64)
   // against 33.46 for the config taken here before (cluster, 4 splits) and 15.85 for the
-  // fastest one-launch config; Kimi K2 18.99 (64 x 128: 18.11) against 45.09 and 25.23.
+  // fastest one-launch config; Kimi K2 18.99 (64 x 128: 18.11) against 45.53 (cluster, 2 splits)
+  // and 25.23.
   if (allow_polled && !c.polled && s.tokens > kPolledMaxTokens &&
       s.experts >= kRouteAfterGemmMinExperts && s.x_dtype == s.w_dtype &&
       s.x_dtype != DType::kFP32) {

@@ -710,7 +710,7 @@ TEST(DecomposeKConfig, HeuristicCutsDecodeSplitsToTheOnePassCountOrAQuarter) {
 // and GLM-4.5 at 80, 0.14 slower on Llama 4 Maverick at 96 (H100, bench/NOTES.md session 52).
 // (At 17-64 tokens the heuristic takes two-tile dedicated-router configs, cooperative where
 // their grid fits beside a router a token: below. Routers of two expert tiles over 4096+
-// hidden, Qwen3-235B and Maverick, take staged router pairs past 64 tokens: the next test.)
+// hidden, Qwen3-235B and Maverick, take staged router pairs past 96 tokens: the next test.)
 // Host-only, 132 SMs.
 TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensOneCtaASmPlainly) {
   for (const auto& [family, tokens] : std::vector<std::pair<const char*, int>>{
@@ -724,20 +724,21 @@ TEST(DecomposeKConfig, HeuristicLaunchesPolledBatchesPastSixtyFourTokensOneCtaAS
   }
 }
 
-// Routers of 65-128 experts (two 64-expert tiles) over 4096+ hidden at 65-128 tokens take the
+// Routers of 65-128 experts (two 64-expert tiles) over 4096+ hidden at 97-128 tokens take the
 // staged tiles with router pairs at four K stages a split, where the polled CTAs had been the
 // rule: Qwen3-235B t=128 5.00 us against 5.55, Llama 4 Maverick 5.60 against 6.00 (H100, the
-// autotuner's timings under PDL, bench/NOTES.md session 66). Cooperative where the grid takes
-// at most half the SMs. Not over less hidden (gpt-oss-120b, Qwen3-30B), not at 64 tokens or
-// fewer, and not for specs whose tokens one block cannot route alone.
-TEST(DecomposeKConfig, HeuristicTakesStagedRouterPairsForTwoExpertTilesPastSixtyFourTokens) {
+// autotuner's timings under PDL, bench/NOTES.md session 66; session 68's timeline the same).
+// Cooperative where the grid takes at most half the SMs. Not over less hidden (gpt-oss-120b,
+// Qwen3-30B), not at 96 tokens or fewer (the polled CTAs as fast or faster there, session
+// 68), and not for specs whose tokens one block cannot route alone.
+TEST(DecomposeKConfig, HeuristicTakesStagedRouterPairsForTwoExpertTilesPastNinetySixTokens) {
   const struct {
     const char* family;
     int splits;  // 16 = 64 stages / 4, 20 = 80 / 4
     bool cooperative;
   } routers[] = {{"qwen3_235b", 16, true}, {"llama4_maverick", 20, false}};
   for (const auto& r : routers) {
-    for (int tokens : {65, 80, 96, 127, 128}) {
+    for (int tokens : {97, 100, 112, 127, 128}) {
       const RouteProblem p{FindPreset(r.family).value().spec, tokens, DType::kBF16, DType::kBF16};
       const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
       const std::string where = absl::StrCat(r.family, " t=", tokens, ": ", Describe(c));
@@ -754,8 +755,13 @@ TEST(DecomposeKConfig, HeuristicTakesStagedRouterPairsForTwoExpertTilesPastSixty
             << where << " on " << device.sm_count << " SMs: " << Describe(d);
       }
     }
-    const RouteProblem at64{FindPreset(r.family).value().spec, 64, DType::kBF16, DType::kBF16};
-    EXPECT_FALSE(cuda::ChooseDecomposeKConfigFor(at64, kSxm).staged) << r.family << " t=64";
+    // At 65-96 tokens (three 32-token chunks) the polled CTAs were as fast or faster (session
+    // 68): they keep them.
+    for (int tokens : {64, 65, 80, 96}) {
+      const RouteProblem p{FindPreset(r.family).value().spec, tokens, DType::kBF16, DType::kBF16};
+      const cuda::DecomposeKConfig c = cuda::ChooseDecomposeKConfigFor(p, kSxm);
+      EXPECT_FALSE(c.staged) << r.family << " t=" << tokens << ": " << Describe(c);
+    }
   }
   for (const char* family : {"gpt_oss_120b", "qwen3_30b"}) {
     const RouteProblem p{FindPreset(family).value().spec, 128, DType::kBF16, DType::kBF16};
@@ -999,8 +1005,9 @@ TEST(DecomposeKConfig, HeuristicLaunchesStagedTilesCooperativelyWhereTheGridTake
       }
     }
   }
-  // DeepSeek-V3 at 33-64 tokens and Qwen3-235B at 80, 96, 112 and 128 on the SXM part.
-  EXPECT_EQ(cooperative, 36);
+  // DeepSeek-V3 at 33-64 tokens and Qwen3-235B at 112 and 128 on the SXM part (the staged router
+  // pairs from 97 tokens).
+  EXPECT_EQ(cooperative, 34);
   EXPECT_GT(plain, 20);
 }
 
@@ -1016,7 +1023,7 @@ TEST(DecomposeKConfig, HeuristicTakesStagedTilesForLargeBatchesOfLargeRouters) {
        {Case{"deepseek_v3", 128, true}, Case{"kimi_k2", 64, true}, Case{"glm4_moe", 128, true},
         Case{"deepseek_v3", 64, true}, Case{"deepseek_v3", 33, true}, Case{"kimi_k2", 33, true},
         Case{"deepseek_v3", 32, false}, Case{"kimi_k2", 32, false},
-        // Router pairs (HeuristicTakesStagedRouterPairsForTwoExpertTilesPastSixtyFourTokens).
+        // Router pairs (HeuristicTakesStagedRouterPairsForTwoExpertTilesPastNinetySixTokens).
         Case{"qwen3_235b", 128, true}, Case{"gpt_oss_120b", 128, false},
         Case{"qwen3_30b", 128, false}, Case{"mixtral", 256, false}}) {
     const RouteProblem p{FindPreset(k.family).value().spec, k.tokens, DType::kBF16, DType::kBF16};
