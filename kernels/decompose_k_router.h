@@ -1,6 +1,7 @@
 // The fused Decompose-K router kernel: one launch turns hidden states into expert ids and
-// weights. Host API in the CUTLASS style; no allocation, no synchronisation, stream
-// ordered and CUDA-graph capturable.
+// weights (a route_after_gemm config, for large batches no one-launch config holds, launches
+// a GEMM and then the epilogue kernel). Host API in the CUTLASS style; no allocation, no
+// synchronisation, stream ordered and CUDA-graph capturable.
 //
 //   DecomposeKConfig cfg = ChooseDecomposeKConfig(problem, sm_count);
 //   size_t bytes = DecomposeKWorkspaceBytes(problem, cfg);
