@@ -141,6 +141,7 @@ int ForcedTileGemmSplits(const cuda::GemmProblem& p, const cuda::DecomposeKConfi
 }
 
 std::string DescribeConfig(const cuda::DecomposeKConfig& k) {
+  if (k.route_after_gemm && k.gemm_cublas) return "cublasLt gemm + epilogue kernel";
   if (k.route_after_gemm)
     return absl::StrFormat("gemm tile=%d%s S=%d%s + epilogue kernel", k.gemm_tile,
                            k.gemm_tile_m ? absl::StrFormat("x%d", k.gemm_tile_m) : "", k.k_splits,

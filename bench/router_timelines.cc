@@ -23,6 +23,7 @@ namespace moe::bench {
 namespace {
 
 std::string DescribePath(const cuda::DecomposeKConfig& c) {
+  if (c.route_after_gemm && c.gemm_cublas) return "cublasLt+epilogue";
   if (c.route_after_gemm)
     return absl::StrFormat("S=%d gemm%d%s+epilogue", c.k_splits, c.gemm_tile,
                            c.gemm_tile_m ? absl::StrFormat("x%d", c.gemm_tile_m) : "");

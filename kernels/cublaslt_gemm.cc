@@ -1,14 +1,13 @@
 // cublasLtMatmul for the general GEMM's large shapes (see cublaslt_gemm.h).
 #include "kernels/cublaslt_gemm.h"
 
-#include <cublasLt.h>
-
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <tuple>
 #include <type_traits>
 
+#include "kernels/cublaslt_api.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_data_type.h"
 
@@ -48,16 +47,16 @@ cudaError_t ToCudaError(cublasStatus_t st) {
 
 // RAII owners of cuBLASLt's host objects.
 struct LtHandleRelease {
-  void operator()(cublasLtHandle_t h) const { cublasLtDestroy(h); }
+  void operator()(cublasLtHandle_t h) const { LoadCublasLt()->destroy(h); }
 };
 struct MatmulDescRelease {
-  void operator()(cublasLtMatmulDesc_t d) const { cublasLtMatmulDescDestroy(d); }
+  void operator()(cublasLtMatmulDesc_t d) const { LoadCublasLt()->desc_destroy(d); }
 };
 struct LayoutRelease {
-  void operator()(cublasLtMatrixLayout_t l) const { cublasLtMatrixLayoutDestroy(l); }
+  void operator()(cublasLtMatrixLayout_t l) const { LoadCublasLt()->layout_destroy(l); }
 };
 struct PreferenceRelease {
-  void operator()(cublasLtMatmulPreference_t p) const { cublasLtMatmulPreferenceDestroy(p); }
+  void operator()(cublasLtMatmulPreference_t p) const { LoadCublasLt()->preference_destroy(p); }
 };
 using LtHandle = std::unique_ptr<std::remove_pointer_t<cublasLtHandle_t>, LtHandleRelease>;
 using MatmulDesc = std::unique_ptr<std::remove_pointer_t<cublasLtMatmulDesc_t>, MatmulDescRelease>;
@@ -87,57 +86,58 @@ struct Plan {
   cublasLtMatmulAlgo_t algo;
 };
 
-cudaError_t MakePlan(cublasLtHandle_t handle, const GemmProblem& p, const void* a, const void* b,
-                     const float* bias, float* c, size_t usable_workspace, Plan* plan) {
+cudaError_t MakePlan(const CublasLtApi& lt, cublasLtHandle_t handle, const GemmProblem& p,
+                     const void* a, const void* b, const float* bias, float* c,
+                     size_t usable_workspace, Plan* plan) {
   const cudaDataType_t dt = ToCudaDataType(p.dtype);
   cublasLtMatmulDesc_t op;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  CUBLAS_RETURN_IF_ERROR(lt.desc_create(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   plan->op.reset(op);
   const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose,
-                                                        sizeof(transpose)));
   CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)));
+      lt.desc_set_attribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof(transpose)));
+  CUBLAS_RETURN_IF_ERROR(
+      lt.desc_set_attribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)));
   if (bias != nullptr) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     const cudaDataType_t bias_type = CUDA_R_32F;
-    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                          &epilogue, sizeof(epilogue)));
-    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                                          &bias_type, sizeof(bias_type)));
+    CUBLAS_RETURN_IF_ERROR(
+        lt.desc_set_attribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    CUBLAS_RETURN_IF_ERROR(lt.desc_set_attribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                 &bias_type, sizeof(bias_type)));
     // The heuristic reads the bias pointer's alignment from it.
     CUBLAS_RETURN_IF_ERROR(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+        lt.desc_set_attribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   cublasLtMatrixLayout_t layout;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&layout, dt, p.k, p.n, p.k));
+  CUBLAS_RETURN_IF_ERROR(lt.layout_create(&layout, dt, p.k, p.n, p.k));
   plan->b_layout.reset(layout);
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&layout, dt, p.k, p.m, p.k));
+  CUBLAS_RETURN_IF_ERROR(lt.layout_create(&layout, dt, p.k, p.m, p.k));
   plan->a_layout.reset(layout);
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&layout, CUDA_R_32F, p.n, p.m, p.n));
+  CUBLAS_RETURN_IF_ERROR(lt.layout_create(&layout, CUDA_R_32F, p.n, p.m, p.n));
   plan->d_layout.reset(layout);
 
   cublasLtMatmulPreference_t raw_pref;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&raw_pref));
+  CUBLAS_RETURN_IF_ERROR(lt.preference_create(&raw_pref));
   const Preference pref(raw_pref);
   const uint64_t max_workspace = usable_workspace;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+  CUBLAS_RETURN_IF_ERROR(lt.preference_set_attribute(
       raw_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace, sizeof(max_workspace)));
   const uint32_t align_b = AlignmentOf(b), align_a = AlignmentOf(a), align_c = AlignmentOf(c);
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+  CUBLAS_RETURN_IF_ERROR(lt.preference_set_attribute(
       raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_b, sizeof(align_b)));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+  CUBLAS_RETURN_IF_ERROR(lt.preference_set_attribute(
       raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a, sizeof(align_a)));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+  CUBLAS_RETURN_IF_ERROR(lt.preference_set_attribute(
       raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+  CUBLAS_RETURN_IF_ERROR(lt.preference_set_attribute(
       raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
 
   cublasLtMatmulHeuristicResult_t result = {};
   int found = 0;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(
-      handle, op, plan->b_layout.get(), plan->a_layout.get(), plan->d_layout.get(),
-      plan->d_layout.get(), raw_pref, 1, &result, &found));
+  CUBLAS_RETURN_IF_ERROR(lt.algo_get_heuristic(handle, op, plan->b_layout.get(),
+                                               plan->a_layout.get(), plan->d_layout.get(),
+                                               plan->d_layout.get(), raw_pref, 1, &result, &found));
   if (found == 0) return cudaErrorNotSupported;
   plan->algo = result.algo;
   return cudaSuccess;
@@ -161,13 +161,16 @@ cudaError_t LaunchCublasLtGemm(const GemmProblem& p, const void* a, const void* 
                                cudaStream_t stream) {
   if (workspace_bytes < CublasLtGemmWorkspaceBytes() || workspace == nullptr)
     return cudaErrorInvalidValue;
+  const CublasLtApi* api = LoadCublasLt();
+  if (api == nullptr) return cudaErrorSharedObjectInitFailed;  // no libcublasLt to load
+  const CublasLtApi& lt = *api;
   int device = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   ThreadState& state = State();
   LtHandle& handle = state.handles[device];
   if (!handle) {
     cublasLtHandle_t raw;
-    CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&raw));
+    CUBLAS_RETURN_IF_ERROR(lt.create(&raw));
     handle.reset(raw);
   }
   const PlanKey key{device,
@@ -183,13 +186,14 @@ cudaError_t LaunchCublasLtGemm(const GemmProblem& p, const void* a, const void* 
   if (it == state.plans.end()) {
     if (state.plans.size() >= kMaxPlans) state.plans.clear();
     Plan plan;
-    CUDA_RETURN_IF_ERROR(MakePlan(handle.get(), p, a, b, bias, c, kCublasLtUsableWorkspace, &plan));
+    CUDA_RETURN_IF_ERROR(
+        MakePlan(lt, handle.get(), p, a, b, bias, c, kCublasLtUsableWorkspace, &plan));
     it = state.plans.emplace(key, std::move(plan)).first;
   }
   Plan& plan = it->second;
   if (bias != nullptr)
-    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan.op.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    CUBLAS_RETURN_IF_ERROR(lt.desc_set_attribute(plan.op.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                 &bias, sizeof(bias)));
   // The workspace's start rounded up to cuBLAS's alignment; CublasLtGemmWorkspaceBytes()
   // has room for it.
   const size_t pad =
@@ -197,10 +201,10 @@ cudaError_t LaunchCublasLtGemm(const GemmProblem& p, const void* a, const void* 
       kCublasLtWorkspaceAlign;
   void* aligned = static_cast<char*>(workspace) + pad;
   const float one = 1.0f, zero = 0.0f;
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle.get(), plan.op.get(), &one, b, plan.b_layout.get(),
-                                        a, plan.a_layout.get(), &zero, c, plan.d_layout.get(), c,
-                                        plan.d_layout.get(), &plan.algo, aligned,
-                                        kCublasLtUsableWorkspace, stream));
+  CUBLAS_RETURN_IF_ERROR(lt.matmul(handle.get(), plan.op.get(), &one, b, plan.b_layout.get(), a,
+                                   plan.a_layout.get(), &zero, c, plan.d_layout.get(), c,
+                                   plan.d_layout.get(), &plan.algo, aligned,
+                                   kCublasLtUsableWorkspace, stream));
   return cudaSuccess;
 }
 

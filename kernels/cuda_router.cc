@@ -27,10 +27,10 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
   while (std::getline(in, line)) {
     std::istringstream fields(line);
     int mainloop, tiles, splits, cluster, polled, pdl_cooperative, dedicated_routers, staged,
-        one_cta_per_sm, router_pairs, after_gemm, gemm_tile, gemm_tile_m, gemm_tma;
+        one_cta_per_sm, router_pairs, after_gemm, gemm_tile, gemm_tile_m, gemm_tma, gemm_cublas;
     if (!(fields >> k >> mainloop >> tiles >> splits >> cluster >> polled >> pdl_cooperative >>
           dedicated_routers >> staged >> one_cta_per_sm >> router_pairs >> after_gemm >>
-          gemm_tile >> gemm_tile_m >> gemm_tma) ||
+          gemm_tile >> gemm_tile_m >> gemm_tma >> gemm_cublas) ||
         k != key)
       continue;
     c->mainloop = static_cast<Mainloop>(mainloop);
@@ -47,6 +47,7 @@ bool LookupCache(const std::string& file, const std::string& key, DecomposeKConf
     c->gemm_tile = gemm_tile;
     c->gemm_tile_m = gemm_tile_m;
     c->gemm_tma = gemm_tma != 0;
+    c->gemm_cublas = gemm_cublas != 0;
     found = true;
   }
   return found;
@@ -59,7 +60,7 @@ void StoreCache(const std::string& file, const std::string& key, const Decompose
       << c.cluster << " " << int(c.polled) << " " << int(c.pdl_cooperative) << " "
       << int(c.dedicated_routers) << " " << int(c.staged) << " " << int(c.pdl_one_cta_per_sm) << " "
       << int(c.staged_router_pairs) << " " << int(c.route_after_gemm) << " " << c.gemm_tile << " "
-      << c.gemm_tile_m << " " << int(c.gemm_tma) << "\n";
+      << c.gemm_tile_m << " " << int(c.gemm_tma) << " " << int(c.gemm_cublas) << "\n";
 }
 
 }  // namespace
@@ -168,6 +169,9 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& p,
   if (p.tokens >= 64) {
     for (const auto& [tile, tile_m] : {std::pair{64, 0}, std::pair{128, 64}, std::pair{128, 0}})
       add(ChooseRouteAfterGemmConfig(p, device, tile, tile_m));
+    // And from 128 tokens cuBLASLt's GEMM (~2 us faster than the tile GEMM at 256 x 256 x
+    // 7168: 8.38 against ~10.5, session 68).
+    if (p.tokens >= 128) add(ChooseRouteAfterCublasLtConfig());
   }
   // The heuristic's own config (the C ABI's, and the server's without tuning), so that a
   // tuned plan is never one the heuristic beats: session 35's H200 sweep had the
@@ -225,30 +229,31 @@ bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
          a.pdl_one_cta_per_sm == b.pdl_one_cta_per_sm &&
          a.staged_router_pairs == b.staged_router_pairs &&
          a.route_after_gemm == b.route_after_gemm && a.gemm_tile == b.gemm_tile &&
-         a.gemm_tile_m == b.gemm_tile_m && a.gemm_tma == b.gemm_tma;
+         a.gemm_tile_m == b.gemm_tile_m && a.gemm_tma == b.gemm_tma &&
+         a.gemm_cublas == b.gemm_cublas;
 }
 
-// "v14": the config gained route_after_gemm and the GEMM's tile fields, new candidates from 64
-// tokens (session 68): plans cached by older builds never timed them. "v13": the key names the
-// routing (top_k, scoring, order, biases, groups, renormalisation) as well as the shape: two models
-// of one shape but different routing had shared a line, though the epilogue's cost, and which
-// configs may route at all (staged_router_pairs), differ by routing; one whose spec refused the
-// other's config was tuned again at every start. "v12": the config gained staged_router_pairs, a
-// new candidate (session 66): plans cached by older builds never timed it. "v11": the heuristic's
-// configs at 17-64 tokens (a candidate always) moved to two token tiles with dedicated routers,
-// launched one CTA per SM (session 52): plans cached by older builds never timed them. "v10": a new
-// candidate, the two-tile polled kernel at the split count that gives a warp at most two K steps
-// (PolledShortPassSplits, session 51), which runs a pass of two steps, and the heuristic's configs
-// at 9-16 tokens (a candidate always) moved to it: plans cached by older builds never timed them.
-// "v9": the config gained pdl_one_cta_per_sm (session 36), and the heuristic's decode configs
-// changed with it; "v8": cluster configs of routers up to 128 experts at 8-token chunks run the
-// kernel whose rank 0 routes, with clusters across the expert blocks (session 27), so a cached
-// cluster config means another kernel, or is no longer valid; "v7": more polled split counts and
-// timings with weights from HBM (session 23), so a cache written by an older build holds choices
-// from a smaller, L2-flattered field and is tuned again once; v6: the one-token epilogue changed
-// (session 17), so timings cached by older builds no longer rank the configs; v5: the config gained
-// staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the polled reduction). Older cache lines
-// no longer match.
+// "v14": the config gained route_after_gemm and the GEMM's fields (tile, cuBLASLt), new
+// candidates from 64 tokens (session 68): plans cached by older builds never timed them. "v13": the
+// key names the routing (top_k, scoring, order, biases, groups, renormalisation) as well as the
+// shape: two models of one shape but different routing had shared a line, though the epilogue's
+// cost, and which configs may route at all (staged_router_pairs), differ by routing; one whose spec
+// refused the other's config was tuned again at every start. "v12": the config gained
+// staged_router_pairs, a new candidate (session 66): plans cached by older builds never timed it.
+// "v11": the heuristic's configs at 17-64 tokens (a candidate always) moved to two token tiles with
+// dedicated routers, launched one CTA per SM (session 52): plans cached by older builds never timed
+// them. "v10": a new candidate, the two-tile polled kernel at the split count that gives a warp at
+// most two K steps (PolledShortPassSplits, session 51), which runs a pass of two steps, and the
+// heuristic's configs at 9-16 tokens (a candidate always) moved to it: plans cached by older builds
+// never timed them. "v9": the config gained pdl_one_cta_per_sm (session 36), and the heuristic's
+// decode configs changed with it; "v8": cluster configs of routers up to 128 experts at 8-token
+// chunks run the kernel whose rank 0 routes, with clusters across the expert blocks (session 27),
+// so a cached cluster config means another kernel, or is no longer valid; "v7": more polled split
+// counts and timings with weights from HBM (session 23), so a cache written by an older build holds
+// choices from a smaller, L2-flattered field and is tuned again once; v6: the one-token epilogue
+// changed (session 17), so timings cached by older builds no longer rank the configs; v5: the
+// config gained staged (v4: dedicated_routers, v3: pdl_cooperative, v2: the polled reduction).
+// Older cache lines no longer match.
 std::string AutotuneCacheKey(const RouteProblem& p, const std::string& device_name, int sm_count,
                              bool pdl) {
   std::string device = device_name.empty() ? "unknown" : device_name;

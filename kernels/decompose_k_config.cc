@@ -1,11 +1,13 @@
 // The Decompose-K router's config heuristic and config rules (decompose_k_router.h):
 // which reduction, token tiling, split count and launch options a shape gets on a device,
 // and which configs a device can run. Host code; the CUDA runtime is asked only for the
-// current device (CurrentDecomposeKDevice, and the cluster support of the functions that
-// take an SM count). The timings behind each choice: bench/NOTES.md, by session.
+// current device (CurrentDecomposeKDevice, which also loads cuBLASLt, and the cluster support
+// of the functions that take an SM count). The timings behind each choice: bench/NOTES.md, by
+// session.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cublaslt_api.h"
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_layout.h"
@@ -508,10 +510,21 @@ absl::Status CheckRouteAfterGemm(const RouteProblem& p, const DecomposeKConfig& 
   const DecomposeKConfig defaults;
   if (c.mainloop != defaults.mainloop || c.token_tiles != defaults.token_tiles || c.cluster != 0 ||
       c.polled || c.pdl_cooperative || c.pdl_one_cta_per_sm || c.dedicated_routers || c.staged ||
-      c.staged_cp_async || c.staged_router_pairs || c.gemm_cublas)
+      c.staged_cp_async || c.staged_router_pairs)
     return absl::InvalidArgumentError(
-        "config: route_after_gemm takes the GEMM's fields only (gemm_tile, gemm_tile_m, "
-        "k_splits, gemm_tma); the one-launch kernels' must stay at their defaults");
+        "config: route_after_gemm takes the GEMM's fields only (gemm_cublas, or gemm_tile, "
+        "gemm_tile_m, k_splits and gemm_tma); the one-launch kernels' must stay at their "
+        "defaults");
+  if (c.gemm_cublas) {
+    if (c.gemm_tile != 0 || c.gemm_tile_m != 0 || c.k_splits != 1 || c.gemm_tma)
+      return absl::InvalidArgumentError(
+          "config: route_after_gemm by cuBLASLt (gemm_cublas) takes no tile, split or TMA "
+          "fields (gemm_tile 0, gemm_tile_m 0, k_splits 1, gemm_tma 0)");
+    if (!device.cublaslt)
+      return absl::InvalidArgumentError(
+          "config: route_after_gemm by cuBLASLt (gemm_cublas), but libcublasLt cannot be loaded");
+    return absl::OkStatus();
+  }
   if ((c.gemm_tile != 64 && c.gemm_tile != 128) ||
       (c.gemm_tile_m != 0 && !(c.gemm_tile == 128 && c.gemm_tile_m == 64)))
     return absl::InvalidArgumentError(
@@ -535,7 +548,8 @@ absl::Status CheckRouteAfterGemm(const RouteProblem& p, const DecomposeKConfig& 
 }  // namespace
 
 DecomposeKDevice CurrentDecomposeKDevice(int sm_count) {
-  return {sm_count > 0 ? sm_count : PolledMaxCtas(), ClustersSupported()};
+  return {sm_count > 0 ? sm_count : PolledMaxCtas(), ClustersSupported(),
+          LoadCublasLt() != nullptr};
 }
 
 DecomposeKConfig ChooseDecomposeKConfig(const RouteProblem& problem, int sm_count,
@@ -557,16 +571,18 @@ DecomposeKConfig ChooseDecomposeKConfigFor(const RouteProblem& problem,
                                     cut_decode_splits, allow_rank_zero_routes);
   // Past 128 tokens, routers of 256+ experts whose staged tiles cannot all be resident
   // (DeepSeek-V3 from 193 tokens, Kimi K2 from 129) fell through to the arrival-counter and
-  // cluster kernels, which read the weights once per 8-32 tokens: they route after the
-  // staged-tile GEMM instead, its 64-tile. H100, per call under PDL in the tuner's graph
-  // (bench/NOTES.md session 68), at 256 tokens: DeepSeek-V3 13.09 us (the 64 x 128 tile 13.64)
-  // against 33.46 for the config taken here before (cluster, 4 splits) and 15.85 for the
-  // fastest one-launch config; Kimi K2 18.99 (64 x 128: 18.11) against 45.53 (cluster, 2 splits)
-  // and 25.23.
+  // cluster kernels, which read the weights once per 8-32 tokens: they route after cuBLASLt's
+  // GEMM instead, or after the staged-tile GEMM's 64-tile where cuBLASLt cannot be loaded.
+  // H100, per call under PDL in the tuner's graph (bench/NOTES.md session 68), at 256 tokens:
+  // DeepSeek-V3 10.48 us by cuBLASLt, 13.17 by the 64-tile, against 33.46 for the config taken
+  // here before (cluster, 4 splits) and 15.85 for the fastest one-launch config; Kimi K2 12.59
+  // and 19.06 against 45.53 (cluster, 2 splits) and 25.23.
   if (allow_polled && !c.polled && s.tokens > kPolledMaxTokens &&
       s.experts >= kRouteAfterGemmMinExperts && s.x_dtype == s.w_dtype &&
       s.x_dtype != DType::kFP32) {
-    const DecomposeKConfig after = ChooseRouteAfterGemmConfig(problem, device, 64);
+    const DecomposeKConfig after = device.cublaslt
+                                       ? ChooseRouteAfterCublasLtConfig()
+                                       : ChooseRouteAfterGemmConfig(problem, device, 64);
     if (CheckRouteAfterGemm(problem, after, device).ok()) return after;
   }
   if (c.polled && !c.staged && !c.dedicated_routers && RouterPairsRoute(problem.spec)) {
@@ -614,6 +630,13 @@ DecomposeKConfig ChooseRouteAfterGemmConfig(const RouteProblem& problem,
   c.k_splits = TileGemmSplits(problem.tokens, problem.spec.experts, problem.spec.hidden, tile,
                               device.sm_count, tile_m);
   c.gemm_tma = device.clusters;  // sm_90+, as the TMA
+  return c;
+}
+
+DecomposeKConfig ChooseRouteAfterCublasLtConfig() {
+  DecomposeKConfig c;
+  c.route_after_gemm = true;
+  c.gemm_cublas = true;
   return c;
 }
 

@@ -63,7 +63,8 @@ size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKCon
 
 size_t DecomposeKZeroedBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
   if (config.route_after_gemm)
-    return TileGemmZeroedBytes(TileShape(RouterGemmProblem(problem), config));
+    return config.gemm_cublas ? 0  // cuBLAS's workspace is scratch
+                              : TileGemmZeroedBytes(TileShape(RouterGemmProblem(problem), config));
   return MakeLayout(RouteShape(problem), config).zeroed_bytes;
 }
 

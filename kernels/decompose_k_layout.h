@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "kernels/cublaslt_gemm.h"
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_polled.h"
@@ -128,10 +129,12 @@ inline GemmProblem RouterGemmProblem(const RouteProblem& p) {
   return {p.tokens, p.spec.experts, p.spec.hidden, p.hidden_dtype};
 }
 
-// A route_after_gemm config's workspace: the tile GEMM's (its zeroed counters first), then
-// the logits at this offset.
+// A route_after_gemm config's workspace: the tile GEMM's (its zeroed counters first) or
+// cuBLASLt's, then the logits at this offset.
 inline size_t RouteAfterGemmLogitsOffset(const RouteProblem& p, const DecomposeKConfig& c) {
-  return (TileGemmWorkspaceBytes(TileShape(RouterGemmProblem(p), c)) + 255) / 256 * 256;
+  const size_t gemm = c.gemm_cublas ? CublasLtGemmWorkspaceBytes()
+                                    : TileGemmWorkspaceBytes(TileShape(RouterGemmProblem(p), c));
+  return (gemm + 255) / 256 * 256;
 }
 
 }  // namespace moe::cuda

@@ -31,6 +31,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cublaslt_gemm.h"
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_gemm_tile.h"
@@ -309,11 +310,14 @@ cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, cons
     if (timeline != nullptr) return cudaErrorNotSupported;  // two kernels, neither stamps
     float* logits = reinterpret_cast<float*>(static_cast<char*>(workspace) +
                                              RouteAfterGemmLogitsOffset(problem, config));
-    // The GEMM reads the weights (its B) before griddepcontrol.wait under PDL, as the
-    // one-launch kernels do; the hidden states (A) after it.
+    // The tile GEMM reads the weights (its B) before griddepcontrol.wait under PDL, as the
+    // one-launch kernels do; the hidden states (A) after it. cuBLASLt's launches plainly.
+    const GemmProblem g = RouterGemmProblem(problem);
     const cudaError_t gemm =
-        LaunchDecomposeKGemm(RouterGemmProblem(problem), args.hidden, args.weight, nullptr, logits,
-                             config, workspace, stream, pdl);
+        config.gemm_cublas ? LaunchCublasLtGemm(g, args.hidden, args.weight, nullptr, logits,
+                                                workspace, CublasLtGemmWorkspaceBytes(), stream)
+                           : LaunchDecomposeKGemm(g, args.hidden, args.weight, nullptr, logits,
+                                                  config, workspace, stream, pdl);
     if (gemm != cudaSuccess) return gemm;
     return LaunchRoutingEpilogue(problem, logits, args, stream, pdl);
   }
@@ -347,9 +351,7 @@ cudaError_t ResetGemmWorkspace(void* workspace, const GemmProblem& problem,
 cudaError_t LaunchDecomposeKGemm(const GemmProblem& problem, const void* a, const void* b,
                                  const float* bias, float* c, const DecomposeKConfig& config,
                                  void* workspace, cudaStream_t stream, bool pdl) {
-  // LaunchGemm's (gemm_launch.h): keeping cuBLASLt out of this file keeps it out of the
-  // server, which links the router launches only.
-  if (config.gemm_cublas) return cudaErrorInvalidValue;
+  if (config.gemm_cublas) return cudaErrorInvalidValue;  // LaunchGemm's (gemm_launch.h)
   if (config.gemm_tile != 0) {
     if (problem.dtype == DType::kFP32) return cudaErrorInvalidValue;  // tensor cores only
     TileGemmShape shape = TileShape(problem, config);

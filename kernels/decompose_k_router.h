@@ -74,8 +74,9 @@ struct DecomposeKConfig {
   // decompose_k_staged.h); same bits as the routers of one token.
   bool staged_router_pairs = false;
   // Routing in two launches instead of one: the router GEMM by the general GEMM's staged-tile
-  // kernel (gemm_tile 64 or 128, gemm_tile_m, k_splits and gemm_tma, as a GEMM config) into
-  // fp32 logits in the workspace, then the routing epilogue as a kernel of its own
+  // kernel (gemm_tile 64 or 128, gemm_tile_m, k_splits and gemm_tma, as a GEMM config) or by
+  // cuBLASLt (gemm_cublas) into fp32 logits in the workspace, then the routing epilogue as a
+  // kernel of its own
   // (routing_epilogue_kernel.h), under PDL behind the GEMM when the launch is. The other
   // fields stay at their defaults. For the batches no one-launch config holds well: routers
   // of 256+ experts at 129-256 tokens, whose staged 64 x 64 tiles cannot all be resident
@@ -102,10 +103,14 @@ struct DecomposeKConfig {
 struct DecomposeKDevice {
   int sm_count = 0;
   bool clusters = false;
+  // Whether cuBLASLt can be loaded (cublaslt_api.h): route_after_gemm configs by cuBLASLt's
+  // GEMM are valid only then.
+  bool cublaslt = false;
 };
 
-// The current device's (zero SMs and no clusters without one); `sm_count` > 0 stands for
-// its SM count (the count a plan or the C ABI was given).
+// The current device's (zero SMs and no clusters without one) and the process's cuBLASLt
+// (loaded on the first call); `sm_count` > 0 stands for its SM count (the count a plan or the
+// C ABI was given).
 DecomposeKDevice CurrentDecomposeKDevice(int sm_count = 0);
 
 // The default heuristic: for up to 128 tokens on the tensor cores the polled reduction with
@@ -173,6 +178,12 @@ DecomposeKConfig ChooseStagedConfig(const RouteProblem& problem, int sm_count, i
 DecomposeKConfig ChooseRouteAfterGemmConfig(const RouteProblem& problem,
                                             const DecomposeKDevice& device, int tile,
                                             int tile_m = 0);
+
+// A route_after_gemm config whose GEMM is one cublasLtMatmul (cuBLASLt loaded on first use:
+// cublaslt_api.h; valid on devices whose description says it loads). An autotuner candidate
+// from 128 tokens and the heuristic's two-launch config where cuBLASLt loads; its workspace
+// holds cuBLASLt's 32 MiB.
+DecomposeKConfig ChooseRouteAfterCublasLtConfig();
 
 // A polled config with dedicated routers, a split fewer at a time until its grid fits
 // `sm_count` SMs (at one split it may still not fit: check with CanRouteDecomposeK). The

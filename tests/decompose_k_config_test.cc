@@ -24,8 +24,8 @@ namespace moe {
 namespace {
 
 // The device most expectations below were measured on: an H100 / H200 SXM (132 SMs,
-// thread-block clusters).
-constexpr cuda::DecomposeKDevice kSxm{132, true};
+// thread-block clusters), with cuBLASLt loadable.
+constexpr cuda::DecomposeKDevice kSxm{132, true, true};
 
 // SM counts: a single SM, H100 MIG slices (1g: 16, 2g: 32, 3g: 60, 4g: 64), an L4 (58),
 // an A100 (108), an H100 PCIe (114), an H100/H200 SXM (132), a B200 (148), and odd counts.
@@ -1156,6 +1156,13 @@ TEST(DecomposeKConfig, RouteAfterGemmIsACandidateFromSixtyFourTokensAndCheckedBy
         for (const cuda::DecomposeKConfig& c : cuda::AutotuneCandidates(p, kSxm, true)) {
           if (!c.route_after_gemm) continue;
           ++after_gemm;
+          if (c.gemm_cublas) {  // from 128 tokens: cuBLASLt's GEMM, no tile fields
+            EXPECT_GE(tokens, 128) << where;
+            EXPECT_TRUE(c.gemm_tile == 0 && c.k_splits == 1 && !c.gemm_tma) << where;
+            EXPECT_GT(cuda::DecomposeKWorkspaceBytes(p, c), size_t(32) << 20) << where;
+            EXPECT_EQ(cuda::DecomposeKZeroedBytes(p, c), 0u) << where;
+            continue;
+          }
           EXPECT_TRUE(c.gemm_tma) << where;  // sm_90+
           const int rows_of_a = c.gemm_tile_m != 0 ? c.gemm_tile_m : c.gemm_tile;
           const int tiles = (tokens + rows_of_a - 1) / rows_of_a *
@@ -1163,9 +1170,8 @@ TEST(DecomposeKConfig, RouteAfterGemmIsACandidateFromSixtyFourTokensAndCheckedBy
           EXPECT_LE(c.k_splits * tiles, kSxm.sm_count) << where << ": " << Describe(c);
         }
         // The 64-tile always fits (its split count is chosen for the SMs); the 128-tiles too
-        // wherever their tiles are fewer than the SMs.
-        EXPECT_EQ(after_gemm > 0, tokens >= 64) << where;
-        EXPECT_EQ(after_gemm, tokens >= 64 ? 3 : 0) << where;
+        // wherever their tiles are fewer than the SMs; cuBLASLt from 128 tokens.
+        EXPECT_EQ(after_gemm, tokens >= 128 ? 4 : tokens >= 64 ? 3 : 0) << where;
       }
     }
   }
@@ -1196,7 +1202,9 @@ TEST(DecomposeKConfig, RouteAfterGemmIsACandidateFromSixtyFourTokensAndCheckedBy
   expect_refused(
       p, [](cuda::DecomposeKConfig& c) { c.cluster = 4; }, "GEMM's fields only");
   expect_refused(
-      p, [](cuda::DecomposeKConfig& c) { c.gemm_cublas = true; }, "GEMM's fields");
+      p, [](cuda::DecomposeKConfig& c) { c.gemm_cublas = true; }, "no tile, split");
+  expect_refused(
+      p, [](cuda::DecomposeKConfig& c) { c.staged = true; }, "GEMM's fields only");
   expect_refused(
       p, [](cuda::DecomposeKConfig& c) { c.gemm_tile = 32; }, "tile is 32");
   expect_refused(
@@ -1208,14 +1216,29 @@ TEST(DecomposeKConfig, RouteAfterGemmIsACandidateFromSixtyFourTokensAndCheckedBy
       p, [](cuda::DecomposeKConfig& c) { c.k_splits = 100; }, "split empty");
   expect_refused(
       p, [](cuda::DecomposeKConfig& c) { c.k_splits = 9; }, "144 CTAs");
+  // cuBLASLt's: no tile fields, any device size where cuBLASLt loads.
+  const cuda::DecomposeKConfig lt = cuda::ChooseRouteAfterCublasLtConfig();
+  EXPECT_TRUE(cuda::CanRouteDecomposeKOn(p, lt, {1, false, true}).ok());
+  const absl::Status unloadable = cuda::CanRouteDecomposeKOn(p, lt, {132, true, false});
+  EXPECT_NE(std::string(unloadable.message()).find("cannot be loaded"), std::string::npos)
+      << unloadable;
+  cuda::DecomposeKConfig lt_tma = lt;
+  lt_tma.gemm_tma = true;
+  EXPECT_FALSE(cuda::CanRouteDecomposeKOn(p, lt_tma, kSxm).ok());
+  int without = 0;
+  for (const cuda::DecomposeKConfig& c : cuda::AutotuneCandidates(p, {132, true, false}, true))
+    without += c.gemm_cublas;
+  EXPECT_EQ(without, 0);  // not a candidate where it cannot be loaded
 }
 
 // Past the polled reduction's 128 tokens the heuristic took the arrival-counter and cluster
 // kernels wherever the staged tiles did not apply or fit (H100, session 68, at 144 and 256
-// tokens: 13-45 us where the tuner found 4.6-19). Now routers of 65-159 experts take the
+// tokens: 13-45 us where the tuner found 4.5-12.6). Now routers of 65-159 experts take the
 // staged tiles there, and routers of 256+ experts whose staged grid cannot be resident route
-// after the staged-tile GEMM (its 64-tile); smaller routers keep their configs.
+// after cuBLASLt's GEMM (after the staged-tile GEMM's 64-tile where cuBLASLt cannot be
+// loaded); smaller routers keep their configs.
 TEST(DecomposeKConfig, HeuristicPastOneHundredTwentyEightTokensStagesOrRoutesAfterTheGemm) {
+  constexpr cuda::DecomposeKDevice kNoLt{132, true, false};  // an SXM part without cuBLASLt
   auto config = [](const char* family, int tokens, DType dt, cuda::DecomposeKDevice d) {
     return cuda::ChooseDecomposeKConfigFor({FindPreset(family).value().spec, tokens, dt, dt}, d);
   };
@@ -1225,12 +1248,17 @@ TEST(DecomposeKConfig, HeuristicPastOneHundredTwentyEightTokensStagesOrRoutesAft
     if (tokens <= 192) {  // 4 expert tiles x 3 chunks x 11 splits: 132 CTAs
       EXPECT_TRUE(ds.staged && !ds.route_after_gemm) << where << ": " << Describe(ds);
     } else {
-      EXPECT_TRUE(ds.route_after_gemm && ds.gemm_tile == 64 && ds.gemm_tile_m == 0 &&
-                  ds.k_splits == 8 && ds.gemm_tma)
-          << where << ": " << Describe(ds);
+      EXPECT_TRUE(ds.route_after_gemm && ds.gemm_cublas) << where << ": " << Describe(ds);
+      const cuda::DecomposeKConfig tile = config("deepseek_v3", tokens, DType::kBF16, kNoLt);
+      EXPECT_TRUE(tile.route_after_gemm && !tile.gemm_cublas && tile.gemm_tile == 64 &&
+                  tile.gemm_tile_m == 0 && tile.k_splits == 8 && tile.gemm_tma)
+          << where << ": " << Describe(tile);
     }
     const cuda::DecomposeKConfig kimi = config("kimi_k2", tokens, DType::kFP16, kSxm);
-    EXPECT_TRUE(kimi.route_after_gemm && kimi.gemm_tile == 64) << where << ": " << Describe(kimi);
+    EXPECT_TRUE(kimi.route_after_gemm && kimi.gemm_cublas) << where << ": " << Describe(kimi);
+    const cuda::DecomposeKConfig kimi_tile = config("kimi_k2", tokens, DType::kFP16, kNoLt);
+    EXPECT_TRUE(kimi_tile.route_after_gemm && kimi_tile.gemm_tile == 64)
+        << where << ": " << Describe(kimi_tile);
     EXPECT_FALSE(config("kimi_k2", tokens, DType::kFP32, kSxm).route_after_gemm) << where;
     for (const char* family : {"qwen3_235b", "qwen3_30b", "gpt_oss_120b", "llama4_maverick"}) {
       const cuda::DecomposeKConfig c = config(family, tokens, DType::kBF16, kSxm);

@@ -720,7 +720,8 @@ void ExpectSameBits(const HostOut& a, const HostOut& b, const std::string& where
 }
 
 // The routing after the staged-tile GEMM (two launches: DecomposeKConfig::route_after_gemm),
-// the autotuner's three tile shapes, on every family: whole and ragged 64-token tiles, both
+// the autotuner's three tile shapes (and from 128 tokens cuBLASLt's GEMM, loaded with
+// dlopen), on every family: whole and ragged 64-token tiles, both
 // dtypes. Each config runs twice on one workspace (the GEMM's split counters must be left
 // zero), ids, weights and the logits output checked against the reference.
 TEST(GpuRouteAfterGemm, EveryFamilyMatchesReference) {
@@ -736,13 +737,14 @@ TEST(GpuRouteAfterGemm, EveryFamilyMatchesReference) {
       for (const cuda::DecomposeKConfig& c :
            cuda::AutotuneCandidates(p, cuda::CurrentDecomposeKDevice(SmCount()), true)) {
         if (!c.route_after_gemm) continue;
-        ran += CheckConfigTwice(
-            in, ref, c,
-            absl::StrCat(Describe(in, seed), " gemm_tile=", c.gemm_tile, "x", c.gemm_tile_m));
+        ran += CheckConfigTwice(in, ref, c,
+                                absl::StrCat(Describe(in, seed), " gemm_tile=", c.gemm_tile, "x",
+                                             c.gemm_tile_m, " cublas=", c.gemm_cublas));
       }
     }
   }
-  EXPECT_EQ(ran, 3 * 4 * int(FamilyPresets().size()));  // three tile shapes fit everywhere
+  // Three tile shapes fit everywhere, and cuBLASLt's GEMM from 128 tokens.
+  EXPECT_EQ(ran, (3 + 3 + 4 + 4) * int(FamilyPresets().size()));
 }
 
 // Under PDL, captured in a graph of back-to-back launches and replayed, the two kernels give
@@ -761,8 +763,9 @@ TEST(GpuRouteAfterGemm, PdlGraphsSmallerBatchesAndTheCacheLine) {
     const RouteProblem pf{spec, 130, DType::kBF16, DType::kBF16};
     for (const cuda::DecomposeKConfig& c : cuda::AutotuneCandidates(p, device, true)) {
       if (!c.route_after_gemm) continue;
-      const std::string what = absl::StrCat(Describe(in, seed), " gemm_tile=", c.gemm_tile, "x",
-                                            c.gemm_tile_m, " S=", c.k_splits);
+      const std::string what =
+          absl::StrCat(Describe(in, seed), " gemm_tile=", c.gemm_tile, "x", c.gemm_tile_m,
+                       " S=", c.k_splits, " cublas=", c.gemm_cublas);
       auto plan = cuda::CudaRouterPlan::CreateWithConfig(p, c, stream.get());
       ASSERT_TRUE(plan.ok()) << plan.status();
       DeviceCase d = MakeDeviceCase(in, true);
@@ -805,7 +808,7 @@ TEST(GpuRouteAfterGemm, PdlGraphsSmallerBatchesAndTheCacheLine) {
   {
     std::ofstream out(cache, std::ios::trunc);
     out << cuda::AutotuneCacheKey(p, cuda::ProbeDevice(dev).name, SmCount(), /*pdl=*/true)
-        << " 0 1 " << splits << " 0 0 0 0 0 0 0 1 64 0 " << int(device.clusters) << "\n";
+        << " 0 1 " << splits << " 0 0 0 0 0 0 0 1 64 0 " << int(device.clusters) << " 0\n";
   }
   cuda::AutotuneOptions tune;
   tune.enabled = true;
@@ -1272,8 +1275,8 @@ TEST(GpuAutotune, ARefusedCacheLineIsTunedAgainOnceAndTheNewLineServes) {
   {
     std::ofstream out(cache, std::ios::trunc);
     // mainloop tiles splits cluster polled cooperative dedicated staged one_cta pairs
-    // after_gemm gemm_tile gemm_tile_m gemm_tma
-    out << key << " 0 1 8 0 1 0 0 0 0 1 0 0 0 0\n";
+    // after_gemm gemm_tile gemm_tile_m gemm_tma gemm_cublas
+    out << key << " 0 1 8 0 1 0 0 0 0 1 0 0 0 0 0\n";
   }
   cuda::AutotuneOptions tune;
   tune.enabled = true;
