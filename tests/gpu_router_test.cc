@@ -747,6 +747,45 @@ TEST(GpuRouteAfterGemm, EveryFamilyMatchesReference) {
   EXPECT_EQ(ran, (3 + 3 + 4 + 4) * int(FamilyPresets().size()));
 }
 
+// A thread's first cuBLASLt call (its handle, the shape's descriptors and algorithm) may come
+// inside a stream capture in the strictest mode, as when an inference engine captures its
+// graphs before any eager call (the C ABI's heuristic takes cuBLASLt's GEMM for DeepSeek-V3 at
+// 193-256 tokens): the capture must succeed and its replays route as the reference says.
+TEST(GpuRouteAfterGemm, AThreadsFirstCublasLtCallMayBeCaptured) {
+  SKIP_WITHOUT_GPU();
+  if (!cuda::CurrentDecomposeKDevice(SmCount()).cublaslt) GTEST_SKIP() << "no cuBLASLt";
+  const RouterSpec spec = FindPreset("deepseek_v3").value().spec;
+  const uint64_t seed = FreshSeed();
+  const RouterInputs in = MakeRouterInputs(spec, 256, DType::kBF16, DType::kBF16, seed);
+  const RouteProblem p{spec, 256, DType::kBF16, DType::kBF16};
+  const cuda::DecomposeKConfig c = cuda::ChooseRouteAfterCublasLtConfig();
+  ASSERT_TRUE(cuda::CanRouteDecomposeK(p, c).ok());
+  EXPECT_TRUE(cuda::SameTunedConfig(cuda::ChooseDecomposeKConfig(p, SmCount()), c));
+  DeviceCase d = MakeDeviceCase(in, true);
+  auto ws = DeviceBuffer::Allocate(cuda::DecomposeKWorkspaceBytes(p, c)).value();
+  ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, nullptr));
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  Poison(d);
+  std::thread fresh([&] {  // no cuBLASLt handle or plan yet on this thread
+    auto stream = MakeStream().value();
+    cudaGraph_t raw = nullptr;
+    ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal));
+    const cudaError_t launched =
+        cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), stream.get(), /*pdl=*/true);
+    const cudaError_t ended = cudaStreamEndCapture(stream.get(), &raw);
+    CudaGraph graph(raw);
+    ASSERT_EQ(launched, cudaSuccess) << cudaGetErrorString(launched);
+    ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_CUDA(cudaGraphInstantiate(&exec, graph.get(), 0));
+    CudaGraphExec owned(exec);
+    for (int replay = 0; replay < 2; ++replay) ASSERT_CUDA(cudaGraphLaunch(exec, stream.get()));
+    ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
+  });
+  fresh.join();
+  ExpectMatchesReference(in, d, true, Describe(in, seed) + " captured on a fresh thread");
+}
+
 // Under PDL, captured in a graph of back-to-back launches and replayed, the two kernels give
 // the bits of a plain launch; a 256-token plan's config and workspace serve fewer tokens, as
 // the server's token buckets use them; a cache line naming the config is read back whole.
