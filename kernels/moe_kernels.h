@@ -36,6 +36,11 @@ typedef struct moe_router_spec {
 /* Fills `spec` with a family preset ("deepseek_v3", "qwen3_30b", "mixtral", ...). */
 int moe_router_preset(const char* family, moe_router_spec* spec);
 
+/* Past 128 tokens, routers of 256+ experts whose tiles cannot all be resident (DeepSeek-V3
+ * from 193 tokens, Kimi K2 from 129) route in two launches: cuBLASLt's GEMM (loaded with
+ * dlopen on first use; the staged-tile GEMM where it cannot be loaded), then the routing
+ * epilogue kernel. Their workspace then holds cuBLASLt's 32 MiB. A thread's first such call
+ * may be inside a CUDA graph capture. */
 size_t moe_route_workspace_bytes(const moe_router_spec* spec, int tokens, int hidden_dtype,
                                  int weight_dtype);
 
