@@ -27,6 +27,17 @@ gpu_tests() {
   grep -E "^\[  (PASSED|FAILED)|tests from .* ran|FAILED|Failure" "$OUT/$1.txt" | head -20
 }
 
+# server_tests TIMEOUT: server_test on the CUDA backend (the bundle's moe-router-server) into
+# $OUT/server_test.txt, its summary.
+server_tests() {
+  local s=$SECONDS
+  echo "== server_test, CUDA backend"
+  MOE_TEST_BACKEND=cuda MOE_SERVER_BINARY=$PWD/moe-router-server \
+    timeout "$1" ./server_test >"$OUT/server_test.txt" 2>&1
+  echo "rc=$? took $((SECONDS - s)) s"
+  grep -E "^\[  (PASSED|FAILED)|tests from .* ran|FAILED|Failure" "$OUT/server_test.txt" | head -20
+}
+
 # bench_rows LABEL TIMEOUT BINARY ARGS...: a router_bench run's table rows (and errors).
 bench_rows() {
   local label=$1 limit=$2 s=$SECONDS

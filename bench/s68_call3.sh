@@ -13,12 +13,7 @@ set -u
 source "$(dirname "$0")/device_steps.sh" && device_start
 ln -sf grt_B gpu_router_test
 gpu_tests grt_B 200
-s=$SECONDS
-echo "== server_test, CUDA backend"
-MOE_TEST_BACKEND=cuda MOE_SERVER_BINARY=$PWD/moe-router-server \
-  timeout 120 ./server_test >"$OUT/server_test.txt" 2>&1
-echo "rc=$? took $((SECONDS - s)) s"
-grep -E "^\[  (PASSED|FAILED)|tests from .* ran|FAILED|Failure" "$OUT/server_test.txt" | head -20
+server_tests 120
 s=$SECONDS
 echo "== B: --pdl_timeline --candidates past 128 tokens"
 rows='qwen3_235b t=144$,gpt_oss_120b t=144$,qwen3_30b t=144$,llama4_maverick t=144$'

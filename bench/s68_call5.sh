@@ -9,10 +9,5 @@ set -u
 source "$(dirname "$0")/device_steps.sh" && device_start
 ln -sf grt_B gpu_router_test
 gpu_tests grt_B 220
-s=$SECONDS
-echo "== server_test, CUDA backend"
-MOE_TEST_BACKEND=cuda MOE_SERVER_BINARY=$PWD/moe-router-server \
-  timeout 150 ./server_test >"$OUT/server_test.txt" 2>&1
-echo "rc=$? took $((SECONDS - s)) s"
-grep -E "^\[  (PASSED|FAILED)|tests from .* ran|FAILED|Failure" "$OUT/server_test.txt" | head -20
+server_tests 150
 echo "done at $SECONDS s"
