@@ -10,7 +10,8 @@
 //
 // Thread-safety: each thread keeps its own cuBLASLt handle per device and its own cache of
 // descriptors and algorithms per shape, so concurrent calls from different threads share
-// nothing but need distinct workspaces.
+// nothing but need distinct workspaces. cuBLASLt itself is loaded on the first call
+// (cublaslt_api.h); where it cannot be, the launch returns cudaErrorSharedObjectInitFailed.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -28,9 +29,7 @@ inline constexpr size_t kCublasLtUsableWorkspace = size_t(32) << 20;
 inline constexpr size_t kCublasLtWorkspaceAlign = 256;
 
 // Bytes a cuBLASLt GEMM's workspace needs (room to align its start): the same for every
-// shape; it need not be zeroed. Inline, so that the workspace sizes (decompose_k_layout.cc,
-// linked into the server) do not pull in cuBLASLt, whose 94 KB of static TLS would leave
-// civetweb's 100 KB worker stacks unable to start.
+// shape; it need not be zeroed.
 inline constexpr size_t CublasLtGemmWorkspaceBytes() {
   return kCublasLtUsableWorkspace + kCublasLtWorkspaceAlign;
 }

@@ -169,8 +169,8 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& p,
   if (p.tokens >= 64) {
     for (const auto& [tile, tile_m] : {std::pair{64, 0}, std::pair{128, 64}, std::pair{128, 0}})
       add(ChooseRouteAfterGemmConfig(p, device, tile, tile_m));
-    // And from 128 tokens cuBLASLt's GEMM (~2 us faster than the tile GEMM at 256 x 256 x
-    // 7168: 8.38 against ~10.5, session 68).
+    // And from 128 tokens cuBLASLt's GEMM where it loads: DeepSeek-V3 t=256 10.48 us a call
+    // against the 64-tile's 13.17, Kimi K2 12.59 against 19.06 (H100, session 68).
     if (p.tokens >= 128) add(ChooseRouteAfterCublasLtConfig());
   }
   // The heuristic's own config (the C ABI's, and the server's without tuning), so that a

@@ -222,8 +222,8 @@ DecomposeKConfig TwoTileDecodeConfig(const Shape& s, const DecomposeKDevice& dev
 // tokens; past it the staged tiles where their grid fits, else the kernels below.
 constexpr int kPolledMaxTokens = 128;
 
-// Routers of this many experts or more route after the staged-tile GEMM past kPolledMaxTokens
-// where no one-launch config fits (ChooseDecomposeKConfigFor).
+// Routers of this many experts or more route after a GEMM (cuBLASLt's, or the staged-tile
+// GEMM's) past kPolledMaxTokens where no one-launch config fits (ChooseDecomposeKConfigFor).
 constexpr int kRouteAfterGemmMinExperts = 256;
 
 // The heuristic's staged tiles from 128 x 160 (tokens x experts): at most this many splits. At
@@ -499,8 +499,9 @@ absl::Status CheckConfigOn(const Shape& s, const DecomposeKConfig& c,
   return absl::OkStatus();
 }
 
-// A route_after_gemm config (read from a cache file, perhaps): a staged-tile GEMM config the
-// device can run, the one-launch kernels' fields at their defaults.
+// A route_after_gemm config (read from a cache file, perhaps): cuBLASLt's GEMM where it loads,
+// or a staged-tile GEMM config the device can run; the one-launch kernels' fields at their
+// defaults.
 absl::Status CheckRouteAfterGemm(const RouteProblem& p, const DecomposeKConfig& c,
                                  const DecomposeKDevice& device) {
   if (p.hidden_dtype != p.weight_dtype || p.hidden_dtype == DType::kFP32)
