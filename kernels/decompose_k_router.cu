@@ -31,7 +31,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cublaslt_gemm.h"
 #include "kernels/decompose_k_cluster.h"
 #include "kernels/decompose_k_device.cuh"
 #include "kernels/decompose_k_gemm_tile.h"
@@ -39,6 +38,7 @@
 #include "kernels/decompose_k_polled.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/decompose_k_staged.h"
+#include "kernels/gemm_launch.h"
 #include "kernels/routing_epilogue_kernel.h"
 
 namespace moe::cuda {
@@ -310,14 +310,11 @@ cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, cons
     if (timeline != nullptr) return cudaErrorNotSupported;  // two kernels, neither stamps
     float* logits = reinterpret_cast<float*>(static_cast<char*>(workspace) +
                                              RouteAfterGemmLogitsOffset(problem, config));
-    // The tile GEMM reads the weights (its B) before griddepcontrol.wait under PDL, as the
-    // one-launch kernels do; the hidden states (A) after it. cuBLASLt's launches plainly.
-    const GemmProblem g = RouterGemmProblem(problem);
-    const cudaError_t gemm =
-        config.gemm_cublas ? LaunchCublasLtGemm(g, args.hidden, args.weight, nullptr, logits,
-                                                workspace, CublasLtGemmWorkspaceBytes(), stream)
-                           : LaunchDecomposeKGemm(g, args.hidden, args.weight, nullptr, logits,
-                                                  config, workspace, stream, pdl);
+    // The general GEMM's own dispatch (cuBLASLt or the tile GEMM). The tile GEMM reads the
+    // weights (its B) before griddepcontrol.wait under PDL, as the one-launch kernels do; the
+    // hidden states (A) after it. cuBLASLt's launches plainly.
+    const cudaError_t gemm = LaunchGemm(RouterGemmProblem(problem), args.hidden, args.weight,
+                                        nullptr, logits, config, workspace, stream, pdl);
     if (gemm != cudaSuccess) return gemm;
     return LaunchRoutingEpilogue(problem, logits, args, stream, pdl);
   }

@@ -1,7 +1,7 @@
 // The general GEMM's one launch call: C[M,N] = A[M,K]·B[N,K]ᵀ (+ bias[N]) with the config
-// ChooseGemmConfig gave, cuBLASLt (cublaslt_gemm.h) where it hands the shape to cuBLAS,
-// Decompose-K (LaunchDecomposeKGemm) otherwise. Its own file so that only the callers of
-// the GEMM (the C ABI, tests, benchmarks) link cuBLASLt, not the server.
+// ChooseGemmConfig gave, cuBLASLt (cublaslt_gemm.h, loaded on first use) where it hands the
+// shape to cuBLAS, Decompose-K (LaunchDecomposeKGemm) otherwise. Also the GEMM of a
+// route_after_gemm router config (decompose_k_router.cu).
 #pragma once
 
 #include <cuda_runtime_api.h>
