@@ -12,6 +12,7 @@
 
 #include "kernels/decompose_k_layout.h"
 #include "kernels/decompose_k_router.h"
+#include "kernels/launch_attributes.h"
 #include "kernels/pdl_device.cuh"
 #include "kernels/router_epilogue.cuh"
 #include "kernels/router_spec.h"
@@ -408,27 +409,9 @@ cudaError_t Launch(Kernel kernel, dim3 grid, const Params& params, cudaStream_t 
   config.blockDim = dim3(threads);
   config.dynamicSmemBytes = dynamic_smem;
   config.stream = stream;
-  cudaLaunchAttribute attr[3];
-  int n = 0;
-  if (cooperative) {
-    attr[n].id = cudaLaunchAttributeCooperative;
-    attr[n].val.cooperative = 1;
-    ++n;
-  }
-  if (pdl) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  if (cluster > 0) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = cluster;
-    attr[n].val.clusterDim.y = 1;
-    attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  config.attrs = attr;
-  config.numAttrs = n;
+  LaunchAttributes attributes;
+  attributes.Cooperative(cooperative).Pdl(pdl).Cluster(cluster);
+  attributes.AttachTo(config);
   return cudaLaunchKernelEx(&config, kernel, params);
 }
 

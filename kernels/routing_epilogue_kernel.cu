@@ -1,4 +1,5 @@
 // The routing-epilogue kernels (routing_epilogue_kernel.h).
+#include "kernels/launch_attributes.h"
 #include "kernels/pdl_device.cuh"
 #include "kernels/router_epilogue.cuh"
 #include "kernels/routing_epilogue_kernel.h"
@@ -84,11 +85,8 @@ cudaError_t LaunchRoutingEpilogue(const RouteProblem& problem, const float* logi
   const float* correction_bias = s.has_correction_bias ? args.correction_bias : nullptr;
   cudaLaunchConfig_t config = {};
   config.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attr;
-  config.numAttrs = pdl ? 1 : 0;
+  LaunchAttributes attributes;
+  attributes.Pdl(pdl).AttachTo(config);
   if (UseCtaEpilogue(ep)) {
     config.gridDim = dim3(problem.tokens);
     config.blockDim = dim3(kCtaEpilogueWarps * 32);

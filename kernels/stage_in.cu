@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/launch_attributes.h"
 #include "kernels/pdl_device.cuh"
 #include "kernels/stage_in.h"
 
@@ -173,11 +174,8 @@ cudaError_t LaunchCompletionStamp(unsigned long long* end_ns, cudaStream_t strea
   config.gridDim = dim3(1);
   config.blockDim = dim3(1);
   config.stream = stream;
-  cudaLaunchAttribute pdl;
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &pdl;
-  config.numAttrs = 1;
+  LaunchAttributes attributes;
+  attributes.Pdl(true).AttachTo(config);
   return cudaLaunchKernelEx(&config, CompletionStampKernel, end_ns);
 }
 

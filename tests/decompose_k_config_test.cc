@@ -18,6 +18,7 @@
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/decompose_k_staged.h"
+#include "kernels/launch_attributes.h"
 #include "kernels/router_spec.h"
 
 namespace moe {
@@ -1322,6 +1323,33 @@ TEST(DecomposeKConfig, ProblemsOutOfRangeGetAConfigThatIsRefusedByTheirField) {
           << c.field << ": " << status;
     }
   }
+}
+
+// The launchers' attributes (launch_attributes.h): what is on, each once, in the order
+// asked; nothing for what is off.
+TEST(LaunchAttributes, AttachesWhatIsOnInOrder) {
+  cudaLaunchConfig_t config = {};
+  cuda::LaunchAttributes none;
+  none.Cooperative(false).Pdl(false).Cluster(0).AttachTo(config);
+  EXPECT_EQ(config.numAttrs, 0u);
+  EXPECT_EQ(config.attrs, nullptr);
+
+  cuda::LaunchAttributes all;
+  all.Cooperative(true).Pdl(true).Cluster(4).AttachTo(config);
+  ASSERT_EQ(config.numAttrs, 3u);
+  EXPECT_EQ(config.attrs[0].id, cudaLaunchAttributeCooperative);
+  EXPECT_EQ(config.attrs[0].val.cooperative, 1);
+  EXPECT_EQ(config.attrs[1].id, cudaLaunchAttributeProgrammaticStreamSerialization);
+  EXPECT_EQ(config.attrs[1].val.programmaticStreamSerializationAllowed, 1);
+  EXPECT_EQ(config.attrs[2].id, cudaLaunchAttributeClusterDimension);
+  EXPECT_EQ(config.attrs[2].val.clusterDim.x, 4u);
+  EXPECT_EQ(config.attrs[2].val.clusterDim.y, 1u);
+  EXPECT_EQ(config.attrs[2].val.clusterDim.z, 1u);
+
+  cuda::LaunchAttributes pdl;
+  pdl.Cooperative(false).Pdl(true).Cluster(0).AttachTo(config);
+  ASSERT_EQ(config.numAttrs, 1u);
+  EXPECT_EQ(config.attrs[0].id, cudaLaunchAttributeProgrammaticStreamSerialization);
 }
 
 }  // namespace
