@@ -103,8 +103,10 @@ int OnePassSplits(int K, int token_tiles) {
 // likewise where the two-tile config fits (ChooseConfig: TwoTileDecodeConfig, Qwen3-30B /
 // Qwen3-235B / gpt-oss-120b t=32 3.65 / 4.06 / 3.75 us for the cluster, 3.19 / 3.35 / 3.19 for
 // the two-tile config; H100, session 52).
+// With `halve_to_fit` the split count is halved (down to 1) until the grid fits the SMs, for
+// batches past ChooseConfig's polled 128 tokens (ChooseConfig says which routers).
 constexpr int kClusterRouterMaxBlocksAtTwoTiles = 2;
-DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
+DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count, bool halve_to_fit) {
   DecomposeKConfig c;
   c.mainloop = Mainloop::kTensorCore;
   c.token_tiles = 1;
@@ -116,6 +118,8 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count) {
   if (m_blocks > kClusterRouterMaxBlocks || m_blocks * splits > kClusterRouterMaxCtas) return {};
   if (m_blocks > 1 && s.tokens <= kClusterRouterChunk) return {};
   if (m_blocks > kClusterRouterMaxBlocksAtTwoTiles && s.tokens <= 16) return {};
+  if (halve_to_fit)
+    while (splits > 1 && sm_count > 0 && z_chunks * m_blocks * splits > sm_count) splits /= 2;
   if (sm_count > 0 && z_chunks * m_blocks * splits > sm_count) return {};
   c.cluster = c.k_splits = splits;
   return c;
@@ -222,6 +226,10 @@ DecomposeKConfig TwoTileDecodeConfig(const Shape& s, const DecomposeKDevice& dev
 // tokens; past it the staged tiles where their grid fits, else the kernels below.
 constexpr int kPolledMaxTokens = 128;
 
+// Past kPolledMaxTokens the cluster kernel whose rank 0 routes serves routers of at most this
+// many 32-expert blocks (ChooseConfig).
+constexpr int kRankZeroRoutesMaxBlocksPastPolled = 2;
+
 // Routers of this many experts or more route after a GEMM (cuBLASLt's, or the staged-tile
 // GEMM's) past kPolledMaxTokens where no one-launch config fits (ChooseDecomposeKConfigFor).
 constexpr int kRouteAfterGemmMinExperts = 256;
@@ -296,9 +304,19 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   // the cluster kernel whose rank 0 routes, up to 128 tokens (RankZeroRoutesConfig says
   // where), and at 17-64 tokens for routers of more than two expert blocks only where the
   // two-tile config does not fit (RankZeroRoutesConfig's timings).
-  if (tensor && allow_cluster && allow_polled && allow_rank_zero_routes && s.tokens <= 128 &&
-      device.clusters) {
-    const DecomposeKConfig cluster = RankZeroRoutesConfig(s, sm_count);
+  // Past 128 tokens the same kernel for routers of up to two expert blocks (64 experts), at
+  // the most splits whose grid fits the SMs (256 tokens: 32 chunks, 4 splits of one block or
+  // 2 of two). Before, they fell through to the arrival-counter clusters of four token tiles
+  // at 8 splits. H100, per call under PDL at 256 tokens, the autotuner's own timings
+  // (bench/NOTES.md session 69): Mixtral 3.17 us against 9.66, gpt-oss-20b 3.12 against 9.69,
+  // Llama 4 Scout 4.25 against 9.84, DeepSeek-V2-Lite 3.81 against 13.12 (cuBLAS's GEMM alone
+  // 5.4-7.3); without PDL 5.10-6.91 against 10.8-14.8. The tuner's fastest: these, but Scout
+  // 4.16 (polled, two token tiles).
+  const bool rank_zero_past_polled =
+      s.tokens > kPolledMaxTokens && m_blocks <= kRankZeroRoutesMaxBlocksPastPolled;
+  if (tensor && allow_cluster && allow_polled && allow_rank_zero_routes &&
+      (s.tokens <= kPolledMaxTokens || rank_zero_past_polled) && device.clusters) {
+    const DecomposeKConfig cluster = RankZeroRoutesConfig(s, sm_count, rank_zero_past_polled);
     const bool two_tile_ahead = two_tile.polled && m_blocks > kClusterRouterMaxBlocksAtTwoTiles;
     if (cluster.cluster > 0 && !two_tile_ahead) return cluster;
   }
