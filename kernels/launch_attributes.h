@@ -8,7 +8,7 @@
 
 namespace moe::cuda {
 
-// At most one of each attribute, in the order added. AttachTo() points a launch config at
+// At most one of each attribute, in the order first added. AttachTo() points a launch config at
 // them: keep this object alive until the launch call has returned.
 class LaunchAttributes {
  public:
@@ -16,7 +16,7 @@ class LaunchAttributes {
   // stream has finished, and must wait (griddepcontrol.wait) before reading its outputs.
   LaunchAttributes& Pdl(bool on) {
     if (on) {
-      cudaLaunchAttribute& a = Add(cudaLaunchAttributeProgrammaticStreamSerialization);
+      cudaLaunchAttribute& a = Entry(cudaLaunchAttributeProgrammaticStreamSerialization);
       a.val.programmaticStreamSerializationAllowed = 1;
     }
     return *this;
@@ -25,14 +25,14 @@ class LaunchAttributes {
   // Every CTA resident at once (or the launch fails), for grids whose CTAs wait for each
   // other.
   LaunchAttributes& Cooperative(bool on) {
-    if (on) Add(cudaLaunchAttributeCooperative).val.cooperative = 1;
+    if (on) Entry(cudaLaunchAttributeCooperative).val.cooperative = 1;
     return *this;
   }
 
-  // Clusters of `ctas` CTAs along x; 0 for none.
+  // Clusters of `ctas` CTAs along x; 0 adds none.
   LaunchAttributes& Cluster(int ctas) {
     if (ctas > 0) {
-      cudaLaunchAttribute& a = Add(cudaLaunchAttributeClusterDimension);
+      cudaLaunchAttribute& a = Entry(cudaLaunchAttributeClusterDimension);
       a.val.clusterDim.x = unsigned(ctas);
       a.val.clusterDim.y = 1;
       a.val.clusterDim.z = 1;
@@ -48,9 +48,12 @@ class LaunchAttributes {
  private:
   static constexpr unsigned kMaxAttributes = 3;
 
-  cudaLaunchAttribute& Add(cudaLaunchAttributeID id) {
-    // Each setter adds its own id once per launch, so three never overflow.
-    cudaLaunchAttribute& a = attrs_[count_ < kMaxAttributes ? count_++ : kMaxAttributes - 1];
+  // The attribute with this id, added (zeroed) if it is not there yet: asking twice sets it
+  // again rather than adding a second, so the three setters fill at most three.
+  cudaLaunchAttribute& Entry(cudaLaunchAttributeID id) {
+    for (unsigned i = 0; i < count_; ++i)
+      if (attrs_[i].id == id) return attrs_[i];
+    cudaLaunchAttribute& a = attrs_[count_++];
     a = cudaLaunchAttribute{};
     a.id = id;
     return a;

@@ -1364,6 +1364,14 @@ TEST(LaunchAttributes, AttachesWhatIsOnInOrder) {
   pdl.Cooperative(false).Pdl(true).Cluster(0).AttachTo(config);
   ASSERT_EQ(config.numAttrs, 1u);
   EXPECT_EQ(config.attrs[0].id, cudaLaunchAttributeProgrammaticStreamSerialization);
+
+  // Asked again, an attribute is set again, not added twice.
+  cuda::LaunchAttributes twice;
+  twice.Cluster(2).Pdl(true).Cluster(8).Pdl(true).AttachTo(config);
+  ASSERT_EQ(config.numAttrs, 2u);
+  EXPECT_EQ(config.attrs[0].id, cudaLaunchAttributeClusterDimension);
+  EXPECT_EQ(config.attrs[0].val.clusterDim.x, 8u);
+  EXPECT_EQ(config.attrs[1].id, cudaLaunchAttributeProgrammaticStreamSerialization);
 }
 
 }  // namespace
