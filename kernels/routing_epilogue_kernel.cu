@@ -18,10 +18,11 @@ __global__ void __launch_bounds__(kEpilogueWarps * 32)
                           float* logits_out) {
   __shared__ float lg[kEpilogueWarps][kMaxExperts];
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  // No griddepcontrol.launch_dependents: the next launch starts as these CTAs exit. Letting
-  // it in at the start lost where a staged-tile GEMM follows (the two-launch path's next
-  // layer, H100, bench/NOTES.md session 69): DeepSeek-V3 t=256 13.1 -> 16.5 us a call, Kimi K2
-  // t=256 19.0 -> 24.1; only GLM-4.5 t=128 gained (9.7 -> 9.1).
+  // No griddepcontrol.launch_dependents, here or in CtaRoutingEpilogueKernel: the next
+  // launch starts as these CTAs exit. Letting it in at the start lost where a staged-tile
+  // GEMM follows (the two-launch path's next layer, H100, bench/NOTES.md session 69):
+  // DeepSeek-V3 t=256 13.1 -> 16.5 us a call, Kimi K2 t=256 19.0 -> 24.1; only GLM-4.5 t=128
+  // gained (9.7 -> 9.1).
   const int tok = blockIdx.x * kEpilogueWarps + warp;
   if (tok >= tokens) return;
   WaitForPrerequisiteGrid();  // the logits' writer, under PDL
