@@ -1240,7 +1240,8 @@ TEST(DecomposeKConfig, RouteAfterGemmIsACandidateFromSixtyFourTokensAndCheckedBy
 // tokens: 13-45 us where the tuner found 4.5-12.6). Now routers of 65-159 experts take the
 // staged tiles there, and routers of 256+ experts whose staged grid cannot be resident route
 // after cuBLASLt's GEMM (after the staged-tile GEMM's 64-tile where cuBLASLt cannot be
-// loaded); smaller routers keep their configs.
+// loaded); routers of up to 64 experts take the cluster whose rank 0 routes, at the splits
+// that fit (session 69: 3.1-4.3 us at 256 tokens where the old configs took 9.7-13.1).
 TEST(DecomposeKConfig, HeuristicPastOneHundredTwentyEightTokensStagesOrRoutesAfterTheGemm) {
   constexpr cuda::DecomposeKDevice kNoLt{132, true, false};  // an SXM part without cuBLASLt
   auto config = [](const char* family, int tokens, DType dt, cuda::DecomposeKDevice d) {
