@@ -45,6 +45,7 @@
 #include "bench/gemm_timeline.h"
 #include "bench/host_launch_cost.h"
 #include "bench/router_timelines.h"
+#include "kernels/config_description.h"
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
@@ -140,23 +141,6 @@ int ForcedTileGemmSplits(const cuda::GemmProblem& p, const cuda::DecomposeKConfi
   return (total + per - 1) / per;
 }
 
-std::string DescribeConfig(const cuda::DecomposeKConfig& k) {
-  if (k.route_after_gemm && k.gemm_cublas) return "cublasLt gemm + epilogue kernel";
-  if (k.route_after_gemm)
-    return absl::StrFormat("gemm tile=%d%s S=%d%s + epilogue kernel", k.gemm_tile,
-                           k.gemm_tile_m ? absl::StrFormat("x%d", k.gemm_tile_m) : "", k.k_splits,
-                           k.gemm_tma ? " tma" : "");
-  return absl::StrFormat("%s nt=%d S=%d%s%s%s%s%s",
-                         k.mainloop == cuda::Mainloop::kTensorCore ? "mma" : "fma", k.token_tiles,
-                         k.k_splits,
-                         k.cluster  ? " cluster"
-                         : k.staged ? " staged"
-                         : k.polled ? " polled"
-                                    : "",
-                         k.staged_router_pairs ? " pairs" : "", k.pdl_cooperative ? " coop" : "",
-                         k.dedicated_routers ? " ded" : "", k.pdl_one_cta_per_sm ? " 1cta" : "");
-}
-
 // Both modes' timings merged by config, in the order the autotuner tried them.
 std::vector<CandidateRow> MergeCandidates(const std::vector<cuda::CandidateTiming>& nopdl,
                                           const std::vector<cuda::CandidateTiming>& pdl) {
@@ -167,8 +151,8 @@ std::vector<CandidateRow> MergeCandidates(const std::vector<cuda::CandidateTimin
     out.push_back({config});
     return out.back();
   };
-  for (const auto& t : nopdl) entry(DescribeConfig(t.config)).nopdl_us = t.us;
-  for (const auto& t : pdl) entry(DescribeConfig(t.config)).pdl_us = t.us;
+  for (const auto& t : nopdl) entry(cuda::DescribeDecomposeKConfig(t.config)).nopdl_us = t.us;
+  for (const auto& t : pdl) entry(cuda::DescribeDecomposeKConfig(t.config)).pdl_us = t.us;
   return out;
 }
 
@@ -389,11 +373,11 @@ int BenchMain(int argc, char** argv) {
           },
           stream.get());
       row.empty_us = empty_us;
-      const std::string pdl_config = DescribeConfig(pdl_plan->config()),
-                        nopdl_config = DescribeConfig(plan->config());
+      const std::string pdl_config = cuda::DescribeDecomposeKConfig(pdl_plan->config()),
+                        nopdl_config = cuda::DescribeDecomposeKConfig(plan->config());
       row.config = pdl_config;
       if (pdl_config != nopdl_config) absl::StrAppend(&row.config, " / no PDL ", nopdl_config);
-      absl::StrAppend(&row.config, " (heuristic ", DescribeConfig(heuristic), ")");
+      absl::StrAppend(&row.config, " (heuristic ", cuda::DescribeDecomposeKConfig(heuristic), ")");
       row.candidates = MergeCandidates(nopdl_timings, pdl_timings);
       rows.push_back(row);
     }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "kernels/config_description.h"
 #include "kernels/cuda_raii.h"
 #include "kernels/cuda_router.h"
 #include "kernels/decompose_k_router.h"
@@ -22,21 +23,6 @@
 namespace moe::bench {
 namespace {
 
-std::string DescribePath(const cuda::DecomposeKConfig& c) {
-  if (c.route_after_gemm && c.gemm_cublas) return "cublasLt+epilogue";
-  if (c.route_after_gemm)
-    return absl::StrFormat("S=%d gemm%d%s+epilogue", c.k_splits, c.gemm_tile,
-                           c.gemm_tile_m ? absl::StrFormat("x%d", c.gemm_tile_m) : "");
-  return absl::StrFormat("S=%d%s%s%s%s", c.k_splits,
-                         c.cluster             ? " cluster"
-                         : c.staged            ? " staged"
-                         : c.dedicated_routers ? " polled ded"
-                         : c.polled            ? " polled"
-                                               : " global",
-                         c.staged_router_pairs ? " pairs" : "", c.pdl_cooperative ? " coop" : "",
-                         c.pdl_one_cta_per_sm ? " 1cta" : "");
-}
-
 // The tuner's five fastest candidates for a shape, fastest first, indented so that scripts
 // reading the table rows skip them.
 void PrintFastestCandidates(const std::string& shape, std::vector<cuda::CandidateTiming> timings) {
@@ -44,7 +30,8 @@ void PrintFastestCandidates(const std::string& shape, std::vector<cuda::Candidat
             [](const auto& a, const auto& b) { return a.us < b.us; });
   std::string line = "  tuner " + shape + ":";
   for (size_t i = 0; i < std::min<size_t>(5, timings.size()); ++i)
-    absl::StrAppendFormat(&line, "  %s %.2f", DescribePath(timings[i].config), timings[i].us);
+    absl::StrAppendFormat(&line, "  %s %.2f", cuda::DescribeDecomposeKConfig(timings[i].config),
+                          timings[i].us);
   std::printf("%s (of %zu)\n", line.c_str(), timings.size());
 }
 
@@ -260,7 +247,7 @@ ShapeBuffers MakeShapeBuffers(const RouterSpec& spec, int tokens, int layers, fl
 void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
   std::printf(
       "\nphase timeline of one launch (us from the first CTA's start; median of 20 launches)\n");
-  std::printf("%-22s %-16s %8s %10s %9s %9s %9s %10s\n", "shape", "config", "ctas", "mainloop",
+  std::printf("%-22s %-34s %8s %10s %9s %9s %9s %10s\n", "shape", "config", "ctas", "mainloop",
               "reduced", "arrived", "routed", "epi_cycles");
   for (auto [family, tokens] : std::vector<Shape>{{"deepseek_v3", 1},
                                                   {"deepseek_v3", 64},
@@ -309,10 +296,11 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
         for (int k = cuda::kStampMainloop; k <= cuda::kStampRouted; ++k)
           phase[k - 1].push_back(s.last[k] ? (s.last[k] - start) / 1000.0 : 0.0);
       }
-      std::printf("%-22s %-16s %8zu %10.2f %9.2f %9.2f %9.2f %10.0f\n",
-                  absl::StrFormat("%s t=%d", family, tokens).c_str(), DescribePath(c).c_str(),
-                  entries / (2 * cuda::kTimelineSlots), Median(phase[0]), Median(phase[1]),
-                  Median(phase[2]), Median(phase[3]), Median(epilogue_cycles));
+      std::printf("%-22s %-34s %8zu %10.2f %9.2f %9.2f %9.2f %10.0f\n",
+                  absl::StrFormat("%s t=%d", family, tokens).c_str(),
+                  cuda::DescribeDecomposeKConfig(c).c_str(), entries / (2 * cuda::kTimelineSlots),
+                  Median(phase[0]), Median(phase[1]), Median(phase[2]), Median(phase[3]),
+                  Median(epilogue_cycles));
     }
   }
 }
@@ -339,7 +327,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       "CTA's, its time to publish once it could run (us, medians), CTAs of other launches "
       "on its SM meanwhile (mean)\n");
   std::printf(
-      "%-20s %-24s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %9s %8s %6s  %14s %4s  %13s  "
+      "%-20s %-44s %7s %7s %9s %9s %8s %7s %10s %9s  %-24s %8s %9s %8s %6s  %14s %4s  %13s  "
       "%18s\n",
       "shape", "config", "start", "waited", "mainloop", "published", "arrived", "routed",
       "epi_cycles", "graph_us", "cols/groups/rank/weights", "first ml", "first arr", "first rt",
@@ -377,10 +365,11 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
     auto tuned = Must(cuda::CudaRouterPlan::Create(p, info.sm_count, tune, &args, stream));
     if (tuner_candidates) PrintFastestCandidates(shape, timings);
     std::vector<std::pair<std::string, cuda::DecomposeKConfig>> configs = {
-        {"tuned " + DescribePath(tuned->config()), tuned->config()}};
+        {"tuned " + cuda::DescribeDecomposeKConfig(tuned->config()), tuned->config()}};
     const cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfig(p, info.sm_count);
-    if (DescribePath(heuristic) != DescribePath(tuned->config()))
-      configs.emplace_back("heur. " + DescribePath(heuristic), heuristic);
+    if (cuda::DescribeDecomposeKConfig(heuristic) !=
+        cuda::DescribeDecomposeKConfig(tuned->config()))
+      configs.emplace_back("heur. " + cuda::DescribeDecomposeKConfig(heuristic), heuristic);
     if (tuner_candidates) {
       // The fastest candidate of each kernel the tuner timed (cluster, polled, staged with
       // and without router pairs, global) beside the winner, so their phases can be
@@ -400,7 +389,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       for (const cuda::CandidateTiming& t : timings) {
         if (timed[kernel_of(t.config)]) continue;
         timed[kernel_of(t.config)] = true;
-        configs.emplace_back("cand. " + DescribePath(t.config), t.config);
+        configs.emplace_back("cand. " + cuda::DescribeDecomposeKConfig(t.config), t.config);
       }
     }
     for (int splits : heuristic.polled ? sweep_splits : std::vector<int>{}) {
@@ -417,7 +406,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
         else
           c.pdl_one_cta_per_sm = launch / 2 == 1;
         if (c.k_splits != splits || !cuda::CanRouteDecomposeK(p, c).ok()) continue;
-        configs.emplace_back("sweep " + DescribePath(c), c);
+        configs.emplace_back("sweep " + cuda::DescribeDecomposeKConfig(c), c);
       }
     }
     for (const auto& named : configs) {
@@ -425,7 +414,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       const std::string& name = named.first;
       const cuda::DecomposeKConfig& c = named.second;
       if (c.route_after_gemm) {  // two kernels, neither stamps: the tuner's time only
-        std::printf("%-20s %-24s (no timeline: a GEMM, then the epilogue kernel)\n", shape.c_str(),
+        std::printf("%-20s %-44s (no timeline: a GEMM, then the epilogue kernel)\n", shape.c_str(),
                     name.c_str());
         continue;
       }
@@ -492,7 +481,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
                            1e3 / (kLaunches - 2));
       }
       std::printf(
-          "%-20s %-24s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %-24s %8.2f %9.2f %8.2f "
+          "%-20s %-44s %7.2f %7.2f %9.2f %9.2f %8.2f %7.2f %10.0f %9.2f  %-24s %8.2f %9.2f %8.2f "
           "%6.0f  %4.1f/%4.1f/%4.1f %3.0f%%  %6.0f/%6.0f  %6.2f/%5.2f/%4.1f\n",
           shape.c_str(), name.c_str(), Median(phase[0]), Median(phase[1]), Median(phase[2]),
           Median(phase[3]), Median(phase[4]), Median(phase[5]), Median(epilogue_cycles),

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/config_description.h"
 #include "kernels/cuda_router.h"
 #include "kernels/decompose_k_gemm_tile.h"
 #include "kernels/decompose_k_router.h"
@@ -124,8 +125,41 @@ TEST(DecomposeKConfig, HeuristicConfigsPassTheRulesAcrossTheShapeRange) {
   }
 }
 
+// The words operators read in the server's log, metrics and ModelInfo, one per kind of
+// config: the mainloop, token tiles, splits, reduction and launch options, or the GEMM of a
+// two-launch route.
+TEST(DecomposeKConfig, DescriptionsNameTheReductionAndLaunchOptions) {
+  cuda::DecomposeKConfig polled;
+  polled.k_splits = 8;
+  polled.polled = polled.pdl_cooperative = polled.dedicated_routers = true;
+  polled.pdl_one_cta_per_sm = true;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(polled), "mma nt=1 S=8 polled coop ded 1cta");
+  cuda::DecomposeKConfig staged;
+  staged.k_splits = 4;
+  staged.polled = staged.staged = staged.staged_router_pairs = true;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(staged), "mma nt=1 S=4 staged pairs");
+  cuda::DecomposeKConfig cluster;
+  cluster.token_tiles = 2;
+  cluster.k_splits = cluster.cluster = 4;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(cluster), "mma nt=2 S=4 cluster");
+  cuda::DecomposeKConfig counter;
+  counter.mainloop = cuda::Mainloop::kFma;
+  counter.k_splits = 16;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(counter), "fma nt=1 S=16 counter");
+  cuda::DecomposeKConfig tile;
+  tile.route_after_gemm = tile.gemm_tma = true;
+  tile.gemm_tile = 128;
+  tile.gemm_tile_m = 64;
+  tile.k_splits = 2;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(tile), "gemm tile=128x64 S=2 tma + epilogue kernel");
+  cuda::DecomposeKConfig lt;
+  lt.route_after_gemm = lt.gemm_cublas = true;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(lt), "cublasLt gemm + epilogue kernel");
+}
+
 // The autotuner's candidates for every family on several device sizes, with and without
-// PDL: at least one, each one the device can run, none twice, and the heuristic's own config
+// PDL: at least one, each one the device can run, none twice (nor two with one description),
+// and the heuristic's own config
 // (its launch flags as the tuner varies them) among them, so a tuned plan is never one the
 // heuristic beats.
 TEST(DecomposeKConfig, AutotuneCandidatesAreValidDistinctAndHoldTheHeuristicsConfig) {
@@ -146,6 +180,11 @@ TEST(DecomposeKConfig, AutotuneCandidatesAreValidDistinctAndHoldTheHeuristicsCon
               for (size_t j = 0; j < i; ++j) {
                 EXPECT_FALSE(cuda::SameTunedConfig(candidates[i], candidates[j]))
                     << where << ": " << Describe(candidates[i]) << " twice";
+                // router_bench merges timings by the text, and operators tell configs by it.
+                EXPECT_NE(cuda::DescribeDecomposeKConfig(candidates[i]),
+                          cuda::DescribeDecomposeKConfig(candidates[j]))
+                    << where << ": " << Describe(candidates[i]) << " and "
+                    << Describe(candidates[j]);
               }
             }
             cuda::DecomposeKConfig heuristic = cuda::ChooseDecomposeKConfigFor(p, d);
