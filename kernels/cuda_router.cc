@@ -222,6 +222,20 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& p,
   return out;
 }
 
+const char* ConfigSourceName(ConfigSource source) {
+  switch (source) {
+    case ConfigSource::kHeuristic:
+      return "heuristic";
+    case ConfigSource::kAutotuned:
+      return "autotuned";
+    case ConfigSource::kCache:
+      return "cache";
+    case ConfigSource::kGiven:
+      return "given";
+  }
+  return "unknown";
+}
+
 bool SameTunedConfig(const DecomposeKConfig& a, const DecomposeKConfig& b) {
   return a.mainloop == b.mainloop && a.token_tiles == b.token_tiles && a.k_splits == b.k_splits &&
          a.cluster == b.cluster && a.polled == b.polled && a.pdl_cooperative == b.pdl_cooperative &&
@@ -348,6 +362,8 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
                                                                        cudaStream_t stream) {
   DecomposeKConfig config = ChooseDecomposeKConfig(problem, sm_count);
   RETURN_IF_ERROR(CanRouteDecomposeK(problem, config));
+  ConfigSource source = ConfigSource::kHeuristic;
+  float tuned_micros = 0;
   if (tune.enabled && tune_args != nullptr) {
     int device = 0;
     if (cudaGetDevice(&device) != cudaSuccess) cudaGetLastError();
@@ -356,6 +372,7 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
     if (!tune.cache_file.empty() && LookupCache(tune.cache_file, key, &cached) &&
         CanRouteDecomposeK(problem, cached).ok()) {
       config = cached;
+      source = ConfigSource::kCache;
     } else {
       float best = 1e30f;
       ASSIGN_OR_RETURN(const DeviceBuffer l2_flush, AllocateL2Flush(tune));
@@ -372,12 +389,17 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::Create(const Rou
         if (*us < best) {
           best = *us;
           config = c;
+          source = ConfigSource::kAutotuned;
+          tuned_micros = *us;
         }
       }
       if (!tune.cache_file.empty()) StoreCache(tune.cache_file, key, config);
     }
   }
-  return CreateWithConfig(problem, config, stream);
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaRouterPlan> plan, CreateWithConfig(problem, config, stream));
+  plan->config_source_ = source;
+  plan->tuned_micros_ = tuned_micros;
+  return plan;
 }
 
 absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::CreateWithConfig(

@@ -62,6 +62,16 @@ std::vector<DecomposeKConfig> AutotuneCandidates(const RouteProblem& problem,
 std::string AutotuneCacheKey(const RouteProblem& problem, const std::string& device_name,
                              int sm_count, bool pdl);
 
+// Where a plan's config came from.
+enum class ConfigSource {
+  kHeuristic,  // ChooseDecomposeKConfig (autotuning off, or no weights to time)
+  kAutotuned,  // the fastest candidate timed on the device
+  kCache,      // a config the cache file remembered from an earlier tuning
+  kGiven,      // CreateWithConfig (e.g. another plan's tuned config)
+};
+// "heuristic", "autotuned", "cache", "given".
+const char* ConfigSourceName(ConfigSource source);
+
 class CudaRouterPlan {
  public:
   // The weights pointer is needed only when autotuning (candidates run on real data).
@@ -79,6 +89,9 @@ class CudaRouterPlan {
     return LaunchDecomposeKRouter(problem_, args, config_, workspace_.get(), stream, pdl);
   }
   const DecomposeKConfig& config() const { return config_; }
+  ConfigSource config_source() const { return config_source_; }
+  // The chosen candidate's median per call when this plan timed the candidates, else 0.
+  float tuned_micros() const { return tuned_micros_; }
   void* workspace() const { return workspace_.get(); }
   const RouteProblem& problem() const { return problem_; }
 
@@ -86,6 +99,8 @@ class CudaRouterPlan {
   CudaRouterPlan() = default;
   RouteProblem problem_;
   DecomposeKConfig config_;
+  ConfigSource config_source_ = ConfigSource::kGiven;
+  float tuned_micros_ = 0;
   DeviceBuffer workspace_;
 };
 
