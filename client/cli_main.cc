@@ -55,6 +55,19 @@ Int IntOption(const std::string& name, const std::string& text, Int lo, Int hi) 
   return v;
 }
 
+const char* DTypeLabel(moe_router::v1::DType t) {
+  switch (t) {
+    case moe_router::v1::DTYPE_BF16:
+      return "bf16";
+    case moe_router::v1::DTYPE_FP16:
+      return "fp16";
+    case moe_router::v1::DTYPE_FP32:
+      return "fp32";
+    default:
+      return "?";
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,11 +118,19 @@ int main(int argc, char** argv) {
     moe_router::v1::ListModelsResponse resp;
     auto s = client.ListModels(&resp);
     if (!s.ok()) return Error(s, address);
-    for (const auto& m : resp.models())
+    for (const auto& m : resp.models()) {
       std::printf(
           "%-24s family=%-16s hidden=%d experts=%d top_k=%d layers=%d backend=%s device=%s\n",
           m.name().c_str(), m.family().c_str(), m.hidden(), m.experts(), m.top_k(), m.layers(),
           m.backend().c_str(), m.device().c_str());
+      // The CUDA backend's kernel per token bucket (none on the CPU backend).
+      for (const auto& k : m.kernels()) {
+        std::printf("  %s up to %3d tokens: %s (%s", DTypeLabel(k.hidden_dtype()), k.tokens(),
+                    k.config().c_str(), k.source().c_str());
+        if (k.tuned_us() > 0) std::printf(", %.2f us", k.tuned_us());
+        std::printf(")\n");
+      }
+    }
     return 0;
   }
   if (args[0] == "health") {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/input_pool.h"
@@ -42,6 +43,16 @@ struct BatchIO {
   }
 };
 
+// The kernel a backend launches for one (model, token bucket, hidden-state dtype): what an
+// operator reads in the load log, the kernel-info metric and ModelInfo.kernels.
+struct KernelChoice {
+  int tokens = 0;  // the bucket: batches of up to this many tokens (a power of two)
+  DType hidden_dtype = DType::kBF16;
+  std::string config;   // cuda::DescribeDecomposeKConfig
+  std::string source;   // "autotuned", "cache" or "heuristic" (cuda::ConfigSourceName)
+  double tuned_us = 0;  // its median per call when autotuned at load, else 0
+};
+
 class RouterBackend {
  public:
   virtual ~RouterBackend() = default;
@@ -65,6 +76,13 @@ class RouterBackend {
   virtual bool StagesWhileFilling() const { return false; }
   // False once the device failed in a way the process cannot recover from.
   virtual bool healthy() const { return true; }
+  // The kernels chosen so far for a loaded model, by token bucket then dtype: every bucket
+  // of its weight dtype after LoadModel, others once a batch of that dtype needed one. Empty
+  // for a backend with no per-bucket choice (the CPU backend) or a model not loaded.
+  virtual std::vector<KernelChoice> KernelChoices(const std::string& model) const {
+    (void)model;
+    return {};
+  }
 };
 
 std::unique_ptr<RouterBackend> MakeCpuBackend(int threads);

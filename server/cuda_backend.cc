@@ -34,6 +34,7 @@
 #ifdef MOE_HAVE_CUDA
 #include <cstring>
 
+#include "kernels/config_description.h"
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
 #include "kernels/cuda_router.h"
@@ -95,9 +96,15 @@ struct ResidentModel {
   size_t layer_bytes = 0;
   // Per slot (Slot::index); only the thread holding that slot touches its entry.
   mutable std::vector<SlotModelState> per_slot;
-  // Configs tuned by the first slot to need them (PlanIndex), reused by the others.
+  // Configs tuned by the first slot to need them (PlanIndex), reused by the others, with
+  // where each came from (reported by KernelChoices).
+  struct Tuned {
+    cuda::DecomposeKConfig config;
+    cuda::ConfigSource source = cuda::ConfigSource::kHeuristic;
+    float us = 0;
+  };
   mutable absl::Mutex tuned_mu;
-  mutable std::vector<std::optional<cuda::DecomposeKConfig>> tuned ABSL_GUARDED_BY(tuned_mu);
+  mutable std::vector<std::optional<Tuned>> tuned ABSL_GUARDED_BY(tuned_mu);
 };
 
 // One executor: everything a batch in flight needs for itself.
@@ -236,6 +243,27 @@ class CudaBackend : public RouterBackend {
     absl::MutexLock lock(&mu_);
     models_[model.name] = std::move(r);
     return absl::OkStatus();
+  }
+
+  std::vector<KernelChoice> KernelChoices(const std::string& name) const override {
+    std::shared_ptr<ResidentModel> r;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = models_.find(name);
+      if (it == models_.end()) return {};
+      r = it->second;
+    }
+    std::vector<KernelChoice> out;
+    absl::MutexLock lock(&r->tuned_mu);
+    for (int bucket = 1; bucket <= kMaxTokens; bucket *= 2) {
+      for (DType dtype : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+        const std::optional<ResidentModel::Tuned>& t = r->tuned[PlanIndex(bucket, dtype)];
+        if (!t) continue;
+        out.push_back({bucket, dtype, cuda::DescribeDecomposeKConfig(t->config),
+                       cuda::ConfigSourceName(t->source), t->us});
+      }
+    }
+    return out;
   }
 
   absl::StatusOr<double> Route(const std::string& name, int layer, const BatchIO& io) override {
@@ -413,13 +441,14 @@ class CudaBackend : public RouterBackend {
     auto& plan = r.per_slot[slot.index].plans[at];
     if (plan) return plan.get();
     const RouteProblem bp{m.spec, bucket, dtype, m.weight_dtype};
-    std::optional<cuda::DecomposeKConfig> known;
+    std::optional<ResidentModel::Tuned> known;
     {
       absl::MutexLock lock(&r.tuned_mu);
       known = r.tuned[at];
     }
     if (known) {
-      ASSIGN_OR_RETURN(plan, cuda::CudaRouterPlan::CreateWithConfig(bp, *known, slot.stream.get()));
+      ASSIGN_OR_RETURN(
+          plan, cuda::CudaRouterPlan::CreateWithConfig(bp, known->config, slot.stream.get()));
       return plan.get();
     }
     cuda::AutotuneOptions tune;
@@ -434,7 +463,7 @@ class CudaBackend : public RouterBackend {
     ASSIGN_OR_RETURN(plan, cuda::CudaRouterPlan::Create(bp, info_.sm_count, tune, &tune_args,
                                                         slot.stream.get()));
     absl::MutexLock lock(&r.tuned_mu);
-    r.tuned[at] = plan->config();
+    r.tuned[at] = ResidentModel::Tuned{plan->config(), plan->config_source(), plan->tuned_micros()};
     return plan.get();
   }
 
@@ -549,7 +578,7 @@ class CudaBackend : public RouterBackend {
   const cuda::DeviceInfo info_;
   const CudaBackendOptions options_;
   std::atomic<bool> healthy_{true};
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<ResidentModel>> models_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Slot>> slots_;
   // Declared after the slots, so destroyed before them; both outlive every request.

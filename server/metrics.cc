@@ -142,6 +142,12 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r) {
   weight_bytes =
       r->AddGauge("moe_router_weight_memory_bytes", "Bytes of router weights held per model.");
   build_info = r->AddGauge("moe_router_build_info", "Build information (value 1).");
+  kernel_info = r->AddGauge(
+      "moe_router_kernel_info",
+      "The kernel config run for batches of up to `tokens` tokens of a model (value 1).");
+  kernel_tuned_seconds =
+      r->AddGauge("moe_router_kernel_tuned_seconds",
+                  "Per-call time the autotuner measured for each bucket's kernel at load.");
 }
 
 std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& address,

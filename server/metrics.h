@@ -77,6 +77,10 @@ struct ServerMetrics {
   MetricFamily* model_info;       // moe_router_model_info{model,family,backend,device}
   MetricFamily* weight_bytes;     // moe_router_weight_memory_bytes{model}
   MetricFamily* build_info;       // moe_router_build_info{version,commit}
+  // moe_router_kernel_info{model,tokens,dtype,config,source}: each token bucket's kernel.
+  MetricFamily* kernel_info;
+  // moe_router_kernel_tuned_seconds{model,tokens,dtype}: its per-call time when autotuned.
+  MetricFamily* kernel_tuned_seconds;
 };
 
 // The metrics endpoint's HTTP connections served at once, and how long one may take to

@@ -319,6 +319,14 @@ void RouterService::FillInfo(const ModelDescription& m, v1::ModelInfo* info) con
   info->set_device(backend_->device());
   info->set_weight_bytes(m.weight_bytes);
   info->set_max_tokens(max_tokens_);
+  for (const KernelChoice& k : backend_->KernelChoices(m.name)) {
+    v1::KernelChoice* out = info->add_kernels();
+    out->set_tokens(k.tokens);
+    out->set_hidden_dtype(ToProto(k.hidden_dtype));
+    out->set_config(k.config);
+    out->set_source(k.source);
+    out->set_tuned_us(k.tuned_us);
+  }
 }
 
 grpc::ServerUnaryReactor* RouterService::ListModels(grpc::CallbackServerContext* ctx,

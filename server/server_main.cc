@@ -133,6 +133,30 @@ absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_p
 }
 
 // Loads every --model into the backend, logging progress; the service's model table.
+// Which kernel each token bucket of a just-loaded model got: a log line per bucket and the
+// kernel-info metrics, so an operator can tell a tuned plan from a cached or heuristic one
+// (and see what a restart changed) without a GPU profiler.
+void ReportKernelChoices(const RouterBackend& backend, const std::string& model,
+                         ServerMetrics& metrics) {
+  for (const KernelChoice& k : backend.KernelChoices(model)) {
+    const std::string tokens = std::to_string(k.tokens);
+    const std::string dtype(DTypeName(k.hidden_dtype));
+    std::fprintf(stderr, "moe-router-server:   %s %s up to %3d tokens: %s (%s", model.c_str(),
+                 dtype.c_str(), k.tokens, k.config.c_str(), k.source.c_str());
+    if (k.tuned_us > 0) std::fprintf(stderr, ", %.2f us", k.tuned_us);
+    std::fprintf(stderr, ")\n");
+    metrics.kernel_info->Set({{"model", model},
+                              {"tokens", tokens},
+                              {"dtype", dtype},
+                              {"config", k.config},
+                              {"source", k.source}},
+                             1);
+    if (k.tuned_us > 0)
+      metrics.kernel_tuned_seconds->Set({{"model", model}, {"tokens", tokens}, {"dtype", dtype}},
+                                        k.tuned_us * 1e-6);
+  }
+}
+
 absl::StatusOr<RouterService::ModelTable> LoadModels(RouterBackend& backend,
                                                      ServerMetrics& metrics) {
   RouterService::ModelTable models;
@@ -171,6 +195,7 @@ absl::StatusOr<RouterService::ModelTable> LoadModels(RouterBackend& backend,
         "moe-router-server: loaded %s (%s, %d layers, %d experts x %d hidden, %.1f MB) in %.2f s\n",
         model->name.c_str(), model->spec.family.c_str(), model->num_layers(), model->spec.experts,
         model->spec.hidden, model->WeightBytes() / 1e6, secs);
+    ReportKernelChoices(backend, model->name, metrics);
     models[model->name] = {model->name, model->spec, model->weight_dtype, model->num_layers(),
                            model->WeightBytes()};
     metrics.model_info->Set({{"model", model->name},

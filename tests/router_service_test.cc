@@ -80,6 +80,12 @@ class EmulatedStagingBackend : public RouterBackend {
     }
     return cpu_->Route(model, layer, io);
   }
+  // The CUDA backend's report of its kernels: two buckets, one tuned and one cached.
+  std::vector<KernelChoice> KernelChoices(const std::string& model) const override {
+    if (hidden_.count(model) == 0) return {};
+    return {{1, DType::kBF16, "mma nt=1 S=8 polled coop ded 1cta", "autotuned", 3.25},
+            {256, DType::kFP16, "cublasLt gemm + epilogue kernel", "cache", 0}};
+  }
   std::atomic<int> staged_while_filling{0};
 
  private:
@@ -245,6 +251,33 @@ TEST_F(RouterServiceStaging, BadRequestsFailAloneAndGiveTheirBlocksBack) {
   ASSERT_TRUE(stub_->Route(&ctx, good.request, &resp).ok());
   EXPECT_EQ(Check(good, resp), "");
   EXPECT_EQ(FreeBlocksAfterTheLastAnswer(), kBlocks);
+}
+
+// ModelInfo lists the backend's kernel per token bucket, field for field, in GetModel and
+// ListModels alike.
+TEST_F(RouterServiceStaging, ModelInfoListsTheBackendsKernelChoices) {
+  grpc::ClientContext get_ctx;
+  v1::GetModelRequest get;
+  get.set_name(kModel);
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModel(&get_ctx, get, &info).ok());
+  grpc::ClientContext list_ctx;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub_->ListModels(&list_ctx, v1::ListModelsRequest(), &list).ok());
+  ASSERT_EQ(list.models_size(), 1);
+  for (const v1::ModelInfo& m : {info, list.models(0)}) {
+    ASSERT_EQ(m.kernels_size(), 2);
+    EXPECT_EQ(m.kernels(0).tokens(), 1);
+    EXPECT_EQ(m.kernels(0).hidden_dtype(), v1::DTYPE_BF16);
+    EXPECT_EQ(m.kernels(0).config(), "mma nt=1 S=8 polled coop ded 1cta");
+    EXPECT_EQ(m.kernels(0).source(), "autotuned");
+    EXPECT_DOUBLE_EQ(m.kernels(0).tuned_us(), 3.25);
+    EXPECT_EQ(m.kernels(1).tokens(), 256);
+    EXPECT_EQ(m.kernels(1).hidden_dtype(), v1::DTYPE_FP16);
+    EXPECT_EQ(m.kernels(1).config(), "cublasLt gemm + epilogue kernel");
+    EXPECT_EQ(m.kernels(1).source(), "cache");
+    EXPECT_EQ(m.kernels(1).tuned_us(), 0);
+  }
 }
 
 }  // namespace

@@ -805,6 +805,61 @@ TEST_F(Server, DeadlinesSheddingAndMetrics) {
   ExpectPromtoolAccepts(metrics);
 }
 
+// ModelInfo and the metrics name each token bucket's kernel: on the CUDA backend every
+// bucket of the weight dtype, its config as the autotuner (or its cache) chose it, or the
+// heuristic's with --autotune=false; on the CPU backend, none.
+TEST_F(Server, ModelInfoAndMetricsNameEachBucketsKernel) {
+  for (const bool autotune : {true, false}) {
+    ServerProcess server({"--model=demo-mixtral", absl::StrCat("--autotune=", autotune)},
+                         /*default_models=*/false);
+    ASSERT_TRUE(server.WaitServing());
+    RouterClient client(server.address());
+    v1::ListModelsResponse models;
+    ASSERT_TRUE(client.ListModels(&models).ok());
+    ASSERT_EQ(models.models_size(), 1);
+    const v1::ModelInfo& info = models.models(0);
+    const std::string metrics = kMetricsEndpoint ? Scrape(server.metrics_port()) : "";
+    if (Backend() != "cuda") {
+      EXPECT_EQ(info.kernels_size(), 0);
+      EXPECT_EQ(metrics.find("moe_router_kernel_info{"), std::string::npos);
+      continue;
+    }
+    ASSERT_EQ(info.kernels_size(), 9) << "autotune=" << autotune;  // 1, 2, 4, ..., 256 tokens
+    for (int i = 0; i < info.kernels_size(); ++i) {
+      const v1::KernelChoice& k = info.kernels(i);
+      const std::string where = absl::StrCat("autotune=", autotune, " bucket ", k.tokens());
+      EXPECT_EQ(k.tokens(), 1 << i) << where;
+      EXPECT_EQ(k.hidden_dtype(), v1::DTYPE_BF16) << where;
+      EXPECT_FALSE(k.config().empty()) << where;
+      if (!autotune) {
+        EXPECT_EQ(k.source(), "heuristic") << where;
+      } else {  // this binary's servers share a cache: the first one tuned, the others read
+        EXPECT_TRUE(k.source() == "autotuned" || k.source() == "cache") << where << k.source();
+      }
+      // A time only where candidates were timed at this load, and a plausible one.
+      if (k.source() == "autotuned") {
+        EXPECT_GT(k.tuned_us(), 0.5) << where;
+        EXPECT_LT(k.tuned_us(), 1000) << where;
+      } else {
+        EXPECT_EQ(k.tuned_us(), 0) << where;
+      }
+      if (!kMetricsEndpoint) continue;
+      const std::string series = absl::StrCat(
+          "moe_router_kernel_info{model=\"demo-mixtral\",tokens=\"", k.tokens(),
+          "\",dtype=\"bf16\",config=\"", k.config(), "\",source=\"", k.source(), "\"} 1");
+      EXPECT_NE(metrics.find(series), std::string::npos)
+          << where << ": " << series << "\n"
+          << MetricExcerpt(metrics, "moe_router_kernel_info");
+      EXPECT_EQ(metrics.find(absl::StrCat("moe_router_kernel_tuned_seconds{model=\"demo-mixtral\","
+                                          "tokens=\"",
+                                          k.tokens(), "\"")) != std::string::npos,
+                k.source() == "autotuned")
+          << where;
+    }
+    if (kMetricsEndpoint) ExpectPromtoolAccepts(metrics);
+  }
+}
+
 TEST_F(Server, SigtermDrainsAcceptedRequestsAndExitsZero) {
   ServerProcess server({"--max_queue_delay_us=200000"});
   ASSERT_TRUE(server.WaitServing());
