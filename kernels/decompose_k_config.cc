@@ -84,9 +84,17 @@ int OnePassSplits(int K, int token_tiles) {
 
 // The heuristic's cluster config whose rank 0 routes, or none (cluster 0): splits per
 // expert block the one-pass count rounded up to a power of two (all weights loaded
-// before the PDL wait), at least 8 CTAs a cluster past 8 tokens, where the cluster fits
-// and the grid does not outnumber the SMs. Several expert blocks only past 8 tokens, more
-// than two only past 16.
+// before the PDL wait), where the cluster fits and the grid does not outnumber the SMs.
+// Several expert blocks only past 8 tokens, more than two only past 16.
+// Until session 70 the splits were also raised to at least 8 CTAs a cluster past 8 tokens
+// (session 27, H200: Mixtral from 16 tokens at 8 splits). On the H100 the one-pass count is
+// as fast or faster at every count measured, the autotuner's own timings under PDL
+// (bench/NOTES.md session 70; one-pass / raised, us a call): Mixtral t=16 2.56 / 2.67, t=24
+// 2.60 / 2.70, t=32 2.57 / 2.78, t=48 2.66 / 2.77, t=64 2.77 / 2.75, t=96 2.91 / 3.01, t=128
+// 2.86 / 3.13; gpt-oss-20b 2.57 / 2.67, 2.61 / 2.70, 2.65 / 2.76, 2.72 / 2.76, 2.80 / 2.83,
+// 2.98 / 2.99, 2.85 / 3.11; DeepSeek-V2-Lite (two blocks) t=32 3.14 / 3.23, t=64 3.30 /
+// 3.23, t=128 3.51 / 3.68. Only those three routers were raised at all (Scout's one-pass
+// count is 8 already, larger routers' blocks make 8 CTAs).
 // H200, router_bench --candidates and same-run A/Bs under PDL (bench/NOTES.md, session
 // 27): one expert block is fastest this way at every token count (Mixtral t=1 4 splits
 // 2.28 us, 8 splits 2.44, the best polled config 2.57; from 16 tokens 8 splits); with
@@ -103,8 +111,15 @@ int OnePassSplits(int K, int token_tiles) {
 // likewise where the two-tile config fits (ChooseConfig: TwoTileDecodeConfig, Qwen3-30B /
 // Qwen3-235B / gpt-oss-120b t=32 3.65 / 4.06 / 3.75 us for the cluster, 3.19 / 3.35 / 3.19 for
 // the two-tile config; H100, session 52).
-// With `halve_to_fit` the split count is halved (down to 1) until the grid fits the SMs, for
-// batches past ChooseConfig's polled 128 tokens (ChooseConfig says which routers).
+// With `halve_to_fit` the split count is halved (down to 1) until the grid takes at most a
+// quarter more CTAs than there are SMs, for batches past ChooseConfig's polled 128 tokens
+// (ChooseConfig says which routers). Up to session 70 it had to fit the SMs: Llama 4 Scout
+// (one block, 8 splits) then took 4 splits from 129 tokens, where 8 measured faster with
+// the grid past the SMs (H100, the autotuner's timings under PDL, 8 splits against 4: t=144,
+// 144 CTAs, 2.96 us against 3.87; t=160 3.17 against 3.93; t=168 3.24 against 3.82; t=192,
+// 192 CTAs, 3.52 against 3.99; at 256 tokens, 256 CTAs, 4 splits are faster: 4.29 against
+// more than 4.53). The bound stops at 160 tokens, the largest grid past the SMs that
+// gpu_router_test has run (its families at 160 tokens).
 constexpr int kClusterRouterMaxBlocksAtTwoTiles = 2;
 DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count, bool halve_to_fit) {
   DecomposeKConfig c;
@@ -114,13 +129,13 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count, bool halve_t
   const int z_chunks = (s.tokens + kClusterRouterChunk - 1) / kClusterRouterChunk;
   int splits = 1;
   while (splits < OnePassSplits(s.K, 1)) splits *= 2;
-  while (s.tokens > kClusterRouterChunk && m_blocks * splits < 8) splits *= 2;
   if (m_blocks > kClusterRouterMaxBlocks || m_blocks * splits > kClusterRouterMaxCtas) return {};
   if (m_blocks > 1 && s.tokens <= kClusterRouterChunk) return {};
   if (m_blocks > kClusterRouterMaxBlocksAtTwoTiles && s.tokens <= 16) return {};
+  const int max_grid = halve_to_fit ? sm_count + sm_count / 4 : sm_count;
   if (halve_to_fit)
-    while (splits > 1 && sm_count > 0 && z_chunks * m_blocks * splits > sm_count) splits /= 2;
-  if (sm_count > 0 && z_chunks * m_blocks * splits > sm_count) return {};
+    while (splits > 1 && sm_count > 0 && z_chunks * m_blocks * splits > max_grid) splits /= 2;
+  if (sm_count > 0 && z_chunks * m_blocks * splits > max_grid) return {};
   c.cluster = c.k_splits = splits;
   return c;
 }
@@ -305,13 +320,13 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   // where), and at 17-64 tokens for routers of more than two expert blocks only where the
   // two-tile config does not fit (RankZeroRoutesConfig's timings).
   // Past 128 tokens the same kernel for routers of up to two expert blocks (64 experts), at
-  // the most splits whose grid fits the SMs (256 tokens: 32 chunks, 4 splits of one block or
-  // 2 of two). Before, they fell through to the arrival-counter clusters of four token tiles
-  // at 8 splits. H100, per call under PDL at 256 tokens, the autotuner's own timings
-  // (bench/NOTES.md session 69): Mixtral 3.17 us against 9.66, gpt-oss-20b 3.12 against 9.69,
-  // Llama 4 Scout 4.25 against 9.84, DeepSeek-V2-Lite 3.81 against 13.12 (cuBLAS's GEMM alone
-  // 5.4-7.3); without PDL 5.10-6.91 against 10.8-14.8. The tuner's fastest: these, but Scout
-  // 4.16 (polled, two token tiles).
+  // the most splits whose grid takes at most a quarter more CTAs than SMs (256 tokens: 32
+  // chunks, 4 splits of one block or 2 of two). Before, they fell through to the arrival-counter
+  // clusters of four token tiles at 8 splits. H100, per call under PDL at 256 tokens, the
+  // autotuner's own timings (bench/NOTES.md session 69): Mixtral 3.17 us against 9.66,
+  // gpt-oss-20b 3.12 against 9.69, Llama 4 Scout 4.25 against 9.84, DeepSeek-V2-Lite 3.81
+  // against 13.12 (cuBLAS's GEMM alone 5.4-7.3); without PDL 5.10-6.91 against 10.8-14.8. The
+  // tuner's fastest: these, but Scout 4.16 (polled, two token tiles).
   const bool rank_zero_past_polled =
       s.tokens > kPolledMaxTokens && m_blocks <= kRankZeroRoutesMaxBlocksPastPolled;
   if (tensor && allow_cluster && allow_polled && allow_rank_zero_routes &&

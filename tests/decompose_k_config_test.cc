@@ -872,24 +872,28 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixtyFourTokens) {
 // cluster whose rank 0 routes, where the weights fit one pass of at most 16 CTAs and the
 // grid fits the SMs (with several expert blocks only past 8 tokens, more than two only past
 // 64 or where the two-tile polled configs, below, do not fit): splits a block = the one-pass
-// count rounded up to a power of two, at least 8 CTAs a cluster past 8 tokens. Past 128
-// tokens routers of at most two blocks (64 experts) too, their splits halved until the grid
-// fits the SMs.
+// count rounded up to a power of two (no longer raised to 8 CTAs a cluster past 8 tokens:
+// session 70). Past 128 tokens routers of at most two blocks (64 experts) too, their splits
+// halved until the grid has at most a quarter more CTAs than SMs (Scout keeps 8 splits to
+// 160 tokens: 20 chunks, 160 CTAs on 132 SMs).
 TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
   const struct {
     const char* family;
     int tokens, splits;  // 0: not a cluster whose rank 0 routes
   } expected[] = {
-      {"mixtral", 1, 4},          {"mixtral", 16, 8},          {"mixtral", 128, 8},
-      {"mixtral", 129, 4},        {"mixtral", 256, 4},         {"deepseek_v2_lite", 256, 2},
-      {"qwen3_30b", 129, 0},      {"qwen3_30b", 256, 0},       {"gpt_oss_20b", 1, 4},
-      {"llama4_scout", 1, 8},     {"qwen3_30b", 1, 0},         {"qwen3_30b", 16, 0},
-      {"qwen3_30b", 17, 0},       {"qwen3_30b", 64, 0},        {"qwen3_30b", 65, 2},
-      {"qwen3_30b", 128, 2},      {"qwen3_235b", 4, 0},        {"qwen3_235b", 9, 0},
-      {"qwen3_235b", 16, 0},      {"qwen3_235b", 17, 0},       {"qwen3_235b", 128, 0},
-      {"gpt_oss_120b", 16, 0},    {"gpt_oss_120b", 64, 0},     {"deepseek_v2_lite", 1, 0},
-      {"deepseek_v2_lite", 9, 4}, {"deepseek_v2_lite", 16, 4}, {"deepseek_v2_lite", 40, 4},
-      {"llama4_maverick", 16, 0}, {"deepseek_v3", 16, 0},      {"glm4_moe", 1, 0},
+      {"mixtral", 1, 4},           {"mixtral", 16, 4},           {"mixtral", 128, 4},
+      {"gpt_oss_20b", 24, 4},      {"gpt_oss_20b", 128, 4},      {"llama4_scout", 128, 8},
+      {"llama4_scout", 144, 8},    {"llama4_scout", 160, 8},     {"llama4_scout", 168, 4},
+      {"llama4_scout", 256, 4},    {"deepseek_v2_lite", 128, 2}, {"mixtral", 129, 4},
+      {"mixtral", 256, 4},         {"deepseek_v2_lite", 256, 2}, {"qwen3_30b", 129, 0},
+      {"qwen3_30b", 256, 0},       {"gpt_oss_20b", 1, 4},        {"llama4_scout", 1, 8},
+      {"qwen3_30b", 1, 0},         {"qwen3_30b", 16, 0},         {"qwen3_30b", 17, 0},
+      {"qwen3_30b", 64, 0},        {"qwen3_30b", 65, 2},         {"qwen3_30b", 128, 2},
+      {"qwen3_235b", 4, 0},        {"qwen3_235b", 9, 0},         {"qwen3_235b", 16, 0},
+      {"qwen3_235b", 17, 0},       {"qwen3_235b", 128, 0},       {"gpt_oss_120b", 16, 0},
+      {"gpt_oss_120b", 64, 0},     {"deepseek_v2_lite", 1, 0},   {"deepseek_v2_lite", 9, 2},
+      {"deepseek_v2_lite", 16, 2}, {"deepseek_v2_lite", 40, 2},  {"llama4_maverick", 16, 0},
+      {"deepseek_v3", 16, 0},      {"glm4_moe", 1, 0},
   };
   for (const auto& e : expected) {
     const RouteProblem p{FindPreset(e.family).value().spec, e.tokens, DType::kBF16, DType::kBF16};
@@ -1309,17 +1313,23 @@ TEST(DecomposeKConfig, HeuristicPastOneHundredTwentyEightTokensStagesOrRoutesAft
       EXPECT_TRUE(c.staged) << family << " " << where << ": " << Describe(c);
     }
     // Routers of up to 64 experts: the cluster kernel whose rank 0 routes (8-token chunks),
-    // at the most splits (a power of two) whose grid fits the SMs: 4 of one expert block at
-    // 256 tokens (128 CTAs), 2 of two (DeepSeek-V2-Lite).
-    for (const char* family : {"mixtral", "gpt_oss_20b", "llama4_scout", "deepseek_v2_lite"}) {
+    // at the one-pass split count (a power of two), halved until the grid has at most a
+    // quarter more CTAs than SMs (165 of 132): 4 of one expert block at 256 tokens (128
+    // CTAs), 2 of two (DeepSeek-V2-Lite); Scout's 8 up to 160 tokens (160 CTAs).
+    const struct {
+      const char* family;
+      int one_pass_splits;
+    } small[] = {{"mixtral", 4}, {"gpt_oss_20b", 4}, {"llama4_scout", 8}, {"deepseek_v2_lite", 2}};
+    for (const auto& [family, one_pass_splits] : small) {
       const RouterSpec spec = FindPreset(family).value().spec;
       const cuda::DecomposeKConfig c = config(family, tokens, DType::kBF16, kSxm);
       const int blocks = (spec.experts + 31) / 32, chunks = (tokens + 7) / 8;
       EXPECT_TRUE(!c.staged && !c.polled && !c.route_after_gemm && c.token_tiles == 1 &&
                   c.cluster == c.k_splits && c.cluster > 0)
           << family << " " << where << ": " << Describe(c);
-      EXPECT_LE(chunks * blocks * c.k_splits, 132) << family << " " << where;
-      EXPECT_GT(chunks * blocks * 2 * c.k_splits, 132) << family << " " << where;
+      int splits = one_pass_splits;
+      while (chunks * blocks * splits > 132 + 132 / 4) splits /= 2;
+      EXPECT_EQ(c.k_splits, splits) << family << " " << where;
       if (tokens == 256) {
         EXPECT_EQ(c.k_splits, blocks == 1 ? 4 : 2) << family;
       }
