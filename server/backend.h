@@ -79,10 +79,7 @@ class RouterBackend {
   // The kernels chosen so far for a loaded model, by token bucket then dtype: every bucket
   // of its weight dtype after LoadModel, others once a batch of that dtype needed one. Empty
   // for a backend with no per-bucket choice (the CPU backend) or a model not loaded.
-  virtual std::vector<KernelChoice> KernelChoices(const std::string& model) const {
-    (void)model;
-    return {};
-  }
+  virtual std::vector<KernelChoice> KernelChoices(const std::string& /*model*/) const { return {}; }
 };
 
 std::unique_ptr<RouterBackend> MakeCpuBackend(int threads);

@@ -132,7 +132,6 @@ absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_p
   return absl::InvalidArgumentError(absl::StrCat("--port_file: cannot write ", path, ": ", why));
 }
 
-// Loads every --model into the backend, logging progress; the service's model table.
 // Which kernel each token bucket of a just-loaded model got: a log line per bucket and the
 // kernel-info metrics, so an operator can tell a tuned plan from a cached or heuristic one
 // (and see what a restart changed) without a GPU profiler.
@@ -157,6 +156,7 @@ void ReportKernelChoices(const RouterBackend& backend, const std::string& model,
   }
 }
 
+// Loads every --model into the backend, logging progress; the service's model table.
 absl::StatusOr<RouterService::ModelTable> LoadModels(RouterBackend& backend,
                                                      ServerMetrics& metrics) {
   RouterService::ModelTable models;
