@@ -111,15 +111,15 @@ int OnePassSplits(int K, int token_tiles) {
 // likewise where the two-tile config fits (ChooseConfig: TwoTileDecodeConfig, Qwen3-30B /
 // Qwen3-235B / gpt-oss-120b t=32 3.65 / 4.06 / 3.75 us for the cluster, 3.19 / 3.35 / 3.19 for
 // the two-tile config; H100, session 52).
-// With `halve_to_fit` the split count is halved (down to 1) until the grid takes at most a
-// quarter more CTAs than there are SMs, for batches past ChooseConfig's polled 128 tokens
+// With `halve_to_fit` the split count is halved (down to 1) until the grid takes at most
+// half again as many CTAs as there are SMs, for batches past ChooseConfig's polled 128 tokens
 // (ChooseConfig says which routers). Up to session 70 it had to fit the SMs: Llama 4 Scout
 // (one block, 8 splits) then took 4 splits from 129 tokens, where 8 measured faster with
 // the grid past the SMs (H100, the autotuner's timings under PDL, 8 splits against 4: t=144,
-// 144 CTAs, 2.96 us against 3.87; t=160 3.17 against 3.93; t=168 3.24 against 3.82; t=192,
-// 192 CTAs, 3.52 against 3.99; at 256 tokens, 256 CTAs, 4 splits are faster: 4.29 against
-// more than 4.53). The bound stops at 160 tokens, the largest grid past the SMs that
-// gpu_router_test has run (its families at 160 tokens).
+// 144 CTAs, 2.96 us against 3.87; t=160 3.17 against 3.93; t=176 3.31 (the tuner's best)
+// against more than 3.7; t=192, 192 CTAs, 3.50 against 3.99; t=200 3.58 against 3.97; at
+// 224 tokens 4 splits are faster, 4.16 against more than 4.48, and at 256). gpu_router_test's
+// families run 192 tokens (192 CTAs on an H100).
 constexpr int kClusterRouterMaxBlocksAtTwoTiles = 2;
 DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count, bool halve_to_fit) {
   DecomposeKConfig c;
@@ -132,7 +132,7 @@ DecomposeKConfig RankZeroRoutesConfig(const Shape& s, int sm_count, bool halve_t
   if (m_blocks > kClusterRouterMaxBlocks || m_blocks * splits > kClusterRouterMaxCtas) return {};
   if (m_blocks > 1 && s.tokens <= kClusterRouterChunk) return {};
   if (m_blocks > kClusterRouterMaxBlocksAtTwoTiles && s.tokens <= 16) return {};
-  const int max_grid = halve_to_fit ? sm_count + sm_count / 4 : sm_count;
+  const int max_grid = halve_to_fit ? sm_count + sm_count / 2 : sm_count;
   if (halve_to_fit)
     while (splits > 1 && sm_count > 0 && z_chunks * m_blocks * splits > max_grid) splits /= 2;
   if (sm_count > 0 && z_chunks * m_blocks * splits > max_grid) return {};
@@ -320,7 +320,7 @@ DecomposeKConfig ChooseConfig(const Shape& s, const DecomposeKDevice& device, bo
   // where), and at 17-64 tokens for routers of more than two expert blocks only where the
   // two-tile config does not fit (RankZeroRoutesConfig's timings).
   // Past 128 tokens the same kernel for routers of up to two expert blocks (64 experts), at
-  // the most splits whose grid takes at most a quarter more CTAs than SMs (256 tokens: 32
+  // the most splits whose grid takes at most half again as many CTAs as SMs (256 tokens: 32
   // chunks, 4 splits of one block or 2 of two). Before, they fell through to the arrival-counter
   // clusters of four token tiles at 8 splits. H100, per call under PDL at 256 tokens, the
   // autotuner's own timings (bench/NOTES.md session 69): Mixtral 3.17 us against 9.66,

@@ -874,8 +874,8 @@ TEST(DecomposeKConfig, HeuristicTakesDedicatedRoutersUpToSixtyFourTokens) {
 // 64 or where the two-tile polled configs, below, do not fit): splits a block = the one-pass
 // count rounded up to a power of two (no longer raised to 8 CTAs a cluster past 8 tokens:
 // session 70). Past 128 tokens routers of at most two blocks (64 experts) too, their splits
-// halved until the grid has at most a quarter more CTAs than SMs (Scout keeps 8 splits to
-// 160 tokens: 20 chunks, 160 CTAs on 132 SMs).
+// halved until the grid has at most half again as many CTAs as SMs (Scout keeps 8 splits to
+// 192 tokens: 24 chunks, 192 CTAs on 132 SMs).
 TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
   const struct {
     const char* family;
@@ -883,7 +883,7 @@ TEST(DecomposeKConfig, HeuristicTakesRankZeroRoutingClustersForSmallRouters) {
   } expected[] = {
       {"mixtral", 1, 4},           {"mixtral", 16, 4},           {"mixtral", 128, 4},
       {"gpt_oss_20b", 24, 4},      {"gpt_oss_20b", 128, 4},      {"llama4_scout", 128, 8},
-      {"llama4_scout", 144, 8},    {"llama4_scout", 160, 8},     {"llama4_scout", 168, 4},
+      {"llama4_scout", 144, 8},    {"llama4_scout", 192, 8},     {"llama4_scout", 200, 4},
       {"llama4_scout", 256, 4},    {"deepseek_v2_lite", 128, 2}, {"mixtral", 129, 4},
       {"mixtral", 256, 4},         {"deepseek_v2_lite", 256, 2}, {"qwen3_30b", 129, 0},
       {"qwen3_30b", 256, 0},       {"gpt_oss_20b", 1, 4},        {"llama4_scout", 1, 8},
@@ -1313,9 +1313,9 @@ TEST(DecomposeKConfig, HeuristicPastOneHundredTwentyEightTokensStagesOrRoutesAft
       EXPECT_TRUE(c.staged) << family << " " << where << ": " << Describe(c);
     }
     // Routers of up to 64 experts: the cluster kernel whose rank 0 routes (8-token chunks),
-    // at the one-pass split count (a power of two), halved until the grid has at most a
-    // quarter more CTAs than SMs (165 of 132): 4 of one expert block at 256 tokens (128
-    // CTAs), 2 of two (DeepSeek-V2-Lite); Scout's 8 up to 160 tokens (160 CTAs).
+    // at the one-pass split count (a power of two), halved until the grid has at most half
+    // again as many CTAs as SMs (198 of 132): 4 of one expert block at 256 tokens (128
+    // CTAs), 2 of two (DeepSeek-V2-Lite); Scout's 8 up to 192 tokens (192 CTAs).
     const struct {
       const char* family;
       int one_pass_splits;
@@ -1328,7 +1328,7 @@ TEST(DecomposeKConfig, HeuristicPastOneHundredTwentyEightTokensStagesOrRoutesAft
                   c.cluster == c.k_splits && c.cluster > 0)
           << family << " " << where << ": " << Describe(c);
       int splits = one_pass_splits;
-      while (chunks * blocks * splits > 132 + 132 / 4) splits /= 2;
+      while (chunks * blocks * splits > 132 + 132 / 2) splits /= 2;
       EXPECT_EQ(c.k_splits, splits) << family << " " << where;
       if (tokens == 256) {
         EXPECT_EQ(c.k_splits, blocks == 1 ? 4 : 2) << family;
