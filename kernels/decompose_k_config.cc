@@ -117,7 +117,7 @@ int OnePassSplits(int K, int token_tiles) {
 // (one block, 8 splits) then took 4 splits from 129 tokens, where 8 measured faster with
 // the grid past the SMs (H100, the autotuner's timings under PDL, 8 splits against 4: t=144,
 // 144 CTAs, 2.96 us against 3.87; t=160 3.17 against 3.93; t=176 3.31 (the tuner's best)
-// against more than 3.7; t=192, 192 CTAs, 3.50 against 3.99; t=200 3.58 against 3.97; at
+// against 4.11; t=192, 192 CTAs, 3.50 against 3.99; t=200 3.58 against 3.97; at
 // 224 tokens 4 splits are faster, 4.16 against more than 4.48, and at 256). gpu_router_test's
 // families run 192 tokens (192 CTAs on an H100).
 constexpr int kClusterRouterMaxBlocksAtTwoTiles = 2;
