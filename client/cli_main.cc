@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "client/npy.h"
 #include "client/router_client.h"
 #include "kernels/build_version.h"
@@ -55,17 +57,9 @@ Int IntOption(const std::string& name, const std::string& text, Int lo, Int hi) 
   return v;
 }
 
-const char* DTypeLabel(moe_router::v1::DType t) {
-  switch (t) {
-    case moe_router::v1::DTYPE_BF16:
-      return "bf16";
-    case moe_router::v1::DTYPE_FP16:
-      return "fp16";
-    case moe_router::v1::DTYPE_FP32:
-      return "fp32";
-    default:
-      return "?";
-  }
+// "bf16" for DTYPE_BF16: the proto's own enum names, so no second table of dtype names.
+std::string DTypeLabel(moe_router::v1::DType t) {
+  return absl::AsciiStrToLower(absl::StripPrefix(moe_router::v1::DType_Name(t), "DTYPE_"));
 }
 
 }  // namespace
@@ -125,8 +119,8 @@ int main(int argc, char** argv) {
           m.backend().c_str(), m.device().c_str());
       // The CUDA backend's kernel per token bucket (none on the CPU backend).
       for (const auto& k : m.kernels()) {
-        std::printf("  %s up to %3d tokens: %s (%s", DTypeLabel(k.hidden_dtype()), k.tokens(),
-                    k.config().c_str(), k.source().c_str());
+        std::printf("  %s up to %3d tokens: %s (%s", DTypeLabel(k.hidden_dtype()).c_str(),
+                    k.tokens(), k.config().c_str(), k.source().c_str());
         if (k.tuned_us() > 0) std::printf(", %.2f us", k.tuned_us());
         std::printf(")\n");
       }
