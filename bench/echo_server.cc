@@ -16,7 +16,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "kernels/flags_version.h"
+#include "absl/flags/usage.h"
+#include "kernels/flags_usage.h"
 #include "moe_router/v1/router.grpc.pb.h"
 #include "server/heap_tuning.h"
 
@@ -239,7 +240,11 @@ int main(int argc, char** argv) {
   // 16-token calls 2-5x slower (page faults) until a burst of load has raised glibc's
   // thresholds, and the transport's ceiling would depend on what ran before.
   const std::string heap = moe::TuneHeapForLargeMessages();
-  moe::SetFlagsVersion("echo_server");
+  absl::SetProgramUsageMessage(
+      "The transport's ceiling for the service benchmark: answers moe_router.v1 Route and\n"
+      "RouteStream with responses of moe-router-server's size, computing nothing.\n"
+      "  echo_server --address 127.0.0.1:50052 --top_k 8");
+  moe::SetFlagsUsage("echo_server", __FILE__);
   absl::ParseCommandLine(argc, argv);
   std::unique_ptr<HandoffWorker> handoff;
   if (absl::GetFlag(FLAGS_handoff)) handoff = std::make_unique<HandoffWorker>();

@@ -6,7 +6,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "client/load_generator.h"
-#include "kernels/flags_version.h"
+#include "kernels/flags_usage.h"
 
 ABSL_FLAG(std::string, address, "localhost:50051", "Server address");
 ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model to route");
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
       "Load generator for moe-router-server.\n"
       "  moe-router-bench --model demo-deepseek-v3 --concurrency 64 --tokens 16 --duration_s 10\n"
       "  moe-router-bench --rate 5000 --duration_s 30 --json out.json");
-  moe::SetFlagsVersion("moe-router-bench");
+  moe::SetFlagsUsage("moe-router-bench", __FILE__);
   absl::ParseCommandLine(argc, argv);
   moe::LoadOptions o;
   o.address = absl::GetFlag(FLAGS_address);

@@ -21,7 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/build_version.h"
-#include "kernels/flags_version.h"
+#include "kernels/flags_usage.h"
 #include "server/backend.h"
 #include "server/batcher.h"
 #include "server/checkpoint.h"
@@ -276,7 +276,7 @@ int ServerMain(int argc, char** argv) {
       "  moe-router-server --model demo-deepseek-v3\n"
       "  moe-router-server --model ds=/models/DeepSeek-V3 --address 0.0.0.0:50051\n"
       "  moe-router-server --config server.json");
-  moe::SetFlagsVersion("moe-router-server");
+  moe::SetFlagsUsage("moe-router-server", __FILE__);
   if (auto status = ApplyConfigFileFlag(argc, argv); !status.ok())
     return Fail(std::string(status.message()));
   absl::ParseCommandLine(argc, argv);
