@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
@@ -37,7 +38,9 @@ int Error(const grpc::Status& s, const std::string& address) {
     std::fprintf(stderr, "moe-router: cannot reach the server at %s: %s\n", address.c_str(),
                  s.error_message().c_str());
   else
-    std::fprintf(stderr, "moe-router: error %d: %s\n", int(s.error_code()),
+    // gRPC's codes are Abseil's, so Abseil names them (NOT_FOUND, not "error 5").
+    std::fprintf(stderr, "moe-router: %s: %s\n",
+                 absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())).c_str(),
                  s.error_message().c_str());
   return 1;
 }
@@ -108,7 +111,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   moe::RouterClient client(address);
-  if (args[0] == "models") {
+  if (args[0] == "models" && args.size() == 1) {
     moe_router::v1::ListModelsResponse resp;
     auto s = client.ListModels(&resp);
     if (!s.ok()) return Error(s, address);
@@ -127,7 +130,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  if (args[0] == "health") {
+  if (args[0] == "health" && args.size() == 1) {
     bool serving = false;
     auto s = client.Health(&serving);
     if (!s.ok()) return Error(s, address);
@@ -182,6 +185,13 @@ int main(int argc, char** argv) {
                 out.timing.compute_us(), out.timing.batch_tokens());
     return 0;
   }
+  if (args[0] == "route")
+    std::fprintf(stderr, "moe-router: route takes one MODEL (got %zu arguments)\n",
+                 args.size() - 1);
+  else if (args[0] != "models" && args[0] != "health")
+    std::fprintf(stderr, "moe-router: unknown command '%s'\n", args[0].c_str());
+  else
+    std::fprintf(stderr, "moe-router: %s takes no arguments\n", args[0].c_str());
   std::fputs(kUsage, stderr);
   return 2;
 }

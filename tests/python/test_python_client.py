@@ -164,8 +164,20 @@ class PythonClientTest(unittest.TestCase):
                              text=True, timeout=60)
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("cannot reach the server", out.stderr)
-        out = subprocess.run([cli, "bogus"], capture_output=True, text=True, timeout=60)
-        self.assertEqual(out.returncode, 2)
+        # Commands it does not know, or with the wrong arguments: named, exit 2.
+        for argv, message in ((["bogus"], "unknown command 'bogus'"),
+                              (["models", "x"], "models takes no arguments"),
+                              (["route"], "route takes one MODEL (got 0 arguments)"),
+                              (["route", "a", "b"], "route takes one MODEL (got 2 arguments)")):
+            out = subprocess.run([cli, "--address", self.address, *argv], capture_output=True,
+                                 text=True, timeout=60)
+            self.assertEqual(out.returncode, 2, (argv, out.stderr))
+            self.assertIn(message, out.stderr)
+        # The server's refusals carry the status code's name and its message.
+        out = subprocess.run([cli, "--address", self.address, "route", "demo-mixtral", "--layer",
+                              "9"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertIn("moe-router: NOT_FOUND: layer: 9 does not exist", out.stderr)
         # Integer options are whole numbers in range, refused by name before anything is
         # sent (a huge --tokens used to abort the CLI building its random hidden states).
         for option, value, expected in (("--tokens", "abc", "1..256"),
