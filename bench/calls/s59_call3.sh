@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 59, device call 3 (host side only; the GPU serves the router): (1) a throwaway
-# probe (bench/s59_copy_probe.cc, built static by hand as copy_bench) of the 16-token parse
+# probe (bench/calls/s59_copy_probe.cc, built static by hand as copy_bench) of the 16-token parse
 # copy: 229 KB from a source another core has just written, with streaming stores, alone
 # against split with a spinning helper core, for a few core placements; (2)
 # bench/one_caller_ab.sh at one caller, 16 tokens, stream and unary, 7 rounds each (the

@@ -16,7 +16,7 @@ for tokens in 1 16; do
     "" "--max_stream_in_flight=1" | tee "$OUT/stream_$tokens.md"
   echo "rc=${PIPESTATUS[0]} took $((SECONDS - s)) s"
 done
-# Then the phase trace (bench/s60_phase_trace2.patch on de29aa9: the parse's scan, the
+# Then the phase trace (bench/patches/s60_phase_trace2.patch on de29aa9: the parse's scan, the
 # hand-over and the deferred copy stamped too), 2 rounds a row, its step medians at drain.
 for mode in stream unary; do
   for tokens in 1 16; do

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 60, call 2: the scratch phase trace (bench/s60_phase_trace.patch) of one caller's
+# Session 60, call 2: the scratch phase trace (bench/patches/s60_phase_trace.patch) of one caller's
 # request inside moe-router-server, stream and unary, 1 and 16 tokens; step medians from the
 # server's stderr at its drain.
 set -u
