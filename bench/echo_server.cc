@@ -252,6 +252,7 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_address), grpc::InsecureServerCredentials(), &port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a busy port is an error
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();

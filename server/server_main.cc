@@ -34,6 +34,12 @@
 
 ABSL_FLAG(std::string, address, "0.0.0.0:50051",
           "gRPC listen address (host:port; port 0 picks one)");
+ABSL_FLAG(bool, reuse_port, false,
+          "Share the gRPC port with other processes that also set this (SO_REUSEPORT: the "
+          "kernel spreads new connections over them, e.g. to start a new server before "
+          "draining the old one). Off, a port already in use is an error; gRPC's own default "
+          "(on) let a second server start silently on a busy port and take half its "
+          "connections");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
           "Prometheus /metrics HTTP listen address (host:port or port); empty disables");
 ABSL_FLAG(std::vector<std::string>, model, {"demo-deepseek-v3"},
@@ -353,6 +359,7 @@ int ServerMain(int argc, char** argv) {
   int grpc_port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::GetFlag(FLAGS_address), *creds, &grpc_port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, absl::GetFlag(FLAGS_reuse_port) ? 1 : 0);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.RegisterService(&service);
@@ -365,7 +372,8 @@ int ServerMain(int argc, char** argv) {
   }
   server = builder.BuildAndStart();
   if (!server || grpc_port == 0)
-    return Fail(absl::StrCat("--address: cannot listen on ", absl::GetFlag(FLAGS_address)));
+    return Fail(absl::StrCat("--address: cannot listen on ", absl::GetFlag(FLAGS_address),
+                             " (in use, or not an address of this host)"));
   server->GetHealthCheckService()->SetServingStatus(false);
 
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {

@@ -993,6 +993,36 @@ TEST_F(Server, NotServingWhileModelsLoadThenServing) {
   EXPECT_EQ(models.models(0).layers(), 60);
 }
 
+TEST_F(Server, ABusyPortIsAnErrorUnlessBothServersShareIt) {
+  ServerProcess first({"--model=demo-mixtral", "--demo_layers=1"}, /*default_models=*/false);
+  ASSERT_TRUE(first.WaitServing());
+  // A second server on the first one's port refuses to start (gRPC's SO_REUSEPORT default
+  // had it serve there, the kernel handing it half the new connections).
+  const std::string out = absl::StrCat("/tmp/moe_busy_port_", getpid(), ".txt");
+  const int rc = std::system((ServerBinary() + " --model=demo-mixtral --demo_layers=1 " +
+                              "--backend=cpu --metrics_address= --address=" + first.address() +
+                              " >" + out + " 2>&1")
+                                 .c_str());
+  std::ifstream file(out);
+  const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  std::remove(out.c_str());
+  EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1) << text;
+  EXPECT_NE(text.find("--address: cannot listen on " + first.address()), std::string::npos) << text;
+  // Both with --reuse_port (a restart without downtime): the second serves the same port.
+  ServerProcess old_server({"--model=demo-mixtral", "--demo_layers=1", "--reuse_port"},
+                           /*default_models=*/false);
+  ASSERT_TRUE(old_server.WaitServing());
+  ServerProcess new_server({"--model=demo-mixtral", "--demo_layers=1", "--reuse_port",
+                            "--address=" + old_server.address()},
+                           /*default_models=*/false);
+  ASSERT_TRUE(new_server.WaitServing());
+  EXPECT_EQ(new_server.address(), old_server.address());
+  EXPECT_EQ(old_server.Terminate(), 0);
+  RouterClient client(new_server.address());
+  bool serving = false;
+  EXPECT_TRUE(client.Health(&serving).ok() && serving);
+}
+
 TEST_F(Server, ConfigFileSetsFlagsAndTheCommandLineOverridesIt) {
   const std::string path = absl::StrCat("/tmp/moe_config_", getpid(), ".json");
   std::ofstream(path) << R"({"model": ["demo-mixtral", "demo-qwen3-30b"], "demo_layers": 2,)"
