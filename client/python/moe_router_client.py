@@ -29,6 +29,9 @@ def _tensor(hidden):
     a = np.ascontiguousarray(hidden)
     if a.ndim != 2:
         raise ValueError(f"hidden must be 2-D [tokens, hidden], got shape {a.shape}")
+    # The wire carries little-endian values: a big-endian array is converted, not refused
+    # as an unknown dtype (np.dtype(">f4") != np.float32).
+    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
     if a.dtype == np.float32:
         dtype = router_pb2.DTYPE_FP32
     elif a.dtype == np.float16:
@@ -37,7 +40,7 @@ def _tensor(hidden):
         dtype = router_pb2.DTYPE_BF16
     else:
         raise ValueError(f"unsupported dtype {a.dtype}: use float32, float16, or bfloat16 bits as uint16")
-    return router_pb2.Tensor(dtype=dtype, shape=list(a.shape), data=a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+    return router_pb2.Tensor(dtype=dtype, shape=list(a.shape), data=a.tobytes())
 
 
 def _unpack(resp):

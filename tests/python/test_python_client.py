@@ -78,6 +78,15 @@ class PythonClientTest(unittest.TestCase):
                 want = np.exp(chosen - chosen.max())
                 want /= want.sum()
                 np.testing.assert_allclose(weights[t], want, rtol=1e-4)
+        # Big-endian arrays and Fortran-ordered views: the same values on the wire, so the
+        # same answer to the bit as the native array of that dtype.
+        for native, other in ((x, x.astype(">f4")), (x.astype(np.float16), x.astype(">f2")),
+                              (bf16_bits(x), bf16_bits(x).astype(">u2")),
+                              (x, np.asfortranarray(x))):
+            want_ids, want_weights = self.client.route("demo-mixtral", 1, native)
+            ids, weights = self.client.route("demo-mixtral", 1, other)
+            np.testing.assert_array_equal(ids, want_ids, err_msg=other.dtype.str)
+            np.testing.assert_array_equal(weights, want_weights, err_msg=other.dtype.str)
 
     def test_gpt_oss_topk_then_softmax(self):
         x = np.random.default_rng().standard_normal((3, 2880)).astype(np.float32)
