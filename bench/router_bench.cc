@@ -442,12 +442,7 @@ int BenchMain(int argc, char** argv) {
         stream.get());
     row.cublas_route_us = 0;
     row.empty_us = empty_us;
-    row.config =
-        cfg.gemm_cublas ? std::string("cublasLt")
-        : cfg.gemm_tile != 0
-            ? absl::StrFormat("tile=%s S=%d%s", GemmTileLabel(cfg.gemm_tile, cfg.gemm_tile_m),
-                              cfg.k_splits, cfg.gemm_tma ? " tma" : "")
-            : absl::StrFormat("nt=%d S=%d", cfg.token_tiles, cfg.k_splits);
+    row.config = cuda::DescribeDecomposeKConfig(cfg);
     rows.push_back(row);
   }
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "kernels/build_version.h"
+#include "kernels/config_description.h"
 #include "kernels/cuda_device.h"
 #include "kernels/decompose_k_router.h"
 #include "kernels/gemm_launch.h"
@@ -17,12 +18,19 @@ int Fail(int code, std::string message) {
   return code;
 }
 
-int SmCount() {
-  static const int sms = [] {
-    auto info = moe::cuda::ProbeDevice(0);
-    return info.available ? info.sm_count : 1;
-  }();
-  return sms;
+const moe::cuda::DeviceInfo& Device() {
+  static const moe::cuda::DeviceInfo info = moe::cuda::ProbeDevice(0);
+  return info;
+}
+
+int SmCount() { return Device().available ? Device().sm_count : 1; }
+
+// moe_route_config and moe_gemm_config describe what would run on the device: without
+// one there is nothing to describe (the heuristic would size a grid for one SM).
+bool DeviceOrFail() {
+  if (Device().available) return true;
+  Fail(MOE_CUDA_ERROR, "no usable CUDA device: " + Device().reason);
+  return false;
 }
 
 bool ValidDType(int d) { return d >= MOE_BF16 && d <= MOE_FP32; }
@@ -35,6 +43,17 @@ bool ValidDType(int d) { return d >= MOE_BF16 && d <= MOE_FP32; }
 int CheckAligned16(const void* p, const char* field) {
   if (reinterpret_cast<uintptr_t>(p) % 16 == 0) return MOE_OK;
   return Fail(MOE_INVALID_ARGUMENT, std::string(field) + ": not 16-byte aligned");
+}
+
+// moe_route's and moe_route_config's checks of what ToProblem converts (an enum out of
+// range would be no Scoring or DType at all).
+int CheckRouteCall(const moe_router_spec* spec, int hidden_dtype, int weight_dtype) {
+  if (spec == nullptr) return Fail(MOE_INVALID_ARGUMENT, "spec: null");
+  if (!ValidDType(hidden_dtype)) return Fail(MOE_INVALID_ARGUMENT, "hidden_dtype: invalid");
+  if (!ValidDType(weight_dtype)) return Fail(MOE_INVALID_ARGUMENT, "weight_dtype: invalid");
+  if (spec->scoring < 0 || spec->scoring > 2) return Fail(MOE_INVALID_ARGUMENT, "scoring: invalid");
+  if (spec->order < 0 || spec->order > 1) return Fail(MOE_INVALID_ARGUMENT, "order: invalid");
+  return MOE_OK;
 }
 
 moe::RouteProblem ToProblem(const moe_router_spec& s, int tokens, int hd, int wd) {
@@ -106,11 +125,7 @@ int moe_route_ex(const moe_router_spec* spec, int tokens, int hidden_dtype, int 
                  unsigned flags) {
   if ((flags & ~unsigned(MOE_ROUTE_PDL)) != 0)
     return Fail(MOE_INVALID_ARGUMENT, "flags: unknown bits (MOE_ROUTE_PDL is the only flag)");
-  if (spec == nullptr) return Fail(MOE_INVALID_ARGUMENT, "spec: null");
-  if (!ValidDType(hidden_dtype)) return Fail(MOE_INVALID_ARGUMENT, "hidden_dtype: invalid");
-  if (!ValidDType(weight_dtype)) return Fail(MOE_INVALID_ARGUMENT, "weight_dtype: invalid");
-  if (spec->scoring < 0 || spec->scoring > 2) return Fail(MOE_INVALID_ARGUMENT, "scoring: invalid");
-  if (spec->order < 0 || spec->order > 1) return Fail(MOE_INVALID_ARGUMENT, "order: invalid");
+  if (CheckRouteCall(spec, hidden_dtype, weight_dtype) != MOE_OK) return MOE_INVALID_ARGUMENT;
   if (CheckAligned16(hidden, "hidden") != MOE_OK || CheckAligned16(weight, "weight") != MOE_OK ||
       CheckAligned16(workspace, "workspace") != MOE_OK)
     return MOE_INVALID_ARGUMENT;
@@ -164,6 +179,41 @@ int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, co
                             (flags & MOE_GEMM_PDL) != 0);
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
+}
+
+const char* moe_route_config(const moe_router_spec* spec, int tokens, int hidden_dtype,
+                             int weight_dtype) {
+  thread_local std::string text;
+  if (CheckRouteCall(spec, hidden_dtype, weight_dtype) != MOE_OK) return nullptr;
+  const auto p = ToProblem(*spec, tokens, hidden_dtype, weight_dtype);
+  if (auto status = moe::CheckRouteProblem(p); !status.ok()) {
+    Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
+    return nullptr;
+  }
+  if (!DeviceOrFail()) return nullptr;
+  const auto config = moe::cuda::ChooseDecomposeKConfig(p, SmCount());
+  if (auto status = moe::cuda::CanRouteDecomposeK(p, config); !status.ok()) {
+    Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
+    return nullptr;
+  }
+  text = moe::cuda::DescribeDecomposeKConfig(config);
+  return text.c_str();
+}
+
+const char* moe_gemm_config(int m, int n, int k, int dtype) {
+  thread_local std::string text;
+  if (!ValidDType(dtype)) {
+    Fail(MOE_INVALID_ARGUMENT, "dtype: invalid");
+    return nullptr;
+  }
+  const moe::cuda::GemmProblem p{m, n, k, static_cast<moe::DType>(dtype)};
+  if (auto status = moe::cuda::CanGemmDecomposeK(p); !status.ok()) {
+    Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
+    return nullptr;
+  }
+  if (!DeviceOrFail()) return nullptr;
+  text = moe::cuda::DescribeDecomposeKConfig(moe::cuda::ChooseGemmConfig(p, SmCount()));
+  return text.c_str();
 }
 
 const char* moe_last_error(void) { return last_error.c_str(); }

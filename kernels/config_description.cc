@@ -6,11 +6,14 @@
 namespace moe::cuda {
 
 std::string DescribeDecomposeKConfig(const DecomposeKConfig& k) {
-  if (k.route_after_gemm && k.gemm_cublas) return "cublasLt gemm + epilogue kernel";
-  if (k.route_after_gemm)
-    return absl::StrFormat("gemm tile=%d%s S=%d%s + epilogue kernel", k.gemm_tile,
+  // cuBLASLt's GEMM or the staged-tile GEMM: the general GEMM's configs, and with
+  // route_after_gemm the router's first launch of two.
+  const char* then_route = k.route_after_gemm ? " + epilogue kernel" : "";
+  if (k.gemm_cublas) return absl::StrCat("cublasLt gemm", then_route);
+  if (k.gemm_tile != 0)
+    return absl::StrFormat("gemm tile=%d%s S=%d%s%s", k.gemm_tile,
                            k.gemm_tile_m ? absl::StrCat("x", k.gemm_tile_m) : "", k.k_splits,
-                           k.gemm_tma ? " tma" : "");
+                           k.gemm_tma ? " tma" : "", then_route);
   // The reduction: a cluster's distributed shared memory, the polled partials (staged or
   // streamed tiles), or the arrival counter's last CTA.
   const char* reduction = k.cluster  ? "cluster"

@@ -7,6 +7,7 @@
 //                                            K splits, the reduction and its launch options
 //   "gemm tile=128x64 S=4 tma + epilogue kernel"   route_after_gemm by the tile GEMM
 //   "cublasLt gemm + epilogue kernel"               route_after_gemm by cuBLASLt
+//   "gemm tile=64 S=8 tma", "cublasLt gemm"         the general GEMM's (ChooseGemmConfig)
 #pragma once
 
 #include <string>

@@ -96,6 +96,18 @@ enum { MOE_GEMM_PDL = 1u };
 int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
                 float* c, void* workspace, size_t workspace_bytes, void* stream, unsigned flags);
 
+/* The kernel moe_route / moe_gemm would launch for a problem on this device, in words:
+ * "mma nt=1 S=8 polled coop ded 1cta" (one launch: mainloop, 8-token tiles a CTA, K splits,
+ * the reduction and launch options), "cublasLt gemm + epilogue kernel" (routing in two
+ * launches), "gemm tile=64 S=8 tma", "cublasLt gemm". These are the config heuristic's
+ * choices: the C ABI does not autotune (moe-router-server does, and reports its choices in
+ * ModelInfo). NULL for a problem the launch would refuse, or without a usable CUDA device,
+ * with moe_last_error() saying why.
+ * The string stays valid until this thread's next call of the same function. */
+const char* moe_route_config(const moe_router_spec* spec, int tokens, int hidden_dtype,
+                             int weight_dtype);
+const char* moe_gemm_config(int m, int n, int k, int dtype);
+
 const char* moe_last_error(void);
 
 /* This library's version line, "moe_kernels 0.1.0 (commit 0afe62c1d2e3, Release, CUDA

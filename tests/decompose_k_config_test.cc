@@ -125,9 +125,9 @@ TEST(DecomposeKConfig, HeuristicConfigsPassTheRulesAcrossTheShapeRange) {
   }
 }
 
-// The words operators read in the server's log, metrics and ModelInfo, one per kind of
-// config: the mainloop, token tiles, splits, reduction and launch options, or the GEMM of a
-// two-launch route.
+// The words operators read in the server's log, metrics and ModelInfo (and C ABI callers
+// from moe_route_config / moe_gemm_config), one per kind of config: the mainloop, token
+// tiles, splits, reduction and launch options, or the GEMM (of a two-launch route).
 TEST(DecomposeKConfig, DescriptionsNameTheReductionAndLaunchOptions) {
   cuda::DecomposeKConfig polled;
   polled.k_splits = 8;
@@ -155,6 +155,11 @@ TEST(DecomposeKConfig, DescriptionsNameTheReductionAndLaunchOptions) {
   cuda::DecomposeKConfig lt;
   lt.route_after_gemm = lt.gemm_cublas = true;
   EXPECT_EQ(cuda::DescribeDecomposeKConfig(lt), "cublasLt gemm + epilogue kernel");
+  // The general GEMM's own configs: the same GEMMs without the epilogue kernel.
+  tile.route_after_gemm = false;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(tile), "gemm tile=128x64 S=2 tma");
+  lt.route_after_gemm = false;
+  EXPECT_EQ(cuda::DescribeDecomposeKConfig(lt), "cublasLt gemm");
 }
 
 // The autotuner's candidates for every family on several device sizes, with and without

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/config_description.h"
 #include "kernels/cublas_router.h"
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_raii.h"
@@ -2433,6 +2434,37 @@ TEST(GpuCApi, MisalignedOperandsAreRefused) {
   EXPECT_EQ(std::string(moe_last_error()), "workspace: not 16-byte aligned");
   EXPECT_EQ(gemm(aligned, aligned, off_workspace), MOE_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(moe_last_error()), "workspace: not 16-byte aligned");
+}
+
+// moe_route_config / moe_gemm_config name the config moe_route / moe_gemm launch on this
+// device (the heuristic's for device 0's SMs), for every family at decode, prefill and
+// two-launch token counts, and for GEMMs on both sides of the cuBLASLt hand-off.
+TEST(GpuCApi, ConfigNamesWhatTheLaunchRuns) {
+  SKIP_WITHOUT_GPU();
+  for (const auto& preset : FamilyPresets()) {
+    moe_router_spec spec;
+    ASSERT_EQ(moe_router_preset(preset.name.c_str(), &spec), MOE_OK);
+    for (int tokens : {1, 16, 64, 128, 200, 256}) {
+      RouteProblem p;
+      p.spec = preset.spec;
+      p.tokens = tokens;
+      const char* text = moe_route_config(&spec, tokens, MOE_BF16, MOE_BF16);
+      ASSERT_NE(text, nullptr) << preset.name << " t=" << tokens << ": " << moe_last_error();
+      EXPECT_EQ(std::string(text),
+                cuda::DescribeDecomposeKConfig(cuda::ChooseDecomposeKConfig(p, SmCount())))
+          << preset.name << " t=" << tokens;
+    }
+  }
+  for (const auto& [m, n, k] :
+       {std::tuple{16, 16, 131072}, std::tuple{128, 128, 65536}, std::tuple{300, 700, 2048}}) {
+    const char* text = moe_gemm_config(m, n, k, MOE_BF16);
+    ASSERT_NE(text, nullptr) << m << "x" << n << "x" << k << ": " << moe_last_error();
+    const cuda::GemmProblem p{m, n, k, DType::kBF16};
+    EXPECT_EQ(std::string(text),
+              cuda::DescribeDecomposeKConfig(cuda::ChooseGemmConfig(p, SmCount())))
+        << m << "x" << n << "x" << k;
+  }
+  EXPECT_EQ(std::string(moe_gemm_config(300, 700, 2048, MOE_BF16)), "cublasLt gemm");
 }
 
 TEST(GpuCApi, RoutesAndReportsErrors) {

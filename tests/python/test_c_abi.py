@@ -32,6 +32,10 @@ def load():
     lib.moe_route_workspace_bytes.argtypes = [ctypes.POINTER(RouterSpec)] + [ctypes.c_int] * 3
     lib.moe_route.argtypes = [ctypes.POINTER(RouterSpec)] + [ctypes.c_int] * 3 + [
         ctypes.c_void_p] * 8 + [ctypes.c_size_t, ctypes.c_void_p]
+    lib.moe_route_config.restype = ctypes.c_char_p
+    lib.moe_route_config.argtypes = [ctypes.POINTER(RouterSpec)] + [ctypes.c_int] * 3
+    lib.moe_gemm_config.restype = ctypes.c_char_p
+    lib.moe_gemm_config.argtypes = [ctypes.c_int] * 4
     return lib
 
 
@@ -85,6 +89,45 @@ class CAbi(unittest.TestCase):
                                     p, None, p, 1 << 16, None)
             self.assertEqual(rc, MOE_INVALID_ARGUMENT, (bend, tokens))
             self.assertIn(message, self.last_error())
+
+    def test_config_names_the_kernel_or_refuses_by_field(self):
+        spec = RouterSpec()
+        self.assertEqual(self.lib.moe_router_preset(b"deepseek_v3", ctypes.byref(spec)), MOE_OK)
+        # Bad arguments are named with or without a device.
+        self.assertIsNone(self.lib.moe_route_config(ctypes.byref(spec), 0, MOE_BF16, MOE_BF16))
+        self.assertIn("tokens: 0 is outside", self.last_error())
+        self.assertIsNone(self.lib.moe_route_config(ctypes.byref(spec), 1, 7, MOE_BF16))
+        self.assertIn("hidden_dtype: invalid", self.last_error())
+        self.assertIsNone(self.lib.moe_route_config(None, 1, MOE_BF16, MOE_BF16))
+        self.assertIn("spec: null", self.last_error())
+        self.assertIsNone(self.lib.moe_gemm_config(16, 16, 12, MOE_BF16))
+        self.assertIn("k: 12", self.last_error())
+        self.assertIsNone(self.lib.moe_gemm_config(16, 16, 8192, 7))
+        self.assertIn("dtype: invalid", self.last_error())
+        bad = RouterSpec.from_buffer_copy(spec)
+        bad.scoring = 9
+        self.assertIsNone(self.lib.moe_route_config(ctypes.byref(bad), 1, MOE_BF16, MOE_BF16))
+        self.assertIn("scoring: invalid", self.last_error())
+        # A valid problem: its kernel in words on a GPU, else "no usable CUDA device".
+        first = self.lib.moe_route_config(ctypes.byref(spec), 1, MOE_BF16, MOE_BF16)
+        if first is None:
+            self.assertIn("no usable CUDA device", self.last_error())
+            self.assertIsNone(self.lib.moe_gemm_config(300, 700, 2048, MOE_BF16))
+            self.assertIn("no usable CUDA device", self.last_error())
+            return
+        one_launch = (r"(mma|fma) nt=[124] S=\d+ (polled|cluster|staged|counter)"
+                      r"( pairs)?( coop)?( ded)?( 1cta)?")
+        gemm = r"(cublasLt gemm|gemm tile=\d+(x\d+)? S=\d+( tma)?)"
+        for family in (b"deepseek_v3", b"qwen3_30b", b"mixtral", b"kimi_k2"):
+            self.assertEqual(self.lib.moe_router_preset(family, ctypes.byref(spec)), MOE_OK)
+            for tokens in (1, 16, 128, 256):
+                text = self.lib.moe_route_config(ctypes.byref(spec), tokens, MOE_BF16, MOE_BF16)
+                self.assertIsNotNone(text, (family, tokens, self.last_error()))
+                self.assertRegex(text.decode(), f"^({one_launch}|{gemm} \\+ epilogue kernel)$")
+        # The shapes moe_gemm_workspace_bytes sizes for cuBLASLt say so.
+        self.assertEqual(self.lib.moe_gemm_config(300, 700, 2048, MOE_BF16), b"cublasLt gemm")
+        self.assertRegex(self.lib.moe_gemm_config(16, 16, 8192, MOE_BF16).decode(),
+                         f"^({one_launch}|{gemm})$")
 
     def test_gemm_workspace_sizes(self):
         ws = self.lib.moe_gemm_workspace_bytes
