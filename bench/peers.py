@@ -55,6 +55,10 @@ def load_lib(path):
         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     lib.moe_gemm_ex.argtypes = lib.moe_gemm.argtypes + [ctypes.c_uint]
     lib.moe_last_error.restype = ctypes.c_char_p
+    lib.moe_route_config.restype = ctypes.c_char_p
+    lib.moe_route_config.argtypes = lib.moe_route_workspace_bytes.argtypes
+    lib.moe_gemm_config.restype = ctypes.c_char_p
+    lib.moe_gemm_config.argtypes = [ctypes.c_int] * 4
     return lib
 
 
@@ -204,7 +208,9 @@ def main():
                 if rc != 0:
                     raise RuntimeError(lib.moe_last_error().decode())
 
-            row = {"shape": f"{family} t={T}", "layers": layers}
+            # The kernel the C ABI runs (the heuristic's config; router_bench's are tuned).
+            row = {"shape": f"{family} t={T}", "layers": layers,
+                   "config": lib.moe_route_config(ctypes.byref(cspec), T, 0, 0).decode()}
             row["fused_us"] = time_graph(fused, layers, args.replays)
             # MOE_ROUTE_PDL: each launch's weights stream while the previous one finishes.
             row["fused_pdl_us"] = time_graph(lambda l: fused(l, 1), layers, args.replays)
@@ -226,7 +232,7 @@ def main():
             print(f"{row['shape']:24s} fused {row['fused_us']:7.2f}  fused+pdl {row['fused_pdl_us']:7.2f}  "
                   f"eager {row['eager_us']:7.2f}  "
                   f"compile {row['compile_us'] if row['compile_us'] is None else round(row['compile_us'], 2)!s:>7}  "
-                  f"triton {row['triton_us']:7.2f}  agree {row['agree']:.3f}", flush=True)
+                  f"triton {row['triton_us']:7.2f}  agree {row['agree']:.3f}  {row['config']}", flush=True)
     if args.json:
         json.dump(rows, open(args.json, "w"), indent=1)
 
@@ -251,7 +257,8 @@ def gemm_rows(lib, args, dev, l2):
                 if rc != 0:
                     raise RuntimeError(lib.moe_last_error().decode())
 
-            row = {"shape": f"gemm {mn}x{mn}x{K}", "layers": layers}
+            row = {"shape": f"gemm {mn}x{mn}x{K}", "layers": layers,
+                   "config": lib.moe_gemm_config(mn, mn, K, 0).decode()}
             row["fused_us"] = time_graph(fused, layers, args.replays)
             row["fused_pdl_us"] = time_graph(lambda l: fused(l, 1), layers, args.replays)  # MOE_GEMM_PDL
             row["eager_us"] = time_graph(lambda l: A[l] @ B[l].t(), layers, args.replays)
@@ -270,7 +277,7 @@ def gemm_rows(lib, args, dev, l2):
                   f"eager {row['eager_us']:7.2f}  "
                   f"compile {row['compile_us'] if row['compile_us'] is None else round(row['compile_us'], 2)!s:>7}  "
                   f"triton {row['triton_us']:7.2f}  fused GB/s {row['gbs_fused']:6.0f}  "
-                  f"rel_err {row['rel_err']:.1e}", flush=True)
+                  f"rel_err {row['rel_err']:.1e}  {row['config']}", flush=True)
             del A, B
     return rows
 
