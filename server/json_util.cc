@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -13,6 +14,11 @@ namespace moe {
 
 absl::StatusOr<google::protobuf::Struct> ParseJsonObject(absl::string_view json,
                                                          absl::string_view what) {
+  // protobuf would say "Root element must be a message" of a JSON array or number.
+  const absl::string_view body = absl::StripLeadingAsciiWhitespace(json);
+  if (!body.empty() && body.front() != '{')
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": invalid JSON: expected an object ({...}), found '", body.substr(0, 1), "'"));
   google::protobuf::Struct s;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;

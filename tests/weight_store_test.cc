@@ -308,6 +308,9 @@ TEST(Checkpoint, ErrorsNameTheFileAndTensor) {
   // Broken config.
   WriteText(tmp.File("config.json"), "{");
   ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(), {"config.json", "invalid JSON"});
+  WriteText(tmp.File("config.json"), " [1, 2]");
+  ExpectError(LoadCheckpointDir(tmp.path(), "ck").status(),
+              {"config.json", "invalid JSON: expected an object ({...}), found '['"});
   // Sizes that are not whole numbers an int holds are named, not cast.
   for (const char* bad : {"1e20", "-3", "16.5"}) {
     WriteText(tmp.File("config.json"),
