@@ -179,9 +179,10 @@ cudaError_t CublasLtGemmWorkspaceNeed(const GemmProblem& p, size_t* bytes) {
   cublasLtHandle_t handle;
   int device = 0;
   CUDA_RETURN_IF_ERROR(ThreadHandle(*api, &handle, &device));
-  // Addresses at cuBLAS's widest alignment stand for the operands: the heuristic reads only
-  // their alignment.
-  const auto aligned = reinterpret_cast<float*>(uintptr_t{kCublasLtWorkspaceAlign});
+  // An address at cuBLAS's widest alignment stands for the operands: the heuristic reads
+  // only their alignment, never their memory.
+  alignas(kCublasLtWorkspaceAlign) static float stand_in[kCublasLtWorkspaceAlign / sizeof(float)];
+  float* const aligned = stand_in;
   Plan plan;
   CUDA_RETURN_IF_ERROR(MakePlan(*api, handle, p, aligned, aligned, nullptr, aligned,
                                 kCublasLtUsableWorkspace, &plan));

@@ -9,13 +9,14 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 
-#define CHECK(x)                                                       \
-  do {                                                                 \
-    if ((x) != CUBLAS_STATUS_SUCCESS) {                                \
-      std::printf("%s failed at line %d\n", #x, __LINE__);             \
-      return;                                                          \
-    }                                                                  \
+#define CHECK(x)                                           \
+  do {                                                     \
+    if ((x) != CUBLAS_STATUS_SUCCESS) {                    \
+      std::printf("%s failed at line %d\n", #x, __LINE__); \
+      return;                                              \
+    }                                                      \
   } while (0)
 
 void Probe(cublasLtHandle_t h, int m, int n, int k) {
@@ -37,8 +38,23 @@ void Probe(cublasLtHandle_t h, int m, int n, int k) {
   int found = 0;
   CHECK(cublasLtMatmulAlgoGetHeuristic(h, op, b, a, d, d, pref, 5, r, &found));
   std::printf("%5d x %5d x %6d:", m, n, k);
-  for (int i = 0; i < found; ++i) std::printf(" %s%zu", i == 0 ? "[first] " : "", r[i].workspaceSize);
-  std::printf(" bytes\n");
+  for (int i = 0; i < found; ++i)
+    std::printf(" %s%zu", i == 0 ? "[first] " : "", r[i].workspaceSize);
+  std::printf(" bytes");
+  // Call 2: with only what the first algorithm asks for (a plan's workspace since session
+  // 71), and with none, is the first algorithm the same one?
+  for (uint64_t limit : {uint64_t(r[0].workspaceSize), uint64_t(0)}) {
+    CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                               &limit, sizeof(limit)));
+    cublasLtMatmulHeuristicResult_t again = {};
+    int n_again = 0;
+    CHECK(cublasLtMatmulAlgoGetHeuristic(h, op, b, a, d, d, pref, 1, &again, &n_again));
+    std::printf("; limit %zu: %s", size_t(limit),
+                n_again == 0                                                    ? "none"
+                : std::memcmp(&again.algo, &r[0].algo, sizeof(again.algo)) == 0 ? "same algo"
+                                                                                : "another algo");
+  }
+  std::printf("\n");
   cublasLtMatmulPreferenceDestroy(pref);
   cublasLtMatrixLayoutDestroy(b);
   cublasLtMatrixLayoutDestroy(a);
@@ -55,8 +71,8 @@ int main() {
     Probe(h, tokens, 384, 7168);
   }
   // The general GEMM's cuBLASLt shapes (GemmTakesCublas).
-  const int shapes[][3] = {{300, 700, 2048},    {16, 1024, 8192},     {1024, 1024, 32768},
-                           {8, 1024, 65536},    {512, 16, 131072},    {256, 256, 131072},
+  const int shapes[][3] = {{300, 700, 2048},    {16, 1024, 8192},  {1024, 1024, 32768},
+                           {8, 1024, 65536},    {512, 16, 131072}, {256, 256, 131072},
                            {1024, 4096, 131072}};
   for (const auto& s : shapes) Probe(h, s[0], s[1], s[2]);
   cublasLtDestroy(h);
