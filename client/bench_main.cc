@@ -17,6 +17,10 @@ ABSL_FLAG(double, rate, 0, "Open loop: requests per second (0: closed loop)");
 ABSL_FLAG(bool, stream, false, "Closed loop over RouteStream (one stream per caller)");
 ABSL_FLAG(double, duration_s, 10, "Measured seconds");
 ABSL_FLAG(double, warmup_s, 1, "Unmeasured seconds first");
+ABSL_FLAG(double, give_up_s, 5,
+          "Stop the run (the report so far printed, exit 1) once no call has reached the server "
+          "(every one UNAVAILABLE) for this many seconds; 0: never. Callers back off (1 to 100 "
+          "ms) while it is unreachable either way");
 ABSL_FLAG(std::string, json, "", "Also write the report as JSON to this file");
 ABSL_FLAG(bool, progress, true, "Print a progress line each second");
 ABSL_FLAG(bool, same_host_timing, false,
@@ -41,6 +45,7 @@ int main(int argc, char** argv) {
   o.stream = absl::GetFlag(FLAGS_stream);
   o.duration_s = absl::GetFlag(FLAGS_duration_s);
   o.warmup_s = absl::GetFlag(FLAGS_warmup_s);
+  o.give_up_s = absl::GetFlag(FLAGS_give_up_s);
   o.progress = absl::GetFlag(FLAGS_progress);
   o.same_host_timing = absl::GetFlag(FLAGS_same_host_timing);
   if (absl::Status bad = moe::CheckLoadOptions(o); !bad.ok()) {
@@ -55,5 +60,9 @@ int main(int argc, char** argv) {
   std::printf("%s\n", report->ToText().c_str());
   if (!absl::GetFlag(FLAGS_json).empty())
     std::ofstream(absl::GetFlag(FLAGS_json)) << report->ToJson(o) << "\n";
+  if (!report->stopped_early.empty()) {
+    std::fprintf(stderr, "moe-router-bench: stopped early: %s\n", report->stopped_early.c_str());
+    return 1;
+  }
   return 0;
 }

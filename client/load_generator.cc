@@ -103,7 +103,7 @@ class Tally {
     r.seconds = seconds;
     r.ok = ok_.load();
     r.errors = errors_;
-    r.qps = r.ok / seconds;
+    r.qps = seconds > 0 ? r.ok / seconds : 0;
     r.tokens_per_s = r.qps * tokens;
     std::sort(all_.begin(), all_.end());
     auto pct = [&](double q) {
@@ -140,6 +140,72 @@ class Tally {
   std::vector<double> all_, server_, queue_, compute_, way_in_, way_out_;
 };
 
+// Whether calls reach the server. Every call reports in; one that finds the server unreachable
+// (UNAVAILABLE: it died, is restarting or still loading) makes its caller back off, and once
+// none has reached it for give_up_s the run stops. Before this a dead server was hammered
+// with ~200k fast failures a second to the run's end.
+class Reachability {
+ public:
+  Reachability(Clock::time_point start, double give_up_s)
+      : give_up_ns_(give_up_s > 0 ? int64_t(give_up_s * 1e9) : 0),
+        last_answer_ns_(NsSinceEpoch(start)) {}
+
+  void Answered(Clock::time_point now) {
+    const int64_t ns = NsSinceEpoch(now);
+    // At most a store a millisecond: every caller shares this line.
+    if (ns - last_answer_ns_.load(std::memory_order_relaxed) > 1000000)
+      last_answer_ns_.store(ns, std::memory_order_relaxed);
+  }
+
+  void Unreachable(Clock::time_point now, const std::string& message) {
+    if (give_up_ns_ == 0 || stopped()) return;
+    const int64_t silent_ns = NsSinceEpoch(now) - last_answer_ns_.load(std::memory_order_relaxed);
+    if (silent_ns < give_up_ns_) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped()) return;
+    why_ = absl::StrFormat("unreachable for %.1f s (the last call: UNAVAILABLE: %s)",
+                           double(silent_ns) / 1e9, message);
+    stopped_.store(true);
+  }
+
+  bool stopped() const { return stopped_.load(std::memory_order_relaxed); }
+  std::string why() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return why_;
+  }
+
+ private:
+  static int64_t NsSinceEpoch(Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  }
+  const int64_t give_up_ns_;
+  std::atomic<int64_t> last_answer_ns_;
+  std::atomic<bool> stopped_{false};
+  std::mutex mu_;
+  std::string why_;
+};
+
+// One caller's wait before its next call while the server is unreachable: 1 ms doubling to
+// 100 ms (gRPC fails a call on a broken channel at once), none once a call reaches it.
+class Backoff {
+ public:
+  // Reports the call's code to `reach`, and waits if it found the server unreachable.
+  void After(grpc::StatusCode code, const std::string& message, Reachability* reach) {
+    const auto now = Clock::now();
+    if (code != grpc::StatusCode::UNAVAILABLE) {
+      reach->Answered(now);
+      wait_ms_ = 0;
+      return;
+    }
+    reach->Unreachable(now, message);
+    wait_ms_ = std::clamp(wait_ms_ * 2, 1, 100);
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms_));
+  }
+
+ private:
+  int wait_ms_ = 0;
+};
+
 std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden, int count) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
@@ -168,29 +234,32 @@ std::vector<v1::RouteRequest> MakeRequests(const LoadOptions& o, int hidden, int
 }
 
 void ClosedUnary(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, int caller,
-                 Clock::time_point end, Tally* tally) {
+                 Clock::time_point end, Tally* tally, Reachability* reach) {
   Samples samples;
-  for (uint64_t i = caller; Clock::now() < end; ++i) {
+  Backoff backoff;
+  for (uint64_t i = caller; Clock::now() < end && !reach->stopped(); ++i) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     v1::RouteResponse resp;
     const auto start = Clock::now();
     const grpc::Status s = stub->Route(&ctx, reqs[i % reqs.size()], &resp);
     tally->Record(start, Clock::now(), s.error_code(), &resp.timing(), &samples);
+    backoff.After(s.error_code(), s.error_message(), reach);
   }
   tally->Merge(samples);
 }
 
 void ClosedStream(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, int caller,
-                  Clock::time_point end, Tally* tally) {
+                  Clock::time_point end, Tally* tally, Reachability* reach) {
   Samples samples;
+  Backoff backoff;
   uint64_t i = caller;
-  while (Clock::now() < end) {
+  while (Clock::now() < end && !reach->stopped()) {
     grpc::ClientContext ctx;
     auto stream = stub->RouteStream(&ctx);
     v1::RouteStreamResponse resp;
     bool broken = false;
-    while (Clock::now() < end) {
+    while (Clock::now() < end && !reach->stopped()) {
       // The prepared requests as they are (ids 1..count in turn): a copy to set a fresh id
       // (229 KB at 16 tokens) would count the client's memcpy as the call's time.
       const v1::RouteRequest& req = reqs[i++ % reqs.size()];
@@ -202,19 +271,22 @@ void ClosedStream(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& r
       const auto code = resp.has_error() ? static_cast<grpc::StatusCode>(resp.error().code())
                                          : grpc::StatusCode::OK;
       tally->Record(start, Clock::now(), code, &resp.response().timing(), &samples);
+      backoff.After(code, resp.error().message(), reach);
     }
     stream->WritesDone();
     const grpc::Status s = stream->Finish();
-    if (broken)
-      tally->Record(Clock::now(), Clock::now(), s.ok() ? grpc::StatusCode::UNKNOWN : s.error_code(),
-                    nullptr, &samples);
+    if (broken) {
+      const grpc::StatusCode code = s.ok() ? grpc::StatusCode::UNKNOWN : s.error_code();
+      tally->Record(Clock::now(), Clock::now(), code, nullptr, &samples);
+      backoff.After(code, s.error_message(), reach);
+    }
   }
   tally->Merge(samples);
 }
 
 // Open loop: sends at the scheduled times whatever the responses do.
 void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs, double rate,
-              Clock::time_point begin, Clock::time_point end, Tally* tally) {
+              Clock::time_point begin, Clock::time_point end, Tally* tally, Reachability* reach) {
   struct Call {
     grpc::ClientContext ctx;
     v1::RouteResponse resp;
@@ -226,22 +298,28 @@ void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs,
   const auto period = std::chrono::duration<double>(1.0 / rate);
   for (uint64_t i = 0;; ++i) {
     const auto scheduled = begin + std::chrono::duration_cast<Clock::duration>(period * double(i));
-    if (scheduled >= end) break;
+    if (scheduled >= end || reach->stopped()) break;
     std::this_thread::sleep_until(scheduled);
     auto* call = new Call;
     call->scheduled = scheduled;
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     outstanding.fetch_add(1);
-    stub->async()->Route(&call->ctx, &reqs[i % reqs.size()], &call->resp,
-                         [call, tally, &outstanding, &lat_mu, &samples](const grpc::Status& s) {
-                           {
-                             std::lock_guard<std::mutex> lock(lat_mu);
-                             tally->Record(call->scheduled, Clock::now(), s.error_code(),
-                                           &call->resp.timing(), &samples);
-                           }
-                           delete call;
-                           outstanding.fetch_sub(1);
-                         });
+    stub->async()->Route(
+        &call->ctx, &reqs[i % reqs.size()], &call->resp,
+        [call, tally, reach, &outstanding, &lat_mu, &samples](const grpc::Status& s) {
+          const auto now = Clock::now();
+          {
+            std::lock_guard<std::mutex> lock(lat_mu);
+            tally->Record(call->scheduled, now, s.error_code(), &call->resp.timing(), &samples);
+          }
+          // The schedule is the load: no backoff, only the stop.
+          if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
+            reach->Unreachable(now, s.error_message());
+          else
+            reach->Answered(now);
+          delete call;
+          outstanding.fetch_sub(1);
+        });
   }
   while (outstanding.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   tally->Merge(samples);
@@ -258,10 +336,11 @@ std::string LoadReport::ToJson(const LoadOptions& o) const {
       "\"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, "
       "\"mean_us\": %.1f, \"server_p50_us\": %.1f, \"queue_p50_us\": %.1f, \"compute_p50_us\": "
       "%.1f, \"way_in_p50_us\": %.1f, \"way_out_p50_us\": %.1f, "
-      "\"errors\": {%s}}",
+      "\"errors\": {%s}, \"stopped_early\": %s}",
       o.model, o.tokens, o.concurrency, o.rate, o.stream ? "true" : "false", seconds, ok, qps,
       tokens_per_s, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, server_p50_us, queue_p50_us,
-      compute_p50_us, way_in_p50_us, way_out_p50_us, absl::StrJoin(errs, ", "));
+      compute_p50_us, way_in_p50_us, way_out_p50_us, absl::StrJoin(errs, ", "),
+      stopped_early.empty() ? "false" : "true");
 }
 
 std::string LoadReport::ToText() const {
@@ -301,6 +380,8 @@ absl::Status CheckLoadOptions(const LoadOptions& o) {
     return refuse("--duration_s", absl::StrCat(o.duration_s, " is outside (0, ", kMaxSeconds, "]"));
   if (!(o.warmup_s >= 0 && o.warmup_s <= kMaxSeconds))
     return refuse("--warmup_s", absl::StrCat(o.warmup_s, " is outside 0..", kMaxSeconds));
+  if (!(o.give_up_s >= 0 && o.give_up_s <= kMaxSeconds))
+    return refuse("--give_up_s", absl::StrCat(o.give_up_s, " is outside 0..", kMaxSeconds));
   return absl::OkStatus();
 }
 
@@ -345,6 +426,7 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   const auto end = measure_from + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(o.duration_s));
   Tally tally(measure_from, o.same_host_timing);
+  Reachability reach(begin, o.give_up_s);
   // Several channels: one HTTP/2 connection serialises many callers.
   std::vector<std::unique_ptr<RouterClient>> clients;
   const int channels = std::clamp(o.concurrency / 16, 1, 8);
@@ -376,14 +458,14 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   try {
     if (o.rate > 0) {
       threads.emplace_back([&] {
-        if (go.get()) OpenLoop(clients[0]->stub(), reqs, o.rate, begin, end, &tally);
+        if (go.get()) OpenLoop(clients[0]->stub(), reqs, o.rate, begin, end, &tally, &reach);
       });
     } else {
       for (int c = 0; c < o.concurrency; ++c)
         threads.emplace_back([&, c] {
           if (!go.get()) return;
           (o.stream ? ClosedStream : ClosedUnary)(clients[c % channels]->stub(), reqs, c, end,
-                                                  &tally);
+                                                  &tally, &reach);
         });
     }
   } catch (const std::system_error& e) {
@@ -395,7 +477,13 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   done = true;
   progress.join();
   if (!start_error.empty()) return absl::ResourceExhaustedError(start_error);
-  return tally.Report(o.duration_s, o.tokens);
+  if (!reach.stopped()) return tally.Report(o.duration_s, o.tokens);
+  // Stopped early: the rates over the measured time that did run.
+  const double ran_s =
+      std::chrono::duration<double>(std::min(Clock::now(), end) - measure_from).count();
+  LoadReport report = tally.Report(std::max(ran_s, 0.0), o.tokens);
+  report.stopped_early = absl::StrCat("the server at ", o.address, " was ", reach.why());
+  return report;
 }
 
 }  // namespace moe

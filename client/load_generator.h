@@ -24,6 +24,11 @@ struct LoadOptions {
   bool stream = false;  // closed loop over RouteStream (one stream per caller)
   double duration_s = 10;
   double warmup_s = 1;
+  // Stop the run once no call has reached the server (every one UNAVAILABLE: it died, is
+  // restarting or still loading) for this many seconds; 0: run to the end whatever happens.
+  // Either way a caller whose call found the server unreachable waits before its next one
+  // (1 ms doubling to 100 ms), so a dead server is not hammered with fast failures.
+  double give_up_s = 5;
   bool progress = true;  // a line per second on stderr
   // The server runs on this host: split each answered request's transport time into the way
   // in and the way out with the server's monotonic arrival stamp (Timing.arrival_monotonic_ns),
@@ -49,6 +54,10 @@ struct LoadReport {
   // the server's arrival stamp; the way out, from the answer being ready (arrival + server_us)
   // to the client having it (its parse included).
   double way_in_p50_us = 0, way_out_p50_us = 0;
+  // Why the run stopped before its end (the server unreachable for give_up_s), "" if it ran
+  // to the end. `seconds` is then the measured time that did run. ToJson says only whether
+  // (the reason holds the server's own message).
+  std::string stopped_early;
 
   std::string ToJson(const LoadOptions& o) const;
   std::string ToText() const;
@@ -67,12 +76,13 @@ inline constexpr size_t kMaxPreparedBytes = size_t(256) << 20;
 int PreparedRequestCount(const LoadOptions& options, int hidden);
 
 // The options' own checks (the model's limits are RunLoad's): INVALID_ARGUMENT naming the
-// flag (--tokens, --layers, --concurrency, --rate, --duration_s, --warmup_s).
+// flag (--tokens, --layers, --concurrency, --rate, --duration_s, --warmup_s, --give_up_s).
 absl::Status CheckLoadOptions(const LoadOptions& options);
 
 // Runs the load; fails if the options are refused (CheckLoadOptions, or more layers or
 // tokens than the model has or takes), if the model cannot be described, or if its caller
-// threads cannot be started.
+// threads cannot be started. A server that goes away mid-run is a report with
+// stopped_early set (after give_up_s), not a failure: what was measured before is kept.
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& options);
 
 }  // namespace moe

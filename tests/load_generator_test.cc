@@ -37,6 +37,8 @@ TEST(LoadOptions, EachBadValueIsRefusedByItsFlag) {
       {[](LoadOptions& o) { o.duration_s = INFINITY; }, "--duration_s: "},
       {[](LoadOptions& o) { o.warmup_s = -1; }, "--warmup_s: "},
       {[](LoadOptions& o) { o.warmup_s = NAN; }, "--warmup_s: "},
+      {[](LoadOptions& o) { o.give_up_s = -1; }, "--give_up_s: "},
+      {[](LoadOptions& o) { o.give_up_s = NAN; }, "--give_up_s: "},
   };
   for (const Case& c : cases) {
     LoadOptions o;
@@ -49,6 +51,7 @@ TEST(LoadOptions, EachBadValueIsRefusedByItsFlag) {
   edge.rate = kMaxRate;
   edge.duration_s = kMaxSeconds;
   edge.warmup_s = 0;
+  edge.give_up_s = 0;  // never stop
   EXPECT_EQ(Refusal(edge), "");
 }
 

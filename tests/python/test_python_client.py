@@ -26,30 +26,38 @@ def bf16_bits(a):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
+def start_server(tmp, models):
+    """A CPU-backend server on a free loopback port: (process, address, client), serving."""
+    port_file = os.path.join(tmp, "ports")
+    if os.path.exists(port_file):
+        os.remove(port_file)
+    server = subprocess.Popen(
+        [os.environ["MOE_SERVER_BINARY"], "--model=" + models, "--demo_layers=2",
+         "--address=127.0.0.1:0", "--metrics_address=", "--cpu_threads=2",
+         "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+            break
+        time.sleep(0.05)
+    with open(port_file) as f:
+        port = f.read().split()[0]
+    address = f"127.0.0.1:{port}"
+    client = RouterClient(address)
+    for _ in range(600):
+        try:
+            if client.health():
+                break
+        except grpc.RpcError:
+            pass
+        time.sleep(0.05)
+    return server, address, client
+
+
 class PythonClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp()
-        port_file = os.path.join(cls.tmp, "ports")
-        cls.server = subprocess.Popen(
-            [os.environ["MOE_SERVER_BINARY"], "--model=demo-mixtral,demo-gpt-oss-20b",
-             "--demo_layers=2", "--address=127.0.0.1:0", "--metrics_address=", "--cpu_threads=2",
-             "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(600):
-            if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
-                break
-            time.sleep(0.05)
-        with open(port_file) as f:
-            port = f.read().split()[0]
-        cls.address = f"127.0.0.1:{port}"
-        cls.client = RouterClient(cls.address)
-        for _ in range(600):
-            try:
-                if cls.client.health():
-                    break
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
+        cls.server, cls.address, cls.client = start_server(cls.tmp, "demo-mixtral,demo-gpt-oss-20b")
 
     @classmethod
     def tearDownClass(cls):
@@ -236,6 +244,46 @@ class PythonClientTest(unittest.TestCase):
             result = json.load(f)
         self.assertGreater(result["ok"], 0)
         self.assertEqual(result["errors"], {})
+        self.assertFalse(result["stopped_early"])
+
+    def test_load_generator_stops_when_the_server_dies(self):
+        # A server of its own, killed mid-run: the load generator backs off and stops once no
+        # call has reached it for --give_up_s, with the report so far and exit 1. It used to
+        # spin through ~200k fast UNAVAILABLE failures a second to the run's end.
+        tmp = tempfile.mkdtemp()
+        server, address, client = start_server(tmp, "demo-mixtral")
+        client.close()
+        report = os.path.join(tmp, "bench.json")
+        for mode in ([], ["--stream"], ["--rate=2000"]):
+            if server.poll() is not None:
+                server, address, client = start_server(tmp, "demo-mixtral")
+                client.close()
+            begin = time.monotonic()
+            bench = subprocess.Popen(
+                [os.environ["MOE_BENCH_BINARY"], "--address", address, "--model", "demo-mixtral",
+                 "--progress=false", "--warmup_s=0", "--duration_s=120", "--give_up_s=1",
+                 "--concurrency=4", f"--json={report}", *mode],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.5)
+            server.kill()
+            server.wait(timeout=30)
+            out, err = bench.communicate(timeout=60)
+            took = time.monotonic() - begin
+            self.assertEqual(bench.returncode, 1, (mode, err))
+            self.assertIn(f"stopped early: the server at {address} was unreachable for 1.", err)
+            self.assertIn("UNAVAILABLE", err)
+            self.assertLess(took, 30, mode)
+            with open(report) as f:
+                result = json.load(f)
+            self.assertTrue(result["stopped_early"], mode)
+            self.assertGreater(result["ok"], 0, mode)  # what ran before is reported
+            self.assertLess(result["seconds"], 30, mode)
+            self.assertIn("UNAVAILABLE", result["errors"], mode)
+            # Backed off: 4 callers at 1 ms doubling to 100 ms make ~100 calls in the second
+            # before the stop (the open loop keeps its schedule: ~2000); a spin made 100k+.
+            limit = 4000 if mode == ["--rate=2000"] else 400
+            self.assertLess(result["errors"]["UNAVAILABLE"], limit, (mode, result["errors"]))
+            self.assertIn("ok in", out)
 
 
 if __name__ == "__main__":
