@@ -18,9 +18,10 @@ ABSL_FLAG(bool, stream, false, "Closed loop over RouteStream (one stream per cal
 ABSL_FLAG(double, duration_s, 10, "Measured seconds");
 ABSL_FLAG(double, warmup_s, 1, "Unmeasured seconds first");
 ABSL_FLAG(double, give_up_s, 5,
-          "Stop the run (the report so far printed, exit 1) once no call has reached the server "
-          "(every one UNAVAILABLE) for this many seconds; 0: never. Callers back off (1 to 100 "
-          "ms) while it is unreachable either way");
+          "Wait up to this many seconds for the server to be serving (reachable, its models "
+          "loaded) before the run, and stop the run (the report so far printed, exit 1) once no "
+          "call has reached the server (every one UNAVAILABLE) for this long; 0: no wait, never "
+          "stop. Callers back off (1 to 100 ms) while it is unreachable either way");
 ABSL_FLAG(std::string, json, "", "Also write the report as JSON to this file");
 ABSL_FLAG(bool, progress, true, "Print a progress line each second");
 ABSL_FLAG(bool, same_host_timing, false,

@@ -325,6 +325,40 @@ void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs,
   tally->Merge(samples);
 }
 
+// Waits up to give_up_s for the server's health check to answer SERVING. A server started
+// beside the load generator listens before its models are loaded (NOT_SERVING until then),
+// and its model list is empty meanwhile: without the wait a script that starts both was
+// told the model "is not loaded". A server without the health service (the echo server)
+// counts as serving.
+absl::Status WaitUntilServing(RouterClient* client, const LoadOptions& o) {
+  const auto start = Clock::now();
+  bool said = false;
+  for (;;) {
+    bool serving = false;
+    const grpc::Status s = client->Health(&serving);
+    if (serving || s.error_code() == grpc::StatusCode::UNIMPLEMENTED) return absl::OkStatus();
+    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    if (waited >= o.give_up_s) {
+      const std::string after = o.give_up_s > 0 ? absl::StrFormat(" after %.1f s", waited) : "";
+      if (!s.ok())
+        return absl::UnavailableError(absl::StrCat("cannot reach the server at ", o.address, after,
+                                                   ": ", CodeName(s.error_code()), ": ",
+                                                   s.error_message()));
+      return absl::UnavailableError(absl::StrCat("the server at ", o.address, " is not serving",
+                                                 after,
+                                                 " (still loading its models, or its device "
+                                                 "failed; see its log)"));
+    }
+    if (!said && o.progress) {
+      std::fprintf(stderr, "moe-router-bench: waiting up to %g s for the server at %s (%s)\n",
+                   o.give_up_s, o.address.c_str(),
+                   s.ok() ? "not serving yet" : "not reachable yet");
+      said = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 }  // namespace
 
 std::string LoadReport::ToJson(const LoadOptions& o) const {
@@ -388,6 +422,7 @@ absl::Status CheckLoadOptions(const LoadOptions& o) {
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   if (absl::Status bad = CheckLoadOptions(o); !bad.ok()) return bad;
   RouterClient client(o.address, o.client);
+  if (absl::Status ready = WaitUntilServing(&client, o); !ready.ok()) return ready;
   v1::ListModelsResponse models;
   const grpc::Status s = client.ListModels(&models);
   if (!s.ok())

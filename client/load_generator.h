@@ -24,8 +24,10 @@ struct LoadOptions {
   bool stream = false;  // closed loop over RouteStream (one stream per caller)
   double duration_s = 10;
   double warmup_s = 1;
-  // Stop the run once no call has reached the server (every one UNAVAILABLE: it died, is
-  // restarting or still loading) for this many seconds; 0: run to the end whatever happens.
+  // Before the run, wait up to this many seconds for the server's health check to answer
+  // SERVING (a server still loading its models answers NOT_SERVING). During it, stop once no
+  // call has reached the server (every one UNAVAILABLE: it died, is restarting or still
+  // loading) for this many seconds; 0: no wait first, and run to the end whatever happens.
   // Either way a caller whose call found the server unreachable waits before its next one
   // (1 ms doubling to 100 ms), so a dead server is not hammered with fast failures.
   double give_up_s = 5;
@@ -81,7 +83,8 @@ absl::Status CheckLoadOptions(const LoadOptions& options);
 
 // Runs the load; fails if the options are refused (CheckLoadOptions, or more layers or
 // tokens than the model has or takes), if the model cannot be described, or if its caller
-// threads cannot be started. A server that goes away mid-run is a report with
+// threads cannot be started, or if the server is not serving within give_up_s (unreachable,
+// or still loading its models). A server that goes away mid-run is a report with
 // stopped_early set (after give_up_s), not a failure: what was measured before is kept.
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& options);
 

@@ -26,13 +26,14 @@ def bf16_bits(a):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def start_server(tmp, models):
-    """A CPU-backend server on a free loopback port: (process, address, client), serving."""
+def start_server(tmp, models, layers=2, wait_serving=True):
+    """A CPU-backend server on a free loopback port: (process, address, client), serving
+    (or, without wait_serving, listening: its models may still be loading)."""
     port_file = os.path.join(tmp, "ports")
     if os.path.exists(port_file):
         os.remove(port_file)
     server = subprocess.Popen(
-        [os.environ["MOE_SERVER_BINARY"], "--model=" + models, "--demo_layers=2",
+        [os.environ["MOE_SERVER_BINARY"], "--model=" + models, f"--demo_layers={layers}",
          "--address=127.0.0.1:0", "--metrics_address=", "--cpu_threads=2",
          "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
@@ -43,7 +44,7 @@ def start_server(tmp, models):
         port = f.read().split()[0]
     address = f"127.0.0.1:{port}"
     client = RouterClient(address)
-    for _ in range(600):
+    for _ in range(600 if wait_serving else 0):
         try:
             if client.health():
                 break
@@ -245,6 +246,34 @@ class PythonClientTest(unittest.TestCase):
         self.assertGreater(result["ok"], 0)
         self.assertEqual(result["errors"], {})
         self.assertFalse(result["stopped_early"])
+
+    def test_load_generator_waits_for_a_server_loading_its_models(self):
+        # The server listens (NOT_SERVING, no models listed) before its models are loaded: the
+        # load generator waits for SERVING, where it said the model "is not loaded".
+        bench = os.environ["MOE_BENCH_BINARY"]
+        tmp = tempfile.mkdtemp()
+        server, address, client = start_server(tmp, "demo-kimi-k2,demo-deepseek-v3", layers=40,
+                                               wait_serving=False)
+        client.close()
+        try:
+            out = subprocess.run([bench, "--address", address, "--model", "demo-deepseek-v3",
+                                  "--warmup_s=0", "--duration_s=0.3", "--give_up_s=120"],
+                                 capture_output=True, text=True, timeout=180)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(f"moe-router-bench: waiting up to 120 s for the server at {address} "
+                      "(not serving yet)", out.stderr)
+        self.assertIn("errors: none", out.stdout)
+        # Nothing listening: refused after --give_up_s, the address and gRPC's reason named.
+        begin = time.monotonic()
+        out = subprocess.run([bench, "--address", "127.0.0.1:1", "--give_up_s=0.5"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertIn("cannot reach the server at 127.0.0.1:1 after 0.", out.stderr)
+        self.assertIn("UNAVAILABLE: ", out.stderr)
+        self.assertLess(time.monotonic() - begin, 30)
 
     def test_load_generator_stops_when_the_server_dies(self):
         # A server of its own, killed mid-run: the load generator backs off and stops once no
