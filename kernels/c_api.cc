@@ -1,5 +1,9 @@
 // The C ABI over the fused router and the Decompose-K GEMM (see moe_kernels.h).
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "kernels/build_version.h"
@@ -18,9 +22,23 @@ int Fail(int code, std::string message) {
   return code;
 }
 
+// The calling thread's current device, the one its stream and pointers belong to: a process
+// may drive several, with different SM counts (the heuristic's grid and the workspace it
+// asks for follow the SMs; a persistent grid sized for more SMs than the device has would
+// not fit). Probed once per ordinal; the table and its lock are never destroyed, as calls
+// may come at exit.
 const moe::cuda::DeviceInfo& Device() {
-  static const moe::cuda::DeviceInfo info = moe::cuda::ProbeDevice(0);
-  return info;
+  int ordinal = 0;
+  if (cudaGetDevice(&ordinal) != cudaSuccess) {
+    cudaGetLastError();  // no driver or device: ProbeDevice(0) says which
+    ordinal = 0;
+  }
+  static auto* const mu = new std::mutex;
+  static auto* const probed = new std::map<int, moe::cuda::DeviceInfo>;
+  std::lock_guard<std::mutex> lock(*mu);
+  auto it = probed->find(ordinal);
+  if (it == probed->end()) it = probed->emplace(ordinal, moe::cuda::ProbeDevice(ordinal)).first;
+  return it->second;
 }
 
 int SmCount() { return Device().available ? Device().sm_count : 1; }

@@ -6,6 +6,8 @@
  * MOE_INVALID_ARGUMENT before the device is touched. Every call is asynchronous on `stream` and
  * graph-capturable. A workspace must be zero-filled once after allocation (cudaMemset);
  * the kernels leave it ready for the next call. One workspace per concurrent call.
+ * Calls size their launch (and the workspace they ask for) by the calling thread's current
+ * device (cudaSetDevice): call with the device of `stream` and the pointers current.
  * Functions return MOE_OK or an error code; moe_last_error() gives this thread's message.
  */
 #ifndef MOE_KERNELS_H_
@@ -96,7 +98,7 @@ enum { MOE_GEMM_PDL = 1u };
 int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, const float* bias,
                 float* c, void* workspace, size_t workspace_bytes, void* stream, unsigned flags);
 
-/* The kernel moe_route / moe_gemm would launch for a problem on this device, in words:
+/* The kernel moe_route / moe_gemm would launch for a problem on the current device, in words:
  * "mma nt=1 S=8 polled coop ded 1cta" (one launch: mainloop, 8-token tiles a CTA, K splits,
  * the reduction and launch options), "cublasLt gemm + epilogue kernel" (routing in two
  * launches), "gemm tile=64 S=8 tma", "cublasLt gemm". These are the config heuristic's

@@ -2439,32 +2439,47 @@ TEST(GpuCApi, MisalignedOperandsAreRefused) {
 // moe_route_config / moe_gemm_config name the config moe_route / moe_gemm launch on this
 // device (the heuristic's for device 0's SMs), for every family at decode, prefill and
 // two-launch token counts, and for GEMMs on both sides of the cuBLASLt hand-off.
-TEST(GpuCApi, ConfigNamesWhatTheLaunchRuns) {
+// On every device, as its current device: the C ABI sizes its heuristic by the caller's
+// current device (it probed device 0 only, whatever the caller had set).
+TEST(GpuCApi, ConfigNamesWhatTheLaunchRunsOnTheCurrentDevice) {
   SKIP_WITHOUT_GPU();
-  for (const auto& preset : FamilyPresets()) {
-    moe_router_spec spec;
-    ASSERT_EQ(moe_router_preset(preset.name.c_str(), &spec), MOE_OK);
-    for (int tokens : {1, 16, 64, 128, 200, 256}) {
-      RouteProblem p;
-      p.spec = preset.spec;
-      p.tokens = tokens;
-      const char* text = moe_route_config(&spec, tokens, MOE_BF16, MOE_BF16);
-      ASSERT_NE(text, nullptr) << preset.name << " t=" << tokens << ": " << moe_last_error();
-      EXPECT_EQ(std::string(text),
-                cuda::DescribeDecomposeKConfig(cuda::ChooseDecomposeKConfig(p, SmCount())))
-          << preset.name << " t=" << tokens;
+  int devices = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&devices), cudaSuccess);
+  for (int device = 0; device < devices; ++device) {
+    const cuda::DeviceInfo info = cuda::ProbeDevice(device);
+    if (!info.available) continue;
+    ASSERT_EQ(cudaSetDevice(device), cudaSuccess);
+    const std::string where = absl::StrCat("device ", device, " (", info.name, "): ");
+    for (const auto& preset : FamilyPresets()) {
+      moe_router_spec spec;
+      ASSERT_EQ(moe_router_preset(preset.name.c_str(), &spec), MOE_OK);
+      for (int tokens : {1, 16, 64, 128, 200, 256}) {
+        RouteProblem p;
+        p.spec = preset.spec;
+        p.tokens = tokens;
+        const char* text = moe_route_config(&spec, tokens, MOE_BF16, MOE_BF16);
+        ASSERT_NE(text, nullptr) << where << preset.name << " t=" << tokens << ": "
+                                 << moe_last_error();
+        const auto config = cuda::ChooseDecomposeKConfig(p, info.sm_count);
+        EXPECT_EQ(std::string(text), cuda::DescribeDecomposeKConfig(config))
+            << where << preset.name << " t=" << tokens;
+        EXPECT_EQ(moe_route_workspace_bytes(&spec, tokens, MOE_BF16, MOE_BF16),
+                  cuda::DecomposeKWorkspaceBytes(p, config))
+            << where << preset.name << " t=" << tokens;
+      }
     }
+    for (const auto& [m, n, k] :
+         {std::tuple{16, 16, 131072}, std::tuple{128, 128, 65536}, std::tuple{300, 700, 2048}}) {
+      const char* text = moe_gemm_config(m, n, k, MOE_BF16);
+      ASSERT_NE(text, nullptr) << where << m << "x" << n << "x" << k << ": " << moe_last_error();
+      const cuda::GemmProblem p{m, n, k, DType::kBF16};
+      EXPECT_EQ(std::string(text),
+                cuda::DescribeDecomposeKConfig(cuda::ChooseGemmConfig(p, info.sm_count)))
+          << where << m << "x" << n << "x" << k;
+    }
+    EXPECT_EQ(std::string(moe_gemm_config(300, 700, 2048, MOE_BF16)), "cublasLt gemm") << where;
   }
-  for (const auto& [m, n, k] :
-       {std::tuple{16, 16, 131072}, std::tuple{128, 128, 65536}, std::tuple{300, 700, 2048}}) {
-    const char* text = moe_gemm_config(m, n, k, MOE_BF16);
-    ASSERT_NE(text, nullptr) << m << "x" << n << "x" << k << ": " << moe_last_error();
-    const cuda::GemmProblem p{m, n, k, DType::kBF16};
-    EXPECT_EQ(std::string(text),
-              cuda::DescribeDecomposeKConfig(cuda::ChooseGemmConfig(p, SmCount())))
-        << m << "x" << n << "x" << k;
-  }
-  EXPECT_EQ(std::string(moe_gemm_config(300, 700, 2048, MOE_BF16)), "cublasLt gemm");
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
 }
 
 TEST(GpuCApi, RoutesAndReportsErrors) {
