@@ -20,6 +20,7 @@
 #include "kernels/flags_usage.h"
 #include "moe_router/v1/router.grpc.pb.h"
 #include "server/heap_tuning.h"
+#include "server/listen_address.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50052", "Listen address");
 ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model name it pretends to serve");
@@ -246,6 +247,12 @@ int main(int argc, char** argv) {
       "  echo_server --address 127.0.0.1:50052 --top_k 8");
   moe::SetFlagsUsage("echo_server", __FILE__);
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status bad = moe::CheckListenAddress("--address", absl::GetFlag(FLAGS_address),
+                                                 /*port_alone=*/false);
+      !bad.ok()) {
+    std::fprintf(stderr, "echo_server: %s\n", std::string(bad.message()).c_str());
+    return 1;
+  }
   std::unique_ptr<HandoffWorker> handoff;
   if (absl::GetFlag(FLAGS_handoff)) handoff = std::make_unique<HandoffWorker>();
   EchoService service(handoff.get());

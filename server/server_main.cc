@@ -17,6 +17,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
@@ -28,12 +29,14 @@
 #include "server/demo_models.h"
 #include "server/heap_tuning.h"
 #include "server/json_util.h"
+#include "server/listen_address.h"
 #include "server/metrics.h"
 #include "server/router_service.h"
 #include "server/server_config.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:50051",
-          "gRPC listen address (host:port; port 0 picks one)");
+          "gRPC listen address: host:port (an IPv4 address, [an IPv6 address] or a host name; "
+          "port 0..65535, 0 picks one) or unix:PATH");
 ABSL_FLAG(bool, reuse_port, false,
           "Share the gRPC port with other processes that also set this (SO_REUSEPORT: the "
           "kernel spreads new connections over them, e.g. to start a new server before "
@@ -41,7 +44,8 @@ ABSL_FLAG(bool, reuse_port, false,
           "(on) let a second server start silently on a busy port and take half its "
           "connections");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
-          "Prometheus /metrics HTTP listen address (host:port or port); empty disables");
+          "Prometheus /metrics HTTP listen address (host:port or port, as --address); empty "
+          "disables");
 ABSL_FLAG(std::vector<std::string>, model, {"demo-deepseek-v3"},
           "Models to load, comma-separated: a demo name (demo-deepseek-v3, demo-qwen3-30b, "
           "demo-mixtral, demo-gpt-oss-20b, ...) or NAME=PATH where PATH is a Hugging Face "
@@ -292,6 +296,14 @@ int ServerMain(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   if (absl::Status bad = CheckFlagRanges(); !bad.ok()) return Fail(std::string(bad.message()));
+  if (absl::Status bad = CheckListenAddress("--address", absl::GetFlag(FLAGS_address),
+                                            /*port_alone=*/false);
+      !bad.ok())
+    return Fail(std::string(bad.message()));
+  if (const std::string metrics = absl::GetFlag(FLAGS_metrics_address); !metrics.empty())
+    if (absl::Status bad = CheckListenAddress("--metrics_address", metrics, /*port_alone=*/true);
+        !bad.ok())
+      return Fail(std::string(bad.message()));
   const int idle_spin_us = absl::GetFlag(FLAGS_idle_spin_us);
   const int max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
 
@@ -399,7 +411,11 @@ int ServerMain(int argc, char** argv) {
                           colon == std::string::npos ? "0.0.0.0" : metrics_flag.substr(0, colon),
                           ":", http->port(), "/metrics")
            : "metrics off (--metrics_address is empty)";
-  std::fprintf(stderr, "moe-router-server: serving gRPC on port %d, %s\n", grpc_port,
+  // A Unix socket has no port (gRPC reports 1 for it): its address instead.
+  const std::string grpc_at = absl::StartsWith(absl::GetFlag(FLAGS_address), "unix")
+                                  ? absl::GetFlag(FLAGS_address)
+                                  : absl::StrCat("port ", grpc_port);
+  std::fprintf(stderr, "moe-router-server: serving gRPC on %s, %s\n", grpc_at.c_str(),
                metrics_at.c_str());
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);

@@ -1068,6 +1068,12 @@ TEST(ServerFlags, BadValuesAreRefusedByName) {
       // it had waited forever), a model without a name.
       {"--port_file=/nonexistent/dir/ports", "--port_file: cannot write /nonexistent/dir/ports"},
       {"--model==/tmp", "--model =/tmp: no name before '='"},
+      // Addresses gRPC and civetweb would have bound elsewhere: port 4464, 231.1.1.1, two
+      // ports.
+      {"--address=127.0.0.1:70000", "--address: '127.0.0.1:70000' has port 70000, outside"},
+      {"--metrics_address=999.1.1.1:9090",
+       "--metrics_address: '999.1.1.1:9090' has 999.1.1.1, not an IPv4 address"},
+      {"--metrics_address=9090,9091", "--metrics_address: '9090,9091' has no port number"},
   };
   for (const auto& [flag, message] : cases) {
     const std::string out = absl::StrCat("/tmp/moe_flags_", getpid(), ".txt");

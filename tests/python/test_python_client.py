@@ -26,23 +26,24 @@ def bf16_bits(a):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def start_server(tmp, models, layers=2, wait_serving=True):
-    """A CPU-backend server on a free loopback port: (process, address, client), serving
+def start_server(tmp, models, layers=2, wait_serving=True, listen="127.0.0.1:0"):
+    """A CPU-backend server on `listen` (a free loopback port): (process, address, client), serving
     (or, without wait_serving, listening: its models may still be loading)."""
     port_file = os.path.join(tmp, "ports")
     if os.path.exists(port_file):
         os.remove(port_file)
-    server = subprocess.Popen(
-        [os.environ["MOE_SERVER_BINARY"], "--model=" + models, f"--demo_layers={layers}",
-         "--address=127.0.0.1:0", "--metrics_address=", "--cpu_threads=2",
-         "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(os.path.join(tmp, "server.log"), "w") as log:  # the child keeps its own copy
+        server = subprocess.Popen(
+            [os.environ["MOE_SERVER_BINARY"], "--model=" + models, f"--demo_layers={layers}",
+             "--address=" + listen, "--metrics_address=", "--cpu_threads=2",
+             "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(600):
         if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
             break
         time.sleep(0.05)
     with open(port_file) as f:
         port = f.read().split()[0]
-    address = f"127.0.0.1:{port}"
+    address = listen if listen.startswith("unix:") else f"127.0.0.1:{port}"
     client = RouterClient(address)
     for _ in range(600 if wait_serving else 0):
         try:
@@ -246,6 +247,27 @@ class PythonClientTest(unittest.TestCase):
         self.assertGreater(result["ok"], 0)
         self.assertEqual(result["errors"], {})
         self.assertFalse(result["stopped_early"])
+
+    def test_server_listens_on_a_unix_socket(self):
+        # --address=unix:PATH (documented in --help), served and routed like TCP; the log
+        # names the socket, not gRPC's stand-in port 1.
+        tmp = tempfile.mkdtemp()
+        socket_path = os.path.join(tmp, "moe.sock")
+        server, address, client = start_server(tmp, "demo-mixtral", listen="unix:" + socket_path)
+        try:
+            self.assertTrue(client.health())
+            ids, weights = client.route("demo-mixtral", 1, np.ones((3, 4096), np.float32))
+            self.assertEqual(ids.shape, (3, 2))
+            out = subprocess.run([os.environ["MOE_CLI_BINARY"], "--address", address, "health"],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+        finally:
+            client.close()
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+        self.assertEqual(server.returncode, 0)
+        with open(os.path.join(tmp, "server.log")) as f:
+            self.assertIn(f"serving gRPC on unix:{socket_path}, metrics off", f.read())
 
     def test_load_generator_waits_for_a_server_loading_its_models(self):
         # The server listens (NOT_SERVING, no models listed) before its models are loaded: the
