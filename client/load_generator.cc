@@ -147,25 +147,16 @@ class Tally {
 class Reachability {
  public:
   Reachability(Clock::time_point start, double give_up_s)
-      : give_up_ns_(give_up_s > 0 ? int64_t(give_up_s * 1e9) : 0),
-        last_answer_ns_(NsSinceEpoch(start)) {}
+      : give_up_ns_(give_up_s > 0 ? int64_t(give_up_s * 1e9) : 0), last_answer_ns_(Ns(start)) {}
 
-  void Answered(Clock::time_point now) {
-    const int64_t ns = NsSinceEpoch(now);
-    // At most a store a millisecond: every caller shares this line.
-    if (ns - last_answer_ns_.load(std::memory_order_relaxed) > 1000000)
-      last_answer_ns_.store(ns, std::memory_order_relaxed);
-  }
-
-  void Unreachable(Clock::time_point now, const std::string& message) {
-    if (give_up_ns_ == 0 || stopped()) return;
-    const int64_t silent_ns = NsSinceEpoch(now) - last_answer_ns_.load(std::memory_order_relaxed);
-    if (silent_ns < give_up_ns_) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopped()) return;
-    why_ = absl::StrFormat("unreachable for %.1f s (the last call: UNAVAILABLE: %s)",
-                           double(silent_ns) / 1e9, message);
-    stopped_.store(true);
+  // Notes a call's code; returns whether it found the server unreachable.
+  bool Note(grpc::StatusCode code, const std::string& message, Clock::time_point now) {
+    if (code == grpc::StatusCode::UNAVAILABLE) {
+      Unreachable(now, message);
+      return true;
+    }
+    Answered(now);
+    return false;
   }
 
   bool stopped() const { return stopped_.load(std::memory_order_relaxed); }
@@ -175,9 +166,27 @@ class Reachability {
   }
 
  private:
-  static int64_t NsSinceEpoch(Clock::time_point t) {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  void Answered(Clock::time_point now) {
+    const int64_t ns = Ns(now);
+    // At most a store a millisecond: every caller shares this line.
+    if (ns - last_answer_ns_.load(std::memory_order_relaxed) > 1000000)
+      last_answer_ns_.store(ns, std::memory_order_relaxed);
   }
+
+  void Unreachable(Clock::time_point now, const std::string& message) {
+    if (give_up_ns_ == 0 || stopped()) return;
+    const int64_t silent_ns = Ns(now) - last_answer_ns_.load(std::memory_order_relaxed);
+    if (silent_ns < give_up_ns_) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped()) return;
+    why_ = absl::StrFormat("unreachable for %.1f s (the last call: UNAVAILABLE: %s)",
+                           double(silent_ns) / 1e9, message);
+    stopped_.store(true);
+  }
+
+  // The steady clock's nanoseconds as an integer for the atomic (the double is exact for 104
+  // days of uptime and far finer than the millisecond that counts here after that).
+  static int64_t Ns(Clock::time_point t) { return int64_t(NsSinceEpoch(t)); }
   const int64_t give_up_ns_;
   std::atomic<int64_t> last_answer_ns_;
   std::atomic<bool> stopped_{false};
@@ -191,13 +200,10 @@ class Backoff {
  public:
   // Reports the call's code to `reach`, and waits if it found the server unreachable.
   void After(grpc::StatusCode code, const std::string& message, Reachability* reach) {
-    const auto now = Clock::now();
-    if (code != grpc::StatusCode::UNAVAILABLE) {
-      reach->Answered(now);
+    if (!reach->Note(code, message, Clock::now())) {
       wait_ms_ = 0;
       return;
     }
-    reach->Unreachable(now, message);
     wait_ms_ = std::clamp(wait_ms_ * 2, 1, 100);
     std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms_));
   }
@@ -312,11 +318,8 @@ void OpenLoop(v1::Router::Stub* stub, const std::vector<v1::RouteRequest>& reqs,
             std::lock_guard<std::mutex> lock(lat_mu);
             tally->Record(call->scheduled, now, s.error_code(), &call->resp.timing(), &samples);
           }
-          // The schedule is the load: no backoff, only the stop.
-          if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
-            reach->Unreachable(now, s.error_message());
-          else
-            reach->Answered(now);
+          // The schedule is the load: no back-off, only the stop.
+          reach->Note(s.error_code(), s.error_message(), now);
           delete call;
           outstanding.fetch_sub(1);
         });
