@@ -17,6 +17,7 @@
 #include "absl/strings/strip.h"
 #include "client/npy.h"
 #include "client/router_client.h"
+#include "client/target_address.h"
 #include "kernels/build_version.h"
 #include "kernels/dtype.h"
 #include "kernels/router_spec.h"
@@ -108,6 +109,10 @@ int main(int argc, char** argv) {
   }
   if (args.empty()) {
     std::fputs(kUsage, stderr);
+    return 2;
+  }
+  if (absl::Status bad = moe::CheckTargetAddress("--address", address); !bad.ok()) {
+    std::fprintf(stderr, "moe-router: %s\n", std::string(bad.message()).c_str());
     return 2;
   }
   moe::RouterClient client(address);

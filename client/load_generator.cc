@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/target_address.h"
 
 namespace moe {
 namespace v1 = moe_router::v1;
@@ -404,6 +405,7 @@ absl::Status CheckLoadOptions(const LoadOptions& o) {
   auto refuse = [](const char* flag, const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
   };
+  if (absl::Status bad = CheckTargetAddress("--address", o.address); !bad.ok()) return bad;
   if (o.tokens < 1) return refuse("--tokens", absl::StrCat(o.tokens, " is less than 1"));
   if (o.layers < 1) return refuse("--layers", absl::StrCat(o.layers, " is less than 1"));
   if (o.concurrency < 1 || o.concurrency > kMaxConcurrency)

@@ -31,6 +31,33 @@ bool ParsesAs(int family, absl::string_view text) {
 
 }  // namespace
 
+std::string PortProblem(absl::string_view port, uint32_t lowest) {
+  uint32_t number = 0;
+  if (port.empty() || port.size() > 5 || !AllOf(port, IsDigit) || !absl::SimpleAtoi(port, &number))
+    return absl::StrCat("has no port number ", lowest, "..65535 ('", port, "')");
+  if (number < lowest || number > 65535)
+    return absl::StrCat("has port ", number, ", outside ", lowest, "..65535");
+  return "";
+}
+
+std::string HostProblem(absl::string_view host) {
+  if (host.empty()) return "has no host before the port";
+  if (host.front() == '[') {
+    if (host.size() < 2 || host.back() != ']' ||
+        !ParsesAs(AF_INET6, host.substr(1, host.size() - 2)))
+      return absl::StrCat("has ", host, ", not an IPv6 address in brackets");
+    return "";
+  }
+  if (AllOf(host, IsDigitOrDot)) {
+    if (!ParsesAs(AF_INET, host)) return absl::StrCat("has ", host, ", not an IPv4 address");
+    return "";
+  }
+  if (!AllOf(host, IsHostNameChar))
+    return absl::StrCat("has '", host,
+                        "', not a host name or address (IPv6 addresses go in brackets)");
+  return "";
+}
+
 absl::Status CheckListenAddress(absl::string_view flag, absl::string_view address,
                                 bool port_alone) {
   const std::string example = port_alone ? "0.0.0.0:9090 or 9090" : "0.0.0.0:50051";
@@ -45,27 +72,11 @@ absl::Status CheckListenAddress(absl::string_view flag, absl::string_view addres
   if (colon == absl::string_view::npos && !port_alone) return refuse("has no port");
   const absl::string_view port =
       colon == absl::string_view::npos ? address : address.substr(colon + 1);
-  uint32_t number = 0;
-  if (port.empty() || port.size() > 5 || !AllOf(port, IsDigit) || !absl::SimpleAtoi(port, &number))
-    return refuse(absl::StrCat("has no port number 0..65535 ('", port, "')"));
-  if (number > 65535) return refuse(absl::StrCat("has port ", number, ", outside 0..65535"));
+  if (std::string why = PortProblem(port, 0); !why.empty()) return refuse(why);
   if (colon == absl::string_view::npos) return absl::OkStatus();
   const absl::string_view host = address.substr(0, colon);
   if (host.empty()) return refuse("has no host before the port (0.0.0.0: every interface)");
-  if (host.front() == '[') {
-    if (host.size() < 2 || host.back() != ']' ||
-        !ParsesAs(AF_INET6, host.substr(1, host.size() - 2)))
-      return refuse(absl::StrCat("has ", host, ", not an IPv6 address in brackets"));
-    return absl::OkStatus();
-  }
-  if (AllOf(host, IsDigitOrDot)) {
-    if (!ParsesAs(AF_INET, host))
-      return refuse(absl::StrCat("has ", host, ", not an IPv4 address"));
-    return absl::OkStatus();
-  }
-  if (!AllOf(host, IsHostNameChar))
-    return refuse(absl::StrCat("has '", host,
-                               "', not a host name or address (IPv6 addresses go in brackets)"));
+  if (std::string why = HostProblem(host); !why.empty()) return refuse(why);
   return absl::OkStatus();
 }
 

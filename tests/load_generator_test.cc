@@ -25,6 +25,7 @@ TEST(LoadOptions, EachBadValueIsRefusedByItsFlag) {
     const char* flag;
   };
   const Case cases[] = {
+      {[](LoadOptions& o) { o.address = "localhost:70000"; }, "--address: "},
       {[](LoadOptions& o) { o.tokens = 0; }, "--tokens: "},
       {[](LoadOptions& o) { o.layers = -2; }, "--layers: "},
       {[](LoadOptions& o) { o.concurrency = 0; }, "--concurrency: "},

@@ -14,14 +14,106 @@ to build/.../python; put that folder on PYTHONPATH, or run client/python/generat
 Dependencies: grpcio, protobuf, numpy (Debian: python3-grpcio python3-protobuf python3-numpy).
 """
 
+import ipaddress
 import itertools
+import re
 
 import grpc
 import numpy as np
 
 from moe_router.v1 import router_pb2, router_pb2_grpc
 
-__all__ = ["RouterClient", "StreamResult"]
+__all__ = ["RouterClient", "StreamResult", "check_target"]
+
+
+# The target's check (client/target_address.h's rules, in Python): gRPC's DNS resolver takes
+# a port past 65535 modulo 65536 and "4464x" as 4464, so "localhost:70000" reached a server
+# on port 4464; its ipv4:/ipv6: schemes refuse a bad port only as "Failed to create channel".
+def _port_problem(port):
+    if not (0 < len(port) <= 5 and port.isascii() and port.isdigit()):
+        return f"has no port number 1..65535 ('{port}')"
+    if not 1 <= int(port) <= 65535:
+        return f"has port {int(port)}, outside 1..65535"
+    return ""
+
+
+def _host_problem(host):
+    if not host:
+        return "has no host before the port"
+    if host.startswith("["):
+        try:
+            if not host.endswith("]"):
+                raise ValueError
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"has {host}, not an IPv6 address in brackets"
+        return ""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"has {host}, not an IPv4 address"
+        return ""
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        return f"has '{host}', not a host name or address (IPv6 addresses go in brackets)"
+    return ""
+
+
+def _host_port_problem(host_port):
+    host, port = host_port, None
+    if host_port.startswith("["):
+        close = host_port.find("]")
+        if close != -1 and close + 1 < len(host_port):
+            if host_port[close + 1] != ":":
+                return (f"has '{host_port[close + 1:]}' after {host_port[:close + 1]} "
+                        "(a port goes after ']:')")
+            host, port = host_port[:close + 1], host_port[close + 2:]
+    elif host_port.count(":") > 1:
+        if _host_problem(f"[{host_port}]"):
+            return f"has '{host_port}', not a host name or address"
+        return ""
+    elif ":" in host_port:
+        host, port = host_port.split(":", 1)
+    return _host_problem(host) or (_port_problem(port) if port is not None else "")
+
+
+def _target_problem(target):
+    if not target:
+        return "is empty"
+    for scheme in ("unix:", "unix-abstract:", "vsock:"):
+        if target.startswith(scheme):
+            return "" if len(target) > len(scheme) else f"has nothing after {scheme}"
+    for scheme, ipv6 in (("ipv4:", False), ("ipv6:", True)):
+        if target.startswith(scheme):
+            for element in target[len(scheme):].split(","):
+                why = _host_port_problem(element)
+                if why:
+                    return why
+                ok = (element.startswith("[") or element.count(":") > 1) if ipv6 else \
+                    re.fullmatch(r"[0-9.:]+", element)
+                if not ok:
+                    return f"has '{element}', not an IPv{6 if ipv6 else 4} address"
+            return ""
+    if target.startswith("dns:"):
+        target = target[4:]
+        if target.startswith("//"):
+            slash = target.find("/", 2)  # past the DNS server to ask, often empty
+            if slash == -1:
+                return "has no '/' after dns://AUTHORITY"
+            target = target[slash + 1:]
+    if re.match(r"[a-z0-9+.-]+://", target):  # another resolver's SCHEME://... (xds:///NAME)
+        return ""
+    return _host_port_problem(target)
+
+
+def check_target(address):
+    """Raises ValueError naming what is wrong with `address` as a gRPC target."""
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str, got {type(address).__name__}")
+    why = _target_problem(address)
+    if why:
+        raise ValueError(f"address: '{address}' {why} (HOST:PORT, e.g. localhost:50051, or a "
+                         "gRPC target: dns:///HOST:PORT, ipv4:ADDR:PORT, unix:PATH)")
 
 
 def _tensor(hidden):
@@ -64,6 +156,7 @@ class StreamResult:
 class RouterClient:
     def __init__(self, address, *, tls_ca=None, tls_cert=None, tls_key=None,
                  max_message_bytes=64 << 20, timeout=10.0):
+        check_target(address)
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.keepalive_time_ms", 30000)]

@@ -17,7 +17,7 @@ import unittest
 import grpc
 import numpy as np
 
-from moe_router_client import RouterClient
+from moe_router_client import RouterClient, check_target
 
 
 def bf16_bits(a):
@@ -335,6 +335,41 @@ class PythonClientTest(unittest.TestCase):
             limit = 4000 if mode == ["--rate=2000"] else 400
             self.assertLess(result["errors"]["UNAVAILABLE"], limit, (mode, result["errors"]))
             self.assertIn("ok in", out)
+
+
+class TargetCheckTest(unittest.TestCase):
+    """The clients' --address check without a server: tests/target_addresses.tsv, the table
+    the C++ check (target_address_test) is held to, through the Python client, the CLI and
+    the load generator. gRPC sent localhost:70000 and localhost:4464x to port 4464."""
+
+    def test_python_client_follows_the_shared_table(self):
+        table = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                             "target_addresses.tsv")
+        with open(table) as f:
+            cases = [line.rstrip("\n").split("\t", 1) for line in f
+                     if line.strip("\n") and not line.startswith("#")]
+        self.assertGreaterEqual(len(cases), 30)  # the table was read
+        for target, why in cases:
+            if not why:
+                check_target(target)
+                RouterClient(target).close()  # no connection yet: channels connect lazily
+                continue
+            with self.assertRaises(ValueError, msg=target) as caught:
+                RouterClient(target)
+            self.assertTrue(str(caught.exception).startswith(f"address: '{target}' {why} ("),
+                            (target, str(caught.exception)))
+        with self.assertRaisesRegex(TypeError, "address must be a str, got int"):
+            RouterClient(50051)
+
+    def test_cli_and_load_generator_refuse_a_bad_address_by_name(self):
+        for binary in (os.environ["MOE_CLI_BINARY"], os.environ["MOE_BENCH_BINARY"]):
+            argv = [binary, "--address", "localhost:70000"]
+            if binary == os.environ["MOE_CLI_BINARY"]:
+                argv.append("health")
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 2, (binary, out.stderr))
+            self.assertIn("--address: 'localhost:70000' has port 70000, outside 1..65535",
+                          out.stderr)
 
 
 if __name__ == "__main__":
