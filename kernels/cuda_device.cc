@@ -2,6 +2,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+#include <cstdint>
+
 namespace moe::cuda {
 
 DeviceInfo ProbeDevice(int ordinal) {
@@ -34,15 +37,37 @@ DeviceInfo ProbeDevice(int ordinal) {
   return info;
 }
 
+namespace {
+
+bool IsSm90OrNewer(int device) {
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 9;
+}
+
+}  // namespace
+
 bool CurrentDeviceIsSm90OrNewer() {
-  static const bool sm90 = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
-      return false;
-    return major >= 9;
-  }();
-  return sm90;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();  // no driver or device: nothing of sm_90 to use
+    return false;
+  }
+  // One answer per ordinal, kept: asked on launches, and a process may drive GPUs of two
+  // architectures (the C ABI follows its caller's current device). 0 unknown, 1 no, 2 yes;
+  // trivially destructible, so a launch at exit still finds it.
+  constexpr int kKnownDevices = 64;
+  static std::atomic<int8_t> known[kKnownDevices] = {};
+  if (device < 0 || device >= kKnownDevices) return IsSm90OrNewer(device);
+  int8_t answer = known[device].load(std::memory_order_relaxed);
+  if (answer == 0) {
+    answer = IsSm90OrNewer(device) ? 2 : 1;
+    known[device].store(answer, std::memory_order_relaxed);
+  }
+  return answer == 2;
 }
 
 }  // namespace moe::cuda

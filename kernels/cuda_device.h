@@ -20,7 +20,7 @@ struct DeviceInfo {
 DeviceInfo ProbeDevice(int ordinal = 0);
 
 // Whether the calling thread's current device is sm_90 or newer (thread-block clusters,
-// the TMA). Asked once per process: the answer is cached (one device per process here).
+// the TMA); false without a device. Asked once per device ordinal, then remembered.
 bool CurrentDeviceIsSm90OrNewer();
 
 }  // namespace moe::cuda

@@ -2440,7 +2440,8 @@ TEST(GpuCApi, MisalignedOperandsAreRefused) {
 // device (the heuristic's for device 0's SMs), for every family at decode, prefill and
 // two-launch token counts, and for GEMMs on both sides of the cuBLASLt hand-off.
 // On every device, as its current device: the C ABI sizes its heuristic by the caller's
-// current device (it probed device 0 only, whatever the caller had set).
+// current device (it probed device 0 only, whatever the caller had set), and whether it may
+// use clusters and the TMA is that device's answer.
 TEST(GpuCApi, ConfigNamesWhatTheLaunchRunsOnTheCurrentDevice) {
   SKIP_WITHOUT_GPU();
   int devices = 0;
@@ -2450,6 +2451,8 @@ TEST(GpuCApi, ConfigNamesWhatTheLaunchRunsOnTheCurrentDevice) {
     if (!info.available) continue;
     ASSERT_EQ(cudaSetDevice(device), cudaSuccess);
     const std::string where = absl::StrCat("device ", device, " (", info.name, "): ");
+    // Clusters and the TMA are asked of the current device (once per process, it was).
+    EXPECT_EQ(cuda::CurrentDeviceIsSm90OrNewer(), info.major >= 9) << where;
     for (const auto& preset : FamilyPresets()) {
       moe_router_spec spec;
       ASSERT_EQ(moe_router_preset(preset.name.c_str(), &spec), MOE_OK);
