@@ -8,7 +8,12 @@
 #include "client/load_generator.h"
 #include "kernels/flags_usage.h"
 
-ABSL_FLAG(std::string, address, "localhost:50051", "Server address");
+ABSL_FLAG(std::string, address, "localhost:50051",
+          "Server address: HOST:PORT or a gRPC target (dns:///HOST:PORT, ipv4:A:P,B:P, unix:PATH)");
+ABSL_FLAG(std::string, load_balancing, "",
+          "pick_first (gRPC's default when empty) or round_robin: each call to the next of the "
+          "addresses the target resolves to (a headless Service's pods: --address "
+          "dns:///moe-router:50051)");
 ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model to route");
 ABSL_FLAG(int, layers, 1, "Requests rotate over layers 0..layers-1");
 ABSL_FLAG(int, tokens, 1, "Tokens per request");
@@ -38,6 +43,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   moe::LoadOptions o;
   o.address = absl::GetFlag(FLAGS_address);
+  o.client.load_balancing = absl::GetFlag(FLAGS_load_balancing);
   o.model = absl::GetFlag(FLAGS_model);
   o.layers = absl::GetFlag(FLAGS_layers);
   o.tokens = absl::GetFlag(FLAGS_tokens);

@@ -25,14 +25,17 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: moe-router [--address HOST:PORT] COMMAND\n"
+    "usage: moe-router [--address HOST:PORT] [--load_balancing round_robin] COMMAND\n"
     "commands:\n"
     "  models                         list the loaded models\n"
     "  health                         SERVING / NOT_SERVING (exit 0 when serving)\n"
     "  route MODEL [--layer N] [--tokens N] [--seed N] [--npy FILE]\n"
     "                                 route hidden states (random bf16, or a 2-D .npy of\n"
     "                                 float32, float16 or bfloat16 bits as uint16), print experts\n"
-    "default address: localhost:50051 (moe-router --version: this build's version)\n";
+    "default address: localhost:50051 (or a gRPC target: dns:///HOST:PORT, ipv4:A:P,B:P,\n"
+    "unix:PATH); --load_balancing: pick_first (gRPC's default) or round_robin (each call to\n"
+    "the next of the addresses the target resolves to). moe-router --version: this build's\n"
+    "version\n";
 
 int Error(const grpc::Status& s, const std::string& address) {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
@@ -70,6 +73,7 @@ std::string DTypeLabel(moe_router::v1::DType t) {
 
 int main(int argc, char** argv) {
   std::string address = "localhost:50051";
+  moe::ClientOptions options;
   std::vector<std::string> args;
   int layer = 0, tokens = 4;
   std::string npy;
@@ -91,6 +95,8 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "--address") {
       address = value();
+    } else if (a == "--load_balancing") {
+      options.load_balancing = value();
     } else if (a == "--layer") {
       layer = IntOption(a, value(), 0, std::numeric_limits<int>::max());
     } else if (a == "--tokens") {
@@ -111,11 +117,14 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stderr);
     return 2;
   }
-  if (absl::Status bad = moe::CheckTargetAddress("--address", address); !bad.ok()) {
+  for (const absl::Status& bad :
+       {moe::CheckTargetAddress("--address", address),
+        moe::CheckLoadBalancing("--load_balancing", options.load_balancing)}) {
+    if (bad.ok()) continue;
     std::fprintf(stderr, "moe-router: %s\n", std::string(bad.message()).c_str());
     return 2;
   }
-  moe::RouterClient client(address);
+  moe::RouterClient client(address, options);
   if (args[0] == "models" && args.size() == 1) {
     moe_router::v1::ListModelsResponse resp;
     auto s = client.ListModels(&resp);

@@ -406,6 +406,8 @@ absl::Status CheckLoadOptions(const LoadOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(flag, ": ", why));
   };
   if (absl::Status bad = CheckTargetAddress("--address", o.address); !bad.ok()) return bad;
+  if (absl::Status bad = CheckLoadBalancing("--load_balancing", o.client.load_balancing); !bad.ok())
+    return bad;
   if (o.tokens < 1) return refuse("--tokens", absl::StrCat(o.tokens, " is less than 1"));
   if (o.layers < 1) return refuse("--layers", absl::StrCat(o.layers, " is less than 1"));
   if (o.concurrency < 1 || o.concurrency > kMaxConcurrency)

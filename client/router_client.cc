@@ -36,6 +36,7 @@ RouterClient::RouterClient(const std::string& address, const ClientOptions& opti
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, options.keepalive_ms);
+  if (!options.load_balancing.empty()) args.SetLoadBalancingPolicyName(options.load_balancing);
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (!options.tls_ca.empty()) {
     grpc::SslCredentialsOptions ssl;

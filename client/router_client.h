@@ -20,6 +20,10 @@ struct ClientOptions {
   std::string tls_ca;    // PEM root certificates: enables TLS
   std::string tls_cert;  // PEM client certificate (mutual TLS)
   std::string tls_key;
+  // gRPC's load-balancing policy over the addresses the target resolves to: "" (gRPC's
+  // default, pick_first: one address, the next only when it fails) or "round_robin" (each
+  // call to the next ready address: a headless Service's pods, dns:///moe-router:50051).
+  std::string load_balancing;
 };
 
 struct Routed {

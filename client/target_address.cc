@@ -41,16 +41,17 @@ std::string HostPortProblem(absl::string_view host_port) {
   return has_port ? PortProblem(port, 1) : "";
 }
 
-// ipv4:/ipv6: list elements: addresses of that family, no host names.
+// ipv4:/ipv6: list elements: ADDR:PORT of that family ([ADDR]:PORT for IPv6), no host
+// names. gRPC needs the port there ("no port given for ipv4 scheme").
 std::string AddressListProblem(absl::string_view list, bool ipv6) {
   for (absl::string_view element : absl::StrSplit(list, ',')) {
+    const size_t colon = element.rfind(':');
+    if (ipv6 ? !absl::StartsWith(element, "[") || element.find("]:") == absl::string_view::npos
+             : colon == absl::string_view::npos || element.substr(0, colon).find_first_not_of(
+                                                       "0123456789.") != absl::string_view::npos)
+      return absl::StrCat("has '", element, "', not ",
+                          ipv6 ? "[an IPv6 address]" : "an IPv4 address", ":PORT");
     if (std::string why = HostPortProblem(element); !why.empty()) return why;
-    const bool bracketed = absl::StartsWith(element, "[");
-    const bool dotted =
-        element.find_first_not_of("0123456789.:") == absl::string_view::npos && !element.empty();
-    const bool bare_ipv6 = std::count(element.begin(), element.end(), ':') > 1;
-    if (ipv6 ? !(bracketed || bare_ipv6) : !dotted)
-      return absl::StrCat("has '", element, "', not an IPv", ipv6 ? 6 : 4, " address");
   }
   return "";
 }
@@ -86,6 +87,12 @@ absl::Status CheckTargetAddress(absl::string_view flag, absl::string_view target
       absl::StrCat(flag, ": '", target, "' ", why,
                    " (HOST:PORT, e.g. localhost:50051, or a gRPC target: dns:///HOST:PORT, "
                    "ipv4:ADDR:PORT, unix:PATH)"));
+}
+
+absl::Status CheckLoadBalancing(absl::string_view flag, absl::string_view policy) {
+  if (policy.empty() || policy == "pick_first" || policy == "round_robin") return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": '", policy, "' is not pick_first or round_robin"));
 }
 
 }  // namespace moe

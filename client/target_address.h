@@ -18,4 +18,10 @@ namespace moe {
 // and what is wrong with it.
 absl::Status CheckTargetAddress(absl::string_view flag, absl::string_view target);
 
+// OK for the load-balancing policies a client may ask for without a service config: ""
+// (gRPC's default), "pick_first", "round_robin". gRPC logs an unknown name ("foo", or one
+// that needs a config, "grpclb") and falls back to pick_first: the balancing asked for would
+// silently not happen. Refused here by `flag`, naming the choices.
+absl::Status CheckLoadBalancing(absl::string_view flag, absl::string_view policy);
+
 }  // namespace moe

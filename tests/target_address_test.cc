@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+
 namespace moe {
 namespace {
 
@@ -48,6 +50,18 @@ TEST(TargetAddress, EveryCaseOfTheSharedTable) {
   // The table was read: a missing or emptied file passes nothing.
   EXPECT_GE(passing, 15);
   EXPECT_GE(cases.size() - passing, 15u);
+}
+
+TEST(TargetAddress, LoadBalancingIsOneGrpcNeedsNoConfigFor) {
+  for (const char* policy : {"", "pick_first", "round_robin"})
+    EXPECT_TRUE(CheckLoadBalancing("--load_balancing", policy).ok()) << policy;
+  // gRPC logged these and used pick_first.
+  for (const char* policy : {"foo", "grpclb", "Round_Robin"}) {
+    const absl::Status s = CheckLoadBalancing("--load_balancing", policy);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << policy;
+    EXPECT_EQ(s.message(),
+              absl::StrCat("--load_balancing: '", policy, "' is not pick_first or round_robin"));
+  }
 }
 
 }  // namespace

@@ -85,14 +85,16 @@ def _target_problem(target):
             return "" if len(target) > len(scheme) else f"has nothing after {scheme}"
     for scheme, ipv6 in (("ipv4:", False), ("ipv6:", True)):
         if target.startswith(scheme):
+            # ADDR:PORT of that family: gRPC needs the port there, and no host names.
             for element in target[len(scheme):].split(","):
+                if ipv6 and not (element.startswith("[") and "]:" in element):
+                    return f"has '{element}', not [an IPv6 address]:PORT"
+                if not ipv6 and not (":" in element and
+                                     re.fullmatch(r"[0-9.]*", element.rpartition(":")[0])):
+                    return f"has '{element}', not an IPv4 address:PORT"
                 why = _host_port_problem(element)
                 if why:
                     return why
-                ok = (element.startswith("[") or element.count(":") > 1) if ipv6 else \
-                    re.fullmatch(r"[0-9.:]+", element)
-                if not ok:
-                    return f"has '{element}', not an IPv{6 if ipv6 else 4} address"
             return ""
     if target.startswith("dns:"):
         target = target[4:]
@@ -154,12 +156,23 @@ class StreamResult:
 
 
 class RouterClient:
+    """`address`: HOST:PORT or a gRPC target (dns:///HOST:PORT, ipv4:A:P,B:P, unix:PATH),
+    checked (ValueError). `load_balancing`: None (gRPC's default, pick_first) or
+    "round_robin", each call to the next ready address the target resolves to (a headless
+    Service's pods, dns:///moe-router:50051)."""
+
     def __init__(self, address, *, tls_ca=None, tls_cert=None, tls_key=None,
-                 max_message_bytes=64 << 20, timeout=10.0):
+                 max_message_bytes=64 << 20, timeout=10.0, load_balancing=None):
         check_target(address)
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.keepalive_time_ms", 30000)]
+        if load_balancing is not None:
+            # gRPC logs an unknown name and falls back to pick_first: refused here instead.
+            if load_balancing not in ("pick_first", "round_robin"):
+                raise ValueError(f"load_balancing: '{load_balancing}' is not pick_first or "
+                                 "round_robin")
+            options.append(("grpc.lb_policy_name", load_balancing))
         if tls_ca is not None:
             creds = grpc.ssl_channel_credentials(tls_ca, tls_key, tls_cert)
             self._channel = grpc.secure_channel(address, creds, options)

@@ -269,6 +269,57 @@ class PythonClientTest(unittest.TestCase):
         with open(os.path.join(tmp, "server.log")) as f:
             self.assertIn(f"serving gRPC on unix:{socket_path}, metrics off", f.read())
 
+    def test_round_robin_spreads_calls_over_the_targets_addresses(self):
+        # Two servers, one target: a layer only the second has tells which one answered.
+        # The headless Service's client-side balancing (deploy/k8s) is this, by DNS.
+        tmp = tempfile.mkdtemp()
+        servers = [start_server(tmp, "demo-mixtral", layers=n) for n in (2, 4)]
+        try:
+            target = "ipv4:" + ",".join(address for _, address, _ in servers)
+            x = np.ones((1, 4096), np.float32)
+
+            def outcomes(client, calls):
+                seen = {"ok": 0, "not_found": 0}
+                for _ in range(calls):
+                    try:
+                        client.route("demo-mixtral", 3, x)
+                        seen["ok"] += 1
+                    except grpc.RpcError as e:
+                        self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND, e.details())
+                        seen["not_found"] += 1
+                return seen
+
+            with RouterClient(target, load_balancing="round_robin") as client:
+                seen = outcomes(client, 60)
+            self.assertGreaterEqual(seen["ok"], 10, seen)
+            self.assertGreaterEqual(seen["not_found"], 10, seen)
+            # gRPC's default, pick_first: every call to the first address while it is up.
+            for balancing in (None, "pick_first"):
+                with RouterClient(target, load_balancing=balancing) as client:
+                    self.assertEqual(outcomes(client, 20), {"ok": 0, "not_found": 20})
+            with self.assertRaisesRegex(ValueError, "load_balancing: 'grpclb' is not pick_first "
+                                                    "or round_robin"):
+                RouterClient(target, load_balancing="grpclb")
+            # The CLI and the load generator name a policy gRPC would have replaced with
+            # pick_first (it only logs that).
+            for argv in ([os.environ["MOE_CLI_BINARY"], "--address", target,
+                          "--load_balancing", "foo", "health"],
+                         [os.environ["MOE_BENCH_BINARY"], "--address", target,
+                          "--load_balancing", "foo"]):
+                out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                self.assertEqual(out.returncode, 2, (argv, out.stderr))
+                self.assertIn("--load_balancing: 'foo' is not pick_first or round_robin",
+                              out.stderr)
+            out = subprocess.run([os.environ["MOE_CLI_BINARY"], "--address", target,
+                                  "--load_balancing", "round_robin", "health"],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+        finally:
+            for server, _, client in servers:
+                client.close()
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
+
     def test_load_generator_waits_for_a_server_loading_its_models(self):
         # The server listens (NOT_SERVING, no models listed) before its models are loaded: the
         # load generator waits for SERVING, where it said the model "is not loaded".
