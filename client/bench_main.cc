@@ -5,6 +5,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "client/client_tls.h"
 #include "client/load_generator.h"
 #include "kernels/flags_usage.h"
 
@@ -14,6 +15,11 @@ ABSL_FLAG(std::string, load_balancing, "",
           "pick_first (gRPC's default when empty) or round_robin: each call to the next of the "
           "addresses the target resolves to (a headless Service's pods: --address "
           "dns:///moe-router:50051)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that signed the server's certificate: turns TLS on (the server's --tls_cert)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate, with --tls_key (mutual TLS: the server's --tls_client_ca)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model to route");
 ABSL_FLAG(int, layers, 1, "Requests rotate over layers 0..layers-1");
 ABSL_FLAG(int, tokens, 1, "Tokens per request");
@@ -55,7 +61,10 @@ int main(int argc, char** argv) {
   o.give_up_s = absl::GetFlag(FLAGS_give_up_s);
   o.progress = absl::GetFlag(FLAGS_progress);
   o.same_host_timing = absl::GetFlag(FLAGS_same_host_timing);
-  if (absl::Status bad = moe::CheckLoadOptions(o); !bad.ok()) {
+  absl::Status bad = moe::ReadClientTls(absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                                        absl::GetFlag(FLAGS_tls_key), &o.client);
+  if (bad.ok()) bad = moe::CheckLoadOptions(o);
+  if (!bad.ok()) {
     std::fprintf(stderr, "moe-router-bench: %s\n", std::string(bad.message()).c_str());
     return 2;
   }

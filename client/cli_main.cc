@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
+#include "client/client_tls.h"
 #include "client/npy.h"
 #include "client/router_client.h"
 #include "client/target_address.h"
@@ -25,7 +26,8 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: moe-router [--address HOST:PORT] [--load_balancing round_robin] COMMAND\n"
+    "usage: moe-router [--address HOST:PORT] [--load_balancing round_robin]\n"
+    "                  [--tls_ca FILE [--tls_cert FILE --tls_key FILE]] COMMAND\n"
     "commands:\n"
     "  models                         list the loaded models\n"
     "  health                         SERVING / NOT_SERVING (exit 0 when serving)\n"
@@ -34,8 +36,9 @@ constexpr char kUsage[] =
     "                                 float32, float16 or bfloat16 bits as uint16), print experts\n"
     "default address: localhost:50051 (or a gRPC target: dns:///HOST:PORT, ipv4:A:P,B:P,\n"
     "unix:PATH); --load_balancing: pick_first (gRPC's default) or round_robin (each call to\n"
-    "the next of the addresses the target resolves to). moe-router --version: this build's\n"
-    "version\n";
+    "the next of the addresses the target resolves to). --tls_ca: PEM CA of the server's\n"
+    "certificate (TLS); --tls_cert, --tls_key: PEM client certificate and key (mutual TLS).\n"
+    "moe-router --version: this build's version\n";
 
 int Error(const grpc::Status& s, const std::string& address) {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
@@ -74,6 +77,7 @@ std::string DTypeLabel(moe_router::v1::DType t) {
 int main(int argc, char** argv) {
   std::string address = "localhost:50051";
   moe::ClientOptions options;
+  std::string tls_ca, tls_cert, tls_key;
   std::vector<std::string> args;
   int layer = 0, tokens = 4;
   std::string npy;
@@ -97,6 +101,12 @@ int main(int argc, char** argv) {
       address = value();
     } else if (a == "--load_balancing") {
       options.load_balancing = value();
+    } else if (a == "--tls_ca") {
+      tls_ca = value();
+    } else if (a == "--tls_cert") {
+      tls_cert = value();
+    } else if (a == "--tls_key") {
+      tls_key = value();
     } else if (a == "--layer") {
       layer = IntOption(a, value(), 0, std::numeric_limits<int>::max());
     } else if (a == "--tokens") {
@@ -119,7 +129,8 @@ int main(int argc, char** argv) {
   }
   for (const absl::Status& bad :
        {moe::CheckTargetAddress("--address", address),
-        moe::CheckLoadBalancing("--load_balancing", options.load_balancing)}) {
+        moe::CheckLoadBalancing("--load_balancing", options.load_balancing),
+        moe::ReadClientTls(tls_ca, tls_cert, tls_key, &options)}) {
     if (bad.ok()) continue;
     std::fprintf(stderr, "moe-router: %s\n", std::string(bad.message()).c_str());
     return 2;

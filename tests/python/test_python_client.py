@@ -8,6 +8,7 @@ covers packing, unpacking and every dtype end to end.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -26,9 +27,11 @@ def bf16_bits(a):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def start_server(tmp, models, layers=2, wait_serving=True, listen="127.0.0.1:0"):
+def start_server(tmp, models, layers=2, wait_serving=True, listen="127.0.0.1:0", extra_args=(),
+                 **client_options):
     """A CPU-backend server on `listen` (a free loopback port): (process, address, client), serving
-    (or, without wait_serving, listening: its models may still be loading)."""
+    (or, without wait_serving, listening: its models may still be loading). `extra_args` go to
+    the server, `client_options` to the RouterClient."""
     port_file = os.path.join(tmp, "ports")
     if os.path.exists(port_file):
         os.remove(port_file)
@@ -36,7 +39,7 @@ def start_server(tmp, models, layers=2, wait_serving=True, listen="127.0.0.1:0")
         server = subprocess.Popen(
             [os.environ["MOE_SERVER_BINARY"], "--model=" + models, f"--demo_layers={layers}",
              "--address=" + listen, "--metrics_address=", "--cpu_threads=2",
-             "--port_file=" + port_file], stdout=subprocess.DEVNULL, stderr=log)
+             "--port_file=" + port_file, *extra_args], stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(600):
         if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
             break
@@ -44,7 +47,7 @@ def start_server(tmp, models, layers=2, wait_serving=True, listen="127.0.0.1:0")
     with open(port_file) as f:
         port = f.read().split()[0]
     address = listen if listen.startswith("unix:") else f"127.0.0.1:{port}"
-    client = RouterClient(address)
+    client = RouterClient(address, **client_options)
     for _ in range(600 if wait_serving else 0):
         try:
             if client.health():
@@ -319,6 +322,70 @@ class PythonClientTest(unittest.TestCase):
                 client.close()
                 server.send_signal(signal.SIGTERM)
                 server.wait(timeout=60)
+
+    @unittest.skipIf(shutil.which("openssl") is None, "no openssl")
+    def test_cli_and_load_generator_speak_mutual_tls(self):
+        # A server started with --tls_cert/--tls_key/--tls_client_ca: the CLI and the load
+        # generator reach it with --tls_ca/--tls_cert/--tls_key (they had no TLS flags).
+        tmp = tempfile.mkdtemp()
+        subprocess.run(
+            "set -e; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
+            "-days 1 -subj /CN=test-ca; "
+            "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+            "-subj /CN=localhost; "
+            "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; "
+            "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+            "-out server.pem -days 1 -extfile san.ext; "
+            "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client; "
+            "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+            "-out client.pem -days 1", shell=True, cwd=tmp, check=True, capture_output=True)
+        pem = {name: os.path.join(tmp, name) for name in ("ca.pem", "client.pem", "client.key")}
+        with open(pem["ca.pem"], "rb") as ca, open(pem["client.pem"], "rb") as cert, \
+                open(pem["client.key"], "rb") as key:
+            tls = {"tls_ca": ca.read(), "tls_cert": cert.read(), "tls_key": key.read()}
+        server, address, client = start_server(
+            tmp, "demo-mixtral", extra_args=(f"--tls_cert={tmp}/server.pem",
+                                             f"--tls_key={tmp}/server.key",
+                                             f"--tls_client_ca={tmp}/ca.pem"), **tls)
+        cli, bench = os.environ["MOE_CLI_BINARY"], os.environ["MOE_BENCH_BINARY"]
+        flags = ["--tls_ca", pem["ca.pem"], "--tls_cert", pem["client.pem"],
+                 "--tls_key", pem["client.key"]]
+        try:
+            self.assertTrue(client.health())
+            out = subprocess.run([cli, "--address", address, *flags, "route", "demo-mixtral",
+                                  "--tokens", "2"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("token 1:", out.stdout)
+            out = subprocess.run([bench, "--address", address, *flags, "--model", "demo-mixtral",
+                                  "--warmup_s=0", "--duration_s=0.3", "--progress=false"],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("errors: none", out.stdout)
+            # Without the client certificate the server refuses the handshake.
+            out = subprocess.run([cli, "--address", address, "--tls_ca", pem["ca.pem"], "health"],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 1, out.stderr)
+            self.assertIn("cannot reach the server", out.stderr)
+        finally:
+            client.close()
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+        # Flags that cannot make a TLS channel: refused by name before anything is sent.
+        not_pem = os.path.join(tmp, "san.ext")
+        for argv, message in (
+                (["--tls_cert", pem["client.pem"]],
+                 "--tls_cert: --tls_cert and --tls_key go together"),
+                (["--tls_cert", pem["client.pem"], "--tls_key", pem["client.key"]],
+                 "--tls_cert: needs --tls_ca"),
+                (["--tls_ca", os.path.join(tmp, "missing.pem")],
+                 f"--tls_ca: cannot read '{tmp}/missing.pem'"),
+                (["--tls_ca", tmp], f"--tls_ca: cannot read '{tmp}'"),
+                (["--tls_ca", not_pem], f"--tls_ca: '{not_pem}' holds no PEM block")):
+            for binary, command in ((cli, ["health"]), (bench, [])):
+                out = subprocess.run([binary, "--address", address, *argv, *command],
+                                     capture_output=True, text=True, timeout=60)
+                self.assertEqual(out.returncode, 2, (binary, argv, out.stderr))
+                self.assertIn(message, out.stderr)
 
     def test_load_generator_waits_for_a_server_loading_its_models(self):
         # The server listens (NOT_SERVING, no models listed) before its models are loaded: the
