@@ -66,6 +66,9 @@ Routed Unpack(const moe_router::v1::RouteResponse& resp);
 
 class RouterClient {
  public:
+  // `address`: a gRPC target, used as given; CheckTargetAddress (client/target_address.h)
+  // refuses first what gRPC would send to another port, and CheckLoadBalancing a policy it
+  // would replace. ReadClientTls (client/client_tls.h) fills the TLS options from PEM files.
   explicit RouterClient(const std::string& address, const ClientOptions& options = {});
   // Waits until every RouteAsync call has run its `done`. May run inside one of this
   // client's own `done` callbacks (it then waits for the other calls only).
