@@ -244,6 +244,10 @@ class RouterClient:
         """The loaded models (ModelInfo messages)."""
         return list(self._stub.ListModels(router_pb2.ListModelsRequest(), timeout=self._timeout).models)
 
+    def model(self, name):
+        """One loaded model's ModelInfo (GetModel); grpc.RpcError NOT_FOUND for another name."""
+        return self._stub.GetModel(router_pb2.GetModelRequest(name=name), timeout=self._timeout)
+
     def health(self):
         """True when the server reports SERVING."""
         resp = self._health_check(None, timeout=self._timeout)

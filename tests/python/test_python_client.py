@@ -74,6 +74,11 @@ class PythonClientTest(unittest.TestCase):
         self.assertTrue(self.client.health())
         names = sorted(m.name for m in self.client.models())
         self.assertEqual(names, ["demo-gpt-oss-20b", "demo-mixtral"])
+        info = self.client.model("demo-mixtral")
+        self.assertEqual((info.name, info.experts, info.hidden, info.top_k), ("demo-mixtral", 8, 4096, 2))
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.client.model("nope")
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.NOT_FOUND)
 
     def test_mixtral_every_dtype(self):
         rng = np.random.default_rng()
