@@ -7,7 +7,8 @@
 `hidden` is a numpy array [tokens, hidden]: float32, float16, or bfloat16 given as a
 uint16 view of the bits (or an ml_dtypes bfloat16 array). Returns (ids int32 [tokens,
 top_k], weights float32 [tokens, top_k]). Errors raise grpc.RpcError with the server's
-status code and message (e.g. INVALID_ARGUMENT naming the field).
+status code and message (e.g. INVALID_ARGUMENT naming the field). AsyncRouterClient has
+the same calls for asyncio code (`await client.route(...)`), on a grpc.aio channel.
 
 Needs the generated modules (moe_router/v1/router_pb2*.py): the CMake build writes them
 to build/.../python; put that folder on PYTHONPATH, or run client/python/generate.sh.
@@ -23,7 +24,7 @@ import numpy as np
 
 from moe_router.v1 import router_pb2, router_pb2_grpc
 
-__all__ = ["RouterClient", "StreamResult", "check_target"]
+__all__ = ["AsyncRouterClient", "RouterClient", "StreamResult", "check_target"]
 
 
 # The target's check (client/target_address.h's rules, in Python): gRPC's DNS resolver takes
@@ -143,6 +144,57 @@ def _unpack(resp):
     return ids, weights
 
 
+def _open_channel(module, address, tls_ca, tls_cert, tls_key, max_message_bytes, load_balancing):
+    """A channel of `module` (grpc, or grpc.aio for AsyncRouterClient) to a checked target."""
+    check_target(address)
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes),
+               ("grpc.keepalive_time_ms", 30000)]
+    if load_balancing is not None:
+        # gRPC logs an unknown name and falls back to pick_first: refused here instead.
+        if load_balancing not in ("pick_first", "round_robin"):
+            raise ValueError(f"load_balancing: '{load_balancing}' is not pick_first or "
+                             "round_robin")
+        options.append(("grpc.lb_policy_name", load_balancing))
+    if tls_ca is not None:
+        creds = grpc.ssl_channel_credentials(tls_ca, tls_key, tls_cert)
+        return module.secure_channel(address, creds, options)
+    return module.insecure_channel(address, options)
+
+
+def _health_check(channel):
+    """grpc.health.v1.Health/Check by hand (grpcio-health-checking is not a Debian package):
+    an empty request (service ""); the raw response, read by _serving."""
+    return channel.unary_unary("/grpc.health.v1.Health/Check",
+                               request_serializer=lambda _: b"",
+                               response_deserializer=lambda b: b)
+
+
+def _serving(response):
+    return response[:2] == b"\x08\x01"  # field 1 (status) = SERVING (1)
+
+
+def _stream_result(r):
+    """A RouteStreamResponse as a StreamResult."""
+    if r.HasField("error"):
+        code = next(c for c in grpc.StatusCode if c.value[0] == r.error.code)
+        return StreamResult(r.request_id, code=code, message=r.error.message)
+    ids, weights = _unpack(r.response)
+    return StreamResult(r.request_id, ids, weights)
+
+
+def _route_request(model, layer, hidden, request_id, return_logits=False):
+    return router_pb2.RouteRequest(model=model, layer=layer, hidden_states=_tensor(hidden),
+                                   request_id=request_id, return_logits=return_logits)
+
+
+def _routed(resp, return_logits):
+    ids, weights = _unpack(resp)
+    if return_logits:
+        return ids, weights, np.asarray(resp.logits, dtype=np.float32).reshape(resp.tokens, -1)
+    return ids, weights
+
+
 class StreamResult:
     """One answer of route_stream: ids/weights, or code/message when that request failed."""
 
@@ -163,27 +215,10 @@ class RouterClient:
 
     def __init__(self, address, *, tls_ca=None, tls_cert=None, tls_key=None,
                  max_message_bytes=64 << 20, timeout=10.0, load_balancing=None):
-        check_target(address)
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.keepalive_time_ms", 30000)]
-        if load_balancing is not None:
-            # gRPC logs an unknown name and falls back to pick_first: refused here instead.
-            if load_balancing not in ("pick_first", "round_robin"):
-                raise ValueError(f"load_balancing: '{load_balancing}' is not pick_first or "
-                                 "round_robin")
-            options.append(("grpc.lb_policy_name", load_balancing))
-        if tls_ca is not None:
-            creds = grpc.ssl_channel_credentials(tls_ca, tls_key, tls_cert)
-            self._channel = grpc.secure_channel(address, creds, options)
-        else:
-            self._channel = grpc.insecure_channel(address, options)
+        self._channel = _open_channel(grpc, address, tls_ca, tls_cert, tls_key,
+                                      max_message_bytes, load_balancing)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
-        # grpc.health.v1.Health/Check by hand (grpcio-health-checking is not a Debian
-        # package): an empty request (service ""), and the response's field 1 (status).
-        self._health_check = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check", request_serializer=lambda _: b"",
-            response_deserializer=lambda b: b)
+        self._health_check = _health_check(self._channel)
         self._timeout = timeout
 
     def close(self):
@@ -197,14 +232,8 @@ class RouterClient:
 
     def route(self, model, layer, hidden, *, return_logits=False, request_id=0):
         """Routes one batch; returns (ids, weights), plus logits when return_logits."""
-        req = router_pb2.RouteRequest(model=model, layer=layer, hidden_states=_tensor(hidden),
-                                      request_id=request_id, return_logits=return_logits)
-        resp = self._stub.Route(req, timeout=self._timeout)
-        ids, weights = _unpack(resp)
-        if return_logits:
-            logits = np.asarray(resp.logits, dtype=np.float32).reshape(resp.tokens, -1)
-            return ids, weights, logits
-        return ids, weights
+        req = _route_request(model, layer, hidden, request_id, return_logits)
+        return _routed(self._stub.Route(req, timeout=self._timeout), return_logits)
 
     def route_stream(self, requests):
         """Streams (model, layer, hidden) tuples; yields a StreamResult per request, in order.
@@ -219,21 +248,13 @@ class RouterClient:
         def messages():
             try:
                 for model, layer, hidden in requests:
-                    yield router_pb2.RouteRequest(model=model, layer=layer,
-                                                  hidden_states=_tensor(hidden),
-                                                  request_id=next(counter))
+                    yield _route_request(model, layer, hidden, next(counter))
             except Exception as e:  # gRPC's request thread would swallow it
                 failure.append(e)
 
         try:
             for r in self._stub.RouteStream(messages()):
-                if r.HasField("error"):
-                    yield StreamResult(r.request_id, code=grpc.StatusCode(
-                        next(c for c in grpc.StatusCode if c.value[0] == r.error.code)),
-                        message=r.error.message)
-                else:
-                    ids, weights = _unpack(r.response)
-                    yield StreamResult(r.request_id, ids, weights)
+                yield _stream_result(r)
         except grpc.RpcError:
             if not failure:
                 raise
@@ -250,5 +271,99 @@ class RouterClient:
 
     def health(self):
         """True when the server reports SERVING."""
-        resp = self._health_check(None, timeout=self._timeout)
-        return resp[:2] == b"\x08\x01"  # status = SERVING (1)
+        return _serving(self._health_check(None, timeout=self._timeout))
+
+
+class AsyncRouterClient:
+    """RouterClient for asyncio code (an engine's event loop): the same calls, awaited, on a
+    grpc.aio channel, so a call never blocks the loop. Create it inside the running loop.
+
+        async with AsyncRouterClient("localhost:50051") as client:
+            ids, weights = await client.route("demo-deepseek-v3", 3, hidden)
+            async for r in client.route_stream(requests):   # an iterable or async iterable
+                ...
+    """
+
+    def __init__(self, address, *, tls_ca=None, tls_cert=None, tls_key=None,
+                 max_message_bytes=64 << 20, timeout=10.0, load_balancing=None):
+        import grpc.aio  # imported here: the blocking client does not need it
+
+        self._channel = _open_channel(grpc.aio, address, tls_ca, tls_cert, tls_key,
+                                      max_message_bytes, load_balancing)
+        self._stub = router_pb2_grpc.RouterStub(self._channel)
+        self._health_check = _health_check(self._channel)
+        self._timeout = timeout
+
+    async def close(self):
+        await self._channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def route(self, model, layer, hidden, *, return_logits=False, request_id=0):
+        """Routes one batch; returns (ids, weights), plus logits when return_logits."""
+        req = _route_request(model, layer, hidden, request_id, return_logits)
+        return _routed(await self._stub.Route(req, timeout=self._timeout), return_logits)
+
+    async def route_stream(self, requests):
+        """Streams (model, layer, hidden) tuples from an async iterable, or an iterable (read
+        on the event loop: it should not block); yields a StreamResult per request, in order.
+        As RouterClient.route_stream, a request the client cannot send ends the stream and is
+        raised here, after the results before it."""
+        import asyncio
+
+        call = self._stub.RouteStream()
+        failure = []
+
+        async def send():
+            request_id = 0
+            try:
+                if hasattr(requests, "__aiter__"):
+                    async for model, layer, hidden in requests:
+                        await call.write(_route_request(model, layer, hidden, request_id))
+                        request_id += 1
+                else:
+                    for model, layer, hidden in requests:
+                        await call.write(_route_request(model, layer, hidden, request_id))
+                        request_id += 1
+            except grpc.RpcError:
+                return  # the call ended: the reader below sees why
+            except Exception as e:  # the request's own: raised after the answers before it
+                failure.append(e)
+            try:
+                await call.done_writing()
+            except grpc.RpcError:
+                pass
+
+        sender = asyncio.ensure_future(send())
+        try:
+            async for r in call:
+                yield _stream_result(r)
+        finally:  # also when the caller stops iterating early: nothing left running
+            if not call.done():
+                call.cancel()
+            if not sender.done():
+                sender.cancel()
+            try:
+                await sender
+            except asyncio.CancelledError:
+                pass
+        if failure:
+            raise failure[0]
+
+    async def models(self):
+        """The loaded models (ModelInfo messages)."""
+        resp = await self._stub.ListModels(router_pb2.ListModelsRequest(), timeout=self._timeout)
+        return list(resp.models)
+
+    async def model(self, name):
+        """One loaded model's ModelInfo (GetModel); grpc.RpcError NOT_FOUND for another name."""
+        return await self._stub.GetModel(router_pb2.GetModelRequest(name=name),
+                                         timeout=self._timeout)
+
+    async def health(self):
+        """True when the server reports SERVING."""
+        return _serving(await self._health_check(None, timeout=self._timeout))

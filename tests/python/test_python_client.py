@@ -6,6 +6,7 @@ returns (ids = the family's choice over them, weights recomputed in numpy), so t
 covers packing, unpacking and every dtype end to end.
 """
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import unittest
 import grpc
 import numpy as np
 
-from moe_router_client import RouterClient, check_target
+from moe_router_client import AsyncRouterClient, RouterClient, check_target
 
 
 def bf16_bits(a):
@@ -168,6 +169,73 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(results, [True])
         # The client goes on working.
         self.assertEqual([r.ok for r in self.client.route_stream(iter([good, good]))], [True, True])
+
+    def test_async_client_routes_as_the_blocking_one(self):
+        # AsyncRouterClient (grpc.aio) against the same server: the answers equal the
+        # blocking client's, errors carry their codes, and streams keep order and raise what
+        # their requests raise after the results before them.
+        rng = np.random.default_rng()
+        reqs = [("demo-mixtral", i % 2, rng.standard_normal((1 + i % 3, 4096)).astype(np.float32))
+                for i in range(8)]
+        reqs[3] = ("demo-mixtral", 9, reqs[3][2])  # no such layer: fails alone
+        good = ("demo-mixtral", 0, np.zeros((1, 4096), np.float32))
+
+        async def scenario():
+            async with AsyncRouterClient(self.address) as client:
+                self.assertTrue(await client.health())
+                self.assertEqual(sorted(m.name for m in await client.models()),
+                                 ["demo-gpt-oss-20b", "demo-mixtral"])
+                self.assertEqual((await client.model("demo-mixtral")).experts, 8)
+                ids, weights, logits = await client.route(*reqs[0], return_logits=True)
+                want = self.client.route(*reqs[0], return_logits=True)
+                for got, expected in zip((ids, weights, logits), want):
+                    np.testing.assert_array_equal(got, expected)
+                with self.assertRaises(grpc.RpcError) as caught:
+                    await client.route(*reqs[3])
+                self.assertEqual(caught.exception.code(), grpc.StatusCode.NOT_FOUND)
+                # Concurrent calls on one loop.
+                answers = await asyncio.gather(*(client.route(*r) for i, r in enumerate(reqs)
+                                                 if i != 3))
+                for (model, layer, x), (got, _) in zip([r for i, r in enumerate(reqs) if i != 3],
+                                                       answers):
+                    np.testing.assert_array_equal(got, self.client.route(model, layer, x)[0])
+
+                async def async_source():
+                    for r in reqs:
+                        await asyncio.sleep(0)
+                        yield r
+
+                for source in (iter(reqs), async_source()):
+                    results = [r async for r in client.route_stream(source)]
+                    self.assertEqual([r.request_id for r in results], list(range(8)))
+                    for i, r in enumerate(results):
+                        if i == 3:
+                            self.assertEqual(r.code, grpc.StatusCode.NOT_FOUND)
+                        else:
+                            self.assertTrue(r.ok, r.message)
+                            np.testing.assert_array_equal(r.ids, self.client.route(*reqs[i])[0])
+
+                async def failing_source():
+                    yield good
+                    raise RuntimeError("the source failed")
+
+                for source, error in ((iter([good, ("demo-mixtral", 0, np.zeros((1, 1, 4096)))]),
+                                       "hidden must be 2-D"),
+                                      (failing_source(), "the source failed")):
+                    seen = []
+                    with self.assertRaisesRegex((ValueError, RuntimeError), error):
+                        async for r in client.route_stream(source):
+                            seen.append(r.ok)
+                    self.assertEqual(seen, [True])
+                # Stopping early leaves the client working.
+                async for r in client.route_stream(iter([good] * 50)):
+                    break
+                self.assertEqual([r.ok async for r in client.route_stream([good, good])],
+                                 [True, True])
+            with self.assertRaisesRegex(ValueError, "has port 70000, outside 1..65535"):
+                AsyncRouterClient("localhost:70000")
+
+        asyncio.run(scenario())
 
     def test_cli_routes_npy_files_and_reports_errors(self):
         cli = os.environ["MOE_CLI_BINARY"]
