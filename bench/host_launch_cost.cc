@@ -56,7 +56,7 @@ void PrintHostLaunchCost(const cuda::DeviceInfo& info, cudaStream_t stream) {
       config.staged_cp_async = cp_async;
       us[cp_async] = MedianHostUs(
           [&] {
-            CHECK_CUDA(cuda::LaunchDecomposeKRouter(p, args, config, ws.get(), stream,
+            CHECK_CUDA(cuda::LaunchDecomposeKRouter(p, args, config, ws.get(), ws.bytes(), stream,
                                                     /*pdl=*/true));
           },
           stream);

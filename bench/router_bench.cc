@@ -425,7 +425,7 @@ int BenchMain(int argc, char** argv) {
           layers,
           [&](int l, cudaStream_t s) {
             CHECK_CUDA(cuda::LaunchGemm(p, a.as<char>() + a_bytes * l, b.as<char>() + b_bytes * l,
-                                        nullptr, c.as<float>(), cfg, ws.get(), s, pdl));
+                                        nullptr, c.as<float>(), cfg, ws.get(), ws.bytes(), s, pdl));
           },
           stream.get());
     };

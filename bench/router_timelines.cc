@@ -285,8 +285,9 @@ void PrintTimelines(const cuda::DeviceInfo& info, cudaStream_t stream) {
       std::vector<double> phase[4], epilogue_cycles;
       for (int rep = 0; rep < 20; ++rep) {
         CHECK_CUDA(cudaMemsetAsync(tl.get(), 0, entries * 8, stream));
-        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(
-            p, b.Args(rep % layers), c, ws.get(), stream, false, tl.as<unsigned long long>()));
+        CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(p, b.Args(rep % layers), c, ws.get(),
+                                                            ws.bytes(), stream, false,
+                                                            tl.as<unsigned long long>()));
         CHECK_CUDA(
             cudaMemcpyAsync(host.data(), tl.get(), entries * 8, cudaMemcpyDeviceToHost, stream));
         CHECK_CUDA(cudaStreamSynchronize(stream));
@@ -424,7 +425,7 @@ void PrintPdlTimelines(const cuda::DeviceInfo& info, cudaStream_t stream, size_t
       auto tl = Must(DeviceBuffer::Allocate(entries * 8 * kLaunches));
       const CudaGraphExec exec = CaptureWarmGraph(kLaunches, stream, [&](int i, cudaStream_t s) {
         CHECK_CUDA(cuda::LaunchDecomposeKRouterWithTimeline(
-            p, b.Args(i % layers), c, ws.get(), s, /*pdl=*/true,
+            p, b.Args(i % layers), c, ws.get(), ws.bytes(), s, /*pdl=*/true,
             tl.as<unsigned long long>() + i * entries));
       });
       std::vector<unsigned long long> host(entries * kLaunches);

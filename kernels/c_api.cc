@@ -155,11 +155,13 @@ int moe_route_ex(const moe_router_spec* spec, int tokens, int hidden_dtype, int 
                       expert_ids, expert_weights, logits};
   status = moe::CheckRouteArgs(p, args);
   if (!status.ok()) return Fail(MOE_INVALID_ARGUMENT, std::string(status.message()));
-  if (workspace == nullptr || workspace_bytes < moe::cuda::DecomposeKWorkspaceBytes(p, config))
+  // What moe_route_workspace_bytes gives, or less where the launch can use less (a route
+  // after cuBLASLt's GEMM: its logits, cuBLASLt taking an algorithm that fits the rest).
+  if (workspace == nullptr || workspace_bytes < moe::cuda::DecomposeKLeastWorkspaceBytes(p, config))
     return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_route_workspace_bytes()");
-  const cudaError_t err = moe::cuda::LaunchDecomposeKRouter(p, args, config, workspace,
-                                                            static_cast<cudaStream_t>(stream),
-                                                            /*pdl=*/(flags & MOE_ROUTE_PDL) != 0);
+  const cudaError_t err = moe::cuda::LaunchDecomposeKRouter(
+      p, args, config, workspace, workspace_bytes, static_cast<cudaStream_t>(stream),
+      /*pdl=*/(flags & MOE_ROUTE_PDL) != 0);
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
 }
@@ -193,8 +195,8 @@ int moe_gemm_ex(int m, int n, int k, int dtype, const void* a, const void* b, co
   if (workspace == nullptr || workspace_bytes < moe::cuda::GemmWorkspaceBytes(p, config))
     return Fail(MOE_INVALID_ARGUMENT, "workspace: smaller than moe_gemm_workspace_bytes()");
   const cudaError_t err =
-      moe::cuda::LaunchGemm(p, a, b, bias, c, config, workspace, static_cast<cudaStream_t>(stream),
-                            (flags & MOE_GEMM_PDL) != 0);
+      moe::cuda::LaunchGemm(p, a, b, bias, c, config, workspace, workspace_bytes,
+                            static_cast<cudaStream_t>(stream), (flags & MOE_GEMM_PDL) != 0);
   if (err != cudaSuccess) return Fail(MOE_CUDA_ERROR, cudaGetErrorString(err));
   return MOE_OK;
 }

@@ -1,6 +1,7 @@
 // cublasLtMatmul for the general GEMM's large shapes (see cublaslt_gemm.h).
 #include "kernels/cublaslt_gemm.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -74,8 +75,9 @@ uint32_t AlignmentOf(const void* p) {
 }
 
 // What an algorithm depends on: the device, the shape, the dtype and the pointers'
-// alignments, the bias's 0 where there is none (no bias epilogue).
-using PlanKey = std::tuple<int, int, int, int, int, uint32_t, uint32_t, uint32_t, uint32_t>;
+// alignments, the bias's 0 where there is none (no bias epilogue), and the workspace usable.
+using PlanKey =
+    std::tuple<int, int, int, int, int, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t>;
 
 // One shape's descriptors and the algorithm cuBLAS's heuristic picked for it. In cuBLAS's
 // column-major terms the row-major C[m, n] is D[n, m] = Bᵀ·A over column-major B[k, n]
@@ -84,6 +86,7 @@ struct Plan {
   MatmulDesc op;
   Layout b_layout, a_layout, d_layout;
   cublasLtMatmulAlgo_t algo;
+  size_t algo_workspace = 0;  // what that algorithm asks of the workspace
 };
 
 cudaError_t MakePlan(const CublasLtApi& lt, cublasLtHandle_t handle, const GemmProblem& p,
@@ -140,6 +143,7 @@ cudaError_t MakePlan(const CublasLtApi& lt, cublasLtHandle_t handle, const GemmP
                                                plan->d_layout.get(), raw_pref, 1, &result, &found));
   if (found == 0) return cudaErrorNotSupported;
   plan->algo = result.algo;
+  plan->algo_workspace = result.workspaceSize;
   return cudaSuccess;
 }
 
@@ -154,25 +158,56 @@ ThreadState& State() {
   return state;
 }
 
+// This thread's cuBLASLt handle for the current device (made on first use), and the device.
+cudaError_t ThreadHandle(const CublasLtApi& lt, cublasLtHandle_t* handle, int* device) {
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(device));
+  LtHandle& h = State().handles[*device];
+  if (!h) {
+    cublasLtHandle_t raw;
+    CUBLAS_RETURN_IF_ERROR(lt.create(&raw));
+    h.reset(raw);
+  }
+  *handle = h.get();
+  return cudaSuccess;
+}
+
 }  // namespace
+
+cudaError_t CublasLtGemmWorkspaceNeed(const GemmProblem& p, size_t* bytes) {
+  const CublasLtApi* api = LoadCublasLt();
+  if (api == nullptr) return cudaErrorSharedObjectInitFailed;
+  cublasLtHandle_t handle;
+  int device = 0;
+  CUDA_RETURN_IF_ERROR(ThreadHandle(*api, &handle, &device));
+  // An address at cuBLAS's widest alignment stands for the operands: the heuristic reads
+  // only their alignment, never their memory.
+  alignas(kCublasLtWorkspaceAlign) static float stand_in[kCublasLtWorkspaceAlign / sizeof(float)];
+  float* const aligned = stand_in;
+  Plan plan;
+  CUDA_RETURN_IF_ERROR(MakePlan(*api, handle, p, aligned, aligned, nullptr, aligned,
+                                kCublasLtUsableWorkspace, &plan));
+  *bytes = plan.algo_workspace + kCublasLtWorkspaceAlign;
+  return cudaSuccess;
+}
 
 cudaError_t LaunchCublasLtGemm(const GemmProblem& p, const void* a, const void* b,
                                const float* bias, float* c, void* workspace, size_t workspace_bytes,
                                cudaStream_t stream) {
-  if (workspace_bytes < CublasLtGemmWorkspaceBytes() || workspace == nullptr)
-    return cudaErrorInvalidValue;
+  if (workspace == nullptr && workspace_bytes != 0) return cudaErrorInvalidValue;
   const CublasLtApi* api = LoadCublasLt();
   if (api == nullptr) return cudaErrorSharedObjectInitFailed;  // no libcublasLt to load
   const CublasLtApi& lt = *api;
+  cublasLtHandle_t handle;
   int device = 0;
-  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  CUDA_RETURN_IF_ERROR(ThreadHandle(lt, &handle, &device));
   ThreadState& state = State();
-  LtHandle& handle = state.handles[device];
-  if (!handle) {
-    cublasLtHandle_t raw;
-    CUBLAS_RETURN_IF_ERROR(lt.create(&raw));
-    handle.reset(raw);
-  }
+  // The workspace's start rounded up to cuBLAS's alignment, and what is left past it.
+  const size_t pad =
+      (kCublasLtWorkspaceAlign - reinterpret_cast<uintptr_t>(workspace) % kCublasLtWorkspaceAlign) %
+      kCublasLtWorkspaceAlign;
+  const uint64_t usable =
+      workspace_bytes > pad ? std::min(workspace_bytes - pad, kCublasLtUsableWorkspace) : 0;
+  void* aligned = usable > 0 ? static_cast<char*>(workspace) + pad : nullptr;
   const PlanKey key{device,
                     p.m,
                     p.n,
@@ -181,30 +216,23 @@ cudaError_t LaunchCublasLtGemm(const GemmProblem& p, const void* a, const void* 
                     AlignmentOf(a),
                     AlignmentOf(b),
                     AlignmentOf(c),
-                    bias != nullptr ? AlignmentOf(bias) : 0u};
+                    bias != nullptr ? AlignmentOf(bias) : 0u,
+                    usable};
   auto it = state.plans.find(key);
   if (it == state.plans.end()) {
     if (state.plans.size() >= kMaxPlans) state.plans.clear();
     Plan plan;
-    CUDA_RETURN_IF_ERROR(
-        MakePlan(lt, handle.get(), p, a, b, bias, c, kCublasLtUsableWorkspace, &plan));
+    CUDA_RETURN_IF_ERROR(MakePlan(lt, handle, p, a, b, bias, c, usable, &plan));
     it = state.plans.emplace(key, std::move(plan)).first;
   }
   Plan& plan = it->second;
   if (bias != nullptr)
     CUBLAS_RETURN_IF_ERROR(lt.desc_set_attribute(plan.op.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                  &bias, sizeof(bias)));
-  // The workspace's start rounded up to cuBLAS's alignment; CublasLtGemmWorkspaceBytes()
-  // has room for it.
-  const size_t pad =
-      (kCublasLtWorkspaceAlign - reinterpret_cast<uintptr_t>(workspace) % kCublasLtWorkspaceAlign) %
-      kCublasLtWorkspaceAlign;
-  void* aligned = static_cast<char*>(workspace) + pad;
   const float one = 1.0f, zero = 0.0f;
-  CUBLAS_RETURN_IF_ERROR(lt.matmul(handle.get(), plan.op.get(), &one, b, plan.b_layout.get(), a,
+  CUBLAS_RETURN_IF_ERROR(lt.matmul(handle, plan.op.get(), &one, b, plan.b_layout.get(), a,
                                    plan.a_layout.get(), &zero, c, plan.d_layout.get(), c,
-                                   plan.d_layout.get(), &plan.algo, aligned,
-                                   kCublasLtUsableWorkspace, stream));
+                                   plan.d_layout.get(), &plan.algo, aligned, usable, stream));
   return cudaSuccess;
 }
 

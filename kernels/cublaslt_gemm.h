@@ -28,16 +28,26 @@ namespace moe::cuda {
 inline constexpr size_t kCublasLtUsableWorkspace = size_t(32) << 20;
 inline constexpr size_t kCublasLtWorkspaceAlign = 256;
 
-// Bytes a cuBLASLt GEMM's workspace needs (room to align its start): the same for every
-// shape; it need not be zeroed.
+// Bytes of workspace that let cuBLASLt pick from all its algorithms (room to align its
+// start included): the same for every shape, what the C ABI asks its callers for; it need
+// not be zeroed.
 inline constexpr size_t CublasLtGemmWorkspaceBytes() {
   return kCublasLtUsableWorkspace + kCublasLtWorkspaceAlign;
 }
 
-// Launches the GEMM. `workspace` holds at least CublasLtGemmWorkspaceBytes() bytes; A and B
-// 16-byte aligned (as the C ABI demands), C and the bias any float alignment. cuBLAS
-// failures come back as the nearest cudaError_t (an algorithm cuBLAS does not have for the
-// shape: cudaErrorNotSupported).
+// Bytes of workspace the algorithm cuBLASLt's heuristic picks for `problem` on the current
+// device asks for (its split-K partials, e.g. 0.4-1.2 MiB for the router GEMMs of DeepSeek-V3
+// and Kimi K2 at 129-256 tokens on the H100), plus the alignment room: what a workspace
+// owned by one problem's plan needs instead of CublasLtGemmWorkspaceBytes(). Asked for
+// operands at cuBLAS's widest alignment and no bias; a launch whose pointers are aligned
+// less may get another algorithm, one that fits the workspace it is given.
+cudaError_t CublasLtGemmWorkspaceNeed(const GemmProblem& problem, size_t* bytes);
+
+// Launches the GEMM with the best algorithm that fits `workspace_bytes` (from none to
+// CublasLtGemmWorkspaceBytes(); the same algorithm every call for a shape, alignment and
+// workspace size). A and B 16-byte aligned (as the C ABI demands), C and the bias any float
+// alignment. cuBLAS failures come back as the nearest cudaError_t (an algorithm cuBLAS does
+// not have for the shape: cudaErrorNotSupported).
 cudaError_t LaunchCublasLtGemm(const GemmProblem& problem, const void* a, const void* b,
                                const float* bias, float* c, void* workspace, size_t workspace_bytes,
                                cudaStream_t stream);

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cublaslt_gemm.h"
 #include "kernels/cuda_device.h"
+#include "kernels/decompose_k_layout.h"
 #include "kernels/status_macros.h"
 
 namespace moe::cuda {
@@ -328,7 +330,7 @@ absl::StatusOr<float> TimeConfigMicros(const RouteProblem& problem, const RouteA
     RouteArgs layer_args = args;  // weights from HBM, as in service
     layer_args.weight =
         static_cast<const char*>(args.weight) + size_t(l % layers) * tune.layer_stride_bytes;
-    err = LaunchDecomposeKRouter(problem, layer_args, config, ws.get(), s, tune.pdl);
+    err = LaunchDecomposeKRouter(problem, layer_args, config, ws.get(), ws.bytes(), s, tune.pdl);
   }
   cudaGraph_t raw_graph = nullptr;
   const cudaError_t end = cudaStreamEndCapture(s, &raw_graph);
@@ -408,8 +410,13 @@ absl::StatusOr<std::unique_ptr<CudaRouterPlan>> CudaRouterPlan::CreateWithConfig
   std::unique_ptr<CudaRouterPlan> plan(new CudaRouterPlan());
   plan->problem_ = problem;
   plan->config_ = config;
-  ASSIGN_OR_RETURN(plan->workspace_,
-                   DeviceBuffer::Allocate(DecomposeKWorkspaceBytes(problem, config)));
+  size_t bytes = DecomposeKWorkspaceBytes(problem, config);
+  if (config.route_after_gemm && config.gemm_cublas) {
+    size_t need = 0;
+    CUDA_RETURN_STATUS_IF_ERROR(CublasLtGemmWorkspaceNeed(RouterGemmProblem(problem), &need));
+    bytes = RouteAfterCublasLtOffset(problem) + need;
+  }
+  ASSIGN_OR_RETURN(plan->workspace_, DeviceBuffer::Allocate(bytes));
   CUDA_RETURN_STATUS_IF_ERROR(
       ResetDecomposeKWorkspace(plan->workspace_.get(), problem, config, stream));
   CUDA_RETURN_STATUS_IF_ERROR(cudaStreamSynchronize(stream));

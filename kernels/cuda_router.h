@@ -86,13 +86,19 @@ class CudaRouterPlan {
 
   absl::Status Route(const RouteArgs& args, cudaStream_t stream, bool pdl = false);
   cudaError_t Launch(const RouteArgs& args, cudaStream_t stream, bool pdl = false) {
-    return LaunchDecomposeKRouter(problem_, args, config_, workspace_.get(), stream, pdl);
+    return LaunchDecomposeKRouter(problem_, args, config_, workspace_.get(), workspace_.bytes(),
+                                  stream, pdl);
   }
   const DecomposeKConfig& config() const { return config_; }
   ConfigSource config_source() const { return config_source_; }
   // The chosen candidate's median per call when this plan timed the candidates, else 0.
   float tuned_micros() const { return tuned_micros_; }
   void* workspace() const { return workspace_.get(); }
+  // DecomposeKWorkspaceBytes, except for a config routing after cuBLASLt's GEMM: its logits
+  // and what cuBLASLt's algorithm for the problem asks for (CublasLtGemmWorkspaceNeed), not
+  // the 32 MiB that would let it choose from all (H100: 1-2 MiB for DeepSeek-V3 and Kimi K2
+  // at 256 tokens).
+  size_t workspace_bytes() const { return workspace_.bytes(); }
   const RouteProblem& problem() const { return problem_; }
 
  private:

@@ -55,10 +55,17 @@ Layout MakeLayout(const Shape& s, const DecomposeKConfig& c) {
 }
 
 size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
+  if (config.route_after_gemm && config.gemm_cublas)
+    return RouteAfterCublasLtOffset(problem) + CublasLtGemmWorkspaceBytes();
   if (config.route_after_gemm)
     return RouteAfterGemmLogitsOffset(problem, config) +
            sizeof(float) * size_t(problem.tokens) * problem.spec.experts;
   return MakeLayout(RouteShape(problem), config).total;
+}
+
+size_t DecomposeKLeastWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config) {
+  return config.route_after_gemm && config.gemm_cublas ? RouteAfterCublasLtOffset(problem)
+                                                       : DecomposeKWorkspaceBytes(problem, config);
 }
 
 size_t DecomposeKZeroedBytes(const RouteProblem& problem, const DecomposeKConfig& config) {

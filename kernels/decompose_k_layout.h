@@ -129,12 +129,12 @@ inline GemmProblem RouterGemmProblem(const RouteProblem& p) {
   return {p.tokens, p.spec.experts, p.spec.hidden, p.hidden_dtype};
 }
 
-// A route_after_gemm config's workspace: the tile GEMM's (its zeroed counters first) or
-// cuBLASLt's, then the logits at this offset.
+// A route_after_gemm config's workspace. The tile GEMM's: its own (zeroed counters first),
+// then the logits at this offset. cuBLASLt's: the logits first, then cuBLASLt's workspace
+// from RouteAfterCublasLtOffset (decompose_k_router.h) to the end.
 inline size_t RouteAfterGemmLogitsOffset(const RouteProblem& p, const DecomposeKConfig& c) {
-  const size_t gemm = c.gemm_cublas ? CublasLtGemmWorkspaceBytes()
-                                    : TileGemmWorkspaceBytes(TileShape(RouterGemmProblem(p), c));
-  return (gemm + 255) / 256 * 256;
+  if (c.gemm_cublas) return 0;
+  return (TileGemmWorkspaceBytes(TileShape(RouterGemmProblem(p), c)) + 255) / 256 * 256;
 }
 
 }  // namespace moe::cuda

@@ -298,26 +298,35 @@ bool LaunchesCooperatively(const DecomposeKConfig& config, bool pdl, cudaStream_
 
 cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,
                                    const DecomposeKConfig& config, void* workspace,
-                                   cudaStream_t stream, bool pdl) {
-  return LaunchDecomposeKRouterWithTimeline(problem, args, config, workspace, stream, pdl, nullptr);
+                                   size_t workspace_bytes, cudaStream_t stream, bool pdl) {
+  return LaunchDecomposeKRouterWithTimeline(problem, args, config, workspace, workspace_bytes,
+                                            stream, pdl, nullptr);
 }
 
 cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, const RouteArgs& args,
                                                const DecomposeKConfig& config, void* workspace,
-                                               cudaStream_t stream, bool pdl,
-                                               unsigned long long* timeline) {
+                                               size_t workspace_bytes, cudaStream_t stream,
+                                               bool pdl, unsigned long long* timeline) {
   if (config.route_after_gemm) {
     if (timeline != nullptr) return cudaErrorNotSupported;  // two kernels, neither stamps
-    float* logits = reinterpret_cast<float*>(static_cast<char*>(workspace) +
-                                             RouteAfterGemmLogitsOffset(problem, config));
+    // The GEMM's workspace: cuBLASLt's past the logits, the tile GEMM's before them.
+    if (workspace_bytes < DecomposeKLeastWorkspaceBytes(problem, config))
+      return cudaErrorInvalidValue;
+    char* ws = static_cast<char*>(workspace);
+    const size_t gemm_bytes =
+        config.gemm_cublas ? workspace_bytes - RouteAfterCublasLtOffset(problem) : workspace_bytes;
+    float* logits = reinterpret_cast<float*>(ws + RouteAfterGemmLogitsOffset(problem, config));
+    void* gemm_workspace = config.gemm_cublas ? ws + RouteAfterCublasLtOffset(problem) : ws;
     // The general GEMM's own dispatch (cuBLASLt or the tile GEMM). The tile GEMM reads the
     // weights (its B) before griddepcontrol.wait under PDL, as the one-launch kernels do; the
     // hidden states (A) after it. cuBLASLt's launches plainly.
-    const cudaError_t gemm = LaunchGemm(RouterGemmProblem(problem), args.hidden, args.weight,
-                                        nullptr, logits, config, workspace, stream, pdl);
+    const cudaError_t gemm =
+        LaunchGemm(RouterGemmProblem(problem), args.hidden, args.weight, nullptr, logits, config,
+                   gemm_workspace, gemm_bytes, stream, pdl);
     if (gemm != cudaSuccess) return gemm;
     return LaunchRoutingEpilogue(problem, logits, args, stream, pdl);
   }
+  if (workspace_bytes < DecomposeKWorkspaceBytes(problem, config)) return cudaErrorInvalidValue;
   const RouterSpec& s = problem.spec;
   KernelParams params = {};
   params.w = args.weight;

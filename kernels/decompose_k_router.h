@@ -6,7 +6,7 @@
 //   DecomposeKConfig cfg = ChooseDecomposeKConfig(problem, sm_count);
 //   size_t bytes = DecomposeKWorkspaceBytes(problem, cfg);
 //   ResetDecomposeKWorkspace(ws, problem, cfg, stream);   // once, after allocation
-//   LaunchDecomposeKRouter(problem, args, cfg, ws, stream);  // any number of times
+//   LaunchDecomposeKRouter(problem, args, cfg, ws, bytes, stream);  // any number of times
 //
 // The workspace holds arrival counters that the kernel resets itself, so launches (and
 // graph replays) need no reset in between. One workspace serves one launch at a time.
@@ -182,7 +182,7 @@ DecomposeKConfig ChooseRouteAfterGemmConfig(const RouteProblem& problem,
 // A route_after_gemm config whose GEMM is one cublasLtMatmul (cuBLASLt loaded on first use:
 // cublaslt_api.h; valid on devices whose description says it loads). An autotuner candidate
 // from 128 tokens and the heuristic's two-launch config where cuBLASLt loads; its workspace
-// holds cuBLASLt's 32 MiB.
+// holds the logits and then cuBLASLt's (RouteAfterCublasLtOffset).
 DecomposeKConfig ChooseRouteAfterCublasLtConfig();
 
 // A polled config with dedicated routers, a split fewer at a time until its grid fits
@@ -215,6 +215,19 @@ absl::Status CanRouteDecomposeKOn(const RouteProblem& problem, const DecomposeKC
 
 size_t DecomposeKWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config);
 
+// A config routing after cuBLASLt's GEMM keeps the logits at the workspace's start and
+// gives cuBLASLt the rest from this offset, however much that is: DecomposeKWorkspaceBytes
+// leaves it the 32 MiB that lets it choose from all its algorithms, a CudaRouterPlan what
+// its algorithm asks for (CublasLtGemmWorkspaceNeed), and with none past the logits it
+// takes an algorithm that needs none.
+inline size_t RouteAfterCublasLtOffset(const RouteProblem& problem) {
+  return (sizeof(float) * size_t(problem.tokens) * problem.spec.experts + 255) / 256 * 256;
+}
+
+// The least workspace a launch of `config` takes (LaunchDecomposeKRouter refuses less):
+// DecomposeKWorkspaceBytes, or RouteAfterCublasLtOffset for a route after cuBLASLt's GEMM.
+size_t DecomposeKLeastWorkspaceBytes(const RouteProblem& problem, const DecomposeKConfig& config);
+
 // The workspace's prefix that must be zero before a launch (counters, polled partial
 // slots); every launch leaves it zero again. The rest is scratch.
 size_t DecomposeKZeroedBytes(const RouteProblem& problem, const DecomposeKConfig& config);
@@ -230,10 +243,14 @@ cudaError_t ResetDecomposeKWorkspace(void* workspace, const RouteProblem& proble
 bool LaunchesCooperatively(const DecomposeKConfig& config, bool pdl, cudaStream_t stream);
 
 // Launches the kernel (with Programmatic Dependent Launch when `pdl` is set: the kernel
-// prefetches weights before waiting for the previous kernel in the stream).
+// prefetches weights before waiting for the previous kernel in the stream). `workspace`
+// holds `workspace_bytes`: at least DecomposeKWorkspaceBytes(problem, config), except that
+// a route_after_gemm config through cuBLASLt needs only its logits
+// (RouteAfterCublasLtOffset) and gives cuBLASLt whatever lies past them (a plan holds what
+// its algorithm asks for). Less: cudaErrorInvalidValue, nothing launched.
 cudaError_t LaunchDecomposeKRouter(const RouteProblem& problem, const RouteArgs& args,
                                    const DecomposeKConfig& config, void* workspace,
-                                   cudaStream_t stream, bool pdl = false);
+                                   size_t workspace_bytes, cudaStream_t stream, bool pdl = false);
 
 // Diagnostics: the same launch, with every CTA's thread 0 writing (globaltimer ns,
 // clock64) pairs at its phase boundaries into `timeline`, which holds TimelineEntries()
@@ -257,8 +274,8 @@ enum TimelineSlot : int {
 size_t TimelineEntries(const RouteProblem& problem, const DecomposeKConfig& config);
 cudaError_t LaunchDecomposeKRouterWithTimeline(const RouteProblem& problem, const RouteArgs& args,
                                                const DecomposeKConfig& config, void* workspace,
-                                               cudaStream_t stream, bool pdl,
-                                               unsigned long long* timeline);
+                                               size_t workspace_bytes, cudaStream_t stream,
+                                               bool pdl, unsigned long long* timeline);
 
 // The general skinny GEMM on the same machinery: C[M,N] = A[M,K]·B[N,K]ᵀ (+ bias[N]),
 // fp32 output, row-major. M plays the tokens, N the experts.

@@ -10,12 +10,14 @@
 
 namespace moe::cuda {
 
-// As LaunchDecomposeKGemm, `workspace` of GemmWorkspaceBytes(problem, config) bytes. With
-// `pdl` the Decompose-K kernels launch with Programmatic Dependent Launch (B must then not be
-// written by the kernel before); cuBLAS launches in plain stream order either way, which
-// only forgoes the early start.
+// As LaunchDecomposeKGemm, `workspace` of `workspace_bytes`: at least
+// GemmWorkspaceBytes(problem, config) for the Decompose-K configs (less:
+// cudaErrorInvalidValue); cuBLASLt takes the best algorithm that fits whatever it is given.
+// With `pdl` the Decompose-K kernels launch with Programmatic Dependent Launch (B must then
+// not be written by the kernel before); cuBLAS launches in plain stream order either way,
+// which only forgoes the early start.
 cudaError_t LaunchGemm(const GemmProblem& problem, const void* a, const void* b, const float* bias,
                        float* c, const DecomposeKConfig& config, void* workspace,
-                       cudaStream_t stream, bool pdl = false);
+                       size_t workspace_bytes, cudaStream_t stream, bool pdl = false);
 
 }  // namespace moe::cuda

@@ -41,8 +41,11 @@ int moe_router_preset(const char* family, moe_router_spec* spec);
 /* Past 128 tokens, routers of 256+ experts whose tiles cannot all be resident (DeepSeek-V3
  * from 193 tokens, Kimi K2 from 129) route in two launches: cuBLASLt's GEMM (loaded with
  * dlopen on first use; the staged-tile GEMM where it cannot be loaded), then the routing
- * epilogue kernel. Their workspace then holds cuBLASLt's 32 MiB. A thread's first such call
- * may be inside a CUDA graph capture. */
+ * epilogue kernel. moe_route_workspace_bytes then counts 32 MiB for cuBLASLt, which lets it
+ * choose from all its algorithms; a smaller workspace (at least the logits, tokens x experts
+ * floats rounded up to 256 bytes) gets the best algorithm that fits it (the H100's asked
+ * 0.4-1.2 MiB at 129-256 tokens of DeepSeek-V3 and Kimi K2). A thread's first such call may
+ * be inside a CUDA graph capture. */
 size_t moe_route_workspace_bytes(const moe_router_spec* spec, int tokens, int hidden_dtype,
                                  int weight_dtype);
 

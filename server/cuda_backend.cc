@@ -377,8 +377,8 @@ class CudaBackend : public RouterBackend {
     }
     // The bucket's plan: its config and workspace serve any smaller token count.
     if (err == cudaSuccess)
-      err = cuda::LaunchDecomposeKRouter(p, out.args, plan.config(), plan.workspace(), stream,
-                                         /*pdl=*/stage_kernel);
+      err = cuda::LaunchDecomposeKRouter(p, out.args, plan.config(), plan.workspace(),
+                                         plan.workspace_bytes(), stream, /*pdl=*/stage_kernel);
     if (err == cudaSuccess)
       err = stage_kernel ? cuda::LaunchCompletionStamp(slot.mapped_stamps + 1, stream)
                          : cudaEventRecordWithFlags(slot.stop.get(), stream, record_flags);

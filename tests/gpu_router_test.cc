@@ -398,7 +398,7 @@ TEST(GpuShapes, RaggedUngroupedRoutersAWarpAToken) {
         ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, nullptr));
         DeviceCase d = MakeDeviceCase(in, with_logits);
         Poison(d);
-        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), nullptr));
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), ws.bytes(), nullptr));
         ASSERT_CUDA(cudaDeviceSynchronize());
         ExpectMatchesReference(
             in, d, with_logits,
@@ -452,7 +452,8 @@ TEST(GpuConfigs, EveryStrategyMatchesReference) {
         DeviceCase d = MakeDeviceCase(in, true);
         for (int rep = 0; rep < 2; ++rep) {  // the second run checks the counter reset
           Poison(d);
-          const cudaError_t err = cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), nullptr);
+          const cudaError_t err =
+              cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), ws.bytes(), nullptr);
           if (c.cluster == 16 && err != cudaSuccess) {
             cudaGetLastError();
             break;  // a 16-CTA cluster this device cannot schedule: skipped, not wrong
@@ -510,7 +511,8 @@ TEST(GpuConfigs, TwoTilePassLengthsMatchReference) {
             DeviceCase d = MakeDeviceCase(in, true);
             for (int rep = 0; rep < 2; ++rep) {  // the second run checks the emptied slots
               Poison(d);
-              ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), stream.get(), pdl));
+              ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), ws.bytes(),
+                                                       stream.get(), pdl));
               ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
               HostOut h = Download(d, true);
               EXPECT_EQ(CompareWithReference(in.spec, ref, h.ids.data(), h.weights.data(), 1e-3),
@@ -557,7 +559,7 @@ TEST(GpuConfigs, PolledPlanServesSmallerTokenCounts) {
         RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
         DeviceCase d = MakeDeviceCase(in, true);
         Poison(d);
-        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr));
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), ws.bytes(), nullptr));
         ASSERT_CUDA(cudaDeviceSynchronize());
         HostOut h = Download(d, true);
         EXPECT_EQ(CompareWithReference(spec, in.Reference(), h.ids.data(), h.weights.data(), 1e-3),
@@ -580,7 +582,8 @@ bool CheckConfigTwice(const RouterInputs& in, const std::vector<ReferenceToken>&
   DeviceCase d = MakeDeviceCase(in, true);
   for (int rep = 0; rep < 2; ++rep) {
     Poison(d);
-    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr), cudaSuccess)
+    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), ws.bytes(), nullptr),
+              cudaSuccess)
         << what;
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
     HostOut h = Download(d, true);
@@ -704,7 +707,8 @@ HostOut LaunchOnOneWorkspace(const RouterInputs& in, const cuda::DecomposeKConfi
   HostOut out;
   for (int rep = 0; rep < reps; ++rep) {
     Poison(d);
-    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), nullptr, pdl), cudaSuccess);
+    EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), ws.bytes(), nullptr, pdl),
+              cudaSuccess);
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     out = Download(d, true);
   }
@@ -750,6 +754,80 @@ TEST(GpuRouteAfterGemm, EveryFamilyMatchesReference) {
   EXPECT_EQ(ran, (3 + 3 + 4 + 4) * int(FamilyPresets().size()));
 }
 
+// A workspace smaller than a launch needs is refused before anything touches the device
+// (launches were not told the size, and assumed DecomposeKWorkspaceBytes). A route through
+// cuBLASLt's GEMM needs only its logits. Runs without a GPU: nothing is launched.
+TEST(GpuRouteAfterGemm, TooSmallAWorkspaceIsRefused) {
+  const RouterSpec spec = FindPreset("deepseek_v3").value().spec;
+  const cuda::DecomposeKDevice h100{132, true, true};
+  alignas(256) static char never_read[256];
+  RouteArgs args;
+  args.hidden = args.weight = never_read;
+  args.correction_bias = reinterpret_cast<const float*>(never_read);
+  args.expert_ids = reinterpret_cast<int32_t*>(never_read);
+  args.expert_weights = reinterpret_cast<float*>(never_read);
+  for (int tokens : {1, 16, 128, 256}) {
+    const RouteProblem p{spec, tokens, DType::kBF16, DType::kBF16};
+    std::vector<cuda::DecomposeKConfig> configs = {cuda::ChooseDecomposeKConfigFor(p, h100),
+                                                   cuda::ChooseRouteAfterCublasLtConfig()};
+    for (const cuda::DecomposeKConfig& c : cuda::AutotuneCandidates(p, h100, true))
+      if (c.route_after_gemm && !c.gemm_cublas) configs.push_back(c);
+    for (const cuda::DecomposeKConfig& c : configs) {
+      const size_t least = c.route_after_gemm && c.gemm_cublas
+                               ? cuda::RouteAfterCublasLtOffset(p)
+                               : cuda::DecomposeKWorkspaceBytes(p, c);
+      EXPECT_EQ(cuda::DecomposeKLeastWorkspaceBytes(p, c), least);
+      EXPECT_EQ(cuda::LaunchDecomposeKRouter(p, args, c, never_read, least - 1, nullptr),
+                cudaErrorInvalidValue)
+          << "t=" << tokens << " " << cuda::DescribeDecomposeKConfig(c);
+    }
+  }
+  const cuda::GemmProblem g{16, 16, 8192, DType::kBF16};
+  const cuda::DecomposeKConfig gc = cuda::ChooseGemmConfig(g, {132, true});
+  ASSERT_FALSE(gc.gemm_cublas);
+  EXPECT_EQ(
+      cuda::LaunchGemm(g, never_read, never_read, nullptr, reinterpret_cast<float*>(never_read), gc,
+                       never_read, cuda::GemmWorkspaceBytes(g, gc) - 1, nullptr),
+      cudaErrorInvalidValue);
+}
+
+// Routing after cuBLASLt's GEMM with no room past the logits: cuBLASLt takes an algorithm
+// that needs no workspace, and the answer is the reference's, as with a plan's workspace
+// (PdlGraphsSmallerBatchesAndTheCacheLine) and the C ABI's 32 MiB (EveryFamilyMatchesReference).
+TEST(GpuRouteAfterGemm, CublasLtWithNoWorkspacePastTheLogits) {
+  SKIP_WITHOUT_GPU();
+  if (!cuda::CurrentDecomposeKDevice(SmCount()).cublaslt) GTEST_SKIP() << "no cuBLASLt";
+  for (const char* family : {"deepseek_v3", "kimi_k2"}) {
+    const RouterSpec spec = FindPreset(family).value().spec;
+    const uint64_t seed = FreshSeed();
+    const RouterInputs in = MakeRouterInputs(spec, 200, DType::kBF16, DType::kBF16, seed);
+    const RouteProblem p{spec, 200, DType::kBF16, DType::kBF16};
+    const cuda::DecomposeKConfig c = cuda::ChooseRouteAfterCublasLtConfig();
+    auto ws = DeviceBuffer::Allocate(cuda::RouteAfterCublasLtOffset(p)).value();
+    DeviceCase d = MakeDeviceCase(in, true);
+    Poison(d);
+    ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), ws.bytes(), nullptr));
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    ExpectMatchesReference(in, d, true, Describe(in, seed) + " cuBLASLt without workspace");
+    // The C ABI takes the same (its heuristic routes these after cuBLASLt's GEMM), and
+    // refuses a byte less.
+    ASSERT_TRUE(cuda::SameTunedConfig(cuda::ChooseDecomposeKConfig(p, SmCount()), c));
+    moe_router_spec cspec;
+    ASSERT_EQ(moe_router_preset(family, &cspec), MOE_OK);
+    Poison(d);
+    auto c_route = [&](size_t bytes) {
+      return moe_route(&cspec, 200, MOE_BF16, MOE_BF16, d.args.hidden, d.args.weight, nullptr,
+                       d.args.correction_bias, d.args.expert_ids, d.args.expert_weights,
+                       d.args.logits, ws.get(), bytes, nullptr);
+    };
+    ASSERT_EQ(c_route(ws.bytes()), MOE_OK) << moe_last_error();
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    ExpectMatchesReference(in, d, true, Describe(in, seed) + " C ABI, logits-only workspace");
+    EXPECT_EQ(c_route(ws.bytes() - 1), MOE_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(moe_last_error()).find("workspace"), std::string::npos);
+  }
+}
+
 // A thread's first cuBLASLt call (its handle, the shape's descriptors and algorithm) may come
 // inside a stream capture in the strictest mode, as when an inference engine captures its
 // graphs before any eager call (the C ABI's heuristic takes cuBLASLt's GEMM for DeepSeek-V3 at
@@ -773,8 +851,8 @@ TEST(GpuRouteAfterGemm, AThreadsFirstCublasLtCallMayBeCaptured) {
     auto stream = MakeStream().value();
     cudaGraph_t raw = nullptr;
     ASSERT_CUDA(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeGlobal));
-    const cudaError_t launched =
-        cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), stream.get(), /*pdl=*/true);
+    const cudaError_t launched = cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), ws.bytes(),
+                                                              stream.get(), /*pdl=*/true);
     const cudaError_t ended = cudaStreamEndCapture(stream.get(), &raw);
     CudaGraph graph(raw);
     ASSERT_EQ(launched, cudaSuccess) << cudaGetErrorString(launched);
@@ -810,6 +888,14 @@ TEST(GpuRouteAfterGemm, PdlGraphsSmallerBatchesAndTheCacheLine) {
                        " S=", c.k_splits, " cublas=", c.gemm_cublas);
       auto plan = cuda::CudaRouterPlan::CreateWithConfig(p, c, stream.get());
       ASSERT_TRUE(plan.ok()) << plan.status();
+      if (c.gemm_cublas) {
+        // The plan holds its logits and what cuBLASLt's algorithm asks for (the H100's: 1-2
+        // MiB here), not the 32 MiB that lets cuBLASLt choose from all.
+        EXPECT_GE((*plan)->workspace_bytes(), cuda::RouteAfterCublasLtOffset(p)) << what;
+        EXPECT_LT((*plan)->workspace_bytes(), size_t(8) << 20) << what;
+      } else {
+        EXPECT_EQ((*plan)->workspace_bytes(), cuda::DecomposeKWorkspaceBytes(p, c)) << what;
+      }
       DeviceCase d = MakeDeviceCase(in, true);
       Poison(d);
       ASSERT_CUDA((*plan)->Launch(d.args, stream.get(), /*pdl=*/false));
@@ -831,7 +917,8 @@ TEST(GpuRouteAfterGemm, PdlGraphsSmallerBatchesAndTheCacheLine) {
       }
       DeviceCase df = MakeDeviceCase(fewer, true);
       Poison(df);
-      ASSERT_CUDA(cuda::LaunchDecomposeKRouter(pf, df.args, c, (*plan)->workspace(), stream.get(),
+      ASSERT_CUDA(cuda::LaunchDecomposeKRouter(pf, df.args, c, (*plan)->workspace(),
+                                               (*plan)->workspace_bytes(), stream.get(),
                                                /*pdl=*/true));
       ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
       ExpectMatchesReference(fewer, df, true, what + " at 130 tokens on the 256-token workspace");
@@ -909,7 +996,7 @@ TEST(GpuStaged, TmaAndCpAsyncGiveTheSameBits) {
           ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, c, nullptr));
           DeviceCase d = MakeDeviceCase(in, true);
           Poison(d);
-          ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), nullptr));
+          ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, c, ws.get(), ws.bytes(), nullptr));
           ASSERT_CUDA(cudaDeviceSynchronize());
           out[cp_async] = Download(d, true);
         }
@@ -1432,7 +1519,8 @@ TEST(GpuFused, PdlWaitsForTheKernelThatWritesTheHiddenStates) {
         FillAndWait(const_cast<void*>(d.args.hidden), 0x7f, in.hidden.size());
         ASSERT_CUDA(LaunchSlowProducer(const_cast<void*>(d.args.hidden), staged.get(),
                                        in.hidden.size(), /*delay_ns=*/20000, stream.get()));
-        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), stream.get(),
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), ws.bytes(),
+                                                 stream.get(),
                                                  /*pdl=*/true));
         ASSERT_CUDA(cudaStreamSynchronize(stream.get()));
         HostOut h = Download(d, true);
@@ -1885,7 +1973,7 @@ TEST(GpuGemm, MatchesDoubleReference) {
       for (int launch = 0; launch < 2; ++launch) {
         ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
         ASSERT_CUDA(cuda::LaunchGemm(p, da.get(), db.get(), dbias.as<float>(), dc.as<float>(), cfg,
-                                     ws.get(), nullptr));
+                                     ws.get(), ws.bytes(), nullptr));
         std::swap(first, got);
         ASSERT_CUDA(cudaMemcpy(got.data(), dc.get(), got.size() * 4, cudaMemcpyDeviceToHost));
       }
@@ -1903,7 +1991,7 @@ TEST(GpuGemm, MatchesDoubleReference) {
         std::vector<float> again(got.size());
         ASSERT_CUDA(cudaMemset(dc.get(), 0xff, dc.bytes()));
         ASSERT_CUDA(cuda::LaunchGemm(p, da.get(), db.get(), dbias.as<float>(), dc.as<float>(),
-                                     other, ws.get(), nullptr));
+                                     other, ws.get(), ws.bytes(), nullptr));
         ASSERT_CUDA(cudaMemcpy(again.data(), dc.get(), again.size() * 4, cudaMemcpyDeviceToHost));
         EXPECT_EQ(std::memcmp(again.data(), got.data(), got.size() * 4), 0)
             << what << " tma=" << other.gemm_tma;
@@ -2311,7 +2399,8 @@ TEST(GpuPolled, PlainOneCtaPerSmLaunchesFromTwoStreamsFinish) {
       ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws[i].get(), p, config, streams[i].get()));
       Poison(d[i]);
     }
-    ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d[2].args, config, ws[2].get(), streams[2].get(),
+    ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d[2].args, config, ws[2].get(), ws[2].bytes(),
+                                             streams[2].get(),
                                              /*pdl=*/true));
     ASSERT_CUDA(cudaDeviceSynchronize());
     const HostOut lone = Download(d[2], false);
@@ -2320,7 +2409,7 @@ TEST(GpuPolled, PlainOneCtaPerSmLaunchesFromTwoStreamsFinish) {
         << Describe(in, seed) << " " << where;
     for (int rep = 0; rep < 200; ++rep)
       for (int i = 0; i < 2; ++i)
-        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d[i].args, config, ws[i].get(),
+        ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d[i].args, config, ws[i].get(), ws[i].bytes(),
                                                  streams[i].get(), /*pdl=*/true));
     // Spinning grids would hang cudaDeviceSynchronize: poll with a deadline instead, and
     // end the process (its context and grids with it) if it passes.
@@ -2377,7 +2466,8 @@ TEST(GpuPolled, PlainPdlLaunchesFromAHigherPriorityStreamAreCooperative) {
   ASSERT_CUDA(cuda::ResetDecomposeKWorkspace(ws.get(), p, config, high.get()));
   Poison(d);
   for (int i = 0; i < 20; ++i)
-    ASSERT_CUDA(cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), high.get(), true));
+    ASSERT_CUDA(
+        cuda::LaunchDecomposeKRouter(p, d.args, config, ws.get(), ws.bytes(), high.get(), true));
   ASSERT_CUDA(cudaStreamSynchronize(high.get()));
   const HostOut h = Download(d, false);
   EXPECT_EQ(CompareWithReference(s, in.Reference(), h.ids.data(), h.weights.data(), 1e-3), "")
