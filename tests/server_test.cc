@@ -1017,6 +1017,19 @@ TEST_F(Server, ABusyPortIsAnErrorUnlessBothServersShareIt) {
                            /*default_models=*/false);
   ASSERT_TRUE(new_server.WaitServing());
   EXPECT_EQ(new_server.address(), old_server.address());
+  // That health check may have been answered by the old server (the kernel picks one per
+  // connection), so it cannot tell that the new one has loaded; its own metrics endpoint can.
+  // On the CUDA backend the new server was still loading when the old one stopped. (The
+  // sanitizer builds have no endpoint, and the CPU backend loads within the check's time.)
+  if (kMetricsEndpoint) {
+    bool loaded = false;
+    for (int i = 0; i < 1200 && !loaded; ++i) {
+      loaded = Scrape(new_server.metrics_port(), 5)
+                   .find("moe_router_model_info{model=\"demo-mixtral\"") != std::string::npos;
+      if (!loaded) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(loaded) << "the new server did not load demo-mixtral in 60 s";
+  }
   EXPECT_EQ(old_server.Terminate(), 0);
   RouterClient client(new_server.address());
   bool serving = false;
