@@ -207,19 +207,28 @@ class StreamResult:
         return self.code is None
 
 
-class RouterClient:
-    """`address`: HOST:PORT or a gRPC target (dns:///HOST:PORT, ipv4:A:P,B:P, unix:PATH),
-    checked (ValueError). `load_balancing`: None (gRPC's default, pick_first) or
-    "round_robin", each call to the next ready address the target resolves to (a headless
-    Service's pods, dns:///moe-router:50051)."""
+class _Client:
+    """What both clients hold: a checked channel of their gRPC module, the stub, the health
+    check and the calls' timeout."""
 
     def __init__(self, address, *, tls_ca=None, tls_cert=None, tls_key=None,
                  max_message_bytes=64 << 20, timeout=10.0, load_balancing=None):
-        self._channel = _open_channel(grpc, address, tls_ca, tls_cert, tls_key,
+        self._channel = _open_channel(self._grpc_module(), address, tls_ca, tls_cert, tls_key,
                                       max_message_bytes, load_balancing)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._health_check = _health_check(self._channel)
         self._timeout = timeout
+
+    @staticmethod
+    def _grpc_module():
+        return grpc
+
+
+class RouterClient(_Client):
+    """`address`: HOST:PORT or a gRPC target (dns:///HOST:PORT, ipv4:A:P,B:P, unix:PATH),
+    checked (ValueError). `load_balancing`: None (gRPC's default, pick_first) or
+    "round_robin", each call to the next ready address the target resolves to (a headless
+    Service's pods, dns:///moe-router:50051)."""
 
     def close(self):
         self._channel.close()
@@ -274,7 +283,7 @@ class RouterClient:
         return _serving(self._health_check(None, timeout=self._timeout))
 
 
-class AsyncRouterClient:
+class AsyncRouterClient(_Client):
     """RouterClient for asyncio code (an engine's event loop): the same calls, awaited, on a
     grpc.aio channel, so a call never blocks the loop. Create it inside the running loop.
 
@@ -284,15 +293,11 @@ class AsyncRouterClient:
                 ...
     """
 
-    def __init__(self, address, *, tls_ca=None, tls_cert=None, tls_key=None,
-                 max_message_bytes=64 << 20, timeout=10.0, load_balancing=None):
+    @staticmethod
+    def _grpc_module():
         import grpc.aio  # imported here: the blocking client does not need it
 
-        self._channel = _open_channel(grpc.aio, address, tls_ca, tls_cert, tls_key,
-                                      max_message_bytes, load_balancing)
-        self._stub = router_pb2_grpc.RouterStub(self._channel)
-        self._health_check = _health_check(self._channel)
-        self._timeout = timeout
+        return grpc.aio
 
     async def close(self):
         await self._channel.close()
@@ -319,16 +324,19 @@ class AsyncRouterClient:
         failure = []
 
         async def send():
+            async def each():  # an async iterable as it is, an iterable through this
+                if hasattr(requests, "__aiter__"):
+                    async for r in requests:
+                        yield r
+                else:
+                    for r in requests:
+                        yield r
+
             request_id = 0
             try:
-                if hasattr(requests, "__aiter__"):
-                    async for model, layer, hidden in requests:
-                        await call.write(_route_request(model, layer, hidden, request_id))
-                        request_id += 1
-                else:
-                    for model, layer, hidden in requests:
-                        await call.write(_route_request(model, layer, hidden, request_id))
-                        request_id += 1
+                async for model, layer, hidden in each():
+                    await call.write(_route_request(model, layer, hidden, request_id))
+                    request_id += 1
             except grpc.RpcError:
                 return  # the call ended: the reader below sees why
             except Exception as e:  # the request's own: raised after the answers before it
