@@ -142,6 +142,9 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r) {
   weight_bytes =
       r->AddGauge("moe_router_weight_memory_bytes", "Bytes of router weights held per model.");
   build_info = r->AddGauge("moe_router_build_info", "Build information (value 1).");
+  serving = r->AddGauge("moe_router_serving",
+                        "1 while new calls are routed (models loaded, device working, not "
+                        "draining), else 0; /readyz says the same.");
   kernel_info = r->AddGauge(
       "moe_router_kernel_info",
       "The kernel config run for batches of up to `tokens` tokens of a model (value 1).");
@@ -152,9 +155,12 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r) {
 
 std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& address,
                                                             const MetricsRegistry* registry,
+                                                            const ServingState* state,
                                                             std::string* error) {
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
   s->registry_ = registry;
+  s->liveness_ = {state, /*readiness=*/false};
+  s->readiness_ = {state, /*readiness=*/true};
   s->wake_host_ = WakeHostOf(address);
   // civetweb serves each connection on one of num_threads workers until the request is read
   // and answered, waiting up to request_timeout_ms (30 s by default) for its bytes. With two
@@ -177,6 +183,10 @@ std::unique_ptr<MetricsHttpServer> MetricsHttpServer::Start(const std::string& a
     return nullptr;
   }
   mg_set_request_handler(s->ctx_, "/metrics$", &MetricsHttpServer::Handle, s.get());
+  if (state != nullptr) {
+    mg_set_request_handler(s->ctx_, "/healthz$", &MetricsHttpServer::HandleHealth, &s->liveness_);
+    mg_set_request_handler(s->ctx_, "/readyz$", &MetricsHttpServer::HandleHealth, &s->readiness_);
+  }
   mg_server_port ports[4];
   const int n = mg_get_server_ports(s->ctx_, 4, ports);
   if (n > 0) s->port_ = ports[0].port;
@@ -205,24 +215,53 @@ MetricsHttpServer::~MetricsHttpServer() {
   if (waker.joinable()) waker.join();
 }
 
-// GET: the scrape. HEAD: its headers only (RFC 9110: no body). Anything else: 405 with the
-// methods allowed (a POST had been answered with the scrape).
-int MetricsHttpServer::Handle(mg_connection* conn, void* self) {
+namespace {
+
+// GET or HEAD; anything else is answered 405 here (a POST had been answered with the scrape).
+bool GetOrHead(mg_connection* conn, bool* get) {
   const char* method = mg_get_request_info(conn)->request_method;
-  const bool get = std::strcmp(method, "GET") == 0, head = std::strcmp(method, "HEAD") == 0;
-  if (!get && !head) {
-    mg_printf(conn,
-              "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n"
-              "Connection: close\r\n\r\n");
-    return 405;
-  }
-  const std::string body = static_cast<MetricsHttpServer*>(self)->registry_->Render();
+  *get = std::strcmp(method, "GET") == 0;
+  if (*get || std::strcmp(method, "HEAD") == 0) return true;
   mg_printf(conn,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-            body.size());
+            "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n");
+  return false;
+}
+
+// The status line and headers for `body`, and the body for a GET (RFC 9110: HEAD has none).
+void Reply(mg_connection* conn, bool get, int code, const char* reason, const char* type,
+           const std::string& body) {
+  mg_printf(conn,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            code, reason, type, body.size());
   if (get) mg_write(conn, body.data(), body.size());
+}
+
+}  // namespace
+
+int MetricsHttpServer::Handle(mg_connection* conn, void* self) {
+  bool get = false;
+  if (!GetOrHead(conn, &get)) return 405;
+  Reply(conn, get, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+        static_cast<MetricsHttpServer*>(self)->registry_->Render());
   return 200;
+}
+
+// The body names the phase either way, so a failed probe's event says why
+// ("not ready: loading").
+int MetricsHttpServer::HandleHealth(mg_connection* conn, void* path) {
+  bool get = false;
+  if (!GetOrHead(conn, &get)) return 405;
+  const HealthPath& asked = *static_cast<const HealthPath*>(path);
+  const ServingPhase phase = asked.state->phase();
+  const bool yes = asked.readiness ? IsReady(phase) : IsAlive(phase);
+  const char* answer =
+      asked.readiness ? (yes ? "ready" : "not ready") : (yes ? "alive" : "not alive");
+  const int code = yes ? 200 : 503;
+  Reply(conn, get, code, yes ? "OK" : "Service Unavailable", "text/plain; charset=utf-8",
+        absl::StrCat(answer, ": ", ServingPhaseName(phase), "\n"));
+  return code;
 }
 
 }  // namespace moe

@@ -12,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "server/serving_state.h"
 
 struct mg_context;
 struct mg_connection;
@@ -77,6 +78,7 @@ struct ServerMetrics {
   MetricFamily* model_info;       // moe_router_model_info{model,family,backend,device}
   MetricFamily* weight_bytes;     // moe_router_weight_memory_bytes{model}
   MetricFamily* build_info;       // moe_router_build_info{version,commit}
+  MetricFamily* serving;          // moe_router_serving (1 or 0)
   // moe_router_kernel_info{model,tokens,dtype,config,source}: each token bucket's kernel.
   MetricFamily* kernel_info;
   // moe_router_kernel_tuned_seconds{model,tokens,dtype}: its per-call time when autotuned.
@@ -88,23 +90,35 @@ struct ServerMetrics {
 inline constexpr int kMetricsHttpThreads = 8;
 inline constexpr int kMetricsHttpRequestTimeoutMs = 5000;
 
-// Serves GET /metrics over HTTP (civetweb) from a registry until destroyed.
+// Serves over HTTP (civetweb), until destroyed: GET /metrics, the registry's scrape; and,
+// given a ServingState, GET /healthz (200 "alive: PHASE" unless the device failed: a
+// liveness probe) and GET /readyz (200 "ready: serving" only while serving: a readiness
+// probe), each 503 with the phase otherwise. HEAD answers any of them without the body;
+// other methods get 405.
 class MetricsHttpServer {
  public:
-  // address: "host:port" or "port"; port 0 picks a free one (see port()).
+  // address: "host:port" or "port"; port 0 picks a free one (see port()). `state` may be
+  // null (no /healthz or /readyz); it and `registry` must outlive the server.
   static std::unique_ptr<MetricsHttpServer> Start(const std::string& address,
                                                   const MetricsRegistry* registry,
-                                                  std::string* error);
+                                                  const ServingState* state, std::string* error);
   ~MetricsHttpServer();
   int port() const { return port_; }
 
  private:
+  // What a health path answers: the state it reads and which question it asks.
+  struct HealthPath {
+    const ServingState* state;
+    bool readiness;
+  };
   MetricsHttpServer() = default;
   mg_context* ctx_ = nullptr;
   const MetricsRegistry* registry_ = nullptr;
+  HealthPath liveness_{}, readiness_{};
   int port_ = 0;
   std::string wake_host_;  // where to connect to wake civetweb's listener (listener_wake.h)
   static int Handle(mg_connection* conn, void* self);
+  static int HandleHealth(mg_connection* conn, void* path);
 };
 
 }  // namespace moe

@@ -33,6 +33,7 @@
 #include "server/metrics.h"
 #include "server/router_service.h"
 #include "server/server_config.h"
+#include "server/serving_state.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:50051",
           "gRPC listen address: host:port (an IPv4 address, [an IPv6 address] or a host name; "
@@ -340,8 +341,21 @@ int ServerMain(int argc, char** argv) {
   metrics.build_info->Set({{"version", version.version}, {"commit", version.commit}}, 1);
 
   // gRPC first, NOT_SERVING, so orchestrators see a live but unready process while the
-  // models load.
+  // models load. One phase feeds every health answer: gRPC's health service, /healthz and
+  // /readyz on the metrics endpoint, and the moe_router_serving gauge.
   std::unique_ptr<grpc::Server> server;
+  ServingState serving_state;
+  metrics.serving->Set({}, 0);
+  // Serialised, so the three answers cannot end up disagreeing when the batcher's failure
+  // report and a phase of the main thread's come together.
+  absl::Mutex enter_mu;
+  auto enter = [&server, &serving_state, &metrics, &enter_mu](ServingPhase phase) {
+    absl::MutexLock lock(&enter_mu);
+    serving_state.Set(phase);
+    const bool ready = IsReady(serving_state.phase());  // a failed device stays failed
+    if (server) server->GetHealthCheckService()->SetServingStatus(ready);
+    metrics.serving->Set({}, ready ? 1 : 0);
+  };
   BatcherOptions batcher_options;
   batcher_options.limits.max_batch_tokens = max_batch_tokens;
   batcher_options.limits.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
@@ -349,9 +363,9 @@ int ServerMain(int argc, char** argv) {
   batcher_options.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   batcher_options.idle_spin_us =
       idle_spin_us >= 0 ? idle_spin_us : (backend->name() == "cuda" ? 1000 : 0);
-  batcher_options.on_backend_failure = [&server] {
+  batcher_options.on_backend_failure = [&enter] {
     std::fprintf(stderr, "moe-router-server: the device failed; health is now NOT_SERVING\n");
-    server->GetHealthCheckService()->SetServingStatus(false);
+    enter(ServingPhase::kDeviceFailed);
   };
   Batcher batcher(backend.get(), batcher_options, &metrics);
   RouterService service(&batcher, backend.get(), &metrics, kMaxTokens,
@@ -360,7 +374,8 @@ int ServerMain(int argc, char** argv) {
   std::unique_ptr<MetricsHttpServer> http;
   if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
     std::string error;
-    http = MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry, &error);
+    http = MetricsHttpServer::Start(absl::GetFlag(FLAGS_metrics_address), &registry, &serving_state,
+                                    &error);
     if (!http) return Fail(error);
   }
 
@@ -386,7 +401,7 @@ int ServerMain(int argc, char** argv) {
   if (!server || grpc_port == 0)
     return Fail(absl::StrCat("--address: cannot listen on ", absl::GetFlag(FLAGS_address),
                              " (in use, or not an address of this host)"));
-  server->GetHealthCheckService()->SetServingStatus(false);
+  enter(ServingPhase::kLoading);
 
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
     if (absl::Status written = WritePortFile(port_file, grpc_port, http ? http->port() : 0);
@@ -402,7 +417,7 @@ int ServerMain(int argc, char** argv) {
     return Fail(std::string(models.status().message()));
   }
   service.SetModels(std::move(*models));
-  server->GetHealthCheckService()->SetServingStatus(true);
+  enter(ServingPhase::kServing);
   // The URL with the bound port (the flag's may be 0: pick one); the flag is HOST:PORT or PORT.
   const std::string metrics_flag = absl::GetFlag(FLAGS_metrics_address);
   const size_t colon = metrics_flag.rfind(':');
@@ -421,7 +436,7 @@ int ServerMain(int argc, char** argv) {
   signal(SIGINT, OnSignal);
   while (g_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::fprintf(stderr, "moe-router-server: signal %d, draining\n", g_signal.load());
-  server->GetHealthCheckService()->SetServingStatus(false);
+  enter(ServingPhase::kDraining);
   // Stop accepting new calls; calls already accepted finish (up to the grace period).
   const auto grace = std::chrono::duration_cast<std::chrono::system_clock::duration>(
       std::chrono::duration<double>(absl::GetFlag(FLAGS_grace_period_s)));

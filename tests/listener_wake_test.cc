@@ -67,7 +67,7 @@ TEST(MetricsHttpServer, StopsPromptlyWhenIdle) {
   MetricsRegistry registry;
   for (int round = 0; round < 3; ++round) {
     std::string error;
-    auto server = MetricsHttpServer::Start("127.0.0.1:0", &registry, &error);
+    auto server = MetricsHttpServer::Start("127.0.0.1:0", &registry, nullptr, &error);
     ASSERT_NE(server, nullptr) << error;
     ASSERT_GT(server->port(), 0);
     // Idle a while, as a serving endpoint is: its listener is then deep in poll().

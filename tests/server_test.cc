@@ -140,9 +140,11 @@ class ServerProcess {
     }
     std::remove(port_file_.c_str());
   }
+  // SIGTERM, without waiting for the exit (a drain to watch); Terminate waits.
+  void SendTerm() { kill(pid_, SIGTERM); }
   // SIGTERM; returns the exit status.
   int Terminate() {
-    kill(pid_, SIGTERM);
+    SendTerm();
     int status = 0;
     waitpid(pid_, &status, 0);
     exited_ = true;
@@ -225,17 +227,18 @@ int ConnectLoopback(int port) {
   return fd;
 }
 
-// `method` /metrics over a plain socket (no curl needed on GPU machines): the whole
-// response, status line and headers included, or "" when the server does not answer
-// within `timeout_s`.
-std::string MetricsExchange(int port, const std::string& method, int timeout_s = 20) {
+// `method` `path` (/metrics, /healthz, /readyz) over a plain socket (no curl needed on GPU
+// machines): the whole response, status line and headers included, or "" when the server
+// does not answer within `timeout_s`.
+std::string MetricsExchange(int port, const std::string& method, int timeout_s = 20,
+                            const std::string& path = "/metrics") {
   const int fd = ConnectLoopback(port);
   if (fd < 0) return "";
   const timeval timeout{timeout_s, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   const std::string req =
-      method + " /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+      method + " " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
   if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
     close(fd);
     return "";
@@ -991,6 +994,63 @@ TEST_F(Server, NotServingWhileModelsLoadThenServing) {
   ASSERT_TRUE(client.ListModels(&models).ok());
   ASSERT_EQ(models.models_size(), 1);
   EXPECT_EQ(models.models(0).layers(), 60);
+}
+
+// The metrics endpoint's /healthz and /readyz, and the moe_router_serving gauge, through
+// the server's life: alive but not ready while its models load, both once serving, alive
+// but not ready while a signal's drain waits for an open stream. (A failed device, the one
+// phase that is not alive, is metrics_http_test's: nothing fails a CPU backend.)
+TEST_F(Server, HttpHealthAndReadinessFollowLoadingServingAndDraining) {
+  if (!kMetricsEndpoint) GTEST_SKIP() << "no metrics endpoint in this build";
+  // The full-size Kimi K2 demo takes a few seconds to generate: the loading phase to see.
+  ServerProcess server({"--model=demo-kimi-k2", "--grace_period_s=60"}, /*default_models=*/false);
+  ASSERT_TRUE(server.up());
+  const int port = server.metrics_port();
+  auto get = [port](const std::string& path) {
+    const std::string out = MetricsExchange(port, "GET", 20, path);
+    const size_t body = out.find("\r\n\r\n");
+    return out.substr(0, out.find("\r\n")) + " | " +
+           (body == std::string::npos ? "" : out.substr(body + 4));
+  };
+  auto serving_gauge = [port] {
+    const std::string metrics = Scrape(port);
+    const size_t at = metrics.find("\nmoe_router_serving ");
+    return at == std::string::npos ? "(none)" : metrics.substr(at + 20, 2);
+  };
+  EXPECT_EQ(get("/healthz"), "HTTP/1.1 200 OK | alive: loading\n");
+  EXPECT_EQ(get("/readyz"), "HTTP/1.1 503 Service Unavailable | not ready: loading\n");
+  EXPECT_EQ(serving_gauge(), "0\n");
+  ASSERT_TRUE(server.WaitServing());
+  EXPECT_EQ(get("/healthz"), "HTTP/1.1 200 OK | alive: serving\n");
+  EXPECT_EQ(get("/readyz"), "HTTP/1.1 200 OK | ready: serving\n");
+  EXPECT_EQ(serving_gauge(), "1\n");
+  // An open stream holds the drain (up to the grace period) after SIGTERM.
+  RouterClient client(server.address());
+  grpc::ClientContext ctx;
+  auto stream = client.stub()->RouteStream(&ctx);
+  v1::RouteRequest req;  // one token of zeros: Request() would build the model here too
+  req.set_model("demo-kimi-k2");
+  req.mutable_hidden_states()->set_dtype(v1::DTYPE_BF16);
+  req.mutable_hidden_states()->add_shape(1);
+  req.mutable_hidden_states()->add_shape(7168);
+  req.mutable_hidden_states()->set_data(std::string(7168 * 2, '\0'));
+  ASSERT_TRUE(stream->Write(req));
+  v1::RouteStreamResponse answer;
+  ASSERT_TRUE(stream->Read(&answer));
+  ASSERT_TRUE(answer.has_response()) << answer.ShortDebugString().substr(0, 300);
+  server.SendTerm();
+  std::string readyz;
+  for (int i = 0; i < 200; ++i) {  // up to 10 s for the signal to be seen
+    readyz = get("/readyz");
+    if (readyz != "HTTP/1.1 200 OK | ready: serving\n") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(readyz, "HTTP/1.1 503 Service Unavailable | not ready: draining\n");
+  EXPECT_EQ(get("/healthz"), "HTTP/1.1 200 OK | alive: draining\n");
+  EXPECT_EQ(serving_gauge(), "0\n");
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(server.Terminate(), 0);
 }
 
 TEST_F(Server, ABusyPortIsAnErrorUnlessBothServersShareIt) {
