@@ -20,6 +20,9 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM client certificate, with --tls_key (mutual TLS: the server's --tls_client_ca)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "The name the server's certificate carries, where --address differs (127.0.0.1 or a "
+          "pod IP for a certificate of moe-router.example); needs --tls_ca");
 ABSL_FLAG(std::string, model, "demo-deepseek-v3", "Model to route");
 ABSL_FLAG(int, layers, 1, "Requests rotate over layers 0..layers-1");
 ABSL_FLAG(int, tokens, 1, "Tokens per request");
@@ -61,8 +64,10 @@ int main(int argc, char** argv) {
   o.give_up_s = absl::GetFlag(FLAGS_give_up_s);
   o.progress = absl::GetFlag(FLAGS_progress);
   o.same_host_timing = absl::GetFlag(FLAGS_same_host_timing);
-  absl::Status bad = moe::ReadClientTls(absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
-                                        absl::GetFlag(FLAGS_tls_key), &o.client);
+  absl::Status bad =
+      moe::ReadClientTls({absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                          absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_server_name)},
+                         &o.client);
   if (bad.ok()) bad = moe::CheckLoadOptions(o);
   if (!bad.ok()) {
     std::fprintf(stderr, "moe-router-bench: %s\n", std::string(bad.message()).c_str());

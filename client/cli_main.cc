@@ -27,7 +27,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: moe-router [--address HOST:PORT] [--load_balancing round_robin]\n"
-    "                  [--tls_ca FILE [--tls_cert FILE --tls_key FILE]] COMMAND\n"
+    "                  [--tls_ca FILE [--tls_cert FILE --tls_key FILE]\n"
+    "                  [--tls_server_name NAME]] COMMAND\n"
     "commands:\n"
     "  models                         list the loaded models\n"
     "  health                         SERVING / NOT_SERVING (exit 0 when serving)\n"
@@ -37,7 +38,9 @@ constexpr char kUsage[] =
     "default address: localhost:50051 (or a gRPC target: dns:///HOST:PORT, ipv4:A:P,B:P,\n"
     "unix:PATH); --load_balancing: pick_first (gRPC's default) or round_robin (each call to\n"
     "the next of the addresses the target resolves to). --tls_ca: PEM CA of the server's\n"
-    "certificate (TLS); --tls_cert, --tls_key: PEM client certificate and key (mutual TLS).\n"
+    "certificate (TLS); --tls_cert, --tls_key: PEM client certificate and key (mutual TLS);\n"
+    "--tls_server_name: the name the server's certificate carries, where the address differs\n"
+    "(127.0.0.1 or a pod IP for a certificate of moe-router.example).\n"
     "moe-router --version: this build's version\n";
 
 int Error(const grpc::Status& s, const std::string& address) {
@@ -77,7 +80,7 @@ std::string DTypeLabel(moe_router::v1::DType t) {
 int main(int argc, char** argv) {
   std::string address = "localhost:50051";
   moe::ClientOptions options;
-  std::string tls_ca, tls_cert, tls_key;
+  moe::ClientTlsFlags tls;
   std::vector<std::string> args;
   int layer = 0, tokens = 4;
   std::string npy;
@@ -102,11 +105,13 @@ int main(int argc, char** argv) {
     } else if (a == "--load_balancing") {
       options.load_balancing = value();
     } else if (a == "--tls_ca") {
-      tls_ca = value();
+      tls.ca = value();
     } else if (a == "--tls_cert") {
-      tls_cert = value();
+      tls.cert = value();
     } else if (a == "--tls_key") {
-      tls_key = value();
+      tls.key = value();
+    } else if (a == "--tls_server_name") {
+      tls.server_name = value();
     } else if (a == "--layer") {
       layer = IntOption(a, value(), 0, std::numeric_limits<int>::max());
     } else if (a == "--tokens") {
@@ -130,7 +135,7 @@ int main(int argc, char** argv) {
   for (const absl::Status& bad :
        {moe::CheckTargetAddress("--address", address),
         moe::CheckLoadBalancing("--load_balancing", options.load_balancing),
-        moe::ReadClientTls(tls_ca, tls_cert, tls_key, &options)}) {
+        moe::ReadClientTls(tls, &options)}) {
     if (bad.ok()) continue;
     std::fprintf(stderr, "moe-router: %s\n", std::string(bad.message()).c_str());
     return 2;

@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "server/listen_address.h"
 
 namespace moe {
 namespace {
@@ -24,25 +25,31 @@ absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
 
 }  // namespace
 
-absl::Status ReadClientTls(const std::string& ca_path, const std::string& cert_path,
-                           const std::string& key_path, ClientOptions* options) {
-  if (cert_path.empty() != key_path.empty())
+absl::Status ReadClientTls(const ClientTlsFlags& flags, ClientOptions* options) {
+  if (flags.cert.empty() != flags.key.empty())
     return absl::InvalidArgumentError(
-        absl::StrCat(cert_path.empty() ? "--tls_key" : "--tls_cert",
+        absl::StrCat(flags.cert.empty() ? "--tls_key" : "--tls_cert",
                      ": --tls_cert and --tls_key go together (a client certificate and its key)"));
-  if (ca_path.empty()) {
-    if (cert_path.empty()) return absl::OkStatus();
+  if (flags.ca.empty()) {
+    if (flags.cert.empty() && flags.server_name.empty()) return absl::OkStatus();
     return absl::InvalidArgumentError(
-        "--tls_cert: needs --tls_ca (the CA that signed the server's certificate), which turns "
-        "TLS on");
+        absl::StrCat(flags.cert.empty() ? "--tls_server_name" : "--tls_cert",
+                     ": needs --tls_ca (the CA that signed the server's certificate), which turns "
+                     "TLS on"));
   }
-  absl::StatusOr<std::string> ca = ReadPem("--tls_ca", ca_path);
+  if (!flags.server_name.empty()) {
+    if (const std::string problem = HostProblem(flags.server_name); !problem.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls_server_name: '", flags.server_name, "' ", problem,
+                       " (the name the server's certificate is checked for, without a port)"));
+  }
+  absl::StatusOr<std::string> ca = ReadPem("--tls_ca", flags.ca);
   if (!ca.ok()) return ca.status();
   std::string cert, key;
-  if (!cert_path.empty()) {
-    absl::StatusOr<std::string> c = ReadPem("--tls_cert", cert_path);
+  if (!flags.cert.empty()) {
+    absl::StatusOr<std::string> c = ReadPem("--tls_cert", flags.cert);
     if (!c.ok()) return c.status();
-    absl::StatusOr<std::string> k = ReadPem("--tls_key", key_path);
+    absl::StatusOr<std::string> k = ReadPem("--tls_key", flags.key);
     if (!k.ok()) return k.status();
     cert = *std::move(c);
     key = *std::move(k);
@@ -50,6 +57,7 @@ absl::Status ReadClientTls(const std::string& ca_path, const std::string& cert_p
   options->tls_ca = *std::move(ca);
   options->tls_cert = std::move(cert);
   options->tls_key = std::move(key);
+  options->tls_server_name = flags.server_name;
   return absl::OkStatus();
 }
 

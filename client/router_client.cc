@@ -44,6 +44,7 @@ RouterClient::RouterClient(const std::string& address, const ClientOptions& opti
     ssl.pem_cert_chain = options.tls_cert;
     ssl.pem_private_key = options.tls_key;
     creds = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
   }
   channel_ = grpc::CreateCustomChannel(address, creds, args);
   stub_ = v1::Router::NewStub(channel_);

@@ -20,6 +20,10 @@ struct ClientOptions {
   std::string tls_ca;    // PEM root certificates: enables TLS
   std::string tls_cert;  // PEM client certificate (mutual TLS)
   std::string tls_key;
+  // The name the server's certificate must carry, where the address does not (a server
+  // reached as 127.0.0.1 or a pod IP with a certificate for its DNS name); empty: the
+  // address's host. Also the calls' :authority.
+  std::string tls_server_name;
   // gRPC's load-balancing policy over the addresses the target resolves to: "" (gRPC's
   // default, pick_first: one address, the next only when it fails) or "round_robin" (each
   // call to the next ready address: a headless Service's pods, dns:///moe-router:50051).

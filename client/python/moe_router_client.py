@@ -144,7 +144,8 @@ def _unpack(resp):
     return ids, weights
 
 
-def _open_channel(module, address, tls_ca, tls_cert, tls_key, max_message_bytes, load_balancing):
+def _open_channel(module, address, tls_ca, tls_cert, tls_key, tls_server_name,
+                  max_message_bytes, load_balancing):
     """A channel of `module` (grpc, or grpc.aio for AsyncRouterClient) to a checked target."""
     check_target(address)
     options = [("grpc.max_receive_message_length", max_message_bytes),
@@ -156,6 +157,17 @@ def _open_channel(module, address, tls_ca, tls_cert, tls_key, max_message_bytes,
             raise ValueError(f"load_balancing: '{load_balancing}' is not pick_first or "
                              "round_robin")
         options.append(("grpc.lb_policy_name", load_balancing))
+    if tls_server_name is not None:
+        # The name the server's certificate carries where the address does not (127.0.0.1,
+        # a pod IP); gRPC would only fail the handshake on a malformed one.
+        if tls_ca is None:
+            raise ValueError("tls_server_name: needs tls_ca (the CA that signed the server's "
+                             "certificate), which turns TLS on")
+        why = _host_problem(tls_server_name) if tls_server_name else "is empty"
+        if why:
+            raise ValueError(f"tls_server_name: '{tls_server_name}' {why} (the name the "
+                             "server's certificate is checked for, without a port)")
+        options.append(("grpc.ssl_target_name_override", tls_server_name))
     if tls_ca is not None:
         creds = grpc.ssl_channel_credentials(tls_ca, tls_key, tls_cert)
         return module.secure_channel(address, creds, options)
@@ -212,9 +224,10 @@ class _Client:
     check and the calls' timeout."""
 
     def __init__(self, address, *, tls_ca=None, tls_cert=None, tls_key=None,
-                 max_message_bytes=64 << 20, timeout=10.0, load_balancing=None):
+                 tls_server_name=None, max_message_bytes=64 << 20, timeout=10.0,
+                 load_balancing=None):
         self._channel = _open_channel(self._grpc_module(), address, tls_ca, tls_cert, tls_key,
-                                      max_message_bytes, load_balancing)
+                                      tls_server_name, max_message_bytes, load_balancing)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._health_check = _health_check(self._channel)
         self._timeout = timeout
@@ -228,7 +241,9 @@ class RouterClient(_Client):
     """`address`: HOST:PORT or a gRPC target (dns:///HOST:PORT, ipv4:A:P,B:P, unix:PATH),
     checked (ValueError). `load_balancing`: None (gRPC's default, pick_first) or
     "round_robin", each call to the next ready address the target resolves to (a headless
-    Service's pods, dns:///moe-router:50051)."""
+    Service's pods, dns:///moe-router:50051). TLS: `tls_ca` (PEM bytes of the CA that signed
+    the server's certificate), `tls_cert` and `tls_key` (mutual TLS), `tls_server_name` (the
+    name the certificate carries, where `address` differs: 127.0.0.1, a pod IP)."""
 
     def close(self):
         self._channel.close()

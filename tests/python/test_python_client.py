@@ -399,14 +399,16 @@ class PythonClientTest(unittest.TestCase):
     @unittest.skipIf(shutil.which("openssl") is None, "no openssl")
     def test_cli_and_load_generator_speak_mutual_tls(self):
         # A server started with --tls_cert/--tls_key/--tls_client_ca: the CLI and the load
-        # generator reach it with --tls_ca/--tls_cert/--tls_key (they had no TLS flags).
+        # generator reach it with --tls_ca/--tls_cert/--tls_key (they had no TLS flags). Its
+        # certificate names only moe-router.test, as a real one names a DNS name, not the
+        # 127.0.0.1 (or pod IP) it is reached at: --tls_server_name says which name to check.
         tmp = tempfile.mkdtemp()
         subprocess.run(
             "set -e; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
             "-days 1 -subj /CN=test-ca; "
             "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
             "-subj /CN=localhost; "
-            "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; "
+            "printf 'subjectAltName=DNS:moe-router.test' > san.ext; "
             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
             "-out server.pem -days 1 -extfile san.ext; "
             "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client; "
@@ -415,14 +417,15 @@ class PythonClientTest(unittest.TestCase):
         pem = {name: os.path.join(tmp, name) for name in ("ca.pem", "client.pem", "client.key")}
         with open(pem["ca.pem"], "rb") as ca, open(pem["client.pem"], "rb") as cert, \
                 open(pem["client.key"], "rb") as key:
-            tls = {"tls_ca": ca.read(), "tls_cert": cert.read(), "tls_key": key.read()}
+            tls = {"tls_ca": ca.read(), "tls_cert": cert.read(), "tls_key": key.read(),
+                   "tls_server_name": "moe-router.test"}
         server, address, client = start_server(
             tmp, "demo-mixtral", extra_args=(f"--tls_cert={tmp}/server.pem",
                                              f"--tls_key={tmp}/server.key",
                                              f"--tls_client_ca={tmp}/ca.pem"), **tls)
         cli, bench = os.environ["MOE_CLI_BINARY"], os.environ["MOE_BENCH_BINARY"]
         flags = ["--tls_ca", pem["ca.pem"], "--tls_cert", pem["client.pem"],
-                 "--tls_key", pem["client.key"]]
+                 "--tls_key", pem["client.key"], "--tls_server_name", "moe-router.test"]
         try:
             self.assertTrue(client.health())
             out = subprocess.run([cli, "--address", address, *flags, "route", "demo-mixtral",
@@ -434,11 +437,19 @@ class PythonClientTest(unittest.TestCase):
                                  capture_output=True, text=True, timeout=60)
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertIn("errors: none", out.stdout)
-            # Without the client certificate the server refuses the handshake.
-            out = subprocess.run([cli, "--address", address, "--tls_ca", pem["ca.pem"], "health"],
-                                 capture_output=True, text=True, timeout=60)
-            self.assertEqual(out.returncode, 1, out.stderr)
-            self.assertIn("cannot reach the server", out.stderr)
+            # Without the client certificate the server refuses the handshake; without the
+            # server name the client refuses the certificate (it names no 127.0.0.1).
+            for leave_out in (slice(2, 6), slice(6, 8)):
+                argv = flags[:leave_out.start] + flags[leave_out.stop:]
+                out = subprocess.run([cli, "--address", address, *argv, "health"],
+                                     capture_output=True, text=True, timeout=60)
+                self.assertEqual(out.returncode, 1, (argv, out.stderr))
+                self.assertIn("cannot reach the server", out.stderr)
+            del tls["tls_server_name"]
+            with RouterClient(address, **tls, timeout=5) as unnamed:
+                with self.assertRaises(grpc.RpcError) as failed:
+                    unnamed.health()
+                self.assertEqual(failed.exception.code(), grpc.StatusCode.UNAVAILABLE)
         finally:
             client.close()
             server.send_signal(signal.SIGTERM)
@@ -453,12 +464,23 @@ class PythonClientTest(unittest.TestCase):
                 (["--tls_ca", os.path.join(tmp, "missing.pem")],
                  f"--tls_ca: cannot read '{tmp}/missing.pem'"),
                 (["--tls_ca", tmp], f"--tls_ca: cannot read '{tmp}'"),
-                (["--tls_ca", not_pem], f"--tls_ca: '{not_pem}' holds no PEM block")):
+                (["--tls_ca", not_pem], f"--tls_ca: '{not_pem}' holds no PEM block"),
+                (["--tls_server_name", "moe-router.test"], "--tls_server_name: needs --tls_ca"),
+                (["--tls_ca", pem["ca.pem"], "--tls_server_name", "moe-router.test:443"],
+                 "--tls_server_name: 'moe-router.test:443' has 'moe-router.test:443', not a "
+                 "host name or address")):
             for binary, command in ((cli, ["health"]), (bench, [])):
                 out = subprocess.run([binary, "--address", address, *argv, *command],
                                      capture_output=True, text=True, timeout=60)
                 self.assertEqual(out.returncode, 2, (binary, argv, out.stderr))
                 self.assertIn(message, out.stderr)
+        # The Python clients refuse the same.
+        for client_class in (RouterClient, AsyncRouterClient):
+            with self.assertRaisesRegex(ValueError, "tls_server_name: needs tls_ca"):
+                client_class(address, tls_server_name="moe-router.test")
+            for name in ("moe-router.test:443", "", "a b"):
+                with self.assertRaisesRegex(ValueError, f"tls_server_name: '{name}' "):
+                    client_class(address, tls_ca=tls["tls_ca"], tls_server_name=name)
 
     def test_load_generator_waits_for_a_server_loading_its_models(self):
         # The server listens (NOT_SERVING, no models listed) before its models are loaded: the
