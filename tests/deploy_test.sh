@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deployment files and a real Prometheus: the Prometheus config and alert rules pass
-# promtool; Kubernetes, compose and Grafana files parse and agree with each other (ports,
-# names, selectors, probes); the server command lines of the Dockerfile, the Deployment
+# promtool (and the rules' unit tests); Kubernetes, compose and Grafana files parse and agree
+# with each other (ports, names, selectors, probes, the TLS probes' patch); the server command lines of the Dockerfile, the Deployment
 # and the compose file start the real server (on the CPU backend, here without a
 # container) and the Dockerfile's HEALTHCHECK command reports it serving; every metric the
 # dashboard and rules use is exported by the server; then a real Prometheus (Debian
@@ -18,11 +18,12 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 promtool check config "$src/deploy/prometheus/prometheus.yml" >/dev/null || fail "promtool check config"
 promtool check rules "$src/deploy/prometheus/rules.yml" >/dev/null || fail "promtool check rules"
+(cd "$src/deploy/prometheus" && promtool test rules rules_test.yml >/dev/null) || fail "promtool test rules"
 /usr/bin/python3 - "$src" <<'PY' || fail "deploy files do not parse"
 import json, sys, yaml
 src = sys.argv[1]
 for f in ["k8s/deployment.yaml", "k8s/service.yaml", "k8s/monitoring.yaml", "k8s/hpa.yaml",
-          "k8s/networkpolicy.yaml", "docker-compose.yml",
+          "k8s/networkpolicy.yaml", "k8s/tls-probes.yaml", "docker-compose.yml",
           "grafana/provisioning/datasources/prometheus.yml",
           "grafana/provisioning/dashboards/moe-router.yml"]:
     docs = [d for d in yaml.safe_load_all(open(f"{src}/deploy/{f}")) if d is not None]
@@ -59,8 +60,31 @@ assert ports == {"grpc": port(flag(args, "--address")), "metrics": port(flag(arg
 assert sorted(ports.values()) == expose, (ports, expose)
 assert port(flag(cmd, "--address")) == ports["grpc"] and port(flag(cmd, "--metrics_address")) == ports["metrics"]
 assert port(flag(health, "--address")) == ports["grpc"], health
-for probe in ("readinessProbe", "livenessProbe"):
+for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
     assert container[probe]["grpc"]["port"] == ports["grpc"], probe
+# The TLS probes' patch, merged as a strategic merge does (a null deletes): HTTP probes of the
+# metrics port's health paths on the same container, no gRPC probe left.
+patched = json.loads(json.dumps(container))
+patch = load("k8s/tls-probes.yaml")[0]["spec"]["template"]["spec"]["containers"]
+assert [c["name"] for c in patch] == [container["name"]], patch
+for key, value in patch[0].items():
+    if key == "name":
+        continue
+    if value is None:
+        patched.pop(key, None)
+        continue
+    merged = dict(patched.get(key, {}))
+    for field, v in value.items():
+        if v is None:
+            merged.pop(field, None)
+        else:
+            merged[field] = v
+    patched[key] = merged
+assert "startupProbe" not in patched, patched
+assert {k: patched[k]["httpGet"]["path"] for k in ("readinessProbe", "livenessProbe")} == \
+    {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}, patched
+for k in ("readinessProbe", "livenessProbe"):
+    assert "grpc" not in patched[k] and patched[k]["httpGet"]["port"] == "metrics", patched[k]
 for kind in ("requests", "limits"):
     assert container["resources"][kind]["nvidia.com/gpu"] == 1, kind
 assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -123,6 +147,10 @@ pids+=($!)
 for _ in $(seq 1 600); do [ -s "$port_file" ] && break; sleep 0.05; done
 read -r grpc_port metrics_port <"$port_file" || fail "server did not start: $(cat "$tmp/server.log")"
 for _ in $(seq 1 600); do grep -q "serving gRPC" "$tmp/server.log" && break; sleep 0.05; done
+
+# The TLS probes' paths answer (plaintext, from the serving state).
+[ "$(curl -sf "http://127.0.0.1:$metrics_port/healthz")" = "alive: serving" ] || fail "/healthz"
+[ "$(curl -sf "http://127.0.0.1:$metrics_port/readyz")" = "ready: serving" ] || fail "/readyz"
 
 # Every metric named by the dashboard and the rules exists in a scrape (after traffic).
 "$bench" --address=127.0.0.1:$grpc_port --model=demo-mixtral --concurrency=4 --duration_s=1 \
