@@ -33,6 +33,11 @@ ROUNDS=2 timeout 200 bash ./router_ab.sh ./rb_a ./rb_b "$OUT/ab" --tokens 1,16,3
   --filter 'deepseek_v3,glm4_moe,qwen3_30b,qwen3_235b,gpt_oss_120b,llama4_maverick,mixtral' \
   2>&1 | tail -40
 echo "rc=$? took $((SECONDS - s)) s"
+# Landing needs the whole gpu_router_test of B too, and the sanitizers: here where time is
+# left, else a call of their own (gpu_tests grt_b 400; sanitize ... racecheck memcheck).
+if [ "$(seconds_left)" -gt 220 ]; then
+  gpu_tests grt_b "$(($(seconds_left) - 10))"
+fi
 if [ "$(seconds_left)" -gt 100 ]; then
   sanitize "GpuConfigs.BlockPairsMatchReference" racecheck memcheck
 fi
