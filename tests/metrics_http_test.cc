@@ -1,40 +1,20 @@
 // The metrics endpoint's health paths (server/metrics.h, server/serving_state.h): what
 // /healthz and /readyz answer in each phase of the server's life, for each method, beside
 // /metrics; and that a failed device stays failed whatever phase comes after.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <string>
 
 #include "server/metrics.h"
 #include "server/serving_state.h"
+#include "tests/loopback_http.h"
 
 namespace moe {
 namespace {
 
-// `method` `path` on 127.0.0.1:port over a plain socket: the whole response, or "".
+// `method` `path` on 127.0.0.1:port: the whole response, or "".
 std::string Exchange(int port, const std::string& method, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  std::string out;
-  const std::string req =
-      method + " " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-    char buf[4096];
-    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, n);
-  }
-  close(fd);
-  return out;
+  return testing::LoopbackHttp(port, method, path, 10);
 }
 
 std::string StatusLine(const std::string& response) {

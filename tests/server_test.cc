@@ -3,12 +3,9 @@
 // concurrency, streaming, every validation error, deadlines, shedding, metrics through
 // promtool, health, SIGTERM drain, TLS, the C++ client library, and misbehaving callers beside
 // well-behaved ones.
-#include <arpa/inet.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +26,7 @@
 #include "kernels/build_version.h"
 #include "server/demo_models.h"
 #include "server/metrics.h"
+#include "tests/loopback_http.h"
 #include "tests/reference_router.h"
 
 namespace moe {
@@ -213,46 +211,9 @@ v1::RouteRequest Request(const std::string& model, int layer, int tokens,
   return req;
 }
 
-// A TCP connection to `port` on loopback: the socket, or -1.
-int ConnectLoopback(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// `method` `path` (/metrics, /healthz, /readyz) over a plain socket (no curl needed on GPU
-// machines): the whole response, status line and headers included, or "" when the server
-// does not answer within `timeout_s`.
-std::string MetricsExchange(int port, const std::string& method, int timeout_s = 20,
-                            const std::string& path = "/metrics") {
-  const int fd = ConnectLoopback(port);
-  if (fd < 0) return "";
-  const timeval timeout{timeout_s, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  const std::string req =
-      method + " " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
-    close(fd);
-    return "";
-  }
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, n);
-  close(fd);
-  return out;
-}
-
 // GET /metrics: the body, or "" when the server does not answer within `timeout_s`.
 std::string Scrape(int port, int timeout_s = 20) {
-  const std::string out = MetricsExchange(port, "GET", timeout_s);
+  const std::string out = testing::LoopbackHttp(port, "GET", "/metrics", timeout_s);
   const size_t body = out.find("\r\n\r\n");
   return body == std::string::npos ? "" : out.substr(body + 4);
 }
@@ -1007,7 +968,7 @@ TEST_F(Server, HttpHealthAndReadinessFollowLoadingServingAndDraining) {
   ASSERT_TRUE(server.up());
   const int port = server.metrics_port();
   auto get = [port](const std::string& path) {
-    const std::string out = MetricsExchange(port, "GET", 20, path);
+    const std::string out = testing::LoopbackHttp(port, "GET", path);
     const size_t body = out.find("\r\n\r\n");
     return out.substr(0, out.find("\r\n")) + " | " +
            (body == std::string::npos ? "" : out.substr(body + 4));
@@ -1466,15 +1427,15 @@ TEST_F(Server, MetricsEndpointAnswersGetAndHeadAndRefusesOtherMethods) {
   if (!kMetricsEndpoint) GTEST_SKIP() << "no metrics endpoint in this build";
   ServerProcess server;
   ASSERT_TRUE(server.WaitServing());
-  const std::string get = MetricsExchange(server.metrics_port(), "GET");
+  const std::string get = testing::LoopbackHttp(server.metrics_port(), "GET", "/metrics");
   EXPECT_EQ(get.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << get.substr(0, 200);
   EXPECT_NE(get.find("moe_router_requests_total"), std::string::npos);
-  const std::string head = MetricsExchange(server.metrics_port(), "HEAD");
+  const std::string head = testing::LoopbackHttp(server.metrics_port(), "HEAD", "/metrics");
   EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
   EXPECT_NE(head.find("Content-Length: "), std::string::npos) << head;
   EXPECT_EQ(head.substr(head.find("\r\n\r\n") + 4), "") << "HEAD answered with a body";
   for (const char* method : {"POST", "PUT", "DELETE"}) {
-    const std::string other = MetricsExchange(server.metrics_port(), method);
+    const std::string other = testing::LoopbackHttp(server.metrics_port(), method, "/metrics");
     EXPECT_EQ(other.rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0), 0u) << method << ": " << other;
     EXPECT_NE(other.find("Allow: GET, HEAD\r\n"), std::string::npos) << method << ": " << other;
     EXPECT_EQ(other.find("moe_router_requests_total"), std::string::npos) << method;
@@ -1491,7 +1452,7 @@ TEST_F(Server, IdleConnectionsDoNotStopTheMetricsEndpoint) {
   ServerProcess server;
   ASSERT_TRUE(server.WaitServing());
   auto Connect = [&] {
-    const int fd = ConnectLoopback(server.metrics_port());
+    const int fd = testing::ConnectLoopback(server.metrics_port());
     EXPECT_GE(fd, 0);
     return fd;
   };
